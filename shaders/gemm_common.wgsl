@@ -1,0 +1,30 @@
+// Parameters shared by every GEMM-shaped kernel (matmul and the three convolution passes).
+// C[b, m, n] = alpha * sum_k A(b, m, k) * B(b, k, n) + beta * C[b, m, n] + bias_scale * bias(m or n)
+struct Params {
+    m: u32, n: u32, k: u32, batch: u32,
+    // matmul: elements between consecutive batch matrices of A, B and C (0 broadcasts one matrix)
+    sa: u32, sb: u32, sc: u32, alpha: f32,
+    // convolution geometry: input channels, input height/width, output channels
+    cin: u32, h: u32, w: u32, cout: u32,
+    // output height/width, stride, zero padding
+    oh: u32, ow: u32, stride: u32, pad: u32,
+    // kernel size (3 or 1); beta accumulates into C; bias_scale is 0 without a bias
+    ks: u32, beta: f32, bias_scale: f32, bias_per_col: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@group(0) @binding(4) var<storage, read> BIAS: array<f32>;
+
+// Writes one output element; `ci` is its index in C. The bias buffer is always bound (a dummy
+// when unused) and always read, so the automatic layout keeps binding 4 in every variant.
+fn epilogue(ci: u32, bias_index: u32, acc: f32) {
+    let bias = BIAS[min(bias_index, arrayLength(&BIAS) - 1u)] * P.bias_scale;
+    var v = P.alpha * acc + bias;
+    if (P.beta != 0.0) {
+        v = v + P.beta * C[ci];
+    }
+    C[ci] = v;
+}

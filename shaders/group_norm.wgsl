@@ -1,0 +1,47 @@
+// Group normalisation forward. X is [N, C, HW]; one workgroup per (sample, group) computes the
+// group's mean and 1/std (two passes over the data: mean first, then centred variance, which is
+// stable where E[x^2] - E[x]^2 is not), writes them to STATS for the backward pass, and writes
+// OUT = (x - mean) * rstd * gamma[c] + beta[c].
+struct Params { c: u32, hw: u32, groups: u32, eps: f32 }
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> GAMMA: array<f32>;
+@group(0) @binding(3) var<storage, read> BETA: array<f32>;
+@group(0) @binding(4) var<storage, read_write> OUT: array<f32>;
+@group(0) @binding(5) var<storage, read_write> STATS: array<f32>; // [N * groups, 2]: mean, rstd
+
+var<workgroup> red: array<f32, 256>;
+
+fn block_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w >>= 1u) {
+        if (li < w) { red[li] += red[li + w]; }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let ng = wg.x + wg.y * nwg.x; // sample * groups + group
+    let cpg = P.c / P.groups;
+    let len = cpg * P.hw;
+    let base = ng * len; // groups are contiguous: channels g*cpg .. (g+1)*cpg of one sample
+    let g = ng % P.groups;
+    var s = 0.0;
+    for (var i = li; i < len; i += 256u) { s += X[base + i]; }
+    let mean = block_sum(li, s) / f32(len);
+    var q = 0.0;
+    for (var i = li; i < len; i += 256u) { let d = X[base + i] - mean; q += d * d; }
+    let rstd = inverseSqrt(block_sum(li, q) / f32(len) + P.eps);
+    for (var i = li; i < len; i += 256u) {
+        let c = g * cpg + i / P.hw;
+        OUT[base + i] = (X[base + i] - mean) * rstd * GAMMA[c] + BETA[c];
+    }
+    if (li == 0u) { STATS[ng * 2u] = mean; STATS[ng * 2u + 1u] = rstd; }
+}

@@ -1,0 +1,54 @@
+// Group normalisation backward with respect to the input. With xh = (x - mean) * rstd and
+// gy = dy * gamma[c], over each (sample, group) of L elements:
+//   dx = rstd * (gy - mean(gy) - xh * mean(gy * xh))
+// The gamma and beta gradients are channel sums done by group_norm_param_grad.wgsl.
+struct Params { c: u32, hw: u32, groups: u32, eps: f32 }
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> GAMMA: array<f32>;
+@group(0) @binding(3) var<storage, read> DY: array<f32>;
+@group(0) @binding(4) var<storage, read> STATS: array<f32>;
+@group(0) @binding(5) var<storage, read_write> DX: array<f32>;
+
+var<workgroup> red: array<f32, 256>;
+
+fn block_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w >>= 1u) {
+        if (li < w) { red[li] += red[li + w]; }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let ng = wg.x + wg.y * nwg.x;
+    let cpg = P.c / P.groups;
+    let len = cpg * P.hw;
+    let base = ng * len;
+    let g = ng % P.groups;
+    let mean = STATS[ng * 2u];
+    let rstd = STATS[ng * 2u + 1u];
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var i = li; i < len; i += 256u) {
+        let c = g * cpg + i / P.hw;
+        let gy = DY[base + i] * GAMMA[c];
+        s1 += gy;
+        s2 += gy * (X[base + i] - mean) * rstd;
+    }
+    let m1 = block_sum(li, s1) / f32(len);
+    let m2 = block_sum(li, s2) / f32(len);
+    for (var i = li; i < len; i += 256u) {
+        let c = g * cpg + i / P.hw;
+        let gy = DY[base + i] * GAMMA[c];
+        let xh = (X[base + i] - mean) * rstd;
+        DX[base + i] = rstd * (gy - m1 - xh * m2);
+    }
+}

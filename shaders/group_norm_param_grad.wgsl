@@ -1,0 +1,40 @@
+// Group normalisation: gradients of gamma and beta, one workgroup per channel c:
+//   dgamma[c] = sum over samples and pixels of dy * xh,   dbeta[c] = sum of dy.
+struct Params { c: u32, hw: u32, groups: u32, n: u32 }
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> DY: array<f32>;
+@group(0) @binding(3) var<storage, read> STATS: array<f32>;
+@group(0) @binding(4) var<storage, read_write> DGAMMA: array<f32>;
+@group(0) @binding(5) var<storage, read_write> DBETA: array<f32>;
+
+var<workgroup> ra: array<f32, 256>;
+var<workgroup> rb: array<f32, 256>;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let c = wg.x;
+    let cpg = P.c / P.groups;
+    let g = c / cpg;
+    let total = P.n * P.hw;
+    var sa = 0.0;
+    var sb = 0.0;
+    for (var e = li; e < total; e += 256u) {
+        let s = e / P.hw;
+        let p = e - s * P.hw;
+        let idx = (s * P.c + c) * P.hw + p;
+        let st = (s * P.groups + g) * 2u;
+        let dy = DY[idx];
+        sa += dy * (X[idx] - STATS[st]) * STATS[st + 1u];
+        sb += dy;
+    }
+    ra[li] = sa;
+    rb[li] = sb;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w >>= 1u) {
+        if (li < w) { ra[li] += ra[li + w]; rb[li] += rb[li + w]; }
+        workgroupBarrier();
+    }
+    if (li == 0u) { DGAMMA[c] = ra[0]; DBETA[c] = rb[0]; }
+}

@@ -1,0 +1,127 @@
+//! GPU tensors (f32, contiguous, row-major / NCHW) and the kernels that act on them.
+//!
+//! A [`Tensor`] is a shape plus a shared pooled buffer; cloning is cheap, and the buffer returns to
+//! the pool when the last clone goes. Kernel launches are only recorded; they reach the GPU at
+//! the next [`Gpu::flush`] (or readback), so a whole training step is one submit.
+
+pub mod autodiff;
+mod elementwise;
+mod gemm;
+mod norm;
+mod optim;
+mod random;
+mod shape_ops;
+
+use std::rc::Rc;
+
+use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
+
+pub use gemm::{Conv2d, MatmulOpts};
+pub use norm::GroupNormStats;
+pub use optim::{ema_update, Adam, AdamConfig, GradClip};
+pub use random::philox_normal_cpu;
+
+#[derive(Clone)]
+pub struct Tensor {
+    gpu: Gpu,
+    buf: Rc<GpuBuffer>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor{:?}", self.shape)
+    }
+}
+
+impl Tensor {
+    /// An uninitialised tensor (its contents are whatever the pooled buffer held).
+    pub fn empty(gpu: &Gpu, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor { gpu: gpu.clone(), buf: gpu.alloc((n.max(1) * 4) as u64), shape: shape.to_vec() }
+    }
+
+    pub fn from_slice(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
+        let n: usize = shape.iter().product();
+        assert_eq!(n, data.len(), "shape {shape:?} holds {n} values, got {}", data.len());
+        let bytes: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        Tensor { gpu: gpu.clone(), buf: gpu.upload_bytes(bytes), shape: shape.to_vec() }
+    }
+
+    pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Tensor {
+        let t = Tensor::empty(gpu, shape);
+        elementwise::fill(&t, value);
+        t
+    }
+
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Tensor {
+        Self::full(gpu, shape, 0.0)
+    }
+
+    pub fn zeros_like(&self) -> Tensor {
+        Self::zeros(&self.gpu, &self.shape)
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn dim(&self, i: usize) -> usize {
+        self.shape[i]
+    }
+    pub(crate) fn buffer(&self) -> &Rc<GpuBuffer> {
+        &self.buf
+    }
+    pub(crate) fn bind(&self) -> Binding {
+        Binding::Pooled(self.buf.clone())
+    }
+    /// True when both share one buffer.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Rc::ptr_eq(&self.buf, &other.buf)
+    }
+
+    /// The same data under another shape with the same number of elements.
+    pub fn reshape(&self, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        assert_eq!(n, self.numel(), "cannot reshape {:?} to {shape:?}", self.shape);
+        Tensor { gpu: self.gpu.clone(), buf: self.buf.clone(), shape: shape.to_vec() }
+    }
+
+    /// A copy in a new buffer (recorded, like any launch).
+    pub fn deep_clone(&self) -> Tensor {
+        let out = Tensor::empty(&self.gpu, &self.shape);
+        self.gpu.copy(self.bind(), 0, out.bind(), 0, (self.numel().max(1) * 4).next_multiple_of(4) as u64);
+        out
+    }
+
+    /// Copies `src` into this tensor's buffer, in order with the recorded launches.
+    pub fn assign(&self, src: &Tensor) {
+        assert_eq!(self.numel(), src.numel(), "assign {:?} <- {:?}", self.shape, src.shape);
+        self.gpu.copy(src.bind(), 0, self.bind(), 0, (self.numel().max(1) * 4) as u64);
+    }
+
+    pub async fn to_vec(&self) -> Result<Vec<f32>, GpuError> {
+        let bytes = self.gpu.read_bytes(&self.buf, (self.numel() * 4) as u64).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_vec_blocking(&self) -> Result<Vec<f32>, GpuError> {
+        pollster::block_on(self.to_vec())
+    }
+}
+
+/// A 16-byte buffer bound where a kernel's optional input is absent.
+pub(crate) fn dummy(gpu: &Gpu) -> Binding {
+    Binding::Pooled(gpu.alloc(16))
+}
+
+/// Workgroups for `n` items at 256 per workgroup, spread over x and y.
+pub(crate) fn groups_for(gpu: &Gpu, n: usize) -> [u32; 3] {
+    gpu.grid_1d((n.div_ceil(256)).max(1) as u32)
+}

@@ -1,0 +1,98 @@
+//! Group normalisation and row softmax (group_norm*.wgsl, softmax.wgsl).
+
+use super::Tensor;
+use crate::gpu::{Dispatch, KernelKey, KernelSource};
+
+/// Saved by the forward pass for the backward: per (sample, group) mean and 1/std.
+#[derive(Clone, Debug)]
+pub struct GroupNormStats {
+    pub stats: Tensor,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+fn nchw(x: &Tensor) -> (usize, usize, usize) {
+    let s = x.shape();
+    assert!(s.len() >= 2, "group norm needs [N, C, ...], got {s:?}");
+    (s[0], s[1], s[2..].iter().product())
+}
+
+impl Tensor {
+    /// Group norm over [N, C, ...] with per-channel affine gamma, beta ([C]).
+    pub fn group_norm(&self, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f32) -> (Tensor, GroupNormStats) {
+        let gpu = self.gpu();
+        let (n, c, hw) = nchw(self);
+        assert!(groups > 0 && c % groups == 0, "{c} channels do not split into {groups} groups");
+        assert_eq!(gamma.numel(), c);
+        assert_eq!(beta.numel(), c);
+        let out = Tensor::empty(gpu, self.shape());
+        let stats = Tensor::empty(gpu, &[n * groups, 2]);
+        let pipeline = gpu.pipeline(&KernelKey::new("group_norm"), || {
+            KernelSource::one(include_str!("../../shaders/group_norm.wgsl"))
+        });
+        gpu.dispatch(Dispatch {
+            pipeline,
+            params: bytemuck::cast_slice(&[c as u32, hw as u32, groups as u32, eps.to_bits()]).to_vec(),
+            buffers: vec![self.bind(), gamma.bind(), beta.bind(), out.bind(), stats.bind()],
+            workgroups: gpu.grid_1d((n * groups) as u32),
+        });
+        (out, GroupNormStats { stats, groups, eps })
+    }
+
+    /// Backward of group norm: (dx, dgamma, dbeta) given the forward input `self` and dy.
+    pub fn group_norm_grad(&self, gamma: &Tensor, dy: &Tensor, saved: &GroupNormStats) -> (Tensor, Tensor, Tensor) {
+        let gpu = self.gpu();
+        let (n, c, hw) = nchw(self);
+        let g = saved.groups;
+        let dx = Tensor::empty(gpu, self.shape());
+        let pipeline = gpu.pipeline(&KernelKey::new("group_norm_grad"), || {
+            KernelSource::one(include_str!("../../shaders/group_norm_grad.wgsl"))
+        });
+        gpu.dispatch(Dispatch {
+            pipeline,
+            params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, saved.eps.to_bits()]).to_vec(),
+            buffers: vec![self.bind(), gamma.bind(), dy.bind(), saved.stats.bind(), dx.bind()],
+            workgroups: gpu.grid_1d((n * g) as u32),
+        });
+        let dgamma = Tensor::empty(gpu, &[c]);
+        let dbeta = Tensor::empty(gpu, &[c]);
+        let pipeline = gpu.pipeline(&KernelKey::new("group_norm_param_grad"), || {
+            KernelSource::one(include_str!("../../shaders/group_norm_param_grad.wgsl"))
+        });
+        gpu.dispatch(Dispatch {
+            pipeline,
+            params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, n as u32]).to_vec(),
+            buffers: vec![self.bind(), dy.bind(), saved.stats.bind(), dgamma.bind(), dbeta.bind()],
+            workgroups: [c as u32, 1, 1],
+        });
+        (dx, dgamma, dbeta)
+    }
+
+    /// softmax(scale * x) along the last dimension.
+    pub fn softmax(&self, scale: f32) -> Tensor {
+        softmax_launch(0, self, None, scale)
+    }
+
+    /// Backward of `softmax(scale * x)`: `self` is the forward output y, `dy` the incoming gradient.
+    pub fn softmax_grad(&self, dy: &Tensor, scale: f32) -> Tensor {
+        softmax_launch(1, dy, Some(self), scale)
+    }
+}
+
+fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tensor {
+    let gpu = x.gpu();
+    let len = *x.shape().last().expect("softmax of a scalar");
+    let rows = x.numel() / len.max(1);
+    let out = Tensor::empty(gpu, x.shape());
+    let pipeline = gpu.pipeline(&KernelKey::new("softmax").u32("MODE", mode), || {
+        KernelSource::one(include_str!("../../shaders/softmax.wgsl"))
+    });
+    let yb = y.map(|t| t.bind()).unwrap_or_else(|| super::dummy(gpu));
+    gpu.dispatch(Dispatch {
+        pipeline,
+        params: bytemuck::cast_slice(&[rows as u32, len as u32, scale.to_bits(), 0]).to_vec(),
+        buffers: vec![x.bind(), yb, out.bind()],
+        workgroups: gpu.grid_1d(rows as u32),
+    });
+    out
+}

@@ -1,0 +1,194 @@
+//! Data movement and reductions: nearest upsampling, channel concatenation and slicing, strided
+//! sums (reduce.wgsl), the sinusoidal embedding and the weighted squared-error loss.
+
+use super::{dummy, groups_for, Tensor};
+use crate::gpu::{Dispatch, KernelKey, KernelSource};
+
+/// What a reduction sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReduceMode {
+    Sum = 0,
+    SumSquares = 1,
+    Dot = 2,
+}
+
+/// out[out_offset + r] = scale * sum over (o, j) of f(x[(o * rows + r) * inner + j]).
+pub(crate) fn reduce_into(
+    x: &Tensor,
+    y: Option<&Tensor>,
+    mode: ReduceMode,
+    (outer, rows, inner): (usize, usize, usize),
+    scale: f32,
+    out: &Tensor,
+    out_offset: usize,
+) {
+    let gpu = x.gpu();
+    assert_eq!(outer * rows * inner, x.numel(), "reduce view does not cover {:?}", x.shape());
+    assert!(out_offset + rows <= out.numel());
+    let pipeline = gpu.pipeline(&KernelKey::new("reduce").u32("MODE", mode as u32), || {
+        KernelSource::one(include_str!("../../shaders/reduce.wgsl"))
+    });
+    let yb = y.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
+    let params: [u32; 8] = [outer as u32, rows as u32, inner as u32, out_offset as u32, scale.to_bits(), 0, 0, 0];
+    gpu.dispatch(Dispatch {
+        pipeline,
+        params: bytemuck::cast_slice(&params).to_vec(),
+        buffers: vec![x.bind(), yb, out.bind()],
+        workgroups: gpu.grid_1d(rows as u32),
+    });
+}
+
+impl Tensor {
+    /// Sum (times `scale`) of each sample: [N, ...] -> [N].
+    pub fn sum_per_sample(&self, scale: f32) -> Tensor {
+        let n = self.shape()[0];
+        let out = Tensor::empty(self.gpu(), &[n]);
+        reduce_into(self, None, ReduceMode::Sum, (1, n, self.numel() / n.max(1)), scale, &out, 0);
+        out
+    }
+    pub fn mean_per_sample(&self) -> Tensor {
+        let len = self.numel() / self.shape()[0].max(1);
+        self.sum_per_sample(1.0 / len as f32)
+    }
+    /// Sum of everything (times `scale`) as a [1] tensor.
+    pub fn sum_all(&self, scale: f32) -> Tensor {
+        let out = Tensor::empty(self.gpu(), &[1]);
+        reduce_into(self, None, ReduceMode::Sum, (1, 1, self.numel()), scale, &out, 0);
+        out
+    }
+    pub fn mean_all(&self) -> Tensor {
+        self.sum_all(1.0 / self.numel() as f32)
+    }
+    /// [N, C, ...] summed over samples and pixels: [C] (bias gradients).
+    pub fn sum_per_channel(&self) -> Tensor {
+        let (n, c) = (self.shape()[0], self.shape()[1]);
+        let out = Tensor::empty(self.gpu(), &[c]);
+        reduce_into(self, None, ReduceMode::Sum, (n, c, self.numel() / (n * c).max(1)), 1.0, &out, 0);
+        out
+    }
+    /// [N, C, ...] summed over pixels only: [N, C].
+    pub fn sum_per_sample_channel(&self) -> Tensor {
+        let (n, c) = (self.shape()[0], self.shape()[1]);
+        let out = Tensor::empty(self.gpu(), &[n, c]);
+        reduce_into(self, None, ReduceMode::Sum, (1, n * c, self.numel() / (n * c).max(1)), 1.0, &out, 0);
+        out
+    }
+    /// Sum of squares, written at `out[offset]` (for the global gradient norm).
+    pub fn sum_squares_into(&self, out: &Tensor, offset: usize) {
+        reduce_into(self, None, ReduceMode::SumSquares, (1, 1, self.numel()), 1.0, out, offset);
+    }
+    /// Dot product of two same-shaped tensors as a [1] tensor.
+    pub fn dot(&self, other: &Tensor) -> Tensor {
+        assert_eq!(self.numel(), other.numel());
+        let out = Tensor::empty(self.gpu(), &[1]);
+        reduce_into(self, Some(other), ReduceMode::Dot, (1, 1, self.numel()), 1.0, &out, 0);
+        out
+    }
+
+    /// Nearest-neighbour x2 upsampling of [N, C, H, W].
+    pub fn upsample2x(&self) -> Tensor {
+        let s = self.shape();
+        let out = Tensor::empty(self.gpu(), &[s[0], s[1], s[2] * 2, s[3] * 2]);
+        upsample_launch(0, self, &out, s[0] * s[1], s[2], s[3]);
+        out
+    }
+    /// Backward of upsample2x: `self` is the gradient at the upsampled size.
+    pub fn upsample2x_grad(&self) -> Tensor {
+        let s = self.shape();
+        assert!(s[2] % 2 == 0 && s[3] % 2 == 0);
+        let out = Tensor::empty(self.gpu(), &[s[0], s[1], s[2] / 2, s[3] / 2]);
+        upsample_launch(1, self, &out, s[0] * s[1], s[2] / 2, s[3] / 2);
+        out
+    }
+
+    /// Concatenation along channels of [N, C_i, H, W] tensors.
+    pub fn concat_channels(parts: &[&Tensor]) -> Tensor {
+        let first = parts[0].shape();
+        let cd: usize = parts.iter().map(|t| t.shape()[1]).sum();
+        let mut shape = first.to_vec();
+        shape[1] = cd;
+        let out = Tensor::empty(parts[0].gpu(), &shape);
+        let mut off = 0;
+        for t in parts {
+            assert_eq!(t.shape()[0], first[0]);
+            assert_eq!(t.shape()[2..], first[2..], "concat: spatial shapes differ");
+            channel_copy(0, t, &out, t.shape()[1], cd, off);
+            off += t.shape()[1];
+        }
+        out
+    }
+    /// Channels `offset .. offset + count` of [N, C, H, W].
+    pub fn slice_channels(&self, offset: usize, count: usize) -> Tensor {
+        let mut shape = self.shape().to_vec();
+        assert!(offset + count <= shape[1]);
+        shape[1] = count;
+        let out = Tensor::empty(self.gpu(), &shape);
+        channel_copy(1, self, &out, count, self.shape()[1], offset);
+        out
+    }
+
+    /// Sinusoidal embedding of per-sample scalars t [N] (times `scale`): [N, dim].
+    pub fn sinusoidal_embedding(&self, dim: usize, scale: f32) -> Tensor {
+        let gpu = self.gpu();
+        let n = self.numel();
+        let out = Tensor::empty(gpu, &[n, dim]);
+        let pipeline = gpu.pipeline(&KernelKey::new("sinusoidal"), || {
+            KernelSource::one(include_str!("../../shaders/sinusoidal.wgsl"))
+        });
+        gpu.dispatch(Dispatch {
+            pipeline,
+            params: bytemuck::cast_slice(&[n as u32, dim as u32, scale.to_bits(), 0]).to_vec(),
+            buffers: vec![self.bind(), out.bind()],
+            workgroups: groups_for(gpu, n * dim),
+        });
+        out
+    }
+
+    /// Per-sample weighted mean squared error: out[s] = w[s] * mean((self - target)^2 over sample s).
+    pub fn weighted_mse_per_sample(&self, target: &Tensor, w: &Tensor) -> Tensor {
+        let gpu = self.gpu();
+        assert_eq!(self.shape(), target.shape());
+        let n = self.shape()[0];
+        assert_eq!(w.numel(), n);
+        let out = Tensor::empty(gpu, &[n]);
+        let pipeline = gpu.pipeline(&KernelKey::new("weighted_mse"), || {
+            KernelSource::one(include_str!("../../shaders/weighted_mse.wgsl"))
+        });
+        gpu.dispatch(Dispatch {
+            pipeline,
+            params: bytemuck::cast_slice(&[n as u32, (self.numel() / n) as u32, 0, 0]).to_vec(),
+            buffers: vec![self.bind(), target.bind(), w.bind(), out.bind()],
+            workgroups: [n as u32, 1, 1],
+        });
+        out
+    }
+}
+
+fn upsample_launch(mode: u32, x: &Tensor, out: &Tensor, planes: usize, h: usize, w: usize) {
+    let gpu = x.gpu();
+    let pipeline = gpu.pipeline(&KernelKey::new("upsample").u32("MODE", mode), || {
+        KernelSource::one(include_str!("../../shaders/upsample.wgsl"))
+    });
+    gpu.dispatch(Dispatch {
+        pipeline,
+        params: bytemuck::cast_slice(&[planes as u32, h as u32, w as u32, 0]).to_vec(),
+        buffers: vec![x.bind(), out.bind()],
+        workgroups: groups_for(gpu, out.numel()),
+    });
+}
+
+fn channel_copy(mode: u32, src: &Tensor, dst: &Tensor, cs: usize, cd: usize, offset: usize) {
+    let gpu = src.gpu();
+    let n = src.shape()[0];
+    let hw: usize = src.shape()[2..].iter().product();
+    let pipeline = gpu.pipeline(&KernelKey::new("channel_copy").u32("MODE", mode), || {
+        KernelSource::one(include_str!("../../shaders/channel_copy.wgsl"))
+    });
+    let params: [u32; 8] = [n as u32, cs as u32, cd as u32, hw as u32, offset as u32, 0, 0, 0];
+    gpu.dispatch(Dispatch {
+        pipeline,
+        params: bytemuck::cast_slice(&params).to_vec(),
+        buffers: vec![src.bind(), dst.bind()],
+        workgroups: groups_for(gpu, n * cs * hw),
+    });
+}
