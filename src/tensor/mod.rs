@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
 
+pub use autodiff::{attention, Tape, Var};
 pub use gemm::{Conv2d, MatmulOpts};
 pub use norm::GroupNormStats;
 pub use optim::{ema_update, Adam, AdamConfig, GradClip};
@@ -73,9 +74,6 @@ impl Tensor {
     }
     pub fn dim(&self, i: usize) -> usize {
         self.shape[i]
-    }
-    pub(crate) fn buffer(&self) -> &Rc<GpuBuffer> {
-        &self.buf
     }
     pub(crate) fn bind(&self) -> Binding {
         Binding::Pooled(self.buf.clone())

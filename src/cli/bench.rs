@@ -1,0 +1,178 @@
+//! `fewstep bench kernels`: throughput of the kernels that dominate training, next to the adapter's
+//! own FMA-only throughput (so a number reads as a fraction of what the device can do).
+
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+
+use crate::gpu::{Dispatch, Gpu, KernelKey, KernelSource};
+use crate::tensor::{Conv2d, Tensor};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    what: BenchWhat,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Minimum seconds to spend per measurement (more repetitions, steadier numbers).
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchWhat {
+    /// matmul, conv2d (all three passes), group norm, attention, and the FMA peak.
+    Kernels,
+}
+
+struct Row {
+    kernel: &'static str,
+    pass: &'static str,
+    shape: String,
+    /// Work per run: FLOPs (unit "gflops") or bytes moved (unit "gbps").
+    work: f64,
+    unit: &'static str,
+    ms: f64,
+}
+
+/// Runs `f` (which records launches) until `seconds` have passed, flushing and waiting each time;
+/// returns the median milliseconds per run after one warm-up (which also compiles pipelines).
+fn time_runs(gpu: &Gpu, seconds: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    gpu.finish_blocking().expect("GPU finished");
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 3 || (start.elapsed().as_secs_f64() < seconds && times.len() < 50) {
+        let t = Instant::now();
+        f();
+        gpu.finish_blocking().expect("GPU finished");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[times.len() / 2]
+}
+
+fn fma_peak(gpu: &Gpu, seconds: f64) -> Row {
+    let invocations = 256 * 256u32;
+    let iters = 4096u32;
+    let out = Tensor::empty(gpu, &[invocations as usize]);
+    let pipeline = gpu.pipeline(&KernelKey::new("fma_peak"), || KernelSource::one(include_str!("../../shaders/fma_peak.wgsl")));
+    let ms = time_runs(gpu, seconds, || {
+        gpu.dispatch(Dispatch {
+            pipeline: pipeline.clone(),
+            params: bytemuck::cast_slice(&[iters, 0.5f32.to_bits(), 0, 0]).to_vec(),
+            buffers: vec![out.bind()],
+            workgroups: [invocations / 256, 1, 1],
+        })
+    });
+    Row {
+        kernel: "fma_peak",
+        pass: "forward",
+        shape: format!("{invocations} invocations x {iters} x 8 vec4 FMA"),
+        work: invocations as f64 * iters as f64 * 8.0 * 4.0 * 2.0,
+        unit: "gflops",
+        ms,
+    }
+}
+
+fn rand_tensor(gpu: &Gpu, shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(gpu, shape, seed, 0)
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let gpu = super::open_gpu()?;
+    let s = args.seconds;
+    let BenchWhat::Kernels = args.what;
+    if !args.json {
+        println!("adapter: {} ({:?}), GEMM kernels: {:?}", gpu.info().name, gpu.info().backend, gpu.variant());
+    }
+    let peak = fma_peak(&gpu, s);
+    let peak_gflops = peak.work / peak.ms / 1e6;
+    let mut rows = vec![peak];
+    let emit = |r: Row, rows: &mut Vec<Row>| {
+        print_row(&r, peak_gflops, args.json);
+        rows.push(r);
+    };
+    print_row(&rows[0], peak_gflops, args.json);
+
+    for &(m, n, k) in &[(1024usize, 1024usize, 1024usize), (4096, 128, 1152)] {
+        let a = rand_tensor(&gpu, &[m, k], 1);
+        let b = rand_tensor(&gpu, &[k, n], 2);
+        let ms = time_runs(&gpu, s, || {
+            a.matmul(&b);
+        });
+        emit(Row { kernel: "matmul", pass: "forward", shape: format!("{m}x{n}x{k}"), work: 2.0 * (m * n * k) as f64, unit: "gflops", ms }, &mut rows);
+    }
+
+    let (bn, cin, hw, cout) = (32usize, 64usize, 28usize, 64usize);
+    let conv = Conv2d::same(3);
+    let x = rand_tensor(&gpu, &[bn, cin, hw, hw], 3);
+    let w = rand_tensor(&gpu, &[cout, cin, 3, 3], 4);
+    let dy = rand_tensor(&gpu, &[bn, cout, hw, hw], 5);
+    let flops = 2.0 * (bn * cout * hw * hw * cin * 9) as f64;
+    let shape = format!("{bn}x{cin}x{hw}x{hw} -> {cout}, 3x3");
+    let ms = time_runs(&gpu, s, || {
+        conv.forward(&x, &w, None);
+    });
+    emit(Row { kernel: "conv2d_3x3", pass: "forward", shape: shape.clone(), work: flops, unit: "gflops", ms }, &mut rows);
+    let ms = time_runs(&gpu, s, || {
+        conv.input_grad(&dy, &w, x.shape());
+    });
+    emit(Row { kernel: "conv2d_3x3", pass: "backward_input", shape: shape.clone(), work: flops, unit: "gflops", ms }, &mut rows);
+    let ms = time_runs(&gpu, s, || {
+        conv.weight_grad(&dy, &x, w.shape());
+    });
+    emit(Row { kernel: "conv2d_3x3", pass: "backward_weight", shape, work: flops, unit: "gflops", ms }, &mut rows);
+
+    let gamma = Tensor::full(&gpu, &[cin], 1.0);
+    let beta = Tensor::zeros(&gpu, &[cin]);
+    let bytes = (x.numel() * 4 * 4) as f64; // three reads, one write
+    let gshape = format!("{bn}x{cin}x{hw}x{hw}, 8 groups");
+    let ms = time_runs(&gpu, s, || {
+        x.group_norm(&gamma, &beta, 8, 1e-5);
+    });
+    emit(Row { kernel: "group_norm", pass: "forward", shape: gshape.clone(), work: bytes, unit: "gbps", ms }, &mut rows);
+    let (_, saved) = x.group_norm(&gamma, &beta, 8, 1e-5);
+    let ms = time_runs(&gpu, s, || {
+        x.group_norm_grad(&gamma, &dy, &saved);
+    });
+    emit(Row { kernel: "group_norm", pass: "backward_input", shape: gshape, work: bytes * 2.0, unit: "gbps", ms }, &mut rows);
+
+    // Attention over the pixels of a 14x14 map with 64 channels: softmax(Q^T K / sqrt(C)) and V P^T.
+    let (an, ac, ahw) = (32usize, 64usize, 196usize);
+    let q = rand_tensor(&gpu, &[an, ac, ahw], 6);
+    let kk = rand_tensor(&gpu, &[an, ac, ahw], 7);
+    let v = rand_tensor(&gpu, &[an, ac, ahw], 8);
+    let aflops = 2.0 * 2.0 * (an * ahw * ahw * ac) as f64;
+    let ms = time_runs(&gpu, s, || {
+        crate::tensor::attention(&q, &kk, &v);
+    });
+    emit(
+        Row { kernel: "attention", pass: "forward", shape: format!("{an}x{ac}x{ahw} (14x14 pixels)"), work: aflops, unit: "gflops", ms },
+        &mut rows,
+    );
+    Ok(())
+}
+
+fn print_row(r: &Row, peak_gflops: f64, json: bool) {
+    let rate = r.work / r.ms / 1e6;
+    if json {
+        let mut o = serde_json::json!({"kernel": r.kernel, "pass": r.pass, "shape": r.shape, "ms": round3(r.ms)});
+        if r.unit == "gflops" {
+            o["gflops"] = round3(rate).into();
+            o["fraction_of_fma_peak"] = round3(rate / peak_gflops).into();
+        } else {
+            o["gbps"] = round3(rate).into();
+        }
+        println!("{o}");
+    } else {
+        let frac = if r.unit == "gflops" { format!("{:5.1}% of FMA peak", 100.0 * rate / peak_gflops) } else { String::new() };
+        println!("{:<12} {:<16} {:<36} {:>9.3} ms {:>9.2} {:<6} {}", r.kernel, r.pass, r.shape, r.ms, rate, if r.unit == "gflops" { "GFLOP/s" } else { "GB/s" }, frac);
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
