@@ -79,7 +79,8 @@ fn attention_matches_reference() {
 fn op_gradients_match_finite_differences() {
     let g = gpu();
     let mut r = rng("op_gradients");
-    let mut u = |n: usize| uniform(&mut StdRng::seed_from_u64(r.random()), n, 1.0);
+    let mut ur = StdRng::seed_from_u64(r.random());
+    let mut u = |n: usize| uniform(&mut ur, n, 1.0);
     let probe = u(2 * 3 * 4 * 4);
     let probe_t = Tensor::from_slice(&g, &[2, 3, 4, 4], &probe);
     // Each check reduces its output to a scalar with a fixed random probe so every element counts.
