@@ -5,3 +5,5 @@ pub mod selftest;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

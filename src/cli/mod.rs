@@ -23,6 +23,15 @@ enum Command {
     Info,
     /// Measure speed; prints a table, or one JSON object per line with --json.
     Bench(bench::BenchArgs),
+    /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
+    Selftest {
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seed for the inputs (default: from the clock, so each run draws fresh inputs).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -30,6 +39,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info => info(),
         Command::Bench(args) => bench::run(args),
+        Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -47,5 +57,23 @@ pub(crate) fn open_gpu() -> anyhow::Result<Gpu> {
 fn info() -> anyhow::Result<()> {
     let gpu = open_gpu()?;
     print!("{}", gpu.describe());
+    Ok(())
+}
+
+fn selftest(json: bool, seed: Option<u64>) -> anyhow::Result<()> {
+    let gpu = open_gpu()?;
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    let report = pollster::block_on(crate::selftest::run(&gpu, seed));
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for c in &report.checks {
+            println!("{} {}: {}", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail);
+        }
+        println!("{} passed, {} failed on {} (seed {seed})", report.passed, report.failed, report.adapter);
+    }
+    anyhow::ensure!(report.failed == 0, "{} kernel checks failed", report.failed);
     Ok(())
 }
