@@ -31,3 +31,7 @@ fn store_c(b: u32, m: u32, n: u32, acc: f32) {
     let p = n - img * hw;
     epilogue((img * P.cout + m) * hw + p, m, acc);
 }
+
+// Speed note: load_b decomposes k and n with integer divisions on every element; on lavapipe this
+// holds the forward pass at ~5 GFLOP/s against ~12 for plain matmul. Hoisting the column part out
+// of the K loop (it is fixed per lane) is the next step.

@@ -1,9 +1,17 @@
 //! Plain CPU references with f64 accumulation: what every kernel is checked against, in the test
 //! suite and in the browser self-test (so both compare with one definition).
 
-
 /// C[b] = op(A[b]) op(B[b]); A [batch, M, K] or [batch, K, M] when trans_a; B likewise.
-pub fn matmul_ref(a: &[f32], b: &[f32], batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<f64> {
+pub fn matmul_ref(
+    a: &[f32],
+    b: &[f32],
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+) -> Vec<f64> {
     let mut c = vec![0.0; batch * m * n];
     for bt in 0..batch {
         let (ao, bo) = (bt * m * k, bt * k * n);
@@ -11,8 +19,16 @@ pub fn matmul_ref(a: &[f32], b: &[f32], batch: usize, m: usize, n: usize, k: usi
             for j in 0..n {
                 let mut s = 0.0f64;
                 for kk in 0..k {
-                    let av = if ta { a[ao + kk * m + i] } else { a[ao + i * k + kk] };
-                    let bv = if tb { b[bo + j * k + kk] } else { b[bo + kk * n + j] };
+                    let av = if ta {
+                        a[ao + kk * m + i]
+                    } else {
+                        a[ao + i * k + kk]
+                    };
+                    let bv = if tb {
+                        b[bo + j * k + kk]
+                    } else {
+                        b[bo + kk * n + j]
+                    };
                     s += av as f64 * bv as f64;
                 }
                 c[bt * m * n + i * n + j] = s;
@@ -63,10 +79,15 @@ impl ConvShape {
                                 for kx in 0..self.ks {
                                     let iy = (oy * self.stride + ky) as isize - self.pad as isize;
                                     let ix = (ox * self.stride + kx) as isize - self.pad as isize;
-                                    if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= self.h as isize
+                                        || ix >= self.w as isize
+                                    {
                                         continue;
                                     }
-                                    let xi = ((n * self.cin + ci) * self.h + iy as usize) * self.w + ix as usize;
+                                    let xi = ((n * self.cin + ci) * self.h + iy as usize) * self.w
+                                        + ix as usize;
                                     let wi = ((co * self.cin + ci) * self.ks + ky) * self.ks + kx;
                                     f(yi, xi, wi);
                                 }
@@ -101,7 +122,16 @@ impl ConvShape {
 }
 
 /// Group norm reference: returns the output.
-pub fn group_norm_ref(x: &[f32], n: usize, c: usize, hw: usize, groups: usize, gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f64> {
+pub fn group_norm_ref(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> Vec<f64> {
     let cpg = c / groups;
     let len = cpg * hw;
     let mut out = vec![0.0; x.len()];
@@ -109,11 +139,16 @@ pub fn group_norm_ref(x: &[f32], n: usize, c: usize, hw: usize, groups: usize, g
         for g in 0..groups {
             let base = (s * groups + g) * len;
             let mean = x[base..base + len].iter().map(|&v| v as f64).sum::<f64>() / len as f64;
-            let var = x[base..base + len].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+            let var = x[base..base + len]
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / len as f64;
             let rstd = 1.0 / (var + eps).sqrt();
             for i in 0..len {
                 let ch = g * cpg + i / hw;
-                out[base + i] = (x[base + i] as f64 - mean) * rstd * gamma[ch] as f64 + beta[ch] as f64;
+                out[base + i] =
+                    (x[base + i] as f64 - mean) * rstd * gamma[ch] as f64 + beta[ch] as f64;
             }
         }
     }
@@ -123,7 +158,10 @@ pub fn group_norm_ref(x: &[f32], n: usize, c: usize, hw: usize, groups: usize, g
 pub fn softmax_ref(x: &[f32], len: usize, scale: f64) -> Vec<f64> {
     let mut out = vec![0.0; x.len()];
     for (row, o) in x.chunks(len).zip(out.chunks_mut(len)) {
-        let m = row.iter().map(|&v| v as f64 * scale).fold(f64::NEG_INFINITY, f64::max);
+        let m = row
+            .iter()
+            .map(|&v| v as f64 * scale)
+            .fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = row.iter().map(|&v| (v as f64 * scale - m).exp()).sum();
         for (oi, &v) in o.iter_mut().zip(row) {
             *oi = (v as f64 * scale - m).exp() / s;
@@ -132,7 +170,6 @@ pub fn softmax_ref(x: &[f32], len: usize, scale: f64) -> Vec<f64> {
     out
 }
 
-
 /// Max over elements of |got - want| - (atol + rtol |want|); <= 0 means within tolerance.
 pub fn worst_excess(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
     if got.len() != want.len() {
@@ -140,6 +177,12 @@ pub fn worst_excess(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
     }
     got.iter()
         .zip(want)
-        .map(|(&g, &w)| if g.is_finite() { (g as f64 - w).abs() - (atol + rtol * w.abs()) } else { f64::INFINITY })
+        .map(|(&g, &w)| {
+            if g.is_finite() {
+                (g as f64 - w).abs() - (atol + rtol * w.abs())
+            } else {
+                f64::INFINITY
+            }
+        })
         .fold(f64::NEG_INFINITY, f64::max)
 }

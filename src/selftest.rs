@@ -34,7 +34,10 @@ pub struct Report {
 
 fn inputs(seed: u64, stream: u64, n: usize) -> Vec<f32> {
     // Uniform-ish in [-1, 1]: squash the reference normals (any deterministic spread will do).
-    philox_normal_cpu(seed, stream, n).into_iter().map(|z| (z * 0.5).tanh()).collect()
+    philox_normal_cpu(seed, stream, n)
+        .into_iter()
+        .map(|z| (z * 0.5).tanh())
+        .collect()
 }
 
 struct Checker {
@@ -52,9 +55,17 @@ impl Checker {
         let check = match t.to_vec().await {
             Ok(got) => {
                 let e = worst_excess(&got, want, atol, rtol);
-                Check { name, passed: e <= 0.0, detail: format!("worst excess {e:.3e} (atol {atol:.0e}, rtol {rtol:.0e})") }
+                Check {
+                    name,
+                    passed: e <= 0.0,
+                    detail: format!("worst excess {e:.3e} (atol {atol:.0e}, rtol {rtol:.0e})"),
+                }
             }
-            Err(e) => Check { name, passed: false, detail: e.to_string() },
+            Err(e) => Check {
+                name,
+                passed: false,
+                detail: e.to_string(),
+            },
         };
         self.checks.push(check);
     }
@@ -62,7 +73,11 @@ impl Checker {
 
 /// Runs the checks on `gpu`; `seed` picks the inputs.
 pub async fn run(gpu: &Gpu, seed: u64) -> Report {
-    let mut c = Checker { seed, stream: 0, checks: Vec::new() };
+    let mut c = Checker {
+        seed,
+        stream: 0,
+        checks: Vec::new(),
+    };
     let g = gpu.clone();
     let mut variants = vec![KernelVariant::Tiled];
     if g.has_subgroups() {
@@ -71,25 +86,74 @@ pub async fn run(gpu: &Gpu, seed: u64) -> Report {
     let original = g.variant();
     for v in variants {
         g.set_variant(v);
-        for &(m, n, k, ta, tb) in &[(65usize, 33usize, 17usize, false, false), (17, 70, 129, true, true), (1, 1, 3, false, true)] {
+        for &(m, n, k, ta, tb) in &[
+            (65usize, 33usize, 17usize, false, false),
+            (17, 70, 129, true, true),
+            (1, 1, 3, false, true),
+        ] {
             let a = c.data(m * k);
             let b = c.data(k * n);
             let at = Tensor::from_slice(&g, &if ta { [k, m] } else { [m, k] }, &a);
             let bt = Tensor::from_slice(&g, &if tb { [n, k] } else { [k, n] }, &b);
-            let out = at.matmul_with(&bt, MatmulOpts { trans_a: ta, trans_b: tb, alpha: 1.0 }, None);
+            let out = at.matmul_with(
+                &bt,
+                MatmulOpts {
+                    trans_a: ta,
+                    trans_b: tb,
+                    alpha: 1.0,
+                },
+                None,
+            );
             let want = matmul_ref(&a, &b, 1, m, n, k, ta, tb);
-            c.compare(format!("{v:?} matmul {m}x{n}x{k} ta={ta} tb={tb}"), &out, &want, 1e-5 * (k as f64).sqrt(), 1e-5).await;
+            c.compare(
+                format!("{v:?} matmul {m}x{n}x{k} ta={ta} tb={tb}"),
+                &out,
+                &want,
+                1e-5 * (k as f64).sqrt(),
+                1e-5,
+            )
+            .await;
         }
         let shapes = [
-            ConvShape { n: 2, cin: 3, h: 9, w: 9, cout: 4, ks: 3, stride: 1, pad: 1 },
-            ConvShape { n: 2, cin: 5, h: 9, w: 7, cout: 3, ks: 3, stride: 2, pad: 1 },
-            ConvShape { n: 3, cin: 4, h: 5, w: 5, cout: 17, ks: 1, stride: 1, pad: 0 },
+            ConvShape {
+                n: 2,
+                cin: 3,
+                h: 9,
+                w: 9,
+                cout: 4,
+                ks: 3,
+                stride: 1,
+                pad: 1,
+            },
+            ConvShape {
+                n: 2,
+                cin: 5,
+                h: 9,
+                w: 7,
+                cout: 3,
+                ks: 3,
+                stride: 2,
+                pad: 1,
+            },
+            ConvShape {
+                n: 3,
+                cin: 4,
+                h: 5,
+                w: 5,
+                cout: 17,
+                ks: 1,
+                stride: 1,
+                pad: 0,
+            },
         ];
         for cs in shapes {
             let x = c.data(cs.x_len());
             let w = c.data(cs.w_len());
             let dy = c.data(cs.y_len());
-            let conv = Conv2d { stride: cs.stride, pad: cs.pad };
+            let conv = Conv2d {
+                stride: cs.stride,
+                pad: cs.pad,
+            };
             let xs = [cs.n, cs.cin, cs.h, cs.w];
             let ws = [cs.cout, cs.cin, cs.ks, cs.ks];
             let xt = Tensor::from_slice(&g, &xs, &x);
@@ -97,11 +161,32 @@ pub async fn run(gpu: &Gpu, seed: u64) -> Report {
             let dyt = Tensor::from_slice(&g, &[cs.n, cs.cout, cs.oh(), cs.ow()], &dy);
             let tol = 1e-5 * ((cs.cin * cs.ks * cs.ks + cs.n * cs.h * cs.w) as f64).sqrt();
             let y = conv.forward(&xt, &wt, None);
-            c.compare(format!("{v:?} conv2d forward {cs:?}"), &y, &cs.forward_ref(&x, &w, None), tol, 1e-5).await;
+            c.compare(
+                format!("{v:?} conv2d forward {cs:?}"),
+                &y,
+                &cs.forward_ref(&x, &w, None),
+                tol,
+                1e-5,
+            )
+            .await;
             let dx = conv.input_grad(&dyt, &wt, &xs);
-            c.compare(format!("{v:?} conv2d backward_input {cs:?}"), &dx, &cs.input_grad_ref(&dy, &w), tol, 1e-5).await;
+            c.compare(
+                format!("{v:?} conv2d backward_input {cs:?}"),
+                &dx,
+                &cs.input_grad_ref(&dy, &w),
+                tol,
+                1e-5,
+            )
+            .await;
             let dw = conv.weight_grad(&dyt, &xt, &ws);
-            c.compare(format!("{v:?} conv2d backward_weight {cs:?}"), &dw, &cs.weight_grad_ref(&dy, &x), tol, 1e-5).await;
+            c.compare(
+                format!("{v:?} conv2d backward_weight {cs:?}"),
+                &dw,
+                &cs.weight_grad_ref(&dy, &x),
+                tol,
+                1e-5,
+            )
+            .await;
         }
     }
     g.set_variant(original);
@@ -117,16 +202,40 @@ pub async fn run(gpu: &Gpu, seed: u64) -> Report {
         1e-5,
     );
     let want = group_norm_ref(&x, n, ch, hw, groups, &gamma, &beta, 1e-5);
-    c.compare("group norm 2x8x5x5 / 4 groups".into(), &y, &want, 2e-5, 2e-4).await;
+    c.compare(
+        "group norm 2x8x5x5 / 4 groups".into(),
+        &y,
+        &want,
+        2e-5,
+        2e-4,
+    )
+    .await;
 
     let s = c.data(7 * 33);
     let p = Tensor::from_slice(&g, &[7, 33], &s).softmax(0.5);
-    c.compare("softmax 7x33".into(), &p, &softmax_ref(&s, 33, 0.5), 2e-6, 2e-5).await;
+    c.compare(
+        "softmax 7x33".into(),
+        &p,
+        &softmax_ref(&s, 33, 0.5),
+        2e-6,
+        2e-5,
+    )
+    .await;
 
     let (ns, nst, nn) = NOISE_PROBE;
     let noise_t = Tensor::randn(&g, &[nn], ns, nst);
-    let want: Vec<f64> = philox_normal_cpu(ns, nst, nn).iter().map(|&v| v as f64).collect();
-    c.compare("gaussian generator vs CPU Philox".into(), &noise_t, &want, 1e-5, 1e-5).await;
+    let want: Vec<f64> = philox_normal_cpu(ns, nst, nn)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    c.compare(
+        "gaussian generator vs CPU Philox".into(),
+        &noise_t,
+        &want,
+        1e-5,
+        1e-5,
+    )
+    .await;
     let noise = noise_t.to_vec().await.unwrap_or_default();
 
     let passed = c.checks.iter().filter(|k| k.passed).count();

@@ -14,7 +14,9 @@ pub fn start() {
 /// with a message that says what is missing (e.g. no WebGPU in this browser).
 #[wasm_bindgen]
 pub async fn run_selftest(seed: f64) -> Result<String, JsValue> {
-    let gpu = Gpu::new(GpuOptions::default()).await.map_err(|e| JsValue::from_str(&e.to_string()))?;
+    let gpu = Gpu::new(GpuOptions::default())
+        .await
+        .map_err(|e| JsValue::from_str(&e.to_string()))?;
     let report = crate::selftest::run(&gpu, seed as u64).await;
     serde_json::to_string(&report).map_err(|e| JsValue::from_str(&e.to_string()))
 }

@@ -26,17 +26,28 @@ fn check_grads(
     f: impl Fn(&Tape, &[Var]) -> Var,
 ) {
     let tape = Tape::new();
-    let vars: Vec<Var> = inputs.iter().map(|(s, d)| tape.leaf(&Tensor::from_slice(g, s, d))).collect();
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|(s, d)| tape.leaf(&Tensor::from_slice(g, s, d)))
+        .collect();
     let loss = f(&tape, &vars);
     assert_eq!(loss.value.numel(), 1, "{what}: loss must be a scalar");
     let (_, leaves) = tape.backward(&loss, None);
     let forward = |vals: &[Vec<f32>]| -> f64 {
         let t = Tape::new();
-        let vs: Vec<Var> = inputs.iter().zip(vals).map(|((s, _), d)| Var::constant(Tensor::from_slice(g, s, d))).collect();
+        let vs: Vec<Var> = inputs
+            .iter()
+            .zip(vals)
+            .map(|((s, _), d)| Var::constant(Tensor::from_slice(g, s, d)))
+            .collect();
         f(&t, &vs).value.to_vec_blocking().unwrap()[0] as f64
     };
     for (i, (_, data)) in inputs.iter().enumerate() {
-        let grad = leaves.of(&vars[i]).unwrap_or_else(|| panic!("{what}: no gradient for input {i}")).to_vec_blocking().unwrap();
+        let grad = leaves
+            .of(&vars[i])
+            .unwrap_or_else(|| panic!("{what}: no gradient for input {i}"))
+            .to_vec_blocking()
+            .unwrap();
         for _ in 0..3 {
             let j = r.random_range(0..data.len());
             let fd = central_difference(data, j, FD_EPS, |d| {
@@ -44,7 +55,13 @@ fn check_grads(
                 vals[i] = d.to_vec();
                 forward(&vals)
             });
-            assert_close(&format!("{what}: d/d input {i} [{j}] vs FD"), &grad[j..j + 1], &[fd], FD_ATOL, FD_RTOL);
+            assert_close(
+                &format!("{what}: d/d input {i} [{j}] vs FD"),
+                &grad[j..j + 1],
+                &[fd],
+                FD_ATOL,
+                FD_RTOL,
+            );
         }
     }
 }
@@ -58,17 +75,23 @@ fn attention_matches_reference() {
     let k = uniform(&mut r, n * c * hw, 1.0);
     let v = uniform(&mut r, n * c * hw, 1.0);
     let t = |d: &[f32]| Tensor::from_slice(&g, &[n, c, hw], d);
-    let out = fewstep::tensor::attention(&t(&q), &t(&k), &t(&v)).to_vec_blocking().unwrap();
+    let out = fewstep::tensor::attention(&t(&q), &t(&k), &t(&v))
+        .to_vec_blocking()
+        .unwrap();
     let mut want = vec![0.0; n * c * hw];
     let scale = 1.0 / (c as f64).sqrt();
     for s in 0..n {
         let at = |m: &[f32], ch: usize, p: usize| m[(s * c + ch) * hw + p] as f64;
         for i in 0..hw {
-            let logits: Vec<f64> = (0..hw).map(|j| (0..c).map(|ch| at(&q, ch, i) * at(&k, ch, j)).sum::<f64>() * scale).collect();
+            let logits: Vec<f64> = (0..hw)
+                .map(|j| (0..c).map(|ch| at(&q, ch, i) * at(&k, ch, j)).sum::<f64>() * scale)
+                .collect();
             let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
             for ch in 0..c {
-                want[(s * c + ch) * hw + i] = (0..hw).map(|j| (logits[j] - mx).exp() / z * at(&v, ch, j)).sum();
+                want[(s * c + ch) * hw + i] = (0..hw)
+                    .map(|j| (logits[j] - mx).exp() / z * at(&v, ch, j))
+                    .sum();
             }
         }
     }
@@ -86,51 +109,113 @@ fn op_gradients_match_finite_differences() {
     // Each check reduces its output to a scalar with a fixed random probe so every element counts.
     let dotp = |t: &Tape, y: &Var, p: &Tensor| t.mean_all(&t.mul(y, &Var::constant(p.clone())));
 
-    check_grads(&g, &mut r, "attention", &[(vec![2, 3, 16], u(96)), (vec![2, 3, 16], u(96)), (vec![2, 3, 16], u(96))], |t, v| {
-        let y = t.attention(&v[0], &v[1], &v[2]);
-        dotp(t, &t.reshape(&y, &[2, 3, 4, 4]), &probe_t)
-    });
-    check_grads(&g, &mut r, "slice channels", &[(vec![2, 5, 3], u(30))], |t, v| {
-        let y = t.slice_channels(&v[0], 1, 3);
-        t.mean_all(&t.mul(&y, &y))
-    });
-    check_grads(&g, &mut r, "linear", &[(vec![4, 6], u(24)), (vec![5, 6], u(30)), (vec![5], u(5))], |t, v| {
-        let y = t.linear(&v[0], &v[1], &v[2]);
-        t.mean_all(&t.mul(&y, &y))
-    });
-    check_grads(&g, &mut r, "batched matmul, shared B, transposes", &[(vec![3, 4, 5], u(60)), (vec![6, 4], u(24))], |t, v| {
-        let y = t.matmul(&v[0], &v[1], MatmulOpts { trans_a: true, trans_b: true, alpha: 0.7 });
-        t.mean_all(&t.mul(&y, &y))
-    });
+    check_grads(
+        &g,
+        &mut r,
+        "attention",
+        &[
+            (vec![2, 3, 16], u(96)),
+            (vec![2, 3, 16], u(96)),
+            (vec![2, 3, 16], u(96)),
+        ],
+        |t, v| {
+            let y = t.attention(&v[0], &v[1], &v[2]);
+            dotp(t, &t.reshape(&y, &[2, 3, 4, 4]), &probe_t)
+        },
+    );
+    check_grads(
+        &g,
+        &mut r,
+        "slice channels",
+        &[(vec![2, 5, 3], u(30))],
+        |t, v| {
+            let y = t.slice_channels(&v[0], 1, 3);
+            t.mean_all(&t.mul(&y, &y))
+        },
+    );
+    check_grads(
+        &g,
+        &mut r,
+        "linear",
+        &[(vec![4, 6], u(24)), (vec![5, 6], u(30)), (vec![5], u(5))],
+        |t, v| {
+            let y = t.linear(&v[0], &v[1], &v[2]);
+            t.mean_all(&t.mul(&y, &y))
+        },
+    );
+    check_grads(
+        &g,
+        &mut r,
+        "batched matmul, shared B, transposes",
+        &[(vec![3, 4, 5], u(60)), (vec![6, 4], u(24))],
+        |t, v| {
+            let y = t.matmul(
+                &v[0],
+                &v[1],
+                MatmulOpts {
+                    trans_a: true,
+                    trans_b: true,
+                    alpha: 0.7,
+                },
+            );
+            t.mean_all(&t.mul(&y, &y))
+        },
+    );
     check_grads(
         &g,
         &mut r,
         "conv + bias, stride 2",
-        &[(vec![2, 3, 7, 7], u(294)), (vec![3, 3, 3, 3], u(81)), (vec![3], u(3))],
+        &[
+            (vec![2, 3, 7, 7], u(294)),
+            (vec![3, 3, 3, 3], u(81)),
+            (vec![3], u(3)),
+        ],
         |t, v| {
             let y = t.conv2d(&v[0], &v[1], Some(&v[2]), Conv2d { stride: 2, pad: 1 });
             t.mean_all(&t.mul(&y, &y))
         },
     );
-    check_grads(&g, &mut r, "group norm + silu", &[(vec![2, 3, 4, 4], u(96)), (vec![3], u(3)), (vec![3], u(3))], |t, v| {
-        let y = t.silu(&t.group_norm(&v[0], &v[1], &v[2], 3, 1e-5));
-        dotp(t, &y, &probe_t)
-    });
-    check_grads(&g, &mut r, "channel vector (per sample), upsample, concat", &[(vec![2, 3, 2, 2], u(24)), (vec![2, 3], u(6))], |t, v| {
-        let a = t.add_channel_vector(&v[0], &v[1]);
-        let up = t.upsample2x(&a);
-        let cat = t.concat_channels(&up, &up);
-        let y = t.mul(&cat, &cat);
-        t.mean_all(&t.sub(&y, &t.scale(&cat, 0.5)))
-    });
+    check_grads(
+        &g,
+        &mut r,
+        "group norm + silu",
+        &[(vec![2, 3, 4, 4], u(96)), (vec![3], u(3)), (vec![3], u(3))],
+        |t, v| {
+            let y = t.silu(&t.group_norm(&v[0], &v[1], &v[2], 3, 1e-5));
+            dotp(t, &y, &probe_t)
+        },
+    );
+    check_grads(
+        &g,
+        &mut r,
+        "channel vector (per sample), upsample, concat",
+        &[(vec![2, 3, 2, 2], u(24)), (vec![2, 3], u(6))],
+        |t, v| {
+            let a = t.add_channel_vector(&v[0], &v[1]);
+            let up = t.upsample2x(&a);
+            let cat = t.concat_channels(&up, &up);
+            let y = t.mul(&cat, &cat);
+            t.mean_all(&t.sub(&y, &t.scale(&cat, 0.5)))
+        },
+    );
     let target = u(2 * 3 * 16);
     let w = [0.5f32, 2.0];
-    check_grads(&g, &mut r, "weighted mse + per-sample scale", &[(vec![2, 3, 16], u(96))], |t, v| {
-        let sa = Tensor::from_slice(&g, &[2], &[1.5, -0.5]);
-        let y = t.per_sample_scale(&v[0], &sa);
-        let per = t.weighted_mse(&y, &Tensor::from_slice(&g, &[2, 3, 16], &target), &Tensor::from_slice(&g, &[2], &w));
-        t.mean_all(&per)
-    });
+    check_grads(
+        &g,
+        &mut r,
+        "weighted mse + per-sample scale",
+        &[(vec![2, 3, 16], u(96))],
+        |t, v| {
+            let sa = Tensor::from_slice(&g, &[2], &[1.5, -0.5]);
+            let y = t.per_sample_scale(&v[0], &sa);
+            let per = t.weighted_mse(
+                &y,
+                &Tensor::from_slice(&g, &[2, 3, 16], &target),
+                &Tensor::from_slice(&g, &[2], &w),
+            );
+            t.mean_all(&per)
+        },
+    );
 }
 
 /// A small conv net with every op kind: conv, group norm, SiLU, stride-2 conv, attention,
@@ -148,25 +233,30 @@ impl TinyNet {
             Tensor::from_slice(g, shape, &uniform(&mut r, n, s * 1.7))
         };
         let params = vec![
-            p(&[8, 1, 3, 3], 9),    // 0 conv_in
-            p(&[8], 9),             // 1
+            p(&[8, 1, 3, 3], 9),        // 0 conv_in
+            p(&[8], 9),                 // 1
             Tensor::full(g, &[8], 1.0), // 2 gn gamma
-            Tensor::zeros(g, &[8]), // 3 gn beta
-            p(&[8, 8, 3, 3], 72),   // 4 down (stride 2)
-            p(&[8], 72),            // 5
-            p(&[24, 8, 1, 1], 8),   // 6 qkv
-            p(&[8, 16, 3, 3], 144), // 7 up conv over concat
-            p(&[8], 144),           // 8
-            p(&[1, 8, 3, 3], 72),   // 9 out
-            p(&[1], 72),            // 10
-            p(&[8, 4], 4),          // 11 embedding linear
-            p(&[8], 4),             // 12
+            Tensor::zeros(g, &[8]),     // 3 gn beta
+            p(&[8, 8, 3, 3], 72),       // 4 down (stride 2)
+            p(&[8], 72),                // 5
+            p(&[24, 8, 1, 1], 8),       // 6 qkv
+            p(&[8, 16, 3, 3], 144),     // 7 up conv over concat
+            p(&[8], 144),               // 8
+            p(&[1, 8, 3, 3], 72),       // 9 out
+            p(&[1], 72),                // 10
+            p(&[8, 4], 4),              // 11 embedding linear
+            p(&[8], 4),                 // 12
         ];
         TinyNet { params }
     }
 
     fn loss(&self, tape: &Tape, x: &Tensor, emb: &Tensor, target: &Tensor) -> Var {
-        let p: Vec<Var> = self.params.iter().enumerate().map(|(i, t)| tape.param(i, t)).collect();
+        let p: Vec<Var> = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, t)| tape.param(i, t))
+            .collect();
         let x = Var::constant(x.clone());
         let n = x.shape()[0];
         let h0 = tape.conv2d(&x, &p[0], Some(&p[1]), Conv2d::same(3));
@@ -207,11 +297,16 @@ fn train_tiny(g: &Gpu, seed: u64, steps: usize) -> Vec<f32> {
     for s in 0..n {
         for y in 0..hw {
             for x in 0..hw {
-                target[(s * hw + y) * hw + x] = ((s as f32 * 0.7 + x as f32 * 0.5).sin() * (y as f32 * 0.4 + s as f32).cos()) * 0.8;
+                target[(s * hw + y) * hw + x] = ((s as f32 * 0.7 + x as f32 * 0.5).sin()
+                    * (y as f32 * 0.4 + s as f32).cos())
+                    * 0.8;
             }
         }
     }
-    let noisy: Vec<f32> = target.iter().map(|&t| t + r.random_range(-0.3..0.3)).collect();
+    let noisy: Vec<f32> = target
+        .iter()
+        .map(|&t| t + r.random_range(-0.3..0.3))
+        .collect();
     let x = Tensor::from_slice(g, &[n, 1, hw, hw], &noisy);
     let t = Tensor::from_slice(g, &[n, 1, hw, hw], &target);
     let emb = Tensor::from_slice(g, &[n, 4], &uniform(&mut r, n * 4, 1.0));
@@ -223,7 +318,12 @@ fn train_tiny(g: &Gpu, seed: u64, steps: usize) -> Vec<f32> {
         let tape = Tape::new();
         let loss = net.loss(&tape, &x, &emb, &t);
         let (grads, _) = tape.backward(&loss, None);
-        opt.update(&net.params, &grads.dense(&net.params), 3e-3, GradClip { max_norm: 1.0 });
+        opt.update(
+            &net.params,
+            &grads.dense(&net.params),
+            3e-3,
+            GradClip { max_norm: 1.0 },
+        );
         if step % 25 == 0 || step + 1 == steps {
             losses.push(loss.value.to_vec_blocking().unwrap()[0]);
         } else {
@@ -233,7 +333,10 @@ fn train_tiny(g: &Gpu, seed: u64, steps: usize) -> Vec<f32> {
     let (l1, s1) = g.counters();
     eprintln!("{steps} steps: {} launches, {} submits", l1 - l0, s1 - s0);
     // One submit per step, plus one readback submit per logged loss.
-    assert!(s1 - s0 <= (steps + losses.len()) as u64, "more than one submit per training step");
+    assert!(
+        s1 - s0 <= (steps + losses.len()) as u64,
+        "more than one submit per training step"
+    );
     losses
 }
 
@@ -243,8 +346,15 @@ fn small_conv_net_trains_and_is_reproducible() {
     let losses = train_tiny(&g, 7, 400);
     eprintln!("losses: {losses:?}");
     let (first, last) = (losses[0], *losses.last().unwrap());
-    assert!(last.is_finite() && last * 10.0 <= first, "loss fell only from {first} to {last} (need 10x)");
+    assert!(
+        last.is_finite() && last * 10.0 <= first,
+        "loss fell only from {first} to {last} (need 10x)"
+    );
     let again = train_tiny(&g, 7, 60);
     let first_run: Vec<f32> = losses.iter().take(again.len() - 1).cloned().collect();
-    assert_eq!(&again[..again.len() - 1], &first_run[..], "same seed, same losses");
+    assert_eq!(
+        &again[..again.len() - 1],
+        &first_run[..],
+        "same seed, same losses"
+    );
 }

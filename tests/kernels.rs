@@ -29,7 +29,14 @@ fn gemm_tol(k: usize) -> f64 {
 fn matmul_matches_reference() {
     let g = gpu();
     let mut r = rng("matmul");
-    let shapes = [(1, 1, 1), (3, 17, 5), (65, 33, 17), (64, 64, 64), (100, 7, 130), (17, 129, 65)];
+    let shapes = [
+        (1, 1, 1),
+        (3, 17, 5),
+        (65, 33, 17),
+        (64, 64, 64),
+        (100, 7, 130),
+        (17, 129, 65),
+    ];
     for v in variants(&g) {
         g.set_variant(v);
         for &(m, n, k) in &shapes {
@@ -41,11 +48,25 @@ fn matmul_matches_reference() {
                     let bsh = if tb { [batch, n, k] } else { [batch, k, n] };
                     let at = Tensor::from_slice(&g, &ash, &a);
                     let bt = Tensor::from_slice(&g, &bsh, &b);
-                    let c = at.matmul_with(&bt, MatmulOpts { trans_a: ta, trans_b: tb, alpha: 1.0 }, None);
+                    let c = at.matmul_with(
+                        &bt,
+                        MatmulOpts {
+                            trans_a: ta,
+                            trans_b: tb,
+                            alpha: 1.0,
+                        },
+                        None,
+                    );
                     assert_eq!(c.shape(), [batch, m, n]);
                     let want = matmul_ref(&a, &b, batch, m, n, k, ta, tb);
                     let what = format!("{v:?} matmul {m}x{n}x{k} batch {batch} ta {ta} tb {tb}");
-                    assert_close(&what, &c.to_vec_blocking().unwrap(), &want, gemm_tol(k), GEMM_RTOL);
+                    assert_close(
+                        &what,
+                        &c.to_vec_blocking().unwrap(),
+                        &want,
+                        gemm_tol(k),
+                        GEMM_RTOL,
+                    );
                 }
             }
         }
@@ -56,20 +77,38 @@ fn matmul_matches_reference() {
         let bias = uniform(&mut r, n, 1.0);
         let c = Tensor::from_slice(&g, &[m, k], &a).matmul_with(
             &Tensor::from_slice(&g, &[k, n], &b),
-            MatmulOpts { alpha: 0.5, ..Default::default() },
+            MatmulOpts {
+                alpha: 0.5,
+                ..Default::default()
+            },
             Some(&Tensor::from_slice(&g, &[n], &bias)),
         );
         let mut want = matmul_ref(&a, &b, 1, m, n, k, false, false);
         for (i, w) in want.iter_mut().enumerate() {
             *w = 0.5 * *w + bias[i % n] as f64;
         }
-        assert_close(&format!("{v:?} matmul alpha+bias"), &c.to_vec_blocking().unwrap(), &want, gemm_tol(k), GEMM_RTOL);
+        assert_close(
+            &format!("{v:?} matmul alpha+bias"),
+            &c.to_vec_blocking().unwrap(),
+            &want,
+            gemm_tol(k),
+            GEMM_RTOL,
+        );
     }
 }
 
 /// Shapes with awkward sizes, stride 2 and padding edges, 3x3 and 1x1.
 fn conv_shapes() -> Vec<ConvShape> {
-    let s = |n, cin, h, w, cout, ks, stride, pad| ConvShape { n, cin, h, w, cout, ks, stride, pad };
+    let s = |n, cin, h, w, cout, ks, stride, pad| ConvShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks,
+        stride,
+        pad,
+    };
     vec![
         s(1, 1, 1, 1, 1, 1, 1, 0),
         s(2, 3, 7, 5, 4, 3, 1, 1),
@@ -92,7 +131,10 @@ fn conv2d_forward_matches_reference() {
             let x = uniform(&mut r, cs.x_len(), 1.0);
             let w = uniform(&mut r, cs.w_len(), 1.0);
             let b = uniform(&mut r, cs.cout, 1.0);
-            let conv = Conv2d { stride: cs.stride, pad: cs.pad };
+            let conv = Conv2d {
+                stride: cs.stride,
+                pad: cs.pad,
+            };
             let y = conv.forward(
                 &Tensor::from_slice(&g, &[cs.n, cs.cin, cs.h, cs.w], &x),
                 &Tensor::from_slice(&g, &[cs.cout, cs.cin, cs.ks, cs.ks], &w),
@@ -101,7 +143,13 @@ fn conv2d_forward_matches_reference() {
             assert_eq!(y.shape(), [cs.n, cs.cout, cs.oh(), cs.ow()]);
             let want = cs.forward_ref(&x, &w, Some(&b));
             let k = cs.cin * cs.ks * cs.ks;
-            assert_close(&format!("{v:?} conv forward {cs:?}"), &y.to_vec_blocking().unwrap(), &want, gemm_tol(k), GEMM_RTOL);
+            assert_close(
+                &format!("{v:?} conv forward {cs:?}"),
+                &y.to_vec_blocking().unwrap(),
+                &want,
+                gemm_tol(k),
+                GEMM_RTOL,
+            );
         }
     }
 }
@@ -116,30 +164,67 @@ fn conv2d_backward_matches_reference_and_finite_differences() {
             let x = uniform(&mut r, cs.x_len(), 1.0);
             let w = uniform(&mut r, cs.w_len(), 1.0);
             let dy = uniform(&mut r, cs.y_len(), 1.0);
-            let conv = Conv2d { stride: cs.stride, pad: cs.pad };
+            let conv = Conv2d {
+                stride: cs.stride,
+                pad: cs.pad,
+            };
             let xs = [cs.n, cs.cin, cs.h, cs.w];
             let ws = [cs.cout, cs.cin, cs.ks, cs.ks];
             let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
             let dyt = Tensor::from_slice(&g, &ys, &dy);
-            let dx = conv.input_grad(&dyt, &Tensor::from_slice(&g, &ws, &w), &xs).to_vec_blocking().unwrap();
-            let dw = conv.weight_grad(&dyt, &Tensor::from_slice(&g, &xs, &x), &ws).to_vec_blocking().unwrap();
+            let dx = conv
+                .input_grad(&dyt, &Tensor::from_slice(&g, &ws, &w), &xs)
+                .to_vec_blocking()
+                .unwrap();
+            let dw = conv
+                .weight_grad(&dyt, &Tensor::from_slice(&g, &xs, &x), &ws)
+                .to_vec_blocking()
+                .unwrap();
             let kx = cs.cout * cs.ks * cs.ks;
             let kw = cs.n * cs.oh() * cs.ow();
-            assert_close(&format!("{v:?} conv dx {cs:?}"), &dx, &cs.input_grad_ref(&dy, &w), gemm_tol(kx), GEMM_RTOL);
-            assert_close(&format!("{v:?} conv dw {cs:?}"), &dw, &cs.weight_grad_ref(&dy, &x), gemm_tol(kw), GEMM_RTOL);
+            assert_close(
+                &format!("{v:?} conv dx {cs:?}"),
+                &dx,
+                &cs.input_grad_ref(&dy, &w),
+                gemm_tol(kx),
+                GEMM_RTOL,
+            );
+            assert_close(
+                &format!("{v:?} conv dw {cs:?}"),
+                &dw,
+                &cs.weight_grad_ref(&dy, &x),
+                gemm_tol(kw),
+                GEMM_RTOL,
+            );
 
             // Finite differences of L = <conv(x, w), dy> through the GPU forward pass.
             let loss = |xv: &[f32], wv: &[f32]| {
-                let y = conv.forward(&Tensor::from_slice(&g, &xs, xv), &Tensor::from_slice(&g, &ws, wv), None);
+                let y = conv.forward(
+                    &Tensor::from_slice(&g, &xs, xv),
+                    &Tensor::from_slice(&g, &ws, wv),
+                    None,
+                );
                 dot64(&y.to_vec_blocking().unwrap(), &dy)
             };
             for _ in 0..3 {
                 let i = rand::Rng::random_range(&mut r, 0..x.len());
                 let fd = central_difference(&x, i, FD_EPS, |xv| loss(xv, &w));
-                assert_close(&format!("{v:?} conv dx[{i}] vs FD {cs:?}"), &dx[i..i + 1], &[fd], FD_ATOL, FD_RTOL);
+                assert_close(
+                    &format!("{v:?} conv dx[{i}] vs FD {cs:?}"),
+                    &dx[i..i + 1],
+                    &[fd],
+                    FD_ATOL,
+                    FD_RTOL,
+                );
                 let j = rand::Rng::random_range(&mut r, 0..w.len());
                 let fd = central_difference(&w, j, FD_EPS, |wv| loss(&x, wv));
-                assert_close(&format!("{v:?} conv dw[{j}] vs FD {cs:?}"), &dw[j..j + 1], &[fd], FD_ATOL, FD_RTOL);
+                assert_close(
+                    &format!("{v:?} conv dw[{j}] vs FD {cs:?}"),
+                    &dw[j..j + 1],
+                    &[fd],
+                    FD_ATOL,
+                    FD_RTOL,
+                );
             }
         }
     }
@@ -152,7 +237,10 @@ fn conv_bias_grad_is_channel_sum() {
     let mut r = rng("conv_bias_grad");
     let (n, c, hw) = (3, 5, 13);
     let dy = uniform(&mut r, n * c * hw, 1.0);
-    let got = Tensor::from_slice(&g, &[n, c, hw, 1], &dy).sum_per_channel().to_vec_blocking().unwrap();
+    let got = Tensor::from_slice(&g, &[n, c, hw, 1], &dy)
+        .sum_per_channel()
+        .to_vec_blocking()
+        .unwrap();
     let mut want = vec![0.0; c];
     for (i, &v) in dy.iter().enumerate() {
         want[(i / hw) % c] += v as f64;
@@ -164,9 +252,17 @@ fn conv_bias_grad_is_channel_sum() {
 fn group_norm_forward_backward() {
     let g = gpu();
     let mut r = rng("group_norm");
-    for &(n, c, h, w, groups) in &[(2, 8, 5, 3, 4), (1, 4, 1, 1, 2), (3, 6, 7, 7, 3), (2, 32, 17, 17, 8)] {
+    for &(n, c, h, w, groups) in &[
+        (2, 8, 5, 3, 4),
+        (1, 4, 1, 1, 2),
+        (3, 6, 7, 7, 3),
+        (2, 32, 17, 17, 8),
+    ] {
         let hw = h * w;
-        let x: Vec<f32> = uniform(&mut r, n * c * hw, 2.0).iter().map(|v| v + 0.5).collect();
+        let x: Vec<f32> = uniform(&mut r, n * c * hw, 2.0)
+            .iter()
+            .map(|v| v + 0.5)
+            .collect();
         let gamma = uniform(&mut r, c, 1.0);
         let beta = uniform(&mut r, c, 1.0);
         let dy = uniform(&mut r, n * c * hw, 1.0);
@@ -176,12 +272,28 @@ fn group_norm_forward_backward() {
         let bt = Tensor::from_slice(&g, &[c], &beta);
         let (y, saved) = xt.group_norm(&gt, &bt, groups, eps);
         let want = group_norm_ref(&x, n, c, hw, groups, &gamma, &beta, eps as f64);
-        assert_close(&format!("group norm {n}x{c}x{h}x{w}/{groups}"), &y.to_vec_blocking().unwrap(), &want, MAP_ATOL * 10.0, MAP_RTOL * 10.0);
+        assert_close(
+            &format!("group norm {n}x{c}x{h}x{w}/{groups}"),
+            &y.to_vec_blocking().unwrap(),
+            &want,
+            MAP_ATOL * 10.0,
+            MAP_RTOL * 10.0,
+        );
 
-        let (dx, dgamma, dbeta) = xt.group_norm_grad(&gt, &Tensor::from_slice(&g, &[n, c, h, w], &dy), &saved);
-        let (dx, dgamma, dbeta) = (dx.to_vec_blocking().unwrap(), dgamma.to_vec_blocking().unwrap(), dbeta.to_vec_blocking().unwrap());
+        let (dx, dgamma, dbeta) =
+            xt.group_norm_grad(&gt, &Tensor::from_slice(&g, &[n, c, h, w], &dy), &saved);
+        let (dx, dgamma, dbeta) = (
+            dx.to_vec_blocking().unwrap(),
+            dgamma.to_vec_blocking().unwrap(),
+            dbeta.to_vec_blocking().unwrap(),
+        );
         // CPU reference of the backward: central differences of the f64 reference (h = 1e-6, exact to ~1e-9).
-        let cpu_loss = |xv: &[f32], gv: &[f32], bv: &[f32]| dot64_f64(&group_norm_ref(xv, n, c, hw, groups, gv, bv, eps as f64), &dy);
+        let cpu_loss = |xv: &[f32], gv: &[f32], bv: &[f32]| {
+            dot64_f64(
+                &group_norm_ref(xv, n, c, hw, groups, gv, bv, eps as f64),
+                &dy,
+            )
+        };
         let ref_grad = |v: &[f32], i: usize, which: u8| {
             let mut p = v.to_vec();
             let mut q = v.to_vec();
@@ -196,22 +308,49 @@ fn group_norm_forward_backward() {
             };
             (lp - lq) / (2.0 * hd)
         };
-        let idx: Vec<usize> = (0..6).map(|_| rand::Rng::random_range(&mut r, 0..x.len())).collect();
+        let idx: Vec<usize> = (0..6)
+            .map(|_| rand::Rng::random_range(&mut r, 0..x.len()))
+            .collect();
         for &i in &idx {
-            assert_close("group norm dx vs CPU", &dx[i..i + 1], &[ref_grad(&x, i, 0)], 1e-3, 1e-2);
+            assert_close(
+                "group norm dx vs CPU",
+                &dx[i..i + 1],
+                &[ref_grad(&x, i, 0)],
+                1e-3,
+                1e-2,
+            );
         }
         for ch in 0..c.min(4) {
-            assert_close("group norm dgamma vs CPU", &dgamma[ch..ch + 1], &[ref_grad(&gamma, ch, 1)], 1e-3, 1e-2);
-            assert_close("group norm dbeta vs CPU", &dbeta[ch..ch + 1], &[ref_grad(&beta, ch, 2)], 1e-3, 1e-2);
+            assert_close(
+                "group norm dgamma vs CPU",
+                &dgamma[ch..ch + 1],
+                &[ref_grad(&gamma, ch, 1)],
+                1e-3,
+                1e-2,
+            );
+            assert_close(
+                "group norm dbeta vs CPU",
+                &dbeta[ch..ch + 1],
+                &[ref_grad(&beta, ch, 2)],
+                1e-3,
+                1e-2,
+            );
         }
         // Finite differences through the GPU forward.
         let gpu_loss = |xv: &[f32]| {
-            let (y, _) = Tensor::from_slice(&g, &[n, c, h, w], xv).group_norm(&gt, &bt, groups, eps);
+            let (y, _) =
+                Tensor::from_slice(&g, &[n, c, h, w], xv).group_norm(&gt, &bt, groups, eps);
             dot64(&y.to_vec_blocking().unwrap(), &dy)
         };
         for &i in idx.iter().take(3) {
             let fd = central_difference(&x, i, FD_EPS, gpu_loss);
-            assert_close("group norm dx vs FD", &dx[i..i + 1], &[fd], FD_ATOL * 5.0, FD_RTOL * 2.0);
+            assert_close(
+                "group norm dx vs FD",
+                &dx[i..i + 1],
+                &[fd],
+                FD_ATOL * 5.0,
+                FD_RTOL * 2.0,
+            );
         }
     }
 }
@@ -233,22 +372,46 @@ fn softmax_forward_backward() {
         let yv = y.to_vec_blocking().unwrap();
         let want = softmax_ref(&x, len, scale as f64);
         assert_close("softmax", &yv, &want, MAP_ATOL, MAP_RTOL);
-        let dx = y.softmax_grad(&Tensor::from_slice(&g, &[rows, len], &dy), scale).to_vec_blocking().unwrap();
+        let dx = y
+            .softmax_grad(&Tensor::from_slice(&g, &[rows, len], &dy), scale)
+            .to_vec_blocking()
+            .unwrap();
         // CPU reference: dx = scale * y * (dy - sum(dy * y)) per row, in f64.
         let mut want_dx = vec![0.0; x.len()];
         for rr in 0..rows {
-            let s: f64 = (0..len).map(|j| dy[rr * len + j] as f64 * want[rr * len + j]).sum();
+            let s: f64 = (0..len)
+                .map(|j| dy[rr * len + j] as f64 * want[rr * len + j])
+                .sum();
             for j in 0..len {
-                want_dx[rr * len + j] = scale as f64 * want[rr * len + j] * (dy[rr * len + j] as f64 - s);
+                want_dx[rr * len + j] =
+                    scale as f64 * want[rr * len + j] * (dy[rr * len + j] as f64 - s);
             }
         }
-        assert_close("softmax backward", &dx, &want_dx, MAP_ATOL * 5.0, MAP_RTOL * 5.0);
+        assert_close(
+            "softmax backward",
+            &dx,
+            &want_dx,
+            MAP_ATOL * 5.0,
+            MAP_RTOL * 5.0,
+        );
         for _ in 0..3 {
             let i = rand::Rng::random_range(&mut r, 0..x.len());
             let fd = central_difference(&x, i, FD_EPS, |xv| {
-                dot64(&Tensor::from_slice(&g, &[rows, len], xv).softmax(scale).to_vec_blocking().unwrap(), &dy)
+                dot64(
+                    &Tensor::from_slice(&g, &[rows, len], xv)
+                        .softmax(scale)
+                        .to_vec_blocking()
+                        .unwrap(),
+                    &dy,
+                )
             });
-            assert_close("softmax backward vs FD", &dx[i..i + 1], &[fd], FD_ATOL, FD_RTOL);
+            assert_close(
+                "softmax backward vs FD",
+                &dx[i..i + 1],
+                &[fd],
+                FD_ATOL,
+                FD_RTOL,
+            );
         }
     }
 }
@@ -263,22 +426,77 @@ fn silu_and_elementwise() {
         let xt = Tensor::from_slice(&g, &[n], &x);
         let yt = Tensor::from_slice(&g, &[n], &y);
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
-        let f = |op: &dyn Fn(f64, f64) -> f64| -> Vec<f64> { x.iter().zip(&y).map(|(&a, &b)| op(a as f64, b as f64)).collect() };
-        assert_close("silu", &xt.silu().to_vec_blocking().unwrap(), &f(&|a, _| a * sig(a)), MAP_ATOL, MAP_RTOL);
+        let f = |op: &dyn Fn(f64, f64) -> f64| -> Vec<f64> {
+            x.iter()
+                .zip(&y)
+                .map(|(&a, &b)| op(a as f64, b as f64))
+                .collect()
+        };
+        assert_close(
+            "silu",
+            &xt.silu().to_vec_blocking().unwrap(),
+            &f(&|a, _| a * sig(a)),
+            MAP_ATOL,
+            MAP_RTOL,
+        );
         let want = f(&|a, b| b * (sig(a) * (1.0 + a * (1.0 - sig(a)))));
         let dsilu = xt.silu_grad(&yt).to_vec_blocking().unwrap();
         assert_close("silu grad", &dsilu, &want, MAP_ATOL * 4.0, MAP_RTOL);
         let i = rand::Rng::random_range(&mut r, 0..n);
-        let fd = central_difference(&x, i, FD_EPS, |xv| dot64(&Tensor::from_slice(&g, &[n], xv).silu().to_vec_blocking().unwrap(), &y));
+        let fd = central_difference(&x, i, FD_EPS, |xv| {
+            dot64(
+                &Tensor::from_slice(&g, &[n], xv)
+                    .silu()
+                    .to_vec_blocking()
+                    .unwrap(),
+                &y,
+            )
+        });
         assert_close("silu grad vs FD", &dsilu[i..i + 1], &[fd], FD_ATOL, FD_RTOL);
-        assert_close("axpby", &xt.axpby(0.3, &yt, -2.0).to_vec_blocking().unwrap(), &f(&|a, b| 0.3 * a - 2.0 * b), MAP_ATOL * 4.0, MAP_RTOL);
-        assert_close("mul", &xt.mul(&yt).to_vec_blocking().unwrap(), &f(&|a, b| a * b), MAP_ATOL * 4.0, MAP_RTOL);
-        assert_close("scale", &xt.scale(-1.5).to_vec_blocking().unwrap(), &f(&|a, _| -1.5 * a), MAP_ATOL, MAP_RTOL);
-        assert_close("square", &xt.square().to_vec_blocking().unwrap(), &f(&|a, _| a * a), MAP_ATOL * 4.0, MAP_RTOL);
+        assert_close(
+            "axpby",
+            &xt.axpby(0.3, &yt, -2.0).to_vec_blocking().unwrap(),
+            &f(&|a, b| 0.3 * a - 2.0 * b),
+            MAP_ATOL * 4.0,
+            MAP_RTOL,
+        );
+        assert_close(
+            "mul",
+            &xt.mul(&yt).to_vec_blocking().unwrap(),
+            &f(&|a, b| a * b),
+            MAP_ATOL * 4.0,
+            MAP_RTOL,
+        );
+        assert_close(
+            "scale",
+            &xt.scale(-1.5).to_vec_blocking().unwrap(),
+            &f(&|a, _| -1.5 * a),
+            MAP_ATOL,
+            MAP_RTOL,
+        );
+        assert_close(
+            "square",
+            &xt.square().to_vec_blocking().unwrap(),
+            &f(&|a, _| a * a),
+            MAP_ATOL * 4.0,
+            MAP_RTOL,
+        );
         let e = xt.deep_clone();
         e.axpby_inplace(0.9, &yt, 0.1);
-        assert_close("axpby in place", &e.to_vec_blocking().unwrap(), &f(&|a, b| 0.9 * a + 0.1 * b), MAP_ATOL * 4.0, MAP_RTOL);
-        assert_close("fill", &Tensor::full(&g, &[n], 2.5).to_vec_blocking().unwrap(), &vec![2.5; n], 0.0, 0.0);
+        assert_close(
+            "axpby in place",
+            &e.to_vec_blocking().unwrap(),
+            &f(&|a, b| 0.9 * a + 0.1 * b),
+            MAP_ATOL * 4.0,
+            MAP_RTOL,
+        );
+        assert_close(
+            "fill",
+            &Tensor::full(&g, &[n], 2.5).to_vec_blocking().unwrap(),
+            &vec![2.5; n],
+            0.0,
+            0.0,
+        );
     }
 }
 
@@ -295,24 +513,61 @@ fn per_sample_scalars_and_channel_vectors() {
     let xt = Tensor::from_slice(&g, &[n, c, hw], &x);
     let out = xt.per_sample_axpby(
         &Tensor::from_slice(&g, &[n], &sa),
-        Some((&Tensor::from_slice(&g, &[n, c, hw], &y), &Tensor::from_slice(&g, &[n], &sb))),
+        Some((
+            &Tensor::from_slice(&g, &[n, c, hw], &y),
+            &Tensor::from_slice(&g, &[n], &sb),
+        )),
     );
-    let want: Vec<f64> = (0..n * len).map(|i| x[i] as f64 * sa[i / len] as f64 + y[i] as f64 * sb[i / len] as f64).collect();
-    assert_close("per-sample axpby", &out.to_vec_blocking().unwrap(), &want, MAP_ATOL * 4.0, MAP_RTOL);
+    let want: Vec<f64> = (0..n * len)
+        .map(|i| x[i] as f64 * sa[i / len] as f64 + y[i] as f64 * sb[i / len] as f64)
+        .collect();
+    assert_close(
+        "per-sample axpby",
+        &out.to_vec_blocking().unwrap(),
+        &want,
+        MAP_ATOL * 4.0,
+        MAP_RTOL,
+    );
     let only = xt.per_sample_axpby(&Tensor::from_slice(&g, &[n], &sa), None);
-    let want: Vec<f64> = (0..n * len).map(|i| x[i] as f64 * sa[i / len] as f64).collect();
-    assert_close("per-sample scale", &only.to_vec_blocking().unwrap(), &want, MAP_ATOL, MAP_RTOL);
+    let want: Vec<f64> = (0..n * len)
+        .map(|i| x[i] as f64 * sa[i / len] as f64)
+        .collect();
+    assert_close(
+        "per-sample scale",
+        &only.to_vec_blocking().unwrap(),
+        &want,
+        MAP_ATOL,
+        MAP_RTOL,
+    );
 
     let v = uniform(&mut r, n * c, 1.0);
-    let out = xt.add_channel_vector(&Tensor::from_slice(&g, &[n, c], &v)).to_vec_blocking().unwrap();
-    let want: Vec<f64> = (0..n * len).map(|i| x[i] as f64 + v[i / hw] as f64).collect();
+    let out = xt
+        .add_channel_vector(&Tensor::from_slice(&g, &[n, c], &v))
+        .to_vec_blocking()
+        .unwrap();
+    let want: Vec<f64> = (0..n * len)
+        .map(|i| x[i] as f64 + v[i / hw] as f64)
+        .collect();
     assert_close("channel vector per sample", &out, &want, MAP_ATOL, MAP_RTOL);
-    let out = xt.add_channel_vector(&Tensor::from_slice(&g, &[c], &v[..c])).to_vec_blocking().unwrap();
-    let want: Vec<f64> = (0..n * len).map(|i| x[i] as f64 + v[(i / hw) % c] as f64).collect();
+    let out = xt
+        .add_channel_vector(&Tensor::from_slice(&g, &[c], &v[..c]))
+        .to_vec_blocking()
+        .unwrap();
+    let want: Vec<f64> = (0..n * len)
+        .map(|i| x[i] as f64 + v[(i / hw) % c] as f64)
+        .collect();
     assert_close("channel vector shared", &out, &want, MAP_ATOL, MAP_RTOL);
     let sums = xt.sum_per_sample_channel().to_vec_blocking().unwrap();
-    let want: Vec<f64> = (0..n * c).map(|j| x[j * hw..(j + 1) * hw].iter().map(|&v| v as f64).sum()).collect();
-    assert_close("sum per sample and channel", &sums, &want, SUM_ATOL, SUM_RTOL);
+    let want: Vec<f64> = (0..n * c)
+        .map(|j| x[j * hw..(j + 1) * hw].iter().map(|&v| v as f64).sum())
+        .collect();
+    assert_close(
+        "sum per sample and channel",
+        &sums,
+        &want,
+        SUM_ATOL,
+        SUM_RTOL,
+    );
 }
 
 #[test]
@@ -335,7 +590,10 @@ fn upsample_and_concat() {
     }
     assert_close("upsample", &upv, &want, 0.0, 0.0);
     let dy = uniform(&mut r, upv.len(), 1.0);
-    let dx = Tensor::from_slice(&g, &[n, c, 2 * h, 2 * w], &dy).upsample2x_grad().to_vec_blocking().unwrap();
+    let dx = Tensor::from_slice(&g, &[n, c, 2 * h, 2 * w], &dy)
+        .upsample2x_grad()
+        .to_vec_blocking()
+        .unwrap();
     // The adjoint: <up(x), dy> == <x, up_grad(dy)>, and the explicit 2x2 sums.
     let mut want_dx = vec![0.0; x.len()];
     for p in 0..n * c {
@@ -347,8 +605,22 @@ fn upsample_and_concat() {
     }
     assert_close("upsample grad", &dx, &want_dx, MAP_ATOL * 4.0, MAP_RTOL);
     let i = rand::Rng::random_range(&mut r, 0..x.len());
-    let fd = central_difference(&x, i, FD_EPS, |xv| dot64(&Tensor::from_slice(&g, &[n, c, h, w], xv).upsample2x().to_vec_blocking().unwrap(), &dy));
-    assert_close("upsample grad vs FD", &dx[i..i + 1], &[fd], FD_ATOL, FD_RTOL);
+    let fd = central_difference(&x, i, FD_EPS, |xv| {
+        dot64(
+            &Tensor::from_slice(&g, &[n, c, h, w], xv)
+                .upsample2x()
+                .to_vec_blocking()
+                .unwrap(),
+            &dy,
+        )
+    });
+    assert_close(
+        "upsample grad vs FD",
+        &dx[i..i + 1],
+        &[fd],
+        FD_ATOL,
+        FD_RTOL,
+    );
 
     let y = uniform(&mut r, n * 4 * h * w, 1.0);
     let yt = Tensor::from_slice(&g, &[n, 4, h, w], &y);
@@ -362,8 +634,20 @@ fn upsample_and_concat() {
         want.extend(y[s * 4 * hw..(s + 1) * 4 * hw].iter().map(|&v| v as f64));
     }
     assert_close("concat", &catv, &want, 0.0, 0.0);
-    assert_close("slice back (concat grad)", &cat.slice_channels(c, 4).to_vec_blocking().unwrap(), &to_f64(&y), 0.0, 0.0);
-    assert_close("slice front", &cat.slice_channels(0, c).to_vec_blocking().unwrap(), &to_f64(&x), 0.0, 0.0);
+    assert_close(
+        "slice back (concat grad)",
+        &cat.slice_channels(c, 4).to_vec_blocking().unwrap(),
+        &to_f64(&y),
+        0.0,
+        0.0,
+    );
+    assert_close(
+        "slice front",
+        &cat.slice_channels(0, c).to_vec_blocking().unwrap(),
+        &to_f64(&x),
+        0.0,
+        0.0,
+    );
 }
 
 #[test]
@@ -374,15 +658,50 @@ fn reductions() {
         let x = uniform(&mut r, n * len, 1.0);
         let y = uniform(&mut r, n * len, 1.0);
         let xt = Tensor::from_slice(&g, &[n, len], &x);
-        let per: Vec<f64> = x.chunks(len).map(|c| c.iter().map(|&v| v as f64).sum()).collect();
-        assert_close("sum per sample", &xt.sum_per_sample(1.0).to_vec_blocking().unwrap(), &per, SUM_ATOL, SUM_RTOL);
+        let per: Vec<f64> = x
+            .chunks(len)
+            .map(|c| c.iter().map(|&v| v as f64).sum())
+            .collect();
+        assert_close(
+            "sum per sample",
+            &xt.sum_per_sample(1.0).to_vec_blocking().unwrap(),
+            &per,
+            SUM_ATOL,
+            SUM_RTOL,
+        );
         let means: Vec<f64> = per.iter().map(|s| s / len as f64).collect();
-        assert_close("mean per sample", &xt.mean_per_sample().to_vec_blocking().unwrap(), &means, SUM_ATOL, SUM_RTOL);
+        assert_close(
+            "mean per sample",
+            &xt.mean_per_sample().to_vec_blocking().unwrap(),
+            &means,
+            SUM_ATOL,
+            SUM_RTOL,
+        );
         let total: f64 = per.iter().sum();
-        assert_close("sum all", &xt.sum_all(1.0).to_vec_blocking().unwrap(), &[total], SUM_ATOL * 10.0, SUM_RTOL);
-        assert_close("mean all", &xt.mean_all().to_vec_blocking().unwrap(), &[total / (n * len) as f64], SUM_ATOL, SUM_RTOL);
+        assert_close(
+            "sum all",
+            &xt.sum_all(1.0).to_vec_blocking().unwrap(),
+            &[total],
+            SUM_ATOL * 10.0,
+            SUM_RTOL,
+        );
+        assert_close(
+            "mean all",
+            &xt.mean_all().to_vec_blocking().unwrap(),
+            &[total / (n * len) as f64],
+            SUM_ATOL,
+            SUM_RTOL,
+        );
         let d = dot64(&x, &y);
-        assert_close("dot", &xt.dot(&Tensor::from_slice(&g, &[n, len], &y)).to_vec_blocking().unwrap(), &[d], SUM_ATOL * 10.0, SUM_RTOL);
+        assert_close(
+            "dot",
+            &xt.dot(&Tensor::from_slice(&g, &[n, len], &y))
+                .to_vec_blocking()
+                .unwrap(),
+            &[d],
+            SUM_ATOL * 10.0,
+            SUM_RTOL,
+        );
     }
 }
 
@@ -392,7 +711,10 @@ fn sinusoidal_embedding_matches_reference() {
     let mut r = rng("sinusoidal");
     let t: Vec<f32> = uniform(&mut r, 5, 0.5).iter().map(|v| v + 0.5).collect();
     for dim in [2usize, 16, 33] {
-        let e = Tensor::from_slice(&g, &[5], &t).sinusoidal_embedding(dim, 1000.0).to_vec_blocking().unwrap();
+        let e = Tensor::from_slice(&g, &[5], &t)
+            .sinusoidal_embedding(dim, 1000.0)
+            .to_vec_blocking()
+            .unwrap();
         let half = dim / 2;
         let mut want = Vec::new();
         for &tv in &t {
@@ -415,13 +737,25 @@ fn weighted_mse_and_its_gradient() {
     let (n, len) = (4, 37);
     let a = uniform(&mut r, n * len, 1.0);
     let b = uniform(&mut r, n * len, 1.0);
-    let w: Vec<f32> = uniform(&mut r, n, 1.0).iter().map(|v| v.abs() + 0.1).collect();
+    let w: Vec<f32> = uniform(&mut r, n, 1.0)
+        .iter()
+        .map(|v| v.abs() + 0.1)
+        .collect();
     let out = Tensor::from_slice(&g, &[n, len], &a)
-        .weighted_mse_per_sample(&Tensor::from_slice(&g, &[n, len], &b), &Tensor::from_slice(&g, &[n], &w))
+        .weighted_mse_per_sample(
+            &Tensor::from_slice(&g, &[n, len], &b),
+            &Tensor::from_slice(&g, &[n], &w),
+        )
         .to_vec_blocking()
         .unwrap();
     let want: Vec<f64> = (0..n)
-        .map(|s| w[s] as f64 * (0..len).map(|j| (a[s * len + j] as f64 - b[s * len + j] as f64).powi(2)).sum::<f64>() / len as f64)
+        .map(|s| {
+            w[s] as f64
+                * (0..len)
+                    .map(|j| (a[s * len + j] as f64 - b[s * len + j] as f64).powi(2))
+                    .sum::<f64>()
+                / len as f64
+        })
         .collect();
     assert_close("weighted mse", &out, &want, SUM_ATOL, SUM_RTOL);
 }
@@ -432,20 +766,40 @@ fn adam_with_clipping_matches_reference() {
     let mut r = rng("adam");
     let sizes = [7usize, 64, 3];
     let params: Vec<Vec<f32>> = sizes.iter().map(|&n| uniform(&mut r, n, 1.0)).collect();
-    let grads: Vec<Vec<Vec<f32>>> = (0..3).map(|_| sizes.iter().map(|&n| uniform(&mut r, n, 2.0)).collect()).collect();
+    let grads: Vec<Vec<Vec<f32>>> = (0..3)
+        .map(|_| sizes.iter().map(|&n| uniform(&mut r, n, 2.0)).collect())
+        .collect();
     for (max_norm, wd) in [(0.0f32, 0.0f32), (1.0, 0.0), (0.5, 0.01)] {
-        let cfg = AdamConfig { weight_decay: wd, ..Default::default() };
-        let pt: Vec<Tensor> = params.iter().map(|p| Tensor::from_slice(&g, &[p.len()], p)).collect();
+        let cfg = AdamConfig {
+            weight_decay: wd,
+            ..Default::default()
+        };
+        let pt: Vec<Tensor> = params
+            .iter()
+            .map(|p| Tensor::from_slice(&g, &[p.len()], p))
+            .collect();
         let mut opt = Adam::new(&g, &pt, cfg);
         let mut pr: Vec<Vec<f64>> = params.iter().map(|p| to_f64(p)).collect();
         let mut m: Vec<Vec<f64>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
         let mut v = m.clone();
         let lr = 0.01;
         for (step, gs) in grads.iter().enumerate() {
-            let gt: Vec<Tensor> = gs.iter().map(|x| Tensor::from_slice(&g, &[x.len()], x)).collect();
+            let gt: Vec<Tensor> = gs
+                .iter()
+                .map(|x| Tensor::from_slice(&g, &[x.len()], x))
+                .collect();
             opt.update(&pt, &gt, lr, GradClip { max_norm });
-            let norm: f64 = gs.iter().flatten().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-            let scale = if max_norm > 0.0 { (max_norm as f64 / (norm + 1e-6)).min(1.0) } else { 1.0 };
+            let norm: f64 = gs
+                .iter()
+                .flatten()
+                .map(|&x| (x as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let scale = if max_norm > 0.0 {
+                (max_norm as f64 / (norm + 1e-6)).min(1.0)
+            } else {
+                1.0
+            };
             let t = (step + 1) as i32;
             let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
             for i in 0..sizes.len() {
@@ -462,7 +816,13 @@ fn adam_with_clipping_matches_reference() {
             assert_close("gradient norm", &clip[1..2], &[norm], 1e-4, 1e-5);
         }
         for i in 0..sizes.len() {
-            assert_close(&format!("adam max_norm {max_norm} wd {wd} tensor {i}"), &pt[i].to_vec_blocking().unwrap(), &pr[i], 1e-5, 1e-4);
+            assert_close(
+                &format!("adam max_norm {max_norm} wd {wd} tensor {i}"),
+                &pt[i].to_vec_blocking().unwrap(),
+                &pr[i],
+                1e-5,
+                1e-4,
+            );
         }
     }
 }
@@ -470,18 +830,40 @@ fn adam_with_clipping_matches_reference() {
 #[test]
 fn gaussian_generator_matches_cpu_and_is_deterministic() {
     let g = gpu();
-    for &(seed, stream, n) in &[(0u64, 0u64, 1usize), (1, 0, 7), (12345, 3, 1000), (u64::MAX - 5, 1 << 40, 4099)] {
-        let a = Tensor::randn(&g, &[n], seed, stream).to_vec_blocking().unwrap();
-        let b = Tensor::randn(&g, &[n], seed, stream).to_vec_blocking().unwrap();
+    for &(seed, stream, n) in &[
+        (0u64, 0u64, 1usize),
+        (1, 0, 7),
+        (12345, 3, 1000),
+        (u64::MAX - 5, 1 << 40, 4099),
+    ] {
+        let a = Tensor::randn(&g, &[n], seed, stream)
+            .to_vec_blocking()
+            .unwrap();
+        let b = Tensor::randn(&g, &[n], seed, stream)
+            .to_vec_blocking()
+            .unwrap();
         assert_eq!(a, b, "same seed, same numbers");
         let want = fewstep::tensor::philox_normal_cpu(seed, stream, n);
         // Only log/sin/cos rounding differs from the f64 reference.
-        assert_close(&format!("philox seed {seed}"), &a, &to_f64(&want), 1e-5, 1e-5);
-        let other = Tensor::randn(&g, &[n], seed ^ 1, stream).to_vec_blocking().unwrap();
+        assert_close(
+            &format!("philox seed {seed}"),
+            &a,
+            &to_f64(&want),
+            1e-5,
+            1e-5,
+        );
+        let other = Tensor::randn(&g, &[n], seed ^ 1, stream)
+            .to_vec_blocking()
+            .unwrap();
         assert!(n < 4 || a != other, "different seeds must differ");
     }
-    let big = Tensor::randn(&g, &[200_000], 7, 0).to_vec_blocking().unwrap();
+    let big = Tensor::randn(&g, &[200_000], 7, 0)
+        .to_vec_blocking()
+        .unwrap();
     let mean = big.iter().map(|&v| v as f64).sum::<f64>() / big.len() as f64;
     let var = big.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / big.len() as f64;
-    assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "N(0,1) moments: mean {mean}, var {var}");
+    assert!(
+        mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+        "N(0,1) moments: mean {mean}, var {var}"
+    );
 }

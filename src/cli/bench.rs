@@ -58,7 +58,9 @@ fn fma_peak(gpu: &Gpu, seconds: f64) -> Row {
     let invocations = 256 * 256u32;
     let iters = 4096u32;
     let out = Tensor::empty(gpu, &[invocations as usize]);
-    let pipeline = gpu.pipeline(&KernelKey::new("fma_peak"), || KernelSource::one(include_str!("../../shaders/fma_peak.wgsl")));
+    let pipeline = gpu.pipeline(&KernelKey::new("fma_peak"), || {
+        KernelSource::one(include_str!("../../shaders/fma_peak.wgsl"))
+    });
     let ms = time_runs(gpu, seconds, || {
         gpu.dispatch(Dispatch {
             pipeline: pipeline.clone(),
@@ -86,7 +88,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let s = args.seconds;
     let BenchWhat::Kernels = args.what;
     if !args.json {
-        println!("adapter: {} ({:?}), GEMM kernels: {:?}", gpu.info().name, gpu.info().backend, gpu.variant());
+        println!(
+            "adapter: {} ({:?}), GEMM kernels: {:?}",
+            gpu.info().name,
+            gpu.info().backend,
+            gpu.variant()
+        );
     }
     let peak = fma_peak(&gpu, s);
     let peak_gflops = peak.work / peak.ms / 1e6;
@@ -103,7 +110,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let ms = time_runs(&gpu, s, || {
             a.matmul(&b);
         });
-        emit(Row { kernel: "matmul", pass: "forward", shape: format!("{m}x{n}x{k}"), work: 2.0 * (m * n * k) as f64, unit: "gflops", ms }, &mut rows);
+        emit(
+            Row {
+                kernel: "matmul",
+                pass: "forward",
+                shape: format!("{m}x{n}x{k}"),
+                work: 2.0 * (m * n * k) as f64,
+                unit: "gflops",
+                ms,
+            },
+            &mut rows,
+        );
     }
 
     let (bn, cin, hw, cout) = (32usize, 64usize, 28usize, 64usize);
@@ -116,15 +133,45 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ms = time_runs(&gpu, s, || {
         conv.forward(&x, &w, None);
     });
-    emit(Row { kernel: "conv2d_3x3", pass: "forward", shape: shape.clone(), work: flops, unit: "gflops", ms }, &mut rows);
+    emit(
+        Row {
+            kernel: "conv2d_3x3",
+            pass: "forward",
+            shape: shape.clone(),
+            work: flops,
+            unit: "gflops",
+            ms,
+        },
+        &mut rows,
+    );
     let ms = time_runs(&gpu, s, || {
         conv.input_grad(&dy, &w, x.shape());
     });
-    emit(Row { kernel: "conv2d_3x3", pass: "backward_input", shape: shape.clone(), work: flops, unit: "gflops", ms }, &mut rows);
+    emit(
+        Row {
+            kernel: "conv2d_3x3",
+            pass: "backward_input",
+            shape: shape.clone(),
+            work: flops,
+            unit: "gflops",
+            ms,
+        },
+        &mut rows,
+    );
     let ms = time_runs(&gpu, s, || {
         conv.weight_grad(&dy, &x, w.shape());
     });
-    emit(Row { kernel: "conv2d_3x3", pass: "backward_weight", shape, work: flops, unit: "gflops", ms }, &mut rows);
+    emit(
+        Row {
+            kernel: "conv2d_3x3",
+            pass: "backward_weight",
+            shape,
+            work: flops,
+            unit: "gflops",
+            ms,
+        },
+        &mut rows,
+    );
 
     let gamma = Tensor::full(&gpu, &[cin], 1.0);
     let beta = Tensor::zeros(&gpu, &[cin]);
@@ -133,12 +180,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ms = time_runs(&gpu, s, || {
         x.group_norm(&gamma, &beta, 8, 1e-5);
     });
-    emit(Row { kernel: "group_norm", pass: "forward", shape: gshape.clone(), work: bytes, unit: "gbps", ms }, &mut rows);
+    emit(
+        Row {
+            kernel: "group_norm",
+            pass: "forward",
+            shape: gshape.clone(),
+            work: bytes,
+            unit: "gbps",
+            ms,
+        },
+        &mut rows,
+    );
     let (_, saved) = x.group_norm(&gamma, &beta, 8, 1e-5);
     let ms = time_runs(&gpu, s, || {
         x.group_norm_grad(&gamma, &dy, &saved);
     });
-    emit(Row { kernel: "group_norm", pass: "backward_input", shape: gshape, work: bytes * 2.0, unit: "gbps", ms }, &mut rows);
+    emit(
+        Row {
+            kernel: "group_norm",
+            pass: "backward_input",
+            shape: gshape,
+            work: bytes * 2.0,
+            unit: "gbps",
+            ms,
+        },
+        &mut rows,
+    );
 
     // Attention over the pixels of a 14x14 map with 64 channels: softmax(Q^T K / sqrt(C)) and V P^T.
     let (an, ac, ahw) = (32usize, 64usize, 196usize);
@@ -150,7 +217,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::tensor::attention(&q, &kk, &v);
     });
     emit(
-        Row { kernel: "attention", pass: "forward", shape: format!("{an}x{ac}x{ahw} (14x14 pixels)"), work: aflops, unit: "gflops", ms },
+        Row {
+            kernel: "attention",
+            pass: "forward",
+            shape: format!("{an}x{ac}x{ahw} (14x14 pixels)"),
+            work: aflops,
+            unit: "gflops",
+            ms,
+        },
         &mut rows,
     );
     Ok(())
@@ -168,8 +242,25 @@ fn print_row(r: &Row, peak_gflops: f64, json: bool) {
         }
         println!("{o}");
     } else {
-        let frac = if r.unit == "gflops" { format!("{:5.1}% of FMA peak", 100.0 * rate / peak_gflops) } else { String::new() };
-        println!("{:<12} {:<16} {:<36} {:>9.3} ms {:>9.2} {:<6} {}", r.kernel, r.pass, r.shape, r.ms, rate, if r.unit == "gflops" { "GFLOP/s" } else { "GB/s" }, frac);
+        let frac = if r.unit == "gflops" {
+            format!("{:5.1}% of FMA peak", 100.0 * rate / peak_gflops)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<12} {:<16} {:<36} {:>9.3} ms {:>9.2} {:<6} {}",
+            r.kernel,
+            r.pass,
+            r.shape,
+            r.ms,
+            rate,
+            if r.unit == "gflops" {
+                "GFLOP/s"
+            } else {
+                "GB/s"
+            },
+            frac
+        );
     }
 }
 

@@ -63,16 +63,27 @@ fn info() -> anyhow::Result<()> {
 fn selftest(json: bool, seed: Option<u64>) -> anyhow::Result<()> {
     let gpu = open_gpu()?;
     let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
     });
     let report = pollster::block_on(crate::selftest::run(&gpu, seed));
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         for c in &report.checks {
-            println!("{} {}: {}", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail);
+            println!(
+                "{} {}: {}",
+                if c.passed { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
         }
-        println!("{} passed, {} failed on {} (seed {seed})", report.passed, report.failed, report.adapter);
+        println!(
+            "{} passed, {} failed on {} (seed {seed})",
+            report.passed, report.failed, report.adapter
+        );
     }
     anyhow::ensure!(report.failed == 0, "{} kernel checks failed", report.failed);
     Ok(())

@@ -32,8 +32,17 @@ pub struct Dispatch {
 }
 
 enum Op {
-    Dispatch { d: Dispatch, uniform_offset: u64 },
-    Copy { src: Binding, src_offset: u64, dst: Binding, dst_offset: u64, size: u64 },
+    Dispatch {
+        d: Dispatch,
+        uniform_offset: u64,
+    },
+    Copy {
+        src: Binding,
+        src_offset: u64,
+        dst: Binding,
+        dst_offset: u64,
+        size: u64,
+    },
 }
 
 pub(crate) struct Batch {
@@ -47,7 +56,14 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub fn new(align: u32) -> Self {
-        Batch { ops: Vec::new(), arena: Vec::new(), align: align as u64, uniform: None, launches_total: 0, submits_total: 0 }
+        Batch {
+            ops: Vec::new(),
+            arena: Vec::new(),
+            align: align as u64,
+            uniform: None,
+            launches_total: 0,
+            submits_total: 0,
+        }
     }
 }
 
@@ -64,12 +80,21 @@ impl Gpu {
         params.resize(params.len().next_multiple_of(16), 0);
         b.arena.extend_from_slice(&params);
         b.launches_total += 1;
-        b.ops.push(Op::Dispatch { d, uniform_offset: off });
+        b.ops.push(Op::Dispatch {
+            d,
+            uniform_offset: off,
+        });
     }
 
     /// Records a buffer-to-buffer copy, in order with the launches around it.
     pub fn copy(&self, src: Binding, src_offset: u64, dst: Binding, dst_offset: u64, size: u64) {
-        self.0.batch.borrow_mut().ops.push(Op::Copy { src, src_offset, dst, dst_offset, size });
+        self.0.batch.borrow_mut().ops.push(Op::Copy {
+            src,
+            src_offset,
+            dst,
+            dst_offset,
+            size,
+        });
     }
 
     /// Number of launches recorded but not yet submitted.
@@ -118,11 +143,16 @@ impl Gpu {
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: &uniform,
                         offset: *uniform_offset,
-                        size: wgpu::BufferSize::new(d.params.len().max(16).next_multiple_of(16) as u64),
+                        size: wgpu::BufferSize::new(
+                            d.params.len().max(16).next_multiple_of(16) as u64
+                        ),
                     }),
                 }];
                 for (i, buf) in d.buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: buf.raw().as_entire_binding() });
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: buf.raw().as_entire_binding(),
+                    });
                 }
                 groups.push(Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
@@ -134,18 +164,37 @@ impl Gpu {
             }
         }
 
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("fewstep.batch") });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("fewstep.batch"),
+        });
         let mut i = 0;
         while i < ops.len() {
             match &ops[i] {
-                Op::Copy { src, src_offset, dst, dst_offset, size } => {
-                    enc.copy_buffer_to_buffer(src.raw(), *src_offset, dst.raw(), *dst_offset, *size);
+                Op::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    size,
+                } => {
+                    enc.copy_buffer_to_buffer(
+                        src.raw(),
+                        *src_offset,
+                        dst.raw(),
+                        *dst_offset,
+                        *size,
+                    );
                     i += 1;
                 }
                 Op::Dispatch { .. } => {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
                     while i < ops.len() {
-                        let Op::Dispatch { d, .. } = &ops[i] else { break };
+                        let Op::Dispatch { d, .. } = &ops[i] else {
+                            break;
+                        };
                         pass.set_pipeline(&d.pipeline);
                         pass.set_bind_group(0, groups[i].as_ref(), &[]);
                         let [x, y, z] = d.workgroups;
@@ -192,7 +241,11 @@ impl Gpu {
         self.0.pipelines.len()
     }
 
-    pub fn pipeline(&self, key: &super::KernelKey, source: impl FnOnce() -> super::KernelSource) -> Rc<wgpu::ComputePipeline> {
+    pub fn pipeline(
+        &self,
+        key: &super::KernelKey,
+        source: impl FnOnce() -> super::KernelSource,
+    ) -> Rc<wgpu::ComputePipeline> {
         self.0.pipelines.get(&self.0.device, key, source)
     }
 }

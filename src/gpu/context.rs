@@ -96,16 +96,21 @@ impl Gpu {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            desc.backends = opts.backends.unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL);
+            desc.backends = opts
+                .backends
+                .unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL);
         }
         let backends_text = format!(" (backends: {:?})", desc.backends);
         let instance = wgpu::Instance::new(desc);
         let adapter = Self::pick_adapter(&instance, &opts)
             .await
-            .ok_or(GpuError::NoAdapter { backends: backends_text })?;
+            .ok_or(GpuError::NoAdapter {
+                backends: backends_text,
+            })?;
         let info = adapter.get_info();
         let mut features = wgpu::Features::empty();
-        let fixed_subgroup = info.subgroup_min_size == info.subgroup_max_size && info.subgroup_min_size >= 4;
+        let fixed_subgroup =
+            info.subgroup_min_size == info.subgroup_max_size && info.subgroup_min_size >= 4;
         if adapter.features().contains(wgpu::Features::SUBGROUP) && fixed_subgroup {
             features |= wgpu::Features::SUBGROUP;
         }
@@ -124,9 +129,14 @@ impl Gpu {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|source| GpuError::Device { adapter: info.name.clone(), source })?;
+            .map_err(|source| GpuError::Device {
+                adapter: info.name.clone(),
+                source,
+            })?;
         let variant = match opts.variant {
-            Some(KernelVariant::Subgroup) if features.contains(wgpu::Features::SUBGROUP) => KernelVariant::Subgroup,
+            Some(KernelVariant::Subgroup) if features.contains(wgpu::Features::SUBGROUP) => {
+                KernelVariant::Subgroup
+            }
             Some(_) => KernelVariant::Tiled,
             None if features.contains(wgpu::Features::SUBGROUP) => KernelVariant::Subgroup,
             None => KernelVariant::Tiled,
@@ -150,7 +160,9 @@ impl Gpu {
         if let Some(name) = &opts.adapter_name {
             let want = name.to_ascii_lowercase();
             let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
-            return all.into_iter().find(|a| a.get_info().name.to_ascii_lowercase().contains(&want));
+            return all
+                .into_iter()
+                .find(|a| a.get_info().name.to_ascii_lowercase().contains(&want));
         }
         let _ = opts;
         instance
@@ -190,7 +202,11 @@ impl Gpu {
     }
     /// Switches the GEMM family; falls back to `Tiled` where subgroups are unavailable.
     pub fn set_variant(&self, v: KernelVariant) -> KernelVariant {
-        let v = if v == KernelVariant::Subgroup && !self.has_subgroups() { KernelVariant::Tiled } else { v };
+        let v = if v == KernelVariant::Subgroup && !self.has_subgroups() {
+            KernelVariant::Tiled
+        } else {
+            v
+        };
         self.0.variant.set(v);
         v
     }
@@ -210,9 +226,19 @@ impl Gpu {
         let _ = writeln!(s, "adapter:   {} ({:?})", i.name, i.device_type);
         let _ = writeln!(s, "backend:   {:?}", i.backend);
         let _ = writeln!(s, "driver:    {} {}", i.driver, i.driver_info);
-        let _ = writeln!(s, "vendor:    0x{:04x}  device: 0x{:04x}", i.vendor, i.device);
+        let _ = writeln!(
+            s,
+            "vendor:    0x{:04x}  device: 0x{:04x}",
+            i.vendor, i.device
+        );
         let _ = writeln!(s, "features:  {:?}", self.0.features);
-        let _ = writeln!(s, "subgroups: size {}..{} (GEMM kernels: {:?})", i.subgroup_min_size, i.subgroup_max_size, self.variant());
+        let _ = writeln!(
+            s,
+            "subgroups: size {}..{} (GEMM kernels: {:?})",
+            i.subgroup_min_size,
+            i.subgroup_max_size,
+            self.variant()
+        );
         let _ = writeln!(
             s,
             "limits:    storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, invocations/workgroup {}, \

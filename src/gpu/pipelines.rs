@@ -16,7 +16,10 @@ pub struct KernelKey {
 
 impl KernelKey {
     pub fn new(name: &'static str) -> Self {
-        KernelKey { name, consts: Vec::new() }
+        KernelKey {
+            name,
+            consts: Vec::new(),
+        }
     }
     pub fn u32(mut self, k: &'static str, v: u32) -> Self {
         self.consts.push((k, format!("{v}u")));
@@ -41,7 +44,10 @@ pub struct KernelSource {
 
 impl KernelSource {
     pub fn one(text: &'static str) -> Self {
-        KernelSource { parts: vec![text.into()], subgroups: false }
+        KernelSource {
+            parts: vec![text.into()],
+            subgroups: false,
+        }
     }
     pub fn render(&self, key: &KernelKey) -> String {
         let mut s = String::new();

@@ -55,7 +55,12 @@ impl BufferPool {
                 })
             }
         };
-        GpuBuffer { buffer: Some(buffer), class, len_bytes: bytes, pool: Rc::downgrade(self) }
+        GpuBuffer {
+            buffer: Some(buffer),
+            class,
+            len_bytes: bytes,
+            pool: Rc::downgrade(self),
+        }
     }
 
     /// Called after a submit: everything released during the batch becomes reusable.

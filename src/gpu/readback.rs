@@ -15,7 +15,13 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }));
-        self.copy(Binding::Pooled(src.clone()), 0, Binding::Raw(staging.clone()), 0, bytes.next_multiple_of(4));
+        self.copy(
+            Binding::Pooled(src.clone()),
+            0,
+            Binding::Raw(staging.clone()),
+            0,
+            bytes.next_multiple_of(4),
+        );
         self.flush();
         staging
     }
@@ -35,7 +41,10 @@ impl Gpu {
         rx.await
             .map_err(|_| GpuError::Readback("the map callback was dropped".into()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(format!("{e:?}")))?;
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| GpuError::Readback(format!("{e:?}")))?;
         let out = view[..bytes as usize].to_vec();
         drop(view);
         staging.unmap();
@@ -43,7 +52,11 @@ impl Gpu {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn read_bytes_blocking(&self, src: &Rc<GpuBuffer>, bytes: u64) -> Result<Vec<u8>, GpuError> {
+    pub fn read_bytes_blocking(
+        &self,
+        src: &Rc<GpuBuffer>,
+        bytes: u64,
+    ) -> Result<Vec<u8>, GpuError> {
         pollster::block_on(self.read_bytes(src, bytes))
     }
 
@@ -74,7 +87,8 @@ impl Gpu {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        rx.await.map_err(|_| GpuError::Readback("submitted-work callback dropped".into()))
+        rx.await
+            .map_err(|_| GpuError::Readback("submitted-work callback dropped".into()))
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -92,7 +92,10 @@ impl Tape {
         let id = t.vars;
         t.vars += 1;
         t.params.push((id, index));
-        Var { value: value.clone(), id: Some(id) }
+        Var {
+            value: value.clone(),
+            id: Some(id),
+        }
     }
 
     /// A leaf whose gradient is wanted but which is no parameter (tests, input gradients).
@@ -100,7 +103,10 @@ impl Tape {
         let mut t = self.0.borrow_mut();
         let id = t.vars;
         t.vars += 1;
-        Var { value: value.clone(), id: Some(id) }
+        Var {
+            value: value.clone(),
+            id: Some(id),
+        }
     }
 
     fn record(&self, value: Tensor, inputs: &[&Var], op: impl Backward + 'static) -> Var {
@@ -110,8 +116,15 @@ impl Tape {
         let mut t = self.0.borrow_mut();
         let id = t.vars;
         t.vars += 1;
-        t.nodes.push(Node { inputs: inputs.iter().map(|v| v.id).collect(), output: id, op: Box::new(op) });
-        Var { value, id: Some(id) }
+        t.nodes.push(Node {
+            inputs: inputs.iter().map(|v| v.id).collect(),
+            output: id,
+            op: Box::new(op),
+        });
+        Var {
+            value,
+            id: Some(id),
+        }
     }
 
     /// Number of recorded ops.
@@ -130,9 +143,12 @@ impl Tape {
         let Some(out_id) = out.id else {
             panic!("backward from a value that depends on no parameter");
         };
-        grads[out_id] = Some(seed.unwrap_or_else(|| Tensor::full(out.value.gpu(), out.value.shape(), 1.0)));
+        grads[out_id] =
+            Some(seed.unwrap_or_else(|| Tensor::full(out.value.gpu(), out.value.shape(), 1.0)));
         for node in inner.nodes.iter().rev() {
-            let Some(g) = grads[node.output].take() else { continue };
+            let Some(g) = grads[node.output].take() else {
+                continue;
+            };
             let needs: Vec<bool> = node.inputs.iter().map(|i| i.is_some()).collect();
             let gin = node.op.backward(&g, &needs);
             for (slot, gi) in node.inputs.iter().zip(gin) {
@@ -161,19 +177,41 @@ impl Tape {
 
     pub fn matmul(&self, a: &Var, b: &Var, o: MatmulOpts) -> Var {
         let y = a.value.matmul_with(&b.value, o, None);
-        self.record(y, &[a, b], MatmulBack { a: a.value.clone(), b: b.value.clone(), o })
+        self.record(
+            y,
+            &[a, b],
+            MatmulBack {
+                a: a.value.clone(),
+                b: b.value.clone(),
+                o,
+            },
+        )
     }
 
     /// x [N, in] W^T + b with W [out, in], b [out].
     pub fn linear(&self, x: &Var, w: &Var, b: &Var) -> Var {
-        let o = MatmulOpts { trans_b: true, ..Default::default() };
+        let o = MatmulOpts {
+            trans_b: true,
+            ..Default::default()
+        };
         let y = x.value.matmul_with(&w.value, o, Some(&b.value));
-        self.record(y, &[x, w, b], LinearBack { x: x.value.clone(), w: w.value.clone() })
+        self.record(
+            y,
+            &[x, w, b],
+            LinearBack {
+                x: x.value.clone(),
+                w: w.value.clone(),
+            },
+        )
     }
 
     pub fn conv2d(&self, x: &Var, w: &Var, b: Option<&Var>, conv: Conv2d) -> Var {
         let y = conv.forward(&x.value, &w.value, b.map(|b| &b.value));
-        let back = ConvBack { x: x.value.clone(), w: w.value.clone(), conv };
+        let back = ConvBack {
+            x: x.value.clone(),
+            w: w.value.clone(),
+            conv,
+        };
         match b {
             Some(b) => self.record(y, &[x, w, b], back),
             None => self.record(y, &[x, w], back),
@@ -182,7 +220,15 @@ impl Tape {
 
     pub fn group_norm(&self, x: &Var, gamma: &Var, beta: &Var, groups: usize, eps: f32) -> Var {
         let (y, saved) = x.value.group_norm(&gamma.value, &beta.value, groups, eps);
-        self.record(y, &[x, gamma, beta], GroupNormBack { x: x.value.clone(), gamma: gamma.value.clone(), saved })
+        self.record(
+            y,
+            &[x, gamma, beta],
+            GroupNormBack {
+                x: x.value.clone(),
+                gamma: gamma.value.clone(),
+                saved,
+            },
+        )
     }
 
     pub fn silu(&self, x: &Var) -> Var {
@@ -193,24 +239,46 @@ impl Tape {
         self.record(a.value.add(&b.value), &[a, b], Linear2 { ca: 1.0, cb: 1.0 })
     }
     pub fn sub(&self, a: &Var, b: &Var) -> Var {
-        self.record(a.value.sub(&b.value), &[a, b], Linear2 { ca: 1.0, cb: -1.0 })
+        self.record(
+            a.value.sub(&b.value),
+            &[a, b],
+            Linear2 { ca: 1.0, cb: -1.0 },
+        )
     }
     pub fn scale(&self, a: &Var, s: f32) -> Var {
         self.record(a.value.scale(s), &[a], Linear2 { ca: s, cb: 0.0 })
     }
     pub fn mul(&self, a: &Var, b: &Var) -> Var {
-        self.record(a.value.mul(&b.value), &[a, b], MulBack { a: a.value.clone(), b: b.value.clone() })
+        self.record(
+            a.value.mul(&b.value),
+            &[a, b],
+            MulBack {
+                a: a.value.clone(),
+                b: b.value.clone(),
+            },
+        )
     }
 
     /// x[s, c, ..] + v[s, c] (per sample) or + v[c].
     pub fn add_channel_vector(&self, x: &Var, v: &Var) -> Var {
         let per_sample = v.value.numel() != x.value.shape()[1];
-        self.record(x.value.add_channel_vector(&v.value), &[x, v], ChannelVecBack { per_sample, v_shape: v.shape().to_vec() })
+        self.record(
+            x.value.add_channel_vector(&v.value),
+            &[x, v],
+            ChannelVecBack {
+                per_sample,
+                v_shape: v.shape().to_vec(),
+            },
+        )
     }
 
     /// x[s, ..] * sa[s] with constant per-sample scalars.
     pub fn per_sample_scale(&self, x: &Var, sa: &Tensor) -> Var {
-        self.record(x.value.per_sample_axpby(sa, None), &[x], PerSampleBack { sa: sa.clone() })
+        self.record(
+            x.value.per_sample_axpby(sa, None),
+            &[x],
+            PerSampleBack { sa: sa.clone() },
+        )
     }
 
     pub fn upsample2x(&self, x: &Var) -> Var {
@@ -219,35 +287,80 @@ impl Tape {
 
     pub fn concat_channels(&self, a: &Var, b: &Var) -> Var {
         let y = Tensor::concat_channels(&[&a.value, &b.value]);
-        self.record(y, &[a, b], ConcatBack { ca: a.shape()[1], cb: b.shape()[1] })
+        self.record(
+            y,
+            &[a, b],
+            ConcatBack {
+                ca: a.shape()[1],
+                cb: b.shape()[1],
+            },
+        )
     }
 
     /// Channels `offset .. offset + count` of [N, C, ...].
     pub fn slice_channels(&self, x: &Var, offset: usize, count: usize) -> Var {
         let y = x.value.slice_channels(offset, count);
-        self.record(y, &[x], SliceBack { offset, count, channels: x.shape()[1] })
+        self.record(
+            y,
+            &[x],
+            SliceBack {
+                offset,
+                count,
+                channels: x.shape()[1],
+            },
+        )
     }
 
     pub fn reshape(&self, x: &Var, shape: &[usize]) -> Var {
-        self.record(x.value.reshape(shape), &[x], ReshapeBack { shape: x.shape().to_vec() })
+        self.record(
+            x.value.reshape(shape),
+            &[x],
+            ReshapeBack {
+                shape: x.shape().to_vec(),
+            },
+        )
     }
 
     /// Single-head attention over pixels: q, k, v [N, C, HW] -> softmax(Q^T K / sqrt(C)) applied to V.
     pub fn attention(&self, q: &Var, k: &Var, v: &Var) -> Var {
         let (out, p) = attention_forward(&q.value, &k.value, &v.value);
         let scale = 1.0 / (q.shape()[1] as f32).sqrt();
-        self.record(out, &[q, k, v], AttentionBack { q: q.value.clone(), k: k.value.clone(), v: v.value.clone(), p, scale })
+        self.record(
+            out,
+            &[q, k, v],
+            AttentionBack {
+                q: q.value.clone(),
+                k: k.value.clone(),
+                v: v.value.clone(),
+                p,
+                scale,
+            },
+        )
     }
 
     /// Per-sample w[s] * mean((x - target)^2) -> [N]; target and w are constants.
     pub fn weighted_mse(&self, x: &Var, target: &Tensor, w: &Tensor) -> Var {
         let y = x.value.weighted_mse_per_sample(target, w);
-        self.record(y, &[x], MseBack { x: x.value.clone(), target: target.clone(), w: w.clone() })
+        self.record(
+            y,
+            &[x],
+            MseBack {
+                x: x.value.clone(),
+                target: target.clone(),
+                w: w.clone(),
+            },
+        )
     }
 
     /// Mean of all elements -> [1].
     pub fn mean_all(&self, x: &Var) -> Var {
-        self.record(x.value.mean_all(), &[x], MeanBack { shape: x.shape().to_vec() })
+        self.record(
+            x.value.mean_all(),
+            &[x],
+            MeanBack {
+                shape: x.shape().to_vec(),
+            },
+        )
     }
 }
 
@@ -258,7 +371,8 @@ pub struct LeafGrads {
 
 impl LeafGrads {
     pub fn of(&self, v: &Var) -> Option<&Tensor> {
-        v.id.and_then(|i| self.grads.get(i)).and_then(|g| g.as_ref())
+        v.id.and_then(|i| self.grads.get(i))
+            .and_then(|g| g.as_ref())
     }
 }
 
@@ -266,9 +380,23 @@ impl LeafGrads {
 pub fn attention_forward(q: &Tensor, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
     let c = q.shape()[1];
     let scale = 1.0 / (c as f32).sqrt();
-    let s = q.matmul_with(k, MatmulOpts { trans_a: true, ..Default::default() }, None); // [N, HW, HW]
+    let s = q.matmul_with(
+        k,
+        MatmulOpts {
+            trans_a: true,
+            ..Default::default()
+        },
+        None,
+    ); // [N, HW, HW]
     let p = s.softmax(scale);
-    let out = v.matmul_with(&p, MatmulOpts { trans_b: true, ..Default::default() }, None); // [N, C, HW]
+    let out = v.matmul_with(
+        &p,
+        MatmulOpts {
+            trans_b: true,
+            ..Default::default()
+        },
+        None,
+    ); // [N, C, HW]
     (out, p)
 }
 
@@ -287,15 +415,37 @@ struct MatmulBack {
 
 impl Backward for MatmulBack {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let MatmulOpts { trans_a, trans_b, alpha } = self.o;
-        let mm = |x: &Tensor, y: &Tensor, ta, tb| x.matmul_with(y, MatmulOpts { trans_a: ta, trans_b: tb, alpha }, None);
+        let MatmulOpts {
+            trans_a,
+            trans_b,
+            alpha,
+        } = self.o;
+        let mm = |x: &Tensor, y: &Tensor, ta, tb| {
+            x.matmul_with(
+                y,
+                MatmulOpts {
+                    trans_a: ta,
+                    trans_b: tb,
+                    alpha,
+                },
+                None,
+            )
+        };
         // C = op(A) op(B): d op(A) = G op(B)^T, d op(B) = op(A)^T G; transpose back where stored transposed.
         let da = needs[0].then(|| {
-            let d = if trans_a { mm(&self.b, g, trans_b, true) } else { mm(g, &self.b, false, !trans_b) };
+            let d = if trans_a {
+                mm(&self.b, g, trans_b, true)
+            } else {
+                mm(g, &self.b, false, !trans_b)
+            };
             reduce_broadcast(d, self.a.shape())
         });
         let db = needs[1].then(|| {
-            let d = if trans_b { mm(g, &self.a, true, trans_a) } else { mm(&self.a, g, !trans_a, false) };
+            let d = if trans_b {
+                mm(g, &self.a, true, trans_a)
+            } else {
+                mm(&self.a, g, !trans_a, false)
+            };
             reduce_broadcast(d, self.b.shape())
         });
         vec![da, db]
@@ -321,9 +471,21 @@ struct LinearBack {
 impl Backward for LinearBack {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let dx = needs[0].then(|| g.matmul(&self.w));
-        let dw = needs[1].then(|| g.matmul_with(&self.x, MatmulOpts { trans_a: true, ..Default::default() }, None));
+        let dw = needs[1].then(|| {
+            g.matmul_with(
+                &self.x,
+                MatmulOpts {
+                    trans_a: true,
+                    ..Default::default()
+                },
+                None,
+            )
+        });
         let n = g.shape()[0];
-        let db = needs[2].then(|| g.reshape(&[n, g.numel() / n, 1]).sum_per_channel_over_batch());
+        let db = needs[2].then(|| {
+            g.reshape(&[n, g.numel() / n, 1])
+                .sum_per_channel_over_batch()
+        });
         vec![dx, dw, db]
     }
 }
@@ -401,7 +563,10 @@ struct MulBack {
 
 impl Backward for MulBack {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![needs[0].then(|| g.mul(&self.b)), needs[1].then(|| g.mul(&self.a))]
+        vec![
+            needs[0].then(|| g.mul(&self.b)),
+            needs[1].then(|| g.mul(&self.a)),
+        ]
     }
 }
 
@@ -413,7 +578,11 @@ struct ChannelVecBack {
 impl Backward for ChannelVecBack {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let dv = needs[1].then(|| {
-            let s = if self.per_sample { g.sum_per_sample_channel() } else { g.sum_per_channel() };
+            let s = if self.per_sample {
+                g.sum_per_sample_channel()
+            } else {
+                g.sum_per_channel()
+            };
             s.reshape(&self.v_shape)
         });
         vec![needs[0].then(|| g.clone()), dv]
@@ -445,7 +614,10 @@ struct ConcatBack {
 
 impl Backward for ConcatBack {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![needs[0].then(|| g.slice_channels(0, self.ca)), needs[1].then(|| g.slice_channels(self.ca, self.cb))]
+        vec![
+            needs[0].then(|| g.slice_channels(0, self.ca)),
+            needs[1].then(|| g.slice_channels(self.ca, self.cb)),
+        ]
     }
 }
 
@@ -466,8 +638,16 @@ impl Backward for SliceBack {
         let before = (self.offset > 0).then(|| zeros(self.offset));
         let rest = self.channels - self.offset - self.count;
         let after = (rest > 0).then(|| zeros(rest));
-        let parts: Vec<&Tensor> = before.iter().chain(std::iter::once(g)).chain(after.iter()).collect();
-        vec![Some(if parts.len() == 1 { g.clone() } else { Tensor::concat_channels(&parts) })]
+        let parts: Vec<&Tensor> = before
+            .iter()
+            .chain(std::iter::once(g))
+            .chain(after.iter())
+            .collect();
+        vec![Some(if parts.len() == 1 {
+            g.clone()
+        } else {
+            Tensor::concat_channels(&parts)
+        })]
     }
 }
 
@@ -491,7 +671,11 @@ struct AttentionBack {
 
 impl Backward for AttentionBack {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let o = |ta, tb| MatmulOpts { trans_a: ta, trans_b: tb, alpha: 1.0 };
+        let o = |ta, tb| MatmulOpts {
+            trans_a: ta,
+            trans_b: tb,
+            alpha: 1.0,
+        };
         // out = V P^T: dV = G P, dP = G^T V; S = Q^T K: dQ = K dS^T, dK = Q dS.
         let dv = needs[2].then(|| g.matmul(&self.p));
         let dp = g.matmul_with(&self.v, o(true, false), None);
@@ -514,7 +698,9 @@ impl Backward for MseBack {
         let len = self.x.numel() / self.x.shape()[0];
         let coef = self.w.mul(g).scale(2.0 / len as f32);
         let neg = coef.scale(-1.0);
-        vec![Some(self.x.per_sample_axpby(&coef, Some((&self.target, &neg))))]
+        vec![Some(
+            self.x.per_sample_axpby(&coef, Some((&self.target, &neg))),
+        )]
     }
 }
 

@@ -30,19 +30,40 @@ pub(crate) enum MapOp {
     Div = 9,
 }
 
-pub(crate) fn map_into(out: &Tensor, op: MapOp, x: Option<&Tensor>, y: Option<&Tensor>, a: f32, b: f32) {
+pub(crate) fn map_into(
+    out: &Tensor,
+    op: MapOp,
+    x: Option<&Tensor>,
+    y: Option<&Tensor>,
+    a: f32,
+    b: f32,
+) {
     let gpu = out.gpu();
     let n4 = out.numel().div_ceil(4);
     for t in [x, y].into_iter().flatten() {
-        assert_eq!(t.numel(), out.numel(), "{op:?}: {:?} vs output {:?}", t.shape(), out.shape());
+        assert_eq!(
+            t.numel(),
+            out.numel(),
+            "{op:?}: {:?} vs output {:?}",
+            t.shape(),
+            out.shape()
+        );
     }
     let key = KernelKey::new("elementwise").u32("OP", op as u32);
-    let pipeline = gpu.pipeline(&key, || KernelSource::one(include_str!("../../shaders/elementwise.wgsl")));
+    let pipeline = gpu.pipeline(&key, || {
+        KernelSource::one(include_str!("../../shaders/elementwise.wgsl"))
+    });
     let bx = x.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
     let by = y.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::bytes_of(&MapParams { n4: n4 as u32, a, b, _pad: 0 }).to_vec(),
+        params: bytemuck::bytes_of(&MapParams {
+            n4: n4 as u32,
+            a,
+            b,
+            _pad: 0,
+        })
+        .to_vec(),
         buffers: vec![bx, by, out.bind()],
         workgroups: groups_for(gpu, n4),
     });
@@ -106,7 +127,13 @@ impl Tensor {
         });
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::bytes_of(&MapParams { n4: n4 as u32, a, b, _pad: 0 }).to_vec(),
+            params: bytemuck::bytes_of(&MapParams {
+                n4: n4 as u32,
+                a,
+                b,
+                _pad: 0,
+            })
+            .to_vec(),
             buffers: vec![self.bind(), y.bind()],
             workgroups: groups_for(gpu, n4),
         });
@@ -117,7 +144,11 @@ impl Tensor {
     pub fn per_sample_axpby(&self, sa: &Tensor, y: Option<(&Tensor, &Tensor)>) -> Tensor {
         let gpu = self.gpu();
         let n = self.shape()[0];
-        assert_eq!(sa.numel(), n, "per-sample scalars must have one value per sample");
+        assert_eq!(
+            sa.numel(),
+            n,
+            "per-sample scalars must have one value per sample"
+        );
         let len = self.numel() / n.max(1);
         let out = Tensor::empty(gpu, self.shape());
         let (by, bsb) = match y {
@@ -157,7 +188,8 @@ impl Tensor {
         });
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[n as u32, c as u32, hw as u32, v_stride as u32]).to_vec(),
+            params: bytemuck::cast_slice(&[n as u32, c as u32, hw as u32, v_stride as u32])
+                .to_vec(),
             buffers: vec![self.bind(), v.bind(), out.bind()],
             workgroups: groups_for(gpu, self.numel()),
         });

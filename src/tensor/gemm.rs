@@ -96,19 +96,33 @@ fn subgroup_core(sg: u32) -> String {
         .replace("//@STORE\n", &store)
 }
 
-fn launch(gpu: &Gpu, loader: Loader, mut p: GemmParams, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>) {
+fn launch(
+    gpu: &Gpu,
+    loader: Loader,
+    mut p: GemmParams,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    bias: Option<&Tensor>,
+) {
     let variant = gpu.variant();
     let (ta, tb) = match loader {
         Loader::Matmul { trans_a, trans_b } => (trans_a, trans_b),
         _ => (false, false),
     };
-    let mut key = KernelKey::new(loader.name()).flag("TRANS_A", ta).flag("TRANS_B", tb);
+    let mut key = KernelKey::new(loader.name())
+        .flag("TRANS_A", ta)
+        .flag("TRANS_B", tb);
     let sg = gpu.subgroup_size();
     let workgroups = match variant {
         KernelVariant::Tiled => [p.n.div_ceil(64), p.m.div_ceil(64), p.batch],
         KernelVariant::Subgroup => {
             key = key.u32("SG", sg).u32("TM", subgroup_rows(sg));
-            [p.n.div_ceil(sg * 4), p.m.div_ceil(subgroup_rows(sg)), p.batch]
+            [
+                p.n.div_ceil(sg * 4),
+                p.m.div_ceil(subgroup_rows(sg)),
+                p.batch,
+            ]
         }
     };
     let pipeline = gpu.pipeline(&key, || {
@@ -117,7 +131,11 @@ fn launch(gpu: &Gpu, loader: Loader, mut p: GemmParams, a: &Tensor, b: &Tensor, 
             KernelVariant::Subgroup => subgroup_core(sg).into(),
         };
         KernelSource {
-            parts: vec![include_str!("../../shaders/gemm_common.wgsl").into(), loader.text().into(), core],
+            parts: vec![
+                include_str!("../../shaders/gemm_common.wgsl").into(),
+                loader.text().into(),
+                core,
+            ],
             subgroups: variant == KernelVariant::Subgroup,
         }
     });
@@ -158,7 +176,11 @@ pub struct MatmulOpts {
 
 impl Default for MatmulOpts {
     fn default() -> Self {
-        MatmulOpts { trans_a: false, trans_b: false, alpha: 1.0 }
+        MatmulOpts {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+        }
     }
 }
 
@@ -183,14 +205,30 @@ impl Tensor {
         let (bb, rb, cb) = split_batch(b);
         let (m, k) = if o.trans_a { (ca, ra) } else { (ra, ca) };
         let (k2, n) = if o.trans_b { (cb, rb) } else { (rb, cb) };
-        assert_eq!(k, k2, "matmul inner dimensions differ: {:?} x {:?} ({o:?})", self.shape(), b.shape());
-        assert!(ba == bb || ba == 1 || bb == 1, "matmul batch sizes differ: {ba} vs {bb}");
+        assert_eq!(
+            k,
+            k2,
+            "matmul inner dimensions differ: {:?} x {:?} ({o:?})",
+            self.shape(),
+            b.shape()
+        );
+        assert!(
+            ba == bb || ba == 1 || bb == 1,
+            "matmul batch sizes differ: {ba} vs {bb}"
+        );
         let batch = ba.max(bb);
-        let out_shape: Vec<usize> =
-            if self.shape().len() == 3 || b.shape().len() == 3 { vec![batch, m, n] } else { vec![m, n] };
+        let out_shape: Vec<usize> = if self.shape().len() == 3 || b.shape().len() == 3 {
+            vec![batch, m, n]
+        } else {
+            vec![m, n]
+        };
         let c = Tensor::empty(self.gpu(), &out_shape);
         if let Some(bias) = bias_per_col {
-            assert_eq!(bias.numel(), n, "bias must have one value per output column");
+            assert_eq!(
+                bias.numel(),
+                n,
+                "bias must have one value per output column"
+            );
         }
         let p = GemmParams {
             m: m as u32,
@@ -204,7 +242,18 @@ impl Tensor {
             bias_per_col: 1,
             ..Default::default()
         };
-        launch(self.gpu(), Loader::Matmul { trans_a: o.trans_a, trans_b: o.trans_b }, p, self, b, &c, bias_per_col);
+        launch(
+            self.gpu(),
+            Loader::Matmul {
+                trans_a: o.trans_a,
+                trans_b: o.trans_b,
+            },
+            p,
+            self,
+            b,
+            &c,
+            bias_per_col,
+        );
         c
     }
 }
@@ -218,7 +267,10 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn same(ks: usize) -> Conv2d {
-        Conv2d { stride: 1, pad: ks / 2 }
+        Conv2d {
+            stride: 1,
+            pad: ks / 2,
+        }
     }
     pub fn out_size(&self, input: usize, ks: usize) -> usize {
         (input + 2 * self.pad - ks) / self.stride + 1
@@ -227,8 +279,15 @@ impl Conv2d {
     fn params(&self, x_shape: &[usize], w_shape: &[usize]) -> GemmParams {
         let (cout, cin, ks) = (w_shape[0], w_shape[1], w_shape[2]);
         assert_eq!(w_shape[2], w_shape[3], "square kernels only");
-        assert_eq!(x_shape[1], cin, "conv input has {} channels, weights expect {cin}", x_shape[1]);
-        assert!(x_shape[2] + 2 * self.pad >= ks && x_shape[3] + 2 * self.pad >= ks, "input smaller than kernel");
+        assert_eq!(
+            x_shape[1], cin,
+            "conv input has {} channels, weights expect {cin}",
+            x_shape[1]
+        );
+        assert!(
+            x_shape[2] + 2 * self.pad >= ks && x_shape[3] + 2 * self.pad >= ks,
+            "input smaller than kernel"
+        );
         GemmParams {
             batch: 1,
             alpha: 1.0,
@@ -252,7 +311,10 @@ impl Conv2d {
         p.m = p.cout;
         p.n = n_img as u32 * p.oh * p.ow;
         p.k = p.cin * p.ks * p.ks;
-        let y = Tensor::empty(x.gpu(), &[n_img, p.cout as usize, p.oh as usize, p.ow as usize]);
+        let y = Tensor::empty(
+            x.gpu(),
+            &[n_img, p.cout as usize, p.oh as usize, p.ow as usize],
+        );
         launch(x.gpu(), Loader::ConvForward, p, w, x, &y, bias);
         y
     }
@@ -260,7 +322,10 @@ impl Conv2d {
     /// dL/dx given dL/dy.
     pub fn input_grad(&self, dy: &Tensor, w: &Tensor, x_shape: &[usize]) -> Tensor {
         let mut p = self.params(x_shape, w.shape());
-        assert_eq!(dy.shape(), [x_shape[0], p.cout as usize, p.oh as usize, p.ow as usize]);
+        assert_eq!(
+            dy.shape(),
+            [x_shape[0], p.cout as usize, p.oh as usize, p.ow as usize]
+        );
         p.m = p.cin;
         p.n = (x_shape[0] * x_shape[2] * x_shape[3]) as u32;
         p.k = p.cout * p.ks * p.ks;
@@ -272,7 +337,10 @@ impl Conv2d {
     /// dL/dw given dL/dy and the forward input x.
     pub fn weight_grad(&self, dy: &Tensor, x: &Tensor, w_shape: &[usize]) -> Tensor {
         let mut p = self.params(x.shape(), w_shape);
-        assert_eq!(dy.shape(), [x.shape()[0], p.cout as usize, p.oh as usize, p.ow as usize]);
+        assert_eq!(
+            dy.shape(),
+            [x.shape()[0], p.cout as usize, p.oh as usize, p.ow as usize]
+        );
         p.m = p.cout;
         p.n = p.cin * p.ks * p.ks;
         p.k = x.shape()[0] as u32 * p.oh * p.ow;

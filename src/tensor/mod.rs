@@ -39,14 +39,31 @@ impl Tensor {
     /// An uninitialised tensor (its contents are whatever the pooled buffer held).
     pub fn empty(gpu: &Gpu, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
-        Tensor { gpu: gpu.clone(), buf: gpu.alloc((n.max(1) * 4) as u64), shape: shape.to_vec() }
+        Tensor {
+            gpu: gpu.clone(),
+            buf: gpu.alloc((n.max(1) * 4) as u64),
+            shape: shape.to_vec(),
+        }
     }
 
     pub fn from_slice(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
         let n: usize = shape.iter().product();
-        assert_eq!(n, data.len(), "shape {shape:?} holds {n} values, got {}", data.len());
-        let bytes: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
-        Tensor { gpu: gpu.clone(), buf: gpu.upload_bytes(bytes), shape: shape.to_vec() }
+        assert_eq!(
+            n,
+            data.len(),
+            "shape {shape:?} holds {n} values, got {}",
+            data.len()
+        );
+        let bytes: &[u8] = if data.is_empty() {
+            &[0u8; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        Tensor {
+            gpu: gpu.clone(),
+            buf: gpu.upload_bytes(bytes),
+            shape: shape.to_vec(),
+        }
     }
 
     pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Tensor {
@@ -86,25 +103,55 @@ impl Tensor {
     /// The same data under another shape with the same number of elements.
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
-        assert_eq!(n, self.numel(), "cannot reshape {:?} to {shape:?}", self.shape);
-        Tensor { gpu: self.gpu.clone(), buf: self.buf.clone(), shape: shape.to_vec() }
+        assert_eq!(
+            n,
+            self.numel(),
+            "cannot reshape {:?} to {shape:?}",
+            self.shape
+        );
+        Tensor {
+            gpu: self.gpu.clone(),
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+        }
     }
 
     /// A copy in a new buffer (recorded, like any launch).
     pub fn deep_clone(&self) -> Tensor {
         let out = Tensor::empty(&self.gpu, &self.shape);
-        self.gpu.copy(self.bind(), 0, out.bind(), 0, (self.numel().max(1) * 4).next_multiple_of(4) as u64);
+        self.gpu.copy(
+            self.bind(),
+            0,
+            out.bind(),
+            0,
+            (self.numel().max(1) * 4).next_multiple_of(4) as u64,
+        );
         out
     }
 
     /// Copies `src` into this tensor's buffer, in order with the recorded launches.
     pub fn assign(&self, src: &Tensor) {
-        assert_eq!(self.numel(), src.numel(), "assign {:?} <- {:?}", self.shape, src.shape);
-        self.gpu.copy(src.bind(), 0, self.bind(), 0, (self.numel().max(1) * 4) as u64);
+        assert_eq!(
+            self.numel(),
+            src.numel(),
+            "assign {:?} <- {:?}",
+            self.shape,
+            src.shape
+        );
+        self.gpu.copy(
+            src.bind(),
+            0,
+            self.bind(),
+            0,
+            (self.numel().max(1) * 4) as u64,
+        );
     }
 
     pub async fn to_vec(&self) -> Result<Vec<f32>, GpuError> {
-        let bytes = self.gpu.read_bytes(&self.buf, (self.numel() * 4) as u64).await?;
+        let bytes = self
+            .gpu
+            .read_bytes(&self.buf, (self.numel() * 4) as u64)
+            .await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 

@@ -19,10 +19,19 @@ fn nchw(x: &Tensor) -> (usize, usize, usize) {
 
 impl Tensor {
     /// Group norm over [N, C, ...] with per-channel affine gamma, beta ([C]).
-    pub fn group_norm(&self, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f32) -> (Tensor, GroupNormStats) {
+    pub fn group_norm(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> (Tensor, GroupNormStats) {
         let gpu = self.gpu();
         let (n, c, hw) = nchw(self);
-        assert!(groups > 0 && c % groups == 0, "{c} channels do not split into {groups} groups");
+        assert!(
+            groups > 0 && c % groups == 0,
+            "{c} channels do not split into {groups} groups"
+        );
         assert_eq!(gamma.numel(), c);
         assert_eq!(beta.numel(), c);
         let out = Tensor::empty(gpu, self.shape());
@@ -32,15 +41,27 @@ impl Tensor {
         });
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[c as u32, hw as u32, groups as u32, eps.to_bits()]).to_vec(),
-            buffers: vec![self.bind(), gamma.bind(), beta.bind(), out.bind(), stats.bind()],
+            params: bytemuck::cast_slice(&[c as u32, hw as u32, groups as u32, eps.to_bits()])
+                .to_vec(),
+            buffers: vec![
+                self.bind(),
+                gamma.bind(),
+                beta.bind(),
+                out.bind(),
+                stats.bind(),
+            ],
             workgroups: gpu.grid_1d((n * groups) as u32),
         });
         (out, GroupNormStats { stats, groups, eps })
     }
 
     /// Backward of group norm: (dx, dgamma, dbeta) given the forward input `self` and dy.
-    pub fn group_norm_grad(&self, gamma: &Tensor, dy: &Tensor, saved: &GroupNormStats) -> (Tensor, Tensor, Tensor) {
+    pub fn group_norm_grad(
+        &self,
+        gamma: &Tensor,
+        dy: &Tensor,
+        saved: &GroupNormStats,
+    ) -> (Tensor, Tensor, Tensor) {
         let gpu = self.gpu();
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
@@ -50,8 +71,15 @@ impl Tensor {
         });
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, saved.eps.to_bits()]).to_vec(),
-            buffers: vec![self.bind(), gamma.bind(), dy.bind(), saved.stats.bind(), dx.bind()],
+            params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, saved.eps.to_bits()])
+                .to_vec(),
+            buffers: vec![
+                self.bind(),
+                gamma.bind(),
+                dy.bind(),
+                saved.stats.bind(),
+                dx.bind(),
+            ],
             workgroups: gpu.grid_1d((n * g) as u32),
         });
         let dgamma = Tensor::empty(gpu, &[c]);
@@ -62,7 +90,13 @@ impl Tensor {
         gpu.dispatch(Dispatch {
             pipeline,
             params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, n as u32]).to_vec(),
-            buffers: vec![self.bind(), dy.bind(), saved.stats.bind(), dgamma.bind(), dbeta.bind()],
+            buffers: vec![
+                self.bind(),
+                dy.bind(),
+                saved.stats.bind(),
+                dgamma.bind(),
+                dbeta.bind(),
+            ],
             workgroups: [c as u32, 1, 1],
         });
         (dx, dgamma, dbeta)

@@ -18,7 +18,12 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -67,7 +72,13 @@ impl Adam {
 
     /// Records one update of every parameter in place.
     pub fn update(&mut self, params: &[Tensor], grads: &[Tensor], lr: f32, clip: GradClip) {
-        assert_eq!(params.len(), self.m.len(), "optimizer built for {} tensors, got {}", self.m.len(), params.len());
+        assert_eq!(
+            params.len(),
+            self.m.len(),
+            "optimizer built for {} tensors, got {}",
+            self.m.len(),
+            params.len()
+        );
         assert_eq!(params.len(), grads.len());
         let gpu = params[0].gpu().clone();
         for (i, g) in grads.iter().enumerate() {
@@ -78,14 +89,17 @@ impl Adam {
         });
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[grads.len() as u32, clip.max_norm.to_bits(), 0, 0]).to_vec(),
+            params: bytemuck::cast_slice(&[grads.len() as u32, clip.max_norm.to_bits(), 0, 0])
+                .to_vec(),
             buffers: vec![self.sumsq.bind(), self.clip.bind()],
             workgroups: [1, 1, 1],
         });
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
-        let pipeline = gpu.pipeline(&KernelKey::new("adam"), || KernelSource::one(include_str!("../../shaders/adam.wgsl")));
+        let pipeline = gpu.pipeline(&KernelKey::new("adam"), || {
+            KernelSource::one(include_str!("../../shaders/adam.wgsl"))
+        });
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
             assert_eq!(p.numel(), g.numel(), "gradient {i} has the wrong size");
             let n4 = p.numel().div_ceil(4);
@@ -102,7 +116,13 @@ impl Adam {
             gpu.dispatch(Dispatch {
                 pipeline: pipeline.clone(),
                 params: bytemuck::bytes_of(&ap).to_vec(),
-                buffers: vec![p.bind(), g.bind(), self.m[i].bind(), self.v[i].bind(), self.clip.bind()],
+                buffers: vec![
+                    p.bind(),
+                    g.bind(),
+                    self.m[i].bind(),
+                    self.v[i].bind(),
+                    self.clip.bind(),
+                ],
                 workgroups: groups_for(&gpu, n4),
             });
         }

@@ -13,8 +13,16 @@ impl Tensor {
         let pipeline = gpu.pipeline(&KernelKey::new("philox_normal"), || {
             KernelSource::one(include_str!("../../shaders/philox_normal.wgsl"))
         });
-        let params: [u32; 8] =
-            [n as u32, seed as u32, (seed >> 32) as u32, stream as u32, (stream >> 32) as u32, 0, 0, 0];
+        let params: [u32; 8] = [
+            n as u32,
+            seed as u32,
+            (seed >> 32) as u32,
+            stream as u32,
+            (stream >> 32) as u32,
+            0,
+            0,
+            0,
+        ];
         gpu.dispatch(Dispatch {
             pipeline,
             params: bytemuck::cast_slice(&params).to_vec(),
@@ -29,7 +37,12 @@ fn philox4x32(mut c: [u32; 4], mut k: [u32; 2]) -> [u32; 4] {
     for _ in 0..10 {
         let p0 = 0xD2511F53u64 * c[0] as u64;
         let p1 = 0xCD9E8D57u64 * c[2] as u64;
-        c = [((p1 >> 32) as u32) ^ c[1] ^ k[0], p1 as u32, ((p0 >> 32) as u32) ^ c[3] ^ k[1], p0 as u32];
+        c = [
+            ((p1 >> 32) as u32) ^ c[1] ^ k[0],
+            p1 as u32,
+            ((p0 >> 32) as u32) ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
         k = [k[0].wrapping_add(0x9E3779B9), k[1].wrapping_add(0xBB67AE85)];
     }
     c
@@ -40,7 +53,10 @@ pub fn philox_normal_cpu(seed: u64, stream: u64, n: usize) -> Vec<f32> {
     let unit = |x: u32| ((x >> 8) as f64 + 0.5) / 16777216.0;
     let mut out = Vec::with_capacity(n + 3);
     for blk in 0..n.div_ceil(4) {
-        let b = philox4x32([blk as u32, stream as u32, (stream >> 32) as u32, 0], [seed as u32, (seed >> 32) as u32]);
+        let b = philox4x32(
+            [blk as u32, stream as u32, (stream >> 32) as u32, 0],
+            [seed as u32, (seed >> 32) as u32],
+        );
         for pair in [(b[0], b[1]), (b[2], b[3])] {
             let r = (-2.0 * unit(pair.0).ln()).sqrt();
             let t = std::f64::consts::TAU * unit(pair.1);

@@ -23,13 +23,27 @@ pub(crate) fn reduce_into(
     out_offset: usize,
 ) {
     let gpu = x.gpu();
-    assert_eq!(outer * rows * inner, x.numel(), "reduce view does not cover {:?}", x.shape());
+    assert_eq!(
+        outer * rows * inner,
+        x.numel(),
+        "reduce view does not cover {:?}",
+        x.shape()
+    );
     assert!(out_offset + rows <= out.numel());
     let pipeline = gpu.pipeline(&KernelKey::new("reduce").u32("MODE", mode as u32), || {
         KernelSource::one(include_str!("../../shaders/reduce.wgsl"))
     });
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
-    let params: [u32; 8] = [outer as u32, rows as u32, inner as u32, out_offset as u32, scale.to_bits(), 0, 0, 0];
+    let params: [u32; 8] = [
+        outer as u32,
+        rows as u32,
+        inner as u32,
+        out_offset as u32,
+        scale.to_bits(),
+        0,
+        0,
+        0,
+    ];
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::cast_slice(&params).to_vec(),
@@ -43,7 +57,15 @@ impl Tensor {
     pub fn sum_per_sample(&self, scale: f32) -> Tensor {
         let n = self.shape()[0];
         let out = Tensor::empty(self.gpu(), &[n]);
-        reduce_into(self, None, ReduceMode::Sum, (1, n, self.numel() / n.max(1)), scale, &out, 0);
+        reduce_into(
+            self,
+            None,
+            ReduceMode::Sum,
+            (1, n, self.numel() / n.max(1)),
+            scale,
+            &out,
+            0,
+        );
         out
     }
     pub fn mean_per_sample(&self) -> Tensor {
@@ -53,7 +75,15 @@ impl Tensor {
     /// Sum of everything (times `scale`) as a [1] tensor.
     pub fn sum_all(&self, scale: f32) -> Tensor {
         let out = Tensor::empty(self.gpu(), &[1]);
-        reduce_into(self, None, ReduceMode::Sum, (1, 1, self.numel()), scale, &out, 0);
+        reduce_into(
+            self,
+            None,
+            ReduceMode::Sum,
+            (1, 1, self.numel()),
+            scale,
+            &out,
+            0,
+        );
         out
     }
     pub fn mean_all(&self) -> Tensor {
@@ -63,25 +93,57 @@ impl Tensor {
     pub fn sum_per_channel(&self) -> Tensor {
         let (n, c) = (self.shape()[0], self.shape()[1]);
         let out = Tensor::empty(self.gpu(), &[c]);
-        reduce_into(self, None, ReduceMode::Sum, (n, c, self.numel() / (n * c).max(1)), 1.0, &out, 0);
+        reduce_into(
+            self,
+            None,
+            ReduceMode::Sum,
+            (n, c, self.numel() / (n * c).max(1)),
+            1.0,
+            &out,
+            0,
+        );
         out
     }
     /// [N, C, ...] summed over pixels only: [N, C].
     pub fn sum_per_sample_channel(&self) -> Tensor {
         let (n, c) = (self.shape()[0], self.shape()[1]);
         let out = Tensor::empty(self.gpu(), &[n, c]);
-        reduce_into(self, None, ReduceMode::Sum, (1, n * c, self.numel() / (n * c).max(1)), 1.0, &out, 0);
+        reduce_into(
+            self,
+            None,
+            ReduceMode::Sum,
+            (1, n * c, self.numel() / (n * c).max(1)),
+            1.0,
+            &out,
+            0,
+        );
         out
     }
     /// Sum of squares, written at `out[offset]` (for the global gradient norm).
     pub fn sum_squares_into(&self, out: &Tensor, offset: usize) {
-        reduce_into(self, None, ReduceMode::SumSquares, (1, 1, self.numel()), 1.0, out, offset);
+        reduce_into(
+            self,
+            None,
+            ReduceMode::SumSquares,
+            (1, 1, self.numel()),
+            1.0,
+            out,
+            offset,
+        );
     }
     /// Dot product of two same-shaped tensors as a [1] tensor.
     pub fn dot(&self, other: &Tensor) -> Tensor {
         assert_eq!(self.numel(), other.numel());
         let out = Tensor::empty(self.gpu(), &[1]);
-        reduce_into(self, Some(other), ReduceMode::Dot, (1, 1, self.numel()), 1.0, &out, 0);
+        reduce_into(
+            self,
+            Some(other),
+            ReduceMode::Dot,
+            (1, 1, self.numel()),
+            1.0,
+            &out,
+            0,
+        );
         out
     }
 
@@ -184,7 +246,16 @@ fn channel_copy(mode: u32, src: &Tensor, dst: &Tensor, cs: usize, cd: usize, off
     let pipeline = gpu.pipeline(&KernelKey::new("channel_copy").u32("MODE", mode), || {
         KernelSource::one(include_str!("../../shaders/channel_copy.wgsl"))
     });
-    let params: [u32; 8] = [n as u32, cs as u32, cd as u32, hw as u32, offset as u32, 0, 0, 0];
+    let params: [u32; 8] = [
+        n as u32,
+        cs as u32,
+        cd as u32,
+        hw as u32,
+        offset as u32,
+        0,
+        0,
+        0,
+    ];
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::cast_slice(&params).to_vec(),

@@ -7,7 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub fn gpu() -> Gpu {
-    Gpu::new_blocking(GpuOptions::from_env()).expect("a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers)")
+    Gpu::new_blocking(GpuOptions::from_env())
+        .expect("a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers)")
 }
 
 /// Every GEMM family the adapter supports (subgroup kernels only where the adapter has them).
@@ -39,7 +40,13 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 
 /// Asserts |got - want| <= atol + rtol * |want| elementwise, naming the worst element.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0.0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (g as f64 - w).abs() - (atol + rtol * w.abs());
