@@ -28,3 +28,15 @@ fn epilogue(ci: u32, bias_index: u32, acc: f32) {
     }
     C[ci] = v;
 }
+
+// Loaders split each operand index into a part that depends only on k (k_state: the same for all
+// lanes at one step of K), a part that depends only on the output column (col_state: fixed for the
+// whole K loop), and a cheap combination, so the integer divisions of the convolution index maps
+// leave the inner loop. The tiled core uses the per-element forms below.
+fn load_a(b: u32, m: u32, k: u32) -> f32 {
+    return load_ak(b, k_state(b, k), m);
+}
+
+fn load_b(b: u32, k: u32, n: u32) -> f32 {
+    return load_bk(k_state(b, k), col_state(b, n));
+}

@@ -5,31 +5,38 @@
 const A_K_FAST: bool = false;
 const B_N_FAST: bool = true;
 
-fn load_a(b: u32, m: u32, k: u32) -> f32 {
-    let kk = P.ks * P.ks;
-    let co = k / kk;
-    let r = k - co * kk;
-    return A[(co * P.cin + m) * kk + r];
-}
-
-fn load_b(b: u32, k: u32, n: u32) -> f32 {
+// k = (co, ky, kx) -> (plane offset of dY channel co, ky, kx, offset of W[co, 0, ky, kx])
+fn k_state(b: u32, k: u32) -> vec4<i32> {
     let kk = P.ks * P.ks;
     let co = k / kk;
     let r = k - co * kk;
     let ky = r / P.ks;
-    let kx = r - ky * P.ks;
+    return vec4<i32>(i32(co * P.oh * P.ow), i32(ky), i32(r - ky * P.ks), i32(co * P.cin * kk + r));
+}
+
+// n = (img, y, x) -> (image offset in dY, y + pad, x + pad, 0)
+fn col_state(b: u32, n: u32) -> vec4<i32> {
     let hw = P.h * P.w;
     let img = n / hw;
     let p = n - img * hw;
     let y = p / P.w;
     let x = p - y * P.w;
-    let ty = i32(y + P.pad) - i32(ky);
-    let tx = i32(x + P.pad) - i32(kx);
+    return vec4<i32>(i32(img * P.cout * P.oh * P.ow), i32(y + P.pad), i32(x + P.pad), 0);
+}
+
+fn load_ak(b: u32, ks: vec4<i32>, m: u32) -> f32 {
+    return A[u32(ks.w) + m * P.ks * P.ks];
+}
+
+fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
+    let ty = cs.y - ks.y;
+    let tx = cs.z - ks.z;
     if (ty < 0 || tx < 0) { return 0.0; }
-    let oy = u32(ty) / P.stride;
-    let ox = u32(tx) / P.stride;
-    if (oy * P.stride != u32(ty) || ox * P.stride != u32(tx) || oy >= P.oh || ox >= P.ow) { return 0.0; }
-    return B[((img * P.cout + co) * P.oh + oy) * P.ow + ox];
+    let s = i32(P.stride);
+    let oy = ty / s;
+    let ox = tx / s;
+    if (oy * s != ty || ox * s != tx || oy >= i32(P.oh) || ox >= i32(P.ow)) { return 0.0; }
+    return B[u32(cs.x + ks.x + oy * i32(P.ow) + ox)];
 }
 
 fn store_c(b: u32, m: u32, n: u32, acc: f32) {

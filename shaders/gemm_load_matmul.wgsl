@@ -3,16 +3,23 @@
 const A_K_FAST: bool = !TRANS_A;
 const B_N_FAST: bool = !TRANS_B;
 
-fn load_a(b: u32, m: u32, k: u32) -> f32 {
-    let base = b * P.sa;
-    if (TRANS_A) { return A[base + k * P.m + m]; }
-    return A[base + m * P.k + k];
+// x: offset of B's k-th row (or column), y: offset of A's k-th column (or row).
+fn k_state(b: u32, k: u32) -> vec4<i32> {
+    let kb = select(k * P.n, k, TRANS_B);
+    let ka = select(k, k * P.m, TRANS_A);
+    return vec4<i32>(i32(b * P.sb + kb), i32(b * P.sa + ka), 0, 0);
 }
 
-fn load_b(b: u32, k: u32, n: u32) -> f32 {
-    let base = b * P.sb;
-    if (TRANS_B) { return B[base + n * P.k + k]; }
-    return B[base + k * P.n + n];
+fn col_state(b: u32, n: u32) -> vec4<i32> {
+    return vec4<i32>(i32(select(n, n * P.k, TRANS_B)), 0, 0, 0);
+}
+
+fn load_ak(b: u32, ks: vec4<i32>, m: u32) -> f32 {
+    return A[u32(ks.y) + select(m * P.k, m, TRANS_A)];
+}
+
+fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
+    return B[u32(ks.x + cs.x)];
 }
 
 fn store_c(b: u32, m: u32, n: u32, acc: f32) {

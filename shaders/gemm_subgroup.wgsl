@@ -9,12 +9,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
     let row0 = wg.y * TM;
     let col = (wg.x * SG + lane) * 4u;
 //@DECLARE
+    // Column parts of B's index, fixed for the whole K loop (clamped: guarded again below).
+    let last = P.n - 1u;
+    let cs0 = col_state(b, min(col, last));
+    let cs1 = col_state(b, min(col + 1u, last));
+    let cs2 = col_state(b, min(col + 2u, last));
+    let cs3 = col_state(b, min(col + 3u, last));
     for (var kk = 0u; kk < P.k; kk++) {
+        let ks = k_state(b, kk);
         var bv = vec4<f32>(0.0);
-        if (col < P.n) { bv.x = load_b(b, kk, col); }
-        if (col + 1u < P.n) { bv.y = load_b(b, kk, col + 1u); }
-        if (col + 2u < P.n) { bv.z = load_b(b, kk, col + 2u); }
-        if (col + 3u < P.n) { bv.w = load_b(b, kk, col + 3u); }
+        if (col < P.n) { bv.x = load_bk(ks, cs0); }
+        if (col + 1u < P.n) { bv.y = load_bk(ks, cs1); }
+        if (col + 2u < P.n) { bv.z = load_bk(ks, cs2); }
+        if (col + 3u < P.n) { bv.w = load_bk(ks, cs3); }
 //@LOAD_A
 //@FMA
     }

@@ -86,7 +86,7 @@ fn subgroup_core(sg: u32) -> String {
     }
     for j in 0..tm / sg {
         load_a += &format!(
-            "        var a{j} = 0.0;\n        let r{j} = row0 + {j}u * SG + lane;\n        if (r{j} < P.m) {{ a{j} = load_a(b, r{j}, kk); }}\n"
+            "        var a{j} = 0.0;\n        let r{j} = row0 + {j}u * SG + lane;\n        if (r{j} < P.m) {{ a{j} = load_ak(b, ks, r{j}); }}\n"
         );
     }
     include_str!("../../shaders/gemm_subgroup.wgsl")
