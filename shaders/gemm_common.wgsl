@@ -40,3 +40,12 @@ fn load_a(b: u32, m: u32, k: u32) -> f32 {
 fn load_b(b: u32, k: u32, n: u32) -> f32 {
     return load_bk(k_state(b, k), col_state(b, n));
 }
+
+// B element of an input patch (both convolution loaders that read X): the image offset, row and
+// column come split between k_state and col_state; zero outside the image (padding).
+fn patch_load(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
+    let iy = ks.y + cs.y;
+    let ix = ks.z + cs.z;
+    if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) { return 0.0; }
+    return B[u32(ks.x + cs.x + iy * i32(P.w) + ix)];
+}

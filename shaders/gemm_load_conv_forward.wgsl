@@ -31,14 +31,6 @@ fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
     return patch_load(ks, cs);
 }
 
-// B element of an input patch: row (y, x) offsets from k_state / col_state, zero outside the image.
-fn patch_load(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
-    let iy = ks.y + cs.y;
-    let ix = ks.z + cs.z;
-    if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) { return 0.0; }
-    return B[u32(ks.x + cs.x + iy * i32(P.w) + ix)];
-}
-
 fn store_c(b: u32, m: u32, n: u32, acc: f32) {
     let hw = P.oh * P.ow;
     let img = n / hw;

@@ -11,19 +11,7 @@ struct Params { c: u32, hw: u32, groups: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read_write> OUT: array<f32>;
 @group(0) @binding(5) var<storage, read_write> STATS: array<f32>; // [N * groups, 2]: mean, rstd
 
-var<workgroup> red: array<f32, 256>;
-
-fn block_sum(li: u32, v: f32) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    for (var w = 128u; w > 0u; w >>= 1u) {
-        if (li < w) { red[li] += red[li + w]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
+// block_sum comes from block_sum.wgsl.
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

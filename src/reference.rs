@@ -2,6 +2,7 @@
 //! suite and in the browser self-test (so both compare with one definition).
 
 /// C[b] = op(A[b]) op(B[b]); A [batch, M, K] or [batch, K, M] when trans_a; B likewise.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_ref(
     a: &[f32],
     b: &[f32],
@@ -122,6 +123,7 @@ impl ConvShape {
 }
 
 /// Group norm reference: returns the output.
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm_ref(
     x: &[f32],
     n: usize,

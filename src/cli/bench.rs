@@ -130,48 +130,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dy = rand_tensor(&gpu, &[bn, cout, hw, hw], 5);
     let flops = 2.0 * (bn * cout * hw * hw * cin * 9) as f64;
     let shape = format!("{bn}x{cin}x{hw}x{hw} -> {cout}, 3x3");
-    let ms = time_runs(&gpu, s, || {
-        conv.forward(&x, &w, None);
-    });
-    emit(
-        Row {
-            kernel: "conv2d_3x3",
-            pass: "forward",
-            shape: shape.clone(),
-            work: flops,
-            unit: "gflops",
-            ms,
-        },
-        &mut rows,
-    );
-    let ms = time_runs(&gpu, s, || {
-        conv.input_grad(&dy, &w, x.shape());
-    });
-    emit(
-        Row {
-            kernel: "conv2d_3x3",
-            pass: "backward_input",
-            shape: shape.clone(),
-            work: flops,
-            unit: "gflops",
-            ms,
-        },
-        &mut rows,
-    );
-    let ms = time_runs(&gpu, s, || {
-        conv.weight_grad(&dy, &x, w.shape());
-    });
-    emit(
-        Row {
-            kernel: "conv2d_3x3",
-            pass: "backward_weight",
-            shape,
-            work: flops,
-            unit: "gflops",
-            ms,
-        },
-        &mut rows,
-    );
+    let passes: [(&'static str, &dyn Fn()); 3] = [
+        ("forward", &|| drop(conv.forward(&x, &w, None))),
+        ("backward_input", &|| {
+            drop(conv.input_grad(&dy, &w, x.shape()))
+        }),
+        ("backward_weight", &|| {
+            drop(conv.weight_grad(&dy, &x, w.shape()))
+        }),
+    ];
+    for (pass, f) in passes {
+        let ms = time_runs(&gpu, s, f);
+        emit(
+            Row {
+                kernel: "conv2d_3x3",
+                pass,
+                shape: shape.clone(),
+                work: flops,
+                unit: "gflops",
+                ms,
+            },
+            &mut rows,
+        );
+    }
 
     let gamma = Tensor::full(&gpu, &[cin], 1.0);
     let beta = Tensor::zeros(&gpu, &[cin]);

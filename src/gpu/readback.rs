@@ -33,13 +33,8 @@ impl Gpu {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        #[cfg(not(target_arch = "wasm32"))]
-        self.0
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        rx.await
-            .map_err(|_| GpuError::Readback("the map callback was dropped".into()))?
+        self.wait(rx)
+            .await?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         let view = staging
             .slice(..)
@@ -82,13 +77,19 @@ impl Gpu {
         self.0.queue.on_submitted_work_done(move || {
             let _ = tx.send(());
         });
+        self.wait(rx).await
+    }
+
+    /// Awaits a callback's result: natively by polling the device until the queue is idle; on
+    /// the web the browser runs the callback and the future simply resolves.
+    async fn wait<T>(&self, rx: futures_channel::oneshot::Receiver<T>) -> Result<T, GpuError> {
         #[cfg(not(target_arch = "wasm32"))]
         self.0
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         rx.await
-            .map_err(|_| GpuError::Readback("submitted-work callback dropped".into()))
+            .map_err(|_| GpuError::Readback("a GPU callback was dropped before it ran".into()))
     }
 
     #[cfg(not(target_arch = "wasm32"))]

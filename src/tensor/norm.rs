@@ -36,8 +36,12 @@ impl Tensor {
         assert_eq!(beta.numel(), c);
         let out = Tensor::empty(gpu, self.shape());
         let stats = Tensor::empty(gpu, &[n * groups, 2]);
-        let pipeline = gpu.pipeline(&KernelKey::new("group_norm"), || {
-            KernelSource::one(include_str!("../../shaders/group_norm.wgsl"))
+        let pipeline = gpu.pipeline(&KernelKey::new("group_norm"), || KernelSource {
+            parts: vec![
+                include_str!("../../shaders/block_sum.wgsl").into(),
+                include_str!("../../shaders/group_norm.wgsl").into(),
+            ],
+            subgroups: false,
         });
         gpu.dispatch(Dispatch {
             pipeline,
@@ -66,8 +70,12 @@ impl Tensor {
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
         let dx = Tensor::empty(gpu, self.shape());
-        let pipeline = gpu.pipeline(&KernelKey::new("group_norm_grad"), || {
-            KernelSource::one(include_str!("../../shaders/group_norm_grad.wgsl"))
+        let pipeline = gpu.pipeline(&KernelKey::new("group_norm_grad"), || KernelSource {
+            parts: vec![
+                include_str!("../../shaders/block_sum.wgsl").into(),
+                include_str!("../../shaders/group_norm_grad.wgsl").into(),
+            ],
+            subgroups: false,
         });
         gpu.dispatch(Dispatch {
             pipeline,

@@ -157,7 +157,10 @@ impl Tensor {
     /// Backward of upsample2x: `self` is the gradient at the upsampled size.
     pub fn upsample2x_grad(&self) -> Tensor {
         let s = self.shape();
-        assert!(s[2] % 2 == 0 && s[3] % 2 == 0);
+        assert!(
+            s[2].is_multiple_of(2) && s[3].is_multiple_of(2),
+            "upsample gradient needs even sizes, got {s:?}"
+        );
         let out = Tensor::empty(self.gpu(), &[s[0], s[1], s[2] / 2, s[3] / 2]);
         upsample_launch(1, self, &out, s[0] * s[1], s[2] / 2, s[3] / 2);
         out
