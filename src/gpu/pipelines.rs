@@ -38,15 +38,12 @@ impl KernelKey {
 /// The WGSL text of a kernel before its constants are prepended.
 pub struct KernelSource {
     pub parts: Vec<std::borrow::Cow<'static, str>>,
-    /// Needs `Features::SUBGROUP`.
-    pub subgroups: bool,
 }
 
 impl KernelSource {
     pub fn one(text: &'static str) -> Self {
         KernelSource {
             parts: vec![text.into()],
-            subgroups: false,
         }
     }
     pub fn render(&self, key: &KernelKey) -> String {

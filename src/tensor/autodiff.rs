@@ -482,18 +482,8 @@ impl Backward for LinearBack {
             )
         });
         let n = g.shape()[0];
-        let db = needs[2].then(|| {
-            g.reshape(&[n, g.numel() / n, 1])
-                .sum_per_channel_over_batch()
-        });
+        let db = needs[2].then(|| g.reshape(&[n, g.numel() / n, 1]).sum_per_channel());
         vec![dx, dw, db]
-    }
-}
-
-impl Tensor {
-    /// [N, C, 1] summed over N -> [C].
-    fn sum_per_channel_over_batch(&self) -> Tensor {
-        self.sum_per_channel()
     }
 }
 

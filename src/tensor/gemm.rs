@@ -136,7 +136,6 @@ fn launch(
                 loader.text().into(),
                 core,
             ],
-            subgroups: variant == KernelVariant::Subgroup,
         }
     });
     let bias_bind = match bias {

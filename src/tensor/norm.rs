@@ -41,7 +41,6 @@ impl Tensor {
                 include_str!("../../shaders/block_sum.wgsl").into(),
                 include_str!("../../shaders/group_norm.wgsl").into(),
             ],
-            subgroups: false,
         });
         gpu.dispatch(Dispatch {
             pipeline,
@@ -75,7 +74,6 @@ impl Tensor {
                 include_str!("../../shaders/block_sum.wgsl").into(),
                 include_str!("../../shaders/group_norm_grad.wgsl").into(),
             ],
-            subgroups: false,
         });
         gpu.dispatch(Dispatch {
             pipeline,
