@@ -3,7 +3,8 @@
 //  0 fill: out = a              1 scale: out = a * x           2 axpby: out = a * x + b * y
 //  3 mul: out = x * y           4 silu: out = x * sigmoid(x)   5 silu_grad: out = y * silu'(x)
 //  6 square: out = x * x        7 add_scalar: out = x + a      8 sqrt: out = sqrt(x)
-//  9 div: out = x / (y + a)
+//  9 div: out = x / (y + a)        10 clamp: out = clamp(x, a, b)
+// 11 mask: out = x * b where y > a, else 0 (dropout: y is Gaussian noise, a its quantile)
 struct Params { n4: u32, a: f32, b: f32, _pad: u32 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -36,6 +37,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         case 7u: { r = x + P.a; }
         case 8u: { r = sqrt(x); }
         case 9u: { r = x / (y + P.a); }
+        case 10u: { r = clamp(x, vec4<f32>(P.a), vec4<f32>(P.b)); }
+        case 11u: { r = select(vec4<f32>(0.0), x * P.b, y > vec4<f32>(P.a)); }
         default: { r = x; }
     }
     OUT[i] = r;

@@ -1,1 +1,17 @@
-//! (in progress)
+//! Diffusion: the cosine schedule, parameterizations and loss weightings, the samplers, model
+//! files, and teacher training (Algorithm 1).
+
+pub mod model;
+pub mod model_file;
+pub mod parameterization;
+pub mod sampler;
+pub mod schedule;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train_run;
+pub mod trainer;
+
+pub use model::Denoiser;
+pub use model_file::{load_model, load_model_bytes, parse_model, save_model, ModelError, ModelMeta};
+pub use parameterization::{Parameterization, Weighting};
+pub use sampler::{SampleOptions, Sampler, SamplerKind};
+pub use trainer::{TrainConfig, Trainer};

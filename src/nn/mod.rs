@@ -1,1 +1,12 @@
-//! (in progress)
+//! The network: the U-Net's configuration and presets, its layers on the autodiff tape, and
+//! named-tensor files.
+
+pub mod config;
+pub mod tensor_file;
+pub mod unet;
+mod weights;
+
+pub use config::{ConfigError, UNetConfig, PRESETS};
+pub use tensor_file::{FileError, HostTensor, LoadedFile, StoreAs};
+pub use unet::{DropoutNoise, Layout, UNet};
+pub use weights::{check_tensors, read_tensors, upload_tensors};

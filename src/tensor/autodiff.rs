@@ -235,6 +235,19 @@ impl Tape {
         self.record(x.value.silu(), &[x], SiluBack { x: x.value.clone() })
     }
 
+    /// Dropout with a given Gaussian `noise` tensor: keeps x * scale where noise > threshold.
+    pub fn dropout(&self, x: &Var, noise: &Tensor, threshold: f32, scale: f32) -> Var {
+        self.record(
+            x.value.mask_where_above(noise, threshold, scale),
+            &[x],
+            DropoutBack {
+                noise: noise.clone(),
+                threshold,
+                scale,
+            },
+        )
+    }
+
     pub fn add(&self, a: &Var, b: &Var) -> Var {
         self.record(a.value.add(&b.value), &[a, b], Linear2 { ca: 1.0, cb: 1.0 })
     }
@@ -530,6 +543,18 @@ impl Backward for SiluBack {
 }
 
 /// y = ca * a + cb * b
+struct DropoutBack {
+    noise: Tensor,
+    threshold: f32,
+    scale: f32,
+}
+
+impl Backward for DropoutBack {
+    fn backward(&self, g: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+        vec![Some(g.mask_where_above(&self.noise, self.threshold, self.scale))]
+    }
+}
+
 struct Linear2 {
     ca: f32,
     cb: f32,

@@ -28,6 +28,8 @@ pub(crate) enum MapOp {
     AddScalar = 7,
     Sqrt = 8,
     Div = 9,
+    Clamp = 10,
+    Mask = 11,
 }
 
 pub(crate) fn map_into(
@@ -115,6 +117,16 @@ impl Tensor {
     /// Gradient of SiLU at `self` (the forward input) times the incoming gradient `dy`.
     pub fn silu_grad(&self, dy: &Tensor) -> Tensor {
         map(MapOp::SiluGrad, self, Some(dy), 0.0, 0.0)
+    }
+
+    /// Elementwise clamp to [lo, hi].
+    pub fn clamp(&self, lo: f32, hi: f32) -> Tensor {
+        map(MapOp::Clamp, self, None, lo, hi)
+    }
+    /// self * scale where noise > threshold, else 0 (dropout with a Gaussian `noise` of the same
+    /// shape: threshold = the drop probability's normal quantile, scale = 1 / keep probability).
+    pub fn mask_where_above(&self, noise: &Tensor, threshold: f32, scale: f32) -> Tensor {
+        map(MapOp::Mask, self, Some(noise), threshold, scale)
     }
 
     /// In place: self = a * self + b * y (EMA, accumulation).

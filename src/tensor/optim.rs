@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{groups_for, Tensor};
 use crate::gpu::{Dispatch, Gpu, KernelKey, KernelSource};
 
-#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {
     pub beta1: f32,
     pub beta2: f32,

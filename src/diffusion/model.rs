@@ -1,0 +1,73 @@
+//! A diffusion model: the U-Net plus what its output means, and how x_hat is formed from it on
+//! the GPU.
+
+use super::parameterization::Parameterization;
+use crate::nn::{DropoutNoise, UNet};
+use crate::tensor::{Tape, Tensor, Var};
+
+pub struct Denoiser {
+    pub net: UNet,
+    pub param: Parameterization,
+}
+
+/// Per-sample values uploaded as [N] vectors.
+pub fn per_sample(gpu: &crate::gpu::Gpu, v: &[f64]) -> Tensor {
+    let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    Tensor::from_slice(gpu, &[f.len()], &f)
+}
+
+impl Denoiser {
+    /// The image shape [C, H, W] the model works on.
+    pub fn image_shape(&self) -> [usize; 3] {
+        let c = &self.net.config;
+        [c.in_channels, c.height, c.width]
+    }
+
+    /// x_hat(z, t) on the tape, with the parameters `p` (tape params when training the model,
+    /// constants otherwise). `t` holds one time per sample.
+    pub fn x_hat(
+        &self,
+        tape: &Tape,
+        p: &[Var],
+        z: &Tensor,
+        t: &[f64],
+        dropout: Option<DropoutNoise>,
+    ) -> Var {
+        let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+        let out = self.net.forward(tape, p, z, &tf, dropout);
+        self.combine(tape, &out, z, t)
+    }
+
+    /// x_hat from a network output: cz * z + c0 * head0 (+ c1 * head1).
+    pub fn combine(&self, tape: &Tape, out: &Var, z: &Tensor, t: &[f64]) -> Var {
+        let gpu = z.gpu();
+        let coef: Vec<_> = t.iter().map(|&ti| self.param.x_hat_coef(ti)).collect();
+        let c = self.image_shape()[0];
+        let cz = per_sample(gpu, &coef.iter().map(|k| k.cz).collect::<Vec<_>>());
+        let c0 = per_sample(gpu, &coef.iter().map(|k| k.c0).collect::<Vec<_>>());
+        let zc = coef.iter().any(|k| k.cz != 0.0);
+        let head = |i: usize| {
+            if self.param.heads() == 1 {
+                out.clone()
+            } else {
+                tape.slice_channels(out, i * c, c)
+            }
+        };
+        let mut x = tape.per_sample_scale(&head(0), &c0);
+        if self.param.heads() == 2 {
+            let c1 = per_sample(gpu, &coef.iter().map(|k| k.c1).collect::<Vec<_>>());
+            x = tape.add(&x, &tape.per_sample_scale(&head(1), &c1));
+        }
+        if zc {
+            x = tape.add(&x, &Var::constant(z.per_sample_axpby(&cz, None)));
+        }
+        x
+    }
+
+    /// x_hat without gradients (sampling, teachers).
+    pub fn predict(&self, z: &Tensor, t: &[f64]) -> Tensor {
+        let tape = Tape::new();
+        let p = self.net.vars(&tape, false);
+        self.x_hat(&tape, &p, z, t, None).value
+    }
+}

@@ -1,0 +1,201 @@
+//! Model files (DESIGN.md section 4): the weights in safetensors, with a JSON description under
+//! the metadata key `fewstep`. A reader rejects any file whose tensors do not match the
+//! description and names the first mismatch.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::model::Denoiser;
+use super::parameterization::Parameterization;
+use crate::gpu::Gpu;
+use crate::nn::{self, tensor_file, FileError, HostTensor, StoreAs, UNet, UNetConfig};
+
+pub const FORMAT_VERSION: u32 = 1;
+/// The safetensors metadata key holding the JSON description.
+pub const META_KEY: &str = "fewstep";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// SHA-256 of the file this model was distilled from (absent for a teacher).
+    pub parent_sha256: Option<String>,
+    /// Halvings of progressive distillation done since the teacher.
+    pub halvings: u32,
+    /// Step counts along the way, from the teacher's down to this model's.
+    #[serde(default)]
+    pub steps_path: Vec<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format_version: u32,
+    pub arch: UNetConfig,
+    /// [channels, height, width]
+    pub image: [usize; 3],
+    pub parameterization: Parameterization,
+    pub schedule: String,
+    /// The number of sampling steps the model was distilled for; None for a teacher.
+    pub steps: Option<u32>,
+    pub lineage: Lineage,
+    pub dataset: String,
+    pub training_steps: u64,
+    pub command: String,
+}
+
+impl ModelMeta {
+    pub fn describe(&self) -> String {
+        let kind = match self.steps {
+            Some(s) => format!("distilled {s}-step model"),
+            None => "teacher".to_string(),
+        };
+        format!(
+            "{kind}: preset {}, {}x{}x{} images, {} parameterization, data {}, {} training updates",
+            self.arch.preset,
+            self.image[0],
+            self.image[1],
+            self.image[2],
+            self.parameterization,
+            self.dataset,
+            self.training_steps
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(
+        "{0} is a safetensors file but not a fewstep model (no `fewstep` metadata); \
+         fewstep reads the files that `fewstep train` and `fewstep distill` write"
+    )]
+    NotFewstep(String),
+    #[error("{path}: the model description is unreadable ({detail})")]
+    BadMeta { path: String, detail: String },
+    #[error("{path}: written by a newer fewstep (format {found}, this one reads {FORMAT_VERSION})")]
+    Version { path: String, found: u32 },
+    #[error("{path} does not match the architecture it describes: {detail}")]
+    Mismatch { path: String, detail: String },
+    #[error(transparent)]
+    Config(#[from] nn::ConfigError),
+}
+
+/// Writes the model (weights read from the GPU beforehand) atomically.
+pub fn save_model(
+    path: &Path,
+    meta: &ModelMeta,
+    weights: &[HostTensor],
+    store: StoreAs,
+) -> Result<(), ModelError> {
+    let mut md = HashMap::new();
+    md.insert(
+        META_KEY.to_string(),
+        serde_json::to_string(meta).expect("metadata serialises"),
+    );
+    md.insert("format".into(), "fewstep".into());
+    tensor_file::write(path, weights, md, store)?;
+    Ok(())
+}
+
+/// Parses and checks a model file's description and tensors (no GPU needed).
+pub fn parse_model(path: &Path, bytes: &[u8]) -> Result<(ModelMeta, Vec<HostTensor>), ModelError> {
+    let file = tensor_file::parse(path, bytes)?;
+    let shown = path.display().to_string();
+    let json = file
+        .metadata
+        .get(META_KEY)
+        .ok_or_else(|| ModelError::NotFewstep(shown.clone()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| ModelError::BadMeta {
+            path: shown.clone(),
+            detail: e.to_string(),
+        })?;
+    let found = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    if found > FORMAT_VERSION {
+        return Err(ModelError::Version { path: shown, found });
+    }
+    let meta: ModelMeta = serde_json::from_value(value).map_err(|e| ModelError::BadMeta {
+        path: shown.clone(),
+        detail: e.to_string(),
+    })?;
+    let mismatch = |detail: String| ModelError::Mismatch {
+        path: shown.clone(),
+        detail,
+    };
+    let a = &meta.arch;
+    if meta.image != [a.in_channels, a.height, a.width] {
+        return Err(mismatch(format!(
+            "image shape {:?} but the network takes {}x{}x{}",
+            meta.image, a.in_channels, a.height, a.width
+        )));
+    }
+    if a.out_channels != a.in_channels * meta.parameterization.heads() {
+        return Err(mismatch(format!(
+            "{} output channels, but `{}` needs {}",
+            a.out_channels,
+            meta.parameterization,
+            a.in_channels * meta.parameterization.heads()
+        )));
+    }
+    a.validate()?;
+    let layout = nn::Layout::new(a)?;
+    let ordered = nn::check_tensors(&layout.specs, "", |n| file.get(n)).map_err(mismatch)?;
+    if file.tensors.len() != layout.specs.len() {
+        let extra = file
+            .tensors
+            .iter()
+            .find(|t| !layout.specs.iter().any(|s| s.name == t.name))
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        return Err(mismatch(format!(
+            "{} tensors where the architecture has {} (first unexpected: `{extra}`)",
+            file.tensors.len(),
+            layout.specs.len()
+        )));
+    }
+    if let Some(t) = ordered.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+        return Err(mismatch(format!("tensor `{}` holds NaN or infinite values", t.name)));
+    }
+    let tensors = ordered.into_iter().cloned().collect();
+    Ok((meta, tensors))
+}
+
+/// A model file loaded onto the GPU.
+pub fn load_model_bytes(
+    gpu: &Gpu,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Denoiser, ModelMeta), ModelError> {
+    let (meta, tensors) = parse_model(path, bytes)?;
+    let refs: Vec<&HostTensor> = tensors.iter().collect();
+    let params = nn::upload_tensors(gpu, &refs);
+    let net = UNet::from_params(meta.arch.clone(), params)?;
+    Ok((
+        Denoiser {
+            net,
+            param: meta.parameterization,
+        },
+        meta,
+    ))
+}
+
+pub fn load_model(gpu: &Gpu, path: &Path) -> Result<(Denoiser, ModelMeta), ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_model_bytes(gpu, path, &bytes)
+}
+
+/// SHA-256 of a file's bytes, hex (for lineage).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

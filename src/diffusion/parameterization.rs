@@ -1,0 +1,137 @@
+//! What the network predicts, and the loss weightings (DESIGN.md section 1).
+//!
+//! Every parameterization's x_hat is written as one linear combination
+//! `x_hat = cz * z + c0 * head0 + c1 * head1` with finite coefficients at both ends of the
+//! schedule, so training and sampling share one GPU path.
+
+use serde::{Deserialize, Serialize};
+
+use super::schedule::{alpha_sigma, logsnr};
+
+/// Below this, eps-prediction's division by alpha is clamped (it is unstable near t = 1, where
+/// samplers clip x_hat).
+pub const EPS_ALPHA_MIN: f64 = 1e-4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum Parameterization {
+    /// v = alpha * eps - sigma * x (the paper's choice; stable at both ends).
+    #[default]
+    V,
+    /// The noise eps (classic DDPM).
+    Eps,
+    /// The clean image x.
+    X,
+    /// Two heads, x and eps, blended with weight sigma^2 on x.
+    Both,
+}
+
+/// x_hat = cz * z + c0 * head0 + c1 * head1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct XHatCoef {
+    pub cz: f64,
+    pub c0: f64,
+    pub c1: f64,
+}
+
+impl Parameterization {
+    /// Output channels per image channel.
+    pub fn heads(self) -> usize {
+        match self {
+            Parameterization::Both => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Parameterization::V => "v",
+            Parameterization::Eps => "eps",
+            Parameterization::X => "x",
+            Parameterization::Both => "both",
+        }
+    }
+
+    pub fn x_hat_coef(self, t: f64) -> XHatCoef {
+        let (a, s) = alpha_sigma(t);
+        match self {
+            // x = alpha z - sigma v
+            Parameterization::V => XHatCoef {
+                cz: a,
+                c0: -s,
+                c1: 0.0,
+            },
+            // x = (z - sigma eps) / alpha
+            Parameterization::Eps => {
+                let a = a.max(EPS_ALPHA_MIN);
+                XHatCoef {
+                    cz: 1.0 / a,
+                    c0: -s / a,
+                    c1: 0.0,
+                }
+            }
+            Parameterization::X => XHatCoef {
+                cz: 0.0,
+                c0: 1.0,
+                c1: 0.0,
+            },
+            // w x_head + (1 - w)(z - sigma eps_head) / alpha with w = sigma^2, 1 - w = alpha^2:
+            // = sigma^2 x_head + alpha z - alpha sigma eps_head (finite everywhere).
+            Parameterization::Both => XHatCoef {
+                cz: a,
+                c0: s * s,
+                c1: -a * s,
+            },
+        }
+    }
+
+    /// What a perfect network outputs for data x and noise eps at time t (one or two heads);
+    /// the inverse of `x_hat_coef`, used by tests and by stand-in teachers.
+    pub fn ideal_output(self, t: f64, x: f64, eps: f64) -> [f64; 2] {
+        let (a, s) = alpha_sigma(t);
+        match self {
+            Parameterization::V => [a * eps - s * x, 0.0],
+            Parameterization::Eps => [eps, 0.0],
+            Parameterization::X => [x, 0.0],
+            Parameterization::Both => [x, eps],
+        }
+    }
+}
+
+impl std::fmt::Display for Parameterization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Weight on the x-space error ||x - x_hat||^2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum Weighting {
+    /// max(SNR, 1): the paper's truncated SNR.
+    #[default]
+    #[cfg_attr(not(target_arch = "wasm32"), value(name = "snr_trunc"))]
+    SnrTrunc,
+    /// SNR + 1: the MSE on v.
+    #[cfg_attr(not(target_arch = "wasm32"), value(name = "v_mse"))]
+    VMse,
+    /// SNR: the MSE on eps (classic DDPM).
+    Snr,
+    /// 1: the MSE on x.
+    Constant,
+}
+
+impl Weighting {
+    /// The weight at time t, from the clamped logsnr (finite at t = 0 and t = 1).
+    pub fn weight(self, t: f64) -> f64 {
+        let snr = logsnr(t).exp();
+        match self {
+            Weighting::SnrTrunc => snr.max(1.0),
+            Weighting::VMse => snr + 1.0,
+            Weighting::Snr => snr,
+            Weighting::Constant => 1.0,
+        }
+    }
+}

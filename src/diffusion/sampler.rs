@@ -1,0 +1,149 @@
+//! Incremental samplers: deterministic DDIM on the grid t_i = i / N and the ancestral
+//! (stochastic) sampler. A caller advances one step at a time and can read z_t and x_hat after
+//! each step, so a UI can draw every step and a browser never blocks.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{per_sample, Denoiser};
+use super::schedule::{alpha_sigma, grid};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum SamplerKind {
+    /// Deterministic DDIM (what distilled models are made for).
+    #[default]
+    Ddim,
+    /// Ancestral sampling: fresh noise at every step.
+    Ancestral,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleOptions {
+    pub steps: usize,
+    pub count: usize,
+    pub seed: u64,
+    pub kind: SamplerKind,
+    /// Clip x_hat to [-1, 1] at every step (eps_hat is then recomputed from the clipped x_hat).
+    pub clip: bool,
+}
+
+/// DDIM from t to s: z_s = (sigma_s / sigma_t) z_t + (alpha_s - sigma_s alpha_t / sigma_t) x_hat,
+/// i.e. alpha_s x_hat + sigma_s eps_hat with eps_hat = (z_t - alpha_t x_hat) / sigma_t.
+/// Returns (coefficient on z_t, coefficient on x_hat). Needs t > 0 (sigma_t > 0).
+pub fn ddim_coef(t: f64, s: f64) -> (f64, f64) {
+    let (at, st) = alpha_sigma(t);
+    let (as_, ss) = alpha_sigma(s);
+    (ss / st, as_ - ss * at / st)
+}
+
+/// The ancestral step's posterior q(z_s | z_t, x = x_hat): (coef on z_t, coef on x_hat, std).
+pub fn ancestral_coef(t: f64, s: f64) -> (f64, f64, f64) {
+    let (at, st) = alpha_sigma(t);
+    let (as_, ss) = alpha_sigma(s);
+    // s < t <= 1, so alpha_s > 0 and sigma_t > 0.
+    let a_ts = at / as_;
+    let var_ts = (st * st - a_ts * a_ts * ss * ss).max(0.0);
+    let cz = a_ts * ss * ss / (st * st);
+    let cx = as_ * var_ts / (st * st);
+    let std = (var_ts * ss * ss / (st * st)).sqrt();
+    (cz, cx, std)
+}
+
+/// Noise stream of the initial z_1 (the ancestral sampler's per-step noise uses 1 + step).
+pub const INIT_STREAM: u64 = 0;
+
+pub struct Sampler {
+    pub opts: SampleOptions,
+    grid: Vec<f64>,
+    done: usize,
+    z: Tensor,
+    x_hat: Option<Tensor>,
+}
+
+impl Sampler {
+    /// Starts from z_1 = eps ~ N(0, I) drawn from `opts.seed`.
+    pub fn new(model: &Denoiser, opts: SampleOptions) -> Sampler {
+        assert!(opts.steps >= 1, "at least one sampling step");
+        let [c, h, w] = model.image_shape();
+        let z = Tensor::randn(model.net.gpu(), &[opts.count, c, h, w], opts.seed, INIT_STREAM);
+        Sampler {
+            opts,
+            grid: grid(opts.steps),
+            done: 0,
+            z,
+            x_hat: None,
+        }
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+    pub fn is_done(&self) -> bool {
+        self.done == self.opts.steps
+    }
+    /// The current time (1 before the first step, 0 after the last).
+    pub fn t(&self) -> f64 {
+        self.grid[self.done]
+    }
+    /// z_t at the current time (after the last step: the sample).
+    pub fn z(&self) -> &Tensor {
+        &self.z
+    }
+    /// The model's x_hat of the last step taken.
+    pub fn x_hat(&self) -> Option<&Tensor> {
+        self.x_hat.as_ref()
+    }
+
+    /// Records one step's GPU work and submits it (no wait).
+    pub fn step(&mut self, model: &Denoiser) {
+        assert!(!self.is_done(), "sampling already finished");
+        let (t, s) = (self.grid[self.done], self.grid[self.done + 1]);
+        let n = self.opts.count;
+        let gpu = model.net.gpu().clone();
+        let mut x = model.predict(&self.z, &vec![t; n]);
+        if self.opts.clip {
+            x = x.clamp(-1.0, 1.0);
+        }
+        let z = match self.opts.kind {
+            SamplerKind::Ddim => {
+                let (cz, cx) = ddim_coef(t, s);
+                self.z.per_sample_axpby(
+                    &per_sample(&gpu, &vec![cz; n]),
+                    Some((&x, &per_sample(&gpu, &vec![cx; n]))),
+                )
+            }
+            SamplerKind::Ancestral => {
+                let (cz, cx, std) = ancestral_coef(t, s);
+                let mean = self.z.per_sample_axpby(
+                    &per_sample(&gpu, &vec![cz; n]),
+                    Some((&x, &per_sample(&gpu, &vec![cx; n]))),
+                );
+                if std > 0.0 {
+                    let noise = Tensor::randn(
+                        &gpu,
+                        self.z.shape(),
+                        self.opts.seed,
+                        1 + self.done as u64,
+                    );
+                    noise.axpby(std as f32, &mean, 1.0)
+                } else {
+                    mean
+                }
+            }
+        };
+        self.z = z;
+        self.x_hat = Some(x);
+        self.done += 1;
+        gpu.flush();
+    }
+
+    /// Runs every remaining step; returns the samples [count, C, H, W].
+    pub fn run(mut self, model: &Denoiser) -> Tensor {
+        while !self.is_done() {
+            self.step(model);
+        }
+        self.z
+    }
+}

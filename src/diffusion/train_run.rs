@@ -1,0 +1,287 @@
+//! A training run on disk: the directory layout, checkpoints, metrics and sample grids around a
+//! [`Trainer`]. The CLI and the desktop app drive the same `TrainRun`.
+//!
+//!     DIR/model.safetensors    EMA weights: the model to sample (written at every checkpoint)
+//!     DIR/state.safetensors    weights, Adam moments, EMA, with the step and configuration
+//!     DIR/metrics.jsonl        one JSON object per logged step
+//!     DIR/samples/step_N.png   DDIM sample grids from the EMA weights
+//!
+//! Every file is written atomically; a run killed at any moment resumes from its last
+//! checkpoint exactly as if never stopped (metrics logged after that checkpoint are dropped).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::model_file::{save_model, Lineage, ModelMeta, FORMAT_VERSION};
+use super::sampler::{SampleOptions, Sampler, SamplerKind};
+use super::trainer::{TrainConfig, Trainer};
+use crate::data::Dataset;
+use crate::gpu::Gpu;
+use crate::nn::{tensor_file, StoreAs, UNetConfig};
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const STATE_FILE: &str = "state.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+const STATE_KEY: &str = "fewstep_state";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub total_steps: u64,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    /// 0: no sample grids during training.
+    pub sample_every: u64,
+    pub sample_steps: usize,
+    /// The `--data` argument, so `--resume` reloads the same data.
+    pub dataset: String,
+    /// The command line that started the run.
+    pub command: String,
+}
+
+/// What the state file's metadata holds besides the tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunState {
+    format_version: u32,
+    arch: UNetConfig,
+    train: TrainConfig,
+    options: RunOptions,
+    step: u64,
+    wall_seconds: f64,
+}
+
+/// One line of metrics.jsonl.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MetricLine {
+    pub step: u64,
+    pub loss: f32,
+    pub lr: f32,
+    pub images_per_s: f64,
+    pub wall_s: f64,
+}
+
+pub struct TrainRun {
+    pub trainer: Trainer,
+    pub options: RunOptions,
+    pub dir: PathBuf,
+    data: Dataset,
+    wall_before: f64,
+    started: Instant,
+    window: (Instant, u64),
+}
+
+impl TrainRun {
+    /// Starts a new run in `dir`, which must not already hold one.
+    pub fn create(
+        gpu: &Gpu,
+        dir: &Path,
+        data: Dataset,
+        arch: UNetConfig,
+        train: TrainConfig,
+        options: RunOptions,
+    ) -> Result<TrainRun> {
+        if dir.join(STATE_FILE).exists() || dir.join(MODEL_FILE).exists() {
+            bail!(
+                "{} already holds a training run; pass --resume to continue it, or choose another --out",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let trainer = Trainer::new(gpu, arch, train)?;
+        // A fresh run starts a fresh metrics file.
+        let _ = std::fs::remove_file(dir.join(METRICS_FILE));
+        Ok(Self::wrap(trainer, options, dir, data, 0.0))
+    }
+
+    fn wrap(trainer: Trainer, options: RunOptions, dir: &Path, data: Dataset, wall: f64) -> Self {
+        let now = Instant::now();
+        TrainRun {
+            window: (now, trainer.step),
+            trainer,
+            options,
+            dir: dir.to_path_buf(),
+            data,
+            wall_before: wall,
+            started: now,
+        }
+    }
+
+    /// Reads the run configuration stored in `dir` (to know which data to load before resuming).
+    pub fn stored_options(dir: &Path) -> Result<(RunOptions, UNetConfig, TrainConfig, u64)> {
+        let (state, _) = read_state(dir)?;
+        Ok((state.options, state.arch, state.train, state.step))
+    }
+
+    /// Continues the run in `dir` from its last checkpoint; `total_steps` may extend it.
+    pub fn resume(gpu: &Gpu, dir: &Path, data: Dataset, total_steps: Option<u64>) -> Result<Self> {
+        let (state, file) = read_state(dir)?;
+        let trainer = Trainer::restore(gpu, state.arch.clone(), state.train, state.step, &file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display()))?;
+        let mut options = state.options;
+        if let Some(t) = total_steps {
+            options.total_steps = t;
+        }
+        truncate_metrics(&dir.join(METRICS_FILE), state.step)?;
+        Ok(Self::wrap(trainer, options, dir, data, state.wall_seconds))
+    }
+
+    pub fn step(&self) -> u64 {
+        self.trainer.step
+    }
+    pub fn is_done(&self) -> bool {
+        self.trainer.step >= self.options.total_steps
+    }
+    pub fn wall_seconds(&self) -> f64 {
+        self.wall_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// One update, plus whatever logging, checkpointing and sampling falls due after it.
+    /// Returns the metrics line when one was logged.
+    pub fn advance(&mut self) -> Result<Option<MetricLine>> {
+        self.trainer.step(&self.data);
+        let s = self.trainer.step;
+        let o = self.options.clone();
+        let due = |every: u64| every > 0 && s % every == 0;
+        let last = s >= o.total_steps;
+        let mut line = None;
+        if due(o.log_every) || last {
+            line = Some(self.log()?);
+        }
+        if due(o.checkpoint_every) || last {
+            self.checkpoint()?;
+        }
+        if due(o.sample_every) {
+            self.sample_grid()?;
+        }
+        Ok(line)
+    }
+
+    fn log(&mut self) -> Result<MetricLine> {
+        let loss = pollster::block_on(self.trainer.take_mean_loss())?.unwrap_or(f32::NAN);
+        let s = self.trainer.step;
+        if !loss.is_finite() {
+            bail!(
+                "the loss became {loss} by step {s}; the last checkpoint in {} is intact. \
+                 Lower --lr or raise --warmup, then start again or --resume",
+                self.dir.display()
+            );
+        }
+        let elapsed = self.window.0.elapsed().as_secs_f64();
+        let images = (s - self.window.1) * self.trainer.cfg.batch as u64;
+        self.window = (Instant::now(), s);
+        let line = MetricLine {
+            step: s,
+            loss,
+            lr: self.trainer.cfg.lr_at(s.saturating_sub(1)),
+            images_per_s: images as f64 / elapsed.max(1e-9),
+            wall_s: self.wall_seconds(),
+        };
+        let path = self.dir.join(METRICS_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot append to {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&line)?)?;
+        Ok(line)
+    }
+
+    /// The EMA model's description, for the model file.
+    pub fn model_meta(&self) -> ModelMeta {
+        let a = &self.trainer.model.net.config;
+        ModelMeta {
+            format_version: FORMAT_VERSION,
+            arch: a.clone(),
+            image: [a.in_channels, a.height, a.width],
+            parameterization: self.trainer.cfg.param,
+            schedule: "cosine".into(),
+            steps: None,
+            lineage: Lineage::default(),
+            dataset: self.options.dataset.clone(),
+            training_steps: self.trainer.step,
+            command: self.options.command.clone(),
+        }
+    }
+
+    /// Writes state.safetensors and model.safetensors (each atomically; the state last, so a
+    /// state file never points past the model file).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let tr = &self.trainer;
+        let ema = pollster::block_on(tr.ema_tensors())?;
+        save_model(&self.dir.join(MODEL_FILE), &self.model_meta(), &ema, StoreAs::F32)?;
+        let state = RunState {
+            format_version: FORMAT_VERSION,
+            arch: tr.model.net.config.clone(),
+            train: tr.cfg.clone(),
+            options: self.options.clone(),
+            step: tr.step,
+            wall_seconds: self.wall_seconds(),
+        };
+        let mut md = std::collections::HashMap::new();
+        md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);
+        let tensors = pollster::block_on(tr.state_tensors())?;
+        tensor_file::write(&self.dir.join(STATE_FILE), &tensors, md, StoreAs::F32)?;
+        Ok(())
+    }
+
+    /// A 4x4 grid of DDIM samples from the EMA weights, to samples/step_N.png.
+    pub fn sample_grid(&self) -> Result<PathBuf> {
+        let model = self.trainer.ema_model();
+        let opts = SampleOptions {
+            steps: self.options.sample_steps.max(1),
+            count: 16,
+            seed: 0,
+            kind: SamplerKind::Ddim,
+            clip: true,
+        };
+        let x = Sampler::new(&model, opts).run(&model);
+        let data = x.to_vec_blocking()?;
+        let [c, h, w] = model.image_shape();
+        let img = crate::eval::grid::image_grid(&data, 16, c, h, w, 4, 2, 2);
+        let path = self
+            .dir
+            .join("samples")
+            .join(format!("step_{:08}.png", self.trainer.step));
+        crate::eval::grid::save_png(&img, &path)?;
+        Ok(path)
+    }
+}
+
+fn read_state(dir: &Path) -> Result<(RunState, tensor_file::LoadedFile)> {
+    let path = dir.join(STATE_FILE);
+    if !path.exists() {
+        bail!(
+            "{} holds no training state ({STATE_FILE} is missing); start a run there without --resume",
+            dir.display()
+        );
+    }
+    let file = tensor_file::read(&path)?;
+    let json = file
+        .metadata
+        .get(STATE_KEY)
+        .with_context(|| format!("{} is not a fewstep training state", path.display()))?;
+    let state: RunState = serde_json::from_str(json)
+        .with_context(|| format!("{}: unreadable run description", path.display()))?;
+    Ok((state, file))
+}
+
+/// Drops metric lines logged after `step` (they will be logged again by the resumed run).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<MetricLine>(l)
+                .map(|m| m.step <= step)
+                .unwrap_or(false)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    tensor_file::write_atomic(path, kept.as_bytes())?;
+    Ok(())
+}

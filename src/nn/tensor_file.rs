@@ -1,0 +1,185 @@
+//! Named f32 tensors in a safetensors file, written atomically (temporary file, fsync, rename),
+//! read with every failure turned into an error that names the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+/// One named host tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a valid safetensors file ({detail}); it may be truncated or corrupt: \
+         re-create it or copy it again"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path}: {detail}")]
+    Content { path: PathBuf, detail: String },
+}
+
+/// How tensors are stored on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreAs {
+    F32,
+    /// Half precision, for small shipped models (read back as f32).
+    F16,
+}
+
+/// Writes `tensors` and `metadata` to `path` atomically.
+pub fn write(
+    path: &Path,
+    tensors: &[HostTensor],
+    metadata: HashMap<String, String>,
+    store: StoreAs,
+) -> Result<(), FileError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| match store {
+            StoreAs::F32 => bytemuck::cast_slice(&t.data).to_vec(),
+            StoreAs::F16 => t
+                .data
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+        })
+        .collect();
+    let dtype = match store {
+        StoreAs::F32 => Dtype::F32,
+        StoreAs::F16 => Dtype::F16,
+    };
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            let view = TensorView::new(dtype, t.shape.clone(), b).map_err(|e| FileError::Content {
+                path: path.to_path_buf(),
+                detail: format!("tensor {}: {e}", t.name),
+            })?;
+            Ok((t.name.clone(), view))
+        })
+        .collect::<Result<_, FileError>>()?;
+    let data = safetensors::serialize(views, Some(metadata)).map_err(|e| FileError::Content {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    write_atomic(path, &data)
+}
+
+/// Writes bytes to `path` through a temporary file in the same directory, so a crash leaves
+/// either the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FileError> {
+    use std::io::Write;
+    let err = |source| FileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// A file read into memory: metadata and named f32 tensors, in the file's order.
+pub struct LoadedFile {
+    pub path: PathBuf,
+    pub metadata: HashMap<String, String>,
+    pub tensors: Vec<HostTensor>,
+}
+
+impl LoadedFile {
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+pub fn read(path: &Path) -> Result<LoadedFile, FileError> {
+    let bytes = std::fs::read(path).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &bytes)
+}
+
+/// Parses file contents already in memory (the browser gets models as bytes).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<LoadedFile, FileError> {
+    let corrupt = |detail: String| FileError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    // Keep the file's own order (offsets), which is the writer's order.
+    let mut names: Vec<(usize, String)> = header
+        .tensors()
+        .iter()
+        .map(|(name, info)| (info.data_offsets.0, name.clone()))
+        .collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for (_, name) in names {
+        let view = st.tensor(&name).map_err(|e| corrupt(e.to_string()))?;
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(FileError::Content {
+                    path: path.to_path_buf(),
+                    detail: format!("tensor {name} has dtype {other:?}; fewstep reads F32 and F16"),
+                })
+            }
+        };
+        tensors.push(HostTensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
+    }
+    Ok(LoadedFile {
+        path: path.to_path_buf(),
+        metadata,
+        tensors,
+    })
+}

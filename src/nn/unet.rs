@@ -1,0 +1,518 @@
+//! The DDPM-style U-Net of DESIGN.md section 2, on the autodiff tape.
+//!
+//! [`Layout::new`] walks the architecture once and produces both the parameter list (names,
+//! shapes, initialisers: what model files store) and the block structure that
+//! [`UNet::forward`] runs, so the two can never disagree.
+
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64;
+
+use super::config::{ConfigError, UNetConfig};
+use crate::gpu::Gpu;
+use crate::tensor::{Conv2d, Tape, Tensor, Var};
+
+const GN_EPS: f32 = 1e-6;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    /// Uniform with variance 1 / fan_avg (DDPM's default initialiser).
+    FanAvg { fan_in: usize, fan_out: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    fn initial_values(&self, rng: &mut Pcg64) -> Vec<f32> {
+        let n = self.numel();
+        match self.init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::FanAvg { fan_in, fan_out } => {
+                let limit = (3.0 / ((fan_in + fan_out) as f64 / 2.0)).sqrt() as f32;
+                (0..n).map(|_| rng.random_range(-limit..limit)).collect()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ConvP {
+    w: usize,
+    b: usize,
+    conv: Conv2d,
+}
+#[derive(Clone, Copy, Debug)]
+struct DenseP {
+    w: usize,
+    b: usize,
+}
+#[derive(Clone, Copy, Debug)]
+struct NormP {
+    g: usize,
+    b: usize,
+}
+#[derive(Clone, Debug)]
+struct ResP {
+    norm1: NormP,
+    conv1: ConvP,
+    emb: DenseP,
+    norm2: NormP,
+    conv2: ConvP,
+    skip: Option<ConvP>,
+}
+#[derive(Clone, Debug)]
+struct AttnP {
+    norm: NormP,
+    qkv: ConvP,
+    proj: ConvP,
+    ch: usize,
+}
+#[derive(Clone, Debug)]
+struct Level {
+    blocks: Vec<(ResP, Option<AttnP>)>,
+    /// Down path: the stride-2 conv; up path: the conv after nearest x2.
+    resample: Option<ConvP>,
+}
+
+/// The parameter list and the block structure of one configuration.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub specs: Vec<ParamSpec>,
+    conv_in: ConvP,
+    temb: [DenseP; 2],
+    down: Vec<Level>,
+    mid: (ResP, AttnP, ResP),
+    up: Vec<Level>,
+    out_norm: NormP,
+    out_conv: ConvP,
+}
+
+struct Builder {
+    specs: Vec<ParamSpec>,
+    groups: usize,
+    temb_ch: usize,
+}
+
+impl Builder {
+    fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> usize {
+        self.specs.push(ParamSpec { name, shape, init });
+        self.specs.len() - 1
+    }
+    fn conv(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        zero: bool,
+    ) -> ConvP {
+        let init = if zero {
+            Init::Zeros
+        } else {
+            Init::FanAvg {
+                fan_in: cin * k * k,
+                fan_out: cout * k * k,
+            }
+        };
+        ConvP {
+            w: self.param(format!("{name}.w"), vec![cout, cin, k, k], init),
+            b: self.param(format!("{name}.b"), vec![cout], Init::Zeros),
+            conv: Conv2d {
+                stride,
+                pad: k / 2,
+            },
+        }
+    }
+    fn dense(&mut self, name: &str, fin: usize, fout: usize) -> DenseP {
+        let init = Init::FanAvg {
+            fan_in: fin,
+            fan_out: fout,
+        };
+        DenseP {
+            w: self.param(format!("{name}.w"), vec![fout, fin], init),
+            b: self.param(format!("{name}.b"), vec![fout], Init::Zeros),
+        }
+    }
+    fn norm(&mut self, name: &str, width: usize, what: &'static str) -> Result<NormP, ConfigError> {
+        if width % self.groups != 0 {
+            return Err(ConfigError::Groups {
+                what,
+                width,
+                groups: self.groups,
+            });
+        }
+        Ok(NormP {
+            g: self.param(format!("{name}.g"), vec![width], Init::Ones),
+            b: self.param(format!("{name}.b"), vec![width], Init::Zeros),
+        })
+    }
+    fn res(&mut self, name: &str, cin: usize, cout: usize) -> Result<ResP, ConfigError> {
+        Ok(ResP {
+            norm1: self.norm(&format!("{name}.norm1"), cin, "a res block's input")?,
+            conv1: self.conv(&format!("{name}.conv1"), cin, cout, 3, 1, false),
+            emb: self.dense(&format!("{name}.emb"), self.temb_ch, cout),
+            norm2: self.norm(&format!("{name}.norm2"), cout, "a res block's width")?,
+            conv2: self.conv(&format!("{name}.conv2"), cout, cout, 3, 1, true),
+            skip: (cin != cout).then(|| self.conv(&format!("{name}.skip"), cin, cout, 1, 1, false)),
+        })
+    }
+    fn attn(&mut self, name: &str, ch: usize) -> Result<AttnP, ConfigError> {
+        Ok(AttnP {
+            norm: self.norm(&format!("{name}.norm"), ch, "an attention block's width")?,
+            qkv: self.conv(&format!("{name}.qkv"), ch, 3 * ch, 1, 1, false),
+            proj: self.conv(&format!("{name}.proj"), ch, ch, 1, 1, true),
+            ch,
+        })
+    }
+}
+
+impl Layout {
+    pub fn new(c: &UNetConfig) -> Result<Layout, ConfigError> {
+        let mut b = Builder {
+            specs: Vec::new(),
+            groups: c.groups,
+            temb_ch: 4 * c.ch,
+        };
+        let temb = [
+            b.dense("temb.0", c.ch, 4 * c.ch),
+            b.dense("temb.1", 4 * c.ch, 4 * c.ch),
+        ];
+        let conv_in = b.conv("conv_in", c.in_channels, c.ch, 3, 1, false);
+        // Widths of the activations the down path keeps for the up path's skips.
+        let mut skips = vec![c.ch];
+        let mut width = c.ch;
+        let mut res = c.height;
+        let mut down = Vec::new();
+        for (i, &m) in c.mult.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for j in 0..c.res_blocks {
+                let r = b.res(&format!("down.{i}.{j}.res"), width, c.ch * m)?;
+                width = c.ch * m;
+                let a = if c.attn_res.contains(&res) {
+                    Some(b.attn(&format!("down.{i}.{j}.attn"), width)?)
+                } else {
+                    None
+                };
+                blocks.push((r, a));
+                skips.push(width);
+            }
+            let resample = (i + 1 < c.levels()).then(|| {
+                res /= 2;
+                skips.push(width);
+                b.conv(&format!("down.{i}.down"), width, width, 3, 2, false)
+            });
+            down.push(Level { blocks, resample });
+        }
+        let mid = (
+            b.res("mid.res1", width, width)?,
+            b.attn("mid.attn", width)?,
+            b.res("mid.res2", width, width)?,
+        );
+        let mut up = Vec::new();
+        for (i, &m) in c.mult.iter().enumerate().rev() {
+            let mut blocks = Vec::new();
+            for j in 0..=c.res_blocks {
+                let skip = skips.pop().expect("one skip per down-path activation");
+                let r = b.res(&format!("up.{i}.{j}.res"), width + skip, c.ch * m)?;
+                width = c.ch * m;
+                let a = if c.attn_res.contains(&res) {
+                    Some(b.attn(&format!("up.{i}.{j}.attn"), width)?)
+                } else {
+                    None
+                };
+                blocks.push((r, a));
+            }
+            let resample = (i > 0).then(|| {
+                res *= 2;
+                b.conv(&format!("up.{i}.up"), width, width, 3, 1, false)
+            });
+            up.push(Level { blocks, resample });
+        }
+        debug_assert!(skips.is_empty());
+        let out_norm = b.norm("out.norm", width, "the output width")?;
+        let out_conv = b.conv("out.conv", width, c.out_channels, 3, 1, true);
+        Ok(Layout {
+            specs: b.specs,
+            conv_in,
+            temb,
+            down,
+            mid,
+            up,
+            out_norm,
+            out_conv,
+        })
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.specs.iter().map(|s| s.numel()).sum()
+    }
+}
+
+/// Dropout noise source for one forward pass: each res block draws its own Gaussian noise from
+/// (seed, stream + block index), so a step's masks are reproducible.
+#[derive(Clone, Copy, Debug)]
+pub struct DropoutNoise {
+    pub seed: u64,
+    pub stream: u64,
+}
+
+/// The network: configuration, layout and the parameter tensors (in layout order).
+pub struct UNet {
+    pub config: UNetConfig,
+    pub layout: Layout,
+    pub params: Vec<Tensor>,
+}
+
+impl UNet {
+    /// Fresh parameters drawn from `seed`.
+    pub fn new(gpu: &Gpu, config: UNetConfig, seed: u64) -> Result<UNet, ConfigError> {
+        config.validate()?;
+        let layout = Layout::new(&config)?;
+        let mut rng = Pcg64::seed_from_u64(seed);
+        let params = layout
+            .specs
+            .iter()
+            .map(|s| Tensor::from_slice(gpu, &s.shape, &s.initial_values(&mut rng)))
+            .collect();
+        Ok(UNet {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    /// Parameters given as tensors in layout order (loading a model file).
+    pub fn from_params(
+        config: UNetConfig,
+        params: Vec<Tensor>,
+    ) -> Result<UNet, ConfigError> {
+        config.validate()?;
+        let layout = Layout::new(&config)?;
+        assert_eq!(params.len(), layout.specs.len(), "one tensor per parameter");
+        Ok(UNet {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        self.params[0].gpu()
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.layout.param_count()
+    }
+
+    /// The parameters as tape variables: gradients flow to them when `train`, else constants.
+    pub fn vars(&self, tape: &Tape, train: bool) -> Vec<Var> {
+        self.params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if train {
+                    tape.param(i, p)
+                } else {
+                    Var::constant(p.clone())
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the network on z [N, C, H, W] at per-sample times t (N values in [0, 1]).
+    pub fn forward(
+        &self,
+        tape: &Tape,
+        p: &[Var],
+        z: &Tensor,
+        t: &[f32],
+        dropout: Option<DropoutNoise>,
+    ) -> Var {
+        let c = &self.config;
+        let n = z.shape()[0];
+        assert_eq!(t.len(), n, "one time per sample");
+        assert_eq!(
+            &z.shape()[1..],
+            &[c.in_channels, c.height, c.width],
+            "input shape does not match the model"
+        );
+        let l = &self.layout;
+        let mut f = Fwd {
+            tape,
+            p,
+            groups: c.groups,
+            dropout: dropout.filter(|_| c.dropout > 0.0).map(|d| (d, c.dropout)),
+            blocks_run: 0,
+        };
+        let emb = Tensor::from_slice(z.gpu(), &[n, c.ch], &time_embedding(t, c.ch));
+        let emb = f.dense(&Var::constant(emb), l.temb[0]);
+        let emb = f.dense(&tape.silu(&emb), l.temb[1]);
+        let emb_act = tape.silu(&emb);
+
+        let mut h = f.conv(&Var::constant(z.clone()), l.conv_in);
+        let mut hs = vec![h.clone()];
+        for level in &l.down {
+            for (r, a) in &level.blocks {
+                h = f.res(&h, &emb_act, r);
+                if let Some(a) = a {
+                    h = f.attn(&h, a);
+                }
+                hs.push(h.clone());
+            }
+            if let Some(d) = level.resample {
+                h = f.conv(&h, d);
+                hs.push(h.clone());
+            }
+        }
+        h = f.res(&h, &emb_act, &l.mid.0);
+        h = f.attn(&h, &l.mid.1);
+        h = f.res(&h, &emb_act, &l.mid.2);
+        for level in &l.up {
+            for (r, a) in &level.blocks {
+                let skip = hs.pop().expect("skip");
+                h = f.res(&tape.concat_channels(&h, &skip), &emb_act, r);
+                if let Some(a) = a {
+                    h = f.attn(&h, a);
+                }
+            }
+            if let Some(u) = level.resample {
+                h = f.conv(&tape.upsample2x(&h), u);
+            }
+        }
+        let h = f.norm_silu(&h, l.out_norm);
+        f.conv(&h, l.out_conv)
+    }
+}
+
+/// DDPM's sinusoidal embedding of 1000 * t, computed on the CPU in f64 so that every backend
+/// (and the browser) feeds the network bit-identical inputs.
+pub fn time_embedding(t: &[f32], dim: usize) -> Vec<f32> {
+    let half = dim / 2;
+    let denom = (half.max(2) - 1) as f64;
+    let mut out = vec![0.0f32; t.len() * dim];
+    for (s, &ts) in t.iter().enumerate() {
+        for j in 0..half {
+            let freq = (-(10000f64.ln()) * j as f64 / denom).exp();
+            let a = 1000.0 * ts as f64 * freq;
+            out[s * dim + j] = a.sin() as f32;
+            out[s * dim + half + j] = a.cos() as f32;
+        }
+    }
+    out
+}
+
+struct Fwd<'a> {
+    tape: &'a Tape,
+    p: &'a [Var],
+    groups: usize,
+    dropout: Option<(DropoutNoise, f32)>,
+    blocks_run: u64,
+}
+
+impl Fwd<'_> {
+    fn conv(&self, x: &Var, c: ConvP) -> Var {
+        self.tape
+            .conv2d(x, &self.p[c.w], Some(&self.p[c.b]), c.conv)
+    }
+    fn dense(&self, x: &Var, d: DenseP) -> Var {
+        self.tape.linear(x, &self.p[d.w], &self.p[d.b])
+    }
+    fn norm_silu(&self, x: &Var, n: NormP) -> Var {
+        let y = self
+            .tape
+            .group_norm(x, &self.p[n.g], &self.p[n.b], self.groups, GN_EPS);
+        self.tape.silu(&y)
+    }
+    fn res(&mut self, x: &Var, emb_act: &Var, r: &ResP) -> Var {
+        let t = self.tape;
+        let h = self.conv(&self.norm_silu(x, r.norm1), r.conv1);
+        let h = t.add_channel_vector(&h, &self.dense(emb_act, r.emb));
+        let mut h = self.norm_silu(&h, r.norm2);
+        if let Some((d, p)) = self.dropout {
+            let noise = Tensor::randn(h.value.gpu(), h.shape(), d.seed, d.stream + self.blocks_run);
+            // Drop where noise <= Phi^-1(p): probability p.
+            h = t.dropout(&h, &noise, normal_quantile(p as f64) as f32, 1.0 / (1.0 - p));
+        }
+        self.blocks_run += 1;
+        let h = self.conv(&h, r.conv2);
+        let skip = match r.skip {
+            Some(s) => self.conv(x, s),
+            None => x.clone(),
+        };
+        t.add(&skip, &h)
+    }
+    fn attn(&self, x: &Var, a: &AttnP) -> Var {
+        let t = self.tape;
+        let s = x.shape().to_vec();
+        let (n, hw) = (s[0], s[2] * s[3]);
+        let qkv = self.conv(
+            &t.group_norm(x, &self.p[a.norm.g], &self.p[a.norm.b], self.groups, GN_EPS),
+            a.qkv,
+        );
+        let qkv = t.reshape(&qkv, &[n, 3 * a.ch, hw, 1]);
+        let part = |i: usize| t.reshape(&t.slice_channels(&qkv, i * a.ch, a.ch), &[n, a.ch, hw]);
+        let o = t.attention(&part(0), &part(1), &part(2));
+        let o = self.conv(&t.reshape(&o, &s), a.proj);
+        t.add(x, &o)
+    }
+}
+
+/// Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9),
+/// for turning a dropout probability into a threshold on Gaussian noise.
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let p = p.clamp(1e-300, 1.0 - 1e-16);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
