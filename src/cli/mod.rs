@@ -1,6 +1,8 @@
 //! `fewstep` subcommands (native only).
 
 mod bench;
+mod sample;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,14 @@ enum Command {
     Info,
     /// Measure speed; prints a table, or one JSON object per line with --json.
     Bench(bench::BenchArgs),
+    /// Train a diffusion model (the teacher) on a data set: Algorithm 1 of the paper.
+    ///
+    /// Example: fewstep train --data fashion-mnist --preset tiny --steps 300 --out runs/tiny
+    Train(train::TrainArgs),
+    /// Sample a model file with DDIM or the ancestral sampler; writes a PNG grid.
+    ///
+    /// Example: fewstep sample --model runs/tiny/model.safetensors --steps 8 --count 16 --out grid.png
+    Sample(sample::SampleArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
     Selftest {
         /// Print the full report as JSON.
@@ -39,6 +49,8 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info => info(),
         Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {

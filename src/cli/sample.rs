@@ -1,0 +1,137 @@
+//! `fewstep sample`: images from a model file as a PNG grid, optionally with the trajectory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::diffusion::{load_model, SampleOptions, Sampler, SamplerKind};
+use crate::eval::grid::{image_grid, labelled_rows, save_png};
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// A model file (a run's model.safetensors, or one written by `fewstep distill`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Sampling steps [default: the count a distilled model was made for; 64 for a teacher].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Number of images.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+    /// Seed of the initial noise (the same seed gives the same images, natively and on the web).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output PNG (a grid of the samples).
+    #[arg(long, default_value = "samples.png")]
+    out: PathBuf,
+    /// Also write a PNG whose columns are the steps: for the first --trajectory-count samples,
+    /// one row of z_t and one of x_hat.
+    #[arg(long)]
+    trajectory: Option<PathBuf>,
+    /// Samples shown in the trajectory.
+    #[arg(long, default_value_t = 4)]
+    trajectory_count: usize,
+    #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
+    sampler: SamplerKind,
+    /// Do not clip x_hat to [-1, 1] at each step.
+    #[arg(long)]
+    no_clip: bool,
+    /// Pixel scale of the output grids.
+    #[arg(long, default_value_t = 2)]
+    scale: u32,
+}
+
+pub fn run(args: SampleArgs) -> Result<()> {
+    anyhow::ensure!(args.count >= 1, "--count must be at least 1");
+    let gpu = super::open_gpu()?;
+    let (model, meta) = load_model(&gpu, &args.model)?;
+    let steps = args.steps.or(meta.steps.map(|s| s as usize)).unwrap_or(64);
+    anyhow::ensure!(steps >= 1, "--steps must be at least 1");
+    if let Some(made_for) = meta.steps {
+        if made_for as usize != steps {
+            eprintln!(
+                "note: this model was distilled for {made_for} steps; sampling it with {steps} \
+                 is plain DDIM on a student and usually worse"
+            );
+        }
+    }
+    eprintln!("{}: {}", args.model.display(), meta.describe());
+    let opts = SampleOptions {
+        steps,
+        count: args.count,
+        seed: args.seed,
+        kind: args.sampler,
+        clip: !args.no_clip,
+    };
+    let [c, h, w] = model.image_shape();
+    let per_image = c * h * w;
+    let shown = args.trajectory_count.min(args.count);
+    // Which steps get a trajectory column: all, or 16 spread evenly when there are more.
+    let cols: Vec<usize> = if steps <= 16 {
+        (1..=steps).collect()
+    } else {
+        (1..=16).map(|k| (k * steps).div_ceil(16)).collect()
+    };
+    let mut z_cols = vec![];
+    let mut x_cols = vec![];
+    let start = Instant::now();
+    let mut sampler = Sampler::new(&model, opts);
+    if args.trajectory.is_some() {
+        z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
+        x_cols.push(vec![0.0; shown * per_image]);
+    }
+    while !sampler.is_done() {
+        sampler.step(&model);
+        if args.trajectory.is_some() && cols.contains(&sampler.steps_done()) {
+            z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
+            let x = sampler.x_hat().expect("a step was taken").to_vec_blocking()?;
+            x_cols.push(first(&x, shown * per_image));
+        }
+    }
+    let images = sampler.z().to_vec_blocking()?;
+    let secs = start.elapsed().as_secs_f64();
+    let grid_cols = (args.count as f64).sqrt().ceil() as usize;
+    let img = image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2);
+    save_png(&img, &args.out)?;
+    eprintln!(
+        "{} images in {steps} {:?} steps: {:.2} s ({:.1} ms per step, {:.1} ms per image) -> {}",
+        args.count,
+        args.sampler,
+        secs,
+        secs * 1e3 / steps as f64,
+        secs * 1e3 / args.count as f64,
+        args.out.display()
+    );
+    if let Some(path) = &args.trajectory {
+        // Rows: for each shown sample, z_t then x_hat; columns: the start and the chosen steps.
+        let mut rows = Vec::new();
+        for s in 0..shown {
+            let pick = |cols: &[Vec<f32>]| -> Vec<f32> {
+                cols.iter()
+                    .flat_map(|col| col[s * per_image..(s + 1) * per_image].to_vec())
+                    .collect()
+            };
+            rows.push((format!("#{s} z"), pick(&z_cols)));
+            rows.push((format!("#{s} x^"), pick(&x_cols)));
+        }
+        let title = format!(
+            "{steps} {:?} steps, seed {}; columns: start, then steps {}",
+            args.sampler,
+            args.seed,
+            cols.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let img = labelled_rows(Some(&title), &rows, c, h, w, args.scale);
+        save_png(&img, path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("trajectory -> {}", path.display());
+    }
+    Ok(())
+}
+
+fn first(v: &[f32], n: usize) -> Vec<f32> {
+    v[..n].to_vec()
+}

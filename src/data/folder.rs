@@ -1,0 +1,93 @@
+//! A folder of PNG/JPEG files: each converted to RGB, centre-cropped to a square and resized.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::{self, FilterType};
+
+use super::{DataError, Dataset};
+
+/// The side length used when no image size is given.
+pub const DEFAULT_SIZE: usize = 32;
+
+fn is_image(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["png", "jpg", "jpeg"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
+}
+
+/// The image files directly in `dir`, sorted by file name.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::NotFound {
+            what: "image folder".to_string(),
+            path: dir.to_path_buf(),
+            hint: "Pass `--data images:DIR` with DIR an existing folder of .png/.jpg/.jpeg files."
+                .to_string(),
+        });
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
+        if path.is_file() && is_image(&path) {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    if files.is_empty() {
+        return Err(DataError::NoImages {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+/// Reads one image as `size` x `size` RGB, appending its CHW bytes to `out`.
+fn load_one(path: &Path, size: u32, out: &mut Vec<u8>) -> Result<(), DataError> {
+    let img = image::open(path)
+        .map_err(|source| DataError::Image {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let side = w.min(h);
+    if side == 0 {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            detail: "the image is empty (0 pixels wide or high)".to_string(),
+        });
+    }
+    let square = imageops::crop_imm(&img, (w - side) / 2, (h - side) / 2, side, side).to_image();
+    let resized = if side == size {
+        square
+    } else {
+        imageops::resize(&square, size, size, FilterType::Lanczos3)
+    };
+    let plane = (size * size) as usize;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0);
+    for (i, p) in resized.pixels().enumerate() {
+        for c in 0..3 {
+            out[start + c * plane + i] = p.0[c];
+        }
+    }
+    Ok(())
+}
+
+/// Loads every image in `dir` at `image_size` (default [`DEFAULT_SIZE`]) pixels square.
+pub fn load(dir: &Path, image_size: Option<usize>) -> Result<Dataset, DataError> {
+    let size = image_size.unwrap_or(DEFAULT_SIZE);
+    if size == 0 || size > 4096 {
+        return Err(DataError::BadImageSize(size));
+    }
+    let files = list_images(dir)?;
+    let mut pixels = Vec::with_capacity(files.len() * 3 * size * size);
+    for path in &files {
+        load_one(path, size as u32, &mut pixels)?;
+    }
+    Ok(Dataset::from_pixels(
+        "images", 3, size, size, pixels, None, true,
+    ))
+}

@@ -1,0 +1,237 @@
+//! MNIST and Fashion-MNIST: the IDX format (big-endian header, then raw unsigned bytes), read
+//! plain or gzipped.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::{DataError, Dataset, Split};
+
+const IMAGES_MAGIC: u32 = 2051; // 0x00000803: unsigned bytes, 3 dimensions
+const LABELS_MAGIC: u32 = 2049; // 0x00000801: unsigned bytes, 1 dimension
+
+/// The two base file names (without `.gz`) for a split: images, labels.
+pub fn file_names(split: Split) -> [&'static str; 2] {
+    match split {
+        Split::Train => ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"],
+        Split::Test => ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
+    }
+}
+
+/// All four expected files, for messages.
+fn all_file_names() -> String {
+    let [a, b] = file_names(Split::Train);
+    let [c, d] = file_names(Split::Test);
+    format!("{a}, {b}, {c} and {d} (each plain or with .gz)")
+}
+
+/// How to get the files, for a missing directory or file.
+fn hint(name: &str) -> String {
+    if name == "fashion-mnist" {
+        format!(
+            "Install Debian's package with `apt-get install dataset-fashion-mnist` (it puts the files in {}), \
+             or pass `--data fashion-mnist:DIR` with DIR holding the four IDX files {}.",
+            super::FASHION_MNIST_DIR,
+            all_file_names()
+        )
+    } else {
+        format!(
+            "There is no default package for {name}: download the IDX files and pass `--data {name}:DIR` \
+             with DIR holding {}.",
+            all_file_names()
+        )
+    }
+}
+
+/// Reads a whole file, decompressing it when its name ends in `.gz`.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut bytes = Vec::new();
+    let gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    let result = if gz {
+        flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)).read_to_end(&mut bytes)
+    } else {
+        std::io::BufReader::new(file).read_to_end(&mut bytes)
+    };
+    result.map_err(|e| DataError::io(path, e))?;
+    Ok(bytes)
+}
+
+/// Finds `base` in `dir`: plain, gzipped, or in the dotted spelling some mirrors use
+/// (`train-images.idx3-ubyte`).
+fn find(dir: &Path, base: &str, name: &str) -> Result<PathBuf, DataError> {
+    let dotted = base.replacen("-idx", ".idx", 1);
+    for candidate in [
+        base.to_string(),
+        format!("{base}.gz"),
+        dotted.clone(),
+        format!("{dotted}.gz"),
+    ] {
+        let p = dir.join(&candidate);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(DataError::NotFound {
+        what: format!("{name} file {base} (or {base}.gz)"),
+        path: dir.join(base),
+        hint: hint(name),
+    })
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn too_short(path: &Path, need: u64, actual: u64, kind: &str) -> DataError {
+    DataError::WrongSize {
+        path: path.to_path_buf(),
+        expected: need,
+        actual,
+        layout: format!("at least the {need}-byte header of an IDX {kind} file"),
+    }
+}
+
+/// Describes the byte count as decompressed when the file was gzipped.
+fn size_note(path: &Path) -> &'static str {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    {
+        ", counted after decompression"
+    } else {
+        ""
+    }
+}
+
+/// Parses an IDX image file: returns (count, rows, cols, pixels).
+pub fn parse_images(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+    let actual = bytes.len() as u64;
+    if bytes.len() < 4 {
+        return Err(too_short(path, 16, actual, "images"));
+    }
+    let magic = be_u32(bytes, 0);
+    if magic != IMAGES_MAGIC {
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            kind: "images",
+            found: magic,
+            expected: IMAGES_MAGIC,
+        });
+    }
+    if bytes.len() < 16 {
+        return Err(too_short(path, 16, actual, "images"));
+    }
+    let (n, rows, cols) = (be_u32(bytes, 4), be_u32(bytes, 8), be_u32(bytes, 12));
+    if rows == 0 || cols == 0 {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the header gives images of {rows}x{cols} pixels; both must be at least 1"
+            ),
+        });
+    }
+    let expected = 16 + u64::from(n) * u64::from(rows) * u64::from(cols);
+    if actual != expected {
+        return Err(DataError::WrongSize {
+            path: path.to_path_buf(),
+            expected,
+            actual,
+            layout: format!(
+                "16-byte header + {n} images of {rows}x{cols} bytes{}",
+                size_note(path)
+            ),
+        });
+    }
+    Ok((
+        n as usize,
+        rows as usize,
+        cols as usize,
+        bytes[16..].to_vec(),
+    ))
+}
+
+/// Parses an IDX label file.
+pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    let actual = bytes.len() as u64;
+    if bytes.len() < 4 {
+        return Err(too_short(path, 8, actual, "labels"));
+    }
+    let magic = be_u32(bytes, 0);
+    if magic != LABELS_MAGIC {
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            kind: "labels",
+            found: magic,
+            expected: LABELS_MAGIC,
+        });
+    }
+    if bytes.len() < 8 {
+        return Err(too_short(path, 8, actual, "labels"));
+    }
+    let n = be_u32(bytes, 4);
+    let expected = 8 + u64::from(n);
+    if actual != expected {
+        return Err(DataError::WrongSize {
+            path: path.to_path_buf(),
+            expected,
+            actual,
+            layout: format!("8-byte header + {n} one-byte labels{}", size_note(path)),
+        });
+    }
+    Ok(bytes[8..].to_vec())
+}
+
+/// Loads one split of an IDX data set (`name` is "fashion-mnist" or "mnist") from `dir`.
+pub fn load(
+    name: &str,
+    dir: &Path,
+    split: Split,
+    image_size: Option<usize>,
+    flip: bool,
+) -> Result<Dataset, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::NotFound {
+            what: format!("{name} directory"),
+            path: dir.to_path_buf(),
+            hint: hint(name),
+        });
+    }
+    let [images_base, labels_base] = file_names(split);
+    let images_path = find(dir, images_base, name)?;
+    let labels_path = find(dir, labels_base, name)?;
+    let (n, rows, cols, pixels) = parse_images(&images_path, &read_maybe_gz(&images_path)?)?;
+    let labels = parse_labels(&labels_path, &read_maybe_gz(&labels_path)?)?;
+    if labels.len() != n {
+        return Err(DataError::Format {
+            path: labels_path,
+            detail: format!(
+                "holds {} labels but {} holds {n} images; the two files must come from the same split",
+                labels.len(),
+                images_path.display()
+            ),
+        });
+    }
+    if let Some(s) = image_size {
+        if s != rows || s != cols {
+            return Err(DataError::FixedSize {
+                name: name.to_string(),
+                native: rows,
+                requested: s,
+            });
+        }
+    }
+    Ok(Dataset::from_pixels(
+        name,
+        1,
+        rows,
+        cols,
+        pixels,
+        Some(labels),
+        flip,
+    ))
+}
