@@ -19,12 +19,26 @@ pub struct BenchArgs {
     /// Minimum seconds to spend per measurement (more repetitions, steadier numbers).
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
+    /// train/sample: presets to measure (repeatable) [default: tiny and small, and cifar on a
+    /// real GPU].
+    #[arg(long)]
+    preset: Vec<String>,
+    /// train: images per update.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// sample: images sampled together.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchWhat {
     /// matmul, conv2d (all three passes), group norm, attention, and the FMA peak.
     Kernels,
+    /// Whole training updates (forward, backward, Adam, EMA) per preset: ms/update, images/s.
+    Train,
+    /// DDIM sampling steps per preset: ms/step, images/s at 4 steps.
+    Sample,
 }
 
 struct Row {
@@ -86,7 +100,17 @@ fn rand_tensor(gpu: &Gpu, shape: &[usize], seed: u64) -> Tensor {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let gpu = super::open_gpu()?;
     let s = args.seconds;
-    let BenchWhat::Kernels = args.what;
+    match args.what {
+        BenchWhat::Kernels => {}
+        BenchWhat::Train => {
+            let p = super::bench_model::presets(&gpu, &args.preset);
+            return super::bench_model::train(&gpu, &p, args.batch, s, args.json);
+        }
+        BenchWhat::Sample => {
+            let p = super::bench_model::presets(&gpu, &args.preset);
+            return super::bench_model::sample(&gpu, &p, args.count, s, args.json);
+        }
+    }
     if !args.json {
         println!(
             "adapter: {} ({:?}), GEMM kernels: {:?}",

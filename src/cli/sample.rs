@@ -86,7 +86,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
         sampler.step(&model);
         if args.trajectory.is_some() && cols.contains(&sampler.steps_done()) {
             z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
-            let x = sampler.x_hat().expect("a step was taken").to_vec_blocking()?;
+            let x = sampler
+                .x_hat()
+                .expect("a step was taken")
+                .to_vec_blocking()?;
             x_cols.push(first(&x, shown * per_image));
         }
     }
