@@ -34,9 +34,15 @@ fn schedule_and_weights_are_finite_at_both_ends() {
     assert_eq!(alpha_sigma(1.0), (0.0, 1.0));
     for t in [0.0, 1e-9, 0.5, 1.0 - 1e-9, 1.0] {
         let (a, s) = alpha_sigma(t);
-        assert!((a * a + s * s - 1.0).abs() < EXACT, "alpha^2 + sigma^2 at {t}");
+        assert!(
+            (a * a + s * s - 1.0).abs() < EXACT,
+            "alpha^2 + sigma^2 at {t}"
+        );
         let l = logsnr(t);
-        assert!(l.is_finite() && (-20.0..=20.0).contains(&l), "logsnr({t}) = {l}");
+        assert!(
+            l.is_finite() && (-20.0..=20.0).contains(&l),
+            "logsnr({t}) = {l}"
+        );
         for w in [
             Weighting::SnrTrunc,
             Weighting::VMse,
@@ -48,7 +54,10 @@ fn schedule_and_weights_are_finite_at_both_ends() {
         }
         for p in ALL_PARAMS {
             let XHatCoef { cz, c0, c1 } = p.x_hat_coef(t);
-            assert!(cz.is_finite() && c0.is_finite() && c1.is_finite(), "{p} at {t}");
+            assert!(
+                cz.is_finite() && c0.is_finite() && c1.is_finite(),
+                "{p} at {t}"
+            );
         }
     }
     // Truncated SNR: 1 at high noise, SNR at low noise; v_mse = SNR + 1.
@@ -97,7 +106,11 @@ fn x_hat_on_the_gpu_matches_the_closed_form() {
     let t = [0.05f64, 0.5, 0.97];
     let x = uniform(&mut r, n * len, 1.0);
     let eps = uniform(&mut r, n * len, 2.0);
-    for p in [Parameterization::V, Parameterization::X, Parameterization::Both] {
+    for p in [
+        Parameterization::V,
+        Parameterization::X,
+        Parameterization::Both,
+    ] {
         let cfg = UNetConfig::preset("tiny", c, h, w, p.heads()).unwrap();
         let model = Denoiser {
             net: UNet::new(&g, cfg, 0).unwrap(),
@@ -201,7 +214,10 @@ fn sampler_is_deterministic_and_incremental() {
         s.x_hat().unwrap().to_vec_blocking().unwrap(),
         "final sample = final x_hat"
     );
-    let again = Sampler::new(&model, opts).run(&model).to_vec_blocking().unwrap();
+    let again = Sampler::new(&model, opts)
+        .run(&model)
+        .to_vec_blocking()
+        .unwrap();
     assert_eq!(again, seen[3], "same seed, same images");
     let anc = Sampler::new(
         &model,
@@ -263,8 +279,7 @@ fn model_files_round_trip_and_bad_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
     let net = randomised(&g, cfg.clone(), 5);
-    let host =
-        pollster::block_on(nn::read_tensors(&net.layout.specs, &net.params, "")).unwrap();
+    let host = pollster::block_on(nn::read_tensors(&net.layout.specs, &net.params, "")).unwrap();
     let meta = meta_for(&cfg);
     let path = dir.path().join("m.safetensors");
     save_model(&path, &meta, &host, StoreAs::F32).unwrap();
@@ -304,7 +319,11 @@ fn model_files_round_trip_and_bad_files_are_refused() {
         );
         eprintln!("{what}: {err}");
     };
-    refuse("truncated", &bytes[..bytes.len() - 100], "truncated or corrupt");
+    refuse(
+        "truncated",
+        &bytes[..bytes.len() - 100],
+        "truncated or corrupt",
+    );
     refuse("truncated header", &bytes[..20], "truncated or corrupt");
     let mut corrupt = bytes.clone();
     for b in &mut corrupt[8..40] {
@@ -331,5 +350,9 @@ fn model_files_round_trip_and_bad_files_are_refused() {
     // A safetensors file that fewstep did not write.
     let p4 = dir.path().join("plain.safetensors");
     nn::tensor_file::write(&p4, &host, Default::default(), StoreAs::F32).unwrap();
-    refuse("foreign", &std::fs::read(&p4).unwrap(), "not a fewstep model");
+    refuse(
+        "foreign",
+        &std::fs::read(&p4).unwrap(),
+        "not a fewstep model",
+    );
 }

@@ -11,7 +11,9 @@ pub mod train_run;
 pub mod trainer;
 
 pub use model::Denoiser;
-pub use model_file::{load_model, load_model_bytes, parse_model, save_model, ModelError, ModelMeta};
+pub use model_file::{
+    load_model, load_model_bytes, parse_model, save_model, ModelError, ModelMeta,
+};
 pub use parameterization::{Parameterization, Weighting};
 pub use sampler::{SampleOptions, Sampler, SamplerKind};
 pub use trainer::{TrainConfig, Trainer};

@@ -74,7 +74,9 @@ pub enum ModelError {
     NotFewstep(String),
     #[error("{path}: the model description is unreadable ({detail})")]
     BadMeta { path: String, detail: String },
-    #[error("{path}: written by a newer fewstep (format {found}, this one reads {FORMAT_VERSION})")]
+    #[error(
+        "{path}: written by a newer fewstep (format {found}, this one reads {FORMAT_VERSION})"
+    )]
     Version { path: String, found: u32 },
     #[error("{path} does not match the architecture it describes: {detail}")]
     Mismatch { path: String, detail: String },
@@ -107,11 +109,10 @@ pub fn parse_model(path: &Path, bytes: &[u8]) -> Result<(ModelMeta, Vec<HostTens
         .metadata
         .get(META_KEY)
         .ok_or_else(|| ModelError::NotFewstep(shown.clone()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| ModelError::BadMeta {
-            path: shown.clone(),
-            detail: e.to_string(),
-        })?;
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| ModelError::BadMeta {
+        path: shown.clone(),
+        detail: e.to_string(),
+    })?;
     let found = value
         .get("format_version")
         .and_then(|v| v.as_u64())
@@ -158,8 +159,14 @@ pub fn parse_model(path: &Path, bytes: &[u8]) -> Result<(ModelMeta, Vec<HostTens
             layout.specs.len()
         )));
     }
-    if let Some(t) = ordered.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
-        return Err(mismatch(format!("tensor `{}` holds NaN or infinite values", t.name)));
+    if let Some(t) = ordered
+        .iter()
+        .find(|t| t.data.iter().any(|v| !v.is_finite()))
+    {
+        return Err(mismatch(format!(
+            "tensor `{}` holds NaN or infinite values",
+            t.name
+        )));
     }
     let tensors = ordered.into_iter().cloned().collect();
     Ok((meta, tensors))

@@ -67,7 +67,12 @@ impl Sampler {
     pub fn new(model: &Denoiser, opts: SampleOptions) -> Sampler {
         assert!(opts.steps >= 1, "at least one sampling step");
         let [c, h, w] = model.image_shape();
-        let z = Tensor::randn(model.net.gpu(), &[opts.count, c, h, w], opts.seed, INIT_STREAM);
+        let z = Tensor::randn(
+            model.net.gpu(),
+            &[opts.count, c, h, w],
+            opts.seed,
+            INIT_STREAM,
+        );
         Sampler {
             opts,
             grid: grid(opts.steps),
@@ -121,12 +126,8 @@ impl Sampler {
                     Some((&x, &per_sample(&gpu, &vec![cx; n]))),
                 );
                 if std > 0.0 {
-                    let noise = Tensor::randn(
-                        &gpu,
-                        self.z.shape(),
-                        self.opts.seed,
-                        1 + self.done as u64,
-                    );
+                    let noise =
+                        Tensor::randn(&gpu, self.z.shape(), self.opts.seed, 1 + self.done as u64);
                     noise.axpby(std as f32, &mean, 1.0)
                 } else {
                     mean

@@ -211,7 +211,12 @@ impl TrainRun {
     pub fn checkpoint(&mut self) -> Result<()> {
         let tr = &self.trainer;
         let ema = pollster::block_on(tr.ema_tensors())?;
-        save_model(&self.dir.join(MODEL_FILE), &self.model_meta(), &ema, StoreAs::F32)?;
+        save_model(
+            &self.dir.join(MODEL_FILE),
+            &self.model_meta(),
+            &ema,
+            StoreAs::F32,
+        )?;
         let state = RunState {
             format_version: FORMAT_VERSION,
             arch: tr.model.net.config.clone(),

@@ -70,10 +70,11 @@ pub fn write(
         .iter()
         .zip(&bytes)
         .map(|(t, b)| {
-            let view = TensorView::new(dtype, t.shape.clone(), b).map_err(|e| FileError::Content {
-                path: path.to_path_buf(),
-                detail: format!("tensor {}: {e}", t.name),
-            })?;
+            let view =
+                TensorView::new(dtype, t.shape.clone(), b).map_err(|e| FileError::Content {
+                    path: path.to_path_buf(),
+                    detail: format!("tensor {}: {e}", t.name),
+                })?;
             Ok((t.name.clone(), view))
         })
         .collect::<Result<_, FileError>>()?;

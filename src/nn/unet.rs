@@ -18,7 +18,10 @@ pub enum Init {
     Zeros,
     Ones,
     /// Uniform with variance 1 / fan_avg (DDPM's default initialiser).
-    FanAvg { fan_in: usize, fan_out: usize },
+    FanAvg {
+        fan_in: usize,
+        fan_out: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -128,10 +131,7 @@ impl Builder {
         ConvP {
             w: self.param(format!("{name}.w"), vec![cout, cin, k, k], init),
             b: self.param(format!("{name}.b"), vec![cout], Init::Zeros),
-            conv: Conv2d {
-                stride,
-                pad: k / 2,
-            },
+            conv: Conv2d { stride, pad: k / 2 },
         }
     }
     fn dense(&mut self, name: &str, fin: usize, fout: usize) -> DenseP {
@@ -293,10 +293,7 @@ impl UNet {
     }
 
     /// Parameters given as tensors in layout order (loading a model file).
-    pub fn from_params(
-        config: UNetConfig,
-        params: Vec<Tensor>,
-    ) -> Result<UNet, ConfigError> {
+    pub fn from_params(config: UNetConfig, params: Vec<Tensor>) -> Result<UNet, ConfigError> {
         config.validate()?;
         let layout = Layout::new(&config)?;
         assert_eq!(params.len(), layout.specs.len(), "one tensor per parameter");
@@ -442,7 +439,12 @@ impl Fwd<'_> {
         if let Some((d, p)) = self.dropout {
             let noise = Tensor::randn(h.value.gpu(), h.shape(), d.seed, d.stream + self.blocks_run);
             // Drop where noise <= Phi^-1(p): probability p.
-            h = t.dropout(&h, &noise, normal_quantile(p as f64) as f32, 1.0 / (1.0 - p));
+            h = t.dropout(
+                &h,
+                &noise,
+                normal_quantile(p as f64) as f32,
+                1.0 / (1.0 - p),
+            );
         }
         self.blocks_run += 1;
         let h = self.conv(&h, r.conv2);

@@ -551,7 +551,11 @@ struct DropoutBack {
 
 impl Backward for DropoutBack {
     fn backward(&self, g: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.mask_where_above(&self.noise, self.threshold, self.scale))]
+        vec![Some(g.mask_where_above(
+            &self.noise,
+            self.threshold,
+            self.scale,
+        ))]
     }
 }
 
