@@ -99,9 +99,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let img = image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2);
     save_png(&img, &args.out)?;
     eprintln!(
-        "{} images in {steps} {:?} steps: {:.2} s ({:.1} ms per step, {:.1} ms per image) -> {}",
+        "{} images in {steps} {} steps: {:.2} s ({:.1} ms per step, {:.1} ms per image) -> {}",
         args.count,
-        args.sampler,
+        sampler_name(args.sampler),
         secs,
         secs * 1e3 / steps as f64,
         secs * 1e3 / args.count as f64,
@@ -117,11 +117,11 @@ pub fn run(args: SampleArgs) -> Result<()> {
                     .collect()
             };
             rows.push((format!("#{s} z"), pick(&z_cols)));
-            rows.push((format!("#{s} x^"), pick(&x_cols)));
+            rows.push((format!("#{s} x_hat"), pick(&x_cols)));
         }
         let title = format!(
-            "{steps} {:?} steps, seed {}; columns: start, then steps {}",
-            args.sampler,
+            "{steps} {} steps, seed {}. Columns: start, then steps {}",
+            sampler_name(args.sampler),
             args.seed,
             cols.iter()
                 .map(|c| c.to_string())
@@ -137,4 +137,11 @@ pub fn run(args: SampleArgs) -> Result<()> {
 
 fn first(v: &[f32], n: usize) -> Vec<f32> {
     v[..n].to_vec()
+}
+
+fn sampler_name(k: SamplerKind) -> &'static str {
+    match k {
+        SamplerKind::Ddim => "DDIM",
+        SamplerKind::Ancestral => "ancestral",
+    }
 }
