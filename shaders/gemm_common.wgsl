@@ -10,6 +10,8 @@ struct Params {
     oh: u32, ow: u32, stride: u32, pad: u32,
     // kernel size (3 or 1); beta accumulates into C; bias_scale is 0 without a bias
     ks: u32, beta: f32, bias_scale: f32, bias_per_col: u32,
+    // split-K (conv weight gradient): the full K; the workgroup's z index picks a chunk of P.k
+    k_total: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;

@@ -118,6 +118,10 @@ fn conv_shapes() -> Vec<ConvShape> {
         s(2, 16, 17, 17, 65, 3, 1, 1),
         s(1, 2, 5, 6, 3, 3, 1, 0),
         s(2, 6, 3, 3, 5, 3, 2, 1),
+        // Long K (images x pixels > 1024): the weight gradient is split into K chunks, the last
+        // one partial.
+        s(5, 3, 23, 22, 6, 3, 1, 1),
+        s(14, 2, 30, 30, 3, 3, 2, 1),
     ]
 }
 

@@ -70,6 +70,9 @@ pub struct TrainArgs {
     /// Updates between sample grids in DIR/samples (0: none).
     #[arg(long, default_value_t = 2000)]
     sample_every: u64,
+    /// Stop after this many minutes of wall time (a checkpoint is written; --resume continues).
+    #[arg(long)]
+    max_minutes: Option<f64>,
     /// DDIM steps of those sample grids.
     #[arg(long, default_value_t = 64)]
     sample_steps: usize,
@@ -152,11 +155,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     bar.set_position(run.step());
     bar.set_message("-");
+    let started = std::time::Instant::now();
+    let limit = args.max_minutes.map(|m| m * 60.0);
     while !run.is_done() {
         if let Some(line) = run.advance()? {
             bar.set_message(format!("{:.4}  {:.1} img/s", line.loss, line.images_per_s));
         }
         bar.set_position(run.step());
+        if limit.is_some_and(|l| started.elapsed().as_secs_f64() >= l) {
+            run.checkpoint()?;
+            bar.abandon();
+            eprintln!(
+                "stopped after {:.1} minutes at update {}; continue with --resume --out {}",
+                started.elapsed().as_secs_f64() / 60.0,
+                run.step(),
+                args.out.display()
+            );
+            return Ok(());
+        }
     }
     bar.finish();
     eprintln!(

@@ -32,6 +32,8 @@ pub(crate) struct GemmParams {
     beta: f32,
     bias_scale: f32,
     bias_per_col: u32,
+    k_total: u32,
+    _pad: [u32; 3],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,9 +344,51 @@ impl Conv2d {
         );
         p.m = p.cout;
         p.n = p.cin * p.ks * p.ks;
-        p.k = x.shape()[0] as u32 * p.oh * p.ow;
-        let dw = Tensor::empty(dy.gpu(), w_shape);
-        launch(dy.gpu(), Loader::ConvWeightGrad, p, dy, x, &dw, None);
-        dw
+        p.k_total = x.shape()[0] as u32 * p.oh * p.ow;
+        let gpu = dy.gpu();
+        let parts = split_k_parts(gpu, p.m, p.n, p.k_total);
+        p.k = p.k_total.div_ceil(parts);
+        p.batch = parts;
+        p.sc = p.m * p.n;
+        if parts == 1 {
+            let dw = Tensor::empty(gpu, w_shape);
+            launch(gpu, Loader::ConvWeightGrad, p, dy, x, &dw, None);
+            return dw;
+        }
+        let partial = Tensor::empty(gpu, &[parts as usize, p.sc as usize]);
+        launch(gpu, Loader::ConvWeightGrad, p, dy, x, &partial, None);
+        split_sum(&partial, w_shape)
     }
+}
+
+/// How many K chunks a GEMM with a small M x N and a long K is split into: enough workgroups to
+/// fill a large GPU (~512), chunks of at least 1024 along K.
+fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
+    let (tm, tn) = match gpu.variant() {
+        KernelVariant::Tiled => (64, 64),
+        KernelVariant::Subgroup => {
+            let sg = gpu.subgroup_size();
+            (subgroup_rows(sg), sg * 4)
+        }
+    };
+    let tiles = m.div_ceil(tm) * n.div_ceil(tn);
+    k.div_ceil(1024).min(512u32.div_ceil(tiles)).max(1)
+}
+
+/// Sums the slices of `partial` [parts, len] into one tensor of `shape` (len values).
+fn split_sum(partial: &Tensor, shape: &[usize]) -> Tensor {
+    let gpu = partial.gpu();
+    let (parts, len) = (partial.shape()[0], partial.shape()[1]);
+    let out = Tensor::empty(gpu, shape);
+    assert_eq!(out.numel(), len);
+    let pipeline = gpu.pipeline(&KernelKey::new("split_sum"), || {
+        KernelSource::one(include_str!("../../shaders/split_sum.wgsl"))
+    });
+    gpu.dispatch(Dispatch {
+        pipeline,
+        params: bytemuck::cast_slice(&[len as u32, parts as u32, 0, 0]).to_vec(),
+        buffers: vec![partial.bind(), out.bind()],
+        workgroups: super::groups_for(gpu, len),
+    });
+    out
 }
