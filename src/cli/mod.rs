@@ -22,8 +22,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the GPU adapter, backend, driver, features and the limits that matter.
-    Info,
+    /// Print the GPU adapter, backend, driver, features and the limits that matter; with
+    /// --model, describe a model file instead (architecture, parameters, lineage).
+    Info {
+        /// A model file to describe.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+    },
     /// Measure speed; prints a table, or one JSON object per line with --json.
     Bench(bench::BenchArgs),
     /// Train a diffusion model (the teacher) on a data set: Algorithm 1 of the paper.
@@ -48,7 +53,8 @@ enum Command {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info => info(),
+        Command::Info { model: None } => info(),
+        Command::Info { model: Some(m) } => describe_model(&m),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
@@ -70,6 +76,46 @@ pub(crate) fn open_gpu() -> anyhow::Result<Gpu> {
 fn info() -> anyhow::Result<()> {
     let gpu = open_gpu()?;
     print!("{}", gpu.describe());
+    Ok(())
+}
+
+fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let (meta, tensors) = crate::diffusion::parse_model(path, &bytes)?;
+    let params: usize = tensors.iter().map(|t| t.data.len()).sum();
+    println!("{}", meta.describe());
+    println!("parameters: {params} in {} tensors", tensors.len());
+    println!(
+        "steps:      {}",
+        meta.steps
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "any (a teacher: plain DDIM)".into())
+    );
+    println!(
+        "lineage:    {} halvings{}{}",
+        meta.lineage.halvings,
+        if meta.lineage.steps_path.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", steps {}",
+                meta.lineage
+                    .steps_path
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            )
+        },
+        meta.lineage
+            .parent_sha256
+            .as_ref()
+            .map(|h| format!(", parent sha256 {h}"))
+            .unwrap_or_default()
+    );
+    println!("arch:       {}", serde_json::to_string(&meta.arch)?);
+    println!("command:    {}", meta.command);
     Ok(())
 }
 

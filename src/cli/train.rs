@@ -94,6 +94,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let _ = train;
         TrainRun::resume(&gpu, &args.out, data, Some(args.steps))?
     } else {
+        anyhow::ensure!(
+            crate::nn::PRESETS.contains(&args.preset.as_str()),
+            "unknown preset `{}`: choose one of tiny, small, cifar",
+            args.preset
+        );
         let data = load_data(&args.data, args.image_size.unwrap_or(32))?;
         let mut arch = UNetConfig::preset(
             &args.preset,

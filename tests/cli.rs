@@ -1,0 +1,165 @@
+//! The `fewstep` binary end to end: train on a folder of images, resume, sample a grid and a
+//! trajectory; bad input ends with a message and a failure code, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fewstep(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(args)
+        .output()
+        .expect("the fewstep binary runs");
+    eprintln!(
+        "$ fewstep {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let o = fewstep(args);
+    assert!(!o.status.success(), "`{}` should fail", args.join(" "));
+    let e = stderr(&o);
+    assert!(!e.contains("panicked"), "a panic instead of a message: {e}");
+    assert!(e.contains(needle), "message lacks `{needle}`: {e}");
+}
+
+fn write_images(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..6u32 {
+        let img = image::RgbImage::from_fn(24 + i * 3, 20, |x, y| {
+            image::Rgb([(x * 9 + i * 40) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
+        });
+        img.save(dir.join(format!("img{i}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn train_resume_sample_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let run = tmp.path().join("run");
+    let data = format!("images:{}", imgs.display());
+    let run_s = run.to_str().unwrap();
+    let common = [
+        "--data",
+        &data,
+        "--preset",
+        "tiny",
+        "--image-size",
+        "8",
+        "--batch",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "2",
+        "--sample-steps",
+        "2",
+        "--out",
+        run_s,
+    ];
+    let mut args = vec!["train", "--steps", "2"];
+    args.extend(common);
+    assert!(fewstep(&args).status.success());
+    assert!(run.join("model.safetensors").exists());
+    assert!(run.join("samples/step_00000002.png").exists());
+    // Starting again over an existing run is refused; --resume continues it.
+    fails_with(&args, "--resume");
+    assert!(
+        fewstep(&["train", "--resume", "--steps", "3", "--out", run_s])
+            .status
+            .success()
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        3,
+        "one line per logged update: {metrics}"
+    );
+    for l in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for k in ["step", "loss", "lr", "images_per_s", "wall_s"] {
+            assert!(v[k].is_number(), "metrics line lacks {k}: {l}");
+        }
+    }
+    let model = run.join("model.safetensors");
+    let grid = tmp.path().join("grid.png");
+    let traj = tmp.path().join("traj.png");
+    let o = fewstep(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--count",
+        "5",
+        "--out",
+        grid.to_str().unwrap(),
+        "--trajectory",
+        traj.to_str().unwrap(),
+        "--trajectory-count",
+        "2",
+        "--scale",
+        "1",
+    ]);
+    assert!(o.status.success());
+    // 5 images of 8x8 in 3 columns, 2 px gaps: 3 * 8 + 4 * 2 wide, 2 rows high.
+    let g = image::open(&grid).unwrap();
+    assert_eq!((g.width(), g.height()), (32, 22));
+    let t = image::open(&traj).unwrap();
+    assert!(
+        t.width() > 4 * 8 && t.height() > 4 * 8,
+        "trajectory: 4 columns, 4 rows"
+    );
+    let o = fewstep(&["info", "--model", model.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("parameters"));
+}
+
+#[test]
+fn bad_input_gives_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let out_s = out.to_str().unwrap();
+    fails_with(
+        &[
+            "train",
+            "--data",
+            "fashion-mnist:/nonexistent/dir",
+            "--out",
+            out_s,
+        ],
+        "/nonexistent/dir",
+    );
+    fails_with(&["train", "--data", "svhn", "--out", out_s], "cifar10:DIR");
+    fails_with(
+        &[
+            "train",
+            "--data",
+            "fashion-mnist",
+            "--preset",
+            "huge",
+            "--out",
+            out_s,
+        ],
+        "tiny, small, cifar",
+    );
+    fails_with(&["train", "--resume", "--out", out_s], "without --resume");
+    let junk = tmp.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a model at all").unwrap();
+    fails_with(&["sample", "--model", junk.to_str().unwrap()], "corrupt");
+    fails_with(
+        &["sample", "--model", "/nonexistent.safetensors"],
+        "/nonexistent.safetensors",
+    );
+}
