@@ -144,7 +144,7 @@ impl TrainRun {
         self.trainer.step(&self.data);
         let s = self.trainer.step;
         let o = self.options.clone();
-        let due = |every: u64| every > 0 && s % every == 0;
+        let due = |every: u64| every > 0 && s.is_multiple_of(every);
         let last = s >= o.total_steps;
         let mut line = None;
         if due(o.log_every) || last {

@@ -91,7 +91,11 @@ impl UNetConfig {
     /// Checks that every shape works out: sizes divide, widths split into groups.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let div = 1 << (self.levels() - 1);
-        if self.height % div != 0 || self.width % div != 0 || self.height == 0 || self.width == 0 {
+        if !self.height.is_multiple_of(div)
+            || !self.width.is_multiple_of(div)
+            || self.height == 0
+            || self.width == 0
+        {
             return Err(ConfigError::ImageSize {
                 h: self.height,
                 w: self.width,

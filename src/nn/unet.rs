@@ -145,7 +145,7 @@ impl Builder {
         }
     }
     fn norm(&mut self, name: &str, width: usize, what: &'static str) -> Result<NormP, ConfigError> {
-        if width % self.groups != 0 {
+        if !width.is_multiple_of(self.groups) {
             return Err(ConfigError::Groups {
                 what,
                 width,
