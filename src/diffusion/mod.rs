@@ -1,6 +1,7 @@
 //! Diffusion: the cosine schedule, parameterizations and loss weightings, the samplers, model
 //! files, and teacher training (Algorithm 1).
 
+pub mod distiller;
 pub mod model;
 pub mod model_file;
 pub mod parameterization;
@@ -10,6 +11,7 @@ pub mod schedule;
 pub mod train_run;
 pub mod trainer;
 
+pub use distiller::{DistillConfig, Distiller, Teacher};
 pub use model::Denoiser;
 pub use model_file::{
     load_model, load_model_bytes, parse_model, save_model, ModelError, ModelMeta,

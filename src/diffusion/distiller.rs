@@ -1,0 +1,216 @@
+//! Algorithm 2, one halving of progressive distillation: a student learns to take in one DDIM
+//! step what its teacher takes in two.
+//!
+//! Per update: x from data; i ~ U{1 .. N/2}, t = i / (N/2); z_t = alpha_t x + sigma_t eps;
+//! t' = t - 0.5/(N/2) and t'' = t - 1/(N/2) (t' lies between t and t''); the TEACHER takes DDIM
+//! steps t -> t' -> t'' without clipping; the target is
+//!     x_tilde = (z_t'' - (sigma_t''/sigma_t) z_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t),
+//! the x that a single DDIM step t -> t'' would need to land on z_t'' (at t'' = 0 it is z_t'',
+//! the teacher's own final x_hat); the student's loss is max(SNR_t, 1) ||x_tilde - x_hat||^2.
+//! The teacher's two steps and the student's update are recorded into one submit.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::model::{per_sample, Denoiser};
+use super::parameterization::Weighting;
+use super::sampler::ddim_coef;
+use super::schedule::alpha_sigma;
+use super::trainer::step_rng;
+use crate::data::{Batcher, Dataset};
+use crate::gpu::{Gpu, GpuError};
+use crate::nn::UNet;
+use crate::tensor::{Adam, AdamConfig, GradClip, Tape, Tensor};
+
+/// Anything that gives x_hat(z, t) without gradients: a model, or a stand-in in tests.
+pub trait Teacher {
+    fn x_hat(&self, z: &Tensor, t: &[f64]) -> Tensor;
+}
+
+impl Teacher for Denoiser {
+    fn x_hat(&self, z: &Tensor, t: &[f64]) -> Tensor {
+        self.predict(z, t)
+    }
+}
+
+/// The half-step and full-step times of a student step at t for a student with `student_steps`.
+pub fn substep_times(t: f64, student_steps: usize) -> (f64, f64) {
+    let h = 1.0 / student_steps as f64;
+    (t - 0.5 * h, (t - h).max(0.0))
+}
+
+/// x_tilde = a * z_t'' + b * z_t; returns (a, b). At t'' = 0: (1, 0).
+pub fn target_coef(t: f64, t2: f64) -> (f64, f64) {
+    let (at, st) = alpha_sigma(t);
+    let (a2, s2) = alpha_sigma(t2);
+    let r = s2 / st;
+    let denom = a2 - r * at;
+    (1.0 / denom, -r / denom)
+}
+
+/// Per-sample DDIM steps t[i] -> s[i] of a batch, given x_hat.
+pub fn ddim_step(z: &Tensor, x_hat: &Tensor, t: &[f64], s: &[f64]) -> Tensor {
+    let gpu = z.gpu();
+    let (cz, cx): (Vec<f64>, Vec<f64>) = t.iter().zip(s).map(|(&a, &b)| ddim_coef(a, b)).unzip();
+    z.per_sample_axpby(&per_sample(gpu, &cz), Some((x_hat, &per_sample(gpu, &cx))))
+}
+
+/// The distillation target for z_t at per-sample times t (student grid of `student_steps`).
+pub fn distill_target(
+    teacher: &dyn Teacher,
+    z_t: &Tensor,
+    t: &[f64],
+    student_steps: usize,
+) -> Tensor {
+    let gpu = z_t.gpu();
+    let (t1, t2): (Vec<f64>, Vec<f64>) =
+        t.iter().map(|&ti| substep_times(ti, student_steps)).unzip();
+    let x1 = teacher.x_hat(z_t, t);
+    let z1 = ddim_step(z_t, &x1, t, &t1);
+    let x2 = teacher.x_hat(&z1, &t1);
+    let z2 = ddim_step(&z1, &x2, &t1, &t2);
+    let (a, b): (Vec<f64>, Vec<f64>) = t
+        .iter()
+        .zip(&t2)
+        .map(|(&ti, &t2i)| target_coef(ti, t2i))
+        .unzip();
+    z2.per_sample_axpby(&per_sample(gpu, &a), Some((z_t, &per_sample(gpu, &b))))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistillConfig {
+    /// Sampling steps of the teacher of this halving (the student gets half).
+    pub teacher_steps: usize,
+    /// Updates of this halving.
+    pub updates: u64,
+    pub batch: usize,
+    /// Initial learning rate, annealed linearly to 0 over `updates`.
+    pub lr: f32,
+    pub grad_clip: f32,
+    pub seed: u64,
+    pub adam: AdamConfig,
+}
+
+impl DistillConfig {
+    pub fn student_steps(&self) -> usize {
+        self.teacher_steps / 2
+    }
+    pub fn lr_at(&self, update: u64) -> f32 {
+        self.lr * (1.0 - update as f32 / self.updates.max(1) as f32).max(0.0)
+    }
+}
+
+/// Noise streams of distillation, apart from the teacher training's.
+const DISTILL_STREAMS: u64 = 1 << 48;
+
+pub struct Distiller {
+    pub cfg: DistillConfig,
+    pub teacher: Denoiser,
+    pub student: Denoiser,
+    pub opt: Adam,
+    pub update: u64,
+    batcher: Batcher,
+    host: Vec<f32>,
+    loss_sum: Tensor,
+    loss_terms: u64,
+}
+
+impl Distiller {
+    /// The student starts as a copy of the teacher's weights; the optimizer is fresh.
+    pub fn new(gpu: &Gpu, teacher: Denoiser, cfg: DistillConfig) -> Distiller {
+        assert!(
+            cfg.teacher_steps >= 2 && cfg.teacher_steps.is_power_of_two(),
+            "the teacher's step count must be a power of 2, at least 2"
+        );
+        let params: Vec<Tensor> = teacher.net.params.iter().map(|p| p.deep_clone()).collect();
+        let student = Denoiser {
+            net: UNet::from_params(teacher.net.config.clone(), params).expect("teacher's config"),
+            param: teacher.param,
+        };
+        Self::with_student(gpu, teacher, student, cfg, 0)
+    }
+
+    /// Continues a halving from a student and its update count (the Adam moments are set by the
+    /// caller when resuming).
+    pub fn with_student(
+        gpu: &Gpu,
+        teacher: Denoiser,
+        student: Denoiser,
+        cfg: DistillConfig,
+        update: u64,
+    ) -> Distiller {
+        let opt = Adam::new(gpu, &student.net.params, cfg.adam);
+        Distiller {
+            batcher: Batcher::new(cfg.seed ^ ((cfg.teacher_steps as u64) << 32), cfg.batch),
+            cfg,
+            teacher,
+            student,
+            opt,
+            update,
+            host: Vec::new(),
+            loss_sum: Tensor::zeros(gpu, &[1]),
+            loss_terms: 0,
+        }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        self.student.net.gpu()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.update >= self.cfg.updates
+    }
+
+    /// Records and submits one update.
+    pub fn step(&mut self, data: &Dataset) {
+        let gpu = self.gpu().clone();
+        let [c, h, w] = self.student.image_shape();
+        let b = self.cfg.batch;
+        let n_student = self.cfg.student_steps();
+        let stream = DISTILL_STREAMS + ((self.cfg.teacher_steps as u64) << 32) + self.update;
+        self.batcher.fill(data, self.update, &mut self.host);
+        let x = Tensor::from_slice(&gpu, &[b, c, h, w], &self.host);
+        let mut rng = step_rng(self.cfg.seed, stream, 2);
+        let t: Vec<f64> = (0..b)
+            .map(|_| rng.random_range(1..=n_student) as f64 / n_student as f64)
+            .collect();
+        let (alpha, sigma): (Vec<f64>, Vec<f64>) = t.iter().map(|&ti| alpha_sigma(ti)).unzip();
+        let eps = Tensor::randn(&gpu, &[b, c, h, w], self.cfg.seed, stream);
+        let z = x.per_sample_axpby(
+            &per_sample(&gpu, &alpha),
+            Some((&eps, &per_sample(&gpu, &sigma))),
+        );
+        let target = distill_target(&self.teacher, &z, &t, n_student);
+        let weight: Vec<f64> = t.iter().map(|&ti| Weighting::SnrTrunc.weight(ti)).collect();
+        let tape = Tape::new();
+        let p = self.student.net.vars(&tape, true);
+        let x_hat = self.student.x_hat(&tape, &p, &z, &t, None);
+        let loss = tape.mean_all(&tape.weighted_mse(&x_hat, &target, &per_sample(&gpu, &weight)));
+        let (grads, _) = tape.backward(&loss, None);
+        let params = &self.student.net.params;
+        self.opt.update(
+            params,
+            &grads.dense(params),
+            self.cfg.lr_at(self.update),
+            GradClip {
+                max_norm: self.cfg.grad_clip,
+            },
+        );
+        self.update += 1;
+        self.loss_sum.axpby_inplace(1.0, &loss.value, 1.0);
+        self.loss_terms += 1;
+        gpu.flush();
+    }
+
+    /// Mean loss since the last call (waits for the GPU).
+    pub async fn take_mean_loss(&mut self) -> Result<Option<f32>, GpuError> {
+        if self.loss_terms == 0 {
+            return Ok(None);
+        }
+        let sum = self.loss_sum.to_vec().await?[0];
+        let mean = sum / self.loss_terms as f32;
+        self.loss_sum = Tensor::zeros(self.gpu(), &[1]);
+        self.loss_terms = 0;
+        Ok(Some(mean))
+    }
+}
