@@ -206,3 +206,86 @@ fn distilled_student_beats_plain_ddim_at_two_steps() {
         "distilled 2-step ({distilled:.2} dB) does not beat plain DDIM ({plain:.2} dB)"
     );
 }
+
+#[test]
+fn interrupted_distillation_resumes_to_the_same_models() {
+    use fewstep::diffusion::distill_run::{model_file_name, DistillPlan, DistillRun};
+    use fewstep::diffusion::model_file::{save_model, Lineage, ModelMeta};
+    let g = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::synthetic_patterns(4, 1, 8, 8);
+    let cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
+    let net = UNet::new(&g, cfg.clone(), 1).unwrap();
+    let weights = pollster::block_on(fewstep::nn::read_tensors(
+        &net.layout.specs,
+        &net.params,
+        "",
+    ))
+    .unwrap();
+    let teacher = tmp.path().join("teacher.safetensors");
+    let meta = ModelMeta {
+        format_version: 1,
+        arch: cfg.clone(),
+        image: [1, 8, 8],
+        parameterization: Parameterization::V,
+        schedule: "cosine".into(),
+        steps: None,
+        lineage: Lineage::default(),
+        dataset: "synthetic".into(),
+        training_steps: 0,
+        command: "test".into(),
+    };
+    save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
+    let plan = DistillPlan {
+        teacher,
+        from_steps: 4,
+        to_steps: 1,
+        updates: 4,
+        final_updates: 4,
+        batch: 4,
+        lr: 1e-3,
+        seed: 2,
+        checkpoint_every: 2,
+        log_every: 1,
+        dataset: "synthetic".into(),
+        command: "test".into(),
+    };
+    let straight = tmp.path().join("a");
+    let mut a = DistillRun::create(&g, &straight, plan.clone(), data.clone()).unwrap();
+    while !a.is_done() {
+        a.advance().unwrap();
+    }
+    // Stop in the second halving, one update after a checkpoint, then resume.
+    let broken = tmp.path().join("b");
+    let mut b = DistillRun::create(&g, &broken, plan, data.clone()).unwrap();
+    while !(b.student_steps() == 1 && b.distiller.update == 3) {
+        b.advance().unwrap();
+    }
+    drop(b);
+    assert!(
+        broken.join(model_file_name(2)).exists(),
+        "finished halvings stay"
+    );
+    let mut b = DistillRun::resume(&g, &broken, data).unwrap();
+    assert_eq!((b.student_steps(), b.distiller.update), (1, 2));
+    while !b.is_done() {
+        b.advance().unwrap();
+    }
+    for steps in [2usize, 1] {
+        let read = |d: &std::path::Path| {
+            let bytes = std::fs::read(d.join(model_file_name(steps))).unwrap();
+            fewstep::diffusion::parse_model(d, &bytes).unwrap().1
+        };
+        assert_eq!(
+            read(&straight),
+            read(&broken),
+            "{steps}-step model differs after resume"
+        );
+    }
+    let lines = std::fs::read_to_string(broken.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        8,
+        "one line per update of both halvings: {lines}"
+    );
+}

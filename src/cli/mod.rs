@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_model;
+mod distill;
 mod sample;
 mod train;
 
@@ -39,6 +40,11 @@ enum Command {
     ///
     /// Example: fewstep sample --model runs/tiny/model.safetensors --steps 8 --count 16 --out grid.png
     Sample(sample::SampleArgs),
+    /// Progressive distillation (Algorithm 2): halve a teacher's sampling steps again and again,
+    /// writing one model file per step count.
+    ///
+    /// Example: fewstep distill --teacher runs/tiny/model.safetensors --from-steps 8 --to-steps 1 --updates 100 --out runs/distill
+    Distill(distill::DistillArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
     Selftest {
         /// Print the full report as JSON.
@@ -58,6 +64,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Distill(args) => distill::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {

@@ -1,0 +1,416 @@
+//! A progressive distillation on disk: halvings from `from_steps` down to `to_steps`, one model
+//! file per step count, and a resumable state for the halving in progress.
+//!
+//!     DIR/steps-N.safetensors        the N-step student (metadata: steps, lineage)
+//!     DIR/distill-state.safetensors  the current halving's student and Adam moments
+//!     DIR/metrics.jsonl              one JSON object per logged update
+//!
+//! Finished model files are never rewritten; a crash loses at most the updates since the last
+//! checkpoint of the halving in progress.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::distiller::{DistillConfig, Distiller};
+use super::model::Denoiser;
+use super::model_file::{save_model, sha256_hex, ModelMeta};
+use crate::data::Dataset;
+use crate::gpu::Gpu;
+use crate::nn::{self, tensor_file, StoreAs, UNet};
+
+pub const STATE_FILE: &str = "distill-state.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+const STATE_KEY: &str = "fewstep_distill_state";
+
+pub fn model_file_name(steps: usize) -> String {
+    format!("steps-{steps}.safetensors")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DistillPlan {
+    pub teacher: PathBuf,
+    pub from_steps: usize,
+    pub to_steps: usize,
+    /// Updates of each halving, and of the last two (students of 2 and 1 steps).
+    pub updates: u64,
+    pub final_updates: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    pub dataset: String,
+    pub command: String,
+}
+
+impl DistillPlan {
+    /// Checks the step counts against each other and the teacher's description.
+    pub fn validate(&self, teacher: &ModelMeta) -> Result<()> {
+        let (f, t) = (self.from_steps, self.to_steps);
+        if !f.is_power_of_two() || f < 2 {
+            bail!(
+                "--from-steps {f} is not a power of 2 (>= 2): halvings need 1024, 256, 64, 8, ..."
+            );
+        }
+        if !t.is_power_of_two() {
+            bail!("--to-steps {t} is not a power of 2: choose 1, 2, 4, 8, ...");
+        }
+        if t >= f {
+            bail!("--to-steps {t} must be below --from-steps {f}");
+        }
+        if let Some(s) = teacher.steps {
+            if s as usize != f {
+                bail!(
+                    "{} is a distilled {s}-step student, not a teacher; pass the teacher it came \
+                     from, or use it with --from-steps {s} to continue halving",
+                    self.teacher.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn updates_for(&self, student_steps: usize) -> u64 {
+        if student_steps <= 2 {
+            self.final_updates
+        } else {
+            self.updates
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct State {
+    plan: DistillPlan,
+    teacher_steps: usize,
+    update: u64,
+    wall_seconds: f64,
+}
+
+/// One line of metrics.jsonl.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DistillLine {
+    pub student_steps: usize,
+    pub update: u64,
+    pub loss: f32,
+    pub lr: f32,
+    pub images_per_s: f64,
+    pub wall_s: f64,
+}
+
+/// What a finished halving cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct HalvingCost {
+    pub student_steps: usize,
+    pub updates: u64,
+    pub seconds: f64,
+}
+
+pub struct DistillRun {
+    pub plan: DistillPlan,
+    pub dir: PathBuf,
+    pub distiller: Distiller,
+    teacher_meta: ModelMeta,
+    teacher_hash: String,
+    data: Dataset,
+    halving_start: Instant,
+    window: (Instant, u64),
+    wall_before: f64,
+    started: Instant,
+    pub costs: Vec<HalvingCost>,
+}
+
+fn load_teacher(gpu: &Gpu, path: &Path) -> Result<(Denoiser, ModelMeta, String)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (model, meta) = super::model_file::load_model_bytes(gpu, path, &bytes)?;
+    Ok((model, meta, sha256_hex(&bytes)))
+}
+
+impl DistillRun {
+    pub fn create(gpu: &Gpu, dir: &Path, plan: DistillPlan, data: Dataset) -> Result<DistillRun> {
+        if dir.join(STATE_FILE).exists() {
+            bail!(
+                "{} holds a distillation in progress; pass --resume to continue it, or choose another --out",
+                dir.display()
+            );
+        }
+        let (teacher, meta, hash) = load_teacher(gpu, &plan.teacher)?;
+        plan.validate(&meta)?;
+        check_shape(&teacher, &data)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let _ = std::fs::remove_file(dir.join(METRICS_FILE));
+        let cfg = halving_config(&plan, plan.from_steps);
+        let distiller = Distiller::new(gpu, teacher, cfg);
+        Ok(Self::wrap(plan, dir, distiller, meta, hash, data, 0.0))
+    }
+
+    fn wrap(
+        plan: DistillPlan,
+        dir: &Path,
+        distiller: Distiller,
+        teacher_meta: ModelMeta,
+        teacher_hash: String,
+        data: Dataset,
+        wall: f64,
+    ) -> DistillRun {
+        let now = Instant::now();
+        DistillRun {
+            window: (now, distiller.update),
+            plan,
+            dir: dir.to_path_buf(),
+            distiller,
+            teacher_meta,
+            teacher_hash,
+            data,
+            halving_start: now,
+            wall_before: wall,
+            started: now,
+            costs: Vec::new(),
+        }
+    }
+
+    /// The plan stored in a directory (to load the right data before resuming).
+    pub fn stored_plan(dir: &Path) -> Result<DistillPlan> {
+        Ok(read_state(dir)?.0.plan)
+    }
+
+    pub fn resume(gpu: &Gpu, dir: &Path, data: Dataset) -> Result<DistillRun> {
+        let (state, file) = read_state(dir)?;
+        let plan = state.plan;
+        // The teacher of the halving in progress: the original, or the previous student.
+        let teacher_path = if state.teacher_steps == plan.from_steps {
+            plan.teacher.clone()
+        } else {
+            dir.join(model_file_name(state.teacher_steps))
+        };
+        let (teacher, meta, hash) = load_teacher(gpu, &teacher_path)?;
+        check_shape(&teacher, &data)?;
+        let layout = nn::Layout::new(&teacher.net.config)?;
+        let err = |e: String| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display());
+        let part = |prefix: &str| -> Result<Vec<crate::tensor::Tensor>> {
+            let found = nn::check_tensors(&layout.specs, prefix, |n| file.get(n)).map_err(err)?;
+            Ok(nn::upload_tensors(gpu, &found))
+        };
+        let student = Denoiser {
+            net: UNet::from_params(teacher.net.config.clone(), part("param.")?)?,
+            param: teacher.param,
+        };
+        let cfg = halving_config(&plan, state.teacher_steps);
+        let mut d = Distiller::with_student(gpu, teacher, student, cfg, state.update);
+        d.opt.m = part("adam_m.")?;
+        d.opt.v = part("adam_v.")?;
+        d.opt.step = state.update;
+        truncate_metrics(
+            &dir.join(METRICS_FILE),
+            state.teacher_steps / 2,
+            state.update,
+        )?;
+        Ok(Self::wrap(
+            plan,
+            dir,
+            d,
+            meta,
+            hash,
+            data,
+            state.wall_seconds,
+        ))
+    }
+
+    pub fn wall_seconds(&self) -> f64 {
+        self.wall_before + self.started.elapsed().as_secs_f64()
+    }
+    pub fn student_steps(&self) -> usize {
+        self.distiller.cfg.student_steps()
+    }
+    pub fn is_done(&self) -> bool {
+        self.distiller.is_done() && self.student_steps() <= self.plan.to_steps
+    }
+
+    /// One update (or, at the end of a halving, writing the student and starting the next).
+    /// Returns a metrics line when one was logged.
+    pub fn advance(&mut self) -> Result<Option<DistillLine>> {
+        if self.distiller.is_done() {
+            self.finish_halving()?;
+            return Ok(None);
+        }
+        self.distiller.step(&self.data);
+        let u = self.distiller.update;
+        let last = self.distiller.is_done();
+        let mut line = None;
+        if u % self.plan.log_every.max(1) == 0 || last {
+            line = Some(self.log()?);
+        }
+        if last {
+            self.finish_halving()?;
+        } else if self.plan.checkpoint_every > 0 && u % self.plan.checkpoint_every == 0 {
+            self.checkpoint()?;
+        }
+        Ok(line)
+    }
+
+    fn log(&mut self) -> Result<DistillLine> {
+        let loss = pollster::block_on(self.distiller.take_mean_loss())?.unwrap_or(f32::NAN);
+        let u = self.distiller.update;
+        if !loss.is_finite() {
+            bail!(
+                "the distillation loss became {loss} at update {u} of the {}-step student; finished \
+                 model files in {} are intact. Lower --lr and run again",
+                self.student_steps(),
+                self.dir.display()
+            );
+        }
+        let elapsed = self.window.0.elapsed().as_secs_f64();
+        let images = u.saturating_sub(self.window.1) * self.plan.batch as u64;
+        self.window = (Instant::now(), u);
+        let line = DistillLine {
+            student_steps: self.student_steps(),
+            update: u,
+            loss,
+            lr: self.distiller.cfg.lr_at(u.saturating_sub(1)),
+            images_per_s: images as f64 / elapsed.max(1e-9),
+            wall_s: self.wall_seconds(),
+        };
+        let path = self.dir.join(METRICS_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot append to {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&line)?)?;
+        Ok(line)
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let d = &self.distiller;
+        let specs = &d.student.net.layout.specs;
+        let mut tensors =
+            pollster::block_on(nn::read_tensors(specs, &d.student.net.params, "param."))?;
+        tensors.extend(pollster::block_on(nn::read_tensors(
+            specs, &d.opt.m, "adam_m.",
+        ))?);
+        tensors.extend(pollster::block_on(nn::read_tensors(
+            specs, &d.opt.v, "adam_v.",
+        ))?);
+        let state = State {
+            plan: self.plan.clone(),
+            teacher_steps: d.cfg.teacher_steps,
+            update: d.update,
+            wall_seconds: self.wall_seconds(),
+        };
+        let mut md = std::collections::HashMap::new();
+        md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);
+        tensor_file::write(&self.dir.join(STATE_FILE), &tensors, md, StoreAs::F32)?;
+        Ok(())
+    }
+
+    /// Writes the finished student, then makes it the next halving's teacher.
+    fn finish_halving(&mut self) -> Result<()> {
+        let steps = self.student_steps();
+        let d = &self.distiller;
+        let weights = pollster::block_on(nn::read_tensors(
+            &d.student.net.layout.specs,
+            &d.student.net.params,
+            "",
+        ))?;
+        let mut meta = self.teacher_meta.clone();
+        meta.steps = Some(steps as u32);
+        meta.lineage.parent_sha256 = Some(self.teacher_hash.clone());
+        meta.lineage.halvings += 1;
+        if meta.lineage.steps_path.is_empty() {
+            meta.lineage.steps_path.push(self.plan.from_steps as u32);
+        }
+        meta.lineage.steps_path.push(steps as u32);
+        meta.command = self.plan.command.clone();
+        let path = self.dir.join(model_file_name(steps));
+        save_model(&path, &meta, &weights, StoreAs::F32)?;
+        self.costs.push(HalvingCost {
+            student_steps: steps,
+            updates: d.cfg.updates,
+            seconds: self.halving_start.elapsed().as_secs_f64(),
+        });
+        if steps <= self.plan.to_steps {
+            let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
+            return Ok(());
+        }
+        // The next halving: this student is the teacher; a fresh student and optimizer.
+        let gpu = self.distiller.gpu().clone();
+        let (teacher, meta, hash) = load_teacher(&gpu, &path)?;
+        self.teacher_meta = meta;
+        self.teacher_hash = hash;
+        self.distiller = Distiller::new(&gpu, teacher, halving_config(&self.plan, steps));
+        self.halving_start = Instant::now();
+        self.window = (Instant::now(), 0);
+        self.checkpoint()
+    }
+}
+
+fn halving_config(plan: &DistillPlan, teacher_steps: usize) -> DistillConfig {
+    DistillConfig {
+        teacher_steps,
+        updates: plan.updates_for(teacher_steps / 2),
+        batch: plan.batch,
+        lr: plan.lr,
+        grad_clip: 1.0,
+        seed: plan.seed,
+        adam: crate::tensor::AdamConfig::default(),
+    }
+}
+
+fn check_shape(teacher: &Denoiser, data: &Dataset) -> Result<()> {
+    let want = teacher.image_shape();
+    let got = [data.channels, data.height, data.width];
+    if want != got {
+        bail!(
+            "the teacher works on {}x{}x{} images but the data set has {}x{}x{}: pass the data it \
+             was trained on with --data",
+            want[0],
+            want[1],
+            want[2],
+            got[0],
+            got[1],
+            got[2]
+        );
+    }
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> Result<(State, tensor_file::LoadedFile)> {
+    let path = dir.join(STATE_FILE);
+    if !path.exists() {
+        bail!(
+            "{} holds no distillation in progress ({STATE_FILE} is missing): it finished, or never \
+             started; run without --resume",
+            dir.display()
+        );
+    }
+    let file = tensor_file::read(&path)?;
+    let json = file
+        .metadata
+        .get(STATE_KEY)
+        .with_context(|| format!("{} is not a fewstep distillation state", path.display()))?;
+    let state: State = serde_json::from_str(json)
+        .with_context(|| format!("{}: unreadable distillation state", path.display()))?;
+    Ok((state, file))
+}
+
+/// Drops lines of the halving in progress logged after `update`.
+fn truncate_metrics(path: &Path, student_steps: usize, update: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<DistillLine>(l)
+                .map(|m| m.student_steps != student_steps || m.update <= update)
+                .unwrap_or(false)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    tensor_file::write_atomic(path, kept.as_bytes())?;
+    Ok(())
+}
