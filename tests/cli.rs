@@ -163,3 +163,116 @@ fn bad_input_gives_a_message() {
         "/nonexistent.safetensors",
     );
 }
+
+#[test]
+fn distill_then_compare_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let run = tmp.path().join("run");
+    let data = format!("images:{}", imgs.display());
+    assert!(fewstep(&[
+        "train",
+        "--data",
+        &data,
+        "--preset",
+        "tiny",
+        "--image-size",
+        "8",
+        "--batch",
+        "4",
+        "--steps",
+        "2",
+        "--sample-every",
+        "0",
+        "--out",
+        run.to_str().unwrap(),
+    ])
+    .status
+    .success());
+    let teacher = run.join("model.safetensors");
+    let out = tmp.path().join("d");
+    let out_s = out.to_str().unwrap();
+    let t = teacher.to_str().unwrap();
+    fails_with(
+        &[
+            "distill",
+            "--teacher",
+            t,
+            "--from-steps",
+            "6",
+            "--out",
+            out_s,
+        ],
+        "power of 2",
+    );
+    fails_with(
+        &[
+            "distill",
+            "--teacher",
+            t,
+            "--from-steps",
+            "4",
+            "--to-steps",
+            "8",
+            "--out",
+            out_s,
+        ],
+        "must be below",
+    );
+    assert!(fewstep(&[
+        "distill",
+        "--teacher",
+        t,
+        "--from-steps",
+        "8",
+        "--to-steps",
+        "1",
+        "--updates",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        out_s,
+    ])
+    .status
+    .success());
+    let s1 = out.join("steps-1.safetensors");
+    for s in [4, 2, 1] {
+        assert!(out.join(format!("steps-{s}.safetensors")).exists());
+    }
+    fails_with(
+        &[
+            "distill",
+            "--teacher",
+            s1.to_str().unwrap(),
+            "--from-steps",
+            "8",
+            "--out",
+            out_s,
+        ],
+        "not a teacher",
+    );
+    let o = fewstep(&["info", "--model", s1.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("8 -> 4 -> 2 -> 1"));
+    let png = tmp.path().join("cmp.png");
+    let s2 = out.join("steps-2.safetensors");
+    assert!(fewstep(&[
+        "compare",
+        "--model",
+        s1.to_str().unwrap(),
+        s2.to_str().unwrap(),
+        t,
+        "--steps",
+        "1,2,4",
+        "--count",
+        "3",
+        "--out",
+        png.to_str().unwrap(),
+    ])
+    .status
+    .success());
+    // Rows: 1 distilled, 1 DDIM, 2 distilled, 2 DDIM, 4 DDIM.
+    let img = image::open(&png).unwrap();
+    assert!(img.height() > 5 * 16, "five labelled rows");
+}

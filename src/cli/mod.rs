@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_model;
+mod compare;
 mod distill;
 mod sample;
 mod train;
@@ -45,6 +46,11 @@ enum Command {
     ///
     /// Example: fewstep distill --teacher runs/tiny/model.safetensors --from-steps 8 --to-steps 1 --updates 100 --out runs/distill
     Distill(distill::DistillArgs),
+    /// One PNG comparing step counts: distilled students against the teacher's plain DDIM with
+    /// the same number of steps, from the same noise.
+    ///
+    /// Example: fewstep compare --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --out compare.png
+    Compare(compare::CompareArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
     Selftest {
         /// Print the full report as JSON.
@@ -65,6 +71,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Distill(args) => distill::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {

@@ -1,0 +1,117 @@
+//! `fewstep compare`: one PNG with a row per (step count, sampler): the distilled model for that
+//! count against the teacher's plain DDIM with as many steps, from the same noise.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::diffusion::{load_model, Denoiser, SampleOptions, Sampler, SamplerKind};
+use crate::eval::grid::{labelled_rows, save_png};
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Model files: distilled students (each used at its own step count) and at most one teacher
+    /// (sampled with plain DDIM at every step count).
+    #[arg(long, num_args = 1.., required = true)]
+    model: Vec<PathBuf>,
+    /// Step counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    steps: Vec<usize>,
+    /// Images per row.
+    #[arg(long, default_value_t = 8)]
+    count: usize,
+    /// Seed of the initial noise, the same in every row.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "compare.png")]
+    out: PathBuf,
+    /// Pixel scale.
+    #[arg(long, default_value_t = 2)]
+    scale: u32,
+}
+
+pub fn run(args: CompareArgs) -> Result<()> {
+    let gpu = super::open_gpu()?;
+    let mut teacher: Option<Denoiser> = None;
+    let mut students: Vec<(usize, Denoiser)> = vec![];
+    let mut shape = None;
+    for path in &args.model {
+        let (m, meta) = load_model(&gpu, path)?;
+        if shape.is_some_and(|s| s != m.image_shape()) {
+            bail!(
+                "{} makes images of another shape than the other models",
+                path.display()
+            );
+        }
+        shape = Some(m.image_shape());
+        match meta.steps {
+            Some(s) => students.push((s as usize, m)),
+            None if teacher.is_none() => teacher = Some(m),
+            None => bail!(
+                "{} is a second teacher; compare takes at most one",
+                path.display()
+            ),
+        }
+    }
+    let [c, h, w] = shape.expect("at least one model");
+    // Compile every pipeline before timing anything.
+    for m in teacher.iter().chain(students.iter().map(|(_, m)| m)) {
+        let warm = SampleOptions {
+            steps: 1,
+            count: args.count,
+            seed: args.seed,
+            kind: SamplerKind::Ddim,
+            clip: true,
+        };
+        Sampler::new(m, warm).run(m).to_vec_blocking()?;
+    }
+    let mut rows = vec![];
+    let mut report = vec![];
+    for &n in &args.steps {
+        if n == 0 {
+            bail!("step counts start at 1");
+        }
+        let mut entries: Vec<(String, &Denoiser)> = students
+            .iter()
+            .filter(|(s, _)| *s == n)
+            .map(|(_, m)| (format!("{n} distilled"), m))
+            .collect();
+        if let Some(t) = &teacher {
+            entries.push((format!("{n} DDIM"), t));
+        }
+        if entries.is_empty() {
+            eprintln!("note: no model for {n} steps (no {n}-step student and no teacher)");
+        }
+        for (label, m) in entries {
+            let opts = SampleOptions {
+                steps: n,
+                count: args.count,
+                seed: args.seed,
+                kind: SamplerKind::Ddim,
+                clip: true,
+            };
+            let start = Instant::now();
+            let x = Sampler::new(m, opts).run(m).to_vec_blocking()?;
+            let secs = start.elapsed().as_secs_f64();
+            report.push(format!(
+                "{label:<14} {:>8.1} ms for {} images",
+                secs * 1e3,
+                args.count
+            ));
+            rows.push((label, x));
+        }
+    }
+    let title = format!(
+        "same noise in every row (seed {}), label = steps and model",
+        args.seed
+    );
+    let img = labelled_rows(Some(&title), &rows, c, h, w, args.scale);
+    save_png(&img, &args.out)?;
+    for r in report {
+        eprintln!("{r}");
+    }
+    eprintln!("-> {}", args.out.display());
+    Ok(())
+}
