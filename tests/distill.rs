@@ -180,7 +180,7 @@ fn distilled_student_beats_plain_ddim_at_two_steps() {
         let mut losses = vec![];
         while !d.is_done() {
             d.step(&data);
-            if d.update % 50 == 0 {
+            if d.update.is_multiple_of(50) {
                 losses.push(pollster::block_on(d.take_mean_loss()).unwrap().unwrap());
             }
         }

@@ -241,12 +241,12 @@ impl DistillRun {
         let u = self.distiller.update;
         let last = self.distiller.is_done();
         let mut line = None;
-        if u % self.plan.log_every.max(1) == 0 || last {
+        if u.is_multiple_of(self.plan.log_every.max(1)) || last {
             line = Some(self.log()?);
         }
         if last {
             self.finish_halving()?;
-        } else if self.plan.checkpoint_every > 0 && u % self.plan.checkpoint_every == 0 {
+        } else if self.plan.checkpoint_every > 0 && u.is_multiple_of(self.plan.checkpoint_every) {
             self.checkpoint()?;
         }
         Ok(line)
