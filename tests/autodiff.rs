@@ -358,3 +358,36 @@ fn small_conv_net_trains_and_is_reproducible() {
         "same seed, same losses"
     );
 }
+
+#[test]
+fn cross_entropy_matches_reference_and_finite_differences() {
+    let g = gpu();
+    let mut r = rng("cross_entropy");
+    let (n, k) = (7usize, 10usize);
+    let logits = uniform(&mut r, n * k, 4.0);
+    let labels: Vec<f32> = (0..n).map(|_| r.random_range(0..k) as f32).collect();
+    let lab = Tensor::from_slice(&g, &[n], &labels);
+    let (per_row, _) = Tensor::from_slice(&g, &[n, k], &logits).cross_entropy(&lab);
+    let want: Vec<f64> = (0..n)
+        .map(|i| {
+            let row = &logits[i * k..(i + 1) * k];
+            let m = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            lse - row[labels[i] as usize] as f64
+        })
+        .collect();
+    assert_close(
+        "cross-entropy per row",
+        &per_row.to_vec_blocking().unwrap(),
+        &want,
+        1e-5,
+        1e-5,
+    );
+    check_grads(
+        &g,
+        &mut r,
+        "cross-entropy mean",
+        &[(vec![n, k], logits.clone())],
+        |t, v| t.cross_entropy_mean(&v[0], &lab),
+    );
+}

@@ -6,6 +6,7 @@ mod compare;
 mod distill;
 mod sample;
 mod train;
+mod train_classifier;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,8 @@ enum Command {
     ///
     /// Example: fewstep compare --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --out compare.png
     Compare(compare::CompareArgs),
+    /// Train the evaluation classifier (its features give `eval` its Fréchet distance).
+    TrainClassifier(train_classifier::TrainClassifierArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
     Selftest {
         /// Print the full report as JSON.
@@ -72,6 +75,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Sample(args) => sample::run(args),
         Command::Distill(args) => distill::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::TrainClassifier(args) => train_classifier::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {

@@ -1,4 +1,6 @@
 //! Evaluation output: sample grids, labelled step-count comparisons, and the bitmap font they use.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod classifier;
 pub mod font;
 pub mod grid;

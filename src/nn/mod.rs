@@ -1,6 +1,7 @@
 //! The network: the U-Net's configuration and presets, its layers on the autodiff tape, and
 //! named-tensor files.
 
+pub mod classifier;
 pub mod config;
 pub mod tensor_file;
 pub mod unet;

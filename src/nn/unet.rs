@@ -35,7 +35,7 @@ impl ParamSpec {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
-    fn initial_values(&self, rng: &mut Pcg64) -> Vec<f32> {
+    pub(crate) fn initial_values(&self, rng: &mut Pcg64) -> Vec<f32> {
         let n = self.numel();
         match self.init {
             Init::Zeros => vec![0.0; n],

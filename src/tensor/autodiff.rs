@@ -365,6 +365,19 @@ impl Tape {
         )
     }
 
+    /// Mean softmax cross-entropy of logits [N, K] against constant labels [N] -> [1].
+    pub fn cross_entropy_mean(&self, logits: &Var, labels: &Tensor) -> Var {
+        let (per_row, grad) = logits.value.cross_entropy(labels);
+        self.record(
+            per_row.mean_all(),
+            &[logits],
+            CrossEntropyBack {
+                grad,
+                shape: logits.shape().to_vec(),
+            },
+        )
+    }
+
     /// Mean of all elements -> [1].
     pub fn mean_all(&self, x: &Var) -> Var {
         self.record(
@@ -543,6 +556,21 @@ impl Backward for SiluBack {
 }
 
 /// y = ca * a + cb * b
+struct CrossEntropyBack {
+    /// d(mean loss)/d(logits), saved by the forward kernel.
+    grad: Tensor,
+    shape: Vec<usize>,
+}
+
+impl Backward for CrossEntropyBack {
+    fn backward(&self, g: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+        // g is the [1] gradient of the mean; scale the saved gradient by it on the GPU.
+        let n: usize = self.shape.iter().product();
+        let scaled = self.grad.reshape(&[1, n]).per_sample_axpby(g, None);
+        vec![Some(scaled.reshape(&self.shape))]
+    }
+}
+
 struct DropoutBack {
     noise: Tensor,
     threshold: f32,

@@ -266,3 +266,26 @@ fn channel_copy(mode: u32, src: &Tensor, dst: &Tensor, cs: usize, cd: usize, off
         workgroups: groups_for(gpu, n * cs * hw),
     });
 }
+
+impl Tensor {
+    /// Softmax cross-entropy of logits [N, K] against labels [N] (class indices as f32):
+    /// (per-row loss [N], gradient of the mean loss with respect to the logits [N, K]).
+    pub fn cross_entropy(&self, labels: &Tensor) -> (Tensor, Tensor) {
+        let gpu = self.gpu();
+        let (n, k) = (self.shape()[0], self.shape()[1]);
+        assert_eq!(labels.numel(), n, "one label per row");
+        let loss = Tensor::empty(gpu, &[n]);
+        let grad = Tensor::empty(gpu, &[n, k]);
+        let pipeline = gpu.pipeline(&KernelKey::new("cross_entropy"), || {
+            KernelSource::one(include_str!("../../shaders/cross_entropy.wgsl"))
+        });
+        gpu.dispatch(Dispatch {
+            pipeline,
+            params: bytemuck::cast_slice(&[n as u32, k as u32, (1.0 / n as f32).to_bits(), 0])
+                .to_vec(),
+            buffers: vec![self.bind(), labels.bind(), loss.bind(), grad.bind()],
+            workgroups: [(n as u32).div_ceil(64), 1, 1],
+        });
+        (loss, grad)
+    }
+}
