@@ -3,4 +3,5 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod classifier;
 pub mod font;
+pub mod frechet;
 pub mod grid;
