@@ -276,3 +276,58 @@ fn distill_then_compare_from_the_command_line() {
     let img = image::open(&png).unwrap();
     assert!(img.height() > 5 * 16, "five labelled rows");
 }
+
+#[test]
+fn eval_reports_what_it_can_without_a_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let run = tmp.path().join("run");
+    let data = format!("images:{}", imgs.display());
+    assert!(fewstep(&[
+        "train",
+        "--data",
+        &data,
+        "--preset",
+        "tiny",
+        "--image-size",
+        "8",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--sample-every",
+        "0",
+        "--out",
+        run.to_str().unwrap(),
+    ])
+    .status
+    .success());
+    let t = run.join("model.safetensors");
+    let o = fewstep(&[
+        "eval",
+        "--model",
+        t.to_str().unwrap(),
+        "--steps",
+        "1,2",
+        "--samples",
+        "4",
+        "--psnr-samples",
+        "2",
+        "--teacher-steps",
+        "4",
+        "--classifier",
+        "/nonexistent.safetensors",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("no Fréchet distance"));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // DDIM at 1 and 2 steps, and the teacher at its full 4.
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0]["frechet"].is_null() && rows[0]["psnr_vs_teacher"].is_number());
+    assert_eq!(rows[2]["kind"], "teacher");
+}

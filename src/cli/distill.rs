@@ -141,6 +141,10 @@ pub fn run(args: DistillArgs) -> Result<()> {
         if let Some((_, b)) = &bar {
             if let Some(l) = &line {
                 b.set_message(format!("{:.5}  {:.0} img/s", l.loss, l.images_per_s));
+                super::log_when_not_a_terminal(&format!(
+                    "{}-step student: update {}  loss {:.5}  {:.1} img/s",
+                    l.student_steps, l.update, l.loss, l.images_per_s
+                ));
             }
             let pos = if run.student_steps() == steps {
                 run.distiller.update

@@ -4,6 +4,7 @@ mod bench;
 mod bench_model;
 mod compare;
 mod distill;
+mod eval;
 mod sample;
 mod train;
 mod train_classifier;
@@ -52,6 +53,11 @@ enum Command {
     ///
     /// Example: fewstep compare --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --out compare.png
     Compare(compare::CompareArgs),
+    /// Evaluate models per step count: Fréchet distance on the evaluation classifier's features,
+    /// agreement (PSNR) with the teacher's full-step samples, time per image.
+    ///
+    /// Example: fewstep eval --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --samples 1000 --json
+    Eval(eval::EvalArgs),
     /// Train the evaluation classifier (its features give `eval` its Fréchet distance).
     TrainClassifier(train_classifier::TrainClassifierArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
@@ -75,6 +81,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Sample(args) => sample::run(args),
         Command::Distill(args) => distill::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::TrainClassifier(args) => train_classifier::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
@@ -84,6 +91,15 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Progress bars draw only on a terminal; when stderr goes to a file, long commands print plain
+/// progress lines instead.
+pub(crate) fn log_when_not_a_terminal(line: &str) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        eprintln!("{line}");
     }
 }
 

@@ -165,6 +165,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     while !run.is_done() {
         if let Some(line) = run.advance()? {
             bar.set_message(format!("{:.4}  {:.1} img/s", line.loss, line.images_per_s));
+            super::log_when_not_a_terminal(&format!(
+                "update {}/{total}  loss {:.4}  {:.1} img/s",
+                line.step, line.loss, line.images_per_s
+            ));
         }
         bar.set_position(run.step());
         if limit.is_some_and(|l| started.elapsed().as_secs_f64() >= l) {

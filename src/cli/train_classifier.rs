@@ -50,6 +50,7 @@ pub fn run(args: TrainClassifierArgs) -> Result<()> {
         |u, l| {
             bar.set_position(u);
             bar.set_message(format!("{l:.4}"));
+            super::log_when_not_a_terminal(&format!("update {u}  loss {l:.4}"));
         },
     )?;
     bar.finish();

@@ -5,3 +5,4 @@ pub mod classifier;
 pub mod font;
 pub mod frechet;
 pub mod grid;
+pub mod plot;
