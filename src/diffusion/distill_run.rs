@@ -8,7 +8,6 @@
 //! Finished model files are never rewritten; a crash loses at most the updates since the last
 //! checkpoint of the halving in progress.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -274,13 +273,7 @@ impl DistillRun {
             images_per_s: images as f64 / elapsed.max(1e-9),
             wall_s: self.wall_seconds(),
         };
-        let path = self.dir.join(METRICS_FILE);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot append to {}", path.display()))?;
-        writeln!(f, "{}", serde_json::to_string(&line)?)?;
+        super::run_files::append_jsonl(&self.dir.join(METRICS_FILE), &line)?;
         Ok(line)
     }
 
@@ -399,18 +392,7 @@ fn read_state(dir: &Path) -> Result<(State, tensor_file::LoadedFile)> {
 
 /// Drops lines of the halving in progress logged after `update`.
 fn truncate_metrics(path: &Path, student_steps: usize, update: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<DistillLine>(l)
-                .map(|m| m.student_steps != student_steps || m.update <= update)
-                .unwrap_or(false)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    tensor_file::write_atomic(path, kept.as_bytes())?;
-    Ok(())
+    super::run_files::keep_jsonl(path, |m: &DistillLine| {
+        m.student_steps != student_steps || m.update <= update
+    })
 }

@@ -20,7 +20,7 @@ use super::trainer::step_rng;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::nn::UNet;
-use crate::tensor::{Adam, AdamConfig, GradClip, Tape, Tensor};
+use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
 /// Anything that gives x_hat(z, t) without gradients: a model, or a stand-in in tests.
 pub trait Teacher {
@@ -111,8 +111,7 @@ pub struct Distiller {
     pub update: u64,
     batcher: Batcher,
     host: Vec<f32>,
-    loss_sum: Tensor,
-    loss_terms: u64,
+    loss: LossMeter,
 }
 
 impl Distiller {
@@ -148,8 +147,7 @@ impl Distiller {
             opt,
             update,
             host: Vec::new(),
-            loss_sum: Tensor::zeros(gpu, &[1]),
-            loss_terms: 0,
+            loss: LossMeter::new(gpu),
         }
     }
 
@@ -197,20 +195,12 @@ impl Distiller {
             },
         );
         self.update += 1;
-        self.loss_sum.axpby_inplace(1.0, &loss.value, 1.0);
-        self.loss_terms += 1;
+        self.loss.add(&loss.value);
         gpu.flush();
     }
 
     /// Mean loss since the last call (waits for the GPU).
     pub async fn take_mean_loss(&mut self) -> Result<Option<f32>, GpuError> {
-        if self.loss_terms == 0 {
-            return Ok(None);
-        }
-        let sum = self.loss_sum.to_vec().await?[0];
-        let mean = sum / self.loss_terms as f32;
-        self.loss_sum = Tensor::zeros(self.gpu(), &[1]);
-        self.loss_terms = 0;
-        Ok(Some(mean))
+        self.loss.take_mean().await
     }
 }

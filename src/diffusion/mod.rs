@@ -7,6 +7,8 @@ pub mod distiller;
 pub mod model;
 pub mod model_file;
 pub mod parameterization;
+#[cfg(not(target_arch = "wasm32"))]
+mod run_files;
 pub mod sampler;
 pub mod schedule;
 #[cfg(not(target_arch = "wasm32"))]

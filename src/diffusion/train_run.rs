@@ -9,7 +9,6 @@
 //! Every file is written atomically; a run killed at any moment resumes from its last
 //! checkpoint exactly as if never stopped (metrics logged after that checkpoint are dropped).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -179,13 +178,7 @@ impl TrainRun {
             images_per_s: images as f64 / elapsed.max(1e-9),
             wall_s: self.wall_seconds(),
         };
-        let path = self.dir.join(METRICS_FILE);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot append to {}", path.display()))?;
-        writeln!(f, "{}", serde_json::to_string(&line)?)?;
+        super::run_files::append_jsonl(&self.dir.join(METRICS_FILE), &line)?;
         Ok(line)
     }
 
@@ -275,18 +268,5 @@ fn read_state(dir: &Path) -> Result<(RunState, tensor_file::LoadedFile)> {
 
 /// Drops metric lines logged after `step` (they will be logged again by the resumed run).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<MetricLine>(l)
-                .map(|m| m.step <= step)
-                .unwrap_or(false)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    tensor_file::write_atomic(path, kept.as_bytes())?;
-    Ok(())
+    super::run_files::keep_jsonl(path, |m: &MetricLine| m.step <= step)
 }

@@ -15,7 +15,7 @@ use super::schedule::alpha_sigma;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::nn::{self, DropoutNoise, HostTensor, UNet, UNetConfig};
-use crate::tensor::{ema_update, Adam, AdamConfig, GradClip, Tape, Tensor};
+use crate::tensor::{ema_update, Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -65,8 +65,7 @@ pub struct Trainer {
     pub step: u64,
     batcher: Batcher,
     host: Vec<f32>,
-    loss_sum: Tensor,
-    loss_terms: u64,
+    loss: LossMeter,
 }
 
 impl Trainer {
@@ -89,8 +88,7 @@ impl Trainer {
             step,
             batcher,
             host: Vec::new(),
-            loss_sum: Tensor::zeros(gpu, &[1]),
-            loss_terms: 0,
+            loss: LossMeter::new(gpu),
             cfg,
         }
     }
@@ -141,21 +139,13 @@ impl Trainer {
         );
         self.step += 1;
         ema_update(&self.ema, params, self.cfg.ema_decay_at(self.step));
-        self.loss_sum.axpby_inplace(1.0, &loss.value, 1.0);
-        self.loss_terms += 1;
+        self.loss.add(&loss.value);
         gpu.flush();
     }
 
     /// Mean loss over the steps since the last call (waits for the GPU), or None if no step ran.
     pub async fn take_mean_loss(&mut self) -> Result<Option<f32>, GpuError> {
-        if self.loss_terms == 0 {
-            return Ok(None);
-        }
-        let sum = self.loss_sum.to_vec().await?[0];
-        let mean = sum / self.loss_terms as f32;
-        self.loss_sum = Tensor::zeros(self.gpu(), &[1]);
-        self.loss_terms = 0;
-        Ok(Some(mean))
+        self.loss.take_mean().await
     }
 
     /// A model that samples with the EMA weights (shares their buffers).

@@ -10,7 +10,7 @@ use crate::data::{Batcher, Dataset};
 use crate::gpu::Gpu;
 use crate::nn::classifier::{layout, Classifier, FEATURES};
 use crate::nn::{self, tensor_file, StoreAs};
-use crate::tensor::{Adam, AdamConfig, GradClip, Tape, Tensor};
+use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
 const META_KEY: &str = "fewstep_classifier";
 
@@ -55,7 +55,7 @@ pub fn train(
     let mut opt = Adam::new(gpu, &clf.params, AdamConfig::default());
     let mut batcher = Batcher::new(seed, batch);
     let mut host = Vec::new();
-    let mut loss_sum = Tensor::zeros(gpu, &[1]);
+    let mut meter = LossMeter::new(gpu);
     for u in 0..updates {
         let idx = batcher.fill(data, u, &mut host);
         let x = Tensor::from_slice(gpu, &[batch, data.channels, data.height, data.width], &host);
@@ -72,17 +72,16 @@ pub fn train(
             rate,
             GradClip { max_norm: 1.0 },
         );
-        loss_sum.axpby_inplace(1.0, &loss.value, 1.0);
+        meter.add(&loss.value);
         gpu.flush();
         if (u + 1) % 50 == 0 || u + 1 == updates {
-            let l = loss_sum.to_vec_blocking()?[0] / 50.0;
+            let l = pollster::block_on(meter.take_mean())?.unwrap_or(f32::NAN);
             if !l.is_finite() {
                 bail!(
                     "the classifier's loss became {l} at update {}; lower --lr",
                     u + 1
                 );
             }
-            loss_sum = Tensor::zeros(gpu, &[1]);
             progress(u + 1, l);
         }
     }

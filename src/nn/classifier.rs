@@ -66,17 +66,7 @@ impl Classifier {
     }
 
     pub fn vars(&self, tape: &Tape, train: bool) -> Vec<Var> {
-        self.params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                if train {
-                    tape.param(i, p)
-                } else {
-                    Var::constant(p.clone())
-                }
-            })
-            .collect()
+        super::param_vars(tape, &self.params, train)
     }
 
     /// (features [N, 128], logits [N, classes]) of images x [N, C, H, W] in [-1, 1].

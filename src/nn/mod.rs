@@ -11,3 +11,20 @@ pub use config::{ConfigError, UNetConfig, PRESETS};
 pub use tensor_file::{FileError, HostTensor, LoadedFile, StoreAs};
 pub use unet::{DropoutNoise, Layout, UNet};
 pub use weights::{check_tensors, read_tensors, upload_tensors};
+
+use crate::tensor::{Tape, Tensor, Var};
+
+/// Parameters as tape variables: gradients flow to them when `train`, else constants.
+pub fn param_vars(tape: &Tape, params: &[Tensor], train: bool) -> Vec<Var> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if train {
+                tape.param(i, p)
+            } else {
+                Var::constant(p.clone())
+            }
+        })
+        .collect()
+}

@@ -314,17 +314,7 @@ impl UNet {
 
     /// The parameters as tape variables: gradients flow to them when `train`, else constants.
     pub fn vars(&self, tape: &Tape, train: bool) -> Vec<Var> {
-        self.params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                if train {
-                    tape.param(i, p)
-                } else {
-                    Var::constant(p.clone())
-                }
-            })
-            .collect()
+        super::param_vars(tape, &self.params, train)
     }
 
     /// Runs the network on z [N, C, H, W] at per-sample times t (N values in [0, 1]).

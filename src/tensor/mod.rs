@@ -7,6 +7,7 @@
 pub mod autodiff;
 mod elementwise;
 mod gemm;
+mod meter;
 mod norm;
 mod optim;
 mod random;
@@ -18,6 +19,7 @@ use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
 
 pub use autodiff::{attention, Tape, Var};
 pub use gemm::{Conv2d, MatmulOpts};
+pub use meter::LossMeter;
 pub use norm::GroupNormStats;
 pub use optim::{ema_update, Adam, AdamConfig, GradClip};
 pub use random::philox_normal_cpu;
