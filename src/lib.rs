@@ -1,5 +1,7 @@
 //! fewstep: progressive distillation of diffusion models, every tensor op a WGSL compute shader.
 
+pub mod app;
+pub mod bundled;
 pub mod data;
 pub mod diffusion;
 pub mod eval;

@@ -1,13 +1,159 @@
-//! Browser entry points (wasm32 only). The kernel self-test page (web/selftest.html) calls
-//! `run_selftest` and publishes the JSON report for the headless-Chromium harness in `.ci/`.
+//! Browser entry points (wasm32 only).
+//! - `start_app(canvas_id)`: the fewstep app (index.html), configured by the page's query string.
+//! - `fewstep_result()`: the last finished sample run as JSON, for the headless-Chromium test
+//!   that checks the page draws what native `fewstep sample` draws.
+//! - `run_selftest(seed)`: the kernel self-test (web/selftest.html).
 
+use std::cell::RefCell;
+
+use futures_channel::mpsc::UnboundedSender;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 
+use crate::app::engine::Job;
+use crate::app::state::AppState;
+use crate::app::{wgpu_options, FewstepApp, StartOptions};
 use crate::gpu::{Gpu, GpuOptions};
 
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+}
+
+thread_local! {
+    static RESULT: RefCell<Option<String>> = const { RefCell::new(None) };
+    static RUNNER: RefCell<Option<eframe::WebRunner>> = const { RefCell::new(None) };
+}
+
+/// Starts the app on the canvas with this id. Rejects with a readable message when the browser
+/// has no WebGPU or the query string is wrong; the page shows it.
+#[wasm_bindgen]
+pub async fn start_app(canvas_id: String) -> Result<(), JsValue> {
+    let window = web_sys::window().ok_or("no window")?;
+    let document = window.document().ok_or("no document")?;
+    let canvas = document
+        .get_element_by_id(&canvas_id)
+        .ok_or_else(|| format!("no element with id {canvas_id}"))?
+        .dyn_into::<web_sys::HtmlCanvasElement>()?;
+    let search = window.location().search().unwrap_or_default();
+    let start = StartOptions::from_query(&search).map_err(|e| JsValue::from_str(&e))?;
+    let options = eframe::WebOptions {
+        wgpu_options: wgpu_options(),
+        ..Default::default()
+    };
+    let runner = eframe::WebRunner::new();
+    runner
+        .start(
+            canvas,
+            options,
+            Box::new(move |cc| Ok(Box::new(FewstepApp::new(cc, start)))),
+        )
+        .await?;
+    RUNNER.with(|r| *r.borrow_mut() = Some(runner));
+    Ok(())
+}
+
+/// The last finished sample run: {model, steps, seed, count, sampler, clip, shape, ms, values},
+/// values being the samples (N x C x H x W, in [-1, 1]); null before the first run finishes.
+#[wasm_bindgen]
+pub fn fewstep_result() -> Option<String> {
+    RESULT.with(|r| r.borrow().clone())
+}
+
+pub(crate) fn publish_result(state: &AppState, samples: &[f32], shape: [usize; 4], ms: f64) {
+    let s = &state.settings;
+    let json = serde_json::json!({
+        "model": state.selected_model().map(|m| m.name.clone()),
+        "steps": s.steps,
+        "seed": s.seed,
+        "count": s.count,
+        "sampler": s.kind,
+        "clip": s.clip,
+        "shape": shape,
+        "ms": ms,
+        "values": samples,
+    });
+    RESULT.with(|r| *r.borrow_mut() = Some(json.to_string()));
+}
+
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let resp: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("fetching {url} failed: {e:?}"))?
+        .dyn_into()
+        .map_err(|_| "fetch did not return a Response".to_string())?;
+    if !resp.ok() {
+        return Err(format!(
+            "fetching {url}: HTTP {} (serve the repository root, where assets/ lives)",
+            resp.status()
+        ));
+    }
+    let buf = JsFuture::from(resp.array_buffer().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("reading {url}: {e:?}"))?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// Fetches the bundled models one after another from assets/ and hands them to the worker.
+pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
+    wasm_bindgen_futures::spawn_local(async move {
+        for b in crate::bundled::BUNDLED {
+            let _ = jobs.unbounded_send(Job::Progress {
+                current: format!("{} from assets/{}", b.name, b.file),
+            });
+            let job = match fetch_bytes(&format!("assets/{}", b.file)).await {
+                Ok(bytes) => Job::Load {
+                    name: b.name.into(),
+                    bytes,
+                },
+                Err(error) => Job::LoadError {
+                    name: b.name.into(),
+                    error,
+                },
+            };
+            let _ = jobs.unbounded_send(job);
+        }
+    });
+}
+
+/// Opens the browser's file picker; the chosen model file goes to the worker.
+pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let Ok(input) = document.create_element("input").and_then(|e| {
+        e.dyn_into::<web_sys::HtmlInputElement>()
+            .map_err(Into::into)
+    }) else {
+        return;
+    };
+    input.set_type("file");
+    input.set_accept(".safetensors");
+    let picked = input.clone();
+    let on_change = Closure::once(move || {
+        let Some(file) = picked.files().and_then(|f| f.get(0)) else {
+            return;
+        };
+        wasm_bindgen_futures::spawn_local(async move {
+            let name = file.name();
+            let job = match JsFuture::from(file.array_buffer()).await {
+                Ok(buf) => Job::Load {
+                    name,
+                    bytes: js_sys::Uint8Array::new(&buf).to_vec(),
+                },
+                Err(e) => Job::LoadError {
+                    name,
+                    error: format!("{e:?}"),
+                },
+            };
+            let _ = jobs.unbounded_send(job);
+        });
+    });
+    input.set_onchange(Some(on_change.as_ref().unchecked_ref()));
+    on_change.forget();
+    input.click();
 }
 
 /// Creates the WebGPU device and runs `selftest::run`; resolves to the report as JSON, or rejects

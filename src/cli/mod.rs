@@ -3,6 +3,7 @@
 mod bench;
 mod bench_model;
 mod compare;
+mod convert;
 mod distill;
 mod eval;
 mod sample;
@@ -21,11 +22,16 @@ use crate::gpu::{Gpu, GpuOptions};
 #[command(name = "fewstep", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The desktop app (what `fewstep` with no subcommand opens): the bundled models, sampling
+    /// step by step, step counts side by side.
+    ///
+    /// Example: fewstep app --model fmnist-4step --steps 4 --seed 1 --run
+    App(AppArgs),
     /// Print the GPU adapter, backend, driver, features and the limits that matter; with
     /// --model, describe a model file instead (architecture, parameters, lineage).
     Info {
@@ -60,6 +66,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Train the evaluation classifier (its features give `eval` its Fréchet distance).
     TrainClassifier(train_classifier::TrainClassifierArgs),
+    /// Rewrite a model file in f16 (half the size, for the web) or f32.
+    ///
+    /// Example: fewstep convert --model runs/distill/steps-4.safetensors --out steps-4-f16.safetensors --f16
+    Convert(convert::ConvertArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
     Selftest {
         /// Print the full report as JSON.
@@ -73,7 +83,8 @@ enum Command {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match cli.command.unwrap_or(Command::App(AppArgs::default())) {
+        Command::App(a) => crate::app::native::run(a.into_start()),
         Command::Info { model: None } => info(),
         Command::Info { model: Some(m) } => describe_model(&m),
         Command::Bench(args) => bench::run(args),
@@ -83,6 +94,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
         Command::TrainClassifier(args) => train_classifier::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {
@@ -90,6 +102,37 @@ pub fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct AppArgs {
+    /// A bundled model's name (fmnist-4step, fmnist-2step, fmnist-1step, fmnist-teacher) or a
+    /// model file to open and select.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of images.
+    #[arg(long)]
+    count: Option<usize>,
+    /// Start sampling as soon as the window opens.
+    #[arg(long)]
+    run: bool,
+}
+
+impl AppArgs {
+    fn into_start(self) -> crate::app::StartOptions {
+        crate::app::StartOptions {
+            model: self.model,
+            steps: self.steps,
+            seed: self.seed,
+            count: self.count,
+            run: self.run,
+            ..Default::default()
         }
     }
 }

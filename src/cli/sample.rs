@@ -1,19 +1,20 @@
 //! `fewstep sample`: images from a model file as a PNG grid, optionally with the trajectory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::diffusion::{load_model, SampleOptions, Sampler, SamplerKind};
+use crate::diffusion::{load_model, load_model_bytes, SampleOptions, Sampler, SamplerKind};
 use crate::eval::grid::{image_grid, labelled_rows, save_png};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// A model file (a run's model.safetensors, or one written by `fewstep distill`).
+    /// A model file (a run's model.safetensors, or one written by `fewstep distill`), or a
+    /// bundled model's name [default: fmnist-4step, the bundled 4-step Fashion-MNIST student].
     #[arg(long)]
-    model: PathBuf,
+    model: Option<String>,
     /// Sampling steps [default: the count a distilled model was made for; 64 for a teacher].
     #[arg(long)]
     steps: Option<usize>,
@@ -41,12 +42,23 @@ pub struct SampleArgs {
     /// Pixel scale of the output grids.
     #[arg(long, default_value_t = 2)]
     scale: u32,
+    /// Also write the samples' values (N x C x H x W, in [-1, 1]) as JSON, e.g. to compare with
+    /// what the web page draws.
+    #[arg(long)]
+    values: Option<PathBuf>,
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
     let gpu = super::open_gpu()?;
-    let (model, meta) = load_model(&gpu, &args.model)?;
+    let name = args
+        .model
+        .clone()
+        .unwrap_or_else(|| crate::bundled::DEFAULT_MODEL.to_string());
+    let (model, meta) = match crate::bundled::find(&name).filter(|_| !Path::new(&name).exists()) {
+        Some(b) => load_model_bytes(&gpu, Path::new(b.name), b.bytes())?,
+        None => load_model(&gpu, Path::new(&name))?,
+    };
     let steps = args.steps.or(meta.steps.map(|s| s as usize)).unwrap_or(64);
     anyhow::ensure!(steps >= 1, "--steps must be at least 1");
     if let Some(made_for) = meta.steps {
@@ -57,7 +69,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
             );
         }
     }
-    eprintln!("{}: {}", args.model.display(), meta.describe());
+    eprintln!("{name}: {}", meta.describe());
     let opts = SampleOptions {
         steps,
         count: args.count,
@@ -107,6 +119,18 @@ pub fn run(args: SampleArgs) -> Result<()> {
         secs * 1e3 / args.count as f64,
         args.out.display()
     );
+    if let Some(path) = &args.values {
+        let json = serde_json::json!({
+            "model": name,
+            "steps": steps,
+            "seed": args.seed,
+            "count": args.count,
+            "shape": [args.count, c, h, w],
+            "values": images,
+        });
+        crate::nn::tensor_file::write_atomic(path, json.to_string().as_bytes())?;
+        eprintln!("values -> {}", path.display());
+    }
     if let Some(path) = &args.trajectory {
         // Rows: for each shown sample, z_t then x_hat; columns: the start and the chosen steps.
         let mut rows = Vec::new();

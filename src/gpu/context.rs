@@ -108,15 +108,7 @@ impl Gpu {
                 backends: backends_text,
             })?;
         let info = adapter.get_info();
-        let mut features = wgpu::Features::empty();
-        let fixed_subgroup =
-            info.subgroup_min_size == info.subgroup_max_size && info.subgroup_min_size >= 4;
-        if adapter.features().contains(wgpu::Features::SUBGROUP) && fixed_subgroup {
-            features |= wgpu::Features::SUBGROUP;
-        }
-        if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            features |= wgpu::Features::TIMESTAMP_QUERY;
-        }
+        let features = Self::wanted_features(&adapter);
         // Take the adapter's own limits: large storage bindings matter for batch-32 activations.
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -133,7 +125,37 @@ impl Gpu {
                 adapter: info.name.clone(),
                 source,
             })?;
-        let variant = match opts.variant {
+        Ok(Self::from_device(device, queue, info, opts.variant))
+    }
+
+    /// The features fewstep asks for on `adapter`: subgroups where the size is fixed (the fast
+    /// GEMM family) and timestamp queries. The app passes these to eframe so that its device and
+    /// the engine's are one.
+    pub fn wanted_features(adapter: &wgpu::Adapter) -> wgpu::Features {
+        let info = adapter.get_info();
+        let mut features = wgpu::Features::empty();
+        let fixed_subgroup =
+            info.subgroup_min_size == info.subgroup_max_size && info.subgroup_min_size >= 4;
+        if adapter.features().contains(wgpu::Features::SUBGROUP) && fixed_subgroup {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        features
+    }
+
+    /// Wraps a device somebody else created (the app's, shared with eframe's renderer), so that
+    /// samples can be written straight into textures egui draws.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        want: Option<KernelVariant>,
+    ) -> Gpu {
+        let features = device.features();
+        let limits = device.limits();
+        let variant = match want {
             Some(KernelVariant::Subgroup) if features.contains(wgpu::Features::SUBGROUP) => {
                 KernelVariant::Subgroup
             }
@@ -142,7 +164,7 @@ impl Gpu {
             None => KernelVariant::Tiled,
         };
         let align = limits.min_uniform_buffer_offset_alignment.max(16);
-        Ok(Gpu(Rc::new(GpuInner {
+        Gpu(Rc::new(GpuInner {
             pipelines: PipelineCache::default(),
             pool: Rc::new(BufferPool::default()),
             batch: RefCell::new(Batch::new(align)),
@@ -152,7 +174,7 @@ impl Gpu {
             features,
             limits,
             variant: Cell::new(variant),
-        })))
+        }))
     }
 
     async fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Option<wgpu::Adapter> {

@@ -94,6 +94,11 @@ impl Tensor {
     pub fn dim(&self, i: usize) -> usize {
         self.shape[i]
     }
+    /// The storage buffer (pooled: it may be longer than `numel() * 4` bytes). For code that
+    /// encodes its own passes, e.g. drawing samples into textures; flush the batch first.
+    pub fn raw_buffer(&self) -> &wgpu::Buffer {
+        self.buf.raw()
+    }
     pub(crate) fn bind(&self) -> Binding {
         Binding::Pooled(self.buf.clone())
     }

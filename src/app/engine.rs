@@ -1,0 +1,296 @@
+//! The app's GPU worker. Jobs (load a model, run samplers) go in through a channel; events (a
+//! model loaded, a step drawn, a row finished) come out into a shared queue the UI drains each
+//! frame. Natively the worker is its own thread, so GPU work never blocks the window; on the web
+//! it is a task on the page's event loop that awaits the GPU between steps, so nothing blocks.
+//! The worker shares eframe's wgpu device: samples are drawn into textures egui shows directly.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_channel::mpsc;
+use futures_core::Stream;
+
+use super::texture::{GridPainter, GridTexture};
+use crate::diffusion::{load_model_bytes, Denoiser, ModelMeta, SampleOptions, Sampler};
+use crate::gpu::Gpu;
+
+/// What the UI knows about a loaded model (the weights stay with the worker).
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub meta: ModelMeta,
+    pub params: usize,
+    pub file_bytes: usize,
+}
+
+/// One sampler run inside a job: which model, how, and the row's label.
+#[derive(Clone, Debug)]
+pub struct RowSpec {
+    pub model: usize,
+    pub opts: SampleOptions,
+    pub label: String,
+}
+
+pub enum Job {
+    Load {
+        name: String,
+        bytes: Vec<u8>,
+    },
+    /// A model could not be fetched (the web page's loader reports through the worker so that
+    /// events keep their order).
+    LoadError {
+        name: String,
+        error: String,
+    },
+    /// The loader started on `current` (shown next to the progress bar).
+    Progress {
+        current: String,
+    },
+    /// Runs the rows one after another; `draw_steps` draws every step (the sample view), else
+    /// only each row's result (the compare view).
+    Run {
+        run: u64,
+        rows: Vec<RowSpec>,
+        draw_steps: bool,
+    },
+}
+
+pub enum Event {
+    Loaded(ModelInfo),
+    Progress {
+        current: String,
+    },
+    LoadFailed {
+        name: String,
+        error: String,
+    },
+    /// Step `step` (1-based) of row `row` is done: z_t after it and the model's x_hat.
+    Step {
+        run: u64,
+        row: usize,
+        step: usize,
+        t: f64,
+        z: GridTexture,
+        x_hat: GridTexture,
+        ms: f64,
+    },
+    /// The start of a row: the initial noise z_1.
+    Start {
+        run: u64,
+        row: usize,
+        z: GridTexture,
+    },
+    RowDone {
+        run: u64,
+        row: usize,
+        image: GridTexture,
+        ms: f64,
+        samples: Vec<f32>,
+        shape: [usize; 4],
+    },
+    Stopped {
+        run: u64,
+    },
+    Failed {
+        run: u64,
+        error: String,
+    },
+}
+
+/// The UI's end: send jobs, drain events, stop the current run.
+pub struct EngineHandle {
+    jobs: mpsc::UnboundedSender<Job>,
+    events: Arc<Mutex<Vec<Event>>>,
+    /// The run the worker should be doing; a job whose id differs stops at its next step.
+    current: Arc<AtomicU64>,
+}
+
+impl EngineHandle {
+    pub fn send(&self, job: Job) {
+        if let Job::Run { run, .. } = &job {
+            self.current.store(*run, Ordering::SeqCst);
+        }
+        // The worker lives as long as the app; a send can only fail while shutting down.
+        let _ = self.jobs.unbounded_send(job);
+    }
+    /// Makes the current run stop after its current step.
+    pub fn stop(&self) {
+        self.current.store(0, Ordering::SeqCst);
+    }
+    /// For loaders running beside the UI (the web page's fetches).
+    pub fn job_sender(&self) -> mpsc::UnboundedSender<Job> {
+        self.jobs.clone()
+    }
+    pub fn drain(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().expect("event queue"))
+    }
+}
+
+/// The worker's state: the device and the models loaded on it.
+struct Worker {
+    gpu: Gpu,
+    painter: GridPainter,
+    models: Vec<Denoiser>,
+    events: Arc<Mutex<Vec<Event>>>,
+    current: Arc<AtomicU64>,
+    repaint: eframe::egui::Context,
+}
+
+/// The device the worker runs on: a clone of eframe's.
+#[derive(Clone)]
+pub struct SharedDevice {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+}
+
+pub fn spawn(shared: SharedDevice, repaint: eframe::egui::Context) -> EngineHandle {
+    let (tx, rx) = mpsc::unbounded();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let current = Arc::new(AtomicU64::new(0));
+    let (ev, cur) = (events.clone(), current.clone());
+    let body = move || {
+        let gpu = Gpu::from_device(shared.device, shared.queue, shared.info, None);
+        let worker = Worker {
+            painter: GridPainter::new(&gpu),
+            gpu,
+            models: Vec::new(),
+            events: ev,
+            current: cur,
+            repaint,
+        };
+        worker.serve(rx)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    std::thread::Builder::new()
+        .name("fewstep-gpu".into())
+        .spawn(move || pollster::block_on(body()))
+        .expect("spawning the GPU worker thread");
+    #[cfg(target_arch = "wasm32")]
+    wasm_bindgen_futures::spawn_local(body());
+    EngineHandle {
+        jobs: tx,
+        events,
+        current,
+    }
+}
+
+/// Awaits the next item of a stream (what `StreamExt::next` does, without the dependency).
+struct Next<'a, S>(&'a mut S);
+impl<S: Stream + Unpin> Future for Next<'_, S> {
+    type Output = Option<S::Item>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut *self.0).poll_next(cx)
+    }
+}
+
+impl Worker {
+    fn emit(&self, e: Event) {
+        self.events.lock().expect("event queue").push(e);
+        self.repaint.request_repaint();
+    }
+
+    async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = Next(&mut rx).await {
+            match job {
+                Job::Load { name, bytes } => self.load(name, bytes),
+                Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
+                Job::Progress { current } => self.emit(Event::Progress { current }),
+                Job::Run {
+                    run,
+                    rows,
+                    draw_steps,
+                } => {
+                    if let Err(e) = self.run(run, &rows, draw_steps).await {
+                        self.emit(Event::Failed {
+                            run,
+                            error: format!("{e:#}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn load(&mut self, name: String, bytes: Vec<u8>) {
+        match load_model_bytes(&self.gpu, Path::new(&name), &bytes) {
+            Ok((model, meta)) => {
+                let params = model.net.param_count();
+                self.models.push(model);
+                self.emit(Event::Loaded(ModelInfo {
+                    name,
+                    meta,
+                    params,
+                    file_bytes: bytes.len(),
+                }));
+            }
+            Err(e) => self.emit(Event::LoadFailed {
+                name,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    fn stopped(&self, run: u64) -> bool {
+        self.current.load(Ordering::SeqCst) != run
+    }
+
+    async fn run(&mut self, run: u64, rows: &[RowSpec], draw_steps: bool) -> anyhow::Result<()> {
+        for (r, spec) in rows.iter().enumerate() {
+            let model = self
+                .models
+                .get(spec.model)
+                .ok_or_else(|| anyhow::anyhow!("no model #{}", spec.model))?;
+            let mut sampler = Sampler::new(model, spec.opts);
+            if draw_steps {
+                let z = self.painter.paint(&self.gpu, sampler.z());
+                self.emit(Event::Start { run, row: r, z });
+            }
+            let mut row_ms = 0.0;
+            while !sampler.is_done() {
+                if self.stopped(run) {
+                    self.emit(Event::Stopped { run });
+                    return Ok(());
+                }
+                let start = web_time::Instant::now();
+                sampler.step(model);
+                // Wait for the step so that its time is the GPU's, not the recording's; on
+                // the web this is where the page gets its event loop back.
+                self.gpu.finish().await?;
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                row_ms += ms;
+                if draw_steps {
+                    let z = self.painter.paint(&self.gpu, sampler.z());
+                    let x = sampler.x_hat().expect("a step was taken");
+                    let x_hat = self.painter.paint(&self.gpu, x);
+                    self.emit(Event::Step {
+                        run,
+                        row: r,
+                        step: sampler.steps_done(),
+                        t: sampler.t(),
+                        z,
+                        x_hat,
+                        ms,
+                    });
+                }
+            }
+            let image = self.painter.paint(&self.gpu, sampler.z());
+            let z = sampler.z();
+            let shape = [z.dim(0), z.dim(1), z.dim(2), z.dim(3)];
+            let samples = z.to_vec().await?;
+            self.emit(Event::RowDone {
+                run,
+                row: r,
+                image,
+                ms: row_ms,
+                samples,
+                shape,
+            });
+        }
+        Ok(())
+    }
+}

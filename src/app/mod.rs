@@ -1,0 +1,457 @@
+//! The fewstep app (eframe), the same code natively and in the browser: pick a model and a step
+//! count, watch the image form step by step, put step counts side by side.
+//!
+//! GPU work runs in [`engine`] (a thread natively, a task on the web) on eframe's own device;
+//! [`state`] holds everything the UI shows, without a window; [`ui`] draws it.
+
+pub mod engine;
+pub mod state;
+pub mod texture;
+mod ui;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+
+use std::sync::Arc;
+
+use eframe::{egui, egui_wgpu};
+
+use engine::{EngineHandle, Event, Job, SharedDevice};
+use state::{AppState, Frame};
+use texture::GridTexture;
+
+use crate::diffusion::SamplerKind;
+
+/// What the app does when it opens: a model to select and a run to start (the web page's query
+/// string, or `fewstep app --model … --steps …` natively), so a link reproduces a picture.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StartOptions {
+    pub model: Option<String>,
+    pub steps: Option<usize>,
+    pub seed: Option<u64>,
+    pub count: Option<usize>,
+    pub sampler: Option<SamplerKind>,
+    pub clip: Option<bool>,
+    /// Start a sample run as soon as the models are loaded.
+    pub run: bool,
+}
+
+impl StartOptions {
+    /// Parses `model=…&steps=4&seed=1&count=16&sampler=ddim&clip=0&run=1`; any of model, steps or
+    /// seed implies run. Unknown keys are ignored, bad values are reported.
+    pub fn from_query(query: &str) -> Result<StartOptions, String> {
+        let mut o = StartOptions::default();
+        let q = query.trim_start_matches('?');
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = |what: &str| format!("in the address, {k}={v}: {what}");
+            match k {
+                "model" => o.model = Some(v.to_string()),
+                "steps" => o.steps = Some(v.parse().map_err(|_| bad("steps must be a number"))?),
+                "seed" => o.seed = Some(v.parse().map_err(|_| bad("seed must be a number"))?),
+                "count" => o.count = Some(v.parse().map_err(|_| bad("count must be a number"))?),
+                "sampler" => {
+                    o.sampler = Some(match v {
+                        "ddim" => SamplerKind::Ddim,
+                        "ancestral" => SamplerKind::Ancestral,
+                        _ => return Err(bad("sampler is ddim or ancestral")),
+                    })
+                }
+                "clip" => o.clip = Some(!matches!(v, "0" | "false" | "no")),
+                "run" => o.run = !matches!(v, "0" | "false" | "no"),
+                _ => {}
+            }
+        }
+        if o.model.is_some() || o.steps.is_some() || o.seed.is_some() {
+            o.run = o.run || !q.contains("run=0");
+        }
+        Ok(o)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Sample,
+    Compare,
+    Models,
+}
+
+/// Models still on their way (fetched on the web, uploaded natively).
+#[derive(Default)]
+pub struct Loading {
+    pub expected: usize,
+    pub done: usize,
+    pub current: String,
+}
+
+pub struct FewstepApp {
+    pub state: AppState,
+    engine: Option<EngineHandle>,
+    render: Option<egui_wgpu::RenderState>,
+    pub tab: Tab,
+    pub status: String,
+    pub loading: Loading,
+    start: StartOptions,
+    options_applied: bool,
+    adapter: String,
+    #[cfg(not(target_arch = "wasm32"))]
+    pub open_path: String,
+}
+
+/// eframe's wgpu set-up for fewstep: the device asks for what the engine's kernels want
+/// (subgroups, the adapter's full limits); on the web, WebGPU only (WebGL has no compute).
+pub fn wgpu_options() -> egui_wgpu::WgpuConfiguration {
+    let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+    #[cfg(target_arch = "wasm32")]
+    {
+        setup.instance_descriptor.backends = wgpu::Backends::BROWSER_WEBGPU;
+    }
+    setup.device_descriptor = Arc::new(|adapter: &wgpu::Adapter| {
+        let mut limits = adapter.limits();
+        limits.max_texture_dimension_2d = limits.max_texture_dimension_2d.max(2048);
+        wgpu::DeviceDescriptor {
+            label: Some("fewstep app"),
+            required_features: crate::gpu::Gpu::wanted_features(adapter),
+            required_limits: limits,
+            ..Default::default()
+        }
+    });
+    egui_wgpu::WgpuConfiguration {
+        wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(setup),
+        ..Default::default()
+    }
+}
+
+impl FewstepApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, start: StartOptions) -> FewstepApp {
+        let render = cc.wgpu_render_state.clone();
+        let mut app = FewstepApp {
+            state: AppState::default(),
+            engine: None,
+            render: render.clone(),
+            tab: Tab::Sample,
+            status: String::new(),
+            loading: Loading::default(),
+            start,
+            options_applied: false,
+            adapter: String::new(),
+            #[cfg(not(target_arch = "wasm32"))]
+            open_path: String::new(),
+        };
+        let Some(rs) = render else {
+            app.status = "fewstep needs a wgpu renderer with compute shaders (WebGPU, Vulkan, \
+                          Metal or DX12); none was created"
+                .into();
+            return app;
+        };
+        let info = rs.adapter.get_info();
+        app.adapter = format!("{} ({:?})", info.name, info.backend);
+        let engine = engine::spawn(
+            SharedDevice {
+                device: rs.device.clone(),
+                queue: rs.queue.clone(),
+                info,
+            },
+            cc.egui_ctx.clone(),
+        );
+        app.loading.expected = crate::bundled::BUNDLED.len();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            for b in crate::bundled::BUNDLED {
+                engine.send(Job::Load {
+                    name: b.name.into(),
+                    bytes: b.bytes().to_vec(),
+                });
+            }
+            // `--model FILE` natively: a file that is not a bundled name is loaded too.
+            if let Some(m) = app.start.model.clone() {
+                if crate::bundled::find(&m).is_none() {
+                    match std::fs::read(&m) {
+                        Ok(bytes) => {
+                            app.loading.expected += 1;
+                            engine.send(Job::Load { name: m, bytes });
+                        }
+                        Err(e) => app.status = format!("cannot read {m}: {e}"),
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        crate::web::fetch_bundled(engine.job_sender());
+        app.engine = Some(engine);
+        app
+    }
+
+    fn register(&self, tex: &GridTexture) -> Option<egui::TextureId> {
+        let rs = self.render.as_ref()?;
+        let view = tex.texture.create_view(&Default::default());
+        Some(rs.renderer.write().register_native_texture(
+            &rs.device,
+            &view,
+            wgpu::FilterMode::Nearest,
+        ))
+    }
+
+    fn free(&self, ids: Vec<egui::TextureId>) {
+        if let Some(rs) = &self.render {
+            let mut r = rs.renderer.write();
+            for id in ids {
+                r.free_texture(&id);
+            }
+        }
+    }
+
+    /// Sends a model the user opened (a file dialog, a path, a dropped file) to the worker.
+    pub fn open_model(&mut self, name: String, bytes: Vec<u8>) {
+        if let Some(e) = &self.engine {
+            self.loading.expected += 1;
+            e.send(Job::Load { name, bytes });
+        }
+    }
+
+    pub fn job_sender(&self) -> Option<futures_channel::mpsc::UnboundedSender<Job>> {
+        self.engine.as_ref().map(|e| e.job_sender())
+    }
+
+    pub fn start_sample(&mut self) {
+        match self.state.start_sample() {
+            Ok((run, rows, old)) => {
+                self.free(old);
+                if let Some(e) = &self.engine {
+                    e.send(Job::Run {
+                        run,
+                        rows,
+                        draw_steps: true,
+                    });
+                }
+                self.status.clear();
+            }
+            Err(e) => self.status = e,
+        }
+    }
+
+    pub fn start_compare(&mut self) {
+        match self.state.start_compare() {
+            Ok((run, rows, old)) => {
+                self.free(old);
+                if let Some(e) = &self.engine {
+                    e.send(Job::Run {
+                        run,
+                        rows,
+                        draw_steps: false,
+                    });
+                }
+                self.status.clear();
+            }
+            Err(e) => self.status = e,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(e) = &self.engine {
+            e.stop();
+        }
+    }
+
+    fn apply_start_options(&mut self) {
+        let o = self.start.clone();
+        if let Some(m) = &o.model {
+            if !self.state.select_by_name(m) {
+                self.status = format!(
+                    "no model named '{m}'; bundled: {}",
+                    crate::bundled::BUNDLED
+                        .iter()
+                        .map(|b| b.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return;
+            }
+        }
+        let s = &mut self.state.settings;
+        if let Some(v) = o.steps {
+            s.steps = v;
+        }
+        if let Some(v) = o.seed {
+            s.seed = v;
+        }
+        if let Some(v) = o.count {
+            s.count = v;
+        }
+        if let Some(v) = o.sampler {
+            s.kind = v;
+        }
+        if let Some(v) = o.clip {
+            s.clip = v;
+        }
+        if o.run {
+            self.tab = Tab::Sample;
+            self.start_sample();
+        }
+    }
+
+    /// Once the first models are in, the start options (query string, command line) apply.
+    fn after_load(&mut self) {
+        if !self.options_applied && self.loading.done >= self.loading.expected {
+            self.options_applied = true;
+            self.apply_start_options();
+        }
+    }
+
+    fn handle_events(&mut self) {
+        let Some(engine) = &self.engine else { return };
+        for ev in engine.drain() {
+            match ev {
+                Event::Loaded(info) => {
+                    self.loading.done += 1;
+                    self.loading.expected = self.loading.expected.max(self.loading.done);
+                    let name = info.name.clone();
+                    self.state.add_model(info);
+                    if self.options_applied {
+                        // A model the user opened: show it.
+                        self.state.select(self.state.models.len() - 1);
+                    } else if name == crate::bundled::DEFAULT_MODEL {
+                        self.state.select_by_name(&name);
+                    }
+                    self.after_load();
+                }
+                Event::LoadFailed { name, error } => {
+                    self.loading.done += 1;
+                    self.loading.expected = self.loading.expected.max(self.loading.done);
+                    self.status = format!("could not load {name}: {error}");
+                    self.after_load();
+                }
+                Event::Progress { current } => self.loading.current = current,
+                Event::Start { run, z, .. } => {
+                    let id = self.register(&z);
+                    match (id, self.state.sample_view_for(run)) {
+                        (Some(id), Some(v)) => {
+                            v.texture_size = z.size;
+                            v.push(Frame {
+                                step: 0,
+                                t: 1.0,
+                                z: id,
+                                x_hat: None,
+                                ms: 0.0,
+                            });
+                        }
+                        (Some(id), None) => self.free(vec![id]),
+                        _ => {}
+                    }
+                }
+                Event::Step {
+                    run,
+                    step,
+                    t,
+                    z,
+                    x_hat,
+                    ms,
+                    ..
+                } => {
+                    let ids = (self.register(&z), self.register(&x_hat));
+                    match (ids, self.state.sample_view_for(run)) {
+                        ((Some(z), Some(x)), Some(v)) => v.push(Frame {
+                            step,
+                            t,
+                            z,
+                            x_hat: Some(x),
+                            ms,
+                        }),
+                        ((a, b), _) => self.free(a.into_iter().chain(b).collect()),
+                    }
+                }
+                Event::RowDone {
+                    run,
+                    row,
+                    image,
+                    ms,
+                    samples,
+                    shape,
+                } => {
+                    if let Some(v) = self.state.sample_view_for(run) {
+                        v.running = false;
+                        v.total_ms = Some(ms);
+                        #[cfg(target_arch = "wasm32")]
+                        crate::web::publish_result(&self.state, &samples, shape, ms);
+                        if let Some(v) = self.state.sample_view_for(run) {
+                            v.samples = Some((samples, shape));
+                        }
+                    } else {
+                        let id = self.register(&image);
+                        if let Some(v) = self.state.compare_view_for(run) {
+                            if let Some(r) = v.rows.get_mut(row) {
+                                r.image = id;
+                                r.ms = Some(ms);
+                                r.size = image.size;
+                            }
+                            if row + 1 == v.rows.len() {
+                                v.running = false;
+                            }
+                        } else if let Some(id) = id {
+                            self.free(vec![id]);
+                        }
+                    }
+                }
+                Event::Stopped { run } => self.state.end_run(run, None),
+                Event::Failed { run, error } => {
+                    self.status = error.clone();
+                    self.state.end_run(run, Some(error));
+                }
+            }
+        }
+    }
+}
+
+impl FewstepApp {
+    /// Model files dropped on the window (natively a path, on the web the bytes).
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        for f in dropped {
+            let name = f.path().display().to_string();
+            #[cfg(not(target_arch = "wasm32"))]
+            match f.bytes() {
+                Ok(bytes) => self.open_model(name, bytes),
+                Err(e) => self.status = format!("cannot read {name}: {e}"),
+            }
+            #[cfg(target_arch = "wasm32")]
+            if let Some(jobs) = self.job_sender() {
+                self.loading.expected += 1;
+                wasm_bindgen_futures::spawn_local(async move {
+                    let job = match f.bytes_async().await {
+                        Ok(bytes) => Job::Load { name, bytes },
+                        Err(error) => Job::LoadError { name, error },
+                    };
+                    let _ = jobs.unbounded_send(job);
+                });
+            }
+        }
+    }
+
+    /// Reads a model file from a path (natively).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_path(&mut self, path: &str) {
+        match std::fs::read(path) {
+            Ok(bytes) => self.open_model(path.to_string(), bytes),
+            Err(e) => self.status = format!("cannot read {path}: {e}"),
+        }
+    }
+}
+
+impl eframe::App for FewstepApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.handle_events();
+        let dt = ui.ctx().input(|i| i.stable_dt as f64);
+        if let Some(v) = self.state.sample_view.as_mut() {
+            if v.tick(dt) {
+                ui.ctx().request_repaint();
+            }
+        }
+        self.take_dropped_files(ui.ctx());
+        ui::draw(self, ui);
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(&mut *self)
+    }
+}

@@ -1,0 +1,394 @@
+//! The app's state without a window: which model and settings are chosen, what a run has drawn so
+//! far, where the step slider is. The UI only reads it and calls these methods, so its logic is
+//! tested without a display (tests/app.rs).
+
+use eframe::egui::TextureId;
+
+use super::engine::{ModelInfo, RowSpec};
+use crate::diffusion::{SampleOptions, SamplerKind};
+
+/// Largest step count the teacher's plain DDIM may be asked for in the app.
+pub const MAX_STEPS: usize = 1024;
+/// Largest number of images per run.
+pub const MAX_COUNT: usize = 64;
+/// Playback speed of a finished run's steps.
+pub const PLAY_FPS: f64 = 4.0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleSettings {
+    pub steps: usize,
+    pub seed: u64,
+    pub count: usize,
+    pub kind: SamplerKind,
+    pub clip: bool,
+}
+
+impl Default for SampleSettings {
+    fn default() -> Self {
+        SampleSettings {
+            steps: 4,
+            seed: 1,
+            count: 16,
+            kind: SamplerKind::Ddim,
+            clip: true,
+        }
+    }
+}
+
+/// One drawn step: z_t after it and the x_hat that produced it (none for the initial noise).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub step: usize,
+    pub t: f64,
+    pub z: TextureId,
+    pub x_hat: Option<TextureId>,
+    pub ms: f64,
+}
+
+/// A sample run as the sample view shows it.
+#[derive(Debug)]
+pub struct SampleView {
+    pub run: u64,
+    pub label: String,
+    pub steps: usize,
+    pub frames: Vec<Frame>,
+    /// Index into `frames` of the frame on screen.
+    pub shown: usize,
+    /// Whether the slider follows the newest frame while the run goes on.
+    pub follow: bool,
+    pub playing: bool,
+    play_clock: f64,
+    pub running: bool,
+    pub stopped: bool,
+    pub total_ms: Option<f64>,
+    pub texture_size: [u32; 2],
+    pub samples: Option<(Vec<f32>, [usize; 4])>,
+    pub error: Option<String>,
+}
+
+impl SampleView {
+    pub fn new(run: u64, label: String, steps: usize) -> SampleView {
+        SampleView {
+            run,
+            label,
+            steps,
+            frames: Vec::new(),
+            shown: 0,
+            follow: true,
+            playing: false,
+            play_clock: 0.0,
+            running: true,
+            stopped: false,
+            total_ms: None,
+            texture_size: [1, 1],
+            samples: None,
+            error: None,
+        }
+    }
+
+    pub fn push(&mut self, frame: Frame) {
+        self.frames.push(frame);
+        if self.follow {
+            self.shown = self.frames.len() - 1;
+        }
+    }
+
+    /// Moves the slider (stops following the run and stops playback).
+    pub fn scrub(&mut self, index: usize) {
+        if self.frames.is_empty() {
+            return;
+        }
+        self.shown = index.min(self.frames.len() - 1);
+        self.follow = self.shown + 1 == self.frames.len();
+        self.playing = false;
+    }
+
+    /// Play from the start (or from where the slider is, if not at the end); pause if playing.
+    pub fn toggle_play(&mut self) {
+        if self.playing {
+            self.playing = false;
+            return;
+        }
+        if self.frames.len() < 2 {
+            return;
+        }
+        if self.shown + 1 >= self.frames.len() {
+            self.shown = 0;
+        }
+        self.playing = true;
+        self.follow = false;
+        self.play_clock = 0.0;
+    }
+
+    /// Advances playback by `dt` seconds; returns true while it still plays.
+    pub fn tick(&mut self, dt: f64) -> bool {
+        if !self.playing {
+            return false;
+        }
+        self.play_clock += dt;
+        while self.play_clock >= 1.0 / PLAY_FPS {
+            self.play_clock -= 1.0 / PLAY_FPS;
+            if self.shown + 1 < self.frames.len() {
+                self.shown += 1;
+            } else if !self.running {
+                self.playing = false;
+                self.follow = true;
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn frame(&self) -> Option<&Frame> {
+        self.frames.get(self.shown)
+    }
+
+    /// Time of the steps drawn so far.
+    pub fn steps_ms(&self) -> f64 {
+        self.frames.iter().map(|f| f.ms).sum()
+    }
+
+    pub fn textures(&self) -> Vec<TextureId> {
+        self.frames
+            .iter()
+            .flat_map(|f| std::iter::once(f.z).chain(f.x_hat))
+            .collect()
+    }
+}
+
+/// One row of a comparison.
+#[derive(Clone, Debug)]
+pub struct CompareRow {
+    pub label: String,
+    pub image: Option<TextureId>,
+    pub ms: Option<f64>,
+    pub size: [u32; 2],
+}
+
+#[derive(Debug)]
+pub struct CompareView {
+    pub run: u64,
+    pub rows: Vec<CompareRow>,
+    pub running: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareSettings {
+    /// Step counts offered, and whether each is chosen.
+    pub counts: Vec<(usize, bool)>,
+    pub seed: u64,
+    pub count: usize,
+}
+
+impl Default for CompareSettings {
+    fn default() -> Self {
+        CompareSettings {
+            counts: [1, 2, 4, 8, 16, 32, 64]
+                .iter()
+                .map(|&k| (k, k <= 4))
+                .collect(),
+            seed: 1,
+            count: 8,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct AppState {
+    pub models: Vec<ModelInfo>,
+    pub selected: Option<usize>,
+    pub settings: SampleSettings,
+    pub compare: CompareSettings,
+    pub sample_view: Option<SampleView>,
+    pub compare_view: Option<CompareView>,
+    next_run: u64,
+}
+
+impl AppState {
+    pub fn add_model(&mut self, info: ModelInfo) {
+        self.models.push(info);
+        if self.selected.is_none() {
+            self.select(self.models.len() - 1);
+        }
+    }
+
+    /// Chooses a model; a distilled model brings its own step count.
+    pub fn select(&mut self, index: usize) {
+        if index >= self.models.len() {
+            return;
+        }
+        self.selected = Some(index);
+        if let Some(k) = self.models[index].meta.steps {
+            self.settings.steps = k as usize;
+        }
+    }
+
+    pub fn select_by_name(&mut self, name: &str) -> bool {
+        let hit = self.models.iter().position(|m| {
+            m.name == name || crate::bundled::find(name).is_some_and(|b| b.name == m.name)
+        });
+        match hit {
+            Some(i) => {
+                self.select(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn selected_model(&self) -> Option<&ModelInfo> {
+        self.selected.and_then(|i| self.models.get(i))
+    }
+
+    /// The teacher compare rows use: the first loaded model without a step count whose image
+    /// shape matches the selected model's (or any teacher if none is selected).
+    pub fn teacher(&self) -> Option<usize> {
+        let shape = self.selected_model().map(|m| m.meta.image);
+        self.models
+            .iter()
+            .position(|m| m.meta.steps.is_none() && shape.is_none_or(|s| s == m.meta.image))
+    }
+
+    fn new_run(&mut self) -> u64 {
+        self.next_run += 1;
+        self.next_run
+    }
+
+    fn options(&self, steps: usize, seed: u64, count: usize) -> SampleOptions {
+        SampleOptions {
+            steps,
+            count,
+            seed,
+            kind: self.settings.kind,
+            clip: self.settings.clip,
+        }
+    }
+
+    /// Starts a sample run with the current settings: the rows to send, or why not.
+    /// Returns the textures of the replaced run, for the caller to free.
+    pub fn start_sample(&mut self) -> Result<(u64, Vec<RowSpec>, Vec<TextureId>), String> {
+        let i = self.selected.ok_or("no model is loaded yet")?;
+        let s = self.settings.clone();
+        if !(1..=MAX_STEPS).contains(&s.steps) {
+            return Err(format!("steps must be between 1 and {MAX_STEPS}"));
+        }
+        if !(1..=MAX_COUNT).contains(&s.count) {
+            return Err(format!(
+                "the number of images must be between 1 and {MAX_COUNT}"
+            ));
+        }
+        let m = &self.models[i];
+        let label = match m.meta.steps {
+            Some(k) if k as usize == s.steps => format!("{} — distilled, {k} steps", m.name),
+            Some(k) => format!(
+                "{} — made for {k} steps, run with {} (plain DDIM on a student)",
+                m.name, s.steps
+            ),
+            None => format!("{} — teacher, {} DDIM steps", m.name, s.steps),
+        };
+        let rows = vec![RowSpec {
+            model: i,
+            opts: self.options(s.steps, s.seed, s.count),
+            label: label.clone(),
+        }];
+        let run = self.new_run();
+        let old = self
+            .sample_view
+            .replace(SampleView::new(run, label, s.steps))
+            .map(|v| v.textures())
+            .unwrap_or_default();
+        Ok((run, rows, old))
+    }
+
+    /// The rows of a comparison: for each chosen step count, the distilled model made for it
+    /// (if one is loaded) and the teacher's plain DDIM with that many steps.
+    pub fn compare_rows(&self) -> Result<Vec<RowSpec>, String> {
+        let teacher = self.teacher();
+        let shape = teacher
+            .map(|t| self.models[t].meta.image)
+            .or(self.selected_model().map(|m| m.meta.image));
+        let mut rows = Vec::new();
+        let c = &self.compare;
+        for &(k, on) in &c.counts {
+            if !on {
+                continue;
+            }
+            let student = self.models.iter().position(|m| {
+                m.meta.steps == Some(k as u32) && shape.is_none_or(|s| s == m.meta.image)
+            });
+            if let Some(i) = student {
+                rows.push(RowSpec {
+                    model: i,
+                    opts: self.options(k, c.seed, c.count),
+                    label: format!("{k} distilled"),
+                });
+            }
+            if let Some(t) = teacher {
+                rows.push(RowSpec {
+                    model: t,
+                    opts: self.options(k, c.seed, c.count),
+                    label: format!("{k} DDIM"),
+                });
+            }
+        }
+        if rows.is_empty() {
+            return Err(if self.models.is_empty() {
+                "no model is loaded yet".into()
+            } else {
+                "choose at least one step count with a distilled model or a teacher".into()
+            });
+        }
+        Ok(rows)
+    }
+
+    pub fn start_compare(&mut self) -> Result<(u64, Vec<RowSpec>, Vec<TextureId>), String> {
+        if !(1..=MAX_COUNT).contains(&self.compare.count) {
+            return Err(format!(
+                "the number of images must be between 1 and {MAX_COUNT}"
+            ));
+        }
+        let rows = self.compare_rows()?;
+        let run = self.new_run();
+        let view = CompareView {
+            run,
+            rows: rows
+                .iter()
+                .map(|r| CompareRow {
+                    label: r.label.clone(),
+                    image: None,
+                    ms: None,
+                    size: [1, 1],
+                })
+                .collect(),
+            running: true,
+            error: None,
+        };
+        let old = self
+            .compare_view
+            .replace(view)
+            .map(|v| v.rows.iter().filter_map(|r| r.image).collect())
+            .unwrap_or_default();
+        Ok((run, rows, old))
+    }
+
+    /// A run was stopped or failed.
+    pub fn end_run(&mut self, run: u64, error: Option<String>) {
+        if let Some(v) = self.sample_view.as_mut().filter(|v| v.run == run) {
+            v.running = false;
+            v.stopped = error.is_none();
+            v.error = error.clone();
+        }
+        if let Some(v) = self.compare_view.as_mut().filter(|v| v.run == run) {
+            v.running = false;
+            v.error = error;
+        }
+    }
+
+    pub fn sample_view_for(&mut self, run: u64) -> Option<&mut SampleView> {
+        self.sample_view.as_mut().filter(|v| v.run == run)
+    }
+    pub fn compare_view_for(&mut self, run: u64) -> Option<&mut CompareView> {
+        self.compare_view.as_mut().filter(|v| v.run == run)
+    }
+}

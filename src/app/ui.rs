@@ -1,0 +1,385 @@
+//! Drawing the app's panels from its state (no logic here beyond wiring buttons to methods).
+
+use eframe::egui::{self, load::SizedTexture, Color32, RichText, Ui, Vec2};
+
+use super::state::{MAX_COUNT, MAX_STEPS};
+use super::{FewstepApp, Tab};
+use crate::diffusion::SamplerKind;
+
+pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
+    egui::Panel::top("tabs").show(ui, |ui| {
+        ui.horizontal(|ui| {
+            ui.heading("fewstep");
+            ui.separator();
+            ui.selectable_value(&mut app.tab, Tab::Sample, "Sample");
+            ui.selectable_value(&mut app.tab, Tab::Compare, "Compare");
+            ui.selectable_value(&mut app.tab, Tab::Models, "Models");
+            ui.separator();
+            ui.label(RichText::new(&app.adapter).weak());
+        });
+        loading_bar(app, ui);
+        if !app.status.is_empty() {
+            ui.colored_label(Color32::from_rgb(230, 140, 60), &app.status);
+        }
+    });
+    match app.tab {
+        Tab::Sample => sample_tab(app, ui),
+        Tab::Compare => compare_tab(app, ui),
+        Tab::Models => models_tab(app, ui),
+    }
+}
+
+fn loading_bar(app: &FewstepApp, ui: &mut Ui) {
+    let l = &app.loading;
+    if l.expected > 0 && l.done < l.expected {
+        let text = format!(
+            "loading models: {} of {}{}",
+            l.done,
+            l.expected,
+            if l.current.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", l.current)
+            }
+        );
+        ui.add(egui::ProgressBar::new(l.done as f32 / l.expected as f32).text(text));
+    }
+}
+
+fn model_label(app: &FewstepApp, i: usize) -> String {
+    let m = &app.state.models[i];
+    match m.meta.steps {
+        Some(k) => format!("{} ({k} steps, distilled)", m.name),
+        None => format!("{} (teacher, DDIM at any count)", m.name),
+    }
+}
+
+fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
+    egui::Panel::left("sample settings")
+        .resizable(false)
+        .show(ui, |ui| {
+            ui.add_space(6.0);
+            let selected = app.state.selected;
+            let text = selected
+                .map(|i| model_label(app, i))
+                .unwrap_or_else(|| "(loading…)".into());
+            let mut choice = selected;
+            egui::ComboBox::from_id_salt("model")
+                .selected_text(text)
+                .width(260.0)
+                .show_ui(ui, |ui| {
+                    for i in 0..app.state.models.len() {
+                        ui.selectable_value(&mut choice, Some(i), model_label(app, i));
+                    }
+                });
+            if choice != selected {
+                if let Some(i) = choice {
+                    app.state.select(i);
+                }
+            }
+            if let Some(m) = app.state.selected_model() {
+                ui.label(RichText::new(m.meta.describe()).small().weak());
+            }
+            ui.separator();
+            let s = &mut app.state.settings;
+            egui::Grid::new("settings").num_columns(2).show(ui, |ui| {
+                ui.label("steps");
+                ui.add(egui::DragValue::new(&mut s.steps).range(1..=MAX_STEPS));
+                ui.end_row();
+                ui.label("seed");
+                ui.add(egui::DragValue::new(&mut s.seed));
+                ui.end_row();
+                ui.label("images");
+                ui.add(egui::DragValue::new(&mut s.count).range(1..=MAX_COUNT));
+                ui.end_row();
+                ui.label("sampler");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut s.kind, SamplerKind::Ddim, "DDIM");
+                    ui.radio_value(&mut s.kind, SamplerKind::Ancestral, "ancestral");
+                });
+                ui.end_row();
+                ui.label("clip x̂");
+                ui.checkbox(&mut s.clip, "to [-1, 1]");
+                ui.end_row();
+            });
+            if let Some(made_for) = app.state.selected_model().and_then(|m| m.meta.steps) {
+                if made_for as usize != app.state.settings.steps {
+                    ui.label(
+                        RichText::new(format!(
+                            "this model was distilled for {made_for} steps; other counts are plain \
+                             DDIM on a student and usually worse"
+                        ))
+                        .small()
+                        .color(Color32::from_rgb(230, 180, 80)),
+                    );
+                }
+            }
+            ui.add_space(6.0);
+            let running = app.state.sample_view.as_ref().is_some_and(|v| v.running);
+            ui.horizontal(|ui| {
+                if ui
+                    .add_enabled(!running, egui::Button::new("▶ Sample"))
+                    .clicked()
+                {
+                    app.start_sample();
+                }
+                if ui
+                    .add_enabled(running, egui::Button::new("■ Stop"))
+                    .clicked()
+                {
+                    app.stop();
+                }
+            });
+        });
+    egui::CentralPanel::default().show(ui, |ui| {
+        let Some(v) = app.state.sample_view.as_mut() else {
+            ui.label("Choose a model and press Sample: every step is drawn as it happens.");
+            return;
+        };
+        ui.label(RichText::new(&v.label).strong());
+        if let Some(e) = &v.error {
+            ui.colored_label(Color32::RED, e);
+        }
+        let n = v.frames.len();
+        if n == 0 {
+            ui.label("starting…");
+            return;
+        }
+        ui.horizontal(|ui| {
+            let play = if v.playing { "⏸ Pause" } else { "▶ Play" };
+            if ui
+                .add_enabled(n > 1, egui::Button::new(play))
+                .on_hover_text("replay the steps")
+                .clicked()
+            {
+                v.toggle_play();
+            }
+            let mut i = v.shown;
+            let slider = egui::Slider::new(&mut i, 0..=n - 1).show_value(false);
+            if ui.add_enabled(n > 1, slider).changed() {
+                v.scrub(i);
+            }
+            let f = &v.frames[v.shown];
+            ui.label(format!("step {} of {} (t = {:.3})", f.step, v.steps, f.t));
+        });
+        let f = v.frames[v.shown].clone();
+        let timing = match v.total_ms {
+            Some(total) => format!(
+                "{} steps in {:.1} ms ({:.1} ms per step{})",
+                v.steps,
+                total,
+                total / v.steps as f64,
+                if f.step > 0 {
+                    format!("; this step {:.1} ms", f.ms)
+                } else {
+                    String::new()
+                }
+            ),
+            None if v.stopped => format!("stopped after {} steps", n - 1),
+            None => format!(
+                "running: {} of {} steps, {:.1} ms so far",
+                n - 1,
+                v.steps,
+                v.steps_ms()
+            ),
+        };
+        ui.label(timing);
+        ui.add_space(4.0);
+        let [w, h] = v.texture_size;
+        let avail = ui.available_size();
+        let scale = ((avail.x / 2.0 - 12.0) / w as f32)
+            .min((avail.y - 30.0) / h as f32)
+            .clamp(1.0, 8.0)
+            .floor();
+        let size = Vec2::new(w as f32, h as f32) * scale;
+        ui.horizontal_top(|ui| {
+            ui.vertical(|ui| {
+                ui.label("z_t (the noisy state)");
+                ui.image(SizedTexture::new(f.z, size));
+            });
+            ui.vertical(|ui| {
+                ui.label("x̂ (the model's guess of the image)");
+                match f.x_hat {
+                    Some(x) => {
+                        ui.image(SizedTexture::new(x, size));
+                    }
+                    None => {
+                        ui.allocate_space(size);
+                    }
+                }
+            });
+        });
+    });
+}
+
+fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
+    egui::Panel::left("compare settings")
+        .resizable(false)
+        .show(ui, |ui| {
+            ui.add_space(6.0);
+            ui.label("Step counts");
+            let c = &mut app.state.compare;
+            ui.horizontal_wrapped(|ui| {
+                for (k, on) in c.counts.iter_mut() {
+                    ui.checkbox(on, k.to_string());
+                }
+            });
+            egui::Grid::new("compare grid")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    ui.label("seed");
+                    ui.add(egui::DragValue::new(&mut c.seed));
+                    ui.end_row();
+                    ui.label("images per row");
+                    ui.add(egui::DragValue::new(&mut c.count).range(1..=MAX_COUNT));
+                    ui.end_row();
+                });
+            ui.label(
+                RichText::new(
+                    "Each count gets the distilled model made for it (if loaded) and the \
+                     teacher's plain DDIM with as many steps, from the same noise.",
+                )
+                .small()
+                .weak(),
+            );
+            let running = app.state.compare_view.as_ref().is_some_and(|v| v.running);
+            ui.horizontal(|ui| {
+                if ui
+                    .add_enabled(!running, egui::Button::new("▶ Compare"))
+                    .clicked()
+                {
+                    app.start_compare();
+                }
+                if ui
+                    .add_enabled(running, egui::Button::new("■ Stop"))
+                    .clicked()
+                {
+                    app.stop();
+                }
+            });
+        });
+    egui::CentralPanel::default().show(ui, |ui| {
+        let Some(v) = &app.state.compare_view else {
+            ui.label("Choose step counts and press Compare.");
+            return;
+        };
+        if let Some(e) = &v.error {
+            ui.colored_label(Color32::RED, e);
+        }
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            egui::Grid::new("compare rows")
+                .num_columns(3)
+                .spacing([12.0, 6.0])
+                .show(ui, |ui| {
+                    for r in &v.rows {
+                        ui.label(RichText::new(&r.label).monospace().strong());
+                        match r.image {
+                            Some(id) => {
+                                let [w, h] = r.size;
+                                let scale = (600.0 / w as f32).clamp(1.0, 3.0).floor();
+                                ui.image(SizedTexture::new(
+                                    id,
+                                    Vec2::new(w as f32, h as f32) * scale,
+                                ));
+                            }
+                            None if v.running => {
+                                ui.spinner();
+                            }
+                            None => {
+                                ui.label("—");
+                            }
+                        }
+                        match r.ms {
+                            Some(ms) => ui.label(format!("{ms:.0} ms")),
+                            None => ui.label(""),
+                        };
+                        ui.end_row();
+                    }
+                });
+        });
+    });
+}
+
+fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
+    egui::CentralPanel::default().show(ui, |ui| {
+        ui.label(
+            "Bundled models are loaded at start. Open your own: drop a .safetensors file written \
+             by fewstep train / distill on this window, or give its path.",
+        );
+        #[cfg(not(target_arch = "wasm32"))]
+        ui.horizontal(|ui| {
+            ui.label("path");
+            ui.text_edit_singleline(&mut app.open_path);
+            if ui.button("Open").clicked() {
+                let p = app.open_path.trim().to_string();
+                app.open_path(&p);
+            }
+        });
+        #[cfg(target_arch = "wasm32")]
+        if ui.button("Open a model file…").clicked() {
+            if let Some(tx) = app.job_sender() {
+                crate::web::pick_file(tx);
+            }
+        }
+        ui.separator();
+        let mut clicked = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            egui::Grid::new("models")
+                .striped(true)
+                .num_columns(6)
+                .show(ui, |ui| {
+                    for h in [
+                        "name",
+                        "steps",
+                        "preset / parameters",
+                        "data",
+                        "lineage",
+                        "file",
+                    ] {
+                        ui.label(RichText::new(h).strong());
+                    }
+                    ui.end_row();
+                    for (i, m) in app.state.models.iter().enumerate() {
+                        let sel = app.state.selected == Some(i);
+                        if ui.selectable_label(sel, &m.name).clicked() {
+                            clicked = Some(i);
+                        }
+                        ui.label(match m.meta.steps {
+                            Some(k) => k.to_string(),
+                            None => "teacher".into(),
+                        });
+                        ui.label(format!(
+                            "{}, {:.2} M, {}x{}x{}",
+                            m.meta.arch.preset,
+                            m.params as f64 / 1e6,
+                            m.meta.image[0],
+                            m.meta.image[1],
+                            m.meta.image[2]
+                        ));
+                        ui.label(format!(
+                            "{} ({} updates)",
+                            m.meta.dataset, m.meta.training_steps
+                        ));
+                        let path = &m.meta.lineage.steps_path;
+                        ui.label(if path.is_empty() {
+                            "trained".to_string()
+                        } else {
+                            format!(
+                                "{} halvings: {}",
+                                m.meta.lineage.halvings,
+                                path.iter()
+                                    .map(|s| s.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" → ")
+                            )
+                        });
+                        ui.label(format!("{:.1} MB", m.file_bytes as f64 / 1e6));
+                        ui.end_row();
+                    }
+                });
+        });
+        if let Some(i) = clicked {
+            app.state.select(i);
+        }
+    });
+}
