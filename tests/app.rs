@@ -1,0 +1,384 @@
+//! The app without a window: its state logic (choosing a model and a step count, scrubbing and
+//! playing the steps, starting and stopping runs, which rows a comparison has, the web page's
+//! query string), the kernel that draws samples into textures (against a CPU reference), and the
+//! GPU worker end to end (its samples equal `Sampler`'s, i.e. what `fewstep sample` writes).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use eframe::egui::{self, TextureId};
+use fewstep::app::engine::{self, Event, Job, ModelInfo, SharedDevice};
+use fewstep::app::state::{AppState, Frame, PLAY_FPS};
+use fewstep::app::texture::{grid_size, GridPainter, PAD};
+use fewstep::app::StartOptions;
+use fewstep::bundled;
+use fewstep::diffusion::{load_model_bytes, parse_model, SampleOptions, Sampler, SamplerKind};
+use fewstep::tensor::Tensor;
+
+/// unorm8 conversion rounds to the nearest of 256 levels: half a level, plus slack for the
+/// driver's float-to-unorm rounding.
+const UNORM_TOL: f64 = 0.6 / 255.0;
+
+fn info(name: &str) -> ModelInfo {
+    let b = bundled::find(name).expect("bundled");
+    let (meta, tensors) = parse_model(std::path::Path::new(b.file), b.bytes()).expect("parses");
+    ModelInfo {
+        name: b.name.into(),
+        meta,
+        params: tensors.iter().map(|t| t.data.len()).sum(),
+        file_bytes: b.bytes().len(),
+    }
+}
+
+fn loaded_state() -> AppState {
+    let mut s = AppState::default();
+    for b in bundled::BUNDLED {
+        s.add_model(info(b.name));
+    }
+    s
+}
+
+fn frame(i: usize) -> Frame {
+    Frame {
+        step: i,
+        t: 1.0 - i as f64 / 4.0,
+        z: TextureId::User(2 * i as u64),
+        x_hat: (i > 0).then_some(TextureId::User(2 * i as u64 + 1)),
+        ms: 10.0,
+    }
+}
+
+#[test]
+fn bundled_models_are_a_distilled_family_with_its_teacher() {
+    let teacher = info("fmnist-teacher");
+    assert_eq!(teacher.meta.steps, None);
+    for (name, k) in [("fmnist-4step", 4), ("fmnist-2step", 2), ("fmnist-1step", 1)] {
+        let m = info(name);
+        assert_eq!(m.meta.steps, Some(k), "{name}");
+        assert_eq!(m.meta.image, teacher.meta.image, "{name}");
+        assert!(m.meta.lineage.halvings >= 1, "{name} has a lineage");
+        assert_eq!(m.meta.lineage.steps_path.last(), Some(&k), "{name}");
+        assert!(m.file_bytes < 4_000_000, "{name} is kept small (f16)");
+    }
+    assert_eq!(bundled::find(bundled::DEFAULT_MODEL).unwrap().name, "fmnist-4step");
+}
+
+#[test]
+fn choosing_a_model_sets_its_step_count_and_a_teacher_keeps_any() {
+    let mut s = AppState::default();
+    assert!(s.start_sample().is_err(), "nothing loaded: a message, not a panic");
+    s = loaded_state();
+    // The first model added is selected, with its own count.
+    assert_eq!(s.selected_model().unwrap().name, "fmnist-4step");
+    assert_eq!(s.settings.steps, 4);
+    assert!(s.select_by_name("fmnist-1step"));
+    assert_eq!(s.settings.steps, 1);
+    assert!(s.select_by_name("fmnist-teacher"));
+    assert_eq!(s.settings.steps, 1, "a teacher keeps the chosen count");
+    s.settings.steps = 37;
+    let (run, rows, old) = s.start_sample().unwrap();
+    assert!(old.is_empty());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].opts.steps, 37);
+    assert_eq!(rows[0].model, 3);
+    assert!(s.sample_view.as_ref().unwrap().running);
+    assert!(!s.select_by_name("no-such-model"));
+    // Bad settings are refused with a message.
+    s.settings.steps = 0;
+    assert!(s.start_sample().unwrap_err().contains("steps"));
+    s.settings.steps = 4;
+    s.settings.count = 1000;
+    assert!(s.start_sample().unwrap_err().contains("images"));
+    // A new run replaces the old view and hands back its textures to free.
+    s.settings.count = 4;
+    s.sample_view.as_mut().unwrap().push(frame(0));
+    let (run2, _, old) = s.start_sample().unwrap();
+    assert!(run2 > run);
+    assert_eq!(old, vec![TextureId::User(0)]);
+}
+
+#[test]
+fn scrubbing_and_playing_the_steps() {
+    let mut s = loaded_state();
+    let (run, _, _) = s.start_sample().unwrap();
+    let v = s.sample_view_for(run).unwrap();
+    for i in 0..3 {
+        v.push(frame(i));
+    }
+    assert_eq!(v.shown, 2, "follows the run");
+    v.scrub(0);
+    assert_eq!((v.shown, v.follow), (0, false));
+    v.push(frame(3));
+    assert_eq!(v.shown, 0, "a scrubbed view stays where the user put it");
+    v.scrub(99);
+    assert_eq!((v.shown, v.follow), (3, true), "clamped to the newest, follows again");
+    v.push(frame(4));
+    assert_eq!(v.shown, 4);
+    v.running = false;
+    // Play from the end restarts at the first frame and stops at the last.
+    v.toggle_play();
+    assert!(v.playing);
+    assert_eq!(v.shown, 0);
+    v.tick(1.0 / PLAY_FPS + 1e-9);
+    assert_eq!(v.shown, 1);
+    v.toggle_play();
+    assert!(!v.playing);
+    assert!(!v.tick(10.0), "paused: no movement");
+    assert_eq!(v.shown, 1);
+    v.toggle_play();
+    while v.tick(1.0 / PLAY_FPS) {}
+    assert_eq!(v.shown, 4);
+    assert!(!v.playing);
+    assert_eq!(v.frame().unwrap().step, 4);
+    assert!((v.steps_ms() - 50.0).abs() < 1e-9);
+    assert_eq!(v.textures().len(), 9);
+}
+
+#[test]
+fn stopping_a_run_and_failures_end_it() {
+    let mut s = loaded_state();
+    let (run, _, _) = s.start_sample().unwrap();
+    s.end_run(run + 5, None);
+    assert!(s.sample_view.as_ref().unwrap().running, "another run's end is ignored");
+    s.end_run(run, None);
+    let v = s.sample_view.as_ref().unwrap();
+    assert!(!v.running && v.stopped && v.error.is_none());
+    let (run, _, _) = s.start_compare().unwrap();
+    s.end_run(run, Some("device lost".into()));
+    let c = s.compare_view.as_ref().unwrap();
+    assert!(!c.running);
+    assert_eq!(c.error.as_deref(), Some("device lost"));
+}
+
+#[test]
+fn a_comparison_pairs_each_distilled_model_with_the_teachers_ddim() {
+    let mut s = loaded_state();
+    // Default choice: 1, 2, 4.
+    let rows = s.compare_rows().unwrap();
+    let labels: Vec<_> = rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["1 distilled", "1 DDIM", "2 distilled", "2 DDIM", "4 distilled", "4 DDIM"]
+    );
+    let teacher = s.teacher().unwrap();
+    assert_eq!(s.models[teacher].name, "fmnist-teacher");
+    for r in &rows {
+        let k: usize = r.label.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(r.opts.steps, k);
+        assert_eq!(r.opts.seed, s.compare.seed, "the same noise in every row");
+        if r.label.ends_with("DDIM") {
+            assert_eq!(r.model, teacher);
+        } else {
+            assert_eq!(s.models[r.model].meta.steps, Some(k as u32));
+        }
+    }
+    // 8 steps has no distilled model here: only the teacher's row.
+    for (k, on) in s.compare.counts.iter_mut() {
+        *on = *k == 8;
+    }
+    let labels: Vec<_> = s.compare_rows().unwrap().into_iter().map(|r| r.label).collect();
+    assert_eq!(labels, ["8 DDIM"]);
+    for (_, on) in s.compare.counts.iter_mut() {
+        *on = false;
+    }
+    assert!(s.compare_rows().is_err());
+}
+
+#[test]
+fn the_query_string_configures_a_run() {
+    let o = StartOptions::from_query("?model=fmnist-4step&steps=4&seed=1&count=16").unwrap();
+    assert_eq!(o.model.as_deref(), Some("fmnist-4step"));
+    assert_eq!((o.steps, o.seed, o.count), (Some(4), Some(1), Some(16)));
+    assert!(o.run, "a link with a model starts the run");
+    let o = StartOptions::from_query("?steps=8&run=0&sampler=ancestral&clip=0").unwrap();
+    assert!(!o.run);
+    assert_eq!(o.sampler, Some(SamplerKind::Ancestral));
+    assert_eq!(o.clip, Some(false));
+    assert_eq!(StartOptions::from_query("").unwrap(), StartOptions::default());
+    let e = StartOptions::from_query("?steps=four").unwrap_err();
+    assert!(e.contains("steps=four"), "{e}");
+    assert!(StartOptions::from_query("?sampler=euler").is_err());
+}
+
+/// Reads an rgba8 texture back (rows padded to 256 bytes, as copies require).
+fn read_texture(gpu: &fewstep::gpu::Gpu, tex: &wgpu::Texture, size: [u32; 2]) -> Vec<u8> {
+    let row = (size[0] * 4).div_ceil(256) * 256;
+    let buf = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (row * size[1]) as u64,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    enc.copy_texture_to_buffer(
+        tex.as_image_copy(),
+        wgpu::TexelCopyBufferInfo {
+            buffer: &buf,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(row),
+                rows_per_image: None,
+            },
+        },
+        wgpu::Extent3d {
+            width: size[0],
+            height: size[1],
+            depth_or_array_layers: 1,
+        },
+    );
+    gpu.queue().submit([enc.finish()]);
+    buf.slice(..).map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+    gpu.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("poll");
+    let data = buf.slice(..).get_mapped_range().expect("mapped").to_vec();
+    let mut out = Vec::new();
+    for y in 0..size[1] as usize {
+        out.extend_from_slice(&data[y * row as usize..y * row as usize + size[0] as usize * 4]);
+    }
+    out
+}
+
+#[test]
+fn samples_are_drawn_into_textures_as_the_cpu_reference_says() {
+    let gpu = gpu();
+    let painter = GridPainter::new(&gpu);
+    let mut rng = rng("to_image");
+    for &(n, c, h, w) in &[(5usize, 1usize, 7usize, 6usize), (3, 3, 4, 9), (1, 1, 28, 28)] {
+        // Values beyond [-1, 1] check the clamp.
+        let x = uniform(&mut rng, n * c * h * w, 1.3);
+        let t = Tensor::from_slice(&gpu, &[n, c, h, w], &x);
+        let tex = painter.paint(&gpu, &t);
+        assert_eq!(tex.size, grid_size(n, h, w));
+        let got = read_texture(&gpu, &tex.texture, tex.size);
+        let cols = ((n as f64).sqrt().ceil()) as usize;
+        let pad = PAD as usize;
+        let mut worst = 0.0f64;
+        for ty in 0..tex.size[1] as usize {
+            for tx in 0..tex.size[0] as usize {
+                let (cx, cy) = (tx / (w + pad), ty / (h + pad));
+                let (ix, iy) = (tx % (w + pad), ty % (h + pad));
+                let i = cy * cols + cx;
+                let want: [f64; 3] = if ix >= pad && iy >= pad && cx < cols && i < n {
+                    let at = |ch: usize| {
+                        let v = x[((i * c + ch.min(c - 1)) * h + iy - pad) * w + ix - pad] as f64;
+                        (v * 0.5 + 0.5).clamp(0.0, 1.0)
+                    };
+                    [at(0), at(1), at(2)]
+                } else {
+                    [0.12; 3]
+                };
+                let p = (ty * tex.size[0] as usize + tx) * 4;
+                for k in 0..3 {
+                    worst = worst.max((got[p + k] as f64 / 255.0 - want[k]).abs());
+                }
+                assert_eq!(got[p + 3], 255);
+            }
+        }
+        assert!(
+            worst <= UNORM_TOL,
+            "{n}x{c}x{h}x{w}: worst texel off by {worst} (tolerance {UNORM_TOL})"
+        );
+    }
+}
+
+#[test]
+fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
+    let gpu = gpu();
+    let shared = SharedDevice {
+        device: gpu.device().clone(),
+        queue: gpu.queue().clone(),
+        info: gpu.info().clone(),
+    };
+    let handle = engine::spawn(shared, egui::Context::default());
+    let b = bundled::find("fmnist-4step").unwrap();
+    handle.send(Job::Load {
+        name: b.name.into(),
+        bytes: b.bytes().to_vec(),
+    });
+    handle.send(Job::Load {
+        name: "broken".into(),
+        bytes: b.bytes()[..1000].to_vec(),
+    });
+    let opts = SampleOptions {
+        steps: 4,
+        count: 3,
+        seed: 7,
+        kind: SamplerKind::Ddim,
+        clip: true,
+    };
+    let row = engine::RowSpec {
+        model: 0,
+        opts,
+        label: "4 distilled".into(),
+    };
+    handle.send(Job::Run {
+        run: 1,
+        rows: vec![row.clone()],
+        draw_steps: true,
+    });
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !events.iter().any(|e| matches!(e, Event::RowDone { .. })) {
+        assert!(Instant::now() < deadline, "the worker did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+        events.extend(handle.drain());
+    }
+    assert!(matches!(&events[0], Event::Loaded(m) if m.name == "fmnist-4step"));
+    assert!(
+        matches!(&events[1], Event::LoadFailed { name, error } if name == "broken" && !error.is_empty())
+    );
+    assert!(matches!(events[2], Event::Start { run: 1, row: 0, .. }));
+    let steps: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4], "every step drawn, in order");
+    let Some(Event::RowDone { samples, shape, .. }) = events.last() else {
+        panic!("the run ends with its row")
+    };
+    assert_eq!(*shape, [3, 1, 28, 28]);
+    // The same model and options through the Sampler directly (what `fewstep sample` runs).
+    let (model, _) = load_model_bytes(&gpu, std::path::Path::new(b.file), b.bytes()).unwrap();
+    let want = Sampler::new(&model, opts).run(&model).to_vec_blocking().unwrap();
+    let worst = samples
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "worker vs Sampler: max |diff| {worst}");
+
+    // A run that is stopped ends with Stopped, before its last step.
+    let mut long = row;
+    long.opts.steps = 64;
+    handle.send(Job::Run {
+        run: 2,
+        rows: vec![long],
+        draw_steps: true,
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        assert!(Instant::now() < deadline, "the worker did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+        let new = handle.drain();
+        if new.iter().any(|e| matches!(e, Event::Step { run: 2, .. })) {
+            handle.stop();
+        }
+        seen.extend(new);
+        if seen.iter().any(|e| matches!(e, Event::Stopped { run: 2 })) {
+            break;
+        }
+    }
+    let steps = seen
+        .iter()
+        .filter(|e| matches!(e, Event::Step { run: 2, .. }))
+        .count();
+    assert!(steps < 64, "stopped after {steps} of 64 steps");
+    assert!(!seen.iter().any(|e| matches!(e, Event::RowDone { run: 2, .. })));
+}
