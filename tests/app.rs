@@ -54,7 +54,11 @@ fn frame(i: usize) -> Frame {
 fn bundled_models_are_a_distilled_family_with_its_teacher() {
     let teacher = info("fmnist-teacher");
     assert_eq!(teacher.meta.steps, None);
-    for (name, k) in [("fmnist-4step", 4), ("fmnist-2step", 2), ("fmnist-1step", 1)] {
+    for (name, k) in [
+        ("fmnist-4step", 4),
+        ("fmnist-2step", 2),
+        ("fmnist-1step", 1),
+    ] {
         let m = info(name);
         assert_eq!(m.meta.steps, Some(k), "{name}");
         assert_eq!(m.meta.image, teacher.meta.image, "{name}");
@@ -62,13 +66,19 @@ fn bundled_models_are_a_distilled_family_with_its_teacher() {
         assert_eq!(m.meta.lineage.steps_path.last(), Some(&k), "{name}");
         assert!(m.file_bytes < 4_000_000, "{name} is kept small (f16)");
     }
-    assert_eq!(bundled::find(bundled::DEFAULT_MODEL).unwrap().name, "fmnist-4step");
+    assert_eq!(
+        bundled::find(bundled::DEFAULT_MODEL).unwrap().name,
+        "fmnist-4step"
+    );
 }
 
 #[test]
 fn choosing_a_model_sets_its_step_count_and_a_teacher_keeps_any() {
     let mut s = AppState::default();
-    assert!(s.start_sample().is_err(), "nothing loaded: a message, not a panic");
+    assert!(
+        s.start_sample().is_err(),
+        "nothing loaded: a message, not a panic"
+    );
     s = loaded_state();
     // The first model added is selected, with its own count.
     assert_eq!(s.selected_model().unwrap().name, "fmnist-4step");
@@ -113,7 +123,11 @@ fn scrubbing_and_playing_the_steps() {
     v.push(frame(3));
     assert_eq!(v.shown, 0, "a scrubbed view stays where the user put it");
     v.scrub(99);
-    assert_eq!((v.shown, v.follow), (3, true), "clamped to the newest, follows again");
+    assert_eq!(
+        (v.shown, v.follow),
+        (3, true),
+        "clamped to the newest, follows again"
+    );
     v.push(frame(4));
     assert_eq!(v.shown, 4);
     v.running = false;
@@ -141,7 +155,10 @@ fn stopping_a_run_and_failures_end_it() {
     let mut s = loaded_state();
     let (run, _, _) = s.start_sample().unwrap();
     s.end_run(run + 5, None);
-    assert!(s.sample_view.as_ref().unwrap().running, "another run's end is ignored");
+    assert!(
+        s.sample_view.as_ref().unwrap().running,
+        "another run's end is ignored"
+    );
     s.end_run(run, None);
     let v = s.sample_view.as_ref().unwrap();
     assert!(!v.running && v.stopped && v.error.is_none());
@@ -160,7 +177,14 @@ fn a_comparison_pairs_each_distilled_model_with_the_teachers_ddim() {
     let labels: Vec<_> = rows.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(
         labels,
-        ["1 distilled", "1 DDIM", "2 distilled", "2 DDIM", "4 distilled", "4 DDIM"]
+        [
+            "1 distilled",
+            "1 DDIM",
+            "2 distilled",
+            "2 DDIM",
+            "4 distilled",
+            "4 DDIM"
+        ]
     );
     let teacher = s.teacher().unwrap();
     assert_eq!(s.models[teacher].name, "fmnist-teacher");
@@ -178,7 +202,12 @@ fn a_comparison_pairs_each_distilled_model_with_the_teachers_ddim() {
     for (k, on) in s.compare.counts.iter_mut() {
         *on = *k == 8;
     }
-    let labels: Vec<_> = s.compare_rows().unwrap().into_iter().map(|r| r.label).collect();
+    let labels: Vec<_> = s
+        .compare_rows()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.label)
+        .collect();
     assert_eq!(labels, ["8 DDIM"]);
     for (_, on) in s.compare.counts.iter_mut() {
         *on = false;
@@ -196,7 +225,10 @@ fn the_query_string_configures_a_run() {
     assert!(!o.run);
     assert_eq!(o.sampler, Some(SamplerKind::Ancestral));
     assert_eq!(o.clip, Some(false));
-    assert_eq!(StartOptions::from_query("").unwrap(), StartOptions::default());
+    assert_eq!(
+        StartOptions::from_query("").unwrap(),
+        StartOptions::default()
+    );
     let e = StartOptions::from_query("?steps=four").unwrap_err();
     assert!(e.contains("steps=four"), "{e}");
     assert!(StartOptions::from_query("?sampler=euler").is_err());
@@ -229,7 +261,8 @@ fn read_texture(gpu: &fewstep::gpu::Gpu, tex: &wgpu::Texture, size: [u32; 2]) ->
         },
     );
     gpu.queue().submit([enc.finish()]);
-    buf.slice(..).map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+    buf.slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.expect("map"));
     gpu.device()
         .poll(wgpu::PollType::wait_indefinitely())
         .expect("poll");
@@ -246,7 +279,11 @@ fn samples_are_drawn_into_textures_as_the_cpu_reference_says() {
     let gpu = gpu();
     let painter = GridPainter::new(&gpu);
     let mut rng = rng("to_image");
-    for &(n, c, h, w) in &[(5usize, 1usize, 7usize, 6usize), (3, 3, 4, 9), (1, 1, 28, 28)] {
+    for &(n, c, h, w) in &[
+        (5usize, 1usize, 7usize, 6usize),
+        (3, 3, 4, 9),
+        (1, 1, 28, 28),
+    ] {
         // Values beyond [-1, 1] check the clamp.
         let x = uniform(&mut rng, n * c * h * w, 1.3);
         let t = Tensor::from_slice(&gpu, &[n, c, h, w], &x);
@@ -345,7 +382,10 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
     assert_eq!(*shape, [3, 1, 28, 28]);
     // The same model and options through the Sampler directly (what `fewstep sample` runs).
     let (model, _) = load_model_bytes(&gpu, std::path::Path::new(b.file), b.bytes()).unwrap();
-    let want = Sampler::new(&model, opts).run(&model).to_vec_blocking().unwrap();
+    let want = Sampler::new(&model, opts)
+        .run(&model)
+        .to_vec_blocking()
+        .unwrap();
     let worst = samples
         .iter()
         .zip(&want)
@@ -380,5 +420,7 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
         .filter(|e| matches!(e, Event::Step { run: 2, .. }))
         .count();
     assert!(steps < 64, "stopped after {steps} of 64 steps");
-    assert!(!seen.iter().any(|e| matches!(e, Event::RowDone { run: 2, .. })));
+    assert!(!seen
+        .iter()
+        .any(|e| matches!(e, Event::RowDone { run: 2, .. })));
 }

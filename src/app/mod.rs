@@ -11,6 +11,8 @@ mod ui;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train_panel;
 
 use std::sync::Arc;
 
@@ -34,6 +36,10 @@ pub struct StartOptions {
     pub clip: Option<bool>,
     /// Start a sample run as soon as the models are loaded.
     pub run: bool,
+    /// Start a comparison (the Compare tab's defaults) instead of a sample run.
+    pub compare: bool,
+    /// Natively: when the started run is done, save the window as this PNG and close.
+    pub screenshot: Option<String>,
 }
 
 impl StartOptions {
@@ -74,6 +80,8 @@ pub enum Tab {
     Sample,
     Compare,
     Models,
+    #[cfg(not(target_arch = "wasm32"))]
+    Train,
 }
 
 /// Models still on their way (fetched on the web, uploaded natively).
@@ -96,6 +104,8 @@ pub struct FewstepApp {
     adapter: String,
     #[cfg(not(target_arch = "wasm32"))]
     pub open_path: String,
+    #[cfg(not(target_arch = "wasm32"))]
+    pub train: train_panel::TrainPanel,
 }
 
 /// eframe's wgpu set-up for fewstep: the device asks for what the engine's kernels want
@@ -137,6 +147,8 @@ impl FewstepApp {
             adapter: String::new(),
             #[cfg(not(target_arch = "wasm32"))]
             open_path: String::new(),
+            #[cfg(not(target_arch = "wasm32"))]
+            train: train_panel::TrainPanel::default(),
         };
         let Some(rs) = render else {
             app.status = "fewstep needs a wgpu renderer with compute shaders (WebGPU, Vulkan, \
@@ -284,7 +296,10 @@ impl FewstepApp {
         if let Some(v) = o.clip {
             s.clip = v;
         }
-        if o.run {
+        if o.compare {
+            self.tab = Tab::Compare;
+            self.start_compare();
+        } else if o.run {
             self.tab = Tab::Sample;
             self.start_sample();
         }
@@ -371,6 +386,13 @@ impl FewstepApp {
                     if let Some(v) = self.state.sample_view_for(run) {
                         v.running = false;
                         v.total_ms = Some(ms);
+                        #[cfg(not(target_arch = "wasm32"))]
+                        eprintln!(
+                            "{}: {} steps in {ms:.1} ms ({:.1} ms per step)",
+                            v.label,
+                            v.steps,
+                            ms / v.steps as f64
+                        );
                         #[cfg(target_arch = "wasm32")]
                         crate::web::publish_result(&self.state, &samples, shape, ms);
                         if let Some(v) = self.state.sample_view_for(run) {
@@ -427,6 +449,37 @@ impl FewstepApp {
         }
     }
 
+    /// `fewstep app --screenshot PATH`: once the started run is done, save the window and close.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn screenshot_when_done(&mut self, ctx: &egui::Context) {
+        let Some(path) = self.start.screenshot.clone() else {
+            return;
+        };
+        let done = match self.tab {
+            Tab::Sample => self.state.sample_view.as_ref().is_some_and(|v| !v.running),
+            Tab::Compare => self.state.compare_view.as_ref().is_some_and(|v| !v.running),
+            Tab::Models => self.options_applied,
+            Tab::Train => true,
+        };
+        if !done {
+            return;
+        }
+        self.start.screenshot = None;
+        let c = ctx.clone();
+        ctx.request_screenshot(move |img| {
+            let rgba: Vec<u8> = img.pixels.iter().flat_map(|p| p.to_array()).collect();
+            let saved = image::RgbaImage::from_raw(img.size[0] as u32, img.size[1] as u32, rgba)
+                .map(|i| i.save(&path));
+            match saved {
+                Some(Ok(())) => eprintln!("screenshot -> {path}"),
+                Some(Err(e)) => eprintln!("could not save the screenshot to {path}: {e}"),
+                None => eprintln!("the screenshot had an unexpected size"),
+            }
+            c.send_viewport_cmd(egui::ViewportCommand::Close);
+        });
+        ctx.request_repaint();
+    }
+
     /// Reads a model file from a path (natively).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_path(&mut self, path: &str) {
@@ -440,6 +493,8 @@ impl FewstepApp {
 impl eframe::App for FewstepApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.handle_events();
+        #[cfg(not(target_arch = "wasm32"))]
+        self.train.poll(ui.ctx());
         let dt = ui.ctx().input(|i| i.stable_dt as f64);
         if let Some(v) = self.state.sample_view.as_mut() {
             if v.tick(dt) {
@@ -448,6 +503,8 @@ impl eframe::App for FewstepApp {
         }
         self.take_dropped_files(ui.ctx());
         ui::draw(self, ui);
+        #[cfg(not(target_arch = "wasm32"))]
+        self.screenshot_when_done(ui.ctx());
     }
 
     #[cfg(target_arch = "wasm32")]

@@ -14,6 +14,8 @@ pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
             ui.selectable_value(&mut app.tab, Tab::Sample, "Sample");
             ui.selectable_value(&mut app.tab, Tab::Compare, "Compare");
             ui.selectable_value(&mut app.tab, Tab::Models, "Models");
+            #[cfg(not(target_arch = "wasm32"))]
+            ui.selectable_value(&mut app.tab, Tab::Train, "Train / distill");
             ui.separator();
             ui.label(RichText::new(&app.adapter).weak());
         });
@@ -26,6 +28,8 @@ pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
         Tab::Sample => sample_tab(app, ui),
         Tab::Compare => compare_tab(app, ui),
         Tab::Models => models_tab(app, ui),
+        #[cfg(not(target_arch = "wasm32"))]
+        Tab::Train => app.train.ui(ui),
     }
 }
 

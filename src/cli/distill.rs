@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::diffusion::distill_run::{model_file_name, DistillPlan, DistillRun};
 use crate::diffusion::model_file::parse_model;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct DistillArgs {
     /// The teacher: a model file from `fewstep train` (its EMA weights start the first student).
     #[arg(long)]
@@ -54,51 +54,7 @@ pub struct DistillArgs {
 
 pub fn run(args: DistillArgs) -> Result<()> {
     let gpu = super::open_gpu()?;
-    let mut run = if args.resume {
-        let plan = DistillRun::stored_plan(&args.out)?;
-        let data = super::train::load_data(&plan.dataset, 32)?;
-        DistillRun::resume(&gpu, &args.out, data)?
-    } else {
-        let Some(teacher) = args.teacher.clone() else {
-            anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
-        };
-        let bytes = std::fs::read(&teacher)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", teacher.display()))?;
-        let (meta, _) = parse_model(&teacher, &bytes)?;
-        let dataset = args.data.clone().unwrap_or_else(|| meta.dataset.clone());
-        let final_updates = args.final_updates.unwrap_or(2 * args.updates);
-        let plan = DistillPlan {
-            teacher,
-            from_steps: args.from_steps,
-            to_steps: args.to_steps,
-            updates: args.updates,
-            final_updates,
-            batch: args.batch,
-            lr: args.lr.unwrap_or(if meta.arch.preset == "tiny" {
-                2e-4
-            } else {
-                1e-4
-            }),
-            seed: args.seed,
-            checkpoint_every: args.checkpoint_every,
-            log_every: args.log_every,
-            dataset: dataset.clone(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-        };
-        plan.validate(&meta)?;
-        anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
-        let data = super::train::load_data(&dataset, meta.arch.width)?;
-        eprintln!(
-            "distilling {} ({}) from {} to {} steps: {} halvings on {}",
-            plan.teacher.display(),
-            meta.describe(),
-            plan.from_steps,
-            plan.to_steps,
-            (plan.from_steps / plan.to_steps).trailing_zeros(),
-            gpu.info().name
-        );
-        DistillRun::create(&gpu, &args.out, plan, data)?
-    };
+    let mut run = open(&args, &gpu, std::env::args().collect::<Vec<_>>().join(" "))?;
     let plan = run.plan.clone();
     let mut halvings = vec![];
     let mut s = plan.from_steps / 2;
@@ -180,4 +136,54 @@ pub fn run(args: DistillArgs) -> Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+/// Creates the distillation `args` describe, or resumes it (shared by the CLI and the app).
+pub fn open(args: &DistillArgs, gpu: &crate::gpu::Gpu, command: String) -> Result<DistillRun> {
+    let run = if args.resume {
+        let plan = DistillRun::stored_plan(&args.out)?;
+        let data = super::train::load_data(&plan.dataset, 32)?;
+        DistillRun::resume(gpu, &args.out, data)?
+    } else {
+        let Some(teacher) = args.teacher.clone() else {
+            anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
+        };
+        let bytes = std::fs::read(&teacher)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", teacher.display()))?;
+        let (meta, _) = parse_model(&teacher, &bytes)?;
+        let dataset = args.data.clone().unwrap_or_else(|| meta.dataset.clone());
+        let final_updates = args.final_updates.unwrap_or(2 * args.updates);
+        let plan = DistillPlan {
+            teacher,
+            from_steps: args.from_steps,
+            to_steps: args.to_steps,
+            updates: args.updates,
+            final_updates,
+            batch: args.batch,
+            lr: args.lr.unwrap_or(if meta.arch.preset == "tiny" {
+                2e-4
+            } else {
+                1e-4
+            }),
+            seed: args.seed,
+            checkpoint_every: args.checkpoint_every,
+            log_every: args.log_every,
+            dataset: dataset.clone(),
+            command,
+        };
+        plan.validate(&meta)?;
+        anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+        let data = super::train::load_data(&dataset, meta.arch.width)?;
+        eprintln!(
+            "distilling {} ({}) from {} to {} steps: {} halvings on {}",
+            plan.teacher.display(),
+            meta.describe(),
+            plan.from_steps,
+            plan.to_steps,
+            (plan.from_steps / plan.to_steps).trailing_zeros(),
+            gpu.info().name
+        );
+        DistillRun::create(gpu, &args.out, plan, data)?
+    };
+    Ok(run)
 }

@@ -4,10 +4,10 @@ mod bench;
 mod bench_model;
 mod compare;
 mod convert;
-mod distill;
+pub(crate) mod distill;
 mod eval;
 mod sample;
-mod train;
+pub(crate) mod train;
 mod train_classifier;
 
 use clap::{Parser, Subcommand};
@@ -122,19 +122,49 @@ struct AppArgs {
     /// Start sampling as soon as the window opens.
     #[arg(long)]
     run: bool,
+    /// Start a comparison of 1, 2 and 4 steps (distilled vs the teacher's DDIM) instead.
+    #[arg(long)]
+    compare: bool,
+    /// When the started run is done, save the window as this PNG and close it.
+    #[arg(long)]
+    screenshot: Option<String>,
 }
 
 impl AppArgs {
     fn into_start(self) -> crate::app::StartOptions {
+        let run = self.run || self.model.is_some() && self.steps.is_some();
         crate::app::StartOptions {
             model: self.model,
             steps: self.steps,
             seed: self.seed,
             count: self.count,
-            run: self.run,
+            run,
+            compare: self.compare,
+            screenshot: self.screenshot,
             ..Default::default()
         }
     }
+}
+
+/// `fewstep train` / `fewstep distill` arguments parsed from words, as on a command line: the
+/// app's Train tab starts its runs this way, so they get the CLI's defaults and checks.
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct TrainOnly {
+    #[command(flatten)]
+    args: train::TrainArgs,
+}
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct DistillOnly {
+    #[command(flatten)]
+    args: distill::DistillArgs,
+}
+pub(crate) fn parse_train(words: &[String]) -> Result<train::TrainArgs, clap::Error> {
+    TrainOnly::try_parse_from(words).map(|t| t.args)
+}
+pub(crate) fn parse_distill(words: &[String]) -> Result<distill::DistillArgs, clap::Error> {
+    DistillOnly::try_parse_from(words).map(|t| t.args)
 }
 
 /// Progress bars draw only on a terminal; when stderr goes to a file, long commands print plain

@@ -9,10 +9,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::{DataSpec, Dataset, Split};
 use crate::diffusion::train_run::{RunOptions, TrainRun, MODEL_FILE};
 use crate::diffusion::{Parameterization, TrainConfig, Weighting};
+use crate::gpu::Gpu;
 use crate::nn::UNetConfig;
 use crate::tensor::AdamConfig;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Training data: fashion-mnist[:DIR], mnist[:DIR], cifar10:DIR (the binary batches) or
     /// images:DIR (PNG/JPEG files, centre-cropped and resized to --image-size).
@@ -81,7 +82,59 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let gpu = super::open_gpu()?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let mut run = if args.resume {
+    let mut run = open(&args, &gpu, command)?;
+    let total = run.options.total_steps;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} updates  loss {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("template"),
+    );
+    bar.set_position(run.step());
+    bar.set_message("-");
+    let started = std::time::Instant::now();
+    let limit = args.max_minutes.map(|m| m * 60.0);
+    while !run.is_done() {
+        if let Some(line) = run.advance()? {
+            bar.set_message(format!("{:.4}  {:.1} img/s", line.loss, line.images_per_s));
+            super::log_when_not_a_terminal(&format!(
+                "update {}/{total}  loss {:.4}  {:.1} img/s",
+                line.step, line.loss, line.images_per_s
+            ));
+        }
+        bar.set_position(run.step());
+        if limit.is_some_and(|l| started.elapsed().as_secs_f64() >= l) {
+            run.checkpoint()?;
+            bar.abandon();
+            eprintln!(
+                "stopped after {:.1} minutes at update {}; continue with --resume --out {}",
+                started.elapsed().as_secs_f64() / 60.0,
+                run.step(),
+                args.out.display()
+            );
+            return Ok(());
+        }
+    }
+    bar.finish();
+    eprintln!(
+        "done: {} updates in {:.0} s; sample with\n  fewstep sample --model {} --steps 64 --out grid.png",
+        run.step(),
+        run.wall_seconds(),
+        args.out.join(MODEL_FILE).display()
+    );
+    Ok(())
+}
+
+/// Loads the training split of a `--data` argument.
+pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
+    let parsed: DataSpec = spec.parse()?;
+    let size = matches!(parsed, DataSpec::Images(_)).then_some(image_size);
+    Dataset::load(&parsed, Split::Train, size).with_context(|| format!("loading --data {spec}"))
+}
+
+/// Creates the run `args` describe, or resumes it (shared by the CLI and the app's Train tab).
+pub fn open(args: &TrainArgs, gpu: &Gpu, command: String) -> Result<TrainRun> {
+    let run = if args.resume {
         let (opts, arch, train, step) = TrainRun::stored_options(&args.out)?;
         let data = load_data(&opts.dataset, arch.width.max(arch.height))?;
         eprintln!(
@@ -92,7 +145,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             arch.preset
         );
         let _ = train;
-        TrainRun::resume(&gpu, &args.out, data, Some(args.steps))?
+        TrainRun::resume(gpu, &args.out, data, Some(args.steps))?
     } else {
         anyhow::ensure!(
             crate::nn::PRESETS.contains(&args.preset.as_str()),
@@ -149,53 +202,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             train.param,
             gpu.info().name
         );
-        TrainRun::create(&gpu, &args.out, data, arch, train, options)?
+        TrainRun::create(gpu, &args.out, data, arch, train, options)?
     };
-    let total = run.options.total_steps;
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} updates  loss {msg}  [{elapsed_precise} < {eta_precise}]",
-        )
-        .expect("template"),
-    );
-    bar.set_position(run.step());
-    bar.set_message("-");
-    let started = std::time::Instant::now();
-    let limit = args.max_minutes.map(|m| m * 60.0);
-    while !run.is_done() {
-        if let Some(line) = run.advance()? {
-            bar.set_message(format!("{:.4}  {:.1} img/s", line.loss, line.images_per_s));
-            super::log_when_not_a_terminal(&format!(
-                "update {}/{total}  loss {:.4}  {:.1} img/s",
-                line.step, line.loss, line.images_per_s
-            ));
-        }
-        bar.set_position(run.step());
-        if limit.is_some_and(|l| started.elapsed().as_secs_f64() >= l) {
-            run.checkpoint()?;
-            bar.abandon();
-            eprintln!(
-                "stopped after {:.1} minutes at update {}; continue with --resume --out {}",
-                started.elapsed().as_secs_f64() / 60.0,
-                run.step(),
-                args.out.display()
-            );
-            return Ok(());
-        }
-    }
-    bar.finish();
-    eprintln!(
-        "done: {} updates in {:.0} s; sample with\n  fewstep sample --model {} --steps 64 --out grid.png",
-        run.step(),
-        run.wall_seconds(),
-        args.out.join(MODEL_FILE).display()
-    );
-    Ok(())
-}
-
-/// Loads the training split of a `--data` argument.
-pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
-    let parsed: DataSpec = spec.parse()?;
-    let size = matches!(parsed, DataSpec::Images(_)).then_some(image_size);
-    Dataset::load(&parsed, Split::Train, size).with_context(|| format!("loading --data {spec}"))
+    Ok(run)
 }

@@ -277,7 +277,8 @@ impl DistillRun {
         Ok(line)
     }
 
-    fn checkpoint(&self) -> Result<()> {
+    /// Saves the halving in progress (what `--resume` reads).
+    pub fn checkpoint(&self) -> Result<()> {
         let d = &self.distiller;
         let specs = &d.student.net.layout.specs;
         let mut tensors =
