@@ -287,37 +287,49 @@ fn samples_are_drawn_into_textures_as_the_cpu_reference_says() {
         // Values beyond [-1, 1] check the clamp.
         let x = uniform(&mut rng, n * c * h * w, 1.3);
         let t = Tensor::from_slice(&gpu, &[n, c, h, w], &x);
-        let tex = painter.paint(&gpu, &t);
-        assert_eq!(tex.size, grid_size(n, h, w));
-        let got = read_texture(&gpu, &tex.texture, tex.size);
-        let cols = ((n as f64).sqrt().ceil()) as usize;
-        let pad = PAD as usize;
-        let mut worst = 0.0f64;
-        for ty in 0..tex.size[1] as usize {
-            for tx in 0..tex.size[0] as usize {
-                let (cx, cy) = (tx / (w + pad), ty / (h + pad));
-                let (ix, iy) = (tx % (w + pad), ty % (h + pad));
-                let i = cy * cols + cx;
-                let want: [f64; 3] = if ix >= pad && iy >= pad && cx < cols && i < n {
-                    let at = |ch: usize| {
-                        let v = x[((i * c + ch.min(c - 1)) * h + iy - pad) * w + ix - pad] as f64;
-                        (v * 0.5 + 0.5).clamp(0.0, 1.0)
+        for row in [false, true] {
+            // An about square grid (the sample view) and one row (a comparison).
+            let cols = if row {
+                n
+            } else {
+                ((n as f64).sqrt().ceil()) as usize
+            };
+            let tex = if row {
+                painter.paint_cols(&gpu, &t, n)
+            } else {
+                painter.paint(&gpu, &t)
+            };
+            assert_eq!(tex.size, grid_size(n, cols, h, w));
+            let got = read_texture(&gpu, &tex.texture, tex.size);
+            let pad = PAD as usize;
+            let mut worst = 0.0f64;
+            for ty in 0..tex.size[1] as usize {
+                for tx in 0..tex.size[0] as usize {
+                    let (cx, cy) = (tx / (w + pad), ty / (h + pad));
+                    let (ix, iy) = (tx % (w + pad), ty % (h + pad));
+                    let i = cy * cols + cx;
+                    let want: [f64; 3] = if ix >= pad && iy >= pad && cx < cols && i < n {
+                        let at = |ch: usize| {
+                            let v =
+                                x[((i * c + ch.min(c - 1)) * h + iy - pad) * w + ix - pad] as f64;
+                            (v * 0.5 + 0.5).clamp(0.0, 1.0)
+                        };
+                        [at(0), at(1), at(2)]
+                    } else {
+                        [0.12; 3]
                     };
-                    [at(0), at(1), at(2)]
-                } else {
-                    [0.12; 3]
-                };
-                let p = (ty * tex.size[0] as usize + tx) * 4;
-                for k in 0..3 {
-                    worst = worst.max((got[p + k] as f64 / 255.0 - want[k]).abs());
+                    let p = (ty * tex.size[0] as usize + tx) * 4;
+                    for k in 0..3 {
+                        worst = worst.max((got[p + k] as f64 / 255.0 - want[k]).abs());
+                    }
+                    assert_eq!(got[p + 3], 255);
                 }
-                assert_eq!(got[p + 3], 255);
             }
-        }
-        assert!(
+            assert!(
             worst <= UNORM_TOL,
-            "{n}x{c}x{h}x{w}: worst texel off by {worst} (tolerance {UNORM_TOL})"
+            "{n}x{c}x{h}x{w} in {cols} columns: worst texel off by {worst} (tolerance {UNORM_TOL})"
         );
+        }
     }
 }
 

@@ -245,6 +245,13 @@ impl Worker {
                 .models
                 .get(spec.model)
                 .ok_or_else(|| anyhow::anyhow!("no model #{}", spec.model))?;
+            if r == 0 && !draw_steps {
+                // Compiles the kernels before the first row's clock starts, so that every row
+                // of a comparison is timed alike.
+                let mut warm = Sampler::new(model, spec.opts);
+                warm.step(model);
+                self.gpu.finish().await?;
+            }
             let mut sampler = Sampler::new(model, spec.opts);
             if draw_steps {
                 let z = self.painter.paint(&self.gpu, sampler.z());
@@ -278,7 +285,12 @@ impl Worker {
                     });
                 }
             }
-            let image = self.painter.paint(&self.gpu, sampler.z());
+            let image = if draw_steps {
+                self.painter.paint(&self.gpu, sampler.z())
+            } else {
+                self.painter
+                    .paint_cols(&self.gpu, sampler.z(), spec.opts.count)
+            };
             let z = sampler.z();
             let shape = [z.dim(0), z.dim(1), z.dim(2), z.dim(3)];
             let samples = z.to_vec().await?;

@@ -23,9 +23,9 @@ pub fn grid_cols(n: usize) -> usize {
     ((n as f64).sqrt().ceil() as usize).max(1)
 }
 
-/// Texture size [width, height] of a grid of n images of h x w.
-pub fn grid_size(n: usize, h: usize, w: usize) -> [u32; 2] {
-    let cols = grid_cols(n);
+/// Texture size [width, height] of a grid of n images of h x w in `cols` columns.
+pub fn grid_size(n: usize, cols: usize, h: usize, w: usize) -> [u32; 2] {
+    let cols = cols.clamp(1, n.max(1));
     let rows = n.div_ceil(cols);
     [
         cols as u32 * (w as u32 + PAD) + PAD,
@@ -91,10 +91,17 @@ impl GridPainter {
         GridPainter { pipeline, layout }
     }
 
-    /// Encodes and submits the drawing of `x` [N, C, H, W] into a new texture (no wait).
+    /// Encodes and submits the drawing of `x` [N, C, H, W] into a new texture (no wait), in an
+    /// about square grid.
     pub fn paint(&self, gpu: &Gpu, x: &Tensor) -> GridTexture {
+        self.paint_cols(gpu, x, grid_cols(x.dim(0)))
+    }
+
+    /// The same in `cols` columns (a comparison row: all images side by side).
+    pub fn paint_cols(&self, gpu: &Gpu, x: &Tensor, cols: usize) -> GridTexture {
         let [n, c, h, w] = [x.dim(0), x.dim(1), x.dim(2), x.dim(3)];
-        let size = grid_size(n, h, w);
+        let cols = cols.clamp(1, n.max(1));
+        let size = grid_size(n, cols, h, w);
         let device = gpu.device();
         // The tensor's producers may still sit in the batch: submit them first.
         gpu.flush();
@@ -119,7 +126,7 @@ impl GridPainter {
             c as u32,
             h as u32,
             w as u32,
-            grid_cols(n) as u32,
+            cols as u32,
             PAD,
             size[0],
             size[1],

@@ -285,22 +285,19 @@ impl TrainPanel {
                 );
                 ui.horizontal(|ui| {
                     if ui
-                        .add_enabled(!running, egui::Button::new("▶ Start"))
+                        .add_enabled(!running, egui::Button::new("Start"))
                         .clicked()
                     {
                         self.start(false, ui.ctx());
                     }
                     if ui
-                        .add_enabled(!running, egui::Button::new("⟳ Resume"))
+                        .add_enabled(!running, egui::Button::new("Resume"))
                         .on_hover_text("continue the run in the directory from its last checkpoint")
                         .clicked()
                     {
                         self.start(true, ui.ctx());
                     }
-                    if ui
-                        .add_enabled(running, egui::Button::new("■ Stop"))
-                        .clicked()
-                    {
+                    if ui.add_enabled(running, egui::Button::new("Stop")).clicked() {
                         if let Some(j) = &self.job {
                             j.stop.store(true, Ordering::SeqCst);
                         }

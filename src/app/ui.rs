@@ -102,7 +102,7 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     ui.radio_value(&mut s.kind, SamplerKind::Ancestral, "ancestral");
                 });
                 ui.end_row();
-                ui.label("clip x̂");
+                ui.label("clip x_hat");
                 ui.checkbox(&mut s.clip, "to [-1, 1]");
                 ui.end_row();
             });
@@ -122,15 +122,12 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
             let running = app.state.sample_view.as_ref().is_some_and(|v| v.running);
             ui.horizontal(|ui| {
                 if ui
-                    .add_enabled(!running, egui::Button::new("▶ Sample"))
+                    .add_enabled(!running, egui::Button::new("Sample"))
                     .clicked()
                 {
                     app.start_sample();
                 }
-                if ui
-                    .add_enabled(running, egui::Button::new("■ Stop"))
-                    .clicked()
-                {
+                if ui.add_enabled(running, egui::Button::new("Stop")).clicked() {
                     app.stop();
                 }
             });
@@ -150,7 +147,7 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
             return;
         }
         ui.horizontal(|ui| {
-            let play = if v.playing { "⏸ Pause" } else { "▶ Play" };
+            let play = if v.playing { "Pause" } else { "Play" };
             if ui
                 .add_enabled(n > 1, egui::Button::new(play))
                 .on_hover_text("replay the steps")
@@ -202,7 +199,7 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                 ui.image(SizedTexture::new(f.z, size));
             });
             ui.vertical(|ui| {
-                ui.label("x̂ (the model's guess of the image)");
+                ui.label("x_hat (the model's guess of the clean image)");
                 match f.x_hat {
                     Some(x) => {
                         ui.image(SizedTexture::new(x, size));
@@ -249,15 +246,12 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
             let running = app.state.compare_view.as_ref().is_some_and(|v| v.running);
             ui.horizontal(|ui| {
                 if ui
-                    .add_enabled(!running, egui::Button::new("▶ Compare"))
+                    .add_enabled(!running, egui::Button::new("Compare"))
                     .clicked()
                 {
                     app.start_compare();
                 }
-                if ui
-                    .add_enabled(running, egui::Button::new("■ Stop"))
-                    .clicked()
-                {
+                if ui.add_enabled(running, egui::Button::new("Stop")).clicked() {
                     app.stop();
                 }
             });
