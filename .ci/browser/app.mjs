@@ -101,7 +101,7 @@ try {
       `a browser without WebGPU gets an explanation: "${text.trim().slice(0, 80)}…"`);
   });
 } catch (e) {
-  check(false, e.message);
+  check(false, String(e.message).split('\n').slice(0, 3).join(' | '));
 } finally {
   server.close();
 }

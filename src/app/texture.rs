@@ -131,14 +131,16 @@ impl GridPainter {
             size[0],
             size[1],
         ];
-        let uniform = wgpu::util::DeviceExt::create_buffer_init(
-            device,
-            &wgpu::util::BufferInitDescriptor {
-                label: Some("to_image params"),
-                contents: bytemuck::cast_slice(&params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            },
-        );
+        // Written through the queue rather than mapped at creation: Chromium's windowed
+        // SwiftShader refused mapped-at-creation buffers here.
+        let uniform = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("to_image params"),
+            size: std::mem::size_of_val(&params) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        gpu.queue()
+            .write_buffer(&uniform, 0, bytemuck::cast_slice(&params));
         let view = texture.create_view(&Default::default());
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("to_image"),
