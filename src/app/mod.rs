@@ -226,31 +226,26 @@ impl FewstepApp {
     }
 
     pub fn start_sample(&mut self) {
-        match self.state.start_sample() {
-            Ok((run, rows, old)) => {
-                self.free(old);
-                if let Some(e) = &self.engine {
-                    e.send(Job::Run {
-                        run,
-                        rows,
-                        draw_steps: true,
-                    });
-                }
-                self.status.clear();
-            }
-            Err(e) => self.status = e,
-        }
+        let started = self.state.start_sample();
+        self.launch(started, true);
     }
 
     pub fn start_compare(&mut self) {
-        match self.state.start_compare() {
+        let started = self.state.start_compare();
+        self.launch(started, false);
+    }
+
+    /// Sends a run the state accepted to the worker (freeing the replaced run's textures), or
+    /// shows why it was refused.
+    fn launch(&mut self, started: state::Started, draw_steps: bool) {
+        match started {
             Ok((run, rows, old)) => {
                 self.free(old);
                 if let Some(e) = &self.engine {
                     e.send(Job::Run {
                         run,
                         rows,
-                        draw_steps: false,
+                        draw_steps,
                     });
                 }
                 self.status.clear();

@@ -14,6 +14,10 @@ pub const MAX_COUNT: usize = 64;
 /// Playback speed of a finished run's steps.
 pub const PLAY_FPS: f64 = 4.0;
 
+/// A run the state accepted: its id, the rows for the worker, and the textures of the run it
+/// replaced (to free); or why it was refused.
+pub type Started = Result<(u64, Vec<RowSpec>, Vec<TextureId>), String>;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SampleSettings {
     pub steps: usize,
@@ -267,7 +271,7 @@ impl AppState {
 
     /// Starts a sample run with the current settings: the rows to send, or why not.
     /// Returns the textures of the replaced run, for the caller to free.
-    pub fn start_sample(&mut self) -> Result<(u64, Vec<RowSpec>, Vec<TextureId>), String> {
+    pub fn start_sample(&mut self) -> Started {
         let i = self.selected.ok_or("no model is loaded yet")?;
         let s = self.settings.clone();
         if !(1..=MAX_STEPS).contains(&s.steps) {
@@ -342,7 +346,7 @@ impl AppState {
         Ok(rows)
     }
 
-    pub fn start_compare(&mut self) -> Result<(u64, Vec<RowSpec>, Vec<TextureId>), String> {
+    pub fn start_compare(&mut self) -> Started {
         if !(1..=MAX_COUNT).contains(&self.compare.count) {
             return Err(format!(
                 "the number of images must be between 1 and {MAX_COUNT}"

@@ -416,20 +416,9 @@ fn distill(
     let gpu = Gpu::new_blocking(GpuOptions::from_env())?;
     let mut run = cli::distill::open(&args, &gpu, command)?;
     let plan = run.plan.clone();
-    let mut halvings = vec![];
-    let mut s = plan.from_steps / 2;
-    while s >= plan.to_steps {
-        halvings.push(s);
-        s /= 2;
-    }
-    let total: u64 = halvings.iter().map(|&s| plan.updates_for(s)).sum();
-    let before = |steps: usize| -> u64 {
-        halvings
-            .iter()
-            .take_while(|&&s| s > steps)
-            .map(|&s| plan.updates_for(s))
-            .sum()
-    };
+    let halvings = plan.halvings();
+    let total = plan.total_updates();
+    let before = |steps: usize| plan.updates_before(steps);
     send(Msg::Started {
         total,
         done: before(run.student_steps()) + run.distiller.update,

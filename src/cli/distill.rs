@@ -56,18 +56,9 @@ pub fn run(args: DistillArgs) -> Result<()> {
     let gpu = super::open_gpu()?;
     let mut run = open(&args, &gpu, std::env::args().collect::<Vec<_>>().join(" "))?;
     let plan = run.plan.clone();
-    let mut halvings = vec![];
-    let mut s = plan.from_steps / 2;
-    while s >= plan.to_steps {
-        halvings.push(s);
-        s /= 2;
-    }
-    let total: u64 = halvings.iter().map(|&s| plan.updates_for(s)).sum();
-    let done_before: u64 = halvings
-        .iter()
-        .take_while(|&&s| s > run.student_steps())
-        .map(|&s| plan.updates_for(s))
-        .sum();
+    let halvings = plan.halvings();
+    let total = plan.total_updates();
+    let done_before = plan.updates_before(run.student_steps());
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(total)).with_style(
         ProgressStyle::with_template(

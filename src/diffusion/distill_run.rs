@@ -73,6 +73,31 @@ impl DistillPlan {
         Ok(())
     }
 
+    /// The students' step counts, in order: from_steps / 2 down to to_steps.
+    pub fn halvings(&self) -> Vec<usize> {
+        let mut v = vec![];
+        let mut s = self.from_steps / 2;
+        while s >= self.to_steps.max(1) {
+            v.push(s);
+            s /= 2;
+        }
+        v
+    }
+
+    /// Updates of every halving together.
+    pub fn total_updates(&self) -> u64 {
+        self.halvings().iter().map(|&s| self.updates_for(s)).sum()
+    }
+
+    /// Updates of the halvings finished before the one making a `student_steps` student.
+    pub fn updates_before(&self, student_steps: usize) -> u64 {
+        self.halvings()
+            .iter()
+            .take_while(|&&s| s > student_steps)
+            .map(|&s| self.updates_for(s))
+            .sum()
+    }
+
     pub fn updates_for(&self, student_steps: usize) -> u64 {
         if student_steps <= 2 {
             self.final_updates
