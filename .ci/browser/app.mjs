@@ -5,9 +5,9 @@
 // without WebGPU and fails unless it explains what is missing.
 // Optional second argument: a PNG path for a screenshot (needs a windowed Chromium: DISPLAY set).
 import { chromium } from 'playwright-core';
-import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import { startServer } from './static-server.mjs';
 
 // Values are in [-1, 1]; one 8-bit grey level is 2/255 = 7.8e-3. The two sides run the same
 // WGSL on different drivers (lavapipe vs SwiftShader: different FMA contraction, exp/sin, and
@@ -18,22 +18,7 @@ const APP_TOL_MEAN = 1e-4;
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const native = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const screenshot = process.argv[3];
-const types = {
-  '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm',
-  '.json': 'application/json', '.safetensors': 'application/octet-stream', '.png': 'image/png',
-};
-const server = http.createServer((req, res) => {
-  const url = new URL(req.url, 'http://127.0.0.1');
-  const rel = url.pathname === '/' ? '/index.html' : decodeURIComponent(url.pathname);
-  const file = path.join(root, path.normalize(rel));
-  if (!file.startsWith(root) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-    res.writeHead(404); res.end('not found'); return;
-  }
-  res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
-  fs.createReadStream(file).pipe(res);
-});
-await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-const port = server.address().port;
+const { server, port } = await startServer(root);
 
 const common = ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-quic'];

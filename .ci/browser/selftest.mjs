@@ -2,26 +2,14 @@
 // waits for the page's report, and fails unless every check passed and the page's Gaussian noise
 // equals native fewstep's (the JSON file given as the first argument) to NOISE_TOL.
 import { chromium } from 'playwright-core';
-import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import { startServer } from './static-server.mjs';
 
 const NOISE_TOL = 1e-5; // log/sin/cos rounding between drivers; the bits come from integer Philox
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../web');
 const nativeReport = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
-
-const server = http.createServer((req, res) => {
-  const url = new URL(req.url, 'http://127.0.0.1');
-  const file = path.join(root, path.normalize(decodeURIComponent(url.pathname)));
-  if (!file.startsWith(root) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-    res.writeHead(404); res.end('not found'); return;
-  }
-  res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
-  fs.createReadStream(file).pipe(res);
-});
-await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-const port = server.address().port;
+const { server, port } = await startServer(root);
 
 const userDataDir = fs.mkdtempSync('/tmp/fewstep-chromium-');
 const browser = await chromium.launchPersistentContext(userDataDir, {
