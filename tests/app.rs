@@ -436,3 +436,73 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
         .iter()
         .any(|e| matches!(e, Event::RowDone { run: 2, .. })));
 }
+
+#[test]
+fn the_train_tab_distills_stops_with_a_checkpoint_and_resumes() {
+    use fewstep::app::train_panel::{run_blocking, Mode, Msg};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !std::path::Path::new("/usr/share/datasets/fashion-mnist").exists() {
+        eprintln!("skipped: needs apt-get install dataset-fashion-mnist (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d");
+    let words = |resume: bool| {
+        let mut w: Vec<String> = [
+            "--teacher",
+            "assets/fmnist-small-teacher.safetensors",
+            "--from-steps",
+            "8",
+            "--to-steps",
+            "4",
+            "--updates",
+            "4",
+            "--batch",
+            "2",
+            "--log-every",
+            "1",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        w.push(out.display().to_string());
+        if resume {
+            w.push("--resume".into());
+        }
+        w
+    };
+    // Stop after the first logged update: a checkpoint, no model file yet.
+    let stop = AtomicBool::new(false);
+    let lines = std::cell::RefCell::new(Vec::new());
+    let send = |m: Msg| {
+        if let Msg::Line { at, loss, .. } = m {
+            lines.borrow_mut().push((at, loss));
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let text = run_blocking(Mode::Distill, &words(false), &stop, &send).unwrap();
+    assert!(text.contains("stopped"), "{text}");
+    assert_eq!(lines.borrow().len(), 1);
+    assert!(out.join("distill-state.safetensors").exists());
+    assert!(!out.join("steps-4.safetensors").exists());
+    // Resume runs the remaining updates and writes the 4-step student.
+    let stop = AtomicBool::new(false);
+    let lines = std::cell::RefCell::new(Vec::new());
+    let send = |m: Msg| {
+        if let Msg::Line { at, loss, .. } = m {
+            lines.borrow_mut().push((at, loss));
+        }
+    };
+    let text = run_blocking(Mode::Distill, &words(true), &stop, &send).unwrap();
+    assert!(text.starts_with("done"), "{text}");
+    let at: Vec<u64> = lines.borrow().iter().map(|l| l.0).collect();
+    assert_eq!(at, [2, 3, 4], "continues after the first update");
+    assert!(lines.borrow().iter().all(|l| l.1.is_finite()));
+    assert!(out.join("steps-4.safetensors").exists());
+    // A bad setting is refused in the CLI's words.
+    let mut bad = words(false);
+    bad[3] = "6".into();
+    let e = run_blocking(Mode::Distill, &bad, &stop, &send).unwrap_err();
+    assert!(format!("{e:#}").contains("power of 2"), "{e:#}");
+}

@@ -22,7 +22,8 @@ pub enum Mode {
     Distill,
 }
 
-enum Msg {
+/// What the training thread reports.
+pub enum Msg {
     Started { total: u64, done: u64, what: String },
     Line { at: u64, loss: f32, text: String },
     Preview(PathBuf),
@@ -353,6 +354,21 @@ impl TrainPanel {
                 }
             });
         });
+    }
+}
+
+/// Runs what `words` (a `fewstep train` or `distill` command line without the verb) describe on
+/// this thread until it is done or `stop` is set; what the Train tab's thread does.
+pub fn run_blocking(
+    mode: Mode,
+    words: &[String],
+    stop: &AtomicBool,
+    send: &dyn Fn(Msg),
+) -> anyhow::Result<String> {
+    let command = format!("fewstep {}", words.join(" "));
+    match mode {
+        Mode::Teacher => train(cli::parse_train(words)?, command, stop, send),
+        Mode::Distill => distill(cli::parse_distill(words)?, command, stop, send),
     }
 }
 
