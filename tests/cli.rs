@@ -30,6 +30,35 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(e.contains(needle), "message lacks `{needle}`: {e}");
 }
 
+/// Trains a `tiny` teacher for `steps` updates on synthetic 8x8 images in `dir`; returns the run
+/// directory.
+fn train_tiny_on_images(dir: &Path, steps: u32) -> std::path::PathBuf {
+    let imgs = dir.join("imgs");
+    write_images(&imgs);
+    let run = dir.join("run");
+    let data = format!("images:{}", imgs.display());
+    let steps = steps.to_string();
+    let out = fewstep(&[
+        "train",
+        "--data",
+        &data,
+        "--preset",
+        "tiny",
+        "--image-size",
+        "8",
+        "--batch",
+        "4",
+        "--steps",
+        &steps,
+        "--sample-every",
+        "0",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "training the tiny teacher failed");
+    run
+}
+
 fn write_images(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..6u32 {
@@ -167,29 +196,7 @@ fn bad_input_gives_a_message() {
 #[test]
 fn distill_then_compare_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let imgs = tmp.path().join("imgs");
-    write_images(&imgs);
-    let run = tmp.path().join("run");
-    let data = format!("images:{}", imgs.display());
-    assert!(fewstep(&[
-        "train",
-        "--data",
-        &data,
-        "--preset",
-        "tiny",
-        "--image-size",
-        "8",
-        "--batch",
-        "4",
-        "--steps",
-        "2",
-        "--sample-every",
-        "0",
-        "--out",
-        run.to_str().unwrap(),
-    ])
-    .status
-    .success());
+    let run = train_tiny_on_images(tmp.path(), 2);
     let teacher = run.join("model.safetensors");
     let out = tmp.path().join("d");
     let out_s = out.to_str().unwrap();
@@ -280,29 +287,7 @@ fn distill_then_compare_from_the_command_line() {
 #[test]
 fn eval_reports_what_it_can_without_a_classifier() {
     let tmp = tempfile::tempdir().unwrap();
-    let imgs = tmp.path().join("imgs");
-    write_images(&imgs);
-    let run = tmp.path().join("run");
-    let data = format!("images:{}", imgs.display());
-    assert!(fewstep(&[
-        "train",
-        "--data",
-        &data,
-        "--preset",
-        "tiny",
-        "--image-size",
-        "8",
-        "--batch",
-        "4",
-        "--steps",
-        "1",
-        "--sample-every",
-        "0",
-        "--out",
-        run.to_str().unwrap(),
-    ])
-    .status
-    .success());
+    let run = train_tiny_on_images(tmp.path(), 1);
     let t = run.join("model.safetensors");
     let o = fewstep(&[
         "eval",
