@@ -23,6 +23,7 @@ pub fn start() {
 
 thread_local! {
     static RESULT: RefCell<Option<String>> = const { RefCell::new(None) };
+    static LAYOUT: RefCell<Option<String>> = const { RefCell::new(None) };
     static RUNNER: RefCell<Option<eframe::WebRunner>> = const { RefCell::new(None) };
 }
 
@@ -52,6 +53,44 @@ pub async fn start_app(canvas_id: String) -> Result<(), JsValue> {
         .await?;
     RUNNER.with(|r| *r.borrow_mut() = Some(runner));
     Ok(())
+}
+
+/// Where the Sample tab drew its two grids in the last frame, as JSON: {pixelsPerPoint,
+/// textureSize: [w, h], pad, step, steps, grids: [{name, x, y, w, h}]} (rectangles in CSS
+/// pixels); null before a run is drawn. With `fewstep_result()` a test can predict every canvas
+/// pixel of the grids (texel = value * 127.5 + 127.5, nearest filtering, integer scale).
+#[wasm_bindgen]
+pub fn fewstep_layout() -> Option<String> {
+    LAYOUT.with(|r| r.borrow().clone())
+}
+
+pub(crate) fn publish_layout(
+    pixels_per_point: f32,
+    texture_size: [u32; 2],
+    step: usize,
+    steps: usize,
+    rects: [Option<eframe::egui::Rect>; 2],
+) {
+    let grids: Vec<_> = ["z_t", "x_hat"]
+        .iter()
+        .zip(rects)
+        .filter_map(|(name, r)| {
+            r.map(|r| {
+                serde_json::json!({
+                    "name": name, "x": r.min.x, "y": r.min.y, "w": r.width(), "h": r.height(),
+                })
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "pixelsPerPoint": pixels_per_point,
+        "textureSize": texture_size,
+        "pad": crate::app::texture::PAD,
+        "step": step,
+        "steps": steps,
+        "grids": grids,
+    });
+    LAYOUT.with(|r| *r.borrow_mut() = Some(json.to_string()));
 }
 
 /// The last finished sample run: {model, steps, seed, count, sampler, clip, shape, ms, values},
@@ -96,10 +135,31 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
+/// Shows `text` in the page's status line (#status in index.html, a strip along the bottom
+/// that never covers the grids), or hides the line when `text` is None. The canvas shows the same
+/// progress; the line is there for people and tools that read the page's text.
+fn page_status(text: Option<&str>) {
+    let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id("status"))
+        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+    else {
+        return;
+    };
+    el.set_text_content(text);
+    el.set_hidden(text.is_none());
+}
+
 /// Fetches the bundled models one after another from assets/ and hands them to the worker.
 pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
     wasm_bindgen_futures::spawn_local(async move {
-        for b in crate::bundled::BUNDLED {
+        let total = crate::bundled::BUNDLED.len();
+        for (i, b) in crate::bundled::BUNDLED.iter().enumerate() {
+            page_status(Some(&format!(
+                "Loading models: {} ({} of {total})…",
+                b.name,
+                i + 1
+            )));
             let _ = jobs.unbounded_send(Job::Progress {
                 current: format!("{} from assets/{}", b.name, b.file),
             });
@@ -115,6 +175,7 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
             };
             let _ = jobs.unbounded_send(job);
         }
+        page_status(None);
     });
 }
 
