@@ -871,3 +871,201 @@ fn gaussian_generator_matches_cpu_and_is_deterministic() {
         "N(0,1) moments: mean {mean}, var {var}"
     );
 }
+
+/// Tile shapes the blocked-family tests force besides the per-problem choice (`None`): 8x8
+/// micro-tiles with fewer invocations than rows (128x64), fewer invocations than columns and a
+/// shallow K slice (16x128, BK 8), and a deep slice with TM != TN (32x32, BK 32). Every staging
+/// path of gemm_blocked.wgsl (along K, along M / N with one or several rows / columns per
+/// invocation) is taken by one of them.
+const BLOCKED_TILES: [Option<&str>; 4] = [
+    None,
+    Some("128x64x16x8x8"),
+    Some("16x128x8x4x8"),
+    Some("32x32x32x8x4"),
+];
+
+fn set_blocked(g: &fewstep::gpu::Gpu, tile: Option<&str>) -> String {
+    assert_eq!(g.set_variant(KernelVariant::Blocked), KernelVariant::Blocked);
+    g.set_gemm_tile(tile.map(|t| t.parse().unwrap()))
+        .unwrap_or_else(|e| panic!("tile {tile:?}: {e}"));
+    tile.unwrap_or("per-problem").to_string()
+}
+
+#[test]
+fn blocked_gemm_matmul_matches_reference() {
+    let g = gpu();
+    let mut r = rng("blocked_gemm_matmul");
+    let shapes = [
+        (1, 1, 1),
+        (3, 17, 5),
+        (16, 130, 24),
+        (65, 33, 17),
+        (100, 7, 130),
+        (17, 129, 65),
+        (130, 200, 33),
+    ];
+    for tile in BLOCKED_TILES {
+        let name = set_blocked(&g, tile);
+        for &(m, n, k) in &shapes {
+            for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
+                for batch in [1usize, 3] {
+                    let a = uniform(&mut r, batch * m * k, 1.0);
+                    let b = uniform(&mut r, batch * k * n, 1.0);
+                    let ash = if ta { [batch, k, m] } else { [batch, m, k] };
+                    let bsh = if tb { [batch, n, k] } else { [batch, k, n] };
+                    let c = Tensor::from_slice(&g, &ash, &a).matmul_with(
+                        &Tensor::from_slice(&g, &bsh, &b),
+                        MatmulOpts {
+                            trans_a: ta,
+                            trans_b: tb,
+                            alpha: 1.0,
+                        },
+                        None,
+                    );
+                    let used = g.last_gemm().expect("a GEMM was recorded");
+                    assert_eq!(used.0, KernelVariant::Blocked);
+                    if let Some(t) = tile {
+                        assert_eq!(used.1.to_string(), t);
+                    }
+                    let want = matmul_ref(&a, &b, batch, m, n, k, ta, tb);
+                    assert_close(
+                        &format!("blocked {name} (ran {}) matmul {m}x{n}x{k} batch {batch} ta {ta} tb {tb}", used.1),
+                        &c.to_vec_blocking().unwrap(),
+                        &want,
+                        gemm_tol(k),
+                        GEMM_RTOL,
+                    );
+                }
+            }
+        }
+        // A 2-D A shared across a batch of B, alpha, a bias per column; then beta accumulation
+        // through the conv weight gradient below.
+        let (batch, m, n, k) = (2, 33, 20, 9);
+        let a = uniform(&mut r, m * k, 1.0);
+        let b = uniform(&mut r, batch * k * n, 1.0);
+        let bias = uniform(&mut r, n, 1.0);
+        let c = Tensor::from_slice(&g, &[m, k], &a).matmul_with(
+            &Tensor::from_slice(&g, &[batch, k, n], &b),
+            MatmulOpts {
+                alpha: 0.5,
+                ..Default::default()
+            },
+            Some(&Tensor::from_slice(&g, &[n], &bias)),
+        );
+        let a_rep: Vec<f32> = (0..batch).flat_map(|_| a.iter().copied()).collect();
+        let mut want = matmul_ref(&a_rep, &b, batch, m, n, k, false, false);
+        for (i, w) in want.iter_mut().enumerate() {
+            *w = 0.5 * *w + bias[i % n] as f64;
+        }
+        assert_close(
+            &format!("blocked {name} matmul broadcast A, alpha+bias"),
+            &c.to_vec_blocking().unwrap(),
+            &want,
+            gemm_tol(k),
+            GEMM_RTOL,
+        );
+    }
+}
+
+#[test]
+fn blocked_gemm_conv_passes_match_reference() {
+    let g = gpu();
+    let mut r = rng("blocked_gemm_conv");
+    let s = |n, cin, h, w, cout, ks, stride, pad| ConvShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks,
+        stride,
+        pad,
+    };
+    let mut shapes = conv_shapes();
+    // The 16-channel convolutions of `tiny` (M = 16): 3x3, stride 2, 1x1, and a weight gradient
+    // long enough along K (8 x 16 x 16 pixels) to be split into K chunks.
+    shapes.extend([
+        s(2, 16, 9, 9, 16, 3, 1, 1),
+        s(3, 16, 10, 11, 16, 3, 2, 1),
+        s(2, 16, 12, 12, 16, 1, 1, 0),
+        s(8, 16, 16, 16, 16, 3, 1, 1),
+        s(2, 33, 7, 9, 130, 1, 1, 0),
+    ]);
+    for tile in BLOCKED_TILES {
+        let name = set_blocked(&g, tile);
+        for cs in &shapes {
+            let x = uniform(&mut r, cs.x_len(), 1.0);
+            let w = uniform(&mut r, cs.w_len(), 1.0);
+            let bias = uniform(&mut r, cs.cout, 1.0);
+            let dy = uniform(&mut r, cs.y_len(), 1.0);
+            let conv = Conv2d {
+                stride: cs.stride,
+                pad: cs.pad,
+            };
+            let xs = [cs.n, cs.cin, cs.h, cs.w];
+            let ws = [cs.cout, cs.cin, cs.ks, cs.ks];
+            let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
+            let (xt, wt) = (Tensor::from_slice(&g, &xs, &x), Tensor::from_slice(&g, &ws, &w));
+            let dyt = Tensor::from_slice(&g, &ys, &dy);
+            let y = conv.forward(&xt, &wt, Some(&Tensor::from_slice(&g, &[cs.cout], &bias)));
+            let ran_forward = g.last_gemm().unwrap().1;
+            let dx = conv.input_grad(&dyt, &wt, &xs);
+            let dw = conv.weight_grad(&dyt, &xt, &ws);
+            let kf = cs.cin * cs.ks * cs.ks;
+            let kx = cs.cout * cs.ks * cs.ks;
+            let kw = cs.n * cs.oh() * cs.ow();
+            assert_close(
+                &format!("blocked {name} (ran {ran_forward}) conv forward {cs:?}"),
+                &y.to_vec_blocking().unwrap(),
+                &cs.forward_ref(&x, &w, Some(&bias)),
+                gemm_tol(kf),
+                GEMM_RTOL,
+            );
+            assert_close(
+                &format!("blocked {name} conv dx {cs:?}"),
+                &dx.to_vec_blocking().unwrap(),
+                &cs.input_grad_ref(&dy, &w),
+                gemm_tol(kx),
+                GEMM_RTOL,
+            );
+            assert_close(
+                &format!("blocked {name} conv dw {cs:?}"),
+                &dw.to_vec_blocking().unwrap(),
+                &cs.weight_grad_ref(&dy, &x),
+                gemm_tol(kw),
+                GEMM_RTOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn blocked_gemm_tile_setting() {
+    let g = gpu();
+    // Malformed shapes are refused naming the accepted form.
+    for bad in ["128x128", "128x128x16x8", "axbxcxdxe", "128x128x16x3x8", "64x64x7x4x4"] {
+        let err = bad
+            .parse()
+            .map(|t| g.set_gemm_tile(Some(t)))
+            .expect_err(bad);
+        assert!(err.contains("BMxBNxBKxTMxTN"), "{bad}: {err}");
+    }
+    // A well-formed shape over the device's limits (1024 invocations, 128 KiB) is refused.
+    let too_big = "256x256x64x8x8".parse().unwrap();
+    let err = g.set_gemm_tile(Some(too_big)).expect_err("over the limits");
+    assert!(err.contains("256x256x64x8x8"), "{err}");
+    // Per-problem choice: small M gets a small tile, large M x N the 128x128 one.
+    g.set_gemm_tile(None).unwrap();
+    assert_eq!(g.blocked_tile(16, 50176, 1).bm, 16);
+    assert_eq!(g.blocked_tile(32, 50176, 1).bm, 32);
+    let big = g.blocked_tile(4096, 4096, 1);
+    assert_eq!((big.bm, big.bn), (128, 128));
+    assert!(g.describe().contains("GEMM:"));
+    // CPU adapters (lavapipe) keep the subgroup family by default.
+    let forced = ["FEWSTEP_KERNELS", "FEWSTEP_GEMM_TILE"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
+    if !forced && g.info().device_type == wgpu::DeviceType::Cpu && g.has_subgroups() {
+        assert_eq!(g.variant(), KernelVariant::Subgroup, "{}", g.describe());
+    }
+}

@@ -49,6 +49,13 @@ struct Row {
     work: f64,
     unit: &'static str,
     ms: f64,
+    /// GEMM rows: the family and tile that ran ("blocked 128x128x16x8x8").
+    gemm: Option<String>,
+}
+
+/// The family and tile of the last GEMM recorded on `gpu`.
+fn last_gemm(gpu: &Gpu) -> Option<String> {
+    gpu.last_gemm().map(|(v, t)| format!("{} {t}", v.name()))
 }
 
 /// Runs `f` (which records launches) until `seconds` have passed, flushing and waiting each time;
@@ -90,6 +97,7 @@ fn fma_peak(gpu: &Gpu, seconds: f64) -> Row {
         work: invocations as f64 * iters as f64 * 8.0 * 4.0 * 2.0,
         unit: "gflops",
         ms,
+        gemm: None,
     }
 }
 
@@ -113,10 +121,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if !args.json {
         println!(
-            "adapter: {} ({:?}), GEMM kernels: {:?}",
+            "adapter: {} ({:?}, {:?})\nGEMM: {}\n(FEWSTEP_KERNELS=tiled|subgroup|blocked and FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN override; \
+             the gemm column shows family and BMxBNxBKxTMxTN per row)",
             gpu.info().name,
             gpu.info().backend,
-            gpu.variant()
+            gpu.info().device_type,
+            gpu.describe_gemm()
+        );
+    } else {
+        let forced = gpu.gemm_tile().map(|t| t.to_string());
+        println!(
+            "{}",
+            serde_json::json!({"kernel": "gemm_config", "adapter": gpu.info().name, "gemm_family": gpu.variant().name(),
+                "gemm_reason": gpu.variant_reason(), "gemm_tile_forced": forced})
         );
     }
     let peak = fma_peak(&gpu, s);
@@ -142,41 +159,51 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 work: 2.0 * (m * n * k) as f64,
                 unit: "gflops",
                 ms,
+                gemm: last_gemm(&gpu),
             },
             &mut rows,
         );
     }
 
-    let (bn, cin, hw, cout) = (32usize, 64usize, 28usize, 64usize);
-    let conv = Conv2d::same(3);
-    let x = rand_tensor(&gpu, &[bn, cin, hw, hw], 3);
-    let w = rand_tensor(&gpu, &[cout, cin, 3, 3], 4);
-    let dy = rand_tensor(&gpu, &[bn, cout, hw, hw], 5);
-    let flops = 2.0 * (bn * cout * hw * hw * cin * 9) as f64;
-    let shape = format!("{bn}x{cin}x{hw}x{hw} -> {cout}, 3x3");
-    let passes: [(&'static str, &dyn Fn()); 3] = [
-        ("forward", &|| drop(conv.forward(&x, &w, None))),
-        ("backward_input", &|| {
-            drop(conv.input_grad(&dy, &w, x.shape()))
-        }),
-        ("backward_weight", &|| {
-            drop(conv.weight_grad(&dy, &x, w.shape()))
-        }),
-    ];
-    for (pass, f) in passes {
-        let ms = time_runs(&gpu, s, f);
-        emit(
-            Row {
-                kernel: "conv2d_3x3",
-                pass,
-                shape: shape.clone(),
-                work: flops,
-                unit: "gflops",
-                ms,
-            },
-            &mut rows,
-        );
+    // The 3x3 convolution of a mid-sized net, then the 16-channel one of `tiny` (small M).
+    for (kernel, bn, cin, hw, cout) in [
+        ("conv2d_3x3", 32usize, 64usize, 28usize, 64usize),
+        ("conv2d_3x3_c16", 64, 16, 28, 16),
+    ] {
+        let conv = Conv2d::same(3);
+        let x = rand_tensor(&gpu, &[bn, cin, hw, hw], 3);
+        let w = rand_tensor(&gpu, &[cout, cin, 3, 3], 4);
+        let dy = rand_tensor(&gpu, &[bn, cout, hw, hw], 5);
+        let flops = 2.0 * (bn * cout * hw * hw * cin * 9) as f64;
+        let shape = format!("{bn}x{cin}x{hw}x{hw} -> {cout}, 3x3");
+        let passes: [(&'static str, &dyn Fn()); 3] = [
+            ("forward", &|| drop(conv.forward(&x, &w, None))),
+            ("backward_input", &|| {
+                drop(conv.input_grad(&dy, &w, x.shape()))
+            }),
+            ("backward_weight", &|| {
+                drop(conv.weight_grad(&dy, &x, w.shape()))
+            }),
+        ];
+        for (pass, f) in passes {
+            let ms = time_runs(&gpu, s, f);
+            emit(
+                Row {
+                    kernel,
+                    pass,
+                    shape: shape.clone(),
+                    work: flops,
+                    unit: "gflops",
+                    ms,
+                    gemm: last_gemm(&gpu),
+                },
+                &mut rows,
+            );
+        }
     }
+    let (bn, cin, hw, cout) = (32usize, 64usize, 28usize, 64usize);
+    let x = rand_tensor(&gpu, &[bn, cin, hw, hw], 3);
+    let dy = rand_tensor(&gpu, &[bn, cout, hw, hw], 5);
 
     let gamma = Tensor::full(&gpu, &[cin], 1.0);
     let beta = Tensor::zeros(&gpu, &[cin]);
@@ -193,6 +220,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             work: bytes,
             unit: "gbps",
             ms,
+            gemm: None,
         },
         &mut rows,
     );
@@ -208,6 +236,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             work: bytes * 2.0,
             unit: "gbps",
             ms,
+            gemm: None,
         },
         &mut rows,
     );
@@ -229,6 +258,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             work: aflops,
             unit: "gflops",
             ms,
+            gemm: last_gemm(&gpu),
         },
         &mut rows,
     );
@@ -245,6 +275,9 @@ fn print_row(r: &Row, peak_gflops: f64, json: bool) {
         } else {
             o["gbps"] = round3(rate).into();
         }
+        if let Some(g) = &r.gemm {
+            o["gemm"] = g.clone().into();
+        }
         println!("{o}");
     } else {
         let frac = if r.unit == "gflops" {
@@ -253,7 +286,7 @@ fn print_row(r: &Row, peak_gflops: f64, json: bool) {
             String::new()
         };
         println!(
-            "{:<12} {:<16} {:<36} {:>9.3} ms {:>9.2} {:<6} {}",
+            "{:<14} {:<16} {:<36} {:>9.3} ms {:>9.2} {:<6} {:<18} {}",
             r.kernel,
             r.pass,
             r.shape,
@@ -264,7 +297,8 @@ fn print_row(r: &Row, peak_gflops: f64, json: bool) {
             } else {
                 "GB/s"
             },
-            frac
+            frac,
+            r.gemm.as_deref().unwrap_or("")
         );
     }
 }

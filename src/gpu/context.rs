@@ -13,6 +13,136 @@ pub enum KernelVariant {
     /// Rows of A shared across a subgroup with `subgroupBroadcast`; needs `Features::SUBGROUP` and
     /// a fixed subgroup size. On lavapipe this is ~5x faster than workgroup memory (PLATFORM.md).
     Subgroup,
+    /// Register-blocked tiles for real GPUs (gemm_blocked.wgsl): each invocation keeps a TM x TN
+    /// micro-tile in registers, the workgroup stages BK-deep slices of A (transposed) and B in
+    /// workgroup memory and reads them as vec4s. Tile shape chosen per problem ([`GemmTile`]).
+    /// f32 only, no subgroups: browsers can run it too.
+    Blocked,
+}
+
+impl KernelVariant {
+    /// The name FEWSTEP_KERNELS accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelVariant::Tiled => "tiled",
+            KernelVariant::Subgroup => "subgroup",
+            KernelVariant::Blocked => "blocked",
+        }
+    }
+}
+
+impl std::str::FromStr for KernelVariant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tiled" => Ok(KernelVariant::Tiled),
+            "subgroup" => Ok(KernelVariant::Subgroup),
+            "blocked" => Ok(KernelVariant::Blocked),
+            _ => Err(format!(
+                "FEWSTEP_KERNELS='{s}' is not a GEMM family: use tiled, subgroup or blocked"
+            )),
+        }
+    }
+}
+
+/// Tile shape of the blocked GEMM family: a workgroup computes BM x BN outputs, staging K in slices
+/// of BK through workgroup memory; each of its (BM / TM) x (BN / TN) invocations computes TM x TN
+/// outputs. Written and parsed (FEWSTEP_GEMM_TILE) as `BMxBNxBKxTMxTN`, e.g. `128x128x16x8x8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmTile {
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+const GEMM_TILE_FORM: &str = "BMxBNxBKxTMxTN, five numbers joined by 'x' (e.g. 128x128x16x8x8 or \
+    16x128x16x4x8): TM and TN 4 or 8, BM a multiple of TM, BN a multiple of TN, \
+    T = (BM/TM)*(BN/TN) invocations a multiple of BK, BK*BM and BK*BN multiples of T, \
+    and each of BM, BN a divisor or a multiple of T";
+
+impl GemmTile {
+    pub const fn new(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) -> Self {
+        GemmTile { bm, bn, bk, tm, tn }
+    }
+    /// Invocations per workgroup.
+    pub fn threads(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+    /// Workgroup memory the tile stages per slice of K.
+    pub fn workgroup_bytes(&self) -> u32 {
+        self.bk * (self.bm + self.bn) * 4
+    }
+    /// Whether the blocked core can be generated for this shape (the staging loop's mapping of
+    /// invocations to elements needs the divisibilities in the accepted form).
+    pub fn check_shape(&self) -> Result<(), String> {
+        let GemmTile { bm, bn, bk, tm, tn } = *self;
+        let ok_micro = matches!(tm, 4 | 8) && matches!(tn, 4 | 8);
+        if !ok_micro || bm == 0 || bn == 0 || bm % tm != 0 || bn % tn != 0 || !(1..=64).contains(&bk) {
+            return Err(format!("tile {self} does not fit {GEMM_TILE_FORM}"));
+        }
+        let t = self.threads();
+        let fits = |x: u32| (bk * x) % t == 0 && (t % x == 0 || x % t == 0);
+        if t % bk != 0 || !fits(bm) || !fits(bn) {
+            return Err(format!(
+                "tile {self} ({t} invocations) does not fit {GEMM_TILE_FORM}"
+            ));
+        }
+        Ok(())
+    }
+    /// [`Self::check_shape`] plus the device's workgroup limits.
+    pub fn check(&self, limits: &wgpu::Limits) -> Result<(), String> {
+        self.check_shape()?;
+        let t = self.threads();
+        if t > limits.max_compute_invocations_per_workgroup
+            || self.bn / self.tn > limits.max_compute_workgroup_size_x
+            || self.bm / self.tm > limits.max_compute_workgroup_size_y
+        {
+            return Err(format!(
+                "tile {self} needs {t} invocations per workgroup ({} x {}); this device allows {} \
+                 (x up to {}, y up to {})",
+                self.bn / self.tn,
+                self.bm / self.tm,
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_size_x,
+                limits.max_compute_workgroup_size_y
+            ));
+        }
+        if self.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
+            return Err(format!(
+                "tile {self} needs {} bytes of workgroup memory (BK * (BM + BN) * 4); this device allows {}",
+                self.workgroup_bytes(),
+                limits.max_compute_workgroup_storage_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for GemmTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}x{}x{}", self.bm, self.bn, self.bk, self.tm, self.tn)
+    }
+}
+
+impl std::str::FromStr for GemmTile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.trim().split(['x', 'X']).collect();
+        let nums: Option<Vec<u32>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
+        let t = match nums.as_deref() {
+            Some(&[bm, bn, bk, tm, tn]) => GemmTile::new(bm, bn, bk, tm, tn),
+            _ => {
+                return Err(format!(
+                    "FEWSTEP_GEMM_TILE='{s}' is not a tile shape: expected {GEMM_TILE_FORM}"
+                ))
+            }
+        };
+        t.check_shape()
+            .map_err(|e| format!("FEWSTEP_GEMM_TILE='{s}': {e}"))?;
+        Ok(t)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +162,13 @@ pub enum GpuError {
     },
     #[error("reading a buffer back from the GPU failed: {0}")]
     Readback(String),
+    #[error("{0}")]
+    Config(String),
 }
 
-/// How to pick the adapter. `from_env` reads FEWSTEP_BACKEND, FEWSTEP_ADAPTER and FEWSTEP_KERNELS.
+/// How to pick the adapter. `from_env` reads FEWSTEP_BACKEND, FEWSTEP_ADAPTER, FEWSTEP_KERNELS
+/// (tiled, subgroup or blocked) and FEWSTEP_GEMM_TILE (BMxBNxBKxTMxTN: one tile shape for every
+/// GEMM of the blocked family, which it then selects unless FEWSTEP_KERNELS names another).
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     pub backends: Option<wgpu::Backends>,
@@ -42,6 +176,11 @@ pub struct GpuOptions {
     pub adapter_name: Option<String>,
     /// Force a GEMM family (for tests and benchmarks); `None` picks the fastest available.
     pub variant: Option<KernelVariant>,
+    /// Force one tile shape for every GEMM of the blocked family (benchmarks); `None` picks one
+    /// per problem.
+    pub gemm_tile: Option<GemmTile>,
+    /// Environment values that could not be parsed: [`Gpu::new`] refuses to start with them.
+    env_errors: Vec<String>,
 }
 
 impl GpuOptions {
@@ -57,14 +196,21 @@ impl GpuOptions {
                 None::<String>
             }
         };
+        fn parse<T: std::str::FromStr<Err = String>>(
+            value: Option<String>,
+            errors: &mut Vec<String>,
+        ) -> Option<T> {
+            value.and_then(|s| s.parse().map_err(|e| errors.push(e)).ok())
+        }
+        let mut env_errors = Vec::new();
+        let variant = parse(var("FEWSTEP_KERNELS"), &mut env_errors);
+        let gemm_tile = parse(var("FEWSTEP_GEMM_TILE"), &mut env_errors);
         GpuOptions {
             backends: var("FEWSTEP_BACKEND").map(|s| wgpu::Backends::from_comma_list(&s)),
             adapter_name: var("FEWSTEP_ADAPTER"),
-            variant: var("FEWSTEP_KERNELS").and_then(|s| match s.to_ascii_lowercase().as_str() {
-                "tiled" => Some(KernelVariant::Tiled),
-                "subgroup" => Some(KernelVariant::Subgroup),
-                _ => None,
-            }),
+            variant,
+            gemm_tile,
+            env_errors,
         }
     }
 }
@@ -76,6 +222,12 @@ pub(crate) struct GpuInner {
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
     pub variant: Cell<KernelVariant>,
+    /// Why `variant` was chosen (for `fewstep info` and `bench kernels`).
+    pub variant_reason: RefCell<String>,
+    /// The blocked family's forced tile shape, if any.
+    pub gemm_tile: Cell<Option<GemmTile>>,
+    /// The family and tile of the last GEMM launched (for `bench kernels`).
+    pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
     pub pipelines: PipelineCache,
     pub pool: Rc<BufferPool>,
     pub batch: RefCell<Batch>,
@@ -88,6 +240,9 @@ pub struct Gpu(pub(crate) Rc<GpuInner>);
 impl Gpu {
     /// Creates the device (async: the only way on the web; natively see [`Gpu::new_blocking`]).
     pub async fn new(opts: GpuOptions) -> Result<Gpu, GpuError> {
+        if !opts.env_errors.is_empty() {
+            return Err(GpuError::Config(opts.env_errors.join("\n")));
+        }
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         #[cfg(target_arch = "wasm32")]
         {
@@ -125,7 +280,20 @@ impl Gpu {
                 adapter: info.name.clone(),
                 source,
             })?;
-        Ok(Self::from_device(device, queue, info, opts.variant))
+        // A forced tile shape only means something to the blocked family: it selects it.
+        let want = opts.variant.or(opts.gemm_tile.map(|_| KernelVariant::Blocked));
+        let gpu = Self::from_device(device, queue, info, want);
+        if let Some(v) = opts.variant {
+            *gpu.0.variant_reason.borrow_mut() = format!("FEWSTEP_KERNELS={}", v.name());
+        } else if opts.gemm_tile.is_some() {
+            *gpu.0.variant_reason.borrow_mut() = "FEWSTEP_GEMM_TILE is set".into();
+        }
+        if let Some(t) = opts.gemm_tile {
+            gpu.set_gemm_tile(Some(t)).map_err(|e| {
+                GpuError::Config(format!("FEWSTEP_GEMM_TILE={t} cannot run on '{}': {e}", gpu.info().name))
+            })?;
+        }
+        Ok(gpu)
     }
 
     /// The features fewstep asks for on `adapter`: subgroups where the size is fixed (the fast
@@ -155,13 +323,14 @@ impl Gpu {
     ) -> Gpu {
         let features = device.features();
         let limits = device.limits();
-        let variant = match want {
-            Some(KernelVariant::Subgroup) if features.contains(wgpu::Features::SUBGROUP) => {
-                KernelVariant::Subgroup
-            }
-            Some(_) => KernelVariant::Tiled,
-            None if features.contains(wgpu::Features::SUBGROUP) => KernelVariant::Subgroup,
-            None => KernelVariant::Tiled,
+        let subgroups = features.contains(wgpu::Features::SUBGROUP);
+        let (variant, reason) = match want {
+            Some(KernelVariant::Subgroup) if !subgroups => (
+                KernelVariant::Tiled,
+                "subgroup kernels asked for, but the device has no fixed-size subgroups: tiled".into(),
+            ),
+            Some(v) => (v, format!("asked for {}", v.name())),
+            None => Self::default_variant(&info, subgroups),
         };
         let align = limits.min_uniform_buffer_offset_alignment.max(16);
         Gpu(Rc::new(GpuInner {
@@ -174,7 +343,34 @@ impl Gpu {
             features,
             limits,
             variant: Cell::new(variant),
+            variant_reason: RefCell::new(reason),
+            gemm_tile: Cell::new(None),
+            last_gemm: Cell::new(None),
         }))
+    }
+
+    /// The GEMM family used when none is asked for, and why: CPU adapters (lavapipe) run the
+    /// subgroup family where they have fixed-size subgroups (2-3x faster there than the others,
+    /// PLATFORM.md), else the tiled one; real GPUs and browsers run the register-blocked family.
+    fn default_variant(info: &wgpu::AdapterInfo, subgroups: bool) -> (KernelVariant, String) {
+        let browser = cfg!(target_arch = "wasm32") || info.backend == wgpu::Backend::BrowserWebGpu;
+        match info.device_type {
+            wgpu::DeviceType::Cpu if !browser && subgroups => (
+                KernelVariant::Subgroup,
+                "CPU adapter with fixed-size subgroups: subgroupBroadcast beats workgroup memory there".into(),
+            ),
+            wgpu::DeviceType::Cpu if !browser => (
+                KernelVariant::Tiled,
+                "CPU adapter without fixed-size subgroups".into(),
+            ),
+            t => (
+                KernelVariant::Blocked,
+                format!(
+                    "{} ({t:?}): register-blocked tiles for real GPUs",
+                    if browser { "browser WebGPU" } else { "GPU adapter" }
+                ),
+            ),
+        }
     }
 
     async fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Option<wgpu::Adapter> {
@@ -229,8 +425,80 @@ impl Gpu {
         } else {
             v
         };
+        if v != self.0.variant.get() {
+            *self.0.variant_reason.borrow_mut() = format!("set to {} by the program", v.name());
+        }
         self.0.variant.set(v);
         v
+    }
+    /// Why the current GEMM family runs.
+    pub fn variant_reason(&self) -> String {
+        self.0.variant_reason.borrow().clone()
+    }
+    /// Forces one tile shape for every GEMM of the blocked family (`None`: chosen per problem).
+    /// Refused (with the reason) when the shape is malformed or over this device's limits.
+    pub fn set_gemm_tile(&self, tile: Option<GemmTile>) -> Result<(), String> {
+        if let Some(t) = tile {
+            t.check(&self.0.limits)?;
+        }
+        self.0.gemm_tile.set(tile);
+        Ok(())
+    }
+    /// The blocked family's tile shape for an M x N output (times `batch` independent ones): the
+    /// forced one if set, else by M: <= 16 rows 16x128 (or 16x64), <= 32 rows 32x128 (32x64),
+    /// <= 64 rows 64x128 (64x64), more 128x128 (128x64, 64x64): the first of these that gives at
+    /// least 256 workgroups (enough to fill a large GPU), else the last, among those the device
+    /// allows. Small-M problems (the 16-channel convolutions of `tiny`) thus never idle half a tile.
+    pub fn blocked_tile(&self, m: u32, n: u32, batch: u32) -> GemmTile {
+        if let Some(t) = self.gemm_tile() {
+            return t;
+        }
+        const TARGET_WORKGROUPS: u32 = 256;
+        let g = GemmTile::new;
+        let list: &[GemmTile] = match m {
+            0..=16 => &[g(16, 128, 16, 4, 8), g(16, 64, 16, 4, 4)],
+            17..=32 => &[g(32, 128, 16, 4, 8), g(32, 64, 16, 4, 4)],
+            33..=64 => &[g(64, 128, 16, 4, 8), g(64, 64, 16, 4, 4)],
+            _ => &[g(128, 128, 16, 8, 8), g(128, 64, 16, 8, 8), g(64, 64, 16, 4, 4)],
+        };
+        let fits: Vec<GemmTile> = list
+            .iter()
+            .copied()
+            .filter(|t| t.check(&self.0.limits).is_ok())
+            .collect();
+        let count = |t: &GemmTile| m.div_ceil(t.bm) * n.div_ceil(t.bn) * batch.max(1);
+        fits.iter()
+            .copied()
+            .find(|t| count(t) >= TARGET_WORKGROUPS)
+            .or(fits.last().copied())
+            .unwrap_or(g(16, 64, 16, 4, 4))
+    }
+    /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).
+    pub(crate) fn note_gemm(&self, v: KernelVariant, bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) {
+        self.0.last_gemm.set(Some((v, GemmTile::new(bm, bn, bk, tm, tn))));
+    }
+    /// The forced tile shape of the blocked family, if any.
+    pub fn gemm_tile(&self) -> Option<GemmTile> {
+        self.0.gemm_tile.get()
+    }
+    /// The family and tile shape of the last GEMM recorded (tiled and subgroup kernels are shown
+    /// in the same notation: BM x BN outputs per workgroup, per-invocation TM x TN).
+    pub fn last_gemm(&self) -> Option<(KernelVariant, GemmTile)> {
+        self.0.last_gemm.get()
+    }
+    /// One line: the GEMM family, why, and the tile rule.
+    pub fn describe_gemm(&self) -> String {
+        let v = self.variant();
+        let tiles = match (v, self.gemm_tile()) {
+            (KernelVariant::Blocked, Some(t)) => format!("tile {t} forced for every GEMM"),
+            (KernelVariant::Blocked, None) => "tile BMxBNxBKxTMxTN chosen per problem".into(),
+            (KernelVariant::Tiled, _) => "tile 64x64x16x4x4".into(),
+            (KernelVariant::Subgroup, _) => {
+                let sg = self.subgroup_size();
+                format!("{} rows x {} columns per subgroup", sg.max(32), sg * 4)
+            }
+        };
+        format!("{} ({}; {tiles})", v.name(), self.variant_reason())
     }
     pub fn has_subgroups(&self) -> bool {
         self.0.features.contains(wgpu::Features::SUBGROUP)
@@ -256,11 +524,10 @@ impl Gpu {
         let _ = writeln!(s, "features:  {:?}", self.0.features);
         let _ = writeln!(
             s,
-            "subgroups: size {}..{} (GEMM kernels: {:?})",
-            i.subgroup_min_size,
-            i.subgroup_max_size,
-            self.variant()
+            "subgroups: size {}..{}",
+            i.subgroup_min_size, i.subgroup_max_size
         );
+        let _ = writeln!(s, "GEMM:      {}", self.describe_gemm());
         let _ = writeln!(
             s,
             "limits:    storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, invocations/workgroup {}, \

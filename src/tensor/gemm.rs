@@ -1,6 +1,7 @@
-//! Matrix products and convolutions, all on one GEMM core (gemm_tiled.wgsl, or gemm_subgroup.wgsl
-//! where subgroups are available) with a small loader file per operand layout: plain matmul, and
-//! the three passes of a convolution as implicit GEMMs (no im2col buffer is ever materialised).
+//! Matrix products and convolutions, all on one GEMM core (gemm_blocked.wgsl on real GPUs,
+//! gemm_subgroup.wgsl on CPU adapters with subgroups, gemm_tiled.wgsl as the portable fallback)
+//! with a small loader file per operand layout: plain matmul, and the three passes of a
+//! convolution as implicit GEMMs (no im2col buffer is ever materialised).
 
 use std::borrow::Cow;
 
@@ -53,6 +54,22 @@ impl Loader {
             Loader::ConvWeightGrad => "conv_weight_grad",
         }
     }
+    /// Whether A is contiguous along K (the loader's A_K_FAST).
+    fn a_k_fast(self) -> bool {
+        match self {
+            Loader::Matmul { trans_a, .. } => !trans_a,
+            Loader::ConvForward | Loader::ConvWeightGrad => true,
+            Loader::ConvInputGrad => false,
+        }
+    }
+    /// Whether B is contiguous along N (the loader's B_N_FAST).
+    fn b_n_fast(self) -> bool {
+        match self {
+            Loader::Matmul { trans_b, .. } => !trans_b,
+            Loader::ConvForward | Loader::ConvInputGrad => true,
+            Loader::ConvWeightGrad => false,
+        }
+    }
     fn text(self) -> &'static str {
         match self {
             Loader::Matmul { .. } => include_str!("../../shaders/gemm_load_matmul.wgsl"),
@@ -98,6 +115,217 @@ fn subgroup_core(sg: u32) -> String {
         .replace("//@STORE\n", &store)
 }
 
+/// Tile shape of the blocked core (see `GemmTile` in gpu/context.rs, which picks and checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tile {
+    bm: u32,
+    bn: u32,
+    bk: u32,
+    tm: u32,
+    tn: u32,
+}
+
+impl Tile {
+    /// The blocked family's tile for an M x N output; the convolution weight gradient picks it
+    /// for one K chunk (its batch is the split-K count, chosen from the tile afterwards).
+    fn blocked(gpu: &Gpu, m: u32, n: u32, batch: u32) -> Tile {
+        let t = gpu.blocked_tile(m, n, batch);
+        Tile {
+            bm: t.bm,
+            bn: t.bn,
+            bk: t.bk,
+            tm: t.tm,
+            tn: t.tn,
+        }
+    }
+    fn threads(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+}
+
+/// What one invocation stages of one operand per K slice: the distinct local k values and
+/// row (A) / column (B) offsets it touches, as WGSL expressions of the invocation index `t`, and
+/// its elements as (index into ks, index into mns). `x` is BM (A) or BN (B).
+struct Staging {
+    ks: Vec<String>,
+    mns: Vec<String>,
+    elems: Vec<(usize, usize)>,
+}
+
+fn staging(x: u32, bk: u32, t: u32, k_fast: bool) -> Staging {
+    if k_fast {
+        // Neighbouring invocations take neighbouring k: one k, x / (t / bk) rows or columns.
+        let p = t / bk;
+        let rows = x / p;
+        Staging {
+            ks: vec![format!("t % {bk}u")],
+            mns: (0..rows).map(|r| format!("t / {bk}u + {}u", r * p)).collect(),
+            elems: (0..rows as usize).map(|r| (0, r)).collect(),
+        }
+    } else if t >= x {
+        // Neighbouring invocations take neighbouring rows / columns: one of them, bk / q k's.
+        let q = t / x;
+        let kn = bk / q;
+        Staging {
+            ks: (0..kn).map(|r| format!("t / {x}u + {}u", r * q)).collect(),
+            mns: vec![format!("t % {x}u")],
+            elems: (0..kn as usize).map(|r| (r, 0)).collect(),
+        }
+    } else {
+        // Fewer invocations than rows / columns: x / t of them, every k of the slice.
+        let nc = x / t;
+        Staging {
+            ks: (0..bk).map(|k| format!("{k}u")).collect(),
+            mns: (0..nc).map(|c| format!("t + {}u", c * t)).collect(),
+            elems: (0..bk as usize)
+                .flat_map(|k| (0..nc as usize).map(move |c| (k, c)))
+                .collect(),
+        }
+    }
+}
+
+/// Expands the marked lines of gemm_blocked.wgsl for one tile shape and loader layout.
+fn blocked_core(tile: Tile, a_k_fast: bool, b_n_fast: bool) -> String {
+    use std::fmt::Write;
+    let Tile { bm, bn, bk, tm, tn } = tile;
+    let t = tile.threads();
+    let (wg_x, wg_y) = (bn / tn, bm / tm);
+    let sa = staging(bm, bk, t, a_k_fast);
+    let sb = staging(bn, bk, t, !b_n_fast);
+    let mut setup = String::new();
+    let head = format!(
+        "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst AS_LEN: u32 = {}u;\nconst BS_LEN: u32 = {}u;\n",
+        bk * bm / 4,
+        bk * bn / 4
+    );
+    for i in 0..tm {
+        for j in 0..tn / 4 {
+            let _ = writeln!(setup, "    var acc{i}_{j} = vec4<f32>(0.0);");
+        }
+    }
+    for (i, k) in sa.ks.iter().enumerate() {
+        let _ = writeln!(setup, "    let a_k{i} = {k};");
+    }
+    for (j, mn) in sa.mns.iter().enumerate() {
+        let _ = writeln!(setup, "    let a_l{j} = {mn};\n    let a_m{j} = row0 + a_l{j};");
+    }
+    for (i, k) in sb.ks.iter().enumerate() {
+        let _ = writeln!(setup, "    let b_k{i} = {k};");
+    }
+    for (j, mn) in sb.mns.iter().enumerate() {
+        let _ = writeln!(
+            setup,
+            "    let b_l{j} = {mn};\n    let b_n{j} = col0 + b_l{j};\n    let b_c{j} = col_state(b, min(b_n{j}, P.n - 1u));"
+        );
+    }
+    for e in 0..sa.elems.len() {
+        let _ = writeln!(setup, "    var a_v{e} = 0.0;");
+    }
+    for e in 0..sb.elems.len() {
+        let _ = writeln!(setup, "    var b_v{e} = 0.0;");
+    }
+
+    // Loads of the slice starting at `kb` into registers (zero outside the matrices).
+    let mut load = String::from("        {\n");
+    for i in 0..sa.ks.len() {
+        let _ = writeln!(
+            load,
+            "        let kg{i} = kb + a_k{i};\n        let ks{i} = k_state(b, kg{i});"
+        );
+    }
+    for (e, &(ki, j)) in sa.elems.iter().enumerate() {
+        let _ = writeln!(
+            load,
+            "        a_v{e} = 0.0;\n        if (kg{ki} < P.k && a_m{j} < P.m) {{ a_v{e} = load_ak(b, ks{ki}, a_m{j}); }}"
+        );
+    }
+    load += "        }\n        {\n";
+    for i in 0..sb.ks.len() {
+        let _ = writeln!(
+            load,
+            "        let kg{i} = kb + b_k{i};\n        let ks{i} = k_state(b, kg{i});"
+        );
+    }
+    for (e, &(ki, j)) in sb.elems.iter().enumerate() {
+        let _ = writeln!(
+            load,
+            "        b_v{e} = 0.0;\n        if (kg{ki} < P.k && b_n{j} < P.n) {{ b_v{e} = load_bk(ks{ki}, b_c{j}); }}"
+        );
+    }
+    load += "        }\n";
+
+    let mut stage = String::new();
+    for (e, &(ki, j)) in sa.elems.iter().enumerate() {
+        let _ = writeln!(
+            stage,
+            "        As[(a_k{ki} * BM + a_l{j}) / 4u][a_l{j} % 4u] = a_v{e};"
+        );
+    }
+    for (e, &(ki, j)) in sb.elems.iter().enumerate() {
+        let _ = writeln!(
+            stage,
+            "        Bs[(b_k{ki} * BN + b_l{j}) / 4u][b_l{j} % 4u] = b_v{e};"
+        );
+    }
+
+    let mut fma = String::new();
+    for j in 0..tm / 4 {
+        let _ = writeln!(
+            fma,
+            "            let av{j} = As[kk * {}u + ty + {}u];",
+            bm / 4,
+            j * wg_y
+        );
+    }
+    for j in 0..tn / 4 {
+        let _ = writeln!(
+            fma,
+            "            let bv{j} = Bs[kk * {}u + tx + {}u];",
+            bn / 4,
+            j * wg_x
+        );
+    }
+    const LANE: [&str; 4] = ["x", "y", "z", "w"];
+    for i in 0..tm {
+        for j in 0..tn / 4 {
+            let _ = writeln!(
+                fma,
+                "            acc{i}_{j} = fma(vec4<f32>(av{}.{}), bv{j}, acc{i}_{j});",
+                i / 4,
+                LANE[(i % 4) as usize]
+            );
+        }
+    }
+
+    let mut store = String::new();
+    for j in 0..tn / 4 {
+        let _ = writeln!(store, "    let gn{j} = col0 + 4u * (tx + {}u);", j * wg_x);
+    }
+    for i in 0..tm {
+        let _ = writeln!(
+            store,
+            "    let gm{i} = row0 + 4u * (ty + {}u) + {}u;\n    if (gm{i} < P.m) {{",
+            (i / 4) * wg_y,
+            i % 4
+        );
+        for j in 0..tn / 4 {
+            for (c, lane) in LANE.iter().enumerate() {
+                let _ = writeln!(
+                    store,
+                    "        if (gn{j} + {c}u < P.n) {{ store_c(b, gm{i}, gn{j} + {c}u, acc{i}_{j}.{lane}); }}"
+                );
+            }
+        }
+        store += "    }\n";
+    }
+    head + &include_str!("../../shaders/gemm_blocked.wgsl")
+        .replace("//@SETUP\n", &setup)
+        .replace("//@LOAD\n", &load)
+        .replace("//@STAGE\n", &stage)
+        .replace("//@FMA\n", &fma)
+        .replace("//@STORE\n", &store)
+}
+
 fn launch(
     gpu: &Gpu,
     loader: Loader,
@@ -116,21 +344,45 @@ fn launch(
         .flag("TRANS_A", ta)
         .flag("TRANS_B", tb);
     let sg = gpu.subgroup_size();
+    // The weight gradient's batch is its split-K count, chosen from the tile (split_k_parts).
+    let tile_batch = if loader == Loader::ConvWeightGrad {
+        1
+    } else {
+        p.batch
+    };
+    let tile = Tile::blocked(gpu, p.m, p.n, tile_batch);
     let workgroups = match variant {
-        KernelVariant::Tiled => [p.n.div_ceil(64), p.m.div_ceil(64), p.batch],
+        KernelVariant::Tiled => {
+            gpu.note_gemm(variant, 64, 64, 16, 4, 4);
+            [p.n.div_ceil(64), p.m.div_ceil(64), p.batch]
+        }
         KernelVariant::Subgroup => {
             key = key.u32("SG", sg).u32("TM", subgroup_rows(sg));
+            gpu.note_gemm(variant, subgroup_rows(sg), sg * 4, 1, subgroup_rows(sg), 4);
             [
                 p.n.div_ceil(sg * 4),
                 p.m.div_ceil(subgroup_rows(sg)),
                 p.batch,
             ]
         }
+        KernelVariant::Blocked => {
+            key = key
+                .u32("BM", tile.bm)
+                .u32("BN", tile.bn)
+                .u32("BK", tile.bk)
+                .u32("TM", tile.tm)
+                .u32("TN", tile.tn);
+            gpu.note_gemm(variant, tile.bm, tile.bn, tile.bk, tile.tm, tile.tn);
+            [p.n.div_ceil(tile.bn), p.m.div_ceil(tile.bm), p.batch]
+        }
     };
     let pipeline = gpu.pipeline(&key, || {
         let core: Cow<'static, str> = match variant {
             KernelVariant::Tiled => include_str!("../../shaders/gemm_tiled.wgsl").into(),
             KernelVariant::Subgroup => subgroup_core(sg).into(),
+            KernelVariant::Blocked => {
+                blocked_core(tile, loader.a_k_fast(), loader.b_n_fast()).into()
+            }
         };
         KernelSource {
             parts: vec![
@@ -369,6 +621,10 @@ fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
         KernelVariant::Subgroup => {
             let sg = gpu.subgroup_size();
             (subgroup_rows(sg), sg * 4)
+        }
+        KernelVariant::Blocked => {
+            let t = Tile::blocked(gpu, m, n, 1);
+            (t.bm, t.bn)
         }
     };
     let tiles = m.div_ceil(tm) * n.div_ceil(tn);

@@ -1,0 +1,43 @@
+// Register-blocked GEMM core for real GPUs (f32, no subgroups: browsers can run it too).
+// Prepended constants: BM, BN (outputs per workgroup), BK (depth of one K slice in workgroup
+// memory), TM, TN (outputs per invocation, 4 or 8). The workgroup is (BN / TN) x (BM / TM)
+// invocations; invocation (tx, ty) keeps TM x TN accumulators in registers: rows
+// 4 * (ty + j * BM / TM) + 0..3 for j < TM / 4, columns 4 * (tx + j * BN / TN) + 0..3 for j < TN / 4,
+// so that one step of K reads TM / 4 + TN / 4 vec4s from workgroup memory for TM * TN FMAs.
+// A is staged transposed ([BK][BM], M contiguous) and B as [BK][BN], both as vec4 arrays.
+//
+// Staging: every invocation loads the same elements of each K slice (BK * BM / T of A and
+// BK * BN / T of B, T invocations): along K where the operand is contiguous along K (the loader's
+// A_K_FAST / B_N_FAST), else along M / N, so that neighbouring invocations read neighbouring
+// addresses. The loaders' column parts (col_state) are computed once before the K loop, the k
+// parts (k_state) once per distinct k per slice. The next slice is loaded into registers while
+// the current one is multiplied (one buffer in workgroup memory, two barriers per slice).
+// The Rust side (gemm.rs, blocked_core) unrolls the marked lines for the tile shape.
+var<workgroup> As: array<vec4<f32>, AS_LEN>;
+var<workgroup> Bs: array<vec4<f32>, BS_LEN>;
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+    let b = wg.z;
+    let row0 = wg.y * BM;
+    let col0 = wg.x * BN;
+    let tx = lid.x;
+    let ty = lid.y;
+//@SETUP
+    var kb = 0u;
+//@LOAD
+    for (var k0 = 0u; k0 < P.k; k0 += BK) {
+        workgroupBarrier();
+//@STAGE
+        workgroupBarrier();
+        kb = k0 + BK;
+        if (kb < P.k) {
+//@LOAD
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+//@FMA
+        }
+    }
+//@STORE
+}
