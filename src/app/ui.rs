@@ -334,7 +334,7 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         egui::ScrollArea::vertical().show(ui, |ui| {
             egui::Grid::new("models")
                 .striped(true)
-                .num_columns(6)
+                .num_columns(7)
                 .show(ui, |ui| {
                     for h in [
                         "name",
@@ -343,6 +343,7 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
                         "data",
                         "lineage",
                         "file",
+                        "eval (bundled: assets/manifest.json)",
                     ] {
                         ui.label(RichText::new(h).strong());
                     }
@@ -382,6 +383,7 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
                             )
                         });
                         ui.label(format!("{:.1} MB", m.file_bytes as f64 / 1e6));
+                        ui.label(crate::bundled::figures(&m.name).unwrap_or_default());
                         ui.end_row();
                     }
                 });

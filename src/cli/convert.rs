@@ -1,12 +1,16 @@
 //! `fewstep convert`: rewrite a model file in half precision (for the web) or back to f32.
-//! The description (architecture, steps, lineage) is kept as it is: an f16 copy is the same model.
+//! The description (architecture, steps, lineage) is kept: an f16 copy is the same model. The
+//! copy records the hash of the file it was made from (`lineage.converted_from_sha256`), and
+//! with `--parent` a student's parent hash is re-chained to the converted copy of its parent, so
+//! a family of converted files (the bundled models) chains file to file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::diffusion::{parse_model, save_model};
+use crate::diffusion::model_file::sha256_hex;
+use crate::diffusion::{parse_model, save_model, ModelMeta};
 use crate::nn::StoreAs;
 
 #[derive(Args, Debug)]
@@ -20,13 +24,23 @@ pub struct ConvertArgs {
     /// Store the weights as f16 (half the size; what the bundled web models use).
     #[arg(long)]
     f16: bool,
+    /// A converted copy of the student's parent: the copy's parent hash then names this file
+    /// (checked: it must be the parent itself or a copy `fewstep convert` made of it).
+    #[arg(long)]
+    parent: Option<PathBuf>,
 }
 
-pub fn run(args: ConvertArgs) -> Result<()> {
-    let same = match (
-        std::fs::canonicalize(&args.model),
-        std::fs::canonicalize(&args.out),
-    ) {
+/// What a conversion wrote.
+pub struct Converted {
+    pub meta: ModelMeta,
+    pub bytes: u64,
+    /// Largest change rounding to f16 made to a weight (0 for f32).
+    pub worst: f32,
+}
+
+/// Converts `model` into `out` (see the module documentation); shared by `convert` and `recipe`.
+pub fn convert_file(model: &Path, out: &Path, f16: bool, parent: Option<&Path>) -> Result<Converted> {
+    let same = match (std::fs::canonicalize(model), std::fs::canonicalize(out)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
@@ -34,11 +48,29 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         !same,
         "--out is the input file; write the copy somewhere else"
     );
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("cannot read {}", args.model.display()))?;
-    let (meta, tensors) = parse_model(&args.model, &bytes)?;
-    let store = if args.f16 { StoreAs::F16 } else { StoreAs::F32 };
-    let worst = if args.f16 {
+    let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    let (mut meta, tensors) = parse_model(model, &bytes)?;
+    meta.lineage.converted_from_sha256 = Some(sha256_hex(&bytes));
+    if let Some(p) = parent {
+        let pbytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let (pmeta, _) = parse_model(p, &pbytes)?;
+        let phash = sha256_hex(&pbytes);
+        let named = meta.lineage.parent_sha256.clone().with_context(|| {
+            format!(
+                "{} has no parent (a teacher): --parent does not apply",
+                model.display()
+            )
+        })?;
+        anyhow::ensure!(
+            named == phash || pmeta.lineage.converted_from_sha256.as_deref() == Some(&named),
+            "--parent {} is not the parent of {} (sha256 {named}), nor a converted copy of it",
+            p.display(),
+            model.display()
+        );
+        meta.lineage.parent_sha256 = Some(phash);
+    }
+    let store = if f16 { StoreAs::F16 } else { StoreAs::F32 };
+    let worst = if f16 {
         tensors
             .iter()
             .flat_map(|t| t.data.iter())
@@ -47,15 +79,29 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     } else {
         0.0
     };
-    save_model(&args.out, &meta, &tensors, store)?;
-    let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    save_model(out, &meta, &tensors, store)?;
+    let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(Converted {
+        meta,
+        bytes: size,
+        worst,
+    })
+}
+
+pub fn run(args: ConvertArgs) -> Result<()> {
+    let c = convert_file(&args.model, &args.out, args.f16, args.parent.as_deref())?;
     eprintln!(
-        "{} ({}) -> {} ({:.2} MB, {}; largest rounding change {worst:.2e})",
+        "{} ({}) -> {} ({:.2} MB, {}; largest rounding change {:.2e}){}",
         args.model.display(),
-        meta.describe(),
+        c.meta.describe(),
         args.out.display(),
-        size as f64 / 1e6,
-        if args.f16 { "f16" } else { "f32" }
+        c.bytes as f64 / 1e6,
+        if args.f16 { "f16" } else { "f32" },
+        c.worst,
+        match (&args.parent, &c.meta.lineage.parent_sha256) {
+            (Some(p), Some(h)) => format!("; parent re-chained to {} ({h})", p.display()),
+            _ => String::new(),
+        }
     );
     Ok(())
 }

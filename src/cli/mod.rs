@@ -221,10 +221,61 @@ fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
             .map(|h| format!(", parent sha256 {h}"))
             .unwrap_or_default()
     );
+    if let Some(h) = &meta.lineage.converted_from_sha256 {
+        println!("converted:  from the file with sha256 {h} (same model, other precision)");
+    }
+    println!("sha256:     {}", crate::diffusion::model_file::sha256_hex(&bytes));
     println!("arch:       {}", serde_json::to_string(&meta.arch)?);
     println!("command:    {}", meta.command);
+    manifest_figures(path, &bytes);
     Ok(())
 }
+
+/// The eval figures a manifest.json next to a model file gives for it (a bundle folder from
+/// `fewstep recipe`, or assets/ for the bundled models).
+fn manifest_figures(path: &std::path::Path, bytes: &[u8]) {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let manifest_path = dir.join("manifest.json");
+    let Ok(text) = std::fs::read_to_string(&manifest_path) else {
+        return;
+    };
+    let manifest = match crate::bundled::Manifest::parse(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            println!("manifest:   {} is unreadable ({e})", manifest_path.display());
+            return;
+        }
+    };
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let Some(entry) = manifest.model_by_file(file) else {
+        return;
+    };
+    let e = &manifest.eval;
+    println!(
+        "eval:       {} (from {}: {} images per row, agreement PSNR against the teacher at {} \
+         DDIM steps on {} images; {}, {})",
+        entry
+            .summary()
+            .unwrap_or_else(|| "no figures recorded".into()),
+        manifest_path.display(),
+        e.samples,
+        e.reference_steps,
+        e.psnr_samples,
+        manifest.adapter,
+        manifest.date
+    );
+    if !manifest.note.is_empty() {
+        println!("            {}", manifest.note);
+    }
+    if entry.sha256 != crate::diffusion::model_file::sha256_hex(bytes) {
+        println!(
+            "            note: the manifest lists {file} with sha256 {}, not this file's: the \
+             figures may be for another version of it",
+            entry.sha256
+        );
+    }
+}
+
 
 fn selftest(json: bool, seed: Option<u64>) -> anyhow::Result<()> {
     let gpu = open_gpu()?;

@@ -26,6 +26,11 @@ pub struct Lineage {
     /// Step counts along the way, from the teacher's down to this model's.
     #[serde(default)]
     pub steps_path: Vec<u32>,
+    /// SHA-256 of the file this one is a copy of in another precision (`fewstep convert`): the
+    /// same model, so a student's `parent_sha256` may name either file. Absent in the files
+    /// `train` and `distill` write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted_from_sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
