@@ -50,17 +50,34 @@ pub struct SampleArgs {
 
 pub fn run(args: SampleArgs) -> Result<()> {
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
-    let gpu = super::open_gpu()?;
+    if let Some(s) = args.steps {
+        check_steps(s)?;
+    }
+    // Refused before any work: an output whose folder does not exist (it is not created).
+    for (flag, path) in [
+        ("--out", Some(&args.out)),
+        ("--values", args.values.as_ref()),
+        ("--trajectory", args.trajectory.as_ref()),
+    ] {
+        if let Some(p) = path {
+            check_parent_exists(flag, p)?;
+        }
+    }
     let name = args
         .model
         .clone()
         .unwrap_or_else(|| crate::bundled::DEFAULT_MODEL.to_string());
-    let (model, meta) = match crate::bundled::find(&name).filter(|_| !Path::new(&name).exists()) {
+    let bundled = crate::bundled::find(&name).filter(|_| !Path::new(&name).exists());
+    if bundled.is_none() && !Path::new(&name).exists() {
+        anyhow::bail!("{}", unknown_model(&name));
+    }
+    let gpu = super::open_gpu()?;
+    let (model, meta) = match bundled {
         Some(b) => load_model_bytes(&gpu, Path::new(b.name), b.bytes())?,
         None => load_model(&gpu, Path::new(&name))?,
     };
     let steps = args.steps.or(meta.steps.map(|s| s as usize)).unwrap_or(64);
-    anyhow::ensure!(steps >= 1, "--steps must be at least 1");
+    check_steps(steps)?;
     if let Some(made_for) = meta.steps {
         if made_for as usize != steps {
             eprintln!(
@@ -157,6 +174,42 @@ pub fn run(args: SampleArgs) -> Result<()> {
         eprintln!("trajectory -> {}", path.display());
     }
     Ok(())
+}
+
+/// `--steps` from 1 to [`MAX_STEPS`](crate::diffusion::sampler::MAX_STEPS).
+pub(crate) fn check_steps(steps: usize) -> Result<()> {
+    let max = crate::diffusion::sampler::MAX_STEPS;
+    anyhow::ensure!(
+        (1..=max).contains(&steps),
+        "--steps {steps} is out of range: give 1 to {max} sampling steps (a distilled model \
+         takes its own 1-8, a teacher 64 to 1024)"
+    );
+    Ok(())
+}
+
+/// An output file's folder must already exist: a mistyped path is refused, not created.
+pub(crate) fn check_parent_exists(flag: &str, path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => return Ok(()),
+    };
+    anyhow::ensure!(
+        parent.is_dir(),
+        "{flag} {}: the folder {} does not exist; create it first or choose another path",
+        path.display(),
+        parent.display()
+    );
+    Ok(())
+}
+
+/// The message for a `--model` that is neither a file nor a bundled model's name.
+pub(crate) fn unknown_model(name: &str) -> String {
+    let names: Vec<&str> = crate::bundled::BUNDLED.iter().map(|b| b.name).collect();
+    format!(
+        "--model {name}: no such file, and no bundled model has that name; the bundled models \
+         are {}, or give the path of a .safetensors model file",
+        names.join(", ")
+    )
 }
 
 fn first(v: &[f32], n: usize) -> Vec<f32> {

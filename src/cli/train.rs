@@ -80,8 +80,12 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    check_args(&args)?;
+    if let Some(w) = short_run_warning(&args) {
+        eprintln!("{w}");
+    }
     let gpu = super::open_gpu()?;
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = recorded_command(std::env::args());
     let mut run = open(&args, &gpu, command)?;
     let total = run.options.total_steps;
     let bar = ProgressBar::new(total).with_style(
@@ -125,6 +129,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The command line as model files record it: `fewstep` and the arguments, without the binary's
+/// path and without `--out DIR` (where a run was written is not part of what it is, and two
+/// identical runs in different directories must write identical files).
+pub(crate) fn recorded_command(args: impl IntoIterator<Item = String>) -> String {
+    let mut words = vec!["fewstep".to_string()];
+    let mut args = args.into_iter().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--out" {
+            args.next();
+        } else if !a.starts_with("--out=") {
+            words.push(a);
+        }
+    }
+    words.join(" ")
+}
+
 /// Loads the training split of a `--data` argument.
 pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
     let parsed: DataSpec = spec.parse()?;
@@ -132,8 +152,64 @@ pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
     Dataset::load(&parsed, Split::Train, size).with_context(|| format!("loading --data {spec}"))
 }
 
+/// Refuses settings that would train nothing or train on NaN, before anything is opened or
+/// written; warns about a run far too short to learn anything.
+pub fn check_args(args: &TrainArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.steps >= 1,
+        "--steps {}: a run needs at least 1 update (a useful tiny run takes thousands)",
+        args.steps
+    );
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    if let Some(lr) = args.lr {
+        anyhow::ensure!(
+            lr.is_finite() && lr > 0.0,
+            "--lr {lr} is not a usable learning rate: give a positive number such as 2e-4"
+        );
+    }
+    anyhow::ensure!(
+        args.ema.is_finite() && (0.0..1.0).contains(&args.ema),
+        "--ema {} is out of range: give a decay in [0, 1) such as 0.9999",
+        args.ema
+    );
+    anyhow::ensure!(
+        args.grad_clip.is_finite() && args.grad_clip >= 0.0,
+        "--grad-clip {} is not usable: give a norm >= 0 (0 disables clipping)",
+        args.grad_clip
+    );
+    if let Some(m) = args.max_minutes {
+        anyhow::ensure!(
+            m.is_finite() && m > 0.0,
+            "--max-minutes {m} is not usable: give a positive number of minutes"
+        );
+    }
+    let max = crate::diffusion::sampler::MAX_STEPS;
+    anyhow::ensure!(
+        (1..=max).contains(&args.sample_steps),
+        "--sample-steps {} is out of range: give 1 to {max}",
+        args.sample_steps
+    );
+    TrainRun::check_dir(&args.out, args.resume)
+}
+
+/// A warning for a new run far too short to learn anything (shorter than its warm-up).
+pub fn short_run_warning(args: &TrainArgs) -> Option<String> {
+    let warmup = args
+        .warmup
+        .unwrap_or(if args.preset == "tiny" { 200 } else { 1000 });
+    (!args.resume && args.steps < warmup).then(|| {
+        format!(
+            "warning: --steps {} is shorter than the {warmup}-update learning-rate warm-up, so \
+             the model will sample noise; a tiny model needs a few thousand updates (--steps 3000 \
+             or more) to draw recognisable images",
+            args.steps
+        )
+    })
+}
+
 /// Creates the run `args` describe, or resumes it (shared by the CLI and the app's Train tab).
 pub fn open(args: &TrainArgs, gpu: &Gpu, command: String) -> Result<TrainRun> {
+    check_args(args)?;
     let run = if args.resume {
         let (opts, arch, train, step) = TrainRun::stored_options(&args.out)?;
         let data = load_data(&opts.dataset, arch.width.max(arch.height))?;
@@ -176,7 +252,6 @@ pub fn open(args: &TrainArgs, gpu: &Gpu, command: String) -> Result<TrainRun> {
             seed: args.seed,
             adam: AdamConfig::default(),
         };
-        anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
         let options = RunOptions {
             total_steps: args.steps,
             checkpoint_every: args.checkpoint_every,

@@ -25,12 +25,9 @@ pub enum DataError {
         hint: String,
     },
 
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is in the message and not a `source()`, so a chain is not printed twice.
+    #[error("cannot read {}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 
     #[error(
         "{} is not an IDX {kind} file: its magic number is {found} (0x{found:08x}), expected {expected}; \
@@ -79,19 +76,18 @@ pub enum DataError {
     )]
     NoImages { dir: PathBuf },
 
-    #[error("cannot decode image {}: {source}; remove or replace that file", path.display())]
+    #[error("cannot decode image {}: {err}; remove or replace that file", path.display())]
     Image {
         path: PathBuf,
-        #[source]
-        source: image::ImageError,
+        err: image::ImageError,
     },
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> DataError {
         DataError::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }

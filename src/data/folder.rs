@@ -46,9 +46,9 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// Reads one image as `size` x `size` RGB, appending its CHW bytes to `out`.
 fn load_one(path: &Path, size: u32, out: &mut Vec<u8>) -> Result<(), DataError> {
     let img = image::open(path)
-        .map_err(|source| DataError::Image {
+        .map_err(|err| DataError::Image {
             path: path.to_path_buf(),
-            source,
+            err,
         })?
         .to_rgb8();
     let (w, h) = img.dimensions();

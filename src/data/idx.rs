@@ -135,7 +135,25 @@ pub fn parse_images(
             ),
         });
     }
-    let expected = 16 + u64::from(n) * u64::from(rows) * u64::from(cols);
+    if n == 0 {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            detail: "the header gives 0 images; the file is damaged or empty, download it again"
+                .to_string(),
+        });
+    }
+    // Checked: three u32 header fields can multiply past u64 (and wrap onto the real size).
+    let expected = u64::from(n)
+        .checked_mul(u64::from(rows))
+        .and_then(|v| v.checked_mul(u64::from(cols)))
+        .and_then(|v| v.checked_add(16))
+        .ok_or_else(|| DataError::Format {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the header gives {n} images of {rows}x{cols} pixels, more bytes than any file \
+                 holds; the file is damaged, download it again"
+            ),
+        })?;
     if actual != expected {
         return Err(DataError::WrongSize {
             path: path.to_path_buf(),
@@ -174,6 +192,13 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
         return Err(too_short(path, 8, actual, "labels"));
     }
     let n = be_u32(bytes, 4);
+    if n == 0 {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            detail: "the header gives 0 labels; the file is damaged or empty, download it again"
+                .to_string(),
+        });
+    }
     let expected = 8 + u64::from(n);
     if actual != expected {
         return Err(DataError::WrongSize {

@@ -134,6 +134,8 @@ pub fn parse_model(path: &Path, bytes: &[u8]) -> Result<(ModelMeta, Vec<HostTens
         detail,
     };
     let a = &meta.arch;
+    // Every size field bounded before any arithmetic or allocation that uses it.
+    a.check_sizes()?;
     if meta.image != [a.in_channels, a.height, a.width] {
         return Err(mismatch(format!(
             "image shape {:?} but the network takes {}x{}x{}",
@@ -147,6 +149,24 @@ pub fn parse_model(path: &Path, bytes: &[u8]) -> Result<(ModelMeta, Vec<HostTens
             meta.parameterization,
             a.in_channels * meta.parameterization.heads()
         )));
+    }
+    if let Some(s) = meta.steps {
+        if !s.is_power_of_two() || s as usize > super::sampler::MAX_STEPS {
+            return Err(mismatch(format!(
+                "it says it was distilled for {s} sampling steps, but distillation halves step \
+                 counts, so a student's count is a power of 2 from 1 to {}; the description \
+                 was edited or damaged",
+                super::sampler::MAX_STEPS
+            )));
+        }
+        if let Some(&last) = meta.lineage.steps_path.last() {
+            if last != s {
+                return Err(mismatch(format!(
+                    "it says it was distilled for {s} sampling steps, but its lineage ends at \
+                     {last}; the description was edited or damaged"
+                )));
+            }
+        }
     }
     a.validate()?;
     let layout = nn::Layout::new(a)?;
@@ -197,9 +217,9 @@ pub fn load_model_bytes(
 }
 
 pub fn load_model(gpu: &Gpu, path: &Path) -> Result<(Denoiser, ModelMeta), ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| FileError::Read {
+    let bytes = std::fs::read(path).map_err(|err| FileError::Read {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     load_model_bytes(gpu, path, &bytes)
 }

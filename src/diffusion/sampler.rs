@@ -19,6 +19,10 @@ pub enum SamplerKind {
     Ancestral,
 }
 
+/// The most sampling steps any command takes (a teacher is sampled with 64 to 1024; more only
+/// costs time). Bounded so a mistyped count is refused instead of running for days.
+pub const MAX_STEPS: usize = 4096;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleOptions {
     pub steps: usize,

@@ -1,10 +1,12 @@
 //! A training run on disk: the directory layout, checkpoints, metrics and sample grids around a
 //! [`Trainer`]. The CLI and the desktop app drive the same `TrainRun`.
 //!
-//!     DIR/model.safetensors    EMA weights: the model to sample (written at every checkpoint)
-//!     DIR/state.safetensors    weights, Adam moments, EMA, with the step and configuration
-//!     DIR/metrics.jsonl        one JSON object per logged step
-//!     DIR/samples/step_N.png   DDIM sample grids from the EMA weights
+//! ```text
+//! DIR/model.safetensors    EMA weights: the model to sample (written at every checkpoint)
+//! DIR/state.safetensors    weights, Adam moments, EMA, with the step and configuration
+//! DIR/metrics.jsonl        one JSON object per logged step
+//! DIR/samples/step_N.png   DDIM sample grids from the EMA weights
+//! ```
 //!
 //! Every file is written atomically; a run killed at any moment resumes from its last
 //! checkpoint exactly as if never stopped (metrics logged after that checkpoint are dropped).
@@ -82,17 +84,36 @@ impl TrainRun {
         train: TrainConfig,
         options: RunOptions,
     ) -> Result<TrainRun> {
-        if dir.join(STATE_FILE).exists() || dir.join(MODEL_FILE).exists() {
+        Self::check_dir(dir, false)?;
+        let trainer = Trainer::new(gpu, arch, train)?;
+        // A fresh run starts a fresh metrics file. The directory itself is made by the first
+        // write, so a start that fails before it leaves nothing behind.
+        let _ = std::fs::remove_file(dir.join(METRICS_FILE));
+        Ok(Self::wrap(trainer, options, dir, data, 0.0))
+    }
+
+    /// Whether `dir` suits a new run (`resume` false: it holds no run and no model) or a resumed
+    /// one (it holds a training state), with the same words whichever is asked; cheap, so
+    /// commands check before loading data or opening the GPU.
+    pub fn check_dir(dir: &Path, resume: bool) -> Result<()> {
+        let state = dir.join(STATE_FILE).exists();
+        let model = dir.join(MODEL_FILE).exists();
+        if !state && model {
+            bail!("{}", model_without_state(dir));
+        }
+        if resume && !state {
+            bail!(
+                "{} holds no training state ({STATE_FILE} is missing); start a run there without --resume",
+                dir.display()
+            );
+        }
+        if !resume && state {
             bail!(
                 "{} already holds a training run; pass --resume to continue it, or choose another --out",
                 dir.display()
             );
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let trainer = Trainer::new(gpu, arch, train)?;
-        // A fresh run starts a fresh metrics file.
-        let _ = std::fs::remove_file(dir.join(METRICS_FILE));
-        Ok(Self::wrap(trainer, options, dir, data, 0.0))
+        Ok(())
     }
 
     fn wrap(trainer: Trainer, options: RunOptions, dir: &Path, data: Dataset, wall: f64) -> Self {
@@ -162,9 +183,16 @@ impl TrainRun {
         let loss = pollster::block_on(self.trainer.take_mean_loss())?.unwrap_or(f32::NAN);
         let s = self.trainer.step;
         if !loss.is_finite() {
+            if self.dir.join(STATE_FILE).exists() {
+                bail!(
+                    "the loss became {loss} by step {s}; the last checkpoint in {} is intact. \
+                     Lower --lr or raise --warmup, then start again or --resume",
+                    self.dir.display()
+                );
+            }
             bail!(
-                "the loss became {loss} by step {s}; the last checkpoint in {} is intact. \
-                 Lower --lr or raise --warmup, then start again or --resume",
+                "the loss became {loss} by step {s}, before the first checkpoint, so nothing \
+                 was saved in {}. Lower --lr or raise --warmup and start again",
                 self.dir.display()
             );
         }
@@ -178,6 +206,8 @@ impl TrainRun {
             images_per_s: images as f64 / elapsed.max(1e-9),
             wall_s: self.wall_seconds(),
         };
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
         super::run_files::append_jsonl(&self.dir.join(METRICS_FILE), &line)?;
         Ok(line)
     }
@@ -199,17 +229,11 @@ impl TrainRun {
         }
     }
 
-    /// Writes state.safetensors and model.safetensors (each atomically; the state last, so a
-    /// state file never points past the model file).
+    /// Writes state.safetensors, then model.safetensors (each atomically). The state goes
+    /// first, so a run stopped between the two can always be resumed (the next checkpoint
+    /// rewrites the model), and a model file without a state is never a run's leftover.
     pub fn checkpoint(&mut self) -> Result<()> {
         let tr = &self.trainer;
-        let ema = pollster::block_on(tr.ema_tensors())?;
-        save_model(
-            &self.dir.join(MODEL_FILE),
-            &self.model_meta(),
-            &ema,
-            StoreAs::F32,
-        )?;
         let state = RunState {
             format_version: FORMAT_VERSION,
             arch: tr.model.net.config.clone(),
@@ -222,6 +246,13 @@ impl TrainRun {
         md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);
         let tensors = pollster::block_on(tr.state_tensors())?;
         tensor_file::write(&self.dir.join(STATE_FILE), &tensors, md, StoreAs::F32)?;
+        let ema = pollster::block_on(tr.ema_tensors())?;
+        save_model(
+            &self.dir.join(MODEL_FILE),
+            &self.model_meta(),
+            &ema,
+            StoreAs::F32,
+        )?;
         Ok(())
     }
 
@@ -248,14 +279,20 @@ impl TrainRun {
     }
 }
 
+/// The one answer, for both a new run and --resume, to a directory holding a model file but no
+/// training state (a model copied there; checkpoints write the state first).
+fn model_without_state(dir: &Path) -> String {
+    format!(
+        "{} holds {MODEL_FILE} but no training state ({STATE_FILE}), so it is not a run that \
+         can be resumed, and starting a new run there would overwrite that model: move \
+         {MODEL_FILE} elsewhere, or choose another --out",
+        dir.display()
+    )
+}
+
 fn read_state(dir: &Path) -> Result<(RunState, tensor_file::LoadedFile)> {
     let path = dir.join(STATE_FILE);
-    if !path.exists() {
-        bail!(
-            "{} holds no training state ({STATE_FILE} is missing); start a run there without --resume",
-            dir.display()
-        );
-    }
+    TrainRun::check_dir(dir, true)?;
     let file = tensor_file::read(&path)?;
     let json = file
         .metadata

@@ -48,6 +48,37 @@ pub enum ConfigError {
     },
     #[error("dropout must be in [0, 1), got {0}")]
     Dropout(f32),
+    #[error(
+        "architecture field `{field}` is {value}, outside the {min}..={max} fewstep builds; \
+         the model description is damaged or was not written by fewstep"
+    )]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error(
+        "the architecture has {params} parameters, more than the {max} fewstep builds; \
+         the model description is damaged or was not written by fewstep"
+    )]
+    TooManyParams { params: u64, max: u64 },
+}
+
+/// Bounds on every size field of [`UNetConfig`], checked before anything is allocated from
+/// them (a model file's description is untrusted input). The presets lie well inside.
+pub mod limits {
+    pub const CH: (usize, usize) = (1, 1024);
+    pub const LEVELS: (usize, usize) = (1, 8);
+    pub const MULT: (usize, usize) = (1, 16);
+    pub const RES_BLOCKS: (usize, usize) = (1, 16);
+    pub const ATTN_RES_ENTRIES: usize = 16;
+    pub const GROUPS: (usize, usize) = (1, 1024);
+    pub const IN_CHANNELS: (usize, usize) = (1, 16);
+    pub const OUT_CHANNELS: (usize, usize) = (1, 64);
+    pub const SIDE: (usize, usize) = (1, 4096);
+    /// 2^30 parameters (4 GiB of f32); the `cifar` preset has about 36M.
+    pub const PARAMS: u64 = 1 << 30;
 }
 
 impl UNetConfig {
@@ -88,8 +119,45 @@ impl UNetConfig {
         self.mult.len()
     }
 
-    /// Checks that every shape works out: sizes divide, widths split into groups.
+    /// Checks every size field against [`limits`] (no arithmetic on the raw values before
+    /// that). [`validate`](Self::validate) and [`Layout::new`](super::Layout::new) start here.
+    pub fn check_sizes(&self) -> Result<(), ConfigError> {
+        use limits::*;
+        let check = |field: &'static str, value: usize, (min, max): (usize, usize)| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::OutOfRange {
+                    field,
+                    value: value as u64,
+                    min: min as u64,
+                    max: max as u64,
+                })
+            }
+        };
+        check("ch", self.ch, CH)?;
+        check("mult (its length)", self.mult.len(), LEVELS)?;
+        for &m in &self.mult {
+            check("mult", m, MULT)?;
+        }
+        check("res_blocks", self.res_blocks, RES_BLOCKS)?;
+        check(
+            "attn_res (its length)",
+            self.attn_res.len(),
+            (0, ATTN_RES_ENTRIES),
+        )?;
+        check("groups", self.groups, GROUPS)?;
+        check("in_channels", self.in_channels, IN_CHANNELS)?;
+        check("out_channels", self.out_channels, OUT_CHANNELS)?;
+        check("height", self.height, SIDE)?;
+        check("width", self.width, SIDE)?;
+        Ok(())
+    }
+
+    /// Checks that every shape works out: sizes in range, sizes divide, widths split into
+    /// groups.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_sizes()?;
         let div = 1 << (self.levels() - 1);
         if !self.height.is_multiple_of(div)
             || !self.width.is_multiple_of(div)

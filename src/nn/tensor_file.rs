@@ -15,18 +15,14 @@ pub struct HostTensor {
     pub data: Vec<f32>,
 }
 
+/// The OS error is part of the message and deliberately not a `source()`: a report that prints
+/// the chain (`{:#}`) would otherwise say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("cannot write {path}: {err}")]
+    Write { path: PathBuf, err: std::io::Error },
     #[error(
         "{path} is not a valid safetensors file ({detail}); it may be truncated or corrupt: \
          re-create it or copy it again"
@@ -82,16 +78,54 @@ pub fn write(
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
+    let data = sorted_header(&data).map_err(|detail| FileError::Content {
+        path: path.to_path_buf(),
+        detail,
+    })?;
     write_atomic(path, &data)
+}
+
+/// The same safetensors bytes with every key of the JSON header sorted. The library writes the
+/// metadata in a hash map's order, which changes from process to process; sorted, the same
+/// tensors and metadata always give the same bytes (resumed and uninterrupted runs agree).
+fn sorted_header(file: &[u8]) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let n = file
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("no header length")?;
+    let header = file.get(8..8 + n).ok_or("header past the end")?;
+    let value: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let sorted: BTreeMap<String, serde_json::Value> = value
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::Object(m) if k == "__metadata__" => {
+                    let m: BTreeMap<String, serde_json::Value> = m.into_iter().collect();
+                    serde_json::to_value(m).map_err(|e| e.to_string())?
+                }
+                other => other,
+            };
+            Ok((k, v))
+        })
+        .collect::<Result<_, String>>()?;
+    let mut json = serde_json::to_vec(&sorted).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + file.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&file[8 + n..]);
+    Ok(out)
 }
 
 /// Writes bytes to `path` through a temporary file in the same directory, so a crash leaves
 /// either the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FileError> {
     use std::io::Write;
-    let err = |source| FileError::Write {
+    let err = |err| FileError::Write {
         path: path.to_path_buf(),
-        source,
+        err,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -129,9 +163,9 @@ impl LoadedFile {
 }
 
 pub fn read(path: &Path) -> Result<LoadedFile, FileError> {
-    let bytes = std::fs::read(path).map_err(|source| FileError::Read {
+    let bytes = std::fs::read(path).map_err(|err| FileError::Read {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     parse(path, &bytes)
 }

@@ -179,6 +179,7 @@ impl Builder {
 
 impl Layout {
     pub fn new(c: &UNetConfig) -> Result<Layout, ConfigError> {
+        c.check_sizes()?;
         let mut b = Builder {
             specs: Vec::new(),
             groups: c.groups,
@@ -242,6 +243,21 @@ impl Layout {
         debug_assert!(skips.is_empty());
         let out_norm = b.norm("out.norm", width, "the output width")?;
         let out_conv = b.conv("out.conv", width, c.out_channels, 3, 1, true);
+        // In u64 with checks: a 32-bit usize (wasm) must not wrap on a large description.
+        let params = b
+            .specs
+            .iter()
+            .try_fold(0u64, |sum, s| {
+                s.shape
+                    .iter()
+                    .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+                    .and_then(|n| sum.checked_add(n))
+            })
+            .unwrap_or(u64::MAX);
+        let max = super::config::limits::PARAMS;
+        if params > max {
+            return Err(ConfigError::TooManyParams { params, max });
+        }
         Ok(Layout {
             specs: b.specs,
             conv_in,
