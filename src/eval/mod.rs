@@ -5,4 +5,6 @@ pub mod classifier;
 pub mod font;
 pub mod frechet;
 pub mod grid;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod metrics;
 pub mod plot;
