@@ -11,7 +11,9 @@
 // A_K_FAST / B_N_FAST), else along M / N, so that neighbouring invocations read neighbouring
 // addresses. The loaders' column parts (col_state) are computed once before the K loop, the k
 // parts (k_state) once per distinct k per slice. The next slice is loaded into registers while
-// the current one is multiplied (one buffer in workgroup memory, two barriers per slice).
+// the current one is multiplied (one buffer in workgroup memory, two barriers per slice); each
+// of the load, stage and multiply code appears once (compile time: lavapipe's LLVM is slow on
+// large unrolled shaders).
 // The Rust side (gemm.rs, blocked_core) unrolls the marked lines for the tile shape.
 var<workgroup> As: array<vec4<f32>, AS_LEN>;
 var<workgroup> Bs: array<vec4<f32>, BS_LEN>;
@@ -25,19 +27,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let tx = lid.x;
     let ty = lid.y;
 //@SETUP
-    var kb = 0u;
-//@LOAD
-    for (var k0 = 0u; k0 < P.k; k0 += BK) {
-        workgroupBarrier();
-//@STAGE
-        workgroupBarrier();
-        kb = k0 + BK;
+    // Iteration i loads slice i into registers, multiplies slice i - 1 (in workgroup memory), then
+    // stages slice i: the global loads of one slice overlap the FMAs of the previous one.
+    for (var k0 = 0u; k0 < P.k + BK; k0 += BK) {
+        let kb = k0;
         if (kb < P.k) {
 //@LOAD
         }
-        for (var kk = 0u; kk < BK; kk++) {
+        if (k0 > 0u) {
+            for (var kk = 0u; kk < BK; kk++) {
 //@FMA
+            }
         }
+        workgroupBarrier();
+        if (kb < P.k) {
+//@STAGE
+        }
+        workgroupBarrier();
     }
 //@STORE
 }
