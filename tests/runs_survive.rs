@@ -1,0 +1,153 @@
+//! Training runs on the GPU (issue 13): the files a run writes depend only on what was trained,
+//! not on the process, the --out directory or an interruption; a start that fails leaves
+//! nothing behind; a run too short to learn says so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fewstep(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(args)
+        .output()
+        .expect("the fewstep binary runs");
+    eprintln!(
+        "$ fewstep {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn write_images(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..6u32 {
+        let img = image::RgbImage::from_fn(24 + i * 3, 20, |x, y| {
+            image::Rgb([(x * 9 + i * 40) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
+        });
+        img.save(dir.join(format!("img{i}.png"))).unwrap();
+    }
+}
+
+/// `fewstep train` on the images in `imgs` (tiny, 8x8, batch 4) into `out`; `extra` first.
+fn train(imgs: &Path, out: &Path, extra: &[&str]) -> Output {
+    let data = format!("images:{}", imgs.display());
+    let mut args: Vec<&str> = vec!["train"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--data",
+        &data,
+        "--preset",
+        "tiny",
+        "--image-size",
+        "8",
+        "--batch",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    fewstep(&args)
+}
+
+fn model(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+const STEPS: &str = "12";
+
+/// Starts `train` like [`train`] with `--steps STEPS`, kills it (SIGKILL) once its first
+/// checkpoint's state is on disk, optionally removes the model file too (a kill between the
+/// state and the model), and resumes it to the end.
+fn killed_and_resumed(imgs: &Path, out: &Path, drop_model: bool) {
+    let data = format!("images:{}", imgs.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args([
+            "train", "--steps", STEPS, "--data", &data, "--preset", "tiny", "--image-size", "8",
+            "--batch", "4", "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "0",
+            "--out", out.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !out.join("state.safetensors").exists() {
+        assert!(start.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if drop_model {
+        let _ = std::fs::remove_file(out.join("model.safetensors"));
+    }
+    let o = fewstep(&["train", "--resume", "--steps", STEPS, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "resume failed");
+}
+
+#[test]
+fn identical_runs_write_identical_model_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let dirs: Vec<PathBuf> = ["a", "elsewhere/b"]
+        .iter()
+        .map(|d| tmp.path().join(d))
+        .collect();
+    for d in &dirs {
+        let o = train(&imgs, d, &["--steps", STEPS]);
+        assert!(o.status.success());
+        // Item 12: 12 updates against a 200-update warm-up is far too short, and it says so.
+        assert!(String::from_utf8_lossy(&o.stderr).contains("warm-up"));
+    }
+    let a = model(&dirs[0]);
+    assert!(a == model(&dirs[1]), "two uninterrupted runs wrote different model files");
+    let meta = fewstep::nn::tensor_file::read(&dirs[0].join("model.safetensors")).unwrap();
+    assert!(
+        !meta.metadata["fewstep"].contains(dirs[0].to_str().unwrap()),
+        "the --out path is stored in the model file"
+    );
+    // Killed after a checkpoint, then resumed: the same file.
+    let c = tmp.path().join("c");
+    killed_and_resumed(&imgs, &c, false);
+    assert!(a == model(&c), "a killed and resumed run differs from an uninterrupted one");
+    // Killed between the state and the model of a checkpoint (the state is written first):
+    // --resume continues from the state and the final file is the same.
+    let d = tmp.path().join("d");
+    killed_and_resumed(&imgs, &d, true);
+    assert!(a == model(&d), "resuming from a state without its model differs");
+}
+
+#[test]
+fn a_failed_start_leaves_no_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An IDX data set whose header says 0 images (it used to pass the reader and panic later).
+    let data = tmp.path().join("idx");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut images = vec![0, 0, 8, 3];
+    for v in [0u32, 28, 28] {
+        images.extend_from_slice(&v.to_be_bytes());
+    }
+    std::fs::write(data.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 0]).unwrap();
+    let out = tmp.path().join("run");
+    let spec = format!("mnist:{}", data.display());
+    let o = fewstep(&[
+        "train",
+        "--data",
+        &spec,
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains("0 images"), "{e}");
+    assert!(!out.exists(), "a failed start left {} behind", out.display());
+}
