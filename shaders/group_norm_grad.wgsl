@@ -2,7 +2,8 @@
 // gy = dy * gamma[c], over each (sample, group) of L elements:
 //   dx = rstd * (gy - mean(gy) - xh * mean(gy * xh))
 // The gamma and beta gradients are channel sums done by group_norm_param_grad.wgsl.
-struct Params { c: u32, hw: u32, groups: u32, eps: f32 }
+// total: N * groups, the workgroups that have work (a grid folded over x and y rounds up).
+struct Params { c: u32, hw: u32, groups: u32, eps: f32, total: u32 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
@@ -17,6 +18,9 @@ struct Params { c: u32, hw: u32, groups: u32, eps: f32 }
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let ng = wg.x + wg.y * nwg.x;
+    // The rounded-up last row of a folded grid: nothing to do (uniform per workgroup, so the
+    // barriers in block_sum stay in uniform control flow).
+    if (ng >= P.total) { return; }
     let cpg = P.c / P.groups;
     let len = cpg * P.hw;
     let base = ng * len;

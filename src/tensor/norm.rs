@@ -44,8 +44,14 @@ impl Tensor {
         });
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[c as u32, hw as u32, groups as u32, eps.to_bits()])
-                .to_vec(),
+            params: bytemuck::cast_slice(&[
+                c as u32,
+                hw as u32,
+                groups as u32,
+                eps.to_bits(),
+                (n * groups) as u32,
+            ])
+            .to_vec(),
             buffers: vec![
                 self.bind(),
                 gamma.bind(),
@@ -77,8 +83,14 @@ impl Tensor {
         });
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, saved.eps.to_bits()])
-                .to_vec(),
+            params: bytemuck::cast_slice(&[
+                c as u32,
+                hw as u32,
+                g as u32,
+                saved.eps.to_bits(),
+                (n * g) as u32,
+            ])
+            .to_vec(),
             buffers: vec![
                 self.bind(),
                 gamma.bind(),
