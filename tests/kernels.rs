@@ -882,7 +882,10 @@ fn gaussian_generator_matches_cpu_and_is_deterministic() {
 const BLOCKED_TILES: [Option<&str>; 3] = [None, Some("16x128x8x4x8"), Some("32x32x32x8x4")];
 
 fn set_blocked(g: &fewstep::gpu::Gpu, tile: Option<&str>) -> String {
-    assert_eq!(g.set_variant(KernelVariant::Blocked), KernelVariant::Blocked);
+    assert_eq!(
+        g.set_variant(KernelVariant::Blocked),
+        KernelVariant::Blocked
+    );
     g.set_gemm_tile(tile.map(|t| t.parse().unwrap()))
         .unwrap_or_else(|e| panic!("tile {tile:?}: {e}"));
     tile.unwrap_or("per-problem").to_string()
@@ -1008,7 +1011,10 @@ fn blocked_gemm_conv_passes_match_reference() {
             let xs = [cs.n, cs.cin, cs.h, cs.w];
             let ws = [cs.cout, cs.cin, cs.ks, cs.ks];
             let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
-            let (xt, wt) = (Tensor::from_slice(&g, &xs, &x), Tensor::from_slice(&g, &ws, &w));
+            let (xt, wt) = (
+                Tensor::from_slice(&g, &xs, &x),
+                Tensor::from_slice(&g, &ws, &w),
+            );
             let dyt = Tensor::from_slice(&g, &ys, &dy);
             let y = conv.forward(&xt, &wt, Some(&Tensor::from_slice(&g, &[cs.cout], &bias)));
             let ran_forward = g.last_gemm().unwrap().1;
@@ -1046,7 +1052,13 @@ fn blocked_gemm_conv_passes_match_reference() {
 fn blocked_gemm_tile_setting() {
     let g = gpu();
     // Malformed shapes are refused naming the accepted form.
-    for bad in ["128x128", "128x128x16x8", "axbxcxdxe", "128x128x16x3x8", "64x64x7x4x4"] {
+    for bad in [
+        "128x128",
+        "128x128x16x8",
+        "axbxcxdxe",
+        "128x128x16x3x8",
+        "64x64x7x4x4",
+    ] {
         let err = bad
             .parse()
             .map(|t| g.set_gemm_tile(Some(t)))
@@ -1072,4 +1084,3 @@ fn blocked_gemm_tile_setting() {
         assert_eq!(g.variant(), KernelVariant::Subgroup, "{}", g.describe());
     }
 }
-

@@ -79,12 +79,19 @@ impl GemmTile {
     pub fn check_shape(&self) -> Result<(), String> {
         let GemmTile { bm, bn, bk, tm, tn } = *self;
         let ok_micro = matches!(tm, 4 | 8) && matches!(tn, 4 | 8);
-        if !ok_micro || bm == 0 || bn == 0 || bm % tm != 0 || bn % tn != 0 || !(1..=64).contains(&bk) {
+        if !ok_micro
+            || bm == 0
+            || bn == 0
+            || bm % tm != 0
+            || bn % tn != 0
+            || !(1..=64).contains(&bk)
+        {
             return Err(format!("tile {self} does not fit {GEMM_TILE_FORM}"));
         }
         let t = self.threads();
-        let fits = |x: u32| (bk * x) % t == 0 && (t % x == 0 || x % t == 0);
-        if t % bk != 0 || !fits(bm) || !fits(bn) {
+        let fits =
+            |x: u32| (bk * x).is_multiple_of(t) && (t.is_multiple_of(x) || x.is_multiple_of(t));
+        if !t.is_multiple_of(bk) || !fits(bm) || !fits(bn) {
             return Err(format!(
                 "tile {self} ({t} invocations) does not fit {GEMM_TILE_FORM}"
             ));
@@ -122,7 +129,11 @@ impl GemmTile {
 
 impl std::fmt::Display for GemmTile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}x{}x{}x{}", self.bm, self.bn, self.bk, self.tm, self.tn)
+        write!(
+            f,
+            "{}x{}x{}x{}x{}",
+            self.bm, self.bn, self.bk, self.tm, self.tn
+        )
     }
 }
 
@@ -281,7 +292,9 @@ impl Gpu {
                 source,
             })?;
         // A forced tile shape only means something to the blocked family: it selects it.
-        let want = opts.variant.or(opts.gemm_tile.map(|_| KernelVariant::Blocked));
+        let want = opts
+            .variant
+            .or(opts.gemm_tile.map(|_| KernelVariant::Blocked));
         let gpu = Self::from_device(device, queue, info, want);
         if let Some(v) = opts.variant {
             *gpu.0.variant_reason.borrow_mut() = format!("FEWSTEP_KERNELS={}", v.name());
@@ -290,7 +303,10 @@ impl Gpu {
         }
         if let Some(t) = opts.gemm_tile {
             gpu.set_gemm_tile(Some(t)).map_err(|e| {
-                GpuError::Config(format!("FEWSTEP_GEMM_TILE={t} cannot run on '{}': {e}", gpu.info().name))
+                GpuError::Config(format!(
+                    "FEWSTEP_GEMM_TILE={t} cannot run on '{}': {e}",
+                    gpu.info().name
+                ))
             })?;
         }
         Ok(gpu)
@@ -327,7 +343,8 @@ impl Gpu {
         let (variant, reason) = match want {
             Some(KernelVariant::Subgroup) if !subgroups => (
                 KernelVariant::Tiled,
-                "subgroup kernels asked for, but the device has no fixed-size subgroups: tiled".into(),
+                "subgroup kernels asked for, but the device has no fixed-size subgroups: tiled"
+                    .into(),
             ),
             Some(v) => (v, format!("asked for {}", v.name())),
             None => Self::default_variant(&info, subgroups),
@@ -459,7 +476,11 @@ impl Gpu {
             0..=16 => &[g(16, 128, 16, 4, 8), g(16, 64, 16, 4, 4)],
             17..=32 => &[g(32, 128, 16, 4, 8), g(32, 64, 16, 4, 4)],
             33..=64 => &[g(64, 128, 16, 4, 8), g(64, 64, 16, 4, 4)],
-            _ => &[g(128, 128, 16, 8, 8), g(128, 64, 16, 8, 8), g(64, 64, 16, 4, 4)],
+            _ => &[
+                g(128, 128, 16, 8, 8),
+                g(128, 64, 16, 8, 8),
+                g(64, 64, 16, 4, 4),
+            ],
         };
         let fits: Vec<GemmTile> = list
             .iter()
@@ -475,7 +496,9 @@ impl Gpu {
     }
     /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).
     pub(crate) fn note_gemm(&self, v: KernelVariant, bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) {
-        self.0.last_gemm.set(Some((v, GemmTile::new(bm, bn, bk, tm, tn))));
+        self.0
+            .last_gemm
+            .set(Some((v, GemmTile::new(bm, bn, bk, tm, tn))));
     }
     /// The forced tile shape of the blocked family, if any.
     pub fn gemm_tile(&self) -> Option<GemmTile> {

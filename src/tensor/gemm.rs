@@ -159,7 +159,9 @@ fn staging(x: u32, bk: u32, t: u32, k_fast: bool) -> Staging {
         let rows = x / p;
         Staging {
             ks: vec![format!("t % {bk}u")],
-            mns: (0..rows).map(|r| format!("t / {bk}u + {}u", r * p)).collect(),
+            mns: (0..rows)
+                .map(|r| format!("t / {bk}u + {}u", r * p))
+                .collect(),
             elems: (0..rows as usize).map(|r| (0, r)).collect(),
         }
     } else if t >= x {
@@ -207,7 +209,10 @@ fn blocked_core(tile: Tile, a_k_fast: bool, b_n_fast: bool) -> String {
         let _ = writeln!(setup, "    let a_k{i} = {k};");
     }
     for (j, mn) in sa.mns.iter().enumerate() {
-        let _ = writeln!(setup, "    let a_l{j} = {mn};\n    let a_m{j} = row0 + a_l{j};");
+        let _ = writeln!(
+            setup,
+            "    let a_l{j} = {mn};\n    let a_m{j} = row0 + a_l{j};"
+        );
     }
     for (i, k) in sb.ks.iter().enumerate() {
         let _ = writeln!(setup, "    let b_k{i} = {k};");
