@@ -212,6 +212,20 @@ fn os_errors_are_printed_once() {
     assert_eq!(e.matches("os error").count(), 1, "{e}");
 }
 
+#[test]
+fn eval_with_a_missing_classifier_fails() {
+    fails_with(
+        &[
+            "eval",
+            "--model",
+            asset("fmnist-steps-4.f16.safetensors").to_str().unwrap(),
+            "--classifier",
+            "/nonexistent/classifier.safetensors",
+        ],
+        "--classifier /nonexistent/classifier.safetensors",
+    );
+}
+
 // ---- item 2: a directory holding only a model file ----
 
 #[test]

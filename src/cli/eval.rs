@@ -32,9 +32,11 @@ pub struct EvalArgs {
     /// Step count of the teacher's own distance row [default: --teacher-steps].
     #[arg(long)]
     teacher_distance_steps: Option<usize>,
-    /// The evaluation classifier (from `fewstep train-classifier`).
-    #[arg(long, default_value = "assets/fmnist-classifier.safetensors")]
-    classifier: PathBuf,
+    /// The evaluation classifier (from `fewstep train-classifier`) [default:
+    /// assets/fmnist-classifier.safetensors, used where it exists and fits the models; a
+    /// classifier named here that cannot be read is an error].
+    #[arg(long)]
+    classifier: Option<PathBuf>,
     /// Test data [default: the data set named in the models' files].
     #[arg(long)]
     data: Option<String>,
@@ -49,6 +51,15 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if let Some(c) = &args.classifier {
+        std::fs::metadata(c).map_err(|e| {
+            anyhow::anyhow!(
+                "--classifier {}: {e}; give a file written by `fewstep train-classifier`, or \
+                 leave the flag out to use the bundled one",
+                c.display()
+            )
+        })?;
+    }
     let gpu = super::open_gpu()?;
     let mut models = vec![];
     for p in &args.model {
@@ -65,7 +76,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         psnr_samples: args.psnr_samples,
         teacher_steps: args.teacher_steps,
         teacher_distance_steps: args.teacher_distance_steps,
-        classifier: Some(args.classifier.clone()),
+        classifier: Some(args.classifier.clone().unwrap_or_else(|| {
+            PathBuf::from("assets/fmnist-classifier.safetensors")
+        })),
         data: args.data.clone(),
         seed: args.seed,
     };
