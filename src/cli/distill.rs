@@ -50,6 +50,11 @@ pub struct DistillArgs {
     /// Updates between lines of metrics.jsonl.
     #[arg(long, default_value_t = 50)]
     log_every: u64,
+    /// Keep an EMA of each student with this decay (warm-up min(decay, (1+n)/(10+n)) as in
+    /// training): the EMA is what each steps-N file holds and what the next halving starts from.
+    /// Off by default.
+    #[arg(long)]
+    ema: Option<f32>,
 }
 
 pub fn run(args: DistillArgs) -> Result<()> {
@@ -161,9 +166,16 @@ pub fn open(args: &DistillArgs, gpu: &crate::gpu::Gpu, command: String) -> Resul
             log_every: args.log_every,
             dataset: dataset.clone(),
             command,
+            ema: args.ema,
         };
         plan.validate(&meta)?;
         anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+        if let Some(e) = args.ema {
+            anyhow::ensure!(
+                e.is_finite() && (0.0..1.0).contains(&e),
+                "--ema {e} is out of range: give a decay in [0, 1) such as 0.999"
+            );
+        }
         let data = super::train::load_data(&dataset, meta.arch.width)?;
         eprintln!(
             "distilling {} ({}) from {} to {} steps: {} halvings on {}",

@@ -44,6 +44,9 @@ pub struct DistillPlan {
     pub log_every: u64,
     pub dataset: String,
     pub command: String,
+    /// Decay of the student EMA (`--ema`); None: none, each file holds the student itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f32>,
 }
 
 impl DistillPlan {
@@ -228,6 +231,9 @@ impl DistillRun {
         d.opt.m = part("adam_m.")?;
         d.opt.v = part("adam_v.")?;
         d.opt.step = state.update;
+        if d.ema.is_some() {
+            d.ema = Some(part("ema.")?);
+        }
         truncate_metrics(
             &dir.join(METRICS_FILE),
             state.teacher_steps / 2,
@@ -314,6 +320,9 @@ impl DistillRun {
         tensors.extend(pollster::block_on(nn::read_tensors(
             specs, &d.opt.v, "adam_v.",
         ))?);
+        if let Some(ema) = &d.ema {
+            tensors.extend(pollster::block_on(nn::read_tensors(specs, ema, "ema."))?);
+        }
         let state = State {
             plan: self.plan.clone(),
             teacher_steps: d.cfg.teacher_steps,
@@ -326,13 +335,14 @@ impl DistillRun {
         Ok(())
     }
 
-    /// Writes the finished student, then makes it the next halving's teacher.
+    /// Writes the finished student (its EMA, with `--ema`), then makes it the next halving's
+    /// teacher.
     fn finish_halving(&mut self) -> Result<()> {
         let steps = self.student_steps();
         let d = &self.distiller;
         let weights = pollster::block_on(nn::read_tensors(
             &d.student.net.layout.specs,
-            &d.student.net.params,
+            d.result_params(),
             "",
         ))?;
         let mut meta = self.teacher_meta.clone();
@@ -376,6 +386,7 @@ fn halving_config(plan: &DistillPlan, teacher_steps: usize) -> DistillConfig {
         grad_clip: 1.0,
         seed: plan.seed,
         adam: crate::tensor::AdamConfig::default(),
+        ema_decay: plan.ema,
     }
 }
 

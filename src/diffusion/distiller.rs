@@ -20,7 +20,7 @@ use super::trainer::step_rng;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::nn::UNet;
-use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
+use crate::tensor::{ema_update, Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
 /// Anything that gives x_hat(z, t) without gradients: a model, or a stand-in in tests.
 pub trait Teacher {
@@ -89,6 +89,10 @@ pub struct DistillConfig {
     pub grad_clip: f32,
     pub seed: u64,
     pub adam: AdamConfig,
+    /// Decay of an EMA of the student's weights (None: no EMA, the student itself is the
+    /// result); early on min(decay, (1 + n) / (10 + n)) after n updates, as in training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f32>,
 }
 
 impl DistillConfig {
@@ -97,6 +101,11 @@ impl DistillConfig {
     }
     pub fn lr_at(&self, update: u64) -> f32 {
         self.lr * (1.0 - update as f32 / self.updates.max(1) as f32).max(0.0)
+    }
+    /// The EMA's decay after `n` updates (None without an EMA).
+    pub fn ema_decay_at(&self, n: u64) -> Option<f32> {
+        self.ema_decay
+            .map(|d| d.min((1.0 + n as f32) / (10.0 + n as f32)))
     }
 }
 
@@ -108,6 +117,8 @@ pub struct Distiller {
     pub teacher: Denoiser,
     pub student: Denoiser,
     pub opt: Adam,
+    /// The EMA of the student's weights (with `cfg.ema_decay`): what the halving gives.
+    pub ema: Option<Vec<Tensor>>,
     pub update: u64,
     batcher: Batcher,
     host: Vec<f32>,
@@ -129,8 +140,8 @@ impl Distiller {
         Self::with_student(gpu, teacher, student, cfg, 0)
     }
 
-    /// Continues a halving from a student and its update count (the Adam moments are set by the
-    /// caller when resuming).
+    /// Continues a halving from a student and its update count (the Adam moments, and the EMA
+    /// when there is one, are set by the caller when resuming; a new EMA starts as the student).
     pub fn with_student(
         gpu: &Gpu,
         teacher: Denoiser,
@@ -139,7 +150,11 @@ impl Distiller {
         update: u64,
     ) -> Distiller {
         let opt = Adam::new(gpu, &student.net.params, cfg.adam);
+        let ema = cfg
+            .ema_decay
+            .map(|_| student.net.params.iter().map(|p| p.deep_clone()).collect());
         Distiller {
+            ema,
             batcher: Batcher::new(cfg.seed ^ ((cfg.teacher_steps as u64) << 32), cfg.batch),
             cfg,
             teacher,
@@ -195,8 +210,16 @@ impl Distiller {
             },
         );
         self.update += 1;
+        if let (Some(ema), Some(decay)) = (&self.ema, self.cfg.ema_decay_at(self.update)) {
+            ema_update(ema, params, decay);
+        }
         self.loss.add(&loss.value);
         gpu.flush();
+    }
+
+    /// The weights the halving gives: the EMA when there is one, else the student's own.
+    pub fn result_params(&self) -> &[Tensor] {
+        self.ema.as_deref().unwrap_or(&self.student.net.params)
     }
 
     /// Mean loss since the last call (waits for the GPU).
