@@ -303,6 +303,21 @@ fn sample_refuses_unbounded_steps() {
 }
 
 #[test]
+fn compare_and_eval_refuse_unbounded_steps() {
+    let m = asset("fmnist-steps-4.f16.safetensors");
+    let m = m.to_str().unwrap();
+    fails_with(
+        &["compare", "--model", m, "--steps", "1,100000000", "--out", "c.png"],
+        "--steps 100000000",
+    );
+    fails_with(&["eval", "--model", m, "--steps", "4,0"], "--steps 0");
+    fails_with(
+        &["eval", "--model", m, "--teacher-steps", "100000000"],
+        "--steps 100000000",
+    );
+}
+
+#[test]
 fn sample_refuses_a_missing_output_folder_instead_of_creating_it() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("new").join("dir");

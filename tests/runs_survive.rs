@@ -151,3 +151,42 @@ fn a_failed_start_leaves_no_run_directory() {
     assert!(e.contains("0 images"), "{e}");
     assert!(!out.exists(), "a failed start left {} behind", out.display());
 }
+
+#[test]
+fn a_classifier_with_huge_sizes_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(root.join("assets/fmnist-classifier.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let key = "fewstep_classifier";
+    let mut meta: serde_json::Value =
+        serde_json::from_str(header["__metadata__"][key].as_str().unwrap()).unwrap();
+    meta["channels"] = serde_json::json!(u64::MAX);
+    header["__metadata__"][key] = serde_json::Value::String(meta.to_string());
+    let mut json = serde_json::to_vec(&header).unwrap();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut file = (json.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&json);
+    file.extend_from_slice(&bytes[8 + n..]);
+    let clf = tmp.path().join("clf.safetensors");
+    std::fs::write(&clf, file).unwrap();
+    let model = root.join("assets/fmnist-steps-4.f16.safetensors");
+    let o = fewstep(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--classifier",
+        clf.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--samples",
+        "2",
+        "--psnr-samples",
+        "2",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains("channels"), "{e}");
+}

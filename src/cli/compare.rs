@@ -33,6 +33,9 @@ pub struct CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
+    for &s in &args.steps {
+        super::sample::check_steps(s)?;
+    }
     let gpu = super::open_gpu()?;
     let mut teacher: Option<Denoiser> = None;
     let mut students: Vec<(usize, Denoiser)> = vec![];

@@ -51,6 +51,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    for &s in args.steps.iter().chain(&args.teacher_steps) {
+        super::sample::check_steps(s)?;
+    }
     if let Some(c) = &args.classifier {
         std::fs::metadata(c).map_err(|e| {
             anyhow::anyhow!(
@@ -69,6 +72,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
             meta,
             name: p.display().to_string(),
         });
+    }
+    // A classifier named on the command line must load (the default one is skipped with a
+    // note where it does not fit).
+    if let Some(c) = &args.classifier {
+        crate::eval::classifier::load(&gpu, c)
+            .map_err(|e| e.context(format!("--classifier {}", c.display())))?;
     }
     let settings = EvalSettings {
         steps: args.steps.clone(),

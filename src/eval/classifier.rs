@@ -164,6 +164,16 @@ pub fn load(gpu: &Gpu, path: &Path) -> Result<(Classifier, ClassifierMeta)> {
             .with_context(|| format!("{} is not a fewstep classifier", path.display()))?,
     )
     .with_context(|| format!("{}: unreadable classifier description", path.display()))?;
+    // Bounded before the layout's shapes are multiplied out.
+    if !(1..=16).contains(&meta.channels) || !(1..=1000).contains(&meta.classes) {
+        bail!(
+            "{}: the description says {} channels and {} classes, outside the 1-16 and 1-1000 \
+             fewstep builds; the file is damaged or not a fewstep classifier",
+            path.display(),
+            meta.channels,
+            meta.classes
+        );
+    }
     let specs = layout(meta.channels, meta.classes);
     let found = nn::check_tensors(&specs, "", |n| file.get(n))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
