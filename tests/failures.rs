@@ -38,7 +38,9 @@ fn fails_with(args: &[&str], needle: &str) -> String {
 }
 
 fn asset(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
 }
 
 /// A bundled model file, its `fewstep` description passed through `edit`, written to `out`.
@@ -46,7 +48,10 @@ fn edited_model(out: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let bytes = std::fs::read(asset("fmnist-steps-4.f16.safetensors")).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let meta_text = header["__metadata__"]["fewstep"].as_str().unwrap().to_string();
+    let meta_text = header["__metadata__"]["fewstep"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut meta: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
     edit(&mut meta);
     header["__metadata__"]["fewstep"] = serde_json::Value::String(meta.to_string());
@@ -132,7 +137,9 @@ fn idx_reader_refuses_zero_counts_and_overflowing_headers() {
     // No images: an error now, not a data set that panics the batcher later.
     let d = tmp.path().join("empty");
     write_idx(&d, &idx_images(0, 28, 28, 0), &idx_labels(0, 0));
-    let e = load_idx(&d).expect_err("0 images must be refused").to_string();
+    let e = load_idx(&d)
+        .expect_err("0 images must be refused")
+        .to_string();
     assert!(e.contains("0 images"), "{e}");
     // Header sizes whose product passes 2^64: an error naming the header, not a wrapped size.
     let d = tmp.path().join("overflow");
@@ -145,7 +152,11 @@ fn idx_reader_refuses_zero_counts_and_overflowing_headers() {
     assert!(e.contains("header"), "{e}");
     // The largest product that fits u64 is still just a wrong size.
     let d = tmp.path().join("big");
-    write_idx(&d, &idx_images(u32::MAX, 65536, 65535, 64), &idx_labels(1, 1));
+    write_idx(
+        &d,
+        &idx_images(u32::MAX, 65536, 65535, 64),
+        &idx_labels(1, 1),
+    );
     assert!(load_idx(&d).is_err());
     // Labels that say 0.
     let d = tmp.path().join("nolabels");
@@ -181,7 +192,11 @@ fn train_refuses_zero_steps_and_unusable_learning_rates() {
     }
     fails_with(&["train", "--ema", "1.5", "--out", o], "--ema");
     fails_with(&["train", "--grad-clip", "nan", "--out", o], "--grad-clip");
-    assert!(!out.exists(), "a refused start left {} behind", out.display());
+    assert!(
+        !out.exists(),
+        "a refused start left {} behind",
+        out.display()
+    );
 }
 
 // ---- item 6: exit codes and error text ----
@@ -307,7 +322,15 @@ fn compare_and_eval_refuse_unbounded_steps() {
     let m = asset("fmnist-steps-4.f16.safetensors");
     let m = m.to_str().unwrap();
     fails_with(
-        &["compare", "--model", m, "--steps", "1,100000000", "--out", "c.png"],
+        &[
+            "compare",
+            "--model",
+            m,
+            "--steps",
+            "1,100000000",
+            "--out",
+            "c.png",
+        ],
         "--steps 100000000",
     );
     fails_with(&["eval", "--model", m, "--steps", "4,0"], "--steps 0");
@@ -323,10 +346,7 @@ fn sample_refuses_a_missing_output_folder_instead_of_creating_it() {
     let missing = tmp.path().join("new").join("dir");
     for flag in ["--values", "--out", "--trajectory"] {
         let f = missing.join("v.out");
-        fails_with(
-            &["sample", flag, f.to_str().unwrap()],
-            "does not exist",
-        );
+        fails_with(&["sample", flag, f.to_str().unwrap()], "does not exist");
     }
     assert!(!tmp.path().join("new").exists(), "a folder was created");
 }
@@ -334,7 +354,11 @@ fn sample_refuses_a_missing_output_folder_instead_of_creating_it() {
 #[test]
 fn model_files_claiming_a_step_count_distillation_cannot_make_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    for (steps, needle) in [(3u64, "power of 2"), (0, "power of 2"), (1 << 20, "power of 2")] {
+    for (steps, needle) in [
+        (3u64, "power of 2"),
+        (0, "power of 2"),
+        (1 << 20, "power of 2"),
+    ] {
         let p = tmp.path().join(format!("s{steps}.safetensors"));
         edited_model(&p, |m| m["steps"] = serde_json::json!(steps));
         fails_with(&["info", "--model", p.to_str().unwrap()], needle);
@@ -342,7 +366,10 @@ fn model_files_claiming_a_step_count_distillation_cannot_make_are_refused() {
     // A power of 2 that its own lineage contradicts.
     let p = tmp.path().join("lineage.safetensors");
     edited_model(&p, |m| m["steps"] = serde_json::json!(2));
-    fails_with(&["info", "--model", p.to_str().unwrap()], "lineage ends at 4");
+    fails_with(
+        &["info", "--model", p.to_str().unwrap()],
+        "lineage ends at 4",
+    );
     // The bundled files pass.
     for f in [
         "fmnist-steps-4.f16.safetensors",

@@ -206,7 +206,10 @@ fn mutated_model_files_give_errors_never_panics() {
                         h[name]["shape"] =
                             Value::Array((0..len).map(|_| nasty_number(&mut rng)).collect());
                     }
-                    1 => h[name]["data_offsets"] = json!([nasty_number(&mut rng), nasty_number(&mut rng)]),
+                    1 => {
+                        h[name]["data_offsets"] =
+                            json!([nasty_number(&mut rng), nasty_number(&mut rng)])
+                    }
                     2 => {
                         let d = ["F32", "F16", "BF16", "I64", "U8", "BOOL", "F64", "XX"];
                         h[name]["dtype"] = json!(d[rng.random_range(0..d.len())]);
@@ -253,7 +256,9 @@ fn mutated_model_files_give_errors_never_panics() {
             }
         };
         cases += 1;
-        if no_panic(&format!("model case {i} (kind {kind})"), || parse_model(path, &bytes)) {
+        if no_panic(&format!("model case {i} (kind {kind})"), || {
+            parse_model(path, &bytes)
+        }) {
             errors += 1;
         }
     }
@@ -312,7 +317,11 @@ fn mutated_data_files_give_errors_never_panics() {
     for i in 0..400 {
         let dir = tmp.path().join(format!("idx{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let (n, r, c) = (nasty_u32(&mut rng), nasty_u32(&mut rng), nasty_u32(&mut rng));
+        let (n, r, c) = (
+            nasty_u32(&mut rng),
+            nasty_u32(&mut rng),
+            nasty_u32(&mut rng),
+        );
         let magic = if rng.random_bool(0.9) {
             2051
         } else {
@@ -333,7 +342,11 @@ fn mutated_data_files_give_errors_never_panics() {
         if rng.random_bool(0.2) {
             images.truncate(rng.random_range(0..images.len().max(1)));
         }
-        let ln = if rng.random_bool(0.5) { n } else { nasty_u32(&mut rng) };
+        let ln = if rng.random_bool(0.5) {
+            n
+        } else {
+            nasty_u32(&mut rng)
+        };
         let mut labels = idx_header(2049, &[ln]);
         let lbody = (ln as usize).min(4096);
         labels.extend((0..lbody).map(|_| rng.random::<u8>()));
@@ -417,7 +430,11 @@ fn mutated_data_files_give_errors_never_panics() {
                     b[at] = rng.random();
                 }
             }
-            _ => b = (0..rng.random_range(0..200)).map(|_| rng.random()).collect(),
+            _ => {
+                b = (0..rng.random_range(0..200))
+                    .map(|_| rng.random())
+                    .collect()
+            }
         }
         let ext = if i % 3 == 0 { "jpg" } else { "png" };
         std::fs::write(dir.join(format!("a.{ext}")), &b).unwrap();

@@ -21,7 +21,13 @@ fn group_norm_with_a_folded_grid_matches_the_reference() {
     let b = Tensor::from_slice(&gpu, &[c], &beta);
     let (y, saved) = xt.group_norm(&g, &b, groups, 1e-5);
     let want = fewstep::reference::group_norm_ref(&x, n, c, hw, groups, &gamma, &beta, 1e-5);
-    assert_close("group norm output", &y.to_vec_blocking().unwrap(), &want, 1e-4, 1e-4);
+    assert_close(
+        "group norm output",
+        &y.to_vec_blocking().unwrap(),
+        &want,
+        1e-4,
+        1e-4,
+    );
     let stats = saved.stats.to_vec_blocking().unwrap();
     assert_eq!(stats.len(), 2 * n * groups);
     // The last sample's mean, recomputed.
@@ -33,5 +39,8 @@ fn group_norm_with_a_folded_grid_matches_the_reference() {
     let (dx, _, _) = xt.group_norm_grad(&g, &dy, &saved);
     let dx = dx.to_vec_blocking().unwrap();
     let worst = dx.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(worst < 1e-3, "dx of a constant dy should vanish, worst {worst}");
+    assert!(
+        worst < 1e-3,
+        "dx of a constant dy should vanish, worst {worst}"
+    );
 }

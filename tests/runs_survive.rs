@@ -68,16 +68,35 @@ fn killed_and_resumed(imgs: &Path, out: &Path, drop_model: bool) {
     let data = format!("images:{}", imgs.display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
         .args([
-            "train", "--steps", STEPS, "--data", &data, "--preset", "tiny", "--image-size", "8",
-            "--batch", "4", "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "0",
-            "--out", out.to_str().unwrap(),
+            "train",
+            "--steps",
+            STEPS,
+            "--data",
+            &data,
+            "--preset",
+            "tiny",
+            "--image-size",
+            "8",
+            "--batch",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--log-every",
+            "1",
+            "--sample-every",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
         ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
     while !out.join("state.safetensors").exists() {
-        assert!(start.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
@@ -85,7 +104,14 @@ fn killed_and_resumed(imgs: &Path, out: &Path, drop_model: bool) {
     if drop_model {
         let _ = std::fs::remove_file(out.join("model.safetensors"));
     }
-    let o = fewstep(&["train", "--resume", "--steps", STEPS, "--out", out.to_str().unwrap()]);
+    let o = fewstep(&[
+        "train",
+        "--resume",
+        "--steps",
+        STEPS,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "resume failed");
 }
 
@@ -105,7 +131,10 @@ fn identical_runs_write_identical_model_files() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("warm-up"));
     }
     let a = model(&dirs[0]);
-    assert!(a == model(&dirs[1]), "two uninterrupted runs wrote different model files");
+    assert!(
+        a == model(&dirs[1]),
+        "two uninterrupted runs wrote different model files"
+    );
     let meta = fewstep::nn::tensor_file::read(&dirs[0].join("model.safetensors")).unwrap();
     assert!(
         !meta.metadata["fewstep"].contains(dirs[0].to_str().unwrap()),
@@ -114,12 +143,18 @@ fn identical_runs_write_identical_model_files() {
     // Killed after a checkpoint, then resumed: the same file.
     let c = tmp.path().join("c");
     killed_and_resumed(&imgs, &c, false);
-    assert!(a == model(&c), "a killed and resumed run differs from an uninterrupted one");
+    assert!(
+        a == model(&c),
+        "a killed and resumed run differs from an uninterrupted one"
+    );
     // Killed between the state and the model of a checkpoint (the state is written first):
     // --resume continues from the state and the final file is the same.
     let d = tmp.path().join("d");
     killed_and_resumed(&imgs, &d, true);
-    assert!(a == model(&d), "resuming from a state without its model differs");
+    assert!(
+        a == model(&d),
+        "resuming from a state without its model differs"
+    );
 }
 
 #[test]
@@ -133,7 +168,11 @@ fn a_failed_start_leaves_no_run_directory() {
         images.extend_from_slice(&v.to_be_bytes());
     }
     std::fs::write(data.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(data.join("train-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 0]).unwrap();
+    std::fs::write(
+        data.join("train-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 0],
+    )
+    .unwrap();
     let out = tmp.path().join("run");
     let spec = format!("mnist:{}", data.display());
     let o = fewstep(&[
@@ -149,7 +188,11 @@ fn a_failed_start_leaves_no_run_directory() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(!e.contains("panicked"), "{e}");
     assert!(e.contains("0 images"), "{e}");
-    assert!(!out.exists(), "a failed start left {} behind", out.display());
+    assert!(
+        !out.exists(),
+        "a failed start left {} behind",
+        out.display()
+    );
 }
 
 #[test]

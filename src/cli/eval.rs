@@ -85,9 +85,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         psnr_samples: args.psnr_samples,
         teacher_steps: args.teacher_steps,
         teacher_distance_steps: args.teacher_distance_steps,
-        classifier: Some(args.classifier.clone().unwrap_or_else(|| {
-            PathBuf::from("assets/fmnist-classifier.safetensors")
-        })),
+        classifier: Some(
+            args.classifier
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("assets/fmnist-classifier.safetensors")),
+        ),
         data: args.data.clone(),
         seed: args.seed,
     };
