@@ -317,3 +317,110 @@ fn eval_reports_what_it_can_without_a_classifier() {
     assert!(rows[0]["frechet"].is_null() && rows[0]["psnr_vs_teacher"].is_number());
     assert_eq!(rows[2]["kind"], "teacher");
 }
+
+/// `fewstep recipe --preset quick` end to end (train, distill 8 -> 1, eval, bundle) on 8x8
+/// images, interrupted after distilling and resumed; the bundle it writes is what the app loads:
+/// its models go into the app's state as the bundled ones do (tests/app.rs).
+#[test]
+fn recipe_quick_runs_end_to_end_and_its_bundle_loads_in_the_app() {
+    use fewstep::app::engine::ModelInfo;
+    use fewstep::app::state::AppState;
+    use fewstep::bundled::Manifest;
+    use fewstep::diffusion::model_file::sha256_hex;
+    use fewstep::diffusion::parse_model;
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("recipe");
+    let o = out.to_str().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let data = format!("images:{}", imgs.display());
+    // The quick preset, on 8x8 images and shortened further: lavapipe is slow.
+    let quick = [
+        "recipe",
+        "--preset",
+        "quick",
+        "--data",
+        &data,
+        "--image-size",
+        "8",
+        "--name",
+        "fmnist",
+        "--train-steps",
+        "40",
+        "--updates",
+        "6",
+        "--samples",
+        "8",
+        "--out",
+        o,
+    ];
+    let mut stop = quick.to_vec();
+    stop.extend(["--stop-after", "distill"]);
+    let first = fewstep(&stop);
+    assert!(first.status.success());
+    let e = stderr(&first);
+    assert!(e.contains("estimated") && e.contains("stopped after distill"), "{e}");
+    assert!(out.join("distill").join("steps-1.safetensors").exists());
+    assert!(!out.join("bundle").exists(), "stopped before the bundle");
+    fails_with(&quick, "--resume");
+    let second = fewstep(&["recipe", "--resume", "--out", o]);
+    assert!(second.status.success());
+    assert!(stderr(&second).contains("done: train, distill)"), "resumed after the done stages");
+    let bundle = out.join("bundle");
+    let manifest =
+        Manifest::parse(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
+    let names: Vec<&str> = manifest.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["fmnist-4step", "fmnist-2step", "fmnist-1step", "fmnist-teacher"]
+    );
+    assert!(!manifest.adapter.is_empty() && !manifest.date.is_empty());
+    assert!(manifest.commands.iter().any(|c| c.contains("fewstep distill")));
+    assert!(manifest.seconds["total"] > 0.0);
+    let mut state = AppState::default();
+    let mut hashes = std::collections::HashMap::new();
+    for entry in &manifest.models {
+        let bytes = std::fs::read(bundle.join(&entry.file)).unwrap();
+        assert_eq!(sha256_hex(&bytes), entry.sha256, "{}", entry.file);
+        let (meta, tensors) = parse_model(&bundle.join(&entry.file), &bytes).unwrap();
+        assert_eq!(meta.steps, entry.steps);
+        let fig = entry.figures.as_ref().expect("eval figures");
+        if entry.steps.is_some() {
+            assert!(fig.psnr_vs_teacher.is_some(), "{}", entry.name);
+            assert!(entry.ddim.as_ref().unwrap().psnr_vs_teacher.is_some());
+        }
+        hashes.insert(meta.steps, (sha256_hex(&bytes), meta.lineage.clone()));
+        state.add_model(ModelInfo {
+            name: entry.name.clone(),
+            meta,
+            params: tensors.iter().map(|t| t.data.len()).sum(),
+            file_bytes: bytes.len(),
+        });
+    }
+    // The f16 family chains file to file: each student's parent is the copy next to it.
+    for (steps, parent) in [(Some(4), None), (Some(2), Some(4)), (Some(1), Some(2))] {
+        let (_, lineage) = &hashes[&steps];
+        assert_eq!(lineage.steps_path.first(), Some(&8));
+        let want = &hashes[&parent].0;
+        assert_eq!(lineage.parent_sha256.as_ref(), Some(want), "{steps:?}");
+    }
+    assert_eq!(state.selected_model().unwrap().name, "fmnist-4step");
+    assert!(state.select_by_name("fmnist-1step"));
+    assert_eq!(state.settings.steps, 1);
+    assert_eq!(state.start_sample().unwrap().1.len(), 1);
+    assert!(!state.compare_rows().unwrap().is_empty());
+    let info = fewstep(&[
+        "info",
+        "--model",
+        bundle.join("fmnist-steps-4.f16.safetensors").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("eval:") && text.contains("plain DDIM"), "{text}");
+    let again = fewstep(&["recipe", "--resume", "--out", o]);
+    assert!(again.status.success(), "a finished recipe resumes to nothing");
+    eprintln!(
+        "quick recipe, both runs and the checks: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}

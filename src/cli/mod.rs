@@ -6,6 +6,7 @@ mod compare;
 mod convert;
 pub(crate) mod distill;
 mod eval;
+mod recipe;
 mod sample;
 pub(crate) mod train;
 mod train_classifier;
@@ -70,6 +71,12 @@ enum Command {
     ///
     /// Example: fewstep convert --model runs/distill/steps-4.safetensors --out steps-4-f16.safetensors --f16
     Convert(convert::ConvertArgs),
+    /// The whole recipe in one command: train a teacher, distill it down to 1 step, evaluate
+    /// every step count, write f16 copies and a bundle folder with a manifest.json. Prints its
+    /// plan and an estimate first; --resume continues an interrupted recipe.
+    ///
+    /// Example: fewstep recipe --preset quick --out runs/recipe
+    Recipe(recipe::RecipeArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
     Selftest {
         /// Print the full report as JSON.
@@ -95,6 +102,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::TrainClassifier(args) => train_classifier::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Recipe(args) => recipe::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {
@@ -292,7 +300,6 @@ fn manifest_figures(path: &std::path::Path, bytes: &[u8]) {
         );
     }
 }
-
 
 fn selftest(json: bool, seed: Option<u64>) -> anyhow::Result<()> {
     let gpu = open_gpu()?;
