@@ -158,7 +158,12 @@ impl ManifestModel {
                 d.describe()
             ),
             (None, _) => format!("teacher, {} DDIM steps: {}", f.steps, f.describe()),
-            _ => format!("{} step{}: {}", f.steps, if f.steps == 1 { "" } else { "s" }, f.describe()),
+            _ => format!(
+                "{} step{}: {}",
+                f.steps,
+                if f.steps == 1 { "" } else { "s" },
+                f.describe()
+            ),
         })
     }
 }

@@ -62,7 +62,10 @@ fn bundled_four_step_student_beats_the_teachers_plain_ddim() {
     .unwrap();
     assert_eq!(rows.len(), 2);
     let (student, ddim) = (&rows[0], &rows[1]);
-    assert_eq!((student.kind.as_str(), ddim.kind.as_str()), ("distilled", "ddim"));
+    assert_eq!(
+        (student.kind.as_str(), ddim.kind.as_str()),
+        ("distilled", "ddim")
+    );
     let (ps, pd) = (
         student.psnr_vs_teacher.unwrap(),
         ddim.psnr_vs_teacher.unwrap(),
@@ -96,8 +99,15 @@ fn bundled_students_chain_to_each_other_and_the_manifest_lists_them() {
     assert_eq!(m2.lineage.parent_sha256.as_deref(), Some(h4.as_str()));
     assert_eq!(m1.lineage.parent_sha256.as_deref(), Some(h2.as_str()));
     for m in [&m4, &m2, &m1] {
-        assert_eq!(m.lineage.steps_path.first(), Some(&32), "distilled from 32 steps");
-        assert!(m.lineage.converted_from_sha256.is_some(), "f16 copies record their source");
+        assert_eq!(
+            m.lineage.steps_path.first(),
+            Some(&32),
+            "distilled from 32 steps"
+        );
+        assert!(
+            m.lineage.converted_from_sha256.is_some(),
+            "f16 copies record their source"
+        );
     }
     let manifest = bundled::manifest().expect("assets/manifest.json parses");
     for (name, hash) in [

@@ -360,23 +360,37 @@ fn recipe_quick_runs_end_to_end_and_its_bundle_loads_in_the_app() {
     let first = fewstep(&stop);
     assert!(first.status.success());
     let e = stderr(&first);
-    assert!(e.contains("estimated") && e.contains("stopped after distill"), "{e}");
+    assert!(
+        e.contains("estimated") && e.contains("stopped after distill"),
+        "{e}"
+    );
     assert!(out.join("distill").join("steps-1.safetensors").exists());
     assert!(!out.join("bundle").exists(), "stopped before the bundle");
     fails_with(&quick, "--resume");
     let second = fewstep(&["recipe", "--resume", "--out", o]);
     assert!(second.status.success());
-    assert!(stderr(&second).contains("done: train, distill)"), "resumed after the done stages");
+    assert!(
+        stderr(&second).contains("done: train, distill)"),
+        "resumed after the done stages"
+    );
     let bundle = out.join("bundle");
     let manifest =
         Manifest::parse(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
     let names: Vec<&str> = manifest.models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
-        ["fmnist-4step", "fmnist-2step", "fmnist-1step", "fmnist-teacher"]
+        [
+            "fmnist-4step",
+            "fmnist-2step",
+            "fmnist-1step",
+            "fmnist-teacher"
+        ]
     );
     assert!(!manifest.adapter.is_empty() && !manifest.date.is_empty());
-    assert!(manifest.commands.iter().any(|c| c.contains("fewstep distill")));
+    assert!(manifest
+        .commands
+        .iter()
+        .any(|c| c.contains("fewstep distill")));
     assert!(manifest.seconds["total"] > 0.0);
     let mut state = AppState::default();
     let mut hashes = std::collections::HashMap::new();
@@ -413,12 +427,21 @@ fn recipe_quick_runs_end_to_end_and_its_bundle_loads_in_the_app() {
     let info = fewstep(&[
         "info",
         "--model",
-        bundle.join("fmnist-steps-4.f16.safetensors").to_str().unwrap(),
+        bundle
+            .join("fmnist-steps-4.f16.safetensors")
+            .to_str()
+            .unwrap(),
     ]);
     let text = String::from_utf8_lossy(&info.stdout);
-    assert!(text.contains("eval:") && text.contains("plain DDIM"), "{text}");
+    assert!(
+        text.contains("eval:") && text.contains("plain DDIM"),
+        "{text}"
+    );
     let again = fewstep(&["recipe", "--resume", "--out", o]);
-    assert!(again.status.success(), "a finished recipe resumes to nothing");
+    assert!(
+        again.status.success(),
+        "a finished recipe resumes to nothing"
+    );
     eprintln!(
         "quick recipe, both runs and the checks: {:.0} s",
         started.elapsed().as_secs_f64()

@@ -317,7 +317,10 @@ fn student_ema_is_what_the_file_holds_and_off_leaves_the_student_itself() {
                         .map(|(a, b)| (a - b).abs() as f64)
                         .sum::<f64>();
                 }
-                assert!(moved > 1e-3, "the EMA differs from the raw student ({moved})");
+                assert!(
+                    moved > 1e-3,
+                    "the EMA differs from the raw student ({moved})"
+                );
             }
         }
     }

@@ -39,7 +39,12 @@ pub struct Converted {
 }
 
 /// Converts `model` into `out` (see the module documentation); shared by `convert` and `recipe`.
-pub fn convert_file(model: &Path, out: &Path, f16: bool, parent: Option<&Path>) -> Result<Converted> {
+pub fn convert_file(
+    model: &Path,
+    out: &Path,
+    f16: bool,
+    parent: Option<&Path>,
+) -> Result<Converted> {
     let same = match (std::fs::canonicalize(model), std::fs::canonicalize(out)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,

@@ -508,7 +508,9 @@ fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
     s.image_size = args.image_size;
     if let Some(n) = &args.name {
         anyhow::ensure!(
-            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "--name {n}: use letters, digits, - and _"
         );
         s.name = n.clone();
@@ -712,7 +714,10 @@ pub fn run(args: RecipeArgs) -> Result<()> {
         bar.set_position(run.step());
         while !run.is_done() {
             if let Some(line) = run.advance()? {
-                bar.set_message(format!("loss {:.4}  {:.0} img/s", line.loss, line.images_per_s));
+                bar.set_message(format!(
+                    "loss {:.4}  {:.0} img/s",
+                    line.loss, line.images_per_s
+                ));
                 super::log_when_not_a_terminal(&format!(
                     "train: update {}/{}  loss {:.4}  {:.1} img/s",
                     line.step, s.train_steps, line.loss, line.images_per_s
@@ -731,8 +736,7 @@ pub fn run(args: RecipeArgs) -> Result<()> {
     // 2. distill
     if !state.done.contains_key("distill") {
         let ddir = dir.join("distill");
-        let finished =
-            !ddir.join(DISTILL_STATE).exists() && ddir.join(model_file_name(1)).exists();
+        let finished = !ddir.join(DISTILL_STATE).exists() && ddir.join(model_file_name(1)).exists();
         let seconds = if finished {
             0.0
         } else {
@@ -909,8 +913,8 @@ fn write_bundle(
         bundle.join(&tfile).display()
     ));
     let mut parent = bundle.join(&tfile);
-    let teacher_row = row("teacher", s.teacher_distance_steps)
-        .or_else(|| row("ddim", s.teacher_distance_steps));
+    let teacher_row =
+        row("teacher", s.teacher_distance_steps).or_else(|| row("ddim", s.teacher_distance_steps));
     let mut entries = vec![(tfile, None::<u32>, teacher_row.map(figures), None)];
     for &n in &s.student_steps() {
         let file = format!("{}-steps-{n}.f16.safetensors", s.name);
