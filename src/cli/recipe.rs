@@ -304,9 +304,10 @@ impl Commands {
             "--seed",
             &s.seed.to_string(),
         ]));
-        match &s.classifier {
-            Some(c) => eval.extend(words(&["--classifier", c])),
-            None => eval.extend(words(&["--classifier", "none"])),
+        // Without a classifier the recorded command names none (eval then uses the bundled
+        // one where it exists and fits the models).
+        if let Some(c) = &s.classifier {
+            eval.extend(words(&["--classifier", c]));
         }
         Commands {
             train,
