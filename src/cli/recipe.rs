@@ -2,11 +2,13 @@
 //! step, evaluates every step count (distilled vs the teacher's plain DDIM), writes f16 copies and
 //! a bundle folder with a manifest.json (what `bundled.rs` and the web page take as they are).
 //!
-//!     DIR/recipe.json           settings, the commands, which stages are done, the eval rows
-//!     DIR/teacher/              the `fewstep train` run (model.safetensors, state, metrics)
-//!     DIR/distill/              the `fewstep distill` run (steps-N.safetensors, ...)
-//!     DIR/bundle/               NAME-teacher.f16.safetensors, NAME-steps-N.f16.safetensors,
-//!                               manifest.json
+//! ```text
+//! DIR/recipe.json           settings, the commands, which stages are done, the eval rows
+//! DIR/teacher/              the `fewstep train` run (model.safetensors, state, metrics)
+//! DIR/distill/              the `fewstep distill` run (steps-N.safetensors, ...)
+//! DIR/bundle/               NAME-teacher.f16.safetensors, NAME-steps-N.f16.safetensors,
+//!                           manifest.json
+//! ```
 //!
 //! Each stage records its completion in recipe.json; `--resume` continues where a run stopped
 //! (the train and distill stages from their last checkpoint).

@@ -1,9 +1,11 @@
 //! A progressive distillation on disk: halvings from `from_steps` down to `to_steps`, one model
 //! file per step count, and a resumable state for the halving in progress.
 //!
-//!     DIR/steps-N.safetensors        the N-step student (metadata: steps, lineage)
-//!     DIR/distill-state.safetensors  the current halving's student and Adam moments
-//!     DIR/metrics.jsonl              one JSON object per logged update
+//! ```text
+//! DIR/steps-N.safetensors        the N-step student (metadata: steps, lineage)
+//! DIR/distill-state.safetensors  the current halving's student and Adam moments
+//! DIR/metrics.jsonl              one JSON object per logged update
+//! ```
 //!
 //! Finished model files are never rewritten; a crash loses at most the updates since the last
 //! checkpoint of the halving in progress.
