@@ -101,8 +101,8 @@ fn bundled_students_chain_to_each_other_and_the_manifest_lists_them() {
     for m in [&m4, &m2, &m1] {
         assert_eq!(
             m.lineage.steps_path.first(),
-            Some(&32),
-            "distilled from 32 steps"
+            Some(&64),
+            "distilled from the teacher's 64 steps (assets/README.md)"
         );
         assert!(
             m.lineage.converted_from_sha256.is_some(),
