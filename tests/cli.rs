@@ -260,6 +260,29 @@ fn distill_then_compare_from_the_command_line() {
         ],
         "not a teacher",
     );
+    // Issue 13, item 1: a new distillation into a folder holding finished students is refused
+    // (it used to replace every steps-N file and metrics.jsonl and exit 0); the files stay as
+    // they were.
+    let before = std::fs::read(&s1).unwrap();
+    fails_with(
+        &[
+            "distill",
+            "--teacher",
+            t,
+            "--from-steps",
+            "8",
+            "--to-steps",
+            "1",
+            "--updates",
+            "2",
+            "--batch",
+            "4",
+            "--out",
+            out_s,
+        ],
+        "already holds finished students",
+    );
+    assert_eq!(std::fs::read(&s1).unwrap(), before, "steps-1 untouched");
     let o = fewstep(&["info", "--model", s1.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("8 -> 4 -> 2 -> 1"));
     let png = tmp.path().join("cmp.png");

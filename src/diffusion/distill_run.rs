@@ -27,6 +27,17 @@ pub const STATE_FILE: &str = "distill-state.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 const STATE_KEY: &str = "fewstep_distill_state";
 
+/// The steps-N.safetensors files already in `dir`, named in one line; None when there are none.
+fn finished_models(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("steps-") && n.ends_with(".safetensors"))
+        .collect();
+    names.sort();
+    (!names.is_empty()).then(|| names.join(", "))
+}
+
 pub fn model_file_name(steps: usize) -> String {
     format!("steps-{steps}.safetensors")
 }
@@ -164,6 +175,14 @@ impl DistillRun {
         if dir.join(STATE_FILE).exists() {
             bail!(
                 "{} holds a distillation in progress; pass --resume to continue it, or choose another --out",
+                dir.display()
+            );
+        }
+        // Finished students are the user's work: a new distillation never replaces them.
+        if let Some(found) = finished_models(dir) {
+            bail!(
+                "{} already holds finished students ({found}); fewstep does not replace them: \
+                 choose another --out, or move those files away first",
                 dir.display()
             );
         }
