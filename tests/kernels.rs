@@ -326,7 +326,11 @@ fn group_norm_forward_backward() {
                 .collect();
             let len = members.len() as f64;
             let mean = members.iter().map(|&j| x[j] as f64).sum::<f64>() / len;
-            let var = members.iter().map(|&j| (x[j] as f64 - mean).powi(2)).sum::<f64>() / len;
+            let var = members
+                .iter()
+                .map(|&j| (x[j] as f64 - mean).powi(2))
+                .sum::<f64>()
+                / len;
             let rstd = 1.0 / (var + eps as f64).sqrt();
             let gy = |j: usize| dy[j] as f64 * gamma[(j / hw) % c] as f64;
             let xh = |j: usize| (x[j] as f64 - mean) * rstd;

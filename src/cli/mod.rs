@@ -18,7 +18,9 @@ use crate::gpu::{Gpu, GpuOptions};
 /// fewstep: diffusion models distilled to a few sampling steps, on any GPU through wgpu.
 ///
 /// Environment: FEWSTEP_BACKEND (vulkan, metal, dx12, gl) and FEWSTEP_ADAPTER (part of an
-/// adapter's name) choose the GPU; FEWSTEP_KERNELS=tiled|subgroup forces a GEMM kernel family.
+/// adapter's name) choose the GPU; FEWSTEP_KERNELS=blocked|subgroup|tiled forces a GEMM kernel
+/// family and FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN the blocked family's tile (`fewstep info` shows
+/// which runs and why).
 #[derive(Parser)]
 #[command(name = "fewstep", version, about, long_about)]
 struct Cli {
@@ -249,7 +251,10 @@ fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(h) = &meta.lineage.converted_from_sha256 {
         println!("converted:  from the file with sha256 {h} (same model, other precision)");
     }
-    println!("sha256:     {}", crate::diffusion::model_file::sha256_hex(&bytes));
+    println!(
+        "sha256:     {}",
+        crate::diffusion::model_file::sha256_hex(&bytes)
+    );
     println!("arch:       {}", serde_json::to_string(&meta.arch)?);
     println!("command:    {}", meta.command);
     manifest_figures(path, &bytes);
@@ -267,7 +272,10 @@ fn manifest_figures(path: &std::path::Path, bytes: &[u8]) {
     let manifest = match crate::bundled::Manifest::parse(&text) {
         Ok(m) => m,
         Err(e) => {
-            println!("manifest:   {} is unreadable ({e})", manifest_path.display());
+            println!(
+                "manifest:   {} is unreadable ({e})",
+                manifest_path.display()
+            );
             return;
         }
     };
