@@ -1,26 +1,9 @@
 //! The `fewstep` binary end to end: train on a folder of images, resume, sample a grid and a
 //! trajectory; bad input ends with a message and a failure code, never a panic.
 
+mod common;
+use common::bin::{fewstep, stderr, write_images};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn fewstep(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args(args)
-        .output()
-        .expect("the fewstep binary runs");
-    eprintln!(
-        "$ fewstep {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn fails_with(args: &[&str], needle: &str) {
     let o = fewstep(args);
@@ -57,16 +40,6 @@ fn train_tiny_on_images(dir: &Path, steps: u32) -> std::path::PathBuf {
     ]);
     assert!(out.status.success(), "training the tiny teacher failed");
     run
-}
-
-fn write_images(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..6u32 {
-        let img = image::RgbImage::from_fn(24 + i * 3, 20, |x, y| {
-            image::Rgb([(x * 9 + i * 40) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
-        });
-        img.save(dir.join(format!("img{i}.png"))).unwrap();
-    }
 }
 
 #[test]

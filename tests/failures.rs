@@ -3,28 +3,10 @@
 //! continue. The tests that need no GPU come first; they must stay GPU-free (each refusal
 //! happens before the GPU is opened).
 
+mod common;
+use common::bin::{fewstep, stderr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn fewstep(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the fewstep binary runs");
-    eprintln!(
-        "$ fewstep {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Runs `args`, expects a failure code, no panic, and `needle` in the message; returns stderr.
 fn fails_with(args: &[&str], needle: &str) -> String {

@@ -2,32 +2,10 @@
 //! not on the process, the --out directory or an interruption; a start that fails leaves
 //! nothing behind; a run too short to learn says so.
 
+mod common;
+use common::bin::{fewstep, write_images};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn fewstep(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args(args)
-        .output()
-        .expect("the fewstep binary runs");
-    eprintln!(
-        "$ fewstep {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn write_images(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..6u32 {
-        let img = image::RgbImage::from_fn(24 + i * 3, 20, |x, y| {
-            image::Rgb([(x * 9 + i * 40) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
-        });
-        img.save(dir.join(format!("img{i}.png"))).unwrap();
-    }
-}
 
 /// `fewstep train` on the images in `imgs` (tiny, 8x8, batch 4) into `out`; `extra` first.
 fn train(imgs: &Path, out: &Path, extra: &[&str]) -> Output {

@@ -2,6 +2,8 @@
 //! with named tolerances.
 #![allow(dead_code)]
 
+pub mod bin;
+
 use fewstep::gpu::{Gpu, GpuOptions, KernelVariant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,35 @@
+//! Running the `fewstep` binary from tests, and the small image folder the CLI tests train on.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `fewstep ARGS` from the package root and echoes what it printed (shown when a test fails).
+pub fn fewstep(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the fewstep binary runs");
+    eprintln!(
+        "$ fewstep {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Six small RGB images of different sizes (an `images:DIR` data set).
+pub fn write_images(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..6u32 {
+        let img = image::RgbImage::from_fn(24 + i * 3, 20, |x, y| {
+            image::Rgb([(x * 9 + i * 40) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
+        });
+        img.save(dir.join(format!("img{i}.png"))).unwrap();
+    }
+}
