@@ -482,16 +482,16 @@ impl Gpu {
                 g(64, 64, 16, 4, 4),
             ],
         };
-        let fits: Vec<GemmTile> = list
-            .iter()
-            .copied()
-            .filter(|t| t.check(&self.0.limits).is_ok())
-            .collect();
+        // Called per launch: iterate the candidates, no allocation.
+        let fits = || {
+            list.iter()
+                .copied()
+                .filter(|t| t.check(&self.0.limits).is_ok())
+        };
         let count = |t: &GemmTile| m.div_ceil(t.bm) * n.div_ceil(t.bn) * batch.max(1);
-        fits.iter()
-            .copied()
+        fits()
             .find(|t| count(t) >= TARGET_WORKGROUPS)
-            .or(fits.last().copied())
+            .or_else(|| fits().last())
             .unwrap_or(g(16, 64, 16, 4, 4))
     }
     /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).
