@@ -360,7 +360,7 @@ fn mutated_data_files_give_errors_never_panics() {
                 e.write_all(&bytes[..cut]).unwrap();
                 e.write_all(&bytes[cut..]).unwrap();
                 let mut f = e.finish().unwrap();
-                if bytes.len() % 5 == 0 {
+                if bytes.len().is_multiple_of(5) {
                     // A damaged stream.
                     f.write_all(b"\x1f\x8b\x08garbage").unwrap();
                 }

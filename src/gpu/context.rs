@@ -491,7 +491,7 @@ impl Gpu {
         let count = |t: &GemmTile| m.div_ceil(t.bm) * n.div_ceil(t.bn) * batch.max(1);
         fits()
             .find(|t| count(t) >= TARGET_WORKGROUPS)
-            .or_else(|| fits().last())
+            .or_else(|| fits().next_back())
             .unwrap_or(g(16, 64, 16, 4, 4))
     }
     /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).
