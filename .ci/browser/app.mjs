@@ -35,7 +35,7 @@ const capture = process.argv[3] ?? path.join(root, 'target/web-canvas.png');
 const { server, port } = await startServer(root);
 const common = ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-quic'];
-// Without --disable-vulkan-surface (which PLATFORM.md's first recipe had) the compositor includes
+// Without --disable-vulkan-surface (see ARCHITECTURE.md, Platforms) the compositor includes
 // the WebGPU canvas in page screenshots too, so the test also looks at a real screenshot.
 const webgpu = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
   '--use-angle=swiftshader', '--enable-unsafe-swiftshader'];

@@ -1,4 +1,4 @@
-//! Model files (DESIGN.md section 4): the weights in safetensors, with a JSON description under
+//! Model files (ARCHITECTURE.md, Model files): weights in safetensors, a JSON description under
 //! the metadata key `fewstep`. A reader rejects any file whose tensors do not match the
 //! description and names the first mismatch.
 

@@ -1,4 +1,4 @@
-//! What the network predicts, and the loss weightings (DESIGN.md section 1).
+//! What the network predicts, and the loss weightings (ARCHITECTURE.md, Formulas).
 //!
 //! Every parameterization's x_hat is written as one linear combination
 //! `x_hat = cz * z + c0 * head0 + c1 * head1` with finite coefficients at both ends of the

@@ -1,4 +1,4 @@
-//! The variance-preserving cosine schedule in continuous time (DESIGN.md section 1), in f64 on
+//! The variance-preserving cosine schedule, continuous time (ARCHITECTURE.md, Formulas), in f64 on
 //! the CPU: per-sample coefficients are computed here and uploaded as small [N] vectors.
 
 use std::f64::consts::FRAC_PI_2;

@@ -11,7 +11,7 @@ pub enum KernelVariant {
     /// Workgroup-memory tiles: portable, what the web and most GPUs get.
     Tiled,
     /// Rows of A shared across a subgroup with `subgroupBroadcast`; needs `Features::SUBGROUP` and
-    /// a fixed subgroup size. On lavapipe this is ~5x faster than workgroup memory (PLATFORM.md).
+    /// a fixed subgroup size. On lavapipe ~5x faster than `Tiled` (ARCHITECTURE.md, Platforms).
     Subgroup,
     /// Register-blocked tiles for real GPUs (gemm_blocked.wgsl): each invocation keeps a TM x TN
     /// micro-tile in registers, the workgroup stages BK-deep slices of A (transposed) and B in
@@ -368,7 +368,7 @@ impl Gpu {
 
     /// The GEMM family used when none is asked for, and why: CPU adapters (lavapipe) run the
     /// subgroup family where they have fixed-size subgroups (2-3x faster there than the others,
-    /// PLATFORM.md), else the tiled one; real GPUs and browsers run the register-blocked family.
+    /// ARCHITECTURE.md, Platforms), else tiled; GPUs and browsers run the register-blocked family.
     fn default_variant(info: &wgpu::AdapterInfo, subgroups: bool) -> (KernelVariant, String) {
         let browser = cfg!(target_arch = "wasm32") || info.backend == wgpu::Backend::BrowserWebGpu;
         match info.device_type {

@@ -1,4 +1,4 @@
-//! The U-Net's architecture description and its presets (DESIGN.md section 2).
+//! The U-Net's architecture description and its presets (ARCHITECTURE.md, The U-Net).
 
 use serde::{Deserialize, Serialize};
 

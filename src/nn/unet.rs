@@ -1,4 +1,4 @@
-//! The DDPM-style U-Net of DESIGN.md section 2, on the autodiff tape.
+//! The DDPM-style U-Net (ARCHITECTURE.md, The U-Net), on the autodiff tape.
 //!
 //! [`Layout::new`] walks the architecture once and produces both the parameter list (names,
 //! shapes, initialisers: what model files store) and the block structure that
