@@ -181,6 +181,33 @@ fn train_refuses_zero_steps_and_unusable_learning_rates() {
     );
 }
 
+#[test]
+fn distill_refuses_zero_updates_and_unusable_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let teacher = asset("fmnist-small-teacher.safetensors");
+    let t = teacher.to_str().unwrap();
+    let base = ["distill", "--teacher", t, "--from-steps", "8", "--out", o];
+    for (flag, needle) in [
+        ("--updates=0", "--updates 0"),
+        ("--final-updates=0", "--final-updates 0"),
+        ("--batch=0", "--batch"),
+        ("--lr=nan", "--lr NaN"),
+        ("--lr=0", "--lr 0"),
+        ("--ema=1.5", "--ema 1.5"),
+    ] {
+        let mut args = base.to_vec();
+        args.push(flag);
+        fails_with(&args, needle);
+    }
+    assert!(
+        !out.exists(),
+        "a refused start left {} behind",
+        out.display()
+    );
+}
+
 // ---- item 6: exit codes and error text ----
 
 #[test]

@@ -9,26 +9,30 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::diffusion::distill_run::{model_file_name, DistillPlan, DistillRun};
 use crate::diffusion::model_file::parse_model;
 
+/// Every setting but `--teacher`, `--out` and `--resume` is optional so that `--resume` can tell
+/// a flag the user typed from a default: a typed flag that differs from the stored run is refused
+/// instead of silently ignored (issue 13, item 8). The defaults are applied in [`plan_from`].
 #[derive(Args, Debug, Clone)]
 pub struct DistillArgs {
     /// The teacher: a model file from `fewstep train` (its EMA weights start the first student).
+    /// With --resume: where the teacher is now, when it has moved since the run started.
     #[arg(long)]
     teacher: Option<PathBuf>,
-    /// The teacher's sampling steps; a power of 2 (the paper starts at 1024 or 8192).
-    #[arg(long, default_value_t = 1024)]
-    from_steps: usize,
-    /// The last student's steps; a power of 2 below --from-steps.
-    #[arg(long, default_value_t = 1)]
-    to_steps: usize,
-    /// Updates per halving.
-    #[arg(long, default_value_t = 2000)]
-    updates: u64,
+    /// The teacher's sampling steps; a power of 2 (the paper starts at 1024 or 8192) [default: 1024].
+    #[arg(long)]
+    from_steps: Option<usize>,
+    /// The last student's steps; a power of 2 below --from-steps [default: 1].
+    #[arg(long)]
+    to_steps: Option<usize>,
+    /// Updates per halving [default: 2000].
+    #[arg(long)]
+    updates: Option<u64>,
     /// Updates of the last two halvings (the 2- and 1-step students) [default: 2 x --updates].
     #[arg(long)]
     final_updates: Option<u64>,
-    /// Images per update.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
+    /// Images per update [default: 64].
+    #[arg(long)]
+    batch: Option<usize>,
     /// Initial learning rate of each halving, annealed linearly to 0 [default: 2e-4 for tiny,
     /// 1e-4 otherwise].
     #[arg(long)]
@@ -39,17 +43,19 @@ pub struct DistillArgs {
     /// Output directory: steps-N.safetensors per step count, metrics.jsonl.
     #[arg(long)]
     out: PathBuf,
-    /// Continue the distillation in --out where it stopped.
+    /// Continue the distillation in --out where it stopped, with the settings it started with
+    /// (a setting given again must be the same).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Updates between checkpoints of the halving in progress.
-    #[arg(long, default_value_t = 500)]
-    checkpoint_every: u64,
-    /// Updates between lines of metrics.jsonl.
-    #[arg(long, default_value_t = 50)]
-    log_every: u64,
+    /// Seed of every random choice [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Updates between checkpoints of the halving in progress [default: 500].
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Updates between lines of metrics.jsonl [default: 50].
+    #[arg(long)]
+    log_every: Option<u64>,
     /// Keep an EMA of each student with this decay (warm-up min(decay, (1+n)/(10+n)) as in
     /// training): the EMA is what each steps-N file holds and what the next halving starts from.
     /// Off by default.
@@ -58,8 +64,13 @@ pub struct DistillArgs {
 }
 
 pub fn run(args: DistillArgs) -> Result<()> {
+    check_args(&args)?;
     let gpu = super::open_gpu()?;
-    let mut run = open(&args, &gpu, std::env::args().collect::<Vec<_>>().join(" "))?;
+    let mut run = open(
+        &args,
+        &gpu,
+        super::train::recorded_command(std::env::args()),
+    )?;
     let plan = run.plan.clone();
     let halvings = plan.halvings();
     let total = plan.total_updates();
@@ -136,57 +147,145 @@ pub fn run(args: DistillArgs) -> Result<()> {
 
 /// Creates the distillation `args` describe, or resumes it (shared by the CLI and the app).
 pub fn open(args: &DistillArgs, gpu: &crate::gpu::Gpu, command: String) -> Result<DistillRun> {
-    let run = if args.resume {
-        let plan = DistillRun::stored_plan(&args.out)?;
-        let data = super::train::load_data(&plan.dataset, 32)?;
-        DistillRun::resume(gpu, &args.out, data)?
-    } else {
-        let Some(teacher) = args.teacher.clone() else {
-            anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
-        };
-        let bytes = std::fs::read(&teacher)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", teacher.display()))?;
-        let (meta, _) = parse_model(&teacher, &bytes)?;
-        let dataset = args.data.clone().unwrap_or_else(|| meta.dataset.clone());
-        let final_updates = args.final_updates.unwrap_or(2 * args.updates);
-        let plan = DistillPlan {
-            teacher,
-            from_steps: args.from_steps,
-            to_steps: args.to_steps,
-            updates: args.updates,
-            final_updates,
-            batch: args.batch,
-            lr: args.lr.unwrap_or(if meta.arch.preset == "tiny" {
-                2e-4
-            } else {
-                1e-4
-            }),
-            seed: args.seed,
-            checkpoint_every: args.checkpoint_every,
-            log_every: args.log_every,
-            dataset: dataset.clone(),
-            command,
-            ema: args.ema,
-        };
-        plan.validate(&meta)?;
-        anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
-        if let Some(e) = args.ema {
-            anyhow::ensure!(
-                e.is_finite() && (0.0..1.0).contains(&e),
-                "--ema {e} is out of range: give a decay in [0, 1) such as 0.999"
-            );
-        }
-        let data = super::train::load_data(&dataset, meta.arch.width)?;
+    if args.resume {
+        let stored = DistillRun::stored(&args.out, args.teacher.as_deref())?;
+        refuse_changed_settings(args, &stored.plan)?;
+        let data = super::train::load_data(&stored.plan.dataset, stored.image_size)?;
         eprintln!(
-            "distilling {} ({}) from {} to {} steps: {} halvings on {}",
-            plan.teacher.display(),
-            meta.describe(),
-            plan.from_steps,
-            plan.to_steps,
-            (plan.from_steps / plan.to_steps).trailing_zeros(),
-            gpu.info().name
+            "resuming the distillation in {} at update {} of the {}-step student",
+            args.out.display(),
+            stored.update,
+            stored.teacher_steps / 2
         );
-        DistillRun::create(gpu, &args.out, plan, data)?
+        return DistillRun::resume_with_teacher(gpu, &args.out, data, args.teacher.as_deref());
+    }
+    let Some(teacher) = args.teacher.clone() else {
+        anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
     };
-    Ok(run)
+    let bytes = std::fs::read(&teacher)
+        .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
+    let (meta, _) = parse_model(&teacher, &bytes)?;
+    // Stored absolute, so that --resume works from any working directory.
+    let teacher = std::fs::canonicalize(&teacher).unwrap_or(teacher);
+    let plan = plan_from(args, teacher, &meta.dataset, &meta.arch.preset, command);
+    plan.validate(&meta)?;
+    DistillRun::check_dir(&args.out)?;
+    let data = super::train::load_data(&plan.dataset, meta.arch.width)?;
+    eprintln!(
+        "distilling {} ({}) from {} to {} steps: {} halvings on {}",
+        plan.teacher.display(),
+        meta.describe(),
+        plan.from_steps,
+        plan.to_steps,
+        (plan.from_steps / plan.to_steps).trailing_zeros(),
+        gpu.info().name
+    );
+    DistillRun::create(gpu, &args.out, plan, data)
+}
+
+/// Refuses settings that would distill nothing, or a directory that would lose finished work,
+/// before the GPU is opened or anything is written.
+pub fn check_args(args: &DistillArgs) -> Result<()> {
+    if args.resume {
+        let stored = DistillRun::stored(&args.out, args.teacher.as_deref())?;
+        return refuse_changed_settings(args, &stored.plan);
+    }
+    let Some(teacher) = args.teacher.clone() else {
+        anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
+    };
+    let bytes = std::fs::read(&teacher)
+        .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
+    let (meta, _) = parse_model(&teacher, &bytes)?;
+    plan_from(
+        args,
+        teacher,
+        &meta.dataset,
+        &meta.arch.preset,
+        String::new(),
+    )
+    .validate(&meta)?;
+    DistillRun::check_dir(&args.out)
+}
+
+/// The plan of a new distillation: the flags given, the defaults for the rest.
+fn plan_from(
+    args: &DistillArgs,
+    teacher: PathBuf,
+    teacher_data: &str,
+    preset: &str,
+    command: String,
+) -> DistillPlan {
+    let updates = args.updates.unwrap_or(2000);
+    DistillPlan {
+        teacher,
+        from_steps: args.from_steps.unwrap_or(1024),
+        to_steps: args.to_steps.unwrap_or(1),
+        updates,
+        final_updates: args.final_updates.unwrap_or(2 * updates),
+        batch: args.batch.unwrap_or(64),
+        lr: args
+            .lr
+            .unwrap_or(if preset == "tiny" { 2e-4 } else { 1e-4 }),
+        seed: args.seed.unwrap_or(0),
+        checkpoint_every: args.checkpoint_every.unwrap_or(500),
+        log_every: args.log_every.unwrap_or(50),
+        dataset: args
+            .data
+            .clone()
+            .unwrap_or_else(|| teacher_data.to_string()),
+        command,
+        ema: args.ema,
+    }
+}
+
+/// With --resume the stored plan is what runs; a flag typed with a different value would be
+/// silently ignored, so it is refused, naming the flag and the value the run started with.
+fn refuse_changed_settings(args: &DistillArgs, stored: &DistillPlan) -> Result<()> {
+    fn differs<T: PartialEq + std::fmt::Display>(
+        flag: &str,
+        given: Option<T>,
+        stored: T,
+    ) -> Option<String> {
+        given
+            .filter(|g| *g != stored)
+            .map(|g| format!("{flag} {g} (the run started with {flag} {stored})"))
+    }
+    let ema_given = args.ema.map(|e| e.to_string());
+    let ema_stored = stored
+        .ema
+        .map_or_else(|| "none".to_string(), |e| e.to_string());
+    let changed: Vec<String> = [
+        differs("--from-steps", args.from_steps, stored.from_steps),
+        differs("--to-steps", args.to_steps, stored.to_steps),
+        differs("--updates", args.updates, stored.updates),
+        differs("--final-updates", args.final_updates, stored.final_updates),
+        differs("--batch", args.batch, stored.batch),
+        differs("--lr", args.lr, stored.lr),
+        differs("--data", args.data.as_deref(), stored.dataset.as_str()),
+        differs("--seed", args.seed, stored.seed),
+        differs(
+            "--checkpoint-every",
+            args.checkpoint_every,
+            stored.checkpoint_every,
+        ),
+        differs("--log-every", args.log_every, stored.log_every),
+        differs("--ema", ema_given.as_deref(), ema_stored.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    anyhow::ensure!(
+        changed.is_empty(),
+        "--resume continues {} with the settings it started with, but {} {} given: drop {} \
+         to resume, or start a new distillation in another --out",
+        args.out.display(),
+        changed.join(", "),
+        if changed.len() == 1 { "was" } else { "were" },
+        if changed.len() == 1 {
+            "that flag"
+        } else {
+            "those flags"
+        },
+    );
+    Ok(())
 }

@@ -77,6 +77,28 @@ impl DistillPlan {
         if t >= f {
             bail!("--to-steps {t} must be below --from-steps {f}");
         }
+        if self.updates == 0 || self.final_updates == 0 {
+            bail!(
+                "--updates {} / --final-updates {}: every halving needs at least 1 update (a \
+                 useful one takes hundreds)",
+                self.updates,
+                self.final_updates
+            );
+        }
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!(
+                "--lr {} is not a usable learning rate: give a positive number such as 1e-4",
+                self.lr
+            );
+        }
+        if let Some(e) = self.ema {
+            if !(e.is_finite() && (0.0..1.0).contains(&e)) {
+                bail!("--ema {e} is out of range: give a decay in [0, 1) such as 0.999");
+            }
+        }
         if let Some(s) = teacher.steps {
             if s as usize != f {
                 bail!(
@@ -126,6 +148,10 @@ impl DistillPlan {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct State {
     plan: DistillPlan,
+    /// SHA-256 of the original teacher's file, to check a `--teacher` given with `--resume`
+    /// (absent in states written before it was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    teacher_sha256: Option<String>,
     teacher_steps: usize,
     update: u64,
     wall_seconds: f64,
@@ -156,6 +182,8 @@ pub struct DistillRun {
     pub distiller: Distiller,
     teacher_meta: ModelMeta,
     teacher_hash: String,
+    /// The hash of the original teacher (`plan.teacher`), when known.
+    origin_hash: Option<String>,
     data: Dataset,
     halving_start: Instant,
     window: (Instant, u64),
@@ -170,8 +198,19 @@ fn load_teacher(gpu: &Gpu, path: &Path) -> Result<(Denoiser, ModelMeta, String)>
     Ok((model, meta, sha256_hex(&bytes)))
 }
 
+/// What a distillation directory holds in progress (read before resuming, to load the right data).
+pub struct StoredDistill {
+    pub plan: DistillPlan,
+    /// The teacher of the halving in progress (its student has half as many steps).
+    pub teacher_steps: usize,
+    pub update: u64,
+    /// The teacher's image width (the size image-folder data is loaded at).
+    pub image_size: usize,
+}
+
 impl DistillRun {
-    pub fn create(gpu: &Gpu, dir: &Path, plan: DistillPlan, data: Dataset) -> Result<DistillRun> {
+    /// Whether `dir` suits a new distillation: no run in progress, no finished students.
+    pub fn check_dir(dir: &Path) -> Result<()> {
         if dir.join(STATE_FILE).exists() {
             bail!(
                 "{} holds a distillation in progress; pass --resume to continue it, or choose another --out",
@@ -186,22 +225,35 @@ impl DistillRun {
                 dir.display()
             );
         }
+        Ok(())
+    }
+
+    pub fn create(gpu: &Gpu, dir: &Path, plan: DistillPlan, data: Dataset) -> Result<DistillRun> {
+        Self::check_dir(dir)?;
         let (teacher, meta, hash) = load_teacher(gpu, &plan.teacher)?;
         plan.validate(&meta)?;
         check_shape(&teacher, &data)?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
+        super::run_files::remove_stale_temps(dir);
         let cfg = halving_config(&plan, plan.from_steps);
         let distiller = Distiller::new(gpu, teacher, cfg);
-        Ok(Self::wrap(plan, dir, distiller, meta, hash, data, 0.0))
+        let origin = Some(hash.clone());
+        Ok(Self::wrap(
+            plan,
+            dir,
+            distiller,
+            (meta, hash, origin),
+            data,
+            0.0,
+        ))
     }
 
     fn wrap(
         plan: DistillPlan,
         dir: &Path,
         distiller: Distiller,
-        teacher_meta: ModelMeta,
-        teacher_hash: String,
+        (teacher_meta, teacher_hash, origin_hash): (ModelMeta, String, Option<String>),
         data: Dataset,
         wall: f64,
     ) -> DistillRun {
@@ -213,6 +265,7 @@ impl DistillRun {
             distiller,
             teacher_meta,
             teacher_hash,
+            origin_hash,
             data,
             halving_start: now,
             wall_before: wall,
@@ -226,16 +279,62 @@ impl DistillRun {
         Ok(read_state(dir)?.0.plan)
     }
 
+    /// What `dir` holds in progress, with the teacher found where `teacher` says (when given)
+    /// or where the run started.
+    pub fn stored(dir: &Path, teacher: Option<&Path>) -> Result<StoredDistill> {
+        let (state, _) = read_state(dir)?;
+        let path = halving_teacher(dir, &state, teacher);
+        let bytes = std::fs::read(&path).map_err(|e| unreadable_teacher(&path, &state, e))?;
+        let (meta, _) = super::model_file::parse_model(&path, &bytes)?;
+        Ok(StoredDistill {
+            image_size: meta.arch.width,
+            plan: state.plan,
+            teacher_steps: state.teacher_steps,
+            update: state.update,
+        })
+    }
+
     pub fn resume(gpu: &Gpu, dir: &Path, data: Dataset) -> Result<DistillRun> {
+        Self::resume_with_teacher(gpu, dir, data, None)
+    }
+
+    /// Continues the distillation in `dir`; `teacher` says where the original teacher is now
+    /// (it must be the same file: its hash is checked), else the stored path is used.
+    pub fn resume_with_teacher(
+        gpu: &Gpu,
+        dir: &Path,
+        data: Dataset,
+        teacher: Option<&Path>,
+    ) -> Result<DistillRun> {
         let (state, file) = read_state(dir)?;
-        let plan = state.plan;
-        // The teacher of the halving in progress: the original, or the previous student.
-        let teacher_path = if state.teacher_steps == plan.from_steps {
-            plan.teacher.clone()
+        let teacher_path = halving_teacher(dir, &state, teacher);
+        let mut plan = state.plan.clone();
+        let bytes = std::fs::read(&teacher_path)
+            .map_err(|e| unreadable_teacher(&teacher_path, &state, e))?;
+        let hash = sha256_hex(&bytes);
+        let first_halving = state.teacher_steps == plan.from_steps;
+        if first_halving {
+            if let Some(want) = &state.teacher_sha256 {
+                if hash != *want {
+                    bail!(
+                        "{} is not the teacher this distillation started from (its SHA-256 \
+                         differs from the one stored in {}): pass the original teacher file",
+                        teacher_path.display(),
+                        dir.join(STATE_FILE).display()
+                    );
+                }
+            }
+        }
+        let origin = if first_halving {
+            Some(hash.clone())
         } else {
-            dir.join(model_file_name(state.teacher_steps))
+            state.teacher_sha256.clone()
         };
-        let (teacher, meta, hash) = load_teacher(gpu, &teacher_path)?;
+        if let Some(moved) = teacher.filter(|_| first_halving) {
+            // Later checkpoints remember where the teacher is now.
+            plan.teacher = std::fs::canonicalize(moved).unwrap_or_else(|_| moved.to_path_buf());
+        }
+        let (teacher, meta) = super::model_file::load_model_bytes(gpu, &teacher_path, &bytes)?;
         check_shape(&teacher, &data)?;
         let layout = nn::Layout::new(&teacher.net.config)?;
         let err = |e: String| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display());
@@ -260,12 +359,12 @@ impl DistillRun {
             state.teacher_steps / 2,
             state.update,
         )?;
+        super::run_files::remove_stale_temps(dir);
         Ok(Self::wrap(
             plan,
             dir,
             d,
-            meta,
-            hash,
+            (meta, hash, origin),
             data,
             state.wall_seconds,
         ))
@@ -346,6 +445,7 @@ impl DistillRun {
         }
         let state = State {
             plan: self.plan.clone(),
+            teacher_sha256: self.origin_hash.clone(),
             teacher_steps: d.cfg.teacher_steps,
             update: d.update,
             wall_seconds: self.wall_seconds(),
@@ -395,6 +495,30 @@ impl DistillRun {
         self.halving_start = Instant::now();
         self.window = (Instant::now(), 0);
         self.checkpoint()
+    }
+}
+
+/// The teacher of the halving in progress: the original (moved to `teacher`, when given), or
+/// the previous student in `dir`.
+fn halving_teacher(dir: &Path, state: &State, teacher: Option<&Path>) -> PathBuf {
+    if state.teacher_steps == state.plan.from_steps {
+        teacher.map_or_else(|| state.plan.teacher.clone(), Path::to_path_buf)
+    } else {
+        dir.join(model_file_name(state.teacher_steps))
+    }
+}
+
+fn unreadable_teacher(path: &Path, state: &State, e: std::io::Error) -> anyhow::Error {
+    if state.teacher_steps == state.plan.from_steps {
+        anyhow::anyhow!(
+            "cannot read the teacher {}: {e}; if it has moved, pass --teacher FILE with --resume",
+            path.display()
+        )
+    } else {
+        anyhow::anyhow!(
+            "cannot read {} (the teacher of the halving in progress): {e}",
+            path.display()
+        )
     }
 }
 

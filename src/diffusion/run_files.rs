@@ -36,3 +36,19 @@ pub fn keep_jsonl<T: DeserializeOwned>(path: &Path, keep: impl Fn(&T) -> bool) -
     tensor_file::write_atomic(path, kept.as_bytes())?;
     Ok(())
 }
+
+/// Removes the temporary files ([`tensor_file::write_atomic`]'s `.NAME.tmp-PID`) that a process
+/// killed mid-write left in a run directory, so that a resumed run ends with only its own files.
+/// Another live process writing into the same directory is not expected (a run has one owner).
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let own = format!(".tmp-{}", std::process::id());
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&own) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

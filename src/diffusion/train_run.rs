@@ -89,6 +89,7 @@ impl TrainRun {
         // A fresh run starts a fresh metrics file. The directory itself is made by the first
         // write, so a start that fails before it leaves nothing behind.
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
+        super::run_files::remove_stale_temps(dir);
         Ok(Self::wrap(trainer, options, dir, data, 0.0))
     }
 
@@ -145,6 +146,7 @@ impl TrainRun {
             options.total_steps = t;
         }
         truncate_metrics(&dir.join(METRICS_FILE), state.step)?;
+        super::run_files::remove_stale_temps(dir);
         Ok(Self::wrap(trainer, options, dir, data, state.wall_seconds))
     }
 
