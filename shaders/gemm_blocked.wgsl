@@ -21,9 +21,11 @@ var<workgroup> Bs: array<vec4<f32>, BS_LEN>;
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-    let b = wg.z;
-    let row0 = wg.y * BM;
-    let col0 = wg.x * BN;
+    let b = grid_batch(wg);
+    let row0 = grid_row_tile(wg) * BM;
+    let col0 = grid_col_tile(wg) * BN;
+    // The last fold of a folded grid may reach past M or N (uniform: the whole workgroup leaves).
+    if (row0 >= P.m || col0 >= P.n) { return; }
     let tx = lid.x;
     let ty = lid.y;
 //@SETUP

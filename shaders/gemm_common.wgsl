@@ -11,10 +11,22 @@ struct Params {
     // kernel size (3 or 1); beta accumulates into C; bias_scale is 0 without a bias
     ks: u32, beta: f32, bias_scale: f32, bias_per_col: u32,
     // split-K (conv weight gradient): the full K; the workgroup's z index picks a chunk of P.k
-    k_total: u32, _p0: u32, _p1: u32, _p2: u32,
+    // folded grids (gemm.rs fold_grid): row and column tiles per z slice, column folds
+    k_total: u32, row_groups: u32, col_groups: u32, col_folds: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
+
+// The grid is [column tiles, row tiles, batch x folds]: tiles beyond one grid dimension's limit
+// are folded into z = batch + P.batch * (column fold + P.col_folds * row fold). A workgroup's
+// batch index, row tile and column tile:
+fn grid_batch(wg: vec3<u32>) -> u32 { return wg.z % P.batch; }
+fn grid_row_tile(wg: vec3<u32>) -> u32 {
+    return wg.y + (wg.z / P.batch) / P.col_folds * P.row_groups;
+}
+fn grid_col_tile(wg: vec3<u32>) -> u32 {
+    return wg.x + (wg.z / P.batch) % P.col_folds * P.col_groups;
+}
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;

@@ -5,9 +5,11 @@
 // needs a constant lane id, so the Rust side unrolls the marked lines (see gemm.rs).
 @compute @workgroup_size(SG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let b = wg.z;
-    let row0 = wg.y * TM;
-    let col = (wg.x * SG + lane) * 4u;
+    let b = grid_batch(wg);
+    let row0 = grid_row_tile(wg) * TM;
+    let col = (grid_col_tile(wg) * SG + lane) * 4u;
+    // The last fold of a folded grid may reach past M or N (uniform: the whole workgroup leaves).
+    if (row0 >= P.m || grid_col_tile(wg) * SG * 4u >= P.n) { return; }
 //@DECLARE
     // Column parts of B's index, fixed for the whole K loop (clamped: guarded again below).
     let last = P.n - 1u;

@@ -12,9 +12,11 @@ var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let b = wg.z;
-    let row0 = wg.y * BM;
-    let col0 = wg.x * BN;
+    let b = grid_batch(wg);
+    let row0 = grid_row_tile(wg) * BM;
+    let col0 = grid_col_tile(wg) * BN;
+    // The last fold of a folded grid may reach past M or N (uniform: the whole workgroup leaves).
+    if (row0 >= P.m || col0 >= P.n) { return; }
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
 

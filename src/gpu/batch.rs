@@ -217,7 +217,7 @@ impl Gpu {
     /// Splits a 1-D workgroup count over x and y so no dimension exceeds the device limit.
     /// Kernels recover the linear id as `wg.x + wg.y * num_wg.x`.
     pub fn grid_1d(&self, workgroups: u32) -> [u32; 3] {
-        let max = self.0.limits.max_compute_workgroups_per_dimension.max(1);
+        let max = self.grid_limit();
         if workgroups <= max {
             [workgroups, 1, 1]
         } else {

@@ -232,6 +232,9 @@ pub(crate) struct GpuInner {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// Workgroups allowed per grid dimension: the device's limit, lowered by tests
+    /// ([`Gpu::limit_grid_dimension`]) to exercise folded grids with small problems.
+    pub grid_limit: Cell<u32>,
     pub variant: Cell<KernelVariant>,
     /// Why `variant` was chosen (for `fewstep info` and `bench kernels`).
     pub variant_reason: RefCell<String>,
@@ -358,6 +361,7 @@ impl Gpu {
             queue,
             info,
             features,
+            grid_limit: Cell::new(limits.max_compute_workgroups_per_dimension.max(1)),
             limits,
             variant: Cell::new(variant),
             variant_reason: RefCell::new(reason),
@@ -431,6 +435,16 @@ impl Gpu {
     }
     pub fn limits(&self) -> &wgpu::Limits {
         &self.0.limits
+    }
+    /// Workgroups allowed per grid dimension (see [`Self::limit_grid_dimension`]).
+    pub fn grid_limit(&self) -> u32 {
+        self.0.grid_limit.get()
+    }
+    /// Lowers the workgroups allowed per grid dimension below the device's limit, so that
+    /// tests reach the folded grids of large problems (over 65535 workgroups) with small ones.
+    pub fn limit_grid_dimension(&self, max: u32) {
+        let device = self.0.limits.max_compute_workgroups_per_dimension.max(1);
+        self.0.grid_limit.set(max.clamp(1, device));
     }
     pub fn variant(&self) -> KernelVariant {
         self.0.variant.get()

@@ -34,7 +34,11 @@ pub(crate) struct GemmParams {
     bias_scale: f32,
     bias_per_col: u32,
     k_total: u32,
-    _pad: [u32; 3],
+    /// Folded grids (see `fold_grid`): row and column tiles per z slice, and how many slices
+    /// the column tiles were folded into.
+    row_groups: u32,
+    col_groups: u32,
+    col_folds: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,16 +408,7 @@ fn launch(
         }
         None => dummy(gpu),
     };
-    let max = gpu.limits().max_compute_workgroups_per_dimension;
-    assert!(
-        workgroups[0] <= max && workgroups[1] <= max && workgroups[2] <= max,
-        "GEMM {}x{}x{} (batch {}) needs {:?} workgroups, over the device limit {max}",
-        p.m,
-        p.n,
-        p.k,
-        p.batch,
-        workgroups
-    );
+    let workgroups = fold_grid(gpu, &mut p, workgroups);
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::bytes_of(&p).to_vec(),
@@ -440,6 +435,30 @@ impl Default for MatmulOpts {
             alpha: 1.0,
         }
     }
+}
+
+/// Fits the grid [column tiles, row tiles, batch] into the per-dimension limit. Tiles beyond it
+/// are folded into z: z = batch index + batch x (column fold + column folds x row fold), and the
+/// kernels (gemm_common.wgsl `grid_*`) recover the tile and skip tiles past M or N. A `tiny`
+/// convolution over 4.2M pixels (N / 64 > 65535 column tiles) is the case this exists for.
+fn fold_grid(gpu: &Gpu, p: &mut GemmParams, [x, y, z]: [u32; 3]) -> [u32; 3] {
+    let max = gpu.grid_limit();
+    let (fx, fy) = (x.div_ceil(max), y.div_ceil(max));
+    let (cols, rows) = (x.div_ceil(fx), y.div_ceil(fy));
+    let slices = z as u64 * fx as u64 * fy as u64;
+    assert!(
+        slices <= max as u64,
+        "GEMM {}x{}x{} (batch {}) needs [{x}, {y}, {z}] workgroups: over the device limit {max} \
+         even folded",
+        p.m,
+        p.n,
+        p.k,
+        p.batch
+    );
+    p.row_groups = rows;
+    p.col_groups = cols;
+    p.col_folds = fx;
+    [cols, rows, slices as u32]
 }
 
 fn split_batch(t: &Tensor) -> (usize, usize, usize) {
