@@ -18,10 +18,44 @@ use crate::gpu::{Gpu, GpuOptions};
 
 #[wasm_bindgen(start)]
 pub fn start() {
-    console_error_panic_hook::set_once();
+    // A panic aborts the WebAssembly instance: after logging it, the page says so (and what to
+    // do) instead of leaving a frozen canvas or a spinner.
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        show_crash(&info.to_string());
+    }));
+}
+
+/// Replaces the page with the message panel of index.html, naming the bug.
+fn show_crash(what: &str) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let set_hidden = |id: &str, hidden: bool| {
+        if let Some(e) = document
+            .get_element_by_id(id)
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+        {
+            e.set_hidden(hidden);
+        }
+    };
+    for id in ["app", "loading", "status"] {
+        set_hidden(id, true);
+    }
+    if let Some(text) = document.get_element_by_id("message-text") {
+        text.set_text_content(Some(&format!(
+            "fewstep stopped because of a bug: {what}. Reload the page to start again; the \
+             browser console has the details."
+        )));
+    }
+    set_hidden("message", false);
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"fewstepError".into(), &what.into());
+    }
 }
 
 thread_local! {
+    static STATUS: RefCell<Option<String>> = const { RefCell::new(None) };
     static RESULT: RefCell<Option<String>> = const { RefCell::new(None) };
     static LAYOUT: RefCell<Option<String>> = const { RefCell::new(None) };
     static RUNNER: RefCell<Option<eframe::WebRunner>> = const { RefCell::new(None) };
@@ -91,6 +125,24 @@ pub(crate) fn publish_layout(
         "grids": grids,
     });
     LAYOUT.with(|r| *r.borrow_mut() = Some(json.to_string()));
+}
+
+/// What the app tells the visitor, as JSON: {status, loadingDone, loadingExpected, models}:
+/// the status line's text (an error such as a model file that could not be loaded), how many
+/// model files have been handled of those expected, and the names of the models loaded.
+#[wasm_bindgen]
+pub fn fewstep_status() -> Option<String> {
+    STATUS.with(|r| r.borrow().clone())
+}
+
+pub(crate) fn publish_status(status: &str, done: usize, expected: usize, models: Vec<String>) {
+    let json = serde_json::json!({
+        "status": status,
+        "loadingDone": done,
+        "loadingExpected": expected,
+        "models": models,
+    });
+    STATUS.with(|r| *r.borrow_mut() = Some(json.to_string()));
 }
 
 /// The last finished sample run: {model, steps, seed, count, sampler, clip, shape, ms, values},

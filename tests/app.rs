@@ -232,6 +232,19 @@ fn the_query_string_configures_a_run() {
     let e = StartOptions::from_query("?steps=four").unwrap_err();
     assert!(e.contains("steps=four"), "{e}");
     assert!(StartOptions::from_query("?sampler=euler").is_err());
+    // Issue 13, item 10: `run=false` (not only `run=0`) keeps a configured run from starting,
+    // and keys and values are percent-decoded as browsers encode them.
+    for off in ["run=false", "run=no", "run=0", "run=off"] {
+        let o = StartOptions::from_query(&format!("?model=fmnist-4step&{off}")).unwrap();
+        assert!(!o.run, "{off} still runs");
+    }
+    let o = StartOptions::from_query("?model=my%20model+v2&st%65ps=%32").unwrap();
+    assert_eq!(o.model.as_deref(), Some("my model v2"));
+    assert_eq!(o.steps, Some(2));
+    assert!(o.run);
+    let e = StartOptions::from_query("?run=maybe").unwrap_err();
+    assert!(e.contains("run=maybe"), "{e}");
+    assert!(StartOptions::from_query("?model=%FF").is_err());
 }
 
 /// Reads an rgba8 texture back (rows padded to 256 bytes, as copies require).
@@ -406,7 +419,7 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
     assert!(worst <= 1e-6, "worker vs Sampler: max |diff| {worst}");
 
     // A run that is stopped ends with Stopped, before its last step.
-    let mut long = row;
+    let mut long = row.clone();
     long.opts.steps = 64;
     handle.send(Job::Run {
         run: 2,
@@ -435,6 +448,41 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
     assert!(!seen
         .iter()
         .any(|e| matches!(e, Event::RowDone { run: 2, .. })));
+
+    // Issue 13, item 10: a job that panics (a sampler asked for 0 steps, which the UI never
+    // sends, asserts) ends its run with a message instead of killing the worker, and the next
+    // run still works.
+    let mut broken = row.clone();
+    broken.opts.steps = 0;
+    handle.send(Job::Run {
+        run: 3,
+        rows: vec![broken],
+        draw_steps: true,
+    });
+    handle.send(Job::Run {
+        run: 4,
+        rows: vec![row],
+        draw_steps: false,
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !seen
+        .iter()
+        .any(|e| matches!(e, Event::RowDone { run: 4, .. }))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker died with the panicking job"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        seen.extend(handle.drain());
+    }
+    assert!(
+        seen.iter().any(
+            |e| matches!(e, Event::Failed { run: 3, error } if error.contains("bug") && error.contains("sampling step"))
+        ),
+        "the panicking run ends with its message"
+    );
 }
 
 #[test]

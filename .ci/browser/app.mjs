@@ -217,6 +217,38 @@ try {
     }
     check(Object.values(seen.panels).every((d) => d === 'none'),
       `after the run every panel is hidden: ${JSON.stringify(seen.panels)}`);
+    // Issue 13: a corrupt file and a foreign safetensors file (the classifier, no fewstep
+    // description) dropped on the canvas each get a message; nothing is left loading.
+    const before = await page.evaluate(() => window.fewstepStatus());
+    for (const [name, source] of [['corrupt.safetensors', null],
+      ['classifier.safetensors', 'assets/fmnist-classifier.safetensors']]) {
+      await page.evaluate(async ([name, source]) => {
+        const bytes = source ? new Uint8Array(await (await fetch(source)).arrayBuffer())
+          : new Uint8Array(4096).fill(7);
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name));
+        const canvas = document.getElementById('app');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+          canvas.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }
+      }, [name, source]);
+      let after = null;
+      try {
+        await page.waitForFunction((name) => {
+          const s = window.fewstepStatus();
+          return s && s.status.includes(name) && s.loadingDone === s.loadingExpected;
+        }, name, { timeout: 60_000, polling: 200 });
+      } catch (e) { /* reported below */ }
+      after = await page.evaluate(() => window.fewstepStatus());
+      const shown = await page.evaluate(() => ['loading', 'status', 'message']
+        .map((id) => getComputedStyle(document.getElementById(id)).display));
+      check(after && after.status.includes(name) && /could not load/.test(after.status)
+        && after.loadingDone === after.loadingExpected && after.models.length === before.models.length
+        && shown.every((d) => d === 'none'),
+        `a dropped ${name} gets a message and no spinner: "${after?.status}" ` +
+        `(${after?.loadingDone} of ${after?.loadingExpected} files handled, ${after?.models.length} models; ` +
+        `panels ${shown.join(', ')})`);
+    }
     console.log(`canvas ${seen.size.join('x')} -> ${path.relative(root, capture)}, page screenshot -> ` +
       `${path.relative(root, screenshot)} ` +
       `(visibility checks took ${((Date.now() - t1) / 1000).toFixed(1)} s)`);

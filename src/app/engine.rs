@@ -153,25 +153,31 @@ pub fn spawn(shared: SharedDevice, repaint: eframe::egui::Context) -> EngineHand
     let events = Arc::new(Mutex::new(Vec::new()));
     let current = Arc::new(AtomicU64::new(0));
     let (ev, cur) = (events.clone(), current.clone());
-    let body = move || {
+    let make_worker = move || {
         let gpu = Gpu::from_device(shared.device, shared.queue, shared.info, None);
-        let worker = Worker {
+        Worker {
             painter: GridPainter::new(&gpu),
             gpu,
             models: Vec::new(),
             events: ev,
             current: cur,
             repaint,
-        };
-        worker.serve(rx)
+        }
     };
     #[cfg(not(target_arch = "wasm32"))]
     std::thread::Builder::new()
         .name("fewstep-gpu".into())
-        .spawn(move || pollster::block_on(body()))
+        .spawn(move || make_worker().serve_catching_panics(rx))
         .expect("spawning the GPU worker thread");
     #[cfg(target_arch = "wasm32")]
-    wasm_bindgen_futures::spawn_local(body());
+    wasm_bindgen_futures::spawn_local(async move {
+        // A panic aborts the wasm instance; the page's panic hook says so (web.rs).
+        let mut worker = make_worker();
+        let mut rx = rx;
+        while let Some(job) = Next(&mut rx).await {
+            worker.handle(job).await;
+        }
+    });
     EngineHandle {
         jobs: tx,
         events,
@@ -194,23 +200,51 @@ impl Worker {
         self.repaint.request_repaint();
     }
 
-    async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
-        while let Some(job) = Next(&mut rx).await {
-            match job {
-                Job::Load { name, bytes } => self.load(name, bytes),
-                Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
-                Job::Progress { current } => self.emit(Event::Progress { current }),
-                Job::Run {
-                    run,
-                    rows,
-                    draw_steps,
-                } => {
-                    if let Err(e) = self.run(run, &rows, draw_steps).await {
-                        self.emit(Event::Failed {
-                            run,
-                            error: format!("{e:#}"),
-                        });
-                    }
+    /// Natively: serves jobs until the app closes. A job that panics (a bug) ends its run or its
+    /// load with an error the UI shows, and the worker goes on with the next job, instead of
+    /// dying and leaving the UI "running" forever.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn serve_catching_panics(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        while let Some(job) = pollster::block_on(Next(&mut rx)) {
+            let ends = match &job {
+                Job::Run { run, .. } => Some(Ok(*run)),
+                Job::Load { name, .. } => Some(Err(name.clone())),
+                _ => None,
+            };
+            let Err(panic) =
+                catch_unwind(AssertUnwindSafe(|| pollster::block_on(self.handle(job))))
+            else {
+                continue;
+            };
+            let what = super::train_panel::panic_text(panic.as_ref());
+            let error = format!(
+                "stopped by a bug in fewstep ({what}); other runs still work, and a report \
+                 with this message helps"
+            );
+            match ends {
+                Some(Ok(run)) => self.emit(Event::Failed { run, error }),
+                Some(Err(name)) => self.emit(Event::LoadFailed { name, error }),
+                None => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, job: Job) {
+        match job {
+            Job::Load { name, bytes } => self.load(name, bytes),
+            Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
+            Job::Progress { current } => self.emit(Event::Progress { current }),
+            Job::Run {
+                run,
+                rows,
+                draw_steps,
+            } => {
+                if let Err(e) = self.run(run, &rows, draw_steps).await {
+                    self.emit(Event::Failed {
+                        run,
+                        error: format!("{e:#}"),
+                    });
                 }
             }
         }

@@ -43,36 +43,51 @@ pub struct StartOptions {
 }
 
 impl StartOptions {
-    /// Parses `model=…&steps=4&seed=1&count=16&sampler=ddim&clip=0&run=1`; any of model, steps or
-    /// seed implies run. Unknown keys are ignored, bad values are reported.
+    /// Parses `model=…&steps=4&seed=1&count=16&sampler=ddim&clip=0&run=1` (percent-encoded, `+`
+    /// for a space, as browsers write it); any of model, steps or seed starts a run unless
+    /// `run=0` says otherwise. Unknown keys are ignored, bad values are reported.
     pub fn from_query(query: &str) -> Result<StartOptions, String> {
         let mut o = StartOptions::default();
+        let mut run = None;
         let q = query.trim_start_matches('?');
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, v) = (decode_query_part(k)?, decode_query_part(v)?);
             let bad = |what: &str| format!("in the address, {k}={v}: {what}");
-            match k {
-                "model" => o.model = Some(v.to_string()),
+            let switch = |v: &str| match v {
+                "" | "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(bad("give 1 or 0")),
+            };
+            match k.as_str() {
+                "model" => o.model = Some(v.clone()),
                 "steps" => o.steps = Some(v.parse().map_err(|_| bad("steps must be a number"))?),
                 "seed" => o.seed = Some(v.parse().map_err(|_| bad("seed must be a number"))?),
                 "count" => o.count = Some(v.parse().map_err(|_| bad("count must be a number"))?),
                 "sampler" => {
-                    o.sampler = Some(match v {
+                    o.sampler = Some(match v.as_str() {
                         "ddim" => SamplerKind::Ddim,
                         "ancestral" => SamplerKind::Ancestral,
                         _ => return Err(bad("sampler is ddim or ancestral")),
                     })
                 }
-                "clip" => o.clip = Some(!matches!(v, "0" | "false" | "no")),
-                "run" => o.run = !matches!(v, "0" | "false" | "no"),
+                "clip" => o.clip = Some(switch(&v)?),
+                "run" => run = Some(switch(&v)?),
                 _ => {}
             }
         }
-        if o.model.is_some() || o.steps.is_some() || o.seed.is_some() {
-            o.run = o.run || !q.contains("run=0");
-        }
+        o.run = run.unwrap_or(o.model.is_some() || o.steps.is_some() || o.seed.is_some());
         Ok(o)
     }
+}
+
+/// One key or value of a query string: `+` is a space, `%XX` a byte of UTF-8.
+fn decode_query_part(s: &str) -> Result<String, String> {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| format!("in the address, `{s}` is not valid percent-encoded UTF-8"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -498,6 +513,13 @@ impl eframe::App for FewstepApp {
         }
         self.take_dropped_files(ui.ctx());
         ui::draw(self, ui);
+        #[cfg(target_arch = "wasm32")]
+        crate::web::publish_status(
+            &self.status,
+            self.loading.done,
+            self.loading.expected,
+            self.state.models.iter().map(|m| m.name.clone()).collect(),
+        );
         #[cfg(not(target_arch = "wasm32"))]
         self.screenshot_when_done(ui.ctx());
     }

@@ -161,13 +161,23 @@ impl TrainPanel {
                     let _ = tx.send(m);
                     repaint.request_repaint();
                 };
-                let result = match args {
-                    Either::Train(a) => train(a, command, &flag, &send),
-                    Either::Distill(a) => distill(a, command, &flag, &send),
-                };
+                // A panic (a bug) ends the job with its message instead of a silent thread
+                // death that would leave the tab "running" (poll() also catches a hang-up).
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match args {
+                        Either::Train(a) => train(a, command, &flag, &send),
+                        Either::Distill(a) => distill(a, command, &flag, &send),
+                    }));
                 let (text, error) = match result {
-                    Ok(t) => (t, false),
-                    Err(e) => (format!("{e:#}"), true),
+                    Ok(Ok(t)) => (t, false),
+                    Ok(Err(e)) => (format!("{e:#}"), true),
+                    Err(panic) => (
+                        format!(
+                            "stopped by a bug in fewstep ({}); the last checkpoint is intact",
+                            panic_text(panic.as_ref())
+                        ),
+                        true,
+                    ),
                 };
                 send(Msg::Ended { text, error });
             })
@@ -183,7 +193,19 @@ impl TrainPanel {
     pub fn poll(&mut self, ctx: &egui::Context) {
         let Some(job) = &self.job else { return };
         let mut finished = false;
-        while let Ok(m) = job.rx.try_recv() {
+        loop {
+            let m = match job.rx.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // The thread ended without its last word: never show "running" forever.
+                    if !finished {
+                        self.ended = Some(("the training thread ended unexpectedly".into(), true));
+                        finished = true;
+                    }
+                    break;
+                }
+            };
             match m {
                 Msg::Started { total, done, what } => {
                     self.progress = (done, total);
@@ -506,4 +528,13 @@ fn preview(
     let path = dir.join("samples").join(format!("steps-{steps}.png"));
     save_png(&img, &path)?;
     Ok(path)
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
