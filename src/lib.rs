@@ -6,6 +6,7 @@ pub mod data;
 pub mod diffusion;
 pub mod eval;
 pub mod gpu;
+pub mod image;
 pub mod nn;
 pub mod reference;
 pub mod selftest;

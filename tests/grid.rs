@@ -1,7 +1,7 @@
 //! Sample grids, labelled rows, the bitmap font and atomic PNG writes.
 
-use fewstep::eval::font::{draw_text, glyph, glyph_table, text_height, text_width};
-use fewstep::eval::grid::{image_grid, labelled_rows, save_png, BACKGROUND};
+use fewstep::image::font::{draw_text, glyph, glyph_table, text_height, text_width};
+use fewstep::image::{image_grid, labelled_rows, save_png, BACKGROUND};
 use image::{Rgb, RgbImage};
 
 #[test]

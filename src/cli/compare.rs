@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::diffusion::{load_model, Denoiser, SampleOptions, Sampler, SamplerKind};
-use crate::eval::grid::{labelled_rows, save_png};
+use crate::image::{labelled_rows, save_png};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {

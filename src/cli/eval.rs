@@ -125,7 +125,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 series("ddim", "plain DDIM", [40, 80, 200]),
             ],
         );
-        crate::eval::grid::save_png(&img, path)?;
+        crate::image::save_png(&img, path)?;
         eprintln!("plot -> {}", path.display());
     }
     Ok(())

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::diffusion::{load_model, load_model_bytes, SampleOptions, Sampler, SamplerKind};
-use crate::eval::grid::{image_grid, labelled_rows, save_png};
+use crate::image::{image_grid, labelled_rows, save_png};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {

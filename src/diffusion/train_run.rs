@@ -271,12 +271,12 @@ impl TrainRun {
         let x = Sampler::new(&model, opts).run(&model);
         let data = x.to_vec_blocking()?;
         let [c, h, w] = model.image_shape();
-        let img = crate::eval::grid::image_grid(&data, 16, c, h, w, 4, 2, 2);
+        let img = crate::image::image_grid(&data, 16, c, h, w, 4, 2, 2);
         let path = self
             .dir
             .join("samples")
             .join(format!("step_{:08}.png", self.trainer.step));
-        crate::eval::grid::save_png(&img, &path)?;
+        crate::image::save_png(&img, &path)?;
         Ok(path)
     }
 }

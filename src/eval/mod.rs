@@ -1,8 +1,8 @@
-//! Evaluation output: sample grids, labelled step-count comparisons, and the bitmap font they use.
+//! Evaluation: the Fréchet distance, the evaluation classifier, metrics over step counts, and the
+//! plot of a metric against step counts. Pictures themselves (grids, font, PNG) are `crate::image`.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod classifier;
-pub mod font;
 pub mod frechet;
 pub mod grid;
 #[cfg(not(target_arch = "wasm32"))]

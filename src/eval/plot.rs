@@ -1,9 +1,9 @@
 //! A small line plot drawn into a PNG with the built-in font: y against step counts on a log2
 //! axis, one line per series.
 
-use image::{Rgb, RgbImage};
+use ::image::{Rgb, RgbImage};
 
-use super::font::{draw_text, text_width};
+use crate::image::font::{draw_text, text_width};
 
 pub struct Series {
     pub name: String,

@@ -3,7 +3,7 @@
 //! Glyphs sit on a baseline at their bottom row; g, p, q, y and ',' are drawn two rows lower and
 //! j one row lower, so their tails hang below it. A line is therefore nine font pixels high.
 
-use image::{Rgb, RgbImage};
+use ::image::{Rgb, RgbImage};
 
 /// Glyph width in font pixels.
 pub const GLYPH_WIDTH: u32 = 5;
