@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use eframe::egui::{self, TextureId};
+use eframe::Storage;
 use fewstep::app::engine::{self, Event, Job, ModelInfo, SharedDevice};
 use fewstep::app::state::{AppState, Frame, PLAY_FPS};
 use fewstep::app::texture::{grid_size, GridPainter, PAD};
@@ -213,6 +214,69 @@ fn a_comparison_pairs_each_distilled_model_with_the_teachers_ddim() {
         *on = false;
     }
     assert!(s.compare_rows().is_err());
+}
+
+/// eframe's storage in memory: what a restart of the app reads back.
+#[derive(Default)]
+struct MemoryStorage(std::collections::HashMap<String, String>);
+impl eframe::Storage for MemoryStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+/// Issue 14: the last model, step count, seed, sampler settings and the Train tab's settings
+/// survive a restart; a remembered model that is gone is skipped.
+#[test]
+fn the_apps_settings_survive_a_restart() {
+    use fewstep::app::remembered::Remembered;
+    use fewstep::app::train_panel::{Mode, TrainSettings};
+    let mut before = loaded_state();
+    assert!(before.select_by_name("fmnist-2step"));
+    before.settings.steps = 2;
+    before.settings.seed = 1234;
+    before.settings.count = 9;
+    before.settings.kind = SamplerKind::Ancestral;
+    before.settings.clip = false;
+    let train = TrainSettings {
+        mode: Mode::Distill,
+        teacher: "my/teacher.safetensors".into(),
+        distill_updates: 777,
+        batch: 12,
+        ..TrainSettings::default()
+    };
+    let mut storage = MemoryStorage::default();
+    Remembered::capture(&before, &train).save(&mut storage);
+    // A new launch: fresh state, the same models, what the storage holds.
+    let read = Remembered::load(&storage).expect("a remembered value");
+    assert_eq!(read.train, train);
+    let mut after = loaded_state();
+    read.restore(&mut after);
+    assert_eq!(
+        after.selected_model().map(|m| m.name.as_str()),
+        Some("fmnist-2step")
+    );
+    assert_eq!(after.settings, before.settings);
+    // A model that is no longer there: the rest still applies, nothing fails.
+    let gone = Remembered {
+        model: Some("deleted-model".into()),
+        ..read
+    };
+    let mut other = loaded_state();
+    gone.restore(&mut other);
+    assert_eq!(other.settings.seed, 1234);
+    // What an older version wrote (fewer fields) still reads, with defaults for the rest.
+    storage.set_string(fewstep::app::remembered::KEY, "(seed: Some(5))".into());
+    let old = Remembered::load(&storage).expect("an older value reads");
+    assert_eq!(old.seed, Some(5));
+    assert_eq!(old.train, TrainSettings::default());
 }
 
 #[test]
@@ -487,7 +551,8 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
 
 #[test]
 fn the_train_tab_distills_stops_with_a_checkpoint_and_resumes() {
-    use fewstep::app::train_panel::{run_blocking, Mode, Msg};
+    use fewstep::app::train_panel::{run_blocking, Msg, RunSpec};
+    use fewstep::diffusion::run_spec::DistillSpec;
     use std::sync::atomic::{AtomicBool, Ordering};
     if !std::path::Path::new("/usr/share/datasets/fashion-mnist").exists() {
         eprintln!("skipped: needs apt-get install dataset-fashion-mnist (.ci/run installs it)");
@@ -495,31 +560,20 @@ fn the_train_tab_distills_stops_with_a_checkpoint_and_resumes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d");
-    let words = |resume: bool| {
-        let mut w: Vec<String> = [
-            "--teacher",
-            "assets/fmnist-small-teacher.safetensors",
-            "--from-steps",
-            "8",
-            "--to-steps",
-            "4",
-            "--updates",
-            "4",
-            "--batch",
-            "2",
-            "--log-every",
-            "1",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        w.push(out.display().to_string());
-        if resume {
-            w.push("--resume".into());
-        }
-        w
+    // What the tab's widgets build: a library spec, no command line in between.
+    let spec = |resume: bool| DistillSpec {
+        teacher: Some("assets/fmnist-small-teacher.safetensors".into()),
+        from_steps: Some(8),
+        to_steps: Some(4),
+        updates: Some(4),
+        batch: Some(2),
+        log_every: Some(1),
+        out: out.clone(),
+        resume,
+        ..DistillSpec::default()
     };
+    let words = |resume: bool| RunSpec::Distill(spec(resume));
+    let command = || "fewstep distill (test)".to_string();
     // Stop after the first logged update: a checkpoint, no model file yet.
     let stop = AtomicBool::new(false);
     let lines = std::cell::RefCell::new(Vec::new());
@@ -529,7 +583,7 @@ fn the_train_tab_distills_stops_with_a_checkpoint_and_resumes() {
             stop.store(true, Ordering::SeqCst);
         }
     };
-    let text = run_blocking(Mode::Distill, &words(false), &stop, &send).unwrap();
+    let text = run_blocking(&words(false), command(), &stop, &send).unwrap();
     assert!(text.contains("stopped"), "{text}");
     assert_eq!(lines.borrow().len(), 1);
     assert!(out.join("distill-state.safetensors").exists());
@@ -542,15 +596,17 @@ fn the_train_tab_distills_stops_with_a_checkpoint_and_resumes() {
             lines.borrow_mut().push((at, loss));
         }
     };
-    let text = run_blocking(Mode::Distill, &words(true), &stop, &send).unwrap();
+    let text = run_blocking(&words(true), command(), &stop, &send).unwrap();
     assert!(text.starts_with("done"), "{text}");
     let at: Vec<u64> = lines.borrow().iter().map(|l| l.0).collect();
     assert_eq!(at, [2, 3, 4], "continues after the first update");
     assert!(lines.borrow().iter().all(|l| l.1.is_finite()));
     assert!(out.join("steps-4.safetensors").exists());
     // A bad setting is refused in the CLI's words.
-    let mut bad = words(false);
-    bad[3] = "6".into();
-    let e = run_blocking(Mode::Distill, &bad, &stop, &send).unwrap_err();
+    let bad = RunSpec::Distill(DistillSpec {
+        from_steps: Some(6),
+        ..spec(false)
+    });
+    let e = run_blocking(&bad, command(), &stop, &send).unwrap_err();
     assert!(format!("{e:#}").contains("power of 2"), "{e:#}");
 }

@@ -217,7 +217,7 @@ impl Worker {
             else {
                 continue;
             };
-            let what = super::train_panel::panic_text(panic.as_ref());
+            let what = super::train_runner::panic_text(panic.as_ref());
             let error = format!(
                 "stopped by a bug in fewstep ({what}); other runs still work, and a report \
                  with this message helps"

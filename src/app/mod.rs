@@ -5,6 +5,7 @@
 //! [`state`] holds everything the UI shows, without a window; [`ui`] draws it.
 
 pub mod engine;
+pub mod remembered;
 pub mod state;
 pub mod texture;
 mod ui;
@@ -13,6 +14,10 @@ mod ui;
 pub mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_panel;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train_runner;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train_settings;
 
 use std::sync::Arc;
 
@@ -115,6 +120,8 @@ pub struct FewstepApp {
     pub status: String,
     pub loading: Loading,
     start: StartOptions,
+    /// From the last launch; applied with the start options once the models are in.
+    remembered: Option<remembered::Remembered>,
     options_applied: bool,
     adapter: String,
     #[cfg(not(target_arch = "wasm32"))]
@@ -157,6 +164,11 @@ impl FewstepApp {
             tab: Tab::Sample,
             status: String::new(),
             loading: Loading::default(),
+            // A screenshot run is reproducible: it ignores what earlier launches left.
+            remembered: cc
+                .storage
+                .filter(|_| start.screenshot.is_none())
+                .and_then(remembered::Remembered::load),
             start,
             options_applied: false,
             adapter: String::new(),
@@ -276,6 +288,13 @@ impl FewstepApp {
     }
 
     fn apply_start_options(&mut self) {
+        if let Some(r) = self.remembered.take() {
+            r.restore(&mut self.state);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                self.train.settings = r.train.clone();
+            }
+        }
         let o = self.start.clone();
         if let Some(m) = &o.model {
             if !self.state.select_by_name(m) {
@@ -522,6 +541,20 @@ impl eframe::App for FewstepApp {
         );
         #[cfg(not(target_arch = "wasm32"))]
         self.screenshot_when_done(ui.ctx());
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        // Before the models are in, the selection is not the user's yet: keep the old value.
+        if let Some(r) = &self.remembered {
+            r.save(storage);
+            return;
+        }
+        remembered::Remembered::capture(
+            &self.state,
+            #[cfg(not(target_arch = "wasm32"))]
+            &self.train.settings,
+        )
+        .save(storage);
     }
 
     #[cfg(target_arch = "wasm32")]

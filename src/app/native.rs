@@ -11,6 +11,8 @@ pub fn run(start: StartOptions) -> anyhow::Result<()> {
             .with_inner_size([1100.0, 760.0]),
         renderer: eframe::Renderer::Wgpu,
         wgpu_options: wgpu_options(),
+        // A screenshot run is reproducible: the window size does not come from earlier launches.
+        persist_window: start.screenshot.is_none(),
         ..Default::default()
     };
     eframe::run_native(

@@ -6,12 +6,13 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::diffusion::distill_run::{model_file_name, DistillPlan, DistillRun};
-use crate::diffusion::model_file::parse_model;
+use crate::diffusion::distill_run::model_file_name;
+use crate::diffusion::run_spec::DistillSpec;
 
 /// Every setting but `--teacher`, `--out` and `--resume` is optional so that `--resume` can tell
 /// a flag the user typed from a default: a typed flag that differs from the stored run is refused
-/// instead of silently ignored (issue 13, item 8). The defaults are applied in [`plan_from`].
+/// instead of silently ignored (issue 13, item 8). The defaults are applied in
+/// [`DistillSpec::plan`].
 #[derive(Args, Debug, Clone)]
 pub struct DistillArgs {
     /// The teacher: a model file from `fewstep train` (its EMA weights start the first student).
@@ -64,13 +65,10 @@ pub struct DistillArgs {
 }
 
 pub fn run(args: DistillArgs) -> Result<()> {
-    check_args(&args)?;
+    let spec = args.spec();
+    spec.check()?;
     let gpu = super::open_gpu()?;
-    let mut run = open(
-        &args,
-        &gpu,
-        super::train::recorded_command(std::env::args()),
-    )?;
+    let mut run = spec.open(&gpu, super::train::recorded_command(std::env::args()))?;
     let plan = run.plan.clone();
     let halvings = plan.halvings();
     let total = plan.total_updates();
@@ -145,147 +143,24 @@ pub fn run(args: DistillArgs) -> Result<()> {
     Ok(())
 }
 
-/// Creates the distillation `args` describe, or resumes it (shared by the CLI and the app).
-pub fn open(args: &DistillArgs, gpu: &crate::gpu::Gpu, command: String) -> Result<DistillRun> {
-    if args.resume {
-        let stored = DistillRun::stored(&args.out, args.teacher.as_deref())?;
-        refuse_changed_settings(args, &stored.plan)?;
-        let data = super::train::load_data(&stored.plan.dataset, stored.image_size)?;
-        eprintln!(
-            "resuming the distillation in {} at update {} of the {}-step student",
-            args.out.display(),
-            stored.update,
-            stored.teacher_steps / 2
-        );
-        return DistillRun::resume_with_teacher(gpu, &args.out, data, args.teacher.as_deref());
+impl DistillArgs {
+    /// The library's description of the distillation these flags ask for.
+    pub fn spec(&self) -> DistillSpec {
+        DistillSpec {
+            teacher: self.teacher.clone(),
+            from_steps: self.from_steps,
+            to_steps: self.to_steps,
+            updates: self.updates,
+            final_updates: self.final_updates,
+            batch: self.batch,
+            lr: self.lr,
+            data: self.data.clone(),
+            out: self.out.clone(),
+            resume: self.resume,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            log_every: self.log_every,
+            ema: self.ema,
+        }
     }
-    let Some(teacher) = args.teacher.clone() else {
-        anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
-    };
-    let bytes = std::fs::read(&teacher)
-        .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
-    let (meta, _) = parse_model(&teacher, &bytes)?;
-    // Stored absolute, so that --resume works from any working directory.
-    let teacher = std::fs::canonicalize(&teacher).unwrap_or(teacher);
-    let plan = plan_from(args, teacher, &meta.dataset, &meta.arch.preset, command);
-    plan.validate(&meta)?;
-    DistillRun::check_dir(&args.out)?;
-    let data = super::train::load_data(&plan.dataset, meta.arch.width)?;
-    eprintln!(
-        "distilling {} ({}) from {} to {} steps: {} halvings on {}",
-        plan.teacher.display(),
-        meta.describe(),
-        plan.from_steps,
-        plan.to_steps,
-        (plan.from_steps / plan.to_steps).trailing_zeros(),
-        gpu.info().name
-    );
-    DistillRun::create(gpu, &args.out, plan, data)
-}
-
-/// Refuses settings that would distill nothing, or a directory that would lose finished work,
-/// before the GPU is opened or anything is written.
-pub fn check_args(args: &DistillArgs) -> Result<()> {
-    if args.resume {
-        let stored = DistillRun::stored(&args.out, args.teacher.as_deref())?;
-        return refuse_changed_settings(args, &stored.plan);
-    }
-    let Some(teacher) = args.teacher.clone() else {
-        anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
-    };
-    let bytes = std::fs::read(&teacher)
-        .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
-    let (meta, _) = parse_model(&teacher, &bytes)?;
-    plan_from(
-        args,
-        teacher,
-        &meta.dataset,
-        &meta.arch.preset,
-        String::new(),
-    )
-    .validate(&meta)?;
-    DistillRun::check_dir(&args.out)
-}
-
-/// The plan of a new distillation: the flags given, the defaults for the rest.
-fn plan_from(
-    args: &DistillArgs,
-    teacher: PathBuf,
-    teacher_data: &str,
-    preset: &str,
-    command: String,
-) -> DistillPlan {
-    let updates = args.updates.unwrap_or(2000);
-    DistillPlan {
-        teacher,
-        from_steps: args.from_steps.unwrap_or(1024),
-        to_steps: args.to_steps.unwrap_or(1),
-        updates,
-        final_updates: args.final_updates.unwrap_or(2 * updates),
-        batch: args.batch.unwrap_or(64),
-        lr: args
-            .lr
-            .unwrap_or(if preset == "tiny" { 2e-4 } else { 1e-4 }),
-        seed: args.seed.unwrap_or(0),
-        checkpoint_every: args.checkpoint_every.unwrap_or(500),
-        log_every: args.log_every.unwrap_or(50),
-        dataset: args
-            .data
-            .clone()
-            .unwrap_or_else(|| teacher_data.to_string()),
-        command,
-        ema: args.ema,
-    }
-}
-
-/// With --resume the stored plan is what runs; a flag typed with a different value would be
-/// silently ignored, so it is refused, naming the flag and the value the run started with.
-fn refuse_changed_settings(args: &DistillArgs, stored: &DistillPlan) -> Result<()> {
-    fn differs<T: PartialEq + std::fmt::Display>(
-        flag: &str,
-        given: Option<T>,
-        stored: T,
-    ) -> Option<String> {
-        given
-            .filter(|g| *g != stored)
-            .map(|g| format!("{flag} {g} (the run started with {flag} {stored})"))
-    }
-    let ema_given = args.ema.map(|e| e.to_string());
-    let ema_stored = stored
-        .ema
-        .map_or_else(|| "none".to_string(), |e| e.to_string());
-    let changed: Vec<String> = [
-        differs("--from-steps", args.from_steps, stored.from_steps),
-        differs("--to-steps", args.to_steps, stored.to_steps),
-        differs("--updates", args.updates, stored.updates),
-        differs("--final-updates", args.final_updates, stored.final_updates),
-        differs("--batch", args.batch, stored.batch),
-        differs("--lr", args.lr, stored.lr),
-        differs("--data", args.data.as_deref(), stored.dataset.as_str()),
-        differs("--seed", args.seed, stored.seed),
-        differs(
-            "--checkpoint-every",
-            args.checkpoint_every,
-            stored.checkpoint_every,
-        ),
-        differs("--log-every", args.log_every, stored.log_every),
-        differs("--ema", ema_given.as_deref(), ema_stored.as_str()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    anyhow::ensure!(
-        changed.is_empty(),
-        "--resume continues {} with the settings it started with, but {} {} given: drop {} \
-         to resume, or start a new distillation in another --out",
-        args.out.display(),
-        changed.join(", "),
-        if changed.len() == 1 { "was" } else { "were" },
-        if changed.len() == 1 {
-            "that flag"
-        } else {
-            "those flags"
-        },
-    );
-    Ok(())
 }

@@ -173,8 +173,8 @@ impl AppArgs {
     }
 }
 
-/// `fewstep train` / `fewstep distill` arguments parsed from words, as on a command line: the
-/// app's Train tab starts its runs this way, so they get the CLI's defaults and checks.
+/// `fewstep train` / `fewstep distill` arguments parsed from words, as on a command line: `fewstep
+/// recipe` runs its stages this way, so they are exactly the commands it prints.
 #[derive(Parser)]
 #[command(no_binary_name = true)]
 struct TrainOnly {

@@ -609,7 +609,7 @@ pub fn run(args: RecipeArgs) -> Result<()> {
     let commands = Commands::new(&s, &dir);
 
     // The plan, with an estimate from timed updates on this adapter.
-    let data = super::train::load_data(&s.data, s.image_size.unwrap_or(32))?;
+    let data = crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?;
     let remaining: Vec<&str> = STAGES
         .iter()
         .copied()
@@ -712,7 +712,7 @@ pub fn run(args: RecipeArgs) -> Result<()> {
             w.push("--resume".into());
         }
         let targs = super::parse_train(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut run = super::train::open(&targs, &gpu, shown(&commands.train))?;
+        let mut run = targs.spec().open(&gpu, shown(&commands.train))?;
         let bar = bar(s.train_steps, "1/4 train  ");
         bar.set_position(run.step());
         while !run.is_done() {
@@ -748,7 +748,7 @@ pub fn run(args: RecipeArgs) -> Result<()> {
                 w.push("--resume".into());
             }
             let dargs = super::parse_distill(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut run = super::distill::open(&dargs, &gpu, shown(&commands.distill))?;
+            let mut run = dargs.spec().open(&gpu, shown(&commands.distill))?;
             let plan = run.plan.clone();
             let bar = bar(plan.total_updates(), "2/4 distill");
             while !run.is_done() {

@@ -2,16 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{DataSpec, Dataset, Split};
-use crate::diffusion::train_run::{RunOptions, TrainRun, MODEL_FILE};
-use crate::diffusion::{Parameterization, TrainConfig, Weighting};
-use crate::gpu::Gpu;
-use crate::nn::UNetConfig;
-use crate::tensor::AdamConfig;
+use crate::diffusion::run_spec::TrainSpec;
+use crate::diffusion::train_run::MODEL_FILE;
+use crate::diffusion::{Parameterization, Weighting};
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -81,12 +78,13 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     check_args(&args)?;
-    if let Some(w) = short_run_warning(&args) {
+    let spec = args.spec();
+    if let Some(w) = spec.short_run_warning() {
         eprintln!("{w}");
     }
     let gpu = super::open_gpu()?;
     let command = recorded_command(std::env::args());
-    let mut run = open(&args, &gpu, command)?;
+    let mut run = spec.open(&gpu, command)?;
     let total = run.options.total_steps;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template(
@@ -145,139 +143,40 @@ pub(crate) fn recorded_command(args: impl IntoIterator<Item = String>) -> String
     words.join(" ")
 }
 
-/// Loads the training split of a `--data` argument.
-pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
-    let parsed: DataSpec = spec.parse()?;
-    let size = matches!(parsed, DataSpec::Images(_)).then_some(image_size);
-    Dataset::load(&parsed, Split::Train, size).with_context(|| format!("loading --data {spec}"))
+impl TrainArgs {
+    /// The library's description of the run these flags ask for.
+    pub fn spec(&self) -> TrainSpec {
+        TrainSpec {
+            data: self.data.clone(),
+            preset: self.preset.clone(),
+            out: self.out.clone(),
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            warmup: self.warmup,
+            ema: self.ema,
+            param: self.param,
+            weighting: self.weighting,
+            grad_clip: self.grad_clip,
+            dropout: self.dropout,
+            image_size: self.image_size,
+            seed: self.seed,
+            resume: self.resume,
+            checkpoint_every: self.checkpoint_every,
+            log_every: self.log_every,
+            sample_every: self.sample_every,
+            sample_steps: self.sample_steps,
+        }
+    }
 }
 
-/// Refuses settings that would train nothing or train on NaN, before anything is opened or
-/// written; warns about a run far too short to learn anything.
+/// The spec's checks, plus the flags only the command line has.
 pub fn check_args(args: &TrainArgs) -> Result<()> {
-    anyhow::ensure!(
-        args.steps >= 1,
-        "--steps {}: a run needs at least 1 update (a useful tiny run takes thousands)",
-        args.steps
-    );
-    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
-    if let Some(lr) = args.lr {
-        anyhow::ensure!(
-            lr.is_finite() && lr > 0.0,
-            "--lr {lr} is not a usable learning rate: give a positive number such as 2e-4"
-        );
-    }
-    anyhow::ensure!(
-        args.ema.is_finite() && (0.0..1.0).contains(&args.ema),
-        "--ema {} is out of range: give a decay in [0, 1) such as 0.9999",
-        args.ema
-    );
-    anyhow::ensure!(
-        args.grad_clip.is_finite() && args.grad_clip >= 0.0,
-        "--grad-clip {} is not usable: give a norm >= 0 (0 disables clipping)",
-        args.grad_clip
-    );
     if let Some(m) = args.max_minutes {
         anyhow::ensure!(
             m.is_finite() && m > 0.0,
             "--max-minutes {m} is not usable: give a positive number of minutes"
         );
     }
-    let max = crate::diffusion::sampler::MAX_STEPS;
-    anyhow::ensure!(
-        (1..=max).contains(&args.sample_steps),
-        "--sample-steps {} is out of range: give 1 to {max}",
-        args.sample_steps
-    );
-    TrainRun::check_dir(&args.out, args.resume)
-}
-
-/// A warning for a new run far too short to learn anything (shorter than its warm-up).
-pub fn short_run_warning(args: &TrainArgs) -> Option<String> {
-    let warmup = args
-        .warmup
-        .unwrap_or(if args.preset == "tiny" { 200 } else { 1000 });
-    (!args.resume && args.steps < warmup).then(|| {
-        format!(
-            "warning: --steps {} is shorter than the {warmup}-update learning-rate warm-up, so \
-             the model will sample noise; a tiny model needs a few thousand updates (--steps 3000 \
-             or more) to draw recognisable images",
-            args.steps
-        )
-    })
-}
-
-/// Creates the run `args` describe, or resumes it (shared by the CLI and the app's Train tab).
-pub fn open(args: &TrainArgs, gpu: &Gpu, command: String) -> Result<TrainRun> {
-    check_args(args)?;
-    let run = if args.resume {
-        let (opts, arch, train, step) = TrainRun::stored_options(&args.out)?;
-        let data = load_data(&opts.dataset, arch.width.max(arch.height))?;
-        eprintln!(
-            "resuming {} at update {step} of {} ({} parameters, {} preset)",
-            args.out.display(),
-            args.steps,
-            crate::nn::Layout::new(&arch)?.param_count(),
-            arch.preset
-        );
-        let _ = train;
-        TrainRun::resume(gpu, &args.out, data, Some(args.steps))?
-    } else {
-        anyhow::ensure!(
-            crate::nn::PRESETS.contains(&args.preset.as_str()),
-            "unknown preset `{}`: choose one of tiny, small, cifar",
-            args.preset
-        );
-        let data = load_data(&args.data, args.image_size.unwrap_or(32))?;
-        let mut arch = UNetConfig::preset(
-            &args.preset,
-            data.channels,
-            data.height,
-            data.width,
-            args.param.heads(),
-        )?;
-        if let Some(d) = args.dropout {
-            arch.dropout = d;
-            arch.validate()?;
-        }
-        let tiny = args.preset == "tiny";
-        let train = TrainConfig {
-            param: args.param,
-            weighting: args.weighting,
-            batch: args.batch,
-            lr: args.lr.unwrap_or(if tiny { 4e-4 } else { 2e-4 }),
-            warmup: args.warmup.unwrap_or(if tiny { 200 } else { 1000 }),
-            ema_decay: args.ema,
-            grad_clip: args.grad_clip,
-            seed: args.seed,
-            adam: AdamConfig::default(),
-        };
-        let options = RunOptions {
-            total_steps: args.steps,
-            checkpoint_every: args.checkpoint_every,
-            log_every: args.log_every.max(1),
-            sample_every: args.sample_every,
-            sample_steps: args.sample_steps,
-            dataset: args.data.clone(),
-            command,
-        };
-        let params = crate::nn::Layout::new(&arch)?.param_count();
-        eprintln!(
-            "training a {} U-Net ({params} parameters) on {} ({} images of {}x{}x{}), batch {}, \
-             lr {} with {} warm-up updates, {} parameterization, on {}",
-            arch.preset,
-            args.data,
-            data.len(),
-            data.channels,
-            data.height,
-            data.width,
-            train.batch,
-            train.lr,
-            train.warmup,
-            train.param,
-            gpu.info().name
-        );
-        TrainRun::create(gpu, &args.out, data, arch, train, options)?
-    };
-    Ok(run)
+    args.spec().check()
 }

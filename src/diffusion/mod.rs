@@ -9,6 +9,8 @@ pub mod model_file;
 pub mod parameterization;
 #[cfg(not(target_arch = "wasm32"))]
 mod run_files;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod run_spec;
 pub mod sampler;
 pub mod schedule;
 #[cfg(not(target_arch = "wasm32"))]

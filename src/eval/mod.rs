@@ -4,7 +4,6 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod classifier;
 pub mod frechet;
-pub mod grid;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
 pub mod plot;

@@ -1,0 +1,386 @@
+//! What a training or distillation run is asked to do, independent of who asks: `fewstep train`
+//! and `fewstep distill` convert their flags into a [`TrainSpec`] / [`DistillSpec`], the app's
+//! Train tab builds one from its widgets. Checking a spec and opening (or resuming) the run it
+//! describes lives here, once, below both.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::distill_run::{DistillPlan, DistillRun};
+use super::model_file::parse_model;
+use super::train_run::{RunOptions, TrainRun};
+use super::{Parameterization, TrainConfig, Weighting};
+use crate::data::{DataSpec, Dataset, Split};
+use crate::gpu::Gpu;
+use crate::nn::UNetConfig;
+use crate::tensor::AdamConfig;
+
+/// A teacher training (Algorithm 1): the settings of `fewstep train`, with its defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainSpec {
+    /// fashion-mnist[:DIR], mnist[:DIR], cifar10:DIR or images:DIR.
+    pub data: String,
+    /// tiny, small or cifar.
+    pub preset: String,
+    pub out: PathBuf,
+    /// Total updates (with `resume`: continue up to this many).
+    pub steps: u64,
+    pub batch: usize,
+    /// Peak learning rate; None: 4e-4 for tiny, 2e-4 otherwise.
+    pub lr: Option<f32>,
+    /// Warm-up updates; None: 200 for tiny, 1000 otherwise.
+    pub warmup: Option<u64>,
+    pub ema: f32,
+    pub param: Parameterization,
+    pub weighting: Weighting,
+    pub grad_clip: f32,
+    /// None: the preset's.
+    pub dropout: Option<f32>,
+    /// Image size for images:DIR.
+    pub image_size: Option<usize>,
+    pub seed: u64,
+    pub resume: bool,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    /// 0: no sample grids.
+    pub sample_every: u64,
+    pub sample_steps: usize,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            data: "fashion-mnist".into(),
+            preset: "tiny".into(),
+            out: PathBuf::new(),
+            steps: 20_000,
+            batch: 64,
+            lr: None,
+            warmup: None,
+            ema: 0.9999,
+            param: Parameterization::V,
+            weighting: Weighting::SnrTrunc,
+            grad_clip: 1.0,
+            dropout: None,
+            image_size: None,
+            seed: 0,
+            resume: false,
+            checkpoint_every: 500,
+            log_every: 50,
+            sample_every: 2000,
+            sample_steps: 64,
+        }
+    }
+}
+
+impl TrainSpec {
+    fn warmup_or_default(&self) -> u64 {
+        self.warmup
+            .unwrap_or(if self.preset == "tiny" { 200 } else { 1000 })
+    }
+
+    /// Refuses settings that would train nothing or train on NaN, before anything is opened or
+    /// written.
+    pub fn check(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.steps >= 1,
+            "--steps {}: a run needs at least 1 update (a useful tiny run takes thousands)",
+            self.steps
+        );
+        anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
+        if let Some(lr) = self.lr {
+            anyhow::ensure!(
+                lr.is_finite() && lr > 0.0,
+                "--lr {lr} is not a usable learning rate: give a positive number such as 2e-4"
+            );
+        }
+        anyhow::ensure!(
+            self.ema.is_finite() && (0.0..1.0).contains(&self.ema),
+            "--ema {} is out of range: give a decay in [0, 1) such as 0.9999",
+            self.ema
+        );
+        anyhow::ensure!(
+            self.grad_clip.is_finite() && self.grad_clip >= 0.0,
+            "--grad-clip {} is not usable: give a norm >= 0 (0 disables clipping)",
+            self.grad_clip
+        );
+        let max = super::sampler::MAX_STEPS;
+        anyhow::ensure!(
+            (1..=max).contains(&self.sample_steps),
+            "--sample-steps {} is out of range: give 1 to {max}",
+            self.sample_steps
+        );
+        TrainRun::check_dir(&self.out, self.resume)
+    }
+
+    /// A warning for a new run far too short to learn anything (shorter than its warm-up).
+    pub fn short_run_warning(&self) -> Option<String> {
+        let warmup = self.warmup_or_default();
+        (!self.resume && self.steps < warmup).then(|| {
+            format!(
+                "warning: --steps {} is shorter than the {warmup}-update learning-rate warm-up, \
+                 so the model will sample noise; a tiny model needs a few thousand updates \
+                 (--steps 3000 or more) to draw recognisable images",
+                self.steps
+            )
+        })
+    }
+
+    /// Creates the run, or resumes it; `command` is what model files record as its origin.
+    pub fn open(&self, gpu: &Gpu, command: String) -> Result<TrainRun> {
+        self.check()?;
+        if self.resume {
+            let (opts, arch, _, step) = TrainRun::stored_options(&self.out)?;
+            let data = load_data(&opts.dataset, arch.width.max(arch.height))?;
+            eprintln!(
+                "resuming {} at update {step} of {} ({} parameters, {} preset)",
+                self.out.display(),
+                self.steps,
+                crate::nn::Layout::new(&arch)?.param_count(),
+                arch.preset
+            );
+            return TrainRun::resume(gpu, &self.out, data, Some(self.steps));
+        }
+        anyhow::ensure!(
+            crate::nn::PRESETS.contains(&self.preset.as_str()),
+            "unknown preset `{}`: choose one of tiny, small, cifar",
+            self.preset
+        );
+        let data = load_data(&self.data, self.image_size.unwrap_or(32))?;
+        let mut arch = UNetConfig::preset(
+            &self.preset,
+            data.channels,
+            data.height,
+            data.width,
+            self.param.heads(),
+        )?;
+        if let Some(d) = self.dropout {
+            arch.dropout = d;
+            arch.validate()?;
+        }
+        let tiny = self.preset == "tiny";
+        let train = TrainConfig {
+            param: self.param,
+            weighting: self.weighting,
+            batch: self.batch,
+            lr: self.lr.unwrap_or(if tiny { 4e-4 } else { 2e-4 }),
+            warmup: self.warmup_or_default(),
+            ema_decay: self.ema,
+            grad_clip: self.grad_clip,
+            seed: self.seed,
+            adam: AdamConfig::default(),
+        };
+        let options = RunOptions {
+            total_steps: self.steps,
+            checkpoint_every: self.checkpoint_every,
+            log_every: self.log_every.max(1),
+            sample_every: self.sample_every,
+            sample_steps: self.sample_steps,
+            dataset: self.data.clone(),
+            command,
+        };
+        let params = crate::nn::Layout::new(&arch)?.param_count();
+        eprintln!(
+            "training a {} U-Net ({params} parameters) on {} ({} images of {}x{}x{}), batch {}, \
+             lr {} with {} warm-up updates, {} parameterization, on {}",
+            arch.preset,
+            self.data,
+            data.len(),
+            data.channels,
+            data.height,
+            data.width,
+            train.batch,
+            train.lr,
+            train.warmup,
+            train.param,
+            gpu.info().name
+        );
+        TrainRun::create(gpu, &self.out, data, arch, train, options)
+    }
+}
+
+/// A progressive distillation (Algorithm 2): the settings of `fewstep distill`. Every setting
+/// but `teacher`, `out` and `resume` is optional so that a resume can tell a setting given again
+/// from a default: one that differs from the stored run is refused instead of silently ignored.
+/// The defaults are applied in [`DistillSpec::plan`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DistillSpec {
+    /// The teacher's model file (with `resume`: where it is now, if it moved).
+    pub teacher: Option<PathBuf>,
+    /// Default 1024.
+    pub from_steps: Option<usize>,
+    /// Default 1.
+    pub to_steps: Option<usize>,
+    /// Updates per halving; default 2000.
+    pub updates: Option<u64>,
+    /// Updates of the last two halvings; default 2 x updates.
+    pub final_updates: Option<u64>,
+    /// Default 64.
+    pub batch: Option<usize>,
+    /// Default 2e-4 for tiny, 1e-4 otherwise.
+    pub lr: Option<f32>,
+    /// Default: the data set named in the teacher's file.
+    pub data: Option<String>,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Default 0.
+    pub seed: Option<u64>,
+    /// Default 500.
+    pub checkpoint_every: Option<u64>,
+    /// Default 50.
+    pub log_every: Option<u64>,
+    /// Student EMA decay; None: no EMA.
+    pub ema: Option<f32>,
+}
+
+impl DistillSpec {
+    /// The plan of a new distillation: the settings given, the defaults for the rest.
+    pub fn plan(
+        &self,
+        teacher: PathBuf,
+        teacher_data: &str,
+        preset: &str,
+        command: String,
+    ) -> DistillPlan {
+        let updates = self.updates.unwrap_or(2000);
+        DistillPlan {
+            teacher,
+            from_steps: self.from_steps.unwrap_or(1024),
+            to_steps: self.to_steps.unwrap_or(1),
+            updates,
+            final_updates: self.final_updates.unwrap_or(2 * updates),
+            batch: self.batch.unwrap_or(64),
+            lr: self
+                .lr
+                .unwrap_or(if preset == "tiny" { 2e-4 } else { 1e-4 }),
+            seed: self.seed.unwrap_or(0),
+            checkpoint_every: self.checkpoint_every.unwrap_or(500),
+            log_every: self.log_every.unwrap_or(50),
+            dataset: self
+                .data
+                .clone()
+                .unwrap_or_else(|| teacher_data.to_string()),
+            command,
+            ema: self.ema,
+        }
+    }
+
+    /// Refuses settings that would distill nothing, or a directory that would lose finished
+    /// work, before the GPU is opened or anything is written.
+    pub fn check(&self) -> Result<()> {
+        if self.resume {
+            let stored = DistillRun::stored(&self.out, self.teacher.as_deref())?;
+            return self.refuse_changed_settings(&stored.plan);
+        }
+        let Some(teacher) = self.teacher.clone() else {
+            anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
+        };
+        let bytes = std::fs::read(&teacher)
+            .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
+        let (meta, _) = parse_model(&teacher, &bytes)?;
+        self.plan(teacher, &meta.dataset, &meta.arch.preset, String::new())
+            .validate(&meta)?;
+        DistillRun::check_dir(&self.out)
+    }
+
+    /// Creates the distillation, or resumes it; `command` is what model files record.
+    pub fn open(&self, gpu: &Gpu, command: String) -> Result<DistillRun> {
+        if self.resume {
+            let stored = DistillRun::stored(&self.out, self.teacher.as_deref())?;
+            self.refuse_changed_settings(&stored.plan)?;
+            let data = load_data(&stored.plan.dataset, stored.image_size)?;
+            eprintln!(
+                "resuming the distillation in {} at update {} of the {}-step student",
+                self.out.display(),
+                stored.update,
+                stored.teacher_steps / 2
+            );
+            return DistillRun::resume_with_teacher(gpu, &self.out, data, self.teacher.as_deref());
+        }
+        let Some(teacher) = self.teacher.clone() else {
+            anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
+        };
+        let bytes = std::fs::read(&teacher)
+            .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
+        let (meta, _) = parse_model(&teacher, &bytes)?;
+        // Stored absolute, so that a resume works from any working directory.
+        let teacher = std::fs::canonicalize(&teacher).unwrap_or(teacher);
+        let plan = self.plan(teacher, &meta.dataset, &meta.arch.preset, command);
+        plan.validate(&meta)?;
+        DistillRun::check_dir(&self.out)?;
+        let data = load_data(&plan.dataset, meta.arch.width)?;
+        eprintln!(
+            "distilling {} ({}) from {} to {} steps: {} halvings on {}",
+            plan.teacher.display(),
+            meta.describe(),
+            plan.from_steps,
+            plan.to_steps,
+            (plan.from_steps / plan.to_steps).trailing_zeros(),
+            gpu.info().name
+        );
+        DistillRun::create(gpu, &self.out, plan, data)
+    }
+
+    /// With `resume` the stored plan is what runs; a setting given with a different value would
+    /// be silently ignored, so it is refused, naming the flag and the value the run started with.
+    fn refuse_changed_settings(&self, stored: &DistillPlan) -> Result<()> {
+        fn differs<T: PartialEq + std::fmt::Display>(
+            flag: &str,
+            given: Option<T>,
+            stored: T,
+        ) -> Option<String> {
+            given
+                .filter(|g| *g != stored)
+                .map(|g| format!("{flag} {g} (the run started with {flag} {stored})"))
+        }
+        let ema_given = self.ema.map(|e| e.to_string());
+        let ema_stored = stored
+            .ema
+            .map_or_else(|| "none".to_string(), |e| e.to_string());
+        let changed: Vec<String> = [
+            differs("--from-steps", self.from_steps, stored.from_steps),
+            differs("--to-steps", self.to_steps, stored.to_steps),
+            differs("--updates", self.updates, stored.updates),
+            differs("--final-updates", self.final_updates, stored.final_updates),
+            differs("--batch", self.batch, stored.batch),
+            differs("--lr", self.lr, stored.lr),
+            differs("--data", self.data.as_deref(), stored.dataset.as_str()),
+            differs("--seed", self.seed, stored.seed),
+            differs(
+                "--checkpoint-every",
+                self.checkpoint_every,
+                stored.checkpoint_every,
+            ),
+            differs("--log-every", self.log_every, stored.log_every),
+            differs("--ema", ema_given.as_deref(), ema_stored.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        anyhow::ensure!(
+            changed.is_empty(),
+            "--resume continues {} with the settings it started with, but {} {} given: drop {} \
+             to resume, or start a new distillation in another --out",
+            self.out.display(),
+            changed.join(", "),
+            if changed.len() == 1 { "was" } else { "were" },
+            if changed.len() == 1 {
+                "that flag"
+            } else {
+                "those flags"
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Loads the training split of a `--data` argument (`image_size` applies to images:DIR).
+pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
+    let parsed: DataSpec = spec.parse()?;
+    let size = matches!(parsed, DataSpec::Images(_)).then_some(image_size);
+    Dataset::load(&parsed, Split::Train, size).with_context(|| format!("loading --data {spec}"))
+}
