@@ -1,5 +1,6 @@
 //! fewstep: progressive distillation of diffusion models, every tensor op a WGSL compute shader.
 
+#[cfg(feature = "app")]
 pub mod app;
 pub mod bundled;
 pub mod data;
@@ -11,8 +12,8 @@ pub mod nn;
 pub mod reference;
 pub mod selftest;
 pub mod tensor;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(feature = "app", target_arch = "wasm32"))]
 pub mod web;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod cli;

@@ -337,3 +337,18 @@ fn selftest(json: bool, seed: Option<u64>) -> anyhow::Result<()> {
     anyhow::ensure!(report.failed == 0, "{} kernel checks failed", report.failed);
     Ok(())
 }
+
+/// A clap value parser for one of the library's choice enums (which know nothing of clap): its
+/// names are listed by --help and checked by clap, then parsed by the enum's own `FromStr`.
+pub(crate) fn choice<T>(
+    names: &'static [&'static str],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    use clap::builder::TypedValueParser;
+    // Clap has already refused any name not listed; every listed name parses.
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|s| s.parse::<T>().expect("a listed name parses"))
+}

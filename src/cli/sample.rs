@@ -34,7 +34,10 @@ pub struct SampleArgs {
     /// Samples shown in the trajectory.
     #[arg(long, default_value_t = 4)]
     trajectory_count: usize,
-    #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
+    /// ddim (deterministic: what distilled models are made for) or ancestral (fresh noise at
+    /// every step).
+    #[arg(long, default_value_t = SamplerKind::Ddim,
+          value_parser = super::choice::<SamplerKind>(&SamplerKind::NAMES))]
     sampler: SamplerKind,
     /// Do not clip x_hat to [-1, 1] at each step.
     #[arg(long)]

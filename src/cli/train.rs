@@ -38,11 +38,15 @@ pub struct TrainArgs {
     /// EMA decay of the weights used for sampling (early on min(decay, (1+n)/(10+n))).
     #[arg(long, default_value_t = 0.9999)]
     ema: f32,
-    /// What the network predicts.
-    #[arg(long, value_enum, default_value_t = Parameterization::V)]
+    /// What the network predicts: v (alpha eps - sigma x, the paper's), eps, x, or both (x and
+    /// eps from two output heads).
+    #[arg(long, default_value_t = Parameterization::V,
+          value_parser = super::choice::<Parameterization>(&Parameterization::NAMES))]
     param: Parameterization,
-    /// Weight of the x-space error per time t.
-    #[arg(long, value_enum, default_value_t = Weighting::SnrTrunc)]
+    /// Weight of the x-space error per time t: snr_trunc (max(SNR, 1), the paper's), v_mse
+    /// (SNR + 1), snr (the MSE on eps) or constant (the MSE on x).
+    #[arg(long, default_value_t = Weighting::SnrTrunc,
+          value_parser = super::choice::<Weighting>(&Weighting::NAMES))]
     weighting: Weighting,
     /// Global gradient-norm clip (0 disables).
     #[arg(long, default_value_t = 1.0)]

@@ -14,7 +14,6 @@ pub const EPS_ALPHA_MIN: f64 = 1e-4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Parameterization {
     /// v = alpha * eps - sigma * x (the paper's choice; stable at both ends).
     #[default]
@@ -105,17 +104,34 @@ impl std::fmt::Display for Parameterization {
     }
 }
 
+impl Parameterization {
+    /// Every choice, by the name the command line and model files use.
+    pub const NAMES: [&'static str; 4] = ["v", "eps", "x", "both"];
+}
+
+impl std::str::FromStr for Parameterization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Parameterization::V,
+            Parameterization::Eps,
+            Parameterization::X,
+            Parameterization::Both,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("unknown parameterization `{s}`: choose v, eps, x or both"))
+    }
+}
+
 /// Weight on the x-space error ||x - x_hat||^2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Weighting {
     /// max(SNR, 1): the paper's truncated SNR.
     #[default]
-    #[cfg_attr(not(target_arch = "wasm32"), value(name = "snr_trunc"))]
     SnrTrunc,
     /// SNR + 1: the MSE on v.
-    #[cfg_attr(not(target_arch = "wasm32"), value(name = "v_mse"))]
     VMse,
     /// SNR: the MSE on eps (classic DDPM).
     Snr,
@@ -124,6 +140,18 @@ pub enum Weighting {
 }
 
 impl Weighting {
+    /// Every choice, by the name the command line and run files use.
+    pub const NAMES: [&'static str; 4] = ["snr_trunc", "v_mse", "snr", "constant"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Weighting::SnrTrunc => "snr_trunc",
+            Weighting::VMse => "v_mse",
+            Weighting::Snr => "snr",
+            Weighting::Constant => "constant",
+        }
+    }
+
     /// The weight at time t, from the clamped logsnr (finite at t = 0 and t = 1).
     pub fn weight(self, t: f64) -> f64 {
         let snr = logsnr(t).exp();
@@ -133,5 +161,31 @@ impl Weighting {
             Weighting::Snr => snr,
             Weighting::Constant => 1.0,
         }
+    }
+}
+
+impl std::fmt::Display for Weighting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Weighting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Weighting::SnrTrunc,
+            Weighting::VMse,
+            Weighting::Snr,
+            Weighting::Constant,
+        ]
+        .into_iter()
+        .find(|w| w.name() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown weighting `{s}`: choose {}",
+                Weighting::NAMES.join(", ")
+            )
+        })
     }
 }

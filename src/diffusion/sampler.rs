@@ -10,13 +10,41 @@ use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum SamplerKind {
     /// Deterministic DDIM (what distilled models are made for).
     #[default]
     Ddim,
     /// Ancestral sampling: fresh noise at every step.
     Ancestral,
+}
+
+impl SamplerKind {
+    /// Every choice, by the name the command line and the app's address use.
+    pub const NAMES: [&'static str; 2] = ["ddim", "ancestral"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::Ancestral => "ancestral",
+        }
+    }
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ddim" => Ok(SamplerKind::Ddim),
+            "ancestral" => Ok(SamplerKind::Ancestral),
+            _ => Err(format!("unknown sampler `{s}`: choose ddim or ancestral")),
+        }
+    }
 }
 
 /// The most sampling steps any command takes (a teacher is sampled with 64 to 1024; more only
