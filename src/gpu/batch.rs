@@ -1,10 +1,13 @@
-//! Records kernel launches and buffer copies, then encodes them all into one command encoder
-//! (consecutive launches share one compute pass) and submits once. Per-launch parameters go into
-//! one uniform arena per batch, written with a single `write_buffer`.
+//! Records kernel launches and buffer copies, then encodes them all into one command buffer
+//! (consecutive launches share one compute pass). Per-launch parameters go into one uniform arena
+//! per batch, written with a single `write_buffer`.
+//!
+//! The recorder is a plain value: it depends on no device handle of its own, is handed the device
+//! and queue when it encodes, and leaves the submit to its owner (the device context, context.rs,
+//! which holds one behind a `RefCell` and forwards its `dispatch`, `copy` and `flush` to it).
 
 use std::rc::Rc;
 
-use super::context::Gpu;
 use super::pool::GpuBuffer;
 
 /// A buffer a launch reads or writes; bindings are numbered from 1 in order (0 is the params).
@@ -45,16 +48,31 @@ enum Op {
     },
 }
 
+/// What [`Batch::encode`] produced: the command buffer to submit, and what must stay alive until
+/// it has been submitted.
+pub(crate) struct Encoded {
+    pub commands: wgpu::CommandBuffer,
+    pub retired: Retired,
+}
+
+/// The bind groups and recorded launches of a submitted batch. Dropped after the submit: the bind
+/// groups first, then the launches (whose pooled buffers then return to the pool's pending list).
+pub(crate) struct Retired {
+    _groups: Vec<Option<wgpu::BindGroup>>,
+    _ops: Vec<Op>,
+}
+
 pub(crate) struct Batch {
     ops: Vec<Op>,
     arena: Vec<u8>,
     align: u64,
     uniform: Option<(u64, wgpu::Buffer)>,
-    pub launches_total: u64,
-    pub submits_total: u64,
+    launches_total: u64,
+    submits_total: u64,
 }
 
 impl Batch {
+    /// `align`: the device's uniform-buffer offset alignment (at least 16).
     pub fn new(align: u32) -> Self {
         Batch {
             ops: Vec::new(),
@@ -65,30 +83,34 @@ impl Batch {
             submits_total: 0,
         }
     }
-}
 
-impl Gpu {
-    /// Records a launch; nothing reaches the GPU until [`Gpu::flush`].
-    pub fn dispatch(&self, d: Dispatch) {
-        let mut b = self.0.batch.borrow_mut();
-        let off = (b.arena.len() as u64).next_multiple_of(b.align);
-        b.arena.resize(off as usize, 0);
+    /// Records a launch: its parameters go into the arena at an aligned offset.
+    pub fn dispatch(&mut self, d: Dispatch) {
+        let off = (self.arena.len() as u64).next_multiple_of(self.align);
+        self.arena.resize(off as usize, 0);
         let mut params = d.params.clone();
         if params.is_empty() {
             params.resize(16, 0);
         }
         params.resize(params.len().next_multiple_of(16), 0);
-        b.arena.extend_from_slice(&params);
-        b.launches_total += 1;
-        b.ops.push(Op::Dispatch {
+        self.arena.extend_from_slice(&params);
+        self.launches_total += 1;
+        self.ops.push(Op::Dispatch {
             d,
             uniform_offset: off,
         });
     }
 
     /// Records a buffer-to-buffer copy, in order with the launches around it.
-    pub fn copy(&self, src: Binding, src_offset: u64, dst: Binding, dst_offset: u64, size: u64) {
-        self.0.batch.borrow_mut().ops.push(Op::Copy {
+    pub fn copy(
+        &mut self,
+        src: Binding,
+        src_offset: u64,
+        dst: Binding,
+        dst_offset: u64,
+        size: u64,
+    ) {
+        self.ops.push(Op::Copy {
             src,
             src_offset,
             dst,
@@ -97,26 +119,25 @@ impl Gpu {
         });
     }
 
-    /// Number of launches recorded but not yet submitted.
+    /// Number of launches and copies recorded but not yet encoded.
     pub fn pending(&self) -> usize {
-        self.0.batch.borrow().ops.len()
+        self.ops.len()
     }
 
-    /// (launches, submits) since the device was created.
+    /// (launches recorded, batches encoded for submission) since creation.
     pub fn counters(&self) -> (u64, u64) {
-        let b = self.0.batch.borrow();
-        (b.launches_total, b.submits_total)
+        (self.launches_total, self.submits_total)
     }
 
-    /// Encodes everything recorded into one encoder and submits it. A no-op when nothing is pending.
-    pub fn flush(&self) {
-        let device = &self.0.device;
-        let mut b = self.0.batch.borrow_mut();
-        if b.ops.is_empty() {
-            return;
+    /// Writes the parameter arena (through `queue.write_buffer`, so it lands before the next
+    /// submit) and encodes everything recorded into one command buffer, leaving the recorder
+    /// empty. `None` when nothing is pending. The caller submits `commands`, then drops `retired`.
+    pub fn encode(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) -> Option<Encoded> {
+        if self.ops.is_empty() {
+            return None;
         }
-        let arena_len = (b.arena.len() as u64).max(16).next_multiple_of(16);
-        let need_new = !matches!(&b.uniform, Some((cap, _)) if *cap >= arena_len);
+        let arena_len = (self.arena.len() as u64).max(16).next_multiple_of(16);
+        let need_new = !matches!(&self.uniform, Some((cap, _)) if *cap >= arena_len);
         if need_new {
             let cap = arena_len.next_power_of_two().max(4096);
             let buf = device.create_buffer(&wgpu::BufferDescriptor {
@@ -125,13 +146,13 @@ impl Gpu {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            b.uniform = Some((cap, buf));
+            self.uniform = Some((cap, buf));
         }
-        let ops = std::mem::take(&mut b.ops);
-        let mut arena = std::mem::take(&mut b.arena);
+        let ops = std::mem::take(&mut self.ops);
+        let mut arena = std::mem::take(&mut self.arena);
         arena.resize(arena_len as usize, 0);
-        let uniform = b.uniform.as_ref().unwrap().1.clone();
-        self.0.queue.write_buffer(&uniform, 0, &arena);
+        let uniform = self.uniform.as_ref().unwrap().1.clone();
+        queue.write_buffer(&uniform, 0, &arena);
 
         // Bind groups must outlive the pass that uses them.
         let mut groups = Vec::with_capacity(ops.len());
@@ -206,46 +227,13 @@ impl Gpu {
                 }
             }
         }
-        b.submits_total += 1;
-        drop(b);
-        self.0.queue.submit([enc.finish()]);
-        drop(groups);
-        drop(ops);
-        self.0.pool.recycle_pending();
-    }
-
-    /// Splits a 1-D workgroup count over x and y so no dimension exceeds the device limit.
-    /// Kernels recover the linear id as `wg.x + wg.y * num_wg.x`.
-    pub fn grid_1d(&self, workgroups: u32) -> [u32; 3] {
-        let max = self.grid_limit();
-        if workgroups <= max {
-            [workgroups, 1, 1]
-        } else {
-            let y = workgroups.div_ceil(max);
-            [workgroups.div_ceil(y), y, 1]
-        }
-    }
-
-    /// Takes a buffer of at least `bytes` from the pool.
-    pub fn alloc(&self, bytes: u64) -> Rc<GpuBuffer> {
-        Rc::new(self.0.pool.take(&self.0.device, bytes))
-    }
-
-    pub fn pool_stats(&self) -> super::PoolStats {
-        self.0.pool.stats()
-    }
-    pub fn trim_pool(&self) {
-        self.0.pool.trim()
-    }
-    pub fn pipelines_cached(&self) -> usize {
-        self.0.pipelines.len()
-    }
-
-    pub fn pipeline(
-        &self,
-        key: &super::KernelKey,
-        source: impl FnOnce() -> super::KernelSource,
-    ) -> Rc<wgpu::ComputePipeline> {
-        self.0.pipelines.get(&self.0.device, key, source)
+        self.submits_total += 1;
+        Some(Encoded {
+            commands: enc.finish(),
+            retired: Retired {
+                _groups: groups,
+                _ops: ops,
+            },
+        })
     }
 }

@@ -1,9 +1,10 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use super::batch::Batch;
-use super::pipelines::PipelineCache;
-use super::pool::BufferPool;
+use super::batch::{Batch, Binding, Dispatch};
+use super::pipelines::{KernelKey, KernelSource, PipelineCache};
+use super::pool::{BufferPool, GpuBuffer, PoolStats};
+use super::readback;
 
 /// Which family of GEMM kernels matmul and convolution use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -578,5 +579,137 @@ impl Gpu {
             l.max_uniform_buffer_binding_size >> 10,
         );
         s
+    }
+
+    // ---------------- recording and submitting (the recorder is gpu/batch.rs) ----------------
+
+    /// Records a launch; nothing reaches the GPU until [`Gpu::flush`].
+    pub fn dispatch(&self, d: Dispatch) {
+        self.0.batch.borrow_mut().dispatch(d);
+    }
+
+    /// Records a buffer-to-buffer copy, in order with the launches around it.
+    pub fn copy(&self, src: Binding, src_offset: u64, dst: Binding, dst_offset: u64, size: u64) {
+        self.0
+            .batch
+            .borrow_mut()
+            .copy(src, src_offset, dst, dst_offset, size);
+    }
+
+    /// Number of launches recorded but not yet submitted.
+    pub fn pending(&self) -> usize {
+        self.0.batch.borrow().pending()
+    }
+
+    /// (launches, submits) since the device was created.
+    pub fn counters(&self) -> (u64, u64) {
+        self.0.batch.borrow().counters()
+    }
+
+    /// Encodes everything recorded into one encoder and submits it. A no-op when nothing is pending.
+    pub fn flush(&self) {
+        let encoded = self
+            .0
+            .batch
+            .borrow_mut()
+            .encode(&self.0.device, &self.0.queue);
+        let Some(encoded) = encoded else {
+            return;
+        };
+        self.0.queue.submit([encoded.commands]);
+        // Bind groups, then the launches' buffers (into the pool's pending list), then recycle.
+        drop(encoded.retired);
+        self.0.pool.recycle_pending();
+    }
+
+    /// Splits a 1-D workgroup count over x and y so no dimension exceeds the device limit.
+    /// Kernels recover the linear id as `wg.x + wg.y * num_wg.x`.
+    pub fn grid_1d(&self, workgroups: u32) -> [u32; 3] {
+        let max = self.grid_limit();
+        if workgroups <= max {
+            [workgroups, 1, 1]
+        } else {
+            let y = workgroups.div_ceil(max);
+            [workgroups.div_ceil(y), y, 1]
+        }
+    }
+
+    // ---------------- buffers and pipelines (gpu/pool.rs, gpu/pipelines.rs) ----------------
+
+    /// Takes a buffer of at least `bytes` from the pool.
+    pub fn alloc(&self, bytes: u64) -> Rc<GpuBuffer> {
+        Rc::new(self.0.pool.take(&self.0.device, bytes))
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.0.pool.stats()
+    }
+    pub fn trim_pool(&self) {
+        self.0.pool.trim()
+    }
+    pub fn pipelines_cached(&self) -> usize {
+        self.0.pipelines.len()
+    }
+
+    pub fn pipeline(
+        &self,
+        key: &KernelKey,
+        source: impl FnOnce() -> KernelSource,
+    ) -> Rc<wgpu::ComputePipeline> {
+        self.0.pipelines.get(&self.0.device, key, source)
+    }
+
+    // ---------------- readback and upload (helpers in gpu/readback.rs) ----------------
+
+    /// Records a copy of `src`'s first `bytes` into a fresh staging buffer and submits.
+    fn stage_copy(&self, src: &Rc<GpuBuffer>, bytes: u64) -> Rc<wgpu::Buffer> {
+        let staging = readback::staging_buffer(&self.0.device, bytes);
+        self.copy(
+            Binding::Pooled(src.clone()),
+            0,
+            Binding::Raw(staging.clone()),
+            0,
+            bytes.next_multiple_of(4),
+        );
+        self.flush();
+        staging
+    }
+
+    /// Reads `bytes` from the start of `src` (async; works on every target).
+    pub async fn read_bytes(&self, src: &Rc<GpuBuffer>, bytes: u64) -> Result<Vec<u8>, GpuError> {
+        let staging = self.stage_copy(src, bytes);
+        readback::read_staging(&self.0.device, &staging, bytes)
+            .await
+            .map_err(GpuError::Readback)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_bytes_blocking(
+        &self,
+        src: &Rc<GpuBuffer>,
+        bytes: u64,
+    ) -> Result<Vec<u8>, GpuError> {
+        pollster::block_on(self.read_bytes(src, bytes))
+    }
+
+    /// Uploads into a fresh pooled buffer. Safe without a flush: a buffer from the free list is
+    /// referenced by no recorded launch (see the pool's comment).
+    pub fn upload_bytes(&self, data: &[u8]) -> Rc<GpuBuffer> {
+        let buf = self.alloc(data.len() as u64);
+        readback::write_padded(&self.0.queue, buf.raw(), data);
+        buf
+    }
+
+    /// Waits (natively) until all submitted work is done; used by benchmarks for timing.
+    pub async fn finish(&self) -> Result<(), GpuError> {
+        self.flush();
+        readback::work_done(&self.0.device, &self.0.queue)
+            .await
+            .map_err(GpuError::Readback)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish_blocking(&self) -> Result<(), GpuError> {
+        pollster::block_on(self.finish())
     }
 }

@@ -6,6 +6,13 @@
 //! backward pass needs (its typed saved state). `Tape::backward` walks the nodes in reverse and
 //! launches each op's backward kernels, summing gradients per variable.
 //!
+//! An op's arity is part of its backward unit's type: a unit implements `Backward<N>` for an op of
+//! `N` inputs, taking `[bool; N]` (which inputs need a gradient) and returning `[Option<Tensor>; N]`,
+//! so a unit cannot return the wrong number of gradients, and `Tape::record` takes exactly `N`
+//! inputs for it. On the tape a unit sits behind the object-safe `Propagate` adapter together
+//! with its `N` input ids; the adapter turns the ids into `needs` and adds the gradients back into
+//! the tape's per-variable list.
+//!
 //! Why a tape rather than a hand-written backward per layer: the U-Net composes the same dozen ops
 //! in many arrangements (res blocks with and without skip convs, attention at some levels, skip
 //! concatenations), and distillation differentiates only the student while the teacher's forward
@@ -18,16 +25,55 @@ use std::rc::Rc;
 
 use super::{Conv2d, GroupNormStats, MatmulOpts, Tensor};
 
-/// One op's backward: maps the gradient of its output to gradients of its inputs (`None` where an
-/// input needs none).
-pub trait Backward {
-    fn backward(&self, grad: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>>;
+/// The backward of an op with `N` inputs: maps the gradient of its output to gradients of its
+/// inputs, in input order. `needs[i]` says whether input `i` wants a gradient; the unit may return
+/// `None` there (and may skip the work), and a gradient returned where none is needed is dropped.
+///
+/// A unit that returns the wrong number of gradients does not compile:
+///
+/// ```compile_fail,E0308
+/// use fewstep::tensor::{autodiff::Backward, Tensor};
+/// struct TwoInputs;
+/// impl Backward<2> for TwoInputs {
+///     fn backward(&self, g: &Tensor, _needs: [bool; 2]) -> [Option<Tensor>; 2] {
+///         [Some(g.clone())]
+///     }
+/// }
+/// ```
+pub trait Backward<const N: usize> {
+    fn backward(&self, grad: &Tensor, needs: [bool; N]) -> [Option<Tensor>; N];
+}
+
+/// The object-safe face of a recorded op: given the gradient of its output, adds the gradients of
+/// its inputs into `grads` (indexed by variable id).
+trait Propagate {
+    fn propagate(&self, grad: &Tensor, grads: &mut [Option<Tensor>]);
+}
+
+/// A backward unit with the ids of its `N` inputs (`None` for constants).
+struct Recorded<B, const N: usize> {
+    inputs: [Option<usize>; N],
+    op: B,
+}
+
+impl<B: Backward<N>, const N: usize> Propagate for Recorded<B, N> {
+    fn propagate(&self, grad: &Tensor, grads: &mut [Option<Tensor>]) {
+        let needs = self.inputs.map(|i| i.is_some());
+        let gin = self.op.backward(grad, needs);
+        for (slot, gi) in self.inputs.iter().zip(gin) {
+            if let (Some(id), Some(gi)) = (slot, gi) {
+                grads[*id] = Some(match grads[*id].take() {
+                    Some(prev) => prev.add(&gi),
+                    None => gi,
+                });
+            }
+        }
+    }
 }
 
 struct Node {
-    inputs: Vec<Option<usize>>,
     output: usize,
-    op: Box<dyn Backward>,
+    op: Box<dyn Propagate>,
 }
 
 #[derive(Default)]
@@ -109,7 +155,13 @@ impl Tape {
         }
     }
 
-    fn record(&self, value: Tensor, inputs: &[&Var], op: impl Backward + 'static) -> Var {
+    /// Pushes an op of `N` inputs whose backward is `op`, unless no input needs a gradient.
+    fn record<const N: usize>(
+        &self,
+        value: Tensor,
+        inputs: [&Var; N],
+        op: impl Backward<N> + 'static,
+    ) -> Var {
         if inputs.iter().all(|v| v.id.is_none()) {
             return Var { value, id: None };
         }
@@ -117,9 +169,11 @@ impl Tape {
         let id = t.vars;
         t.vars += 1;
         t.nodes.push(Node {
-            inputs: inputs.iter().map(|v| v.id).collect(),
             output: id,
-            op: Box::new(op),
+            op: Box::new(Recorded {
+                inputs: inputs.map(|v| v.id),
+                op,
+            }),
         });
         Var {
             value,
@@ -149,16 +203,7 @@ impl Tape {
             let Some(g) = grads[node.output].take() else {
                 continue;
             };
-            let needs: Vec<bool> = node.inputs.iter().map(|i| i.is_some()).collect();
-            let gin = node.op.backward(&g, &needs);
-            for (slot, gi) in node.inputs.iter().zip(gin) {
-                if let (Some(id), Some(gi)) = (slot, gi) {
-                    grads[*id] = Some(match grads[*id].take() {
-                        Some(prev) => prev.add(&gi),
-                        None => gi,
-                    });
-                }
-            }
+            node.op.propagate(&g, &mut grads);
         }
         let n_params = inner.params.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
         let mut by_param = vec![None; n_params];
@@ -179,7 +224,7 @@ impl Tape {
         let y = a.value.matmul_with(&b.value, o, None);
         self.record(
             y,
-            &[a, b],
+            [a, b],
             MatmulBack {
                 a: a.value.clone(),
                 b: b.value.clone(),
@@ -197,7 +242,7 @@ impl Tape {
         let y = x.value.matmul_with(&w.value, o, Some(&b.value));
         self.record(
             y,
-            &[x, w, b],
+            [x, w, b],
             LinearBack {
                 x: x.value.clone(),
                 w: w.value.clone(),
@@ -213,8 +258,8 @@ impl Tape {
             conv,
         };
         match b {
-            Some(b) => self.record(y, &[x, w, b], back),
-            None => self.record(y, &[x, w], back),
+            Some(b) => self.record(y, [x, w, b], back),
+            None => self.record(y, [x, w], back),
         }
     }
 
@@ -222,7 +267,7 @@ impl Tape {
         let (y, saved) = x.value.group_norm(&gamma.value, &beta.value, groups, eps);
         self.record(
             y,
-            &[x, gamma, beta],
+            [x, gamma, beta],
             GroupNormBack {
                 x: x.value.clone(),
                 gamma: gamma.value.clone(),
@@ -232,14 +277,14 @@ impl Tape {
     }
 
     pub fn silu(&self, x: &Var) -> Var {
-        self.record(x.value.silu(), &[x], SiluBack { x: x.value.clone() })
+        self.record(x.value.silu(), [x], SiluBack { x: x.value.clone() })
     }
 
     /// Dropout with a given Gaussian `noise` tensor: keeps x * scale where noise > threshold.
     pub fn dropout(&self, x: &Var, noise: &Tensor, threshold: f32, scale: f32) -> Var {
         self.record(
             x.value.mask_where_above(noise, threshold, scale),
-            &[x],
+            [x],
             DropoutBack {
                 noise: noise.clone(),
                 threshold,
@@ -249,22 +294,18 @@ impl Tape {
     }
 
     pub fn add(&self, a: &Var, b: &Var) -> Var {
-        self.record(a.value.add(&b.value), &[a, b], Linear2 { ca: 1.0, cb: 1.0 })
+        self.record(a.value.add(&b.value), [a, b], Linear2 { ca: 1.0, cb: 1.0 })
     }
     pub fn sub(&self, a: &Var, b: &Var) -> Var {
-        self.record(
-            a.value.sub(&b.value),
-            &[a, b],
-            Linear2 { ca: 1.0, cb: -1.0 },
-        )
+        self.record(a.value.sub(&b.value), [a, b], Linear2 { ca: 1.0, cb: -1.0 })
     }
     pub fn scale(&self, a: &Var, s: f32) -> Var {
-        self.record(a.value.scale(s), &[a], Linear2 { ca: s, cb: 0.0 })
+        self.record(a.value.scale(s), [a], ScaleBack { s })
     }
     pub fn mul(&self, a: &Var, b: &Var) -> Var {
         self.record(
             a.value.mul(&b.value),
-            &[a, b],
+            [a, b],
             MulBack {
                 a: a.value.clone(),
                 b: b.value.clone(),
@@ -277,7 +318,7 @@ impl Tape {
         let per_sample = v.value.numel() != x.value.shape()[1];
         self.record(
             x.value.add_channel_vector(&v.value),
-            &[x, v],
+            [x, v],
             ChannelVecBack {
                 per_sample,
                 v_shape: v.shape().to_vec(),
@@ -289,20 +330,20 @@ impl Tape {
     pub fn per_sample_scale(&self, x: &Var, sa: &Tensor) -> Var {
         self.record(
             x.value.per_sample_axpby(sa, None),
-            &[x],
+            [x],
             PerSampleBack { sa: sa.clone() },
         )
     }
 
     pub fn upsample2x(&self, x: &Var) -> Var {
-        self.record(x.value.upsample2x(), &[x], UpsampleBack)
+        self.record(x.value.upsample2x(), [x], UpsampleBack)
     }
 
     pub fn concat_channels(&self, a: &Var, b: &Var) -> Var {
         let y = Tensor::concat_channels(&[&a.value, &b.value]);
         self.record(
             y,
-            &[a, b],
+            [a, b],
             ConcatBack {
                 ca: a.shape()[1],
                 cb: b.shape()[1],
@@ -315,7 +356,7 @@ impl Tape {
         let y = x.value.slice_channels(offset, count);
         self.record(
             y,
-            &[x],
+            [x],
             SliceBack {
                 offset,
                 count,
@@ -327,7 +368,7 @@ impl Tape {
     pub fn reshape(&self, x: &Var, shape: &[usize]) -> Var {
         self.record(
             x.value.reshape(shape),
-            &[x],
+            [x],
             ReshapeBack {
                 shape: x.shape().to_vec(),
             },
@@ -340,7 +381,7 @@ impl Tape {
         let scale = 1.0 / (q.shape()[1] as f32).sqrt();
         self.record(
             out,
-            &[q, k, v],
+            [q, k, v],
             AttentionBack {
                 q: q.value.clone(),
                 k: k.value.clone(),
@@ -356,7 +397,7 @@ impl Tape {
         let y = x.value.weighted_mse_per_sample(target, w);
         self.record(
             y,
-            &[x],
+            [x],
             MseBack {
                 x: x.value.clone(),
                 target: target.clone(),
@@ -370,7 +411,7 @@ impl Tape {
         let (per_row, grad) = logits.value.cross_entropy(labels);
         self.record(
             per_row.mean_all(),
-            &[logits],
+            [logits],
             CrossEntropyBack {
                 grad,
                 shape: logits.shape().to_vec(),
@@ -382,7 +423,7 @@ impl Tape {
     pub fn mean_all(&self, x: &Var) -> Var {
         self.record(
             x.value.mean_all(),
-            &[x],
+            [x],
             MeanBack {
                 shape: x.shape().to_vec(),
             },
@@ -439,8 +480,8 @@ struct MatmulBack {
     o: MatmulOpts,
 }
 
-impl Backward for MatmulBack {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+impl Backward<2> for MatmulBack {
+    fn backward(&self, g: &Tensor, [need_a, need_b]: [bool; 2]) -> [Option<Tensor>; 2] {
         let MatmulOpts {
             trans_a,
             trans_b,
@@ -458,7 +499,7 @@ impl Backward for MatmulBack {
             )
         };
         // C = op(A) op(B): d op(A) = G op(B)^T, d op(B) = op(A)^T G; transpose back where stored transposed.
-        let da = needs[0].then(|| {
+        let da = need_a.then(|| {
             let d = if trans_a {
                 mm(&self.b, g, trans_b, true)
             } else {
@@ -466,7 +507,7 @@ impl Backward for MatmulBack {
             };
             reduce_broadcast(d, self.a.shape())
         });
-        let db = needs[1].then(|| {
+        let db = need_b.then(|| {
             let d = if trans_b {
                 mm(g, &self.a, true, trans_a)
             } else {
@@ -474,7 +515,7 @@ impl Backward for MatmulBack {
             };
             reduce_broadcast(d, self.b.shape())
         });
-        vec![da, db]
+        [da, db]
     }
 }
 
@@ -494,10 +535,10 @@ struct LinearBack {
     w: Tensor,
 }
 
-impl Backward for LinearBack {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let dx = needs[0].then(|| g.matmul(&self.w));
-        let dw = needs[1].then(|| {
+impl Backward<3> for LinearBack {
+    fn backward(&self, g: &Tensor, [need_x, need_w, need_b]: [bool; 3]) -> [Option<Tensor>; 3] {
+        let dx = need_x.then(|| g.matmul(&self.w));
+        let dw = need_w.then(|| {
             g.matmul_with(
                 &self.x,
                 MatmulOpts {
@@ -508,27 +549,31 @@ impl Backward for LinearBack {
             )
         });
         let n = g.shape()[0];
-        let db = needs[2].then(|| g.reshape(&[n, g.numel() / n, 1]).sum_per_channel());
-        vec![dx, dw, db]
+        let db = need_b.then(|| g.reshape(&[n, g.numel() / n, 1]).sum_per_channel());
+        [dx, dw, db]
     }
 }
 
+/// Convolution without bias (inputs x, w) and with bias (x, w, b): one unit, both arities.
 struct ConvBack {
     x: Tensor,
     w: Tensor,
     conv: Conv2d,
 }
 
-impl Backward for ConvBack {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let mut out = vec![
-            needs[0].then(|| self.conv.input_grad(g, &self.w, self.x.shape())),
-            needs[1].then(|| self.conv.weight_grad(g, &self.x, self.w.shape())),
-        ];
-        if needs.len() > 2 {
-            out.push(needs[2].then(|| g.sum_per_channel()));
-        }
-        out
+impl Backward<2> for ConvBack {
+    fn backward(&self, g: &Tensor, [need_x, need_w]: [bool; 2]) -> [Option<Tensor>; 2] {
+        [
+            need_x.then(|| self.conv.input_grad(g, &self.w, self.x.shape())),
+            need_w.then(|| self.conv.weight_grad(g, &self.x, self.w.shape())),
+        ]
+    }
+}
+
+impl Backward<3> for ConvBack {
+    fn backward(&self, g: &Tensor, [need_x, need_w, need_b]: [bool; 3]) -> [Option<Tensor>; 3] {
+        let [dx, dw] = Backward::<2>::backward(self, g, [need_x, need_w]);
+        [dx, dw, need_b.then(|| g.sum_per_channel())]
     }
 }
 
@@ -538,10 +583,11 @@ struct GroupNormBack {
     saved: GroupNormStats,
 }
 
-impl Backward for GroupNormBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+impl Backward<3> for GroupNormBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 3]) -> [Option<Tensor>; 3] {
+        // One kernel pass yields all three; unneeded ones are dropped by the tape.
         let (dx, dg, db) = self.x.group_norm_grad(&self.gamma, g, &self.saved);
-        vec![Some(dx), Some(dg), Some(db)]
+        [Some(dx), Some(dg), Some(db)]
     }
 }
 
@@ -549,25 +595,24 @@ struct SiluBack {
     x: Tensor,
 }
 
-impl Backward for SiluBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(self.x.silu_grad(g))]
+impl Backward<1> for SiluBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
+        [Some(self.x.silu_grad(g))]
     }
 }
 
-/// y = ca * a + cb * b
 struct CrossEntropyBack {
     /// d(mean loss)/d(logits), saved by the forward kernel.
     grad: Tensor,
     shape: Vec<usize>,
 }
 
-impl Backward for CrossEntropyBack {
-    fn backward(&self, g: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+impl Backward<1> for CrossEntropyBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
         // g is the [1] gradient of the mean; scale the saved gradient by it on the GPU.
         let n: usize = self.shape.iter().product();
         let scaled = self.grad.reshape(&[1, n]).per_sample_axpby(g, None);
-        vec![Some(scaled.reshape(&self.shape))]
+        [Some(scaled.reshape(&self.shape))]
     }
 }
 
@@ -577,9 +622,9 @@ struct DropoutBack {
     scale: f32,
 }
 
-impl Backward for DropoutBack {
-    fn backward(&self, g: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.mask_where_above(
+impl Backward<1> for DropoutBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
+        [Some(g.mask_where_above(
             &self.noise,
             self.threshold,
             self.scale,
@@ -587,19 +632,38 @@ impl Backward for DropoutBack {
     }
 }
 
+/// Multiplies by `c`, or passes the gradient on unchanged when `c` is 1.
+fn scaled(g: &Tensor, c: f32) -> Tensor {
+    if c == 1.0 {
+        g.clone()
+    } else {
+        g.scale(c)
+    }
+}
+
+/// y = ca * a + cb * b
 struct Linear2 {
     ca: f32,
     cb: f32,
 }
 
-impl Backward for Linear2 {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let f = |c: f32| if c == 1.0 { g.clone() } else { g.scale(c) };
-        let mut out = vec![needs[0].then(|| f(self.ca))];
-        if needs.len() > 1 {
-            out.push(needs[1].then(|| f(self.cb)));
-        }
-        out
+impl Backward<2> for Linear2 {
+    fn backward(&self, g: &Tensor, [need_a, need_b]: [bool; 2]) -> [Option<Tensor>; 2] {
+        [
+            need_a.then(|| scaled(g, self.ca)),
+            need_b.then(|| scaled(g, self.cb)),
+        ]
+    }
+}
+
+/// y = s * a
+struct ScaleBack {
+    s: f32,
+}
+
+impl Backward<1> for ScaleBack {
+    fn backward(&self, g: &Tensor, [need_a]: [bool; 1]) -> [Option<Tensor>; 1] {
+        [need_a.then(|| scaled(g, self.s))]
     }
 }
 
@@ -608,11 +672,11 @@ struct MulBack {
     b: Tensor,
 }
 
-impl Backward for MulBack {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![
-            needs[0].then(|| g.mul(&self.b)),
-            needs[1].then(|| g.mul(&self.a)),
+impl Backward<2> for MulBack {
+    fn backward(&self, g: &Tensor, [need_a, need_b]: [bool; 2]) -> [Option<Tensor>; 2] {
+        [
+            need_a.then(|| g.mul(&self.b)),
+            need_b.then(|| g.mul(&self.a)),
         ]
     }
 }
@@ -622,9 +686,9 @@ struct ChannelVecBack {
     v_shape: Vec<usize>,
 }
 
-impl Backward for ChannelVecBack {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let dv = needs[1].then(|| {
+impl Backward<2> for ChannelVecBack {
+    fn backward(&self, g: &Tensor, [need_x, need_v]: [bool; 2]) -> [Option<Tensor>; 2] {
+        let dv = need_v.then(|| {
             let s = if self.per_sample {
                 g.sum_per_sample_channel()
             } else {
@@ -632,7 +696,7 @@ impl Backward for ChannelVecBack {
             };
             s.reshape(&self.v_shape)
         });
-        vec![needs[0].then(|| g.clone()), dv]
+        [need_x.then(|| g.clone()), dv]
     }
 }
 
@@ -640,17 +704,17 @@ struct PerSampleBack {
     sa: Tensor,
 }
 
-impl Backward for PerSampleBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.per_sample_axpby(&self.sa, None))]
+impl Backward<1> for PerSampleBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
+        [Some(g.per_sample_axpby(&self.sa, None))]
     }
 }
 
 struct UpsampleBack;
 
-impl Backward for UpsampleBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.upsample2x_grad())]
+impl Backward<1> for UpsampleBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
+        [Some(g.upsample2x_grad())]
     }
 }
 
@@ -659,11 +723,11 @@ struct ConcatBack {
     cb: usize,
 }
 
-impl Backward for ConcatBack {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![
-            needs[0].then(|| g.slice_channels(0, self.ca)),
-            needs[1].then(|| g.slice_channels(self.ca, self.cb)),
+impl Backward<2> for ConcatBack {
+    fn backward(&self, g: &Tensor, [need_a, need_b]: [bool; 2]) -> [Option<Tensor>; 2] {
+        [
+            need_a.then(|| g.slice_channels(0, self.ca)),
+            need_b.then(|| g.slice_channels(self.ca, self.cb)),
         ]
     }
 }
@@ -674,8 +738,8 @@ struct SliceBack {
     channels: usize,
 }
 
-impl Backward for SliceBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+impl Backward<1> for SliceBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
         // Place the gradient among zero channels.
         let zeros = |c: usize| {
             let mut s = g.shape().to_vec();
@@ -690,7 +754,7 @@ impl Backward for SliceBack {
             .chain(std::iter::once(g))
             .chain(after.iter())
             .collect();
-        vec![Some(if parts.len() == 1 {
+        [Some(if parts.len() == 1 {
             g.clone()
         } else {
             Tensor::concat_channels(&parts)
@@ -702,9 +766,9 @@ struct ReshapeBack {
     shape: Vec<usize>,
 }
 
-impl Backward for ReshapeBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.reshape(&self.shape))]
+impl Backward<1> for ReshapeBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
+        [Some(g.reshape(&self.shape))]
     }
 }
 
@@ -716,20 +780,20 @@ struct AttentionBack {
     scale: f32,
 }
 
-impl Backward for AttentionBack {
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+impl Backward<3> for AttentionBack {
+    fn backward(&self, g: &Tensor, [need_q, need_k, need_v]: [bool; 3]) -> [Option<Tensor>; 3] {
         let o = |ta, tb| MatmulOpts {
             trans_a: ta,
             trans_b: tb,
             alpha: 1.0,
         };
         // out = V P^T: dV = G P, dP = G^T V; S = Q^T K: dQ = K dS^T, dK = Q dS.
-        let dv = needs[2].then(|| g.matmul(&self.p));
+        let dv = need_v.then(|| g.matmul(&self.p));
         let dp = g.matmul_with(&self.v, o(true, false), None);
         let ds = self.p.softmax_grad(&dp, self.scale);
-        let dq = needs[0].then(|| self.k.matmul_with(&ds, o(false, true), None));
-        let dk = needs[1].then(|| self.q.matmul(&ds));
-        vec![dq, dk, dv]
+        let dq = need_q.then(|| self.k.matmul_with(&ds, o(false, true), None));
+        let dk = need_k.then(|| self.q.matmul(&ds));
+        [dq, dk, dv]
     }
 }
 
@@ -739,13 +803,13 @@ struct MseBack {
     w: Tensor,
 }
 
-impl Backward for MseBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+impl Backward<1> for MseBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
         // d/dx of w[s] * mean((x - t)^2) = 2 w[s] (x - t) / len, times g[s].
         let len = self.x.numel() / self.x.shape()[0];
         let coef = self.w.mul(g).scale(2.0 / len as f32);
         let neg = coef.scale(-1.0);
-        vec![Some(
+        [Some(
             self.x.per_sample_axpby(&coef, Some((&self.target, &neg))),
         )]
     }
@@ -755,11 +819,11 @@ struct MeanBack {
     shape: Vec<usize>,
 }
 
-impl Backward for MeanBack {
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+impl Backward<1> for MeanBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
         // Broadcast the [1] gradient / numel over the input without a readback.
         let n: usize = self.shape.iter().product();
         let ones = Tensor::full(g.gpu(), &[n, 1], 1.0 / n as f32);
-        vec![Some(ones.matmul(&g.reshape(&[1, 1])).reshape(&self.shape))]
+        [Some(ones.matmul(&g.reshape(&[1, 1])).reshape(&self.shape))]
     }
 }
