@@ -64,8 +64,9 @@ impl TrainPanel {
                     egui::Grid::new("train grid").num_columns(2).show(ui, |ui| {
                         match self.settings.mode {
                             Mode::Teacher => {
-                                ui.label("data");
-                                ui.text_edit_singleline(&mut self.settings.data);
+                                let label = ui.label("data");
+                                ui.text_edit_singleline(&mut self.settings.data)
+                                    .labelled_by(label.id);
                                 ui.end_row();
                                 ui.label("preset");
                                 ui.horizontal(|ui| {
@@ -74,51 +75,60 @@ impl TrainPanel {
                                     }
                                 });
                                 ui.end_row();
-                                ui.label("updates");
+                                let label = ui.label("updates");
                                 ui.add(
                                     egui::DragValue::new(&mut self.settings.updates)
                                         .range(1..=10_000_000),
-                                );
+                                )
+                                .labelled_by(label.id);
                                 ui.end_row();
-                                ui.label("samples every");
+                                let label = ui.label("samples every");
                                 ui.add(
                                     egui::DragValue::new(&mut self.settings.sample_every)
                                         .range(0..=1_000_000),
-                                );
+                                )
+                                .labelled_by(label.id);
                                 ui.end_row();
-                                ui.label("run directory");
-                                ui.text_edit_singleline(&mut self.settings.out);
+                                let label = ui.label("run directory");
+                                ui.text_edit_singleline(&mut self.settings.out)
+                                    .labelled_by(label.id);
                                 ui.end_row();
                             }
                             Mode::Distill => {
-                                ui.label("teacher file");
-                                ui.text_edit_singleline(&mut self.settings.teacher);
+                                let label = ui.label("teacher file");
+                                ui.text_edit_singleline(&mut self.settings.teacher)
+                                    .labelled_by(label.id);
                                 ui.end_row();
-                                ui.label("from steps");
+                                let label = ui.label("from steps");
                                 ui.add(
                                     egui::DragValue::new(&mut self.settings.from_steps)
                                         .range(2..=8192),
-                                );
+                                )
+                                .labelled_by(label.id);
                                 ui.end_row();
-                                ui.label("to steps");
+                                let label = ui.label("to steps");
                                 ui.add(
                                     egui::DragValue::new(&mut self.settings.to_steps)
                                         .range(1..=4096),
-                                );
+                                )
+                                .labelled_by(label.id);
                                 ui.end_row();
-                                ui.label("updates per halving");
+                                let label = ui.label("updates per halving");
                                 ui.add(
                                     egui::DragValue::new(&mut self.settings.distill_updates)
                                         .range(1..=10_000_000),
-                                );
+                                )
+                                .labelled_by(label.id);
                                 ui.end_row();
-                                ui.label("output directory");
-                                ui.text_edit_singleline(&mut self.settings.distill_out);
+                                let label = ui.label("output directory");
+                                ui.text_edit_singleline(&mut self.settings.distill_out)
+                                    .labelled_by(label.id);
                                 ui.end_row();
                             }
                         }
-                        ui.label("batch");
-                        ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=4096));
+                        let label = ui.label("batch");
+                        ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=4096))
+                            .labelled_by(label.id);
                         ui.end_row();
                     });
                 });

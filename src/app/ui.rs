@@ -68,6 +68,7 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                 .map(|i| model_label(app, i))
                 .unwrap_or_else(|| "(loading…)".into());
             let mut choice = selected;
+            let label = ui.label("model");
             egui::ComboBox::from_id_salt("model")
                 .selected_text(text)
                 .width(260.0)
@@ -75,7 +76,9 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     for i in 0..app.state.models.len() {
                         ui.selectable_value(&mut choice, Some(i), model_label(app, i));
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
             if choice != selected {
                 if let Some(i) = choice {
                     app.state.select(i);
@@ -87,14 +90,17 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
             ui.separator();
             let s = &mut app.state.settings;
             egui::Grid::new("settings").num_columns(2).show(ui, |ui| {
-                ui.label("steps");
-                ui.add(egui::DragValue::new(&mut s.steps).range(1..=MAX_STEPS));
+                let label = ui.label("steps");
+                ui.add(egui::DragValue::new(&mut s.steps).range(1..=MAX_STEPS))
+                    .labelled_by(label.id);
                 ui.end_row();
-                ui.label("seed");
-                ui.add(egui::DragValue::new(&mut s.seed));
+                let label = ui.label("seed");
+                ui.add(egui::DragValue::new(&mut s.seed))
+                    .labelled_by(label.id);
                 ui.end_row();
-                ui.label("images");
-                ui.add(egui::DragValue::new(&mut s.count).range(1..=MAX_COUNT));
+                let label = ui.label("images");
+                ui.add(egui::DragValue::new(&mut s.count).range(1..=MAX_COUNT))
+                    .labelled_by(label.id);
                 ui.end_row();
                 ui.label("sampler");
                 ui.horizontal(|ui| {
@@ -156,7 +162,9 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                 v.toggle_play();
             }
             let mut i = v.shown;
-            let slider = egui::Slider::new(&mut i, 0..=n - 1).show_value(false);
+            let slider = egui::Slider::new(&mut i, 0..=n - 1)
+                .show_value(false)
+                .text("step");
             if ui.add_enabled(n > 1, slider).changed() {
                 v.scrub(i);
             }
@@ -238,11 +246,13 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
             egui::Grid::new("compare grid")
                 .num_columns(2)
                 .show(ui, |ui| {
-                    ui.label("seed");
-                    ui.add(egui::DragValue::new(&mut c.seed));
+                    let label = ui.label("seed");
+                    ui.add(egui::DragValue::new(&mut c.seed))
+                        .labelled_by(label.id);
                     ui.end_row();
-                    ui.label("images per row");
-                    ui.add(egui::DragValue::new(&mut c.count).range(1..=MAX_COUNT));
+                    let label = ui.label("images per row");
+                    ui.add(egui::DragValue::new(&mut c.count).range(1..=MAX_COUNT))
+                        .labelled_by(label.id);
                     ui.end_row();
                 });
             ui.label(
@@ -316,8 +326,9 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         );
         #[cfg(not(target_arch = "wasm32"))]
         ui.horizontal(|ui| {
-            ui.label("path");
-            ui.text_edit_singleline(&mut app.open_path);
+            let label = ui.label("path");
+            ui.text_edit_singleline(&mut app.open_path)
+                .labelled_by(label.id);
             if ui.button("Open").clicked() {
                 let p = app.open_path.trim().to_string();
                 app.open_path(&p);
@@ -379,7 +390,7 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
                                 path.iter()
                                     .map(|s| s.to_string())
                                     .collect::<Vec<_>>()
-                                    .join(" → ")
+                                    .join(" -> ")
                             )
                         });
                         ui.label(format!("{:.1} MB", m.file_bytes as f64 / 1e6));
