@@ -211,3 +211,39 @@ fn a_classifier_with_huge_sizes_is_refused() {
     assert!(!e.contains("panicked"), "{e}");
     assert!(e.contains("channels"), "{e}");
 }
+
+/// Found by tests/kill_resume.rs: a kill between the last checkpoint's state and its model left
+/// a finished state with a model one checkpoint behind, and `--resume` (nothing left to train)
+/// never wrote it again. Now a resumed finished run writes its model from the state.
+#[test]
+fn a_run_killed_after_its_last_state_gets_its_model_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let (full, short) = (tmp.path().join("full"), tmp.path().join("short"));
+    assert!(train(&imgs, &full, &["--steps", STEPS]).status.success());
+    assert!(train(&imgs, &short, &["--steps", "10"]).status.success());
+    // The finished run's state with the model of an earlier checkpoint beside it.
+    std::fs::copy(
+        short.join("model.safetensors"),
+        full.join("model.safetensors"),
+    )
+    .unwrap();
+    let reference = tmp.path().join("reference");
+    assert!(train(&imgs, &reference, &["--steps", STEPS])
+        .status
+        .success());
+    let o = fewstep(&[
+        "train",
+        "--resume",
+        "--steps",
+        STEPS,
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert!(
+        model(&full) == model(&reference),
+        "the resumed finished run kept its stale model"
+    );
+}

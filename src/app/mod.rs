@@ -12,6 +12,8 @@ mod ui;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(target_arch = "wasm32")]
+pub mod web_page;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_panel;
 #[cfg(not(target_arch = "wasm32"))]
@@ -216,7 +218,7 @@ impl FewstepApp {
             }
         }
         #[cfg(target_arch = "wasm32")]
-        crate::web::fetch_bundled(engine.job_sender());
+        crate::app::web_page::fetch_bundled(engine.job_sender());
         app.engine = Some(engine);
         app
     }
@@ -423,7 +425,7 @@ impl FewstepApp {
                             ms / v.steps as f64
                         );
                         #[cfg(target_arch = "wasm32")]
-                        crate::web::publish_result(&self.state, &samples, shape, ms);
+                        crate::app::web_page::publish_result(&self.state, &samples, shape, ms);
                         if let Some(v) = self.state.sample_view_for(run) {
                             v.samples = Some((samples, shape));
                         }
@@ -533,7 +535,7 @@ impl eframe::App for FewstepApp {
         self.take_dropped_files(ui.ctx());
         ui::draw(self, ui);
         #[cfg(target_arch = "wasm32")]
-        crate::web::publish_status(
+        crate::app::web_page::publish_status(
             &self.status,
             self.loading.done,
             self.loading.expected,

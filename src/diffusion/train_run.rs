@@ -147,7 +147,13 @@ impl TrainRun {
         }
         truncate_metrics(&dir.join(METRICS_FILE), state.step)?;
         super::run_files::remove_stale_temps(dir);
-        Ok(Self::wrap(trainer, options, dir, data, state.wall_seconds))
+        let run = Self::wrap(trainer, options, dir, data, state.wall_seconds);
+        if run.is_done() {
+            // A kill between the last state and its model left the model one checkpoint behind
+            // (or missing); nothing else would write it again.
+            run.write_model()?;
+        }
+        Ok(run)
     }
 
     pub fn step(&self) -> u64 {
@@ -248,7 +254,12 @@ impl TrainRun {
         md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);
         let tensors = pollster::block_on(tr.state_tensors())?;
         tensor_file::write(&self.dir.join(STATE_FILE), &tensors, md, StoreAs::F32)?;
-        let ema = pollster::block_on(tr.ema_tensors())?;
+        self.write_model()
+    }
+
+    /// model.safetensors from the EMA weights at the current update.
+    fn write_model(&self) -> Result<()> {
+        let ema = pollster::block_on(self.trainer.ema_tensors())?;
         save_model(
             &self.dir.join(MODEL_FILE),
             &self.model_meta(),

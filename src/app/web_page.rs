@@ -1,0 +1,188 @@
+//! The web page around the app (wasm32 only): what the app publishes for the page's scripts and
+//! tests (`fewstep_result`, `fewstep_layout`, `fewstep_status` in web.rs read it), the page's
+//! status line, fetching the bundled models and the file picker. The app calls into this module;
+//! web.rs (the entry points) calls the app: one direction.
+
+use std::cell::RefCell;
+
+use futures_channel::mpsc::UnboundedSender;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use super::engine::Job;
+use super::state::AppState;
+
+thread_local! {
+    static STATUS: RefCell<Option<String>> = const { RefCell::new(None) };
+    static RESULT: RefCell<Option<String>> = const { RefCell::new(None) };
+    static LAYOUT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+pub fn layout_json() -> Option<String> {
+    LAYOUT.with(|r| r.borrow().clone())
+}
+
+pub fn status_json() -> Option<String> {
+    STATUS.with(|r| r.borrow().clone())
+}
+
+pub fn result_json() -> Option<String> {
+    RESULT.with(|r| r.borrow().clone())
+}
+
+pub(crate) fn publish_layout(
+    pixels_per_point: f32,
+    texture_size: [u32; 2],
+    step: usize,
+    steps: usize,
+    rects: [Option<eframe::egui::Rect>; 2],
+) {
+    let grids: Vec<_> = ["z_t", "x_hat"]
+        .iter()
+        .zip(rects)
+        .filter_map(|(name, r)| {
+            r.map(|r| {
+                serde_json::json!({
+                    "name": name, "x": r.min.x, "y": r.min.y, "w": r.width(), "h": r.height(),
+                })
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "pixelsPerPoint": pixels_per_point,
+        "textureSize": texture_size,
+        "pad": crate::app::texture::PAD,
+        "step": step,
+        "steps": steps,
+        "grids": grids,
+    });
+    LAYOUT.with(|r| *r.borrow_mut() = Some(json.to_string()));
+}
+
+pub(crate) fn publish_status(status: &str, done: usize, expected: usize, models: Vec<String>) {
+    let json = serde_json::json!({
+        "status": status,
+        "loadingDone": done,
+        "loadingExpected": expected,
+        "models": models,
+    });
+    STATUS.with(|r| *r.borrow_mut() = Some(json.to_string()));
+}
+
+pub(crate) fn publish_result(state: &AppState, samples: &[f32], shape: [usize; 4], ms: f64) {
+    let s = &state.settings;
+    let json = serde_json::json!({
+        "model": state.selected_model().map(|m| m.name.clone()),
+        "steps": s.steps,
+        "seed": s.seed,
+        "count": s.count,
+        "sampler": s.kind,
+        "clip": s.clip,
+        "shape": shape,
+        "ms": ms,
+        "values": samples,
+    });
+    RESULT.with(|r| *r.borrow_mut() = Some(json.to_string()));
+}
+
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let resp: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("fetching {url} failed: {e:?}"))?
+        .dyn_into()
+        .map_err(|_| "fetch did not return a Response".to_string())?;
+    if !resp.ok() {
+        return Err(format!(
+            "fetching {url}: HTTP {} (serve the repository root, where assets/ lives)",
+            resp.status()
+        ));
+    }
+    let buf = JsFuture::from(resp.array_buffer().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("reading {url}: {e:?}"))?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// Shows `text` in the page's status line (#status in index.html, a strip along the bottom
+/// that never covers the grids), or hides the line when `text` is None. The canvas shows the same
+/// progress; the line is there for people and tools that read the page's text.
+fn page_status(text: Option<&str>) {
+    let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id("status"))
+        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+    else {
+        return;
+    };
+    el.set_text_content(text);
+    el.set_hidden(text.is_none());
+}
+
+/// Fetches the bundled models one after another from assets/ and hands them to the worker.
+pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let total = crate::bundled::BUNDLED.len();
+        for (i, b) in crate::bundled::BUNDLED.iter().enumerate() {
+            page_status(Some(&format!(
+                "Loading models: {} ({} of {total})…",
+                b.name,
+                i + 1
+            )));
+            let _ = jobs.unbounded_send(Job::Progress {
+                current: format!("{} from assets/{}", b.name, b.file),
+            });
+            let job = match fetch_bytes(&format!("assets/{}", b.file)).await {
+                Ok(bytes) => Job::Load {
+                    name: b.name.into(),
+                    bytes,
+                },
+                Err(error) => Job::LoadError {
+                    name: b.name.into(),
+                    error,
+                },
+            };
+            let _ = jobs.unbounded_send(job);
+        }
+        page_status(None);
+    });
+}
+
+/// Opens the browser's file picker; the chosen model file goes to the worker.
+pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let Ok(input) = document.create_element("input").and_then(|e| {
+        e.dyn_into::<web_sys::HtmlInputElement>()
+            .map_err(Into::into)
+    }) else {
+        return;
+    };
+    input.set_type("file");
+    input.set_accept(".safetensors");
+    let picked = input.clone();
+    let on_change = Closure::once(move || {
+        let Some(file) = picked.files().and_then(|f| f.get(0)) else {
+            return;
+        };
+        wasm_bindgen_futures::spawn_local(async move {
+            let name = file.name();
+            let job = match JsFuture::from(file.array_buffer()).await {
+                Ok(buf) => Job::Load {
+                    name,
+                    bytes: js_sys::Uint8Array::new(&buf).to_vec(),
+                },
+                Err(e) => Job::LoadError {
+                    name,
+                    error: format!("{e:?}"),
+                },
+            };
+            let _ = jobs.unbounded_send(job);
+        });
+    });
+    input.set_onchange(Some(on_change.as_ref().unchecked_ref()));
+    on_change.forget();
+    input.click();
+}
