@@ -53,7 +53,11 @@ fn every_tab_works_from_the_mouse() {
         h.state().state.selected_model().map(|m| m.name.as_str()),
         Some("fmnist-2step")
     );
-    assert_eq!(h.state().state.settings.steps, 2, "a student sets its steps");
+    assert_eq!(
+        h.state().state.settings.steps,
+        2,
+        "a student sets its steps"
+    );
 
     // Sample tab: Sample draws every step; the slider scrubs back to the noise.
     click(&mut h, "Sample");
@@ -115,7 +119,9 @@ fn every_tab_works_from_the_mouse() {
         s.distill_out = tmp.path().join("d").display().to_string();
     }
     h.step();
-    assert!(h.query_by_label_contains("fewstep distill --teacher").is_some());
+    assert!(h
+        .query_by_label_contains("fewstep distill --teacher")
+        .is_some());
     click(&mut h, "Start");
     // The run has loaded its teacher and data and reports its size (metrics lines come every
     // 50 updates, later than this test waits).
@@ -123,11 +129,17 @@ fn every_tab_works_from_the_mouse() {
         a.train.runner.progress.1 > 0 || a.train.runner.ended.is_some()
     });
     assert_eq!(h.state().train.runner.progress.1, 50);
-    assert!(h.state().train.running(), "{:?}", h.state().train.runner.ended);
+    assert!(
+        h.state().train.running(),
+        "{:?}",
+        h.state().train.runner.ended
+    );
     click(&mut h, "Stop");
     step_until(&mut h, "the stop", |a| !a.train.running());
     let (text, error) = h.state().train.runner.ended.clone().unwrap();
     assert!(!error && text.contains("stopped"), "{text}");
-    assert!(h.query_by_label_contains("stopped in the 4-step halving").is_some());
+    assert!(h
+        .query_by_label_contains("stopped in the 4-step halving")
+        .is_some());
     assert!(tmp.path().join("d/distill-state.safetensors").exists());
 }

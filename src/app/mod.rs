@@ -12,14 +12,14 @@ mod ui;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
-#[cfg(target_arch = "wasm32")]
-pub mod web_page;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_panel;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_runner;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_settings;
+#[cfg(target_arch = "wasm32")]
+pub mod web_page;
 
 use std::sync::Arc;
 
