@@ -6,7 +6,7 @@
 //! middle of checkpoint writes.
 
 mod common;
-use common::bin::{fewstep, write_images};
+use common::bin::{fewstep, fewstep_in, write_images};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,7 +101,23 @@ struct Job<'a> {
     args: &'a dyn Fn(&Path, bool) -> Vec<String>,
 }
 
-impl Job<'_> {
+impl<'a> Job<'a> {
+    fn train(args: &'a dyn Fn(&Path, bool) -> Vec<String>) -> Self {
+        Job {
+            state_file: "state.safetensors",
+            finished: TRAIN_FILES,
+            args,
+        }
+    }
+
+    fn distill(args: &'a dyn Fn(&Path, bool) -> Vec<String>) -> Self {
+        Job {
+            state_file: "distill-state.safetensors",
+            finished: DISTILL_FILES,
+            args,
+        }
+    }
+
     /// Runs to the end, resuming when the directory holds a state; returns how long it took.
     fn run_to_end(&self, out: &Path) -> Duration {
         let start = Instant::now();
@@ -221,16 +237,21 @@ impl Job<'_> {
             if !finished {
                 self.run_to_end(out);
             }
-            for f in self.finished {
-                assert!(
-                    std::fs::read(out.join(f)).unwrap()
-                        == std::fs::read(reference.join(f)).unwrap(),
-                    "{f} in {} differs from the uninterrupted run's",
-                    out.display()
-                );
-            }
+            assert_same_files(self.finished, out, reference);
             assert_no_temporaries(out);
         }
+    }
+}
+
+/// Each of `files` in `out` equals the one in `reference`, byte for byte.
+fn assert_same_files(files: &[&str], out: &Path, reference: &Path) {
+    for f in files {
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == std::fs::read(reference.join(f)).unwrap(),
+            "{f} in {} differs from the uninterrupted run's in {}",
+            out.display(),
+            reference.display()
+        );
     }
 }
 
@@ -276,11 +297,7 @@ fn train_killed_at_random_moments_resumes_to_identical_files() {
     let imgs = tmp.path().join("imgs");
     write_images(&imgs);
     let make = train_job(&imgs);
-    let job = Job {
-        state_file: "state.safetensors",
-        finished: TRAIN_FILES,
-        args: &make,
-    };
+    let job = Job::train(&make);
     let reference = tmp.path().join("reference");
     let took = job.run_to_end(&reference);
     job.kill_cycles(tmp.path(), &reference, took, 13);
@@ -294,19 +311,10 @@ fn distill_killed_at_random_moments_resumes_to_identical_files() {
     let imgs = tmp.path().join("imgs");
     write_images(&imgs);
     let teacher_run = tmp.path().join("teacher");
-    Job {
-        state_file: "state.safetensors",
-        finished: TRAIN_FILES,
-        args: &train_job(&imgs),
-    }
-    .run_to_end(&teacher_run);
+    Job::train(&train_job(&imgs)).run_to_end(&teacher_run);
     let teacher = teacher_run.join("model.safetensors");
     let make = |out: &Path, resume: bool| distill_args(&teacher, out, resume);
-    let job = Job {
-        state_file: "distill-state.safetensors",
-        finished: DISTILL_FILES,
-        args: &make,
-    };
+    let job = Job::distill(&make);
     let reference = tmp.path().join("reference");
     let took = job.run_to_end(&reference);
     job.kill_cycles(tmp.path(), &reference, took, 17);
@@ -372,12 +380,7 @@ fn full_disk_case(job: &Job, root: &Path, reference: &Path, bytes: u64) -> bool 
     assert_no_temporaries(&out);
     disk.grow();
     job.run_to_end(&out);
-    for f in job.finished {
-        assert!(
-            std::fs::read(out.join(f)).unwrap() == std::fs::read(reference.join(f)).unwrap(),
-            "{f} after a full disk differs from the uninterrupted run's"
-        );
-    }
+    assert_same_files(job.finished, &out, reference);
     assert_no_temporaries(&out);
     true
 }
@@ -388,11 +391,7 @@ fn a_full_disk_stops_train_and_distill_cleanly_and_resume_is_exact() {
     let imgs = tmp.path().join("imgs");
     write_images(&imgs);
     let make = train_job(&imgs);
-    let train = Job {
-        state_file: "state.safetensors",
-        finished: TRAIN_FILES,
-        args: &make,
-    };
+    let train = Job::train(&make);
     let reference = tmp.path().join("reference");
     train.run_to_end(&reference);
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
@@ -405,11 +404,7 @@ fn a_full_disk_stops_train_and_distill_cleanly_and_resume_is_exact() {
     }
     let teacher = reference.join("model.safetensors");
     let make = |out: &Path, resume: bool| distill_args(&teacher, out, resume);
-    let distill = Job {
-        state_file: "distill-state.safetensors",
-        finished: DISTILL_FILES,
-        args: &make,
-    };
+    let distill = Job::distill(&make);
     let dref = tmp.path().join("distill-reference");
     distill.run_to_end(&dref);
     // A distillation state is three copies of the weights (student, Adam m and v): room for
@@ -421,22 +416,6 @@ fn a_full_disk_stops_train_and_distill_cleanly_and_resume_is_exact() {
         &dref,
         dstate + dstate / 2
     ));
-}
-
-/// `fewstep ARGS` run from `cwd` (relative paths in ARGS are relative to it).
-fn fewstep_in(cwd: &Path, args: &[&str]) -> std::process::Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ (cd {}; fewstep {})\n{}",
-        cwd.display(),
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 fn fails_in(cwd: &Path, args: &[&str], needle: &str) {
@@ -457,12 +436,7 @@ fn distill_resume_works_from_anywhere_and_refuses_changed_settings() {
     let imgs = tmp.path().join("imgs");
     write_images(&imgs);
     let teacher_run = tmp.path().join("teacher");
-    Job {
-        state_file: "state.safetensors",
-        finished: TRAIN_FILES,
-        args: &train_job(&imgs),
-    }
-    .run_to_end(&teacher_run);
+    Job::train(&train_job(&imgs)).run_to_end(&teacher_run);
     // Two working directories, each with the teacher under the same relative name.
     let (work, plain) = (tmp.path().join("work"), tmp.path().join("plain"));
     for w in [&work, &plain] {
@@ -540,13 +514,7 @@ fn distill_resume_works_from_anywhere_and_refuses_changed_settings() {
         ],
     );
     assert!(o.status.success());
-    for f in DISTILL_FILES {
-        assert!(
-            std::fs::read(run.join(f)).unwrap()
-                == std::fs::read(plain.join("run").join(f)).unwrap(),
-            "{f} of the resumed run differs from the uninterrupted run's"
-        );
-    }
+    assert_same_files(DISTILL_FILES, &run, &plain.join("run"));
     // The command line a model records names neither --out nor the run directory.
     let meta = fewstep::nn::tensor_file::read(&run.join("steps-1.safetensors")).unwrap();
     let text = &meta.metadata["fewstep"];

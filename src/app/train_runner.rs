@@ -138,15 +138,10 @@ pub fn run_blocking(
     stop: &AtomicBool,
     send: &dyn Fn(Msg),
 ) -> anyhow::Result<String> {
+    // `open` checks the spec itself.
     match spec {
-        RunSpec::Train(s) => {
-            s.check()?;
-            train(s, command, stop, send)
-        }
-        RunSpec::Distill(s) => {
-            s.check()?;
-            distill(s, command, stop, send)
-        }
+        RunSpec::Train(s) => train(s, command, stop, send),
+        RunSpec::Distill(s) => distill(s, command, stop, send),
     }
 }
 

@@ -5,13 +5,19 @@ use std::process::{Command, Output};
 
 /// Runs `fewstep ARGS` from the package root and echoes what it printed (shown when a test fails).
 pub fn fewstep(args: &[&str]) -> Output {
+    fewstep_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+/// Runs `fewstep ARGS` from `cwd` (relative paths in ARGS are relative to it), echoing its output.
+pub fn fewstep_in(cwd: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(cwd)
         .output()
         .expect("the fewstep binary runs");
     eprintln!(
-        "$ fewstep {}\n{}{}",
+        "$ (cd {}; fewstep {})\n{}{}",
+        cwd.display(),
         args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
