@@ -443,3 +443,41 @@ fn recipe_quick_runs_end_to_end_and_its_bundle_loads_in_the_app() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// `bench train` and `bench distill` print one JSON row per preset with a positive speed, and an
+/// update is exactly one submit (the recorder's promise: no readback or flush inside an update).
+#[test]
+fn bench_train_and_distill_report_one_submit_per_update() {
+    for what in ["train", "distill"] {
+        let o = fewstep(&[
+            "bench",
+            what,
+            "--preset",
+            "tiny",
+            "--batch",
+            "2",
+            "--seconds",
+            "0",
+            "--json",
+        ]);
+        assert!(o.status.success(), "bench {what} failed: {}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let row: serde_json::Value = serde_json::from_str(text.lines().last().expect("a row"))
+            .unwrap_or_else(|e| panic!("bench {what}: not JSON ({e}): {text}"));
+        assert_eq!(row["bench"], what);
+        assert_eq!(row["preset"], "tiny");
+        assert!(row["images_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        let launches = row
+            .get("launches_per_step")
+            .or(row.get("launches_per_update"))
+            .and_then(|v| v.as_u64())
+            .unwrap();
+        assert!(launches > 100, "{row}");
+        let submits = row
+            .get("submits_per_step")
+            .or(row.get("submits_per_update"))
+            .and_then(|v| v.as_f64())
+            .unwrap();
+        assert_eq!(submits, 1.0, "bench {what}: {row}");
+    }
+}

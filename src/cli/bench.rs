@@ -19,11 +19,11 @@ pub struct BenchArgs {
     /// Minimum seconds to spend per measurement (more repetitions, steadier numbers).
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
-    /// train/sample: presets to measure (repeatable) [default: tiny and small, and cifar on a
+    /// train/sample/distill: presets to measure (repeatable) [default: tiny and small, and cifar on a
     /// real GPU].
     #[arg(long)]
     preset: Vec<String>,
-    /// train: images per update.
+    /// train/distill: images per update.
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// sample: images sampled together.
@@ -39,6 +39,9 @@ enum BenchWhat {
     Train,
     /// DDIM sampling steps per preset: ms/step, images/s at 4 steps.
     Sample,
+    /// Whole distillation updates per preset (two teacher steps, one student update):
+    /// ms/update, images/s.
+    Distill,
 }
 
 struct Row {
@@ -117,6 +120,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Sample => {
             let p = super::bench_model::presets(&gpu, &args.preset);
             return super::bench_model::sample(&gpu, &p, args.count, s, args.json);
+        }
+        BenchWhat::Distill => {
+            let p = super::bench_model::presets(&gpu, &args.preset);
+            return super::bench_distill::distill(&gpu, &p, args.batch, s, args.json);
         }
     }
     if !args.json {

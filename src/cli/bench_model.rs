@@ -26,7 +26,7 @@ pub fn presets(gpu: &Gpu, asked: &[String]) -> Vec<String> {
     p
 }
 
-fn image_of(preset: &str) -> [usize; 3] {
+pub(super) fn image_of(preset: &str) -> [usize; 3] {
     if preset == "cifar" {
         [3, 32, 32]
     } else {
@@ -34,12 +34,12 @@ fn image_of(preset: &str) -> [usize; 3] {
     }
 }
 
-fn arch(preset: &str) -> Result<UNetConfig> {
+pub(super) fn arch(preset: &str) -> Result<UNetConfig> {
     let [c, h, w] = image_of(preset);
     Ok(UNetConfig::preset(preset, c, h, w, 1)?)
 }
 
-fn emit(json: bool, v: serde_json::Value, text: String) {
+pub(super) fn emit(json: bool, v: serde_json::Value, text: String) {
     if json {
         println!("{v}");
     } else {

@@ -1,6 +1,7 @@
 //! `fewstep` subcommands (native only).
 
 mod bench;
+mod bench_distill;
 mod bench_model;
 mod compare;
 mod convert;

@@ -1,0 +1,78 @@
+//! `fewstep bench distill`: whole distillation updates of each preset (two teacher DDIM steps
+//! without gradients, then one student update) on synthetic data and a freshly initialised
+//! teacher (speed does not depend on either): ms/update, images/s, launches and submits.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use super::bench_model::{arch, emit, image_of};
+use crate::data::Dataset;
+use crate::diffusion::{DistillConfig, Distiller, Parameterization};
+use crate::gpu::Gpu;
+use crate::nn::UNet;
+use crate::tensor::AdamConfig;
+
+pub fn distill(
+    gpu: &Gpu,
+    presets: &[String],
+    batch: usize,
+    seconds: f64,
+    json: bool,
+) -> Result<()> {
+    for preset in presets {
+        let arch = arch(preset)?;
+        let [c, h, w] = image_of(preset);
+        let data = Dataset::synthetic_patterns(8, c, h, w);
+        let teacher = crate::diffusion::Denoiser {
+            net: UNet::new(gpu, arch, 0)?,
+            param: Parameterization::V,
+        };
+        let cfg = DistillConfig {
+            teacher_steps: 64,
+            updates: u64::MAX,
+            batch,
+            lr: 1e-5,
+            grad_clip: 1.0,
+            seed: 0,
+            adam: AdamConfig::default(),
+            ema_decay: None,
+        };
+        let mut d = Distiller::new(gpu, teacher, cfg);
+        // Warm-up: pipelines compile, the buffer pool fills.
+        for _ in 0..2 {
+            d.step(&data);
+        }
+        gpu.finish_blocking()?;
+        let (l0, s0) = gpu.counters();
+        let start = Instant::now();
+        let mut steps = 0;
+        while steps < 3 || (start.elapsed().as_secs_f64() < seconds && steps < 1000) {
+            d.step(&data);
+            steps += 1;
+            if steps % 8 == 0 {
+                gpu.finish_blocking()?;
+            }
+        }
+        gpu.finish_blocking()?;
+        let secs = start.elapsed().as_secs_f64();
+        let (l1, s1) = gpu.counters();
+        let ms = secs * 1e3 / steps as f64;
+        let ips = (steps * batch) as f64 / secs;
+        let launches = (l1 - l0) / steps as u64;
+        let submits = (s1 - s0) as f64 / steps as f64;
+        emit(
+            json,
+            serde_json::json!({
+                "bench": "distill", "preset": preset, "image": [c, h, w], "batch": batch,
+                "steps": steps, "ms_per_update": (ms * 1e3).round() / 1e3,
+                "images_per_s": (ips * 1e3).round() / 1e3, "launches_per_update": launches,
+                "submits_per_update": submits, "adapter": gpu.info().name,
+            }),
+            format!(
+                "distill {preset:<6} batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({launches} launches, {submits:.2} submits per update)"
+            ),
+        );
+    }
+    Ok(())
+}
