@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::bench_model::{arch, emit, image_of};
+use super::bench_model::{arch, emit, image_of, CpuTime};
 use crate::data::Dataset;
 use crate::diffusion::{DistillConfig, Distiller, Parameterization};
 use crate::gpu::Gpu;
@@ -45,10 +45,11 @@ pub fn distill(
         }
         gpu.finish_blocking()?;
         let (l0, s0) = gpu.counters();
+        let mut cpu = CpuTime::start(gpu);
         let start = Instant::now();
         let mut steps = 0;
         while steps < 3 || (start.elapsed().as_secs_f64() < seconds && steps < 1000) {
-            d.step(&data);
+            cpu.run(|| d.step(&data));
             steps += 1;
             if steps % 8 == 0 {
                 gpu.finish_blocking()?;
@@ -61,6 +62,7 @@ pub fn distill(
         let ips = (steps * batch) as f64 / secs;
         let launches = (l1 - l0) / steps as u64;
         let submits = (s1 - s0) as f64 / steps as f64;
+        let (record_ms, encode_ms) = cpu.per_step(gpu, steps);
         emit(
             json,
             serde_json::json!({
@@ -68,9 +70,13 @@ pub fn distill(
                 "steps": steps, "ms_per_update": (ms * 1e3).round() / 1e3,
                 "images_per_s": (ips * 1e3).round() / 1e3, "launches_per_update": launches,
                 "submits_per_update": submits, "adapter": gpu.info().name,
+                "cpu_record_ms_per_update": (record_ms * 1e3).round() / 1e3,
+                "cpu_encode_ms_per_update": (encode_ms * 1e3).round() / 1e3,
+                "bind_groups_reused": (cpu.bind_groups_reused(gpu) * 1e3).round() / 1e3,
             }),
             format!(
-                "distill {preset:<6} batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({launches} launches, {submits:.2} submits per update)"
+                "distill {preset:<6} batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({launches} launches, {submits:.2} submits per update; CPU {record_ms:.2} ms recording + {encode_ms:.2} ms encoding, {:.0}% of bind groups reused)",
+                100.0 * cpu.bind_groups_reused(gpu)
             ),
         );
     }

@@ -39,6 +39,48 @@ pub(super) fn arch(preset: &str) -> Result<UNetConfig> {
     Ok(UNetConfig::preset(preset, c, h, w, 1)?)
 }
 
+/// CPU time of the updates themselves: recording launches, and encoding them into a command
+/// buffer (bind groups, passes), as opposed to the wall time, which also waits for the GPU. On a
+/// GPU, an update whose recording + encoding time is close to its wall time is bound by the CPU
+/// side, not by the kernels. (The submit itself is left out of both: on CPU adapters such as
+/// lavapipe it runs the kernels.)
+pub(super) struct CpuTime {
+    inside: f64,
+    encode0: f64,
+    submit0: f64,
+    groups0: (u64, u64),
+}
+
+impl CpuTime {
+    pub(super) fn start(gpu: &Gpu) -> CpuTime {
+        CpuTime {
+            inside: 0.0,
+            encode0: gpu.encode_seconds(),
+            submit0: gpu.submit_seconds(),
+            groups0: gpu.bind_group_counts(),
+        }
+    }
+    pub(super) fn run(&mut self, f: impl FnOnce()) {
+        let t = Instant::now();
+        f();
+        self.inside += t.elapsed().as_secs_f64();
+    }
+    /// (recording, encoding) in ms per step.
+    pub(super) fn per_step(&self, gpu: &Gpu, steps: usize) -> (f64, f64) {
+        let encode = gpu.encode_seconds() - self.encode0;
+        let submit = gpu.submit_seconds() - self.submit0;
+        let n = steps.max(1) as f64;
+        let record = (self.inside - encode - submit).max(0.0);
+        (record * 1e3 / n, encode * 1e3 / n)
+    }
+    /// The share of launches whose bind group came from the cache (gpu/batch.rs).
+    pub(super) fn bind_groups_reused(&self, gpu: &Gpu) -> f64 {
+        let (c, r) = gpu.bind_group_counts();
+        let (c, r) = (c - self.groups0.0, r - self.groups0.1);
+        r as f64 / (c + r).max(1) as f64
+    }
+}
+
 pub(super) fn emit(json: bool, v: serde_json::Value, text: String) {
     if json {
         println!("{v}");
@@ -71,10 +113,11 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
         }
         gpu.finish_blocking()?;
         let (l0, s0) = gpu.counters();
+        let mut cpu = CpuTime::start(gpu);
         let start = Instant::now();
         let mut steps = 0;
         while steps < 3 || (start.elapsed().as_secs_f64() < seconds && steps < 1000) {
-            tr.step(&data);
+            cpu.run(|| tr.step(&data));
             steps += 1;
             if steps % 8 == 0 {
                 gpu.finish_blocking()?;
@@ -85,6 +128,7 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
         let (l1, s1) = gpu.counters();
         let ms = secs * 1e3 / steps as f64;
         let ips = (steps * batch) as f64 / secs;
+        let (record_ms, encode_ms) = cpu.per_step(gpu, steps);
         emit(
             json,
             serde_json::json!({
@@ -93,12 +137,16 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
                 "images_per_s": round3(ips),
                 "launches_per_step": (l1 - l0) / steps as u64,
                 "submits_per_step": (s1 - s0) as f64 / steps as f64,
+                "cpu_record_ms_per_step": round3(record_ms),
+                "cpu_encode_ms_per_step": round3(encode_ms),
+                "bind_groups_reused": round3(cpu.bind_groups_reused(gpu)),
                 "adapter": gpu.info().name,
             }),
             format!(
-                "train  {preset:<6} {params:>9} params  batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({} launches, {:.2} submits per update)",
+                "train  {preset:<6} {params:>9} params  batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({} launches, {:.2} submits per update; CPU {record_ms:.2} ms recording + {encode_ms:.2} ms encoding, {:.0}% of bind groups reused)",
                 (l1 - l0) / steps as u64,
-                (s1 - s0) as f64 / steps as f64
+                (s1 - s0) as f64 / steps as f64,
+                100.0 * cpu.bind_groups_reused(gpu)
             ),
         );
     }

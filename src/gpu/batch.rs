@@ -6,6 +6,8 @@
 //! and queue when it encodes, and leaves the submit to its owner (the device context, context.rs,
 //! which holds one behind a `RefCell` and forwards its `dispatch`, `copy` and `flush` to it).
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use super::pool::GpuBuffer;
@@ -62,6 +64,34 @@ pub(crate) struct Retired {
     _ops: Vec<Op>,
 }
 
+/// A bind group kept across batches, with what it binds (compared on lookup: the map's key is
+/// only a hash) and the last batch that used it.
+struct CachedGroup {
+    pipeline: wgpu::ComputePipeline,
+    uniform: (wgpu::Buffer, u64, u64),
+    buffers: Vec<wgpu::Buffer>,
+    group: wgpu::BindGroup,
+    used: u64,
+}
+
+impl CachedGroup {
+    fn binds(&self, d: &Dispatch, uniform: &wgpu::Buffer, offset: u64, size: u64) -> bool {
+        *d.pipeline == self.pipeline
+            && self.uniform == (uniform.clone(), offset, size)
+            && self.buffers.len() == d.buffers.len()
+            && self
+                .buffers
+                .iter()
+                .zip(&d.buffers)
+                .all(|(a, b)| a == b.raw())
+    }
+}
+
+/// Batches a cached bind group may go unused before it is dropped. A training or sampling loop
+/// records the same launches on the same pooled buffers every update, so its groups are reused
+/// every batch; the limit keeps groups of finished work from holding their buffers for long.
+const BIND_GROUP_MAX_IDLE: u64 = 4;
+
 pub(crate) struct Batch {
     ops: Vec<Op>,
     arena: Vec<u8>,
@@ -69,6 +99,11 @@ pub(crate) struct Batch {
     uniform: Option<(u64, wgpu::Buffer)>,
     launches_total: u64,
     submits_total: u64,
+    /// Bind groups by a hash of (pipeline, parameter slice, buffers): creating one per launch
+    /// costs the CPU about as much as everything else of a launch.
+    bind_groups: HashMap<u64, CachedGroup>,
+    /// (created, reused) bind groups since creation.
+    bind_group_counts: (u64, u64),
 }
 
 impl Batch {
@@ -81,7 +116,82 @@ impl Batch {
             uniform: None,
             launches_total: 0,
             submits_total: 0,
+            bind_groups: HashMap::new(),
+            bind_group_counts: (0, 0),
         }
+    }
+
+    /// (bind groups created, bind groups reused from earlier batches) since creation.
+    pub fn bind_group_counts(&self) -> (u64, u64) {
+        self.bind_group_counts
+    }
+
+    /// Forgets the cached bind groups (which keep their buffers alive), e.g. when the buffer
+    /// pool is trimmed.
+    pub fn clear_bind_groups(&mut self) {
+        self.bind_groups.clear();
+    }
+
+    /// The bind group of one launch: from the cache when an earlier batch bound the same
+    /// pipeline, parameter slice and buffers, else created (and cached).
+    fn bind_group(
+        &mut self,
+        device: &wgpu::Device,
+        d: &Dispatch,
+        uniform: &wgpu::Buffer,
+        offset: u64,
+    ) -> wgpu::BindGroup {
+        let size = d.params.len().max(16).next_multiple_of(16) as u64;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (*d.pipeline).hash(&mut h);
+        uniform.hash(&mut h);
+        (offset, size).hash(&mut h);
+        for b in &d.buffers {
+            b.raw().hash(&mut h);
+        }
+        let key = h.finish();
+        let batch = self.submits_total;
+        if let Some(c) = self.bind_groups.get_mut(&key) {
+            if c.binds(d, uniform, offset, size) {
+                c.used = batch;
+                self.bind_group_counts.1 += 1;
+                return c.group.clone();
+            }
+        }
+        let layout = d.pipeline.get_bind_group_layout(0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniform,
+                offset,
+                size: wgpu::BufferSize::new(size),
+            }),
+        }];
+        for (i, buf) in d.buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buf.raw().as_entire_binding(),
+            });
+        }
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        self.bind_group_counts.0 += 1;
+        // A hash collision with a live entry replaces it (both stay correct: the comparison above
+        // guards every reuse).
+        self.bind_groups.insert(
+            key,
+            CachedGroup {
+                pipeline: (*d.pipeline).clone(),
+                uniform: (uniform.clone(), offset, size),
+                buffers: d.buffers.iter().map(|b| b.raw().clone()).collect(),
+                group: group.clone(),
+                used: batch,
+            },
+        );
+        group
     }
 
     /// Records a launch: its parameters go into the arena at an aligned offset.
@@ -158,32 +268,14 @@ impl Batch {
         let mut groups = Vec::with_capacity(ops.len());
         for op in &ops {
             if let Op::Dispatch { d, uniform_offset } = op {
-                let layout = d.pipeline.get_bind_group_layout(0);
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &uniform,
-                        offset: *uniform_offset,
-                        size: wgpu::BufferSize::new(
-                            d.params.len().max(16).next_multiple_of(16) as u64
-                        ),
-                    }),
-                }];
-                for (i, buf) in d.buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
-                        resource: buf.raw().as_entire_binding(),
-                    });
-                }
-                groups.push(Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &layout,
-                    entries: &entries,
-                })));
+                groups.push(Some(self.bind_group(device, d, &uniform, *uniform_offset)));
             } else {
                 groups.push(None);
             }
         }
+        let batch = self.submits_total;
+        self.bind_groups
+            .retain(|_, c| batch - c.used <= BIND_GROUP_MAX_IDLE);
 
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("fewstep.batch"),

@@ -244,6 +244,10 @@ pub(crate) struct GpuInner {
     /// The family and tile of the last GEMM launched (for `bench kernels`).
     pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
     pub pipelines: PipelineCache,
+    /// CPU seconds spent encoding batches in [`Gpu::flush`] (bind groups, commands), summed.
+    pub encode_seconds: Cell<f64>,
+    /// Seconds spent inside `queue.submit` (on CPU adapters that includes running the kernels).
+    pub submit_seconds: Cell<f64>,
     pub pool: Rc<BufferPool>,
     pub batch: RefCell<Batch>,
 }
@@ -356,6 +360,8 @@ impl Gpu {
         let align = limits.min_uniform_buffer_offset_alignment.max(16);
         Gpu(Rc::new(GpuInner {
             pipelines: PipelineCache::default(),
+            encode_seconds: Cell::new(0.0),
+            submit_seconds: Cell::new(0.0),
             pool: Rc::new(BufferPool::default()),
             batch: RefCell::new(Batch::new(align)),
             device,
@@ -611,6 +617,7 @@ impl Gpu {
 
     /// Encodes everything recorded into one encoder and submits it. A no-op when nothing is pending.
     pub fn flush(&self) {
+        let started = web_time::Instant::now();
         let encoded = self
             .0
             .batch
@@ -619,10 +626,30 @@ impl Gpu {
         let Some(encoded) = encoded else {
             return;
         };
+        // Submitting is left out: on CPU adapters (lavapipe) it runs the kernels.
+        let spent = started.elapsed().as_secs_f64();
+        self.0
+            .encode_seconds
+            .set(self.0.encode_seconds.get() + spent);
+        let submitting = web_time::Instant::now();
         self.0.queue.submit([encoded.commands]);
+        let spent = submitting.elapsed().as_secs_f64();
+        self.0
+            .submit_seconds
+            .set(self.0.submit_seconds.get() + spent);
         // Bind groups, then the launches' buffers (into the pool's pending list), then recycle.
         drop(encoded.retired);
         self.0.pool.recycle_pending();
+    }
+
+    /// CPU seconds spent encoding batches since the device was created (what
+    /// `bench train` reports per update next to the time spent recording launches).
+    pub fn encode_seconds(&self) -> f64 {
+        self.0.encode_seconds.get()
+    }
+    /// Seconds spent inside `queue.submit` since the device was created.
+    pub fn submit_seconds(&self) -> f64 {
+        self.0.submit_seconds.get()
     }
 
     /// Splits a 1-D workgroup count over x and y so no dimension exceeds the device limit.
@@ -647,8 +674,15 @@ impl Gpu {
     pub fn pool_stats(&self) -> PoolStats {
         self.0.pool.stats()
     }
+    /// Drops every idle pooled buffer, and the cached bind groups that would keep them alive.
     pub fn trim_pool(&self) {
+        self.0.batch.borrow_mut().clear_bind_groups();
         self.0.pool.trim()
+    }
+    /// (bind groups created, bind groups reused from earlier batches) since the device was
+    /// created: a loop that records the same launches every update reuses all of its own.
+    pub fn bind_group_counts(&self) -> (u64, u64) {
+        self.0.batch.borrow().bind_group_counts()
     }
     pub fn pipelines_cached(&self) -> usize {
         self.0.pipelines.len()

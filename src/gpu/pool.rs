@@ -3,6 +3,10 @@
 //! A buffer dropped while launches that use it are still being recorded goes to `pending`, and only
 //! returns to `free` when the batch is submitted. Reuse inside one batch would be safe for kernels
 //! (stream order) but not for `queue.write_buffer`, which runs before the whole submit.
+//!
+//! Each size class hands out its idle buffers lowest creation number first, whatever order they
+//! came back in: a loop that allocates the same sizes in the same order every update then gets the
+//! same buffers every update, so its bind groups are found in the recorder's cache (batch.rs).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,8 +18,10 @@ pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 #[derive(Default)]
 pub(crate) struct BufferPool {
-    free: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
-    pending: RefCell<Vec<(u64, wgpu::Buffer)>>,
+    /// Idle buffers per size class as (creation number, buffer), highest number first (pop takes
+    /// the lowest).
+    free: RefCell<HashMap<u64, Vec<(u64, wgpu::Buffer)>>>,
+    pending: RefCell<Vec<(u64, u64, wgpu::Buffer)>>,
     stats: RefCell<PoolStats>,
 }
 
@@ -38,7 +44,7 @@ impl BufferPool {
     pub fn take(self: &Rc<Self>, device: &wgpu::Device, bytes: u64) -> GpuBuffer {
         let class = size_class(bytes);
         let reused = self.free.borrow_mut().get_mut(&class).and_then(|v| v.pop());
-        let buffer = match reused {
+        let (serial, buffer) = match reused {
             Some(b) => {
                 self.stats.borrow_mut().reused += 1;
                 b
@@ -47,16 +53,18 @@ impl BufferPool {
                 let mut s = self.stats.borrow_mut();
                 s.created += 1;
                 s.bytes_created += class;
-                device.create_buffer(&wgpu::BufferDescriptor {
+                let b = device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("fewstep.tensor"),
                     size: class,
                     usage: STORAGE_USAGE,
                     mapped_at_creation: false,
-                })
+                });
+                (s.created, b)
             }
         };
         GpuBuffer {
             buffer: Some(buffer),
+            serial,
             class,
             len_bytes: bytes,
             pool: Rc::downgrade(self),
@@ -66,8 +74,17 @@ impl BufferPool {
     /// Called after a submit: everything released during the batch becomes reusable.
     pub fn recycle_pending(&self) {
         let mut free = self.free.borrow_mut();
-        for (class, b) in self.pending.borrow_mut().drain(..) {
-            free.entry(class).or_default().push(b);
+        let mut touched = Vec::new();
+        for (class, serial, b) in self.pending.borrow_mut().drain(..) {
+            free.entry(class).or_default().push((serial, b));
+            touched.push(class);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for class in touched {
+            if let Some(v) = free.get_mut(&class) {
+                v.sort_unstable_by_key(|&(serial, _)| std::cmp::Reverse(serial));
+            }
         }
     }
 
@@ -84,6 +101,8 @@ impl BufferPool {
 /// A storage buffer on loan from the pool; it goes back when dropped.
 pub struct GpuBuffer {
     buffer: Option<wgpu::Buffer>,
+    /// Creation number within the pool (idle buffers are handed out lowest first).
+    serial: u64,
     class: u64,
     len_bytes: u64,
     pool: Weak<BufferPool>,
@@ -102,7 +121,7 @@ impl GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let (Some(b), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
-            pool.pending.borrow_mut().push((self.class, b));
+            pool.pending.borrow_mut().push((self.class, self.serial, b));
         }
     }
 }
