@@ -81,6 +81,11 @@ impl CpuTime {
     }
 }
 
+/// MiB of pooled buffers created since the pool held `bytes0`.
+fn pool_mib(gpu: &Gpu, bytes0: u64) -> f64 {
+    (gpu.pool_stats().bytes_created - bytes0) as f64 / (1u64 << 20) as f64
+}
+
 pub(super) fn emit(json: bool, v: serde_json::Value, text: String) {
     if json {
         println!("{v}");
@@ -106,6 +111,10 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
             adam: AdamConfig::default(),
         };
         let params = crate::nn::Layout::new(&arch)?.param_count();
+        // What this preset's updates allocate, from an empty pool (weights, optimizer state,
+        // activations, gradients, uploads): the GPU memory a training run of it needs.
+        gpu.trim_pool();
+        let pool0 = gpu.pool_stats().bytes_created;
         let mut tr = Trainer::new(gpu, arch, cfg)?;
         // Warm-up: pipelines compile, the buffer pool fills.
         for _ in 0..2 {
@@ -140,13 +149,15 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
                 "cpu_record_ms_per_step": round3(record_ms),
                 "cpu_encode_ms_per_step": round3(encode_ms),
                 "bind_groups_reused": round3(cpu.bind_groups_reused(gpu)),
+                "pool_mib": round3(pool_mib(gpu, pool0)),
                 "adapter": gpu.info().name,
             }),
             format!(
-                "train  {preset:<6} {params:>9} params  batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({} launches, {:.2} submits per update; CPU {record_ms:.2} ms recording + {encode_ms:.2} ms encoding, {:.0}% of bind groups reused)",
+                "train  {preset:<6} {params:>9} params  batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({} launches, {:.2} submits per update; CPU {record_ms:.2} ms recording + {encode_ms:.2} ms encoding, {:.0}% of bind groups reused; {:.0} MiB of pooled buffers)",
                 (l1 - l0) / steps as u64,
                 (s1 - s0) as f64 / steps as f64,
-                100.0 * cpu.bind_groups_reused(gpu)
+                100.0 * cpu.bind_groups_reused(gpu),
+                pool_mib(gpu, pool0)
             ),
         );
     }

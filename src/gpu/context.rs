@@ -674,8 +674,12 @@ impl Gpu {
     pub fn pool_stats(&self) -> PoolStats {
         self.0.pool.stats()
     }
-    /// Drops every idle pooled buffer, and the cached bind groups that would keep them alive.
+    /// Drops every idle pooled buffer (those released since the last submit too), and the
+    /// cached bind groups that would keep them alive.
     pub fn trim_pool(&self) {
+        // After the flush nothing recorded refers to a released buffer.
+        self.flush();
+        self.0.pool.recycle_pending();
         self.0.batch.borrow_mut().clear_bind_groups();
         self.0.pool.trim()
     }
