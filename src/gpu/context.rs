@@ -485,16 +485,13 @@ impl Gpu {
     /// The blocked family's tile shape for an M x N output (times `batch` independent ones): the
     /// forced one if set, else by M: <= 16 rows 16x128 (or 16x64), <= 32 rows 32x128 (32x64),
     /// <= 64 rows 64x128 (64x64), more 128x128 (128x64, 64x64): the first of these that gives at
-    /// least 128 workgroups (about one per multiprocessor of a large GPU), else the last, among
-    /// those the device allows. Small-M problems (the 16-channel convolutions of `tiny`) thus never
-    /// idle half a tile. Why 128 and not more: on an H100 the tile sweep of `bench kernels` found
-    /// 128x64 best for a 1024^3 matmul (128 workgroups) and 64x128 best for the 64-channel 3x3
-    /// convolutions (196), both of which a 256-workgroup rule passed over for 64x64 tiles.
+    /// least 256 workgroups (enough to fill a large GPU), else the last, among those the device
+    /// allows. Small-M problems (the 16-channel convolutions of `tiny`) thus never idle half a tile.
     pub fn blocked_tile(&self, m: u32, n: u32, batch: u32) -> GemmTile {
         if let Some(t) = self.gemm_tile() {
             return t;
         }
-        const TARGET_WORKGROUPS: u32 = 128;
+        const TARGET_WORKGROUPS: u32 = 256;
         let g = GemmTile::new;
         let list: &[GemmTile] = match m {
             0..=16 => &[g(16, 128, 16, 4, 8), g(16, 64, 16, 4, 4)],
