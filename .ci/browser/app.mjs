@@ -22,7 +22,7 @@ import { startServer } from './static-server.mjs';
 const APP_TOL_MAX = 1e-3;
 const APP_TOL_MEAN = 1e-4;
 // Canvas pixels vs the native values mapped as shaders/to_image.wgsl maps them
-// (level = round(clamp(v * 0.5 + 0.5, 0, 1) * 255), grey), drawn by egui at an integer scale with
+// (level = round(clamp(v * 0.5 + 0.5, 0, 1) * 255), grey), drawn by egui at a scale >= 1 with
 // nearest filtering into an 8-bit canvas. Each texel is read at the centre of its magnified
 // square, so scaling adds no error; what remains is rounding in egui's colour handling (gamma-space
 // texture times a white vertex colour) and the values' own difference above.

@@ -140,7 +140,22 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
         });
     egui::CentralPanel::default().show(ui, |ui| {
         let Some(v) = app.state.sample_view.as_mut() else {
-            ui.label("Choose a model and press Sample: every step is drawn as it happens.");
+            // A first visit: what this is, and what the step control does.
+            ui.add_space(8.0);
+            ui.heading("Diffusion sampling in a few steps");
+            ui.add_space(4.0);
+            ui.label(
+                "A diffusion model makes an image by removing noise over many steps; the teacher \
+                 here needs about 64. Progressive distillation trains a student to take in one \
+                 step what its teacher takes in two, then does it again: the bundled students \
+                 make the same garments in 4, 2 or even 1 step.",
+            );
+            ui.add_space(4.0);
+            ui.label(
+                "Pick a model on the left, keep the step count it was distilled for, and press \
+                 Sample: every step is drawn as it happens. The Compare tab puts 1, 2 and 4 \
+                 steps of the students next to the teacher's plain DDIM from the same noise.",
+            );
             return;
         };
         ui.label(RichText::new(&v.label).strong());
@@ -196,10 +211,8 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
         ui.add_space(4.0);
         let [w, h] = v.texture_size;
         let avail = ui.available_size();
-        let scale = ((avail.x / 2.0 - 12.0) / w as f32)
-            .min((avail.y - 30.0) / h as f32)
-            .clamp(1.0, 8.0)
-            .floor();
+        let scale =
+            grid_scale(((avail.x / 2.0 - 12.0) / w as f32).min((avail.y - 30.0) / h as f32));
         let size = Vec2::new(w as f32, h as f32) * scale;
         let mut rects = [None, None];
         ui.horizontal_top(|ui| {
@@ -229,6 +242,17 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
             rects,
         );
     });
+}
+
+/// How much to magnify a grid texture that `fit` times its size would fill: whole texels up to 3x
+/// (crisp), beyond that whatever fills the space (texels large enough for uneven widths not to
+/// show), never below 1x and at most 12x.
+fn grid_scale(fit: f32) -> f32 {
+    if fit < 3.0 {
+        fit.floor().max(1.0)
+    } else {
+        fit.min(12.0)
+    }
 }
 
 fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
@@ -284,6 +308,8 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
         if let Some(e) = &v.error {
             ui.colored_label(Color32::RED, e);
         }
+        // The images column takes what the label and time columns leave.
+        let image_width = (ui.available_width() - 180.0).max(100.0);
         egui::ScrollArea::vertical().show(ui, |ui| {
             egui::Grid::new("compare rows")
                 .num_columns(3)
@@ -294,7 +320,7 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
                         match r.image {
                             Some(id) => {
                                 let [w, h] = r.size;
-                                let scale = (600.0 / w as f32).clamp(1.0, 3.0).floor();
+                                let scale = grid_scale(image_width / w as f32);
                                 ui.image(SizedTexture::new(
                                     id,
                                     Vec2::new(w as f32, h as f32) * scale,
