@@ -244,6 +244,10 @@ pub(crate) struct GpuInner {
     /// The family and tile of the last GEMM launched (for `bench kernels`).
     pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
     pub pipelines: PipelineCache,
+    /// 16 zero bytes bound where a kernel's optional read-only input is absent. Never written
+    /// and never pooled: kernels that multiply such a read by 0 to keep its binding alive get 0,
+    /// where a recycled pooled buffer could hold a NaN from earlier work and poison them.
+    pub zeros16: Rc<wgpu::Buffer>,
     /// CPU seconds spent encoding batches in [`Gpu::flush`] (bind groups, commands), summed.
     pub encode_seconds: Cell<f64>,
     /// Seconds spent inside `queue.submit` (on CPU adapters that includes running the kernels).
@@ -358,7 +362,15 @@ impl Gpu {
             None => Self::default_variant(&info, subgroups),
         };
         let align = limits.min_uniform_buffer_offset_alignment.max(16);
+        // wgpu zero-fills new buffers.
+        let zeros16 = Rc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("fewstep.zeros16"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
         Gpu(Rc::new(GpuInner {
+            zeros16,
             pipelines: PipelineCache::default(),
             encode_seconds: Cell::new(0.0),
             submit_seconds: Cell::new(0.0),
@@ -662,6 +674,11 @@ impl Gpu {
     }
 
     // ---------------- buffers and pipelines (gpu/pool.rs, gpu/pipelines.rs) ----------------
+
+    /// 16 zero bytes for a kernel's absent optional input (read-only bindings only).
+    pub fn zeros16(&self) -> Binding {
+        Binding::Raw(self.0.zeros16.clone())
+    }
 
     /// Takes a buffer of at least `bytes` from the pool.
     pub fn alloc(&self, bytes: u64) -> Rc<GpuBuffer> {

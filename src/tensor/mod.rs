@@ -168,9 +168,10 @@ impl Tensor {
     }
 }
 
-/// A 16-byte buffer bound where a kernel's optional input is absent.
+/// 16 zero bytes bound where a kernel's optional read-only input is absent (the same buffer
+/// every time: never written, never recycled, so it holds no stale NaN).
 pub(crate) fn dummy(gpu: &Gpu) -> Binding {
-    Binding::Pooled(gpu.alloc(16))
+    gpu.zeros16()
 }
 
 /// Workgroups for `n` items at 256 per workgroup, spread over x and y.
