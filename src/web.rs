@@ -85,13 +85,14 @@ pub async fn start_app(canvas_id: String) -> Result<(), JsValue> {
 /// Where the Sample tab drew its two grids in the last frame, as JSON: {pixelsPerPoint,
 /// textureSize: [w, h], pad, step, steps, grids: [{name, x, y, w, h}]} (rectangles in CSS
 /// pixels); null before a run is drawn. With `fewstep_result()` a test can predict every canvas
-/// pixel of the grids (texel = value * 127.5 + 127.5, nearest filtering, integer scale).
+/// pixel of the grids (texel = value * 127.5 + 127.5, nearest filtering, a scale of at least 1).
 #[wasm_bindgen]
 pub fn fewstep_layout() -> Option<String> {
     web_page::layout_json()
 }
 
-/// What the app tells the visitor, as JSON: {status, loadingDone, loadingExpected, models}:
+/// What the app tells the visitor, as JSON: {adapter, status, loadingDone, loadingExpected,
+/// models}: the adapter named in the top bar,
 /// the status line's text (an error such as a model file that could not be loaded), how many
 /// model files have been handled of those expected, and the names of the models loaded.
 #[wasm_bindgen]

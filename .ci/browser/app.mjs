@@ -220,6 +220,10 @@ try {
     // Issue 13: a corrupt file and a foreign safetensors file (the classifier, no fewstep
     // description) dropped on the canvas each get a message; nothing is left loading.
     const before = await page.evaluate(() => window.fewstepStatus());
+    // Issue 15: the top bar names the adapter (browsers often give wgpu an empty description).
+    const adapter = before?.adapter ?? '';
+    check(adapter.length > 0 && !adapter.includes('BrowserWebGpu') && !adapter.startsWith(' '),
+      `the top bar names the adapter: "${adapter}"`);
     for (const [name, source] of [['corrupt.safetensors', null],
       ['classifier.safetensors', 'assets/fmnist-classifier.safetensors']]) {
       await page.evaluate(async ([name, source]) => {

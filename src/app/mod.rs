@@ -186,7 +186,9 @@ impl FewstepApp {
             return app;
         };
         let info = rs.adapter.get_info();
-        app.adapter = format!("{} ({:?})", info.name, info.backend);
+        app.adapter = adapter_label(&info);
+        #[cfg(target_arch = "wasm32")]
+        web_page::look_up_adapter_name();
         let engine = engine::spawn(
             SharedDevice {
                 device: rs.device.clone(),
@@ -533,9 +535,14 @@ impl eframe::App for FewstepApp {
             }
         }
         self.take_dropped_files(ui.ctx());
+        #[cfg(target_arch = "wasm32")]
+        if let Some(name) = web_page::adapter_name() {
+            self.adapter = name;
+        }
         ui::draw(self, ui);
         #[cfg(target_arch = "wasm32")]
         crate::app::web_page::publish_status(
+            &self.adapter,
             &self.status,
             self.loading.done,
             self.loading.expected,
@@ -562,5 +569,19 @@ impl eframe::App for FewstepApp {
     #[cfg(target_arch = "wasm32")]
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(&mut *self)
+    }
+}
+
+/// The adapter as the top bar names it. Browsers often leave WebGPU's adapter description empty
+/// (wgpu's name); then the page's own lookup (`web_page::look_up_adapter_name`: vendor and
+/// architecture) replaces this when it answers.
+pub(crate) fn adapter_label(info: &wgpu::AdapterInfo) -> String {
+    match (info.name.trim(), info.backend) {
+        ("", wgpu::Backend::BrowserWebGpu) if info.device_type == wgpu::DeviceType::Cpu => {
+            "WebGPU in the browser (software fallback adapter)".into()
+        }
+        ("", wgpu::Backend::BrowserWebGpu) => "WebGPU in the browser".into(),
+        ("", b) => format!("unnamed adapter ({b:?})"),
+        (name, b) => format!("{name} ({b:?})"),
     }
 }

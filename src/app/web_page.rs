@@ -17,6 +17,62 @@ thread_local! {
     static STATUS: RefCell<Option<String>> = const { RefCell::new(None) };
     static RESULT: RefCell<Option<String>> = const { RefCell::new(None) };
     static LAYOUT: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The adapter's name from the page's own WebGPU lookup, once it answers.
+    static ADAPTER: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The adapter's name as the page's lookup found it (taken once).
+pub(crate) fn adapter_name() -> Option<String> {
+    ADAPTER.with(|r| r.borrow_mut().take())
+}
+
+/// Asks the browser for its WebGPU adapter's info (vendor, architecture, description) and keeps a
+/// name made of them for the top bar: wgpu's name is the description alone, which browsers often
+/// leave empty. Nothing happens where the lookup fails; the generic label stays.
+pub(crate) fn look_up_adapter_name() {
+    wasm_bindgen_futures::spawn_local(async {
+        let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &JsValue::from_str(k)).ok();
+        let text = |o: &JsValue, k: &str| {
+            get(o, k)
+                .and_then(|v| v.as_string())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let Some(gpu) = get(&window.navigator().into(), "gpu").filter(|g| g.is_object()) else {
+            return;
+        };
+        let Some(request) =
+            get(&gpu, "requestAdapter").and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        else {
+            return;
+        };
+        let Ok(promise) = request.call0(&gpu) else {
+            return;
+        };
+        let Ok(adapter) = JsFuture::from(js_sys::Promise::from(promise)).await else {
+            return;
+        };
+        let Some(info) = get(&adapter, "info").filter(|i| i.is_object()) else {
+            return;
+        };
+        let fallback = get(&info, "isFallbackAdapter").and_then(|v| v.as_bool()) == Some(true);
+        let parts: Vec<String> = ["vendor", "architecture", "description"]
+            .iter()
+            .filter_map(|k| text(&info, k))
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let name = format!(
+            "{} (WebGPU in the browser{})",
+            parts.join(" "),
+            if fallback { ", software fallback" } else { "" }
+        );
+        ADAPTER.with(|r| *r.borrow_mut() = Some(name));
+    });
 }
 
 pub fn layout_json() -> Option<String> {
@@ -60,8 +116,15 @@ pub(crate) fn publish_layout(
     LAYOUT.with(|r| *r.borrow_mut() = Some(json.to_string()));
 }
 
-pub(crate) fn publish_status(status: &str, done: usize, expected: usize, models: Vec<String>) {
+pub(crate) fn publish_status(
+    adapter: &str,
+    status: &str,
+    done: usize,
+    expected: usize,
+    models: Vec<String>,
+) {
     let json = serde_json::json!({
+        "adapter": adapter,
         "status": status,
         "loadingDone": done,
         "loadingExpected": expected,
