@@ -279,6 +279,56 @@ fn the_apps_settings_survive_a_restart() {
     assert_eq!(old.train, TrainSettings::default());
 }
 
+/// The Sample tab's "Copy" link reads back as the run it came from; the command names the same
+/// settings in `fewstep sample`'s words.
+#[test]
+fn a_runs_link_and_command_reproduce_its_settings() {
+    for o in [
+        StartOptions {
+            model: Some("fmnist-4step".into()),
+            steps: Some(4),
+            seed: Some(7),
+            count: Some(16),
+            sampler: Some(SamplerKind::Ddim),
+            clip: Some(true),
+            run: true,
+            ..Default::default()
+        },
+        StartOptions {
+            model: Some("my model (v2)+ü.safetensors".into()),
+            steps: Some(3),
+            seed: Some(u64::MAX),
+            count: Some(1),
+            sampler: Some(SamplerKind::Ancestral),
+            clip: Some(false),
+            run: true,
+            ..Default::default()
+        },
+    ] {
+        let q = o.to_query();
+        assert_eq!(StartOptions::from_query(&q).unwrap(), o, "{q}");
+        let c = o.sample_command();
+        for want in [
+            format!("--steps {}", o.steps.unwrap()),
+            format!("--seed {}", o.seed.unwrap()),
+            format!("--count {}", o.count.unwrap()),
+        ] {
+            assert!(c.contains(&want), "{c} lacks {want}");
+        }
+        assert_eq!(
+            c.contains("--sampler ancestral"),
+            o.sampler == Some(SamplerKind::Ancestral)
+        );
+        assert_eq!(c.contains("--no-clip"), o.clip == Some(false));
+    }
+    assert!(StartOptions {
+        model: Some("fmnist-4step".into()),
+        ..Default::default()
+    }
+    .sample_command()
+    .starts_with("fewstep sample --model fmnist-4step"));
+}
+
 #[test]
 fn the_query_string_configures_a_run() {
     let o = StartOptions::from_query("?model=fmnist-4step&steps=4&seed=1&count=16").unwrap();

@@ -88,6 +88,74 @@ impl StartOptions {
     }
 }
 
+impl StartOptions {
+    /// The query string [`Self::from_query`] reads back as these options (a link to a picture).
+    pub fn to_query(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let mut parts = Vec::new();
+        if let Some(m) = &self.model {
+            parts.push(format!(
+                "model={}",
+                utf8_percent_encode(m, NON_ALPHANUMERIC)
+            ));
+        }
+        if let Some(v) = self.steps {
+            parts.push(format!("steps={v}"));
+        }
+        if let Some(v) = self.seed {
+            parts.push(format!("seed={v}"));
+        }
+        if let Some(v) = self.count {
+            parts.push(format!("count={v}"));
+        }
+        if let Some(k) = self.sampler {
+            parts.push(format!("sampler={}", sampler_word(k)));
+        }
+        if let Some(c) = self.clip {
+            parts.push(format!("clip={}", c as u8));
+        }
+        parts.push(format!("run={}", self.run as u8));
+        parts.join("&")
+    }
+
+    /// The `fewstep sample` command that draws the same picture into sample.png.
+    pub fn sample_command(&self) -> String {
+        let mut c = String::from("fewstep sample");
+        if let Some(m) = &self.model {
+            if m.contains(char::is_whitespace) {
+                c += &format!(" --model '{m}'");
+            } else {
+                c += &format!(" --model {m}");
+            }
+        }
+        if let Some(v) = self.steps {
+            c += &format!(" --steps {v}");
+        }
+        if let Some(v) = self.seed {
+            c += &format!(" --seed {v}");
+        }
+        if let Some(v) = self.count {
+            c += &format!(" --count {v}");
+        }
+        if let Some(k) = self.sampler {
+            if k != SamplerKind::Ddim {
+                c += &format!(" --sampler {}", sampler_word(k));
+            }
+        }
+        if self.clip == Some(false) {
+            c += " --no-clip";
+        }
+        c + " --out sample.png"
+    }
+}
+
+fn sampler_word(k: SamplerKind) -> &'static str {
+    match k {
+        SamplerKind::Ddim => "ddim",
+        SamplerKind::Ancestral => "ancestral",
+    }
+}
+
 /// One key or value of a query string: `+` is a space, `%XX` a byte of UTF-8.
 fn decode_query_part(s: &str) -> Result<String, String> {
     let spaced = s.replace('+', " ");

@@ -68,6 +68,8 @@ pub struct SampleView {
     pub texture_size: [u32; 2],
     pub samples: Option<(Vec<f32>, [usize; 4])>,
     pub error: Option<String>,
+    /// The settings of this run, as a link (web) or a command (native) reproduces it.
+    pub reproduce: Option<crate::app::StartOptions>,
 }
 
 impl SampleView {
@@ -87,6 +89,7 @@ impl SampleView {
             texture_size: [1, 1],
             samples: None,
             error: None,
+            reproduce: None,
         }
     }
 
@@ -296,10 +299,22 @@ impl AppState {
             opts: self.options(s.steps, s.seed, s.count),
             label: label.clone(),
         }];
+        let reproduce = crate::app::StartOptions {
+            model: Some(m.name.clone()),
+            steps: Some(s.steps),
+            seed: Some(s.seed),
+            count: Some(s.count),
+            sampler: Some(s.kind),
+            clip: Some(s.clip),
+            run: true,
+            ..Default::default()
+        };
         let run = self.new_run();
+        let mut view = SampleView::new(run, label, s.steps);
+        view.reproduce = Some(reproduce);
         let old = self
             .sample_view
-            .replace(SampleView::new(run, label, s.steps))
+            .replace(view)
             .map(|v| v.textures())
             .unwrap_or_default();
         Ok((run, rows, old))

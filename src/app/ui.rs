@@ -208,6 +208,9 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
             ),
         };
         ui.label(timing);
+        if let Some(r) = &v.reproduce {
+            reproduce_row(ui, r);
+        }
         ui.add_space(4.0);
         let [w, h] = v.texture_size;
         let avail = ui.available_size();
@@ -241,6 +244,27 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
             v.steps,
             rects,
         );
+    });
+}
+
+/// A link (web) or command (native) that makes the same picture again, with a button to copy it.
+fn reproduce_row(ui: &mut Ui, r: &crate::app::StartOptions) {
+    #[cfg(target_arch = "wasm32")]
+    let (what, text) = (
+        "link to this picture",
+        crate::app::web_page::page_address(&r.to_query()),
+    );
+    #[cfg(not(target_arch = "wasm32"))]
+    let (what, text) = ("the same picture from the command line", r.sample_command());
+    ui.horizontal_wrapped(|ui| {
+        if ui
+            .small_button("Copy")
+            .on_hover_text(format!("copy {what}"))
+            .clicked()
+        {
+            ui.ctx().copy_text(text.clone());
+        }
+        ui.label(RichText::new(text).monospace().small().weak());
     });
 }
 

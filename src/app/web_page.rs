@@ -21,6 +21,17 @@ thread_local! {
     static ADAPTER: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// This page's address (without its query string) followed by `?query`.
+pub(crate) fn page_address(query: &str) -> String {
+    let base = web_sys::window()
+        .and_then(|w| {
+            let l = w.location();
+            Some(format!("{}{}", l.origin().ok()?, l.pathname().ok()?))
+        })
+        .unwrap_or_default();
+    format!("{base}?{query}")
+}
+
 /// The adapter's name as the page's lookup found it (taken once).
 pub(crate) fn adapter_name() -> Option<String> {
     ADAPTER.with(|r| r.borrow_mut().take())
