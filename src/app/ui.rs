@@ -85,7 +85,7 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                 }
             }
             if let Some(m) = app.state.selected_model() {
-                ui.label(RichText::new(m.meta.describe()).small().weak());
+                ui.label(RichText::new(m.meta.describe()).weak());
             }
             ui.separator();
             let s = &mut app.state.settings;
@@ -119,7 +119,6 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                             "this model was distilled for {made_for} steps; other counts are plain \
                              DDIM on a student and usually worse"
                         ))
-                        .small()
                         .color(Color32::from_rgb(230, 180, 80)),
                     );
                 }
@@ -308,7 +307,6 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     "Each count gets the distilled model made for it (if loaded) and the \
                      teacher's plain DDIM with as many steps, from the same noise.",
                 )
-                .small()
                 .weak(),
             );
             let running = app.state.compare_view.as_ref().is_some_and(|v| v.running);
@@ -326,7 +324,13 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
         });
     egui::CentralPanel::default().show(ui, |ui| {
         let Some(v) = &app.state.compare_view else {
-            ui.label("Choose step counts and press Compare.");
+            ui.add_space(8.0);
+            ui.label(
+                "Compare puts step counts side by side: for each count you tick, the student \
+                 distilled for it and the teacher's plain DDIM with as many steps, all from the \
+                 same noise. At 1 or 2 steps plain DDIM gives grey blurs; the students give \
+                 garments. Press Compare.",
+            );
             return;
         };
         if let Some(e) = &v.error {
