@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// train/distill: images per update.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// train: also print the kernel launches of one update per kernel (name and constants),
+    /// largest first.
+    #[arg(long)]
+    launches: bool,
     /// sample: images sampled together.
     #[arg(long, default_value_t = 16)]
     count: usize,
@@ -115,7 +119,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Kernels => {}
         BenchWhat::Train => {
             let p = super::bench_model::presets(&gpu, &args.preset);
-            return super::bench_model::train(&gpu, &p, args.batch, s, args.json);
+            return super::bench_model::train(&gpu, &p, args.batch, s, args.json, args.launches);
         }
         BenchWhat::Sample => {
             let p = super::bench_model::presets(&gpu, &args.preset);

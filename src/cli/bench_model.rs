@@ -94,7 +94,14 @@ pub(super) fn emit(json: bool, v: serde_json::Value, text: String) {
     }
 }
 
-pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bool) -> Result<()> {
+pub fn train(
+    gpu: &Gpu,
+    presets: &[String],
+    batch: usize,
+    seconds: f64,
+    json: bool,
+    launches: bool,
+) -> Result<()> {
     for preset in presets {
         let arch = arch(preset)?;
         let [c, h, w] = image_of(preset);
@@ -123,6 +130,7 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
         gpu.finish_blocking()?;
         let (l0, s0) = gpu.counters();
         let mut cpu = CpuTime::start(gpu);
+        let before = crate::gpu::launch_counts(gpu);
         let start = Instant::now();
         let mut steps = 0;
         while steps < 3 || (start.elapsed().as_secs_f64() < seconds && steps < 1000) {
@@ -135,6 +143,7 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
         gpu.finish_blocking()?;
         let secs = start.elapsed().as_secs_f64();
         let (l1, s1) = gpu.counters();
+        let per_kernel = launches_per_step(&before, &crate::gpu::launch_counts(gpu), steps);
         let ms = secs * 1e3 / steps as f64;
         let ips = (steps * batch) as f64 / secs;
         let (record_ms, encode_ms) = cpu.per_step(gpu, steps);
@@ -160,8 +169,42 @@ pub fn train(gpu: &Gpu, presets: &[String], batch: usize, seconds: f64, json: bo
                 pool_mib(gpu, pool0)
             ),
         );
+        if launches {
+            if json {
+                let rows: Vec<_> = per_kernel
+                    .iter()
+                    .map(|(k, n)| serde_json::json!({"kernel": k, "launches_per_step": n}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "train_launches", "preset": preset, "kernels": rows})
+                );
+            } else {
+                for (k, n) in &per_kernel {
+                    println!("  {n:>6}  {k}");
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Launches per update of each kernel between two `gpu::launch_counts` snapshots, largest first.
+fn launches_per_step(
+    before: &[(String, u64)],
+    after: &[(String, u64)],
+    steps: usize,
+) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = after
+        .iter()
+        .map(|(k, n)| {
+            let b = before.iter().find(|(kb, _)| kb == k).map_or(0, |(_, b)| *b);
+            (k.clone(), (n - b) / steps as u64)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
 }
 
 pub fn sample(gpu: &Gpu, presets: &[String], count: usize, seconds: f64, json: bool) -> Result<()> {

@@ -104,6 +104,20 @@ pub(crate) struct Batch {
     bind_groups: HashMap<u64, CachedGroup>,
     /// (created, reused) bind groups since creation.
     bind_group_counts: (u64, u64),
+    /// Launches per pipeline (keyed by the pipeline's address; cached pipelines live as long as
+    /// the device), with the label its launcher gave it and the buffers of its first launch.
+    per_pipeline: HashMap<usize, PipelineCount>,
+}
+
+/// One row of the launch histogram kept by [`Batch`].
+struct PipelineCount {
+    label: Option<String>,
+    buffers: usize,
+    launches: u64,
+}
+
+fn pipeline_id(p: &Rc<wgpu::ComputePipeline>) -> usize {
+    Rc::as_ptr(p) as usize
 }
 
 impl Batch {
@@ -118,6 +132,7 @@ impl Batch {
             submits_total: 0,
             bind_groups: HashMap::new(),
             bind_group_counts: (0, 0),
+            per_pipeline: HashMap::new(),
         }
     }
 
@@ -205,6 +220,15 @@ impl Batch {
         params.resize(params.len().next_multiple_of(16), 0);
         self.arena.extend_from_slice(&params);
         self.launches_total += 1;
+        let buffers = d.buffers.len();
+        self.per_pipeline
+            .entry(pipeline_id(&d.pipeline))
+            .or_insert(PipelineCount {
+                label: None,
+                buffers,
+                launches: 0,
+            })
+            .launches += 1;
         self.ops.push(Op::Dispatch {
             d,
             uniform_offset: off,
@@ -237,6 +261,38 @@ impl Batch {
     /// (launches recorded, batches encoded for submission) since creation.
     pub fn counters(&self) -> (u64, u64) {
         (self.launches_total, self.submits_total)
+    }
+
+    /// Names a pipeline in the launch histogram (e.g. `reduce MODE=1`); `label` runs only the
+    /// first time a pipeline is named.
+    pub fn label(&mut self, pipeline: &Rc<wgpu::ComputePipeline>, label: impl FnOnce() -> String) {
+        let e = self
+            .per_pipeline
+            .entry(pipeline_id(pipeline))
+            .or_insert(PipelineCount {
+                label: None,
+                buffers: 0,
+                launches: 0,
+            });
+        if e.label.is_none() {
+            e.label = Some(label());
+        }
+    }
+
+    /// Launches recorded since creation per pipeline label, largest first (ties by name).
+    /// Pipelines nobody labelled are named by the number of buffers of their launches.
+    pub fn launch_counts(&self) -> Vec<(String, u64)> {
+        let mut by_name: HashMap<String, u64> = HashMap::new();
+        for c in self.per_pipeline.values() {
+            let name = match &c.label {
+                Some(l) => l.clone(),
+                None => format!("(unlabelled, {} buffers)", c.buffers),
+            };
+            *by_name.entry(name).or_default() += c.launches;
+        }
+        let mut v: Vec<(String, u64)> = by_name.into_iter().filter(|(_, n)| *n > 0).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
     }
 
     /// Writes the parameter arena (through `queue.write_buffer`, so it lands before the next

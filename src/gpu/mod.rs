@@ -14,3 +14,21 @@ pub use batch::{Binding, Dispatch};
 pub use context::{Gpu, GpuError, GpuOptions, KernelVariant};
 pub use pipelines::{KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolStats};
+
+/// Names `pipeline` in the launch histogram after its key (`name` and its constants, e.g.
+/// `reduce MODE=1u`). Launchers call it through `tensor::pipeline`; pipelines never named show up
+/// in [`launch_counts`] by their number of buffers.
+pub fn label_pipeline(gpu: &Gpu, pipeline: &std::rc::Rc<wgpu::ComputePipeline>, key: &KernelKey) {
+    gpu.0.batch.borrow_mut().label(pipeline, || {
+        let mut s = key.name.to_string();
+        for (k, v) in &key.consts {
+            s.push_str(&format!(" {k}={v}"));
+        }
+        s
+    });
+}
+
+/// Kernel launches recorded on `gpu` since it was created, per kernel label, largest first.
+pub fn launch_counts(gpu: &Gpu) -> Vec<(String, u64)> {
+    gpu.0.batch.borrow().launch_counts()
+}

@@ -174,6 +174,18 @@ pub(crate) fn dummy(gpu: &Gpu) -> Binding {
     gpu.zeros16()
 }
 
+/// The cached pipeline of `key` (built from `source` on a miss), named after the key in the
+/// launch histogram (`gpu::launch_counts`, `fewstep bench train --launches`).
+pub(crate) fn pipeline(
+    gpu: &Gpu,
+    key: &crate::gpu::KernelKey,
+    source: impl FnOnce() -> crate::gpu::KernelSource,
+) -> Rc<wgpu::ComputePipeline> {
+    let p = gpu.pipeline(key, source);
+    crate::gpu::label_pipeline(gpu, &p, key);
+    p
+}
+
 /// Workgroups for `n` items at 256 per workgroup, spread over x and y.
 pub(crate) fn groups_for(gpu: &Gpu, n: usize) -> [u32; 3] {
     gpu.grid_1d((n.div_ceil(256)).max(1) as u32)

@@ -84,7 +84,7 @@ impl Adam {
         for (i, g) in grads.iter().enumerate() {
             g.sum_squares_into(&self.sumsq, i);
         }
-        let pipeline = gpu.pipeline(&KernelKey::new("clip_scale"), || {
+        let pipeline = super::pipeline(&gpu, &KernelKey::new("clip_scale"), || {
             KernelSource::one(include_str!("../../shaders/clip_scale.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -97,7 +97,7 @@ impl Adam {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
-        let pipeline = gpu.pipeline(&KernelKey::new("adam"), || {
+        let pipeline = super::pipeline(&gpu, &KernelKey::new("adam"), || {
             KernelSource::one(include_str!("../../shaders/adam.wgsl"))
         });
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {

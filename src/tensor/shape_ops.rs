@@ -30,9 +30,11 @@ pub(crate) fn reduce_into(
         x.shape()
     );
     assert!(out_offset + rows <= out.numel());
-    let pipeline = gpu.pipeline(&KernelKey::new("reduce").u32("MODE", mode as u32), || {
-        KernelSource::one(include_str!("../../shaders/reduce.wgsl"))
-    });
+    let pipeline = super::pipeline(
+        &gpu,
+        &KernelKey::new("reduce").u32("MODE", mode as u32),
+        || KernelSource::one(include_str!("../../shaders/reduce.wgsl")),
+    );
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
     let params: [u32; 8] = [
         outer as u32,
@@ -197,7 +199,7 @@ impl Tensor {
         let gpu = self.gpu();
         let n = self.numel();
         let out = Tensor::empty(gpu, &[n, dim]);
-        let pipeline = gpu.pipeline(&KernelKey::new("sinusoidal"), || {
+        let pipeline = super::pipeline(&gpu, &KernelKey::new("sinusoidal"), || {
             KernelSource::one(include_str!("../../shaders/sinusoidal.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -216,7 +218,7 @@ impl Tensor {
         let n = self.shape()[0];
         assert_eq!(w.numel(), n);
         let out = Tensor::empty(gpu, &[n]);
-        let pipeline = gpu.pipeline(&KernelKey::new("weighted_mse"), || {
+        let pipeline = super::pipeline(&gpu, &KernelKey::new("weighted_mse"), || {
             KernelSource::one(include_str!("../../shaders/weighted_mse.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -231,7 +233,7 @@ impl Tensor {
 
 fn upsample_launch(mode: u32, x: &Tensor, out: &Tensor, planes: usize, h: usize, w: usize) {
     let gpu = x.gpu();
-    let pipeline = gpu.pipeline(&KernelKey::new("upsample").u32("MODE", mode), || {
+    let pipeline = super::pipeline(&gpu, &KernelKey::new("upsample").u32("MODE", mode), || {
         KernelSource::one(include_str!("../../shaders/upsample.wgsl"))
     });
     gpu.dispatch(Dispatch {
@@ -246,9 +248,11 @@ fn channel_copy(mode: u32, src: &Tensor, dst: &Tensor, cs: usize, cd: usize, off
     let gpu = src.gpu();
     let n = src.shape()[0];
     let hw: usize = src.shape()[2..].iter().product();
-    let pipeline = gpu.pipeline(&KernelKey::new("channel_copy").u32("MODE", mode), || {
-        KernelSource::one(include_str!("../../shaders/channel_copy.wgsl"))
-    });
+    let pipeline = super::pipeline(
+        &gpu,
+        &KernelKey::new("channel_copy").u32("MODE", mode),
+        || KernelSource::one(include_str!("../../shaders/channel_copy.wgsl")),
+    );
     let params: [u32; 8] = [
         n as u32,
         cs as u32,
@@ -276,7 +280,7 @@ impl Tensor {
         assert_eq!(labels.numel(), n, "one label per row");
         let loss = Tensor::empty(gpu, &[n]);
         let grad = Tensor::empty(gpu, &[n, k]);
-        let pipeline = gpu.pipeline(&KernelKey::new("cross_entropy"), || {
+        let pipeline = super::pipeline(&gpu, &KernelKey::new("cross_entropy"), || {
             KernelSource::one(include_str!("../../shaders/cross_entropy.wgsl"))
         });
         gpu.dispatch(Dispatch {
