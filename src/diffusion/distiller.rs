@@ -20,7 +20,7 @@ use super::trainer::step_rng;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::nn::UNet;
-use crate::tensor::{ema_update, Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
+use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
 /// Anything that gives x_hat(z, t) without gradients: a model, or a stand-in in tests.
 pub trait Teacher {
@@ -201,18 +201,21 @@ impl Distiller {
         let loss = tape.mean_all(&tape.weighted_mse(&x_hat, &target, &per_sample(&gpu, &weight)));
         let (grads, _) = tape.backward(&loss, None);
         let params = &self.student.net.params;
-        self.opt.update(
+        // The EMA (if any) uses the update count after this update.
+        let ema = match (&self.ema, self.cfg.ema_decay_at(self.update + 1)) {
+            (Some(ema), Some(decay)) => Some((ema.as_slice(), decay)),
+            _ => None,
+        };
+        self.opt.update_with_ema(
             params,
             &grads.dense(params),
             self.cfg.lr_at(self.update),
             GradClip {
                 max_norm: self.cfg.grad_clip,
             },
+            ema,
         );
         self.update += 1;
-        if let (Some(ema), Some(decay)) = (&self.ema, self.cfg.ema_decay_at(self.update)) {
-            ema_update(ema, params, decay);
-        }
         self.loss.add(&loss.value);
         gpu.flush();
     }

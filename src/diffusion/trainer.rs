@@ -15,7 +15,7 @@ use super::schedule::alpha_sigma;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::nn::{self, DropoutNoise, HostTensor, UNet, UNetConfig};
-use crate::tensor::{ema_update, Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
+use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -129,16 +129,17 @@ impl Trainer {
         let loss = tape.mean_all(&per);
         let (grads, _) = tape.backward(&loss, None);
         let params = &self.model.net.params;
-        self.opt.update(
+        // The EMA uses the update count after this update, as `ema_update` after it would.
+        self.opt.update_with_ema(
             params,
             &grads.dense(params),
             self.cfg.lr_at(self.step),
             GradClip {
                 max_norm: self.cfg.grad_clip,
             },
+            Some((&self.ema, self.cfg.ema_decay_at(self.step + 1))),
         );
         self.step += 1;
-        ema_update(&self.ema, params, self.cfg.ema_decay_at(self.step));
         self.loss.add(&loss.value);
         gpu.flush();
     }
