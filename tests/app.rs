@@ -321,12 +321,18 @@ fn a_runs_link_and_command_reproduce_its_settings() {
         );
         assert_eq!(c.contains("--no-clip"), o.clip == Some(false));
     }
-    assert!(StartOptions {
+    let plain = StartOptions {
         model: Some("fmnist-4step".into()),
         ..Default::default()
-    }
-    .sample_command()
-    .starts_with("fewstep sample --model fmnist-4step"));
+    };
+    assert!(plain
+        .sample_command()
+        .starts_with("fewstep sample --model fmnist-4step"));
+    assert!(
+        plain.to_query().starts_with("model=fmnist-4step&"),
+        "{}",
+        plain.to_query()
+    );
 }
 
 #[test]

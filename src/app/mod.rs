@@ -91,13 +91,16 @@ impl StartOptions {
 impl StartOptions {
     /// The query string [`Self::from_query`] reads back as these options (a link to a picture).
     pub fn to_query(&self) -> String {
-        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+        // What a URL's query may hold as it is (RFC 3986 unreserved): fmnist-4step stays legible.
+        const ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
         let mut parts = Vec::new();
         if let Some(m) = &self.model {
-            parts.push(format!(
-                "model={}",
-                utf8_percent_encode(m, NON_ALPHANUMERIC)
-            ));
+            parts.push(format!("model={}", utf8_percent_encode(m, ESCAPE)));
         }
         if let Some(v) = self.steps {
             parts.push(format!("steps={v}"));
