@@ -52,7 +52,7 @@ pub(crate) fn map_into(
         );
     }
     let key = KernelKey::new("elementwise").u32("OP", op as u32);
-    let pipeline = super::pipeline(&gpu, &key, || {
+    let pipeline = super::pipeline(gpu, &key, || {
         KernelSource::one(include_str!("../../shaders/elementwise.wgsl"))
     });
     let bx = x.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
@@ -134,7 +134,7 @@ impl Tensor {
         assert_eq!(self.numel(), y.numel());
         let gpu = self.gpu();
         let n4 = self.numel().div_ceil(4);
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("axpby_inplace"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("axpby_inplace"), || {
             KernelSource::one(include_str!("../../shaders/axpby_inplace.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -171,7 +171,7 @@ impl Tensor {
             }
             None => (dummy(gpu), Tensor::zeros(gpu, &[n]).bind()),
         };
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("per_sample"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("per_sample"), || {
             KernelSource::one(include_str!("../../shaders/per_sample.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -195,7 +195,7 @@ impl Tensor {
             c
         };
         let out = Tensor::empty(gpu, self.shape());
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("channel_bias"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("channel_bias"), || {
             KernelSource::one(include_str!("../../shaders/channel_bias.wgsl"))
         });
         gpu.dispatch(Dispatch {

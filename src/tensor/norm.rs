@@ -36,7 +36,7 @@ impl Tensor {
         assert_eq!(beta.numel(), c);
         let out = Tensor::empty(gpu, self.shape());
         let stats = Tensor::empty(gpu, &[n * groups, 2]);
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("group_norm"), || KernelSource {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("group_norm"), || KernelSource {
             parts: vec![
                 include_str!("../../shaders/block_sum.wgsl").into(),
                 include_str!("../../shaders/group_norm.wgsl").into(),
@@ -75,7 +75,7 @@ impl Tensor {
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
         let dx = Tensor::empty(gpu, self.shape());
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("group_norm_grad"), || KernelSource {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("group_norm_grad"), || KernelSource {
             parts: vec![
                 include_str!("../../shaders/block_sum.wgsl").into(),
                 include_str!("../../shaders/group_norm_grad.wgsl").into(),
@@ -102,7 +102,7 @@ impl Tensor {
         });
         let dgamma = Tensor::empty(gpu, &[c]);
         let dbeta = Tensor::empty(gpu, &[c]);
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("group_norm_param_grad"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("group_norm_param_grad"), || {
             KernelSource::one(include_str!("../../shaders/group_norm_param_grad.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -136,7 +136,7 @@ fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tens
     let len = *x.shape().last().expect("softmax of a scalar");
     let rows = x.numel() / len.max(1);
     let out = Tensor::empty(gpu, x.shape());
-    let pipeline = super::pipeline(&gpu, &KernelKey::new("softmax").u32("MODE", mode), || {
+    let pipeline = super::pipeline(gpu, &KernelKey::new("softmax").u32("MODE", mode), || {
         KernelSource::one(include_str!("../../shaders/softmax.wgsl"))
     });
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| super::dummy(gpu));

@@ -10,7 +10,7 @@ impl Tensor {
     pub fn randn(gpu: &Gpu, shape: &[usize], seed: u64, stream: u64) -> Tensor {
         let out = Tensor::empty(gpu, shape);
         let n = out.numel();
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("philox_normal"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("philox_normal"), || {
             KernelSource::one(include_str!("../../shaders/philox_normal.wgsl"))
         });
         let params: [u32; 8] = [

@@ -31,7 +31,7 @@ pub(crate) fn reduce_into(
     );
     assert!(out_offset + rows <= out.numel());
     let pipeline = super::pipeline(
-        &gpu,
+        gpu,
         &KernelKey::new("reduce").u32("MODE", mode as u32),
         || KernelSource::one(include_str!("../../shaders/reduce.wgsl")),
     );
@@ -199,7 +199,7 @@ impl Tensor {
         let gpu = self.gpu();
         let n = self.numel();
         let out = Tensor::empty(gpu, &[n, dim]);
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("sinusoidal"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("sinusoidal"), || {
             KernelSource::one(include_str!("../../shaders/sinusoidal.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -218,7 +218,7 @@ impl Tensor {
         let n = self.shape()[0];
         assert_eq!(w.numel(), n);
         let out = Tensor::empty(gpu, &[n]);
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("weighted_mse"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("weighted_mse"), || {
             KernelSource::one(include_str!("../../shaders/weighted_mse.wgsl"))
         });
         gpu.dispatch(Dispatch {
@@ -233,7 +233,7 @@ impl Tensor {
 
 fn upsample_launch(mode: u32, x: &Tensor, out: &Tensor, planes: usize, h: usize, w: usize) {
     let gpu = x.gpu();
-    let pipeline = super::pipeline(&gpu, &KernelKey::new("upsample").u32("MODE", mode), || {
+    let pipeline = super::pipeline(gpu, &KernelKey::new("upsample").u32("MODE", mode), || {
         KernelSource::one(include_str!("../../shaders/upsample.wgsl"))
     });
     gpu.dispatch(Dispatch {
@@ -249,7 +249,7 @@ fn channel_copy(mode: u32, src: &Tensor, dst: &Tensor, cs: usize, cd: usize, off
     let n = src.shape()[0];
     let hw: usize = src.shape()[2..].iter().product();
     let pipeline = super::pipeline(
-        &gpu,
+        gpu,
         &KernelKey::new("channel_copy").u32("MODE", mode),
         || KernelSource::one(include_str!("../../shaders/channel_copy.wgsl")),
     );
@@ -280,7 +280,7 @@ impl Tensor {
         assert_eq!(labels.numel(), n, "one label per row");
         let loss = Tensor::empty(gpu, &[n]);
         let grad = Tensor::empty(gpu, &[n, k]);
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("cross_entropy"), || {
+        let pipeline = super::pipeline(gpu, &KernelKey::new("cross_entropy"), || {
             KernelSource::one(include_str!("../../shaders/cross_entropy.wgsl"))
         });
         gpu.dispatch(Dispatch {
