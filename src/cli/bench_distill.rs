@@ -2,11 +2,9 @@
 //! without gradients, then one student update) on synthetic data and a freshly initialised
 //! teacher (speed does not depend on either): ms/update, images/s, launches and submits.
 
-use std::time::Instant;
-
 use anyhow::Result;
 
-use super::bench_model::{arch, emit, image_of, CpuTime};
+use super::bench_model::{arch, emit, image_of, time_updates};
 use crate::data::Dataset;
 use crate::diffusion::{DistillConfig, Distiller, Parameterization};
 use crate::gpu::Gpu;
@@ -39,30 +37,10 @@ pub fn distill(
             ema_decay: None,
         };
         let mut d = Distiller::new(gpu, teacher, cfg);
-        // Warm-up: pipelines compile, the buffer pool fills.
-        for _ in 0..2 {
-            d.step(&data);
-        }
-        gpu.finish_blocking()?;
-        let (l0, s0) = gpu.counters();
-        let mut cpu = CpuTime::start(gpu);
-        let start = Instant::now();
-        let mut steps = 0;
-        while steps < 3 || (start.elapsed().as_secs_f64() < seconds && steps < 1000) {
-            cpu.run(|| d.step(&data));
-            steps += 1;
-            if steps % 8 == 0 {
-                gpu.finish_blocking()?;
-            }
-        }
-        gpu.finish_blocking()?;
-        let secs = start.elapsed().as_secs_f64();
-        let (l1, s1) = gpu.counters();
-        let ms = secs * 1e3 / steps as f64;
-        let ips = (steps * batch) as f64 / secs;
-        let launches = (l1 - l0) / steps as u64;
-        let submits = (s1 - s0) as f64 / steps as f64;
-        let (record_ms, encode_ms) = cpu.per_step(gpu, steps);
+        let t = time_updates(gpu, seconds, || d.step(&data))?;
+        let (steps, ms, launches, submits) = (t.steps, t.ms, t.launches, t.submits);
+        let (record_ms, encode_ms) = (t.record_ms, t.encode_ms);
+        let ips = batch as f64 * 1e3 / ms;
         emit(
             json,
             serde_json::json!({
@@ -72,11 +50,11 @@ pub fn distill(
                 "submits_per_update": submits, "adapter": gpu.info().name,
                 "cpu_record_ms_per_update": (record_ms * 1e3).round() / 1e3,
                 "cpu_encode_ms_per_update": (encode_ms * 1e3).round() / 1e3,
-                "bind_groups_reused": (cpu.bind_groups_reused(gpu) * 1e3).round() / 1e3,
+                "bind_groups_reused": (t.bind_groups_reused * 1e3).round() / 1e3,
             }),
             format!(
                 "distill {preset:<6} batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({launches} launches, {submits:.2} submits per update; CPU {record_ms:.2} ms recording + {encode_ms:.2} ms encoding, {:.0}% of bind groups reused)",
-                100.0 * cpu.bind_groups_reused(gpu)
+                100.0 * t.bind_groups_reused
             ),
         );
     }

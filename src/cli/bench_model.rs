@@ -39,46 +39,65 @@ pub(super) fn arch(preset: &str) -> Result<UNetConfig> {
     Ok(UNetConfig::preset(preset, c, h, w, 1)?)
 }
 
-/// CPU time of the updates themselves: recording launches, and encoding them into a command
-/// buffer (bind groups, passes), as opposed to the wall time, which also waits for the GPU. On a
-/// GPU, an update whose recording + encoding time is close to its wall time is bound by the CPU
-/// side, not by the kernels. (The submit itself is left out of both: on CPU adapters such as
-/// lavapipe it runs the kernels.)
-pub(super) struct CpuTime {
-    inside: f64,
-    encode0: f64,
-    submit0: f64,
-    groups0: (u64, u64),
+/// What [`time_updates`] measured, per update.
+pub(super) struct Timed {
+    pub steps: usize,
+    /// Wall time, which waits for the GPU.
+    pub ms: f64,
+    pub launches: u64,
+    pub submits: f64,
+    /// CPU time recording launches, and encoding them into a command buffer (bind groups,
+    /// passes). On a GPU, an update whose recording + encoding time is close to its wall time
+    /// is bound by the CPU side, not by the kernels. (The submit itself is left out of both: on
+    /// CPU adapters such as lavapipe it runs the kernels.)
+    pub record_ms: f64,
+    pub encode_ms: f64,
+    /// The share of launches whose bind group came from the cache (gpu/batch.rs).
+    pub bind_groups_reused: f64,
 }
 
-impl CpuTime {
-    pub(super) fn start(gpu: &Gpu) -> CpuTime {
-        CpuTime {
-            inside: 0.0,
-            encode0: gpu.encode_seconds(),
-            submit0: gpu.submit_seconds(),
-            groups0: gpu.bind_group_counts(),
+/// Runs `update` twice to warm up (pipelines compile, the buffer pool fills), then for at least
+/// 3 updates and `seconds` (at most 1000 updates), waiting for the GPU every 8.
+pub(super) fn time_updates(gpu: &Gpu, seconds: f64, mut update: impl FnMut()) -> Result<Timed> {
+    for _ in 0..2 {
+        update();
+    }
+    gpu.finish_blocking()?;
+    let (l0, s0) = gpu.counters();
+    let (encode0, submit0, groups0) = (
+        gpu.encode_seconds(),
+        gpu.submit_seconds(),
+        gpu.bind_group_counts(),
+    );
+    let mut inside = 0.0;
+    let start = Instant::now();
+    let mut steps = 0;
+    while steps < 3 || (start.elapsed().as_secs_f64() < seconds && steps < 1000) {
+        let t = Instant::now();
+        update();
+        inside += t.elapsed().as_secs_f64();
+        steps += 1;
+        if steps % 8 == 0 {
+            gpu.finish_blocking()?;
         }
     }
-    pub(super) fn run(&mut self, f: impl FnOnce()) {
-        let t = Instant::now();
-        f();
-        self.inside += t.elapsed().as_secs_f64();
-    }
-    /// (recording, encoding) in ms per step.
-    pub(super) fn per_step(&self, gpu: &Gpu, steps: usize) -> (f64, f64) {
-        let encode = gpu.encode_seconds() - self.encode0;
-        let submit = gpu.submit_seconds() - self.submit0;
-        let n = steps.max(1) as f64;
-        let record = (self.inside - encode - submit).max(0.0);
-        (record * 1e3 / n, encode * 1e3 / n)
-    }
-    /// The share of launches whose bind group came from the cache (gpu/batch.rs).
-    pub(super) fn bind_groups_reused(&self, gpu: &Gpu) -> f64 {
-        let (c, r) = gpu.bind_group_counts();
-        let (c, r) = (c - self.groups0.0, r - self.groups0.1);
-        r as f64 / (c + r).max(1) as f64
-    }
+    gpu.finish_blocking()?;
+    let secs = start.elapsed().as_secs_f64();
+    let (l1, s1) = gpu.counters();
+    let encode = gpu.encode_seconds() - encode0;
+    let submit = gpu.submit_seconds() - submit0;
+    let (c, r) = gpu.bind_group_counts();
+    let (c, r) = (c - groups0.0, r - groups0.1);
+    let n = steps as f64;
+    Ok(Timed {
+        steps,
+        ms: secs * 1e3 / n,
+        launches: (l1 - l0) / steps as u64,
+        submits: (s1 - s0) as f64 / n,
+        record_ms: (inside - encode - submit).max(0.0) * 1e3 / n,
+        encode_ms: encode * 1e3 / n,
+        bind_groups_reused: r as f64 / (c + r).max(1) as f64,
+    })
 }
 
 /// MiB of pooled buffers created since the pool held `bytes0`.
@@ -123,49 +142,39 @@ pub fn train(
         gpu.trim_pool();
         let pool0 = gpu.pool_stats().bytes_created;
         let mut tr = Trainer::new(gpu, arch, cfg)?;
-        // Warm-up: pipelines compile, the buffer pool fills.
-        for _ in 0..2 {
-            tr.step(&data);
-        }
-        gpu.finish_blocking()?;
-        let (l0, s0) = gpu.counters();
-        let mut cpu = CpuTime::start(gpu);
+        // The warm-up updates count too: their launches are the same as the timed ones'.
         let before = crate::gpu::launch_counts(gpu);
-        let start = Instant::now();
-        let mut steps = 0;
-        while steps < 3 || (start.elapsed().as_secs_f64() < seconds && steps < 1000) {
-            cpu.run(|| tr.step(&data));
-            steps += 1;
-            if steps % 8 == 0 {
-                gpu.finish_blocking()?;
-            }
-        }
-        gpu.finish_blocking()?;
-        let secs = start.elapsed().as_secs_f64();
-        let (l1, s1) = gpu.counters();
-        let per_kernel = launches_per_step(&before, &crate::gpu::launch_counts(gpu), steps);
-        let ms = secs * 1e3 / steps as f64;
-        let ips = (steps * batch) as f64 / secs;
-        let (record_ms, encode_ms) = cpu.per_step(gpu, steps);
+        let t = time_updates(gpu, seconds, || tr.step(&data))?;
+        let per_kernel = launches_per_step(&before, &crate::gpu::launch_counts(gpu), t.steps + 2);
+        let Timed {
+            steps,
+            ms,
+            launches: launches_per,
+            submits,
+            record_ms,
+            encode_ms,
+            bind_groups_reused,
+        } = t;
+        let ips = batch as f64 * 1e3 / ms;
         emit(
             json,
             serde_json::json!({
                 "bench": "train", "preset": preset, "image": [c, h, w], "params": params,
                 "batch": batch, "steps": steps, "ms_per_step": round3(ms),
                 "images_per_s": round3(ips),
-                "launches_per_step": (l1 - l0) / steps as u64,
-                "submits_per_step": (s1 - s0) as f64 / steps as f64,
+                "launches_per_step": launches_per,
+                "submits_per_step": submits,
                 "cpu_record_ms_per_step": round3(record_ms),
                 "cpu_encode_ms_per_step": round3(encode_ms),
-                "bind_groups_reused": round3(cpu.bind_groups_reused(gpu)),
+                "bind_groups_reused": round3(bind_groups_reused),
                 "pool_mib": round3(pool_mib(gpu, pool0)),
                 "adapter": gpu.info().name,
             }),
             format!(
                 "train  {preset:<6} {params:>9} params  batch {batch:<4} {ms:>10.1} ms/update {ips:>9.1} images/s  ({} launches, {:.2} submits per update; CPU {record_ms:.2} ms recording + {encode_ms:.2} ms encoding, {:.0}% of bind groups reused; {:.0} MiB of pooled buffers)",
-                (l1 - l0) / steps as u64,
-                (s1 - s0) as f64 / steps as f64,
-                100.0 * cpu.bind_groups_reused(gpu),
+                launches_per,
+                submits,
+                100.0 * bind_groups_reused,
                 pool_mib(gpu, pool0)
             ),
         );
