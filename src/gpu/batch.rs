@@ -77,7 +77,8 @@ struct CachedGroup {
 impl CachedGroup {
     fn binds(&self, d: &Dispatch, uniform: &wgpu::Buffer, offset: u64, size: u64) -> bool {
         *d.pipeline == self.pipeline
-            && self.uniform == (uniform.clone(), offset, size)
+            && self.uniform.0 == *uniform
+            && (self.uniform.1, self.uniform.2) == (offset, size)
             && self.buffers.len() == d.buffers.len()
             && self
                 .buffers
