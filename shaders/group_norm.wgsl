@@ -1,7 +1,8 @@
 // Group normalisation forward. X is [N, C, HW]; one workgroup per (sample, group) computes the
 // group's mean and 1/std (two passes over the data: mean first, then centred variance, which is
 // stable where E[x^2] - E[x]^2 is not), writes them to STATS for the backward pass, and writes
-// OUT = (x - mean) * rstd * gamma[c] + beta[c].
+// OUT = (x - mean) * rstd * gamma[c] + beta[c], and with SILU (a prepended constant) SiLU of that,
+// y * sigmoid(y) (GroupNorm + SiLU in one launch; the backward recomputes y).
 // total: N * groups, the workgroups that have work (a grid folded over x and y rounds up).
 struct Params { c: u32, hw: u32, groups: u32, eps: f32, total: u32 }
 
@@ -33,7 +34,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let rstd = inverseSqrt(block_sum(li, q) / f32(len) + P.eps);
     for (var i = li; i < len; i += 256u) {
         let c = g * cpg + i / P.hw;
-        OUT[base + i] = (X[base + i] - mean) * rstd * GAMMA[c] + BETA[c];
+        let y = (X[base + i] - mean) * rstd * GAMMA[c] + BETA[c];
+        if (SILU) { OUT[base + i] = y * (1.0 / (1.0 + exp(-y))); } else { OUT[base + i] = y; }
     }
     if (li == 0u) { STATS[ng * 2u] = mean; STATS[ng * 2u + 1u] = rstd; }
 }

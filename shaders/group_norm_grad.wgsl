@@ -2,6 +2,8 @@
 // gy = dy * gamma[c], over each (sample, group) of L elements:
 //   dx = rstd * (gy - mean(gy) - xh * mean(gy * xh))
 // The gamma and beta gradients are channel sums done by group_norm_param_grad.wgsl.
+// With SILU (a prepended constant) the forward was SiLU(y), y = xh * gamma[c] + beta[c]: dy is
+// first multiplied by silu'(y), with y recomputed from x and the saved statistics.
 // total: N * groups, the workgroups that have work (a grid folded over x and y rounds up).
 struct Params { c: u32, hw: u32, groups: u32, eps: f32, total: u32 }
 
@@ -11,6 +13,15 @@ struct Params { c: u32, hw: u32, groups: u32, eps: f32, total: u32 }
 @group(0) @binding(3) var<storage, read> DY: array<f32>;
 @group(0) @binding(4) var<storage, read> STATS: array<f32>;
 @group(0) @binding(5) var<storage, read_write> DX: array<f32>;
+@group(0) @binding(6) var<storage, read> BETA: array<f32>; // read only with SILU
+
+// dy times silu'(y) where the forward applied SiLU, else dy.
+fn dy_pre(i: u32, c: u32, xh: f32) -> f32 {
+    if (!SILU) { return DY[i]; }
+    let y = xh * GAMMA[c] + BETA[c];
+    let s = 1.0 / (1.0 + exp(-y));
+    return DY[i] * s * (1.0 + y * (1.0 - s));
+}
 
 // block_sum comes from block_sum.wgsl.
 
@@ -31,16 +42,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var s2 = 0.0;
     for (var i = li; i < len; i += 256u) {
         let c = g * cpg + i / P.hw;
-        let gy = DY[base + i] * GAMMA[c];
+        let xh = (X[base + i] - mean) * rstd;
+        let gy = dy_pre(base + i, c, xh) * GAMMA[c];
         s1 += gy;
-        s2 += gy * (X[base + i] - mean) * rstd;
+        s2 += gy * xh;
     }
     let m1 = block_sum(li, s1) / f32(len);
     let m2 = block_sum(li, s2) / f32(len);
     for (var i = li; i < len; i += 256u) {
         let c = g * cpg + i / P.hw;
-        let gy = DY[base + i] * GAMMA[c];
         let xh = (X[base + i] - mean) * rstd;
+        let gy = dy_pre(base + i, c, xh) * GAMMA[c];
         DX[base + i] = rstd * (gy - m1 - xh * m2);
     }
 }

@@ -1,5 +1,6 @@
 // Group normalisation: gradients of gamma and beta, one workgroup per channel c:
-//   dgamma[c] = sum over samples and pixels of dy * xh,   dbeta[c] = sum of dy.
+//   dgamma[c] = sum over samples and pixels of dy * xh,   dbeta[c] = sum of dy,
+// where with SILU (a prepended constant) dy is first multiplied by silu'(y), y = xh * gamma[c] + beta[c].
 struct Params { c: u32, hw: u32, groups: u32, n: u32 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -8,6 +9,8 @@ struct Params { c: u32, hw: u32, groups: u32, n: u32 }
 @group(0) @binding(3) var<storage, read> STATS: array<f32>;
 @group(0) @binding(4) var<storage, read_write> DGAMMA: array<f32>;
 @group(0) @binding(5) var<storage, read_write> DBETA: array<f32>;
+@group(0) @binding(6) var<storage, read> GAMMA: array<f32>; // read only with SILU
+@group(0) @binding(7) var<storage, read> BETA: array<f32>; // read only with SILU
 
 var<workgroup> ra: array<f32, 256>;
 var<workgroup> rb: array<f32, 256>;
@@ -25,8 +28,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let p = e - s * P.hw;
         let idx = (s * P.c + c) * P.hw + p;
         let st = (s * P.groups + g) * 2u;
-        let dy = DY[idx];
-        sa += dy * (X[idx] - STATS[st]) * STATS[st + 1u];
+        let xh = (X[idx] - STATS[st]) * STATS[st + 1u];
+        var dy = DY[idx];
+        if (SILU) {
+            let y = xh * GAMMA[c] + BETA[c];
+            let s = 1.0 / (1.0 + exp(-y));
+            dy = dy * s * (1.0 + y * (1.0 - s));
+        }
+        sa += dy * xh;
         sb += dy;
     }
     ra[li] = sa;

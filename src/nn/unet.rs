@@ -432,10 +432,8 @@ impl Fwd<'_> {
         self.tape.linear(x, &self.p[d.w], &self.p[d.b])
     }
     fn norm_silu(&self, x: &Var, n: NormP) -> Var {
-        let y = self
-            .tape
-            .group_norm(x, &self.p[n.g], &self.p[n.b], self.groups, GN_EPS);
-        self.tape.silu(&y)
+        self.tape
+            .group_norm_silu(x, &self.p[n.g], &self.p[n.b], self.groups, GN_EPS)
     }
     fn res(&mut self, x: &Var, emb_act: &Var, r: &ResP) -> Var {
         let t = self.tape;

@@ -26,6 +26,28 @@ impl Tensor {
         groups: usize,
         eps: f32,
     ) -> (Tensor, GroupNormStats) {
+        self.group_norm_launch(gamma, beta, groups, eps, false)
+    }
+
+    /// SiLU of the group norm, `y * sigmoid(y)` with `y = group_norm(..)`, in one launch.
+    pub fn group_norm_silu(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> (Tensor, GroupNormStats) {
+        self.group_norm_launch(gamma, beta, groups, eps, true)
+    }
+
+    fn group_norm_launch(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> (Tensor, GroupNormStats) {
         let gpu = self.gpu();
         let (n, c, hw) = nchw(self);
         assert!(
@@ -36,12 +58,16 @@ impl Tensor {
         assert_eq!(beta.numel(), c);
         let out = Tensor::empty(gpu, self.shape());
         let stats = Tensor::empty(gpu, &[n * groups, 2]);
-        let pipeline = super::pipeline(gpu, &KernelKey::new("group_norm"), || KernelSource {
-            parts: vec![
-                include_str!("../../shaders/block_sum.wgsl").into(),
-                include_str!("../../shaders/group_norm.wgsl").into(),
-            ],
-        });
+        let pipeline = super::pipeline(
+            gpu,
+            &KernelKey::new("group_norm").flag("SILU", silu),
+            || KernelSource {
+                parts: vec![
+                    include_str!("../../shaders/block_sum.wgsl").into(),
+                    include_str!("../../shaders/group_norm.wgsl").into(),
+                ],
+            },
+        );
         gpu.dispatch(Dispatch {
             pipeline,
             params: bytemuck::cast_slice(&[
@@ -71,16 +97,47 @@ impl Tensor {
         dy: &Tensor,
         saved: &GroupNormStats,
     ) -> (Tensor, Tensor, Tensor) {
+        self.group_norm_grad_launch(gamma, None, dy, saved)
+    }
+
+    /// Backward of [`Tensor::group_norm_silu`]: (dx, dgamma, dbeta) given the forward input
+    /// `self`, its gamma and beta, and dy (of the SiLU's output); two launches, as without SiLU.
+    pub fn group_norm_silu_grad(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        dy: &Tensor,
+        saved: &GroupNormStats,
+    ) -> (Tensor, Tensor, Tensor) {
+        self.group_norm_grad_launch(gamma, Some(beta), dy, saved)
+    }
+
+    /// `beta`: Some for the backward of `group_norm_silu`.
+    fn group_norm_grad_launch(
+        &self,
+        gamma: &Tensor,
+        beta: Option<&Tensor>,
+        dy: &Tensor,
+        saved: &GroupNormStats,
+    ) -> (Tensor, Tensor, Tensor) {
+        let silu = beta.is_some();
+        // The shaders name BETA (and GAMMA) in both variants, so the automatic layouts always
+        // have them; without SiLU they are never read, and gamma stands in for beta.
+        let beta_or_gamma = beta.unwrap_or(gamma);
         let gpu = self.gpu();
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
         let dx = Tensor::empty(gpu, self.shape());
-        let pipeline = super::pipeline(gpu, &KernelKey::new("group_norm_grad"), || KernelSource {
-            parts: vec![
-                include_str!("../../shaders/block_sum.wgsl").into(),
-                include_str!("../../shaders/group_norm_grad.wgsl").into(),
-            ],
-        });
+        let pipeline = super::pipeline(
+            gpu,
+            &KernelKey::new("group_norm_grad").flag("SILU", silu),
+            || KernelSource {
+                parts: vec![
+                    include_str!("../../shaders/block_sum.wgsl").into(),
+                    include_str!("../../shaders/group_norm_grad.wgsl").into(),
+                ],
+            },
+        );
         gpu.dispatch(Dispatch {
             pipeline,
             params: bytemuck::cast_slice(&[
@@ -91,30 +148,38 @@ impl Tensor {
                 (n * g) as u32,
             ])
             .to_vec(),
-            buffers: vec![
+            buffers: [
                 self.bind(),
                 gamma.bind(),
                 dy.bind(),
                 saved.stats.bind(),
                 dx.bind(),
-            ],
+            ]
+            .into_iter()
+            .chain([beta_or_gamma.bind()])
+            .collect(),
             workgroups: gpu.grid_1d((n * g) as u32),
         });
         let dgamma = Tensor::empty(gpu, &[c]);
         let dbeta = Tensor::empty(gpu, &[c]);
-        let pipeline = super::pipeline(gpu, &KernelKey::new("group_norm_param_grad"), || {
-            KernelSource::one(include_str!("../../shaders/group_norm_param_grad.wgsl"))
-        });
+        let pipeline = super::pipeline(
+            gpu,
+            &KernelKey::new("group_norm_param_grad").flag("SILU", silu),
+            || KernelSource::one(include_str!("../../shaders/group_norm_param_grad.wgsl")),
+        );
         gpu.dispatch(Dispatch {
             pipeline,
             params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, n as u32]).to_vec(),
-            buffers: vec![
+            buffers: [
                 self.bind(),
                 dy.bind(),
                 saved.stats.bind(),
                 dgamma.bind(),
                 dbeta.bind(),
-            ],
+            ]
+            .into_iter()
+            .chain([gamma.bind(), beta_or_gamma.bind()])
+            .collect(),
             workgroups: [c as u32, 1, 1],
         });
         (dx, dgamma, dbeta)
