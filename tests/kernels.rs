@@ -854,6 +854,47 @@ fn upsample_and_concat() {
         0.0,
         0.0,
     );
+    // The concatenation's gradient in one launch: both parts at once.
+    let (front, back) = cat.split_channels(c);
+    assert_close(
+        "split front",
+        &front.to_vec_blocking().unwrap(),
+        &to_f64(&x),
+        0.0,
+        0.0,
+    );
+    assert_close(
+        "split back",
+        &back.to_vec_blocking().unwrap(),
+        &to_f64(&y),
+        0.0,
+        0.0,
+    );
+    // Three parts go one launch a part (channel_copy), two in one (channel_pack2): same layout.
+    let cat3 = Tensor::concat_channels(&[&yt, &xt, &yt])
+        .to_vec_blocking()
+        .unwrap();
+    let mut want3 = Vec::new();
+    for s in 0..n {
+        want3.extend(y[s * 4 * hw..(s + 1) * 4 * hw].iter().map(|&v| v as f64));
+        want3.extend(x[s * c * hw..(s + 1) * c * hw].iter().map(|&v| v as f64));
+        want3.extend(y[s * 4 * hw..(s + 1) * 4 * hw].iter().map(|&v| v as f64));
+    }
+    assert_close("concat of three", &cat3, &want3, 0.0, 0.0);
+    // A slice's gradient: placed among zero channels, written over whatever the pool held.
+    let total = c + 6;
+    for offset in [0, 2, 6] {
+        let placed = xt.place_channels(offset, total).to_vec_blocking().unwrap();
+        let mut want = vec![0.0; n * total * hw];
+        for s in 0..n {
+            for ch in 0..c {
+                for p in 0..hw {
+                    want[(s * total + offset + ch) * hw + p] = x[(s * c + ch) * hw + p] as f64;
+                }
+            }
+        }
+        assert_close(&format!("place at {offset}"), &placed, &want, 0.0, 0.0);
+    }
 }
 
 #[test]

@@ -766,6 +766,10 @@ struct ConcatBack {
 
 impl Backward<2> for ConcatBack {
     fn backward(&self, g: &Tensor, [need_a, need_b]: [bool; 2]) -> [Option<Tensor>; 2] {
+        if need_a && need_b {
+            let (ga, gb) = g.split_channels(self.ca);
+            return [Some(ga), Some(gb)];
+        }
         [
             need_a.then(|| g.slice_channels(0, self.ca)),
             need_b.then(|| g.slice_channels(self.ca, self.cb)),
@@ -781,24 +785,10 @@ struct SliceBack {
 
 impl Backward<1> for SliceBack {
     fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
-        // Place the gradient among zero channels.
-        let zeros = |c: usize| {
-            let mut s = g.shape().to_vec();
-            s[1] = c;
-            Tensor::zeros(g.gpu(), &s)
-        };
-        let before = (self.offset > 0).then(|| zeros(self.offset));
-        let rest = self.channels - self.offset - self.count;
-        let after = (rest > 0).then(|| zeros(rest));
-        let parts: Vec<&Tensor> = before
-            .iter()
-            .chain(std::iter::once(g))
-            .chain(after.iter())
-            .collect();
-        [Some(if parts.len() == 1 {
+        [Some(if self.count == self.channels {
             g.clone()
         } else {
-            Tensor::concat_channels(&parts)
+            g.place_channels(self.offset, self.channels)
         })]
     }
 }

@@ -168,20 +168,52 @@ impl Tensor {
         out
     }
 
-    /// Concatenation along channels of [N, C_i, H, W] tensors.
+    /// Concatenation along channels of [N, C_i, H, W] tensors (two parts: one launch; more:
+    /// one launch a part).
     pub fn concat_channels(parts: &[&Tensor]) -> Tensor {
         let first = parts[0].shape();
         let cd: usize = parts.iter().map(|t| t.shape()[1]).sum();
         let mut shape = first.to_vec();
         shape[1] = cd;
         let out = Tensor::empty(parts[0].gpu(), &shape);
-        let mut off = 0;
         for t in parts {
             assert_eq!(t.shape()[0], first[0]);
             assert_eq!(t.shape()[2..], first[2..], "concat: spatial shapes differ");
+        }
+        if let [a, b] = parts {
+            channel_pack2(0, a, b, &out);
+            return out;
+        }
+        let mut off = 0;
+        for t in parts {
             channel_copy(0, t, &out, t.shape()[1], cd, off);
             off += t.shape()[1];
         }
+        out
+    }
+    /// Channels `0 .. first` and `first ..` of [N, C, H, W] as two tensors, in one launch
+    /// (the gradient of a two-part concatenation).
+    pub fn split_channels(&self, first: usize) -> (Tensor, Tensor) {
+        let c = self.shape()[1];
+        assert!(first > 0 && first < c, "split at channel {first} of {c}");
+        let part = |count: usize| {
+            let mut shape = self.shape().to_vec();
+            shape[1] = count;
+            Tensor::empty(self.gpu(), &shape)
+        };
+        let (a, b) = (part(first), part(c - first));
+        channel_pack2(1, self, &a, &b);
+        (a, b)
+    }
+    /// [N, C, H, W] placed at channels `offset .. offset + C` of a [N, channels, H, W] tensor
+    /// that is zero elsewhere, in one launch (the gradient of `slice_channels`).
+    pub fn place_channels(&self, offset: usize, channels: usize) -> Tensor {
+        let count = self.shape()[1];
+        assert!(offset + count <= channels);
+        let mut shape = self.shape().to_vec();
+        shape[1] = channels;
+        let out = Tensor::empty(self.gpu(), &shape);
+        channel_copy(2, self, &out, count, channels, offset);
         out
     }
     /// Channels `offset .. offset + count` of [N, C, H, W].
@@ -267,7 +299,43 @@ fn channel_copy(mode: u32, src: &Tensor, dst: &Tensor, cs: usize, cd: usize, off
         pipeline,
         params: bytemuck::cast_slice(&params).to_vec(),
         buffers: vec![src.bind(), dst.bind()],
-        workgroups: groups_for(gpu, n * cs * hw),
+        // MODE 2 writes every element of the large tensor, the others touch the small one.
+        workgroups: groups_for(gpu, n * if mode == 2 { cd } else { cs } * hw),
+    });
+}
+
+/// MODE 0: `a` and `b` concatenated along channels into `c`; MODE 1: `a` split into `b` and `c`.
+fn channel_pack2(mode: u32, a: &Tensor, b: &Tensor, c: &Tensor) {
+    let gpu = a.gpu();
+    let n = a.shape()[0];
+    let hw: usize = a.shape()[2..].iter().product();
+    let (ca, cb) = if mode == 0 {
+        (a.shape()[1], b.shape()[1])
+    } else {
+        (b.shape()[1], c.shape()[1])
+    };
+    let pipeline = super::pipeline(
+        gpu,
+        &KernelKey::new("channel_pack2").u32("MODE", mode),
+        || KernelSource {
+            parts: vec![
+                if mode == 0 {
+                    "@group(0) @binding(2) var<storage, read> B: array<f32>;\n\
+                     fn store_b(i: u32, v: f32) {}\n"
+                } else {
+                    "@group(0) @binding(2) var<storage, read_write> B: array<f32>;\n\
+                     fn store_b(i: u32, v: f32) { B[i] = v; }\n"
+                }
+                .into(),
+                include_str!("../../shaders/channel_pack2.wgsl").into(),
+            ],
+        },
+    );
+    gpu.dispatch(Dispatch {
+        pipeline,
+        params: bytemuck::cast_slice(&[n as u32, ca as u32, cb as u32, hw as u32]).to_vec(),
+        buffers: vec![a.bind(), b.bind(), c.bind()],
+        workgroups: groups_for(gpu, n * (ca + cb) * hw),
     });
 }
 
