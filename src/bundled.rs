@@ -7,24 +7,30 @@ pub struct BundledModel {
     pub name: &'static str,
     /// File name under assets/.
     pub file: &'static str,
+    /// The file's size in bytes (read at compile time; the web page's loading bar counts bytes).
+    pub size: usize,
 }
 
 pub const BUNDLED: &[BundledModel] = &[
     BundledModel {
         name: "fmnist-4step",
         file: "fmnist-steps-4.f16.safetensors",
+        size: include_bytes!("../assets/fmnist-steps-4.f16.safetensors").len(),
     },
     BundledModel {
         name: "fmnist-2step",
         file: "fmnist-steps-2.f16.safetensors",
+        size: include_bytes!("../assets/fmnist-steps-2.f16.safetensors").len(),
     },
     BundledModel {
         name: "fmnist-1step",
         file: "fmnist-steps-1.f16.safetensors",
+        size: include_bytes!("../assets/fmnist-steps-1.f16.safetensors").len(),
     },
     BundledModel {
         name: "fmnist-teacher",
         file: "fmnist-teacher.f16.safetensors",
+        size: include_bytes!("../assets/fmnist-teacher.f16.safetensors").len(),
     },
 ];
 
@@ -195,4 +201,9 @@ pub fn manifest() -> Option<&'static Manifest> {
 /// The eval line of a bundled model, by its short name (what the Models tab shows).
 pub fn figures(name: &str) -> Option<String> {
     manifest()?.model_by_name(name)?.summary()
+}
+
+/// Bytes of all bundled model files together.
+pub fn total_size() -> usize {
+    BUNDLED.iter().map(|m| m.size).sum()
 }

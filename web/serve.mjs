@@ -1,18 +1,21 @@
-// Serves the repository root (index.html, web/pkg, assets/) on http://127.0.0.1:PORT (default
-// 8000). WebGPU needs a secure context: 127.0.0.1 and localhost count as one, other hosts need HTTPS.
-// Usage: node web/serve.mjs [PORT]
+// Serves the repository root (index.html, web/pkg, assets/), or the folder DIR that web/site
+// built, on http://127.0.0.1:PORT (default 8000). WebGPU needs a secure context: 127.0.0.1 and
+// localhost count as one, other hosts need HTTPS.
+// Usage: node web/serve.mjs [PORT] [DIR]
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const root = process.argv[3] ? path.resolve(process.argv[3]) : repo;
 const port = Number(process.argv[2] ?? 8000);
 const types = {
   '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm',
   '.json': 'application/json', '.png': 'image/png', '.safetensors': 'application/octet-stream',
 };
 if (!fs.existsSync(path.join(root, 'web/pkg/fewstep.js'))) {
-  console.error('web/pkg/fewstep.js is missing: build the web app first with web/build');
+  console.error(`${path.join(root, 'web/pkg/fewstep.js')} is missing: build the web app first ` +
+    '(web/build for the repository root, web/site DIR for a folder to host)');
   process.exit(1);
 }
 http.createServer((req, res) => {

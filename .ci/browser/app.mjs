@@ -1,7 +1,8 @@
 // The web app in headless Chromium (WebGPU on SwiftShader), checked as a visitor sees it. Serves
-// the repository root on 127.0.0.1 and opens index.html?model=…&steps=4&seed=…&count=…, then:
+// the repository root (or, with FEWSTEP_SITE=DIR, the static site web/site built there, and
+// nothing else) on 127.0.0.1 and opens index.html?model=…&steps=4&seed=…&count=…, then:
 //  - while the WebAssembly is still on its way, the loading panel shows its text; while the
-//    bundled models load, the status line names the model being fetched;
+//    bundled models load, the status line names the model being fetched and counts megabytes;
 //  - the samples the page finishes equal, to APP_TOL_*, what native `fewstep sample --values` wrote
 //    for the same model, steps and seed (the JSON file given as the first argument);
 //  - the canvas's own pixels (canvas.toDataURL(), what the compositor shows) hold both grids,
@@ -32,7 +33,9 @@ const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../.
 const native = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const capture = process.argv[3] ?? path.join(root, 'target/web-canvas.png');
 
-const { server, port } = await startServer(root);
+const served = process.env.FEWSTEP_SITE ? path.resolve(process.env.FEWSTEP_SITE) : root;
+console.log(`serving ${served}`);
+const { server, port } = await startServer(served);
 const common = ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-quic'];
 // Without --disable-vulkan-surface (see ARCHITECTURE.md, Platforms) the compositor includes
@@ -95,8 +98,8 @@ try {
     const secs = (Date.now() - t0) / 1000;
     check(atWasm?.shown && /Loading/.test(atWasm.text) && atWasm.hitId === 'loading',
       `while the WebAssembly loads, the loading panel shows: ${JSON.stringify(atWasm)}`);
-    check(atModel?.shown && /Loading models/.test(atModel.text),
-      `while the models load, the status line says so: ${JSON.stringify(atModel)}`);
+    check(atModel?.shown && /Loading models/.test(atModel.text) && /[\d.]+ of [\d.]+ MB/.test(atModel.text),
+      `while the models load, the status line says so, in megabytes: ${JSON.stringify(atModel)}`);
 
     const r = await page.evaluate(() => window.fewstepResult());
     const want = native.values;
@@ -224,10 +227,11 @@ try {
     const adapter = before?.adapter ?? '';
     check(adapter.length > 0 && !adapter.includes('BrowserWebGpu') && !adapter.startsWith(' '),
       `the top bar names the adapter: "${adapter}"`);
-    for (const [name, source] of [['corrupt.safetensors', null],
-      ['classifier.safetensors', 'assets/fmnist-classifier.safetensors']]) {
+    // The classifier is read here, not fetched: the static site does not serve it.
+    const classifier = fs.readFileSync(path.join(root, 'assets/fmnist-classifier.safetensors')).toString('base64');
+    for (const [name, source] of [['corrupt.safetensors', null], ['classifier.safetensors', classifier]]) {
       await page.evaluate(async ([name, source]) => {
-        const bytes = source ? new Uint8Array(await (await fetch(source)).arrayBuffer())
+        const bytes = source ? Uint8Array.from(atob(source), (c) => c.charCodeAt(0))
           : new Uint8Array(4096).fill(7);
         const dt = new DataTransfer();
         dt.items.add(new File([bytes], name));
@@ -248,7 +252,9 @@ try {
         .map((id) => getComputedStyle(document.getElementById(id)).display));
       check(after && after.status.includes(name) && /could not load/.test(after.status)
         && after.loadingDone === after.loadingExpected && after.models.length === before.models.length
-        && shown.every((d) => d === 'none'),
+        && shown.every((d) => d === 'none')
+        // The classifier is a valid safetensors file: its message must say what it lacks.
+        && (name !== 'classifier.safetensors' || !/not a valid safetensors/.test(after.status)),
         `a dropped ${name} gets a message and no spinner: "${after?.status}" ` +
         `(${after?.loadingDone} of ${after?.loadingExpected} files handled, ${after?.models.length} models; ` +
         `panels ${shown.join(', ')})`);

@@ -46,9 +46,11 @@ pub enum Job {
         name: String,
         error: String,
     },
-    /// The loader started on `current` (shown next to the progress bar).
+    /// The loader is on `current` (shown next to the progress bar); `bytes`: (fetched so far,
+    /// all files together) where the loader counts bytes (the web page).
     Progress {
         current: String,
+        bytes: Option<(u64, u64)>,
     },
     /// Runs the rows one after another; `draw_steps` draws every step (the sample view), else
     /// only each row's result (the compare view).
@@ -63,6 +65,7 @@ pub enum Event {
     Loaded(ModelInfo),
     Progress {
         current: String,
+        bytes: Option<(u64, u64)>,
     },
     LoadFailed {
         name: String,
@@ -234,7 +237,7 @@ impl Worker {
         match job {
             Job::Load { name, bytes } => self.load(name, bytes),
             Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
-            Job::Progress { current } => self.emit(Event::Progress { current }),
+            Job::Progress { current, bytes } => self.emit(Event::Progress { current, bytes }),
             Job::Run {
                 run,
                 rows,

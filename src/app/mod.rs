@@ -183,6 +183,8 @@ pub struct Loading {
     pub expected: usize,
     pub done: usize,
     pub current: String,
+    /// (bytes fetched, bytes in all) where the loader counts bytes (the web page).
+    pub bytes: Option<(u64, u64)>,
 }
 
 pub struct FewstepApp {
@@ -440,7 +442,10 @@ impl FewstepApp {
                     self.status = format!("could not load {name}: {error}");
                     self.after_load();
                 }
-                Event::Progress { current } => self.loading.current = current,
+                Event::Progress { current, bytes } => {
+                    self.loading.current = current;
+                    self.loading.bytes = bytes.or(self.loading.bytes);
+                }
                 Event::Start { run, z, .. } => {
                     let id = self.register(&z);
                     match (id, self.state.sample_view_for(run)) {

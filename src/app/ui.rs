@@ -36,17 +36,27 @@ pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
 fn loading_bar(app: &FewstepApp, ui: &mut Ui) {
     let l = &app.loading;
     if l.expected > 0 && l.done < l.expected {
-        let text = format!(
-            "loading models: {} of {}{}",
-            l.done,
-            l.expected,
-            if l.current.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", l.current)
-            }
-        );
-        ui.add(egui::ProgressBar::new(l.done as f32 / l.expected as f32).text(text));
+        let current = if l.current.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", l.current)
+        };
+        // By bytes where the loader counts them (a download), else by files.
+        let (fraction, text) = match l.bytes {
+            Some((done, total)) if total > 0 => (
+                done as f32 / total as f32,
+                format!(
+                    "loading models: {:.1} of {:.1} MB{current}",
+                    done as f64 / 1e6,
+                    total as f64 / 1e6
+                ),
+            ),
+            _ => (
+                l.done as f32 / l.expected as f32,
+                format!("loading models: {} of {}{current}", l.done, l.expected),
+            ),
+        };
+        ui.add(egui::ProgressBar::new(fraction).text(text));
     }
 }
 

@@ -160,7 +160,9 @@ pub(crate) fn publish_result(state: &AppState, samples: &[f32], shape: [usize; 4
     RESULT.with(|r| *r.borrow_mut() = Some(json.to_string()));
 }
 
-async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+/// Fetches `url`, reading the body as a stream so that `on_bytes` hears how many bytes have
+/// arrived after each chunk (the loading bar moves by bytes, not by file).
+async fn fetch_bytes(url: &str, mut on_bytes: impl FnMut(u64)) -> Result<Vec<u8>, String> {
     let window = web_sys::window().ok_or("no window")?;
     let resp: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
         .await
@@ -169,14 +171,35 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| "fetch did not return a Response".to_string())?;
     if !resp.ok() {
         return Err(format!(
-            "fetching {url}: HTTP {} (serve the repository root, where assets/ lives)",
+            "fetching {url}: HTTP {} (serve the folder web/site builds, or the repository \
+             root, where assets/ lives)",
             resp.status()
         ));
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(|e| format!("{e:?}"))?)
-        .await
-        .map_err(|e| format!("reading {url}: {e:?}"))?;
-    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+    let Some(body) = resp.body() else {
+        return Ok(Vec::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = body
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| "the response body has no default reader".to_string())?;
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| format!("reading {url}: {e:?}"))?;
+        let done = js_sys::Reflect::get(&chunk, &"done".into())
+            .map(|d| d.is_truthy())
+            .unwrap_or(true);
+        if done {
+            break;
+        }
+        let value = js_sys::Reflect::get(&chunk, &"value".into())
+            .map_err(|e| format!("reading {url}: {e:?}"))?;
+        bytes.extend_from_slice(&js_sys::Uint8Array::new(&value).to_vec());
+        on_bytes(bytes.len() as u64);
+    }
+    Ok(bytes)
 }
 
 /// Shows `text` in the page's status line (#status in index.html, a strip along the bottom
@@ -194,20 +217,31 @@ fn page_status(text: Option<&str>) {
     el.set_hidden(text.is_none());
 }
 
-/// Fetches the bundled models one after another from assets/ and hands them to the worker.
+/// Fetches the bundled models one after another from assets/ and hands them to the worker;
+/// progress goes to the worker (bytes) and to the page's status line.
 pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
     wasm_bindgen_futures::spawn_local(async move {
         let total = crate::bundled::BUNDLED.len();
+        let total_bytes = crate::bundled::total_size() as u64;
+        let mut before = 0u64;
         for (i, b) in crate::bundled::BUNDLED.iter().enumerate() {
-            page_status(Some(&format!(
-                "Loading models: {} ({} of {total})…",
-                b.name,
-                i + 1
-            )));
-            let _ = jobs.unbounded_send(Job::Progress {
-                current: format!("{} from assets/{}", b.name, b.file),
-            });
-            let job = match fetch_bytes(&format!("assets/{}", b.file)).await {
+            let current = format!("{} from assets/{}", b.name, b.file);
+            let progress = |got: u64| {
+                let done = (before + got).min(total_bytes);
+                page_status(Some(&format!(
+                    "Loading models: {} ({} of {total}), {:.1} of {:.1} MB…",
+                    b.name,
+                    i + 1,
+                    done as f64 / 1e6,
+                    total_bytes as f64 / 1e6
+                )));
+                let _ = jobs.unbounded_send(Job::Progress {
+                    current: current.clone(),
+                    bytes: Some((done, total_bytes)),
+                });
+            };
+            progress(0);
+            let job = match fetch_bytes(&format!("assets/{}", b.file), progress).await {
                 Ok(bytes) => Job::Load {
                     name: b.name.into(),
                     bytes,
@@ -217,6 +251,7 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
                     error,
                 },
             };
+            before += b.size as u64;
             let _ = jobs.unbounded_send(job);
         }
         page_status(None);
