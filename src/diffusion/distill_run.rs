@@ -466,15 +466,7 @@ impl DistillRun {
             d.result_params(),
             "",
         ))?;
-        let mut meta = self.teacher_meta.clone();
-        meta.steps = Some(steps as u32);
-        meta.lineage.parent_sha256 = Some(self.teacher_hash.clone());
-        meta.lineage.halvings += 1;
-        if meta.lineage.steps_path.is_empty() {
-            meta.lineage.steps_path.push(self.plan.from_steps as u32);
-        }
-        meta.lineage.steps_path.push(steps as u32);
-        meta.command = self.plan.command.clone();
+        let meta = student_meta(&self.teacher_meta, &self.teacher_hash, &self.plan, steps);
         let path = self.dir.join(model_file_name(steps));
         save_model(&path, &meta, &weights, StoreAs::F32)?;
         self.costs.push(HalvingCost {
@@ -522,7 +514,27 @@ fn unreadable_teacher(path: &Path, state: &State, e: std::io::Error) -> anyhow::
     }
 }
 
-fn halving_config(plan: &DistillPlan, teacher_steps: usize) -> DistillConfig {
+/// The description of a finished `steps`-step student of the teacher described by
+/// `teacher_meta` (whose file has SHA-256 `teacher_hash`).
+pub(crate) fn student_meta(
+    teacher_meta: &ModelMeta,
+    teacher_hash: &str,
+    plan: &DistillPlan,
+    steps: usize,
+) -> ModelMeta {
+    let mut meta = teacher_meta.clone();
+    meta.steps = Some(steps as u32);
+    meta.lineage.parent_sha256 = Some(teacher_hash.to_string());
+    meta.lineage.halvings += 1;
+    if meta.lineage.steps_path.is_empty() {
+        meta.lineage.steps_path.push(plan.from_steps as u32);
+    }
+    meta.lineage.steps_path.push(steps as u32);
+    meta.command = plan.command.clone();
+    meta
+}
+
+pub(crate) fn halving_config(plan: &DistillPlan, teacher_steps: usize) -> DistillConfig {
     DistillConfig {
         teacher_steps,
         updates: plan.updates_for(teacher_steps / 2),
@@ -535,7 +547,7 @@ fn halving_config(plan: &DistillPlan, teacher_steps: usize) -> DistillConfig {
     }
 }
 
-fn check_shape(teacher: &Denoiser, data: &Dataset) -> Result<()> {
+pub(crate) fn check_shape(teacher: &Denoiser, data: &Dataset) -> Result<()> {
     let want = teacher.image_shape();
     let got = [data.channels, data.height, data.width];
     if want != got {

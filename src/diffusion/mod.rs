@@ -2,6 +2,7 @@
 //! files, and teacher training (Algorithm 1).
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod distill_memory;
 pub mod distill_run;
 pub mod distiller;
 pub mod model;

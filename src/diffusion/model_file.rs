@@ -96,14 +96,33 @@ pub fn save_model(
     weights: &[HostTensor],
     store: StoreAs,
 ) -> Result<(), ModelError> {
+    tensor_file::write(path, weights, model_metadata(meta), store)?;
+    Ok(())
+}
+
+/// The bytes `save_model` would write (for a model made where there are no files: the web page).
+pub fn model_bytes(
+    name: &str,
+    meta: &ModelMeta,
+    weights: &[HostTensor],
+    store: StoreAs,
+) -> Result<Vec<u8>, ModelError> {
+    Ok(tensor_file::encode(
+        Path::new(name),
+        weights,
+        model_metadata(meta),
+        store,
+    )?)
+}
+
+fn model_metadata(meta: &ModelMeta) -> HashMap<String, String> {
     let mut md = HashMap::new();
     md.insert(
         META_KEY.to_string(),
         serde_json::to_string(meta).expect("metadata serialises"),
     );
     md.insert("format".into(), "fewstep".into());
-    tensor_file::write(path, weights, md, store)?;
-    Ok(())
+    md
 }
 
 /// Parses and checks a model file's description and tensors (no GPU needed).

@@ -47,6 +47,17 @@ pub fn write(
     metadata: HashMap<String, String>,
     store: StoreAs,
 ) -> Result<(), FileError> {
+    write_atomic(path, &encode(path, tensors, metadata, store)?)
+}
+
+/// The safetensors bytes of `tensors` and `metadata` (header keys sorted); `path` only names
+/// the file in errors.
+pub fn encode(
+    path: &Path,
+    tensors: &[HostTensor],
+    metadata: HashMap<String, String>,
+    store: StoreAs,
+) -> Result<Vec<u8>, FileError> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|t| match store {
@@ -78,11 +89,10 @@ pub fn write(
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    let data = sorted_header(&data).map_err(|detail| FileError::Content {
+    sorted_header(&data).map_err(|detail| FileError::Content {
         path: path.to_path_buf(),
         detail,
-    })?;
-    write_atomic(path, &data)
+    })
 }
 
 /// The same safetensors bytes with every key of the JSON header sorted. The library writes the

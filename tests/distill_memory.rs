@@ -1,0 +1,106 @@
+//! The in-memory distillation the web page runs (diffusion/distill_memory.rs) makes the same
+//! model files as `fewstep distill` (distill_run.rs), byte for byte, on the same device; and
+//! the Fashion-MNIST subset the page ships is the first 10,000 training images.
+mod common;
+use common::*;
+use fewstep::data::Dataset;
+use fewstep::diffusion::distill_memory::{Advanced, MemoryDistill};
+use fewstep::diffusion::distill_run::{model_file_name, DistillPlan, DistillRun};
+use fewstep::diffusion::model_file::{save_model, Lineage, ModelMeta};
+use fewstep::diffusion::Parameterization;
+use fewstep::nn::{UNet, UNetConfig};
+
+#[test]
+fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
+    let g = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::synthetic_patterns(6, 1, 8, 8);
+    let cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
+    let net = UNet::new(&g, cfg.clone(), 3).unwrap();
+    let weights =
+        pollster::block_on(fewstep::nn::read_tensors(&net.layout.specs, &net.params, "")).unwrap();
+    let teacher = tmp.path().join("teacher.safetensors");
+    let meta = ModelMeta {
+        format_version: 1,
+        arch: cfg,
+        image: [1, 8, 8],
+        parameterization: Parameterization::V,
+        schedule: "cosine".into(),
+        steps: None,
+        lineage: Lineage::default(),
+        dataset: "synthetic".into(),
+        training_steps: 0,
+        command: "test".into(),
+    };
+    save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
+    let teacher_file = std::fs::read(&teacher).unwrap();
+    for ema in [None, Some(0.9f32)] {
+        let plan = DistillPlan {
+            teacher: teacher.clone(),
+            from_steps: 8,
+            to_steps: 1,
+            updates: 3,
+            final_updates: 2,
+            batch: 3,
+            lr: 1e-3,
+            seed: 11,
+            checkpoint_every: 0,
+            log_every: 2,
+            dataset: "synthetic".into(),
+            command: "fewstep distill (test)".into(),
+            ema,
+        };
+        let dir = tmp.path().join(format!("files-{ema:?}"));
+        let mut on_disk = DistillRun::create(&g, &dir, plan.clone(), data.clone()).unwrap();
+        while !on_disk.is_done() {
+            on_disk.advance().unwrap();
+        }
+        let mut memory = MemoryDistill::new(&g, plan, &teacher_file, data.clone()).unwrap();
+        let (mut students, mut updates, mut losses) = (Vec::new(), 0, 0);
+        loop {
+            match pollster::block_on(memory.advance()).unwrap() {
+                Advanced::Update { loss } => {
+                    updates += 1;
+                    losses += loss.is_some() as usize;
+                }
+                Advanced::Halving { student, done } => {
+                    students.push(student);
+                    if done {
+                        break;
+                    }
+                }
+            }
+        }
+        // The 4-step student takes `updates`, the 2- and 1-step ones `final_updates`.
+        assert_eq!(updates, 3 + 2 + 2, "ema {ema:?}");
+        // A loss every 2 updates and at each halving's end: 2 and 3, then 2, then 2.
+        assert_eq!(losses, 4);
+        assert_eq!(memory.progress(), (7, 7));
+        let steps: Vec<usize> = students.iter().map(|s| s.steps).collect();
+        assert_eq!(steps, [4, 2, 1]);
+        for s in &students {
+            let file = std::fs::read(dir.join(model_file_name(s.steps))).unwrap();
+            assert!(
+                file == s.file,
+                "the {}-step student differs from fewstep distill's file (ema {ema:?})",
+                s.steps
+            );
+        }
+    }
+}
+
+#[test]
+fn the_shipped_fashion_mnist_subset_is_the_first_10000_training_images() {
+    let subset = fewstep::diffusion::run_spec::load_data("fashion-mnist:assets/fmnist-10k", 28)
+        .expect("assets/fmnist-10k loads as a Fashion-MNIST folder");
+    assert_eq!(subset.len(), 10_000);
+    assert_eq!([subset.channels, subset.height, subset.width], [1, 28, 28]);
+    match fewstep::diffusion::run_spec::load_data("fashion-mnist", 28) {
+        Ok(full) => {
+            for i in [0, 1, 4_321, 9_999] {
+                assert_eq!(subset.image(i), full.image(i), "image {i}");
+            }
+        }
+        Err(e) => eprintln!("skipped the comparison with the full set: {e:#}"),
+    }
+}
