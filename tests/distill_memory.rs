@@ -17,8 +17,12 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
     let data = Dataset::synthetic_patterns(6, 1, 8, 8);
     let cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
     let net = UNet::new(&g, cfg.clone(), 3).unwrap();
-    let weights =
-        pollster::block_on(fewstep::nn::read_tensors(&net.layout.specs, &net.params, "")).unwrap();
+    let weights = pollster::block_on(fewstep::nn::read_tensors(
+        &net.layout.specs,
+        &net.params,
+        "",
+    ))
+    .unwrap();
     let teacher = tmp.path().join("teacher.safetensors");
     let meta = ModelMeta {
         format_version: 1,

@@ -11,7 +11,9 @@
 use anyhow::{bail, Result};
 use web_time::Instant;
 
-use super::distill_run::{check_shape, halving_config, model_file_name, student_meta, DistillPlan};
+use super::distill_plan::{
+    check_shape, halving_config, model_file_name, student_meta, DistillPlan,
+};
 use super::distiller::Distiller;
 use super::model_file::{load_model_bytes, model_bytes, sha256_hex, ModelMeta};
 use crate::data::Dataset;

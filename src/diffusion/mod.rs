@@ -1,8 +1,9 @@
 //! Diffusion: the cosine schedule, parameterizations and loss weightings, the samplers, model
 //! files, and teacher training (Algorithm 1).
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod distill_memory;
+pub mod distill_plan;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod distill_run;
 pub mod distiller;
 pub mod model;
