@@ -107,6 +107,13 @@ pub fn fewstep_result() -> Option<String> {
     web_page::result_json()
 }
 
+/// The last distillation of the Train tab: {done, total, seconds, ended, failed, losses,
+/// students: [{name, steps, file (base64 model file)}]}; null before the first one starts.
+#[wasm_bindgen]
+pub fn fewstep_distilled() -> Option<String> {
+    crate::app::web_distill::last_run_json()
+}
+
 /// Creates the WebGPU device and runs `selftest::run`; resolves to the report as JSON, or rejects
 /// with a message that says what is missing (e.g. no WebGPU in this browser).
 #[wasm_bindgen]

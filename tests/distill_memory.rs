@@ -99,6 +99,19 @@ fn the_shipped_fashion_mnist_subset_is_the_first_10000_training_images() {
         .expect("assets/fmnist-10k loads as a Fashion-MNIST folder");
     assert_eq!(subset.len(), 10_000);
     assert_eq!([subset.channels, subset.height, subset.width], [1, 28, 28]);
+    // The web page builds its data set from the fetched bytes: the same images, labels and flip.
+    let read = |f: &str| std::fs::read(format!("assets/fmnist-10k/{f}")).unwrap();
+    let web = fewstep::data::idx_from_gz_bytes(
+        "fashion-mnist",
+        &read("train-images-idx3-ubyte.gz"),
+        &read("train-labels-idx1-ubyte.gz"),
+        true,
+    )
+    .unwrap();
+    assert_eq!(web.len(), subset.len());
+    assert_eq!(web.flip, subset.flip);
+    assert_eq!(web.labels, subset.labels);
+    assert!((0..web.len()).all(|i| web.image(i) == subset.image(i)));
     match fewstep::diffusion::run_spec::load_data("fashion-mnist", 28) {
         Ok(full) => {
             for i in [0, 1, 4_321, 9_999] {

@@ -26,8 +26,12 @@ const common = ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--di
   '--disable-component-update', '--disable-sync', '--disable-quic'];
 const webgpu = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
   '--use-angle=swiftshader', '--enable-unsafe-swiftshader'];
-// FIX: filled in below once found.
-const fix = [];
+// The fix. Windowed, Chromium's GPU watchdog is armed: when one task on the GPU process's main
+// thread (SwiftShader running the sampler's WebGPU work on the CPU) runs past its timeout, it kills
+// the GPU process ("GPU process exited unexpectedly: exit_code=512" on stderr), the page's WebGPU
+// device is lost ("A valid external Instance reference no longer exists") and the run never ends.
+// Headless (--headless=new) does not trip it. --in-process-gpu also turns the watchdog off.
+const fix = ['--disable-gpu-watchdog'];
 const extra = (process.env.WIN_EXTRA ?? '').split(/\s+/).filter(Boolean);
 const args = [...(mode === 'headless' ? ['--headless=new'] : ['--ozone-platform=x11']), ...common, ...webgpu,
   ...(process.env.WIN_NOFIX ? [] : fix), ...extra];
@@ -74,6 +78,6 @@ try {
   await browser.close().catch(() => {});
   server.close();
   fs.rmSync(dir, { recursive: true, force: true });
-  if (xvfb) xvfb.kill();
+  if (xvfb) { const gone = new Promise((ok) => xvfb.once('exit', ok)); xvfb.kill(); await gone; }
 }
 process.exit(ok ? 0 : 1);

@@ -19,6 +19,8 @@ pub mod train_runner;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_settings;
 #[cfg(target_arch = "wasm32")]
+pub mod web_distill;
+#[cfg(target_arch = "wasm32")]
 pub mod web_page;
 
 use std::sync::Arc;
@@ -47,6 +49,21 @@ pub struct StartOptions {
     pub compare: bool,
     /// Natively: when the started run is done, save the window as this PNG and close.
     pub screenshot: Option<String>,
+    /// On the web: start a distillation in the Train tab (`distill=MODEL&to=2&updates=…&batch=…
+    /// &lr=…&seed=…`, `from=` for a teacher's step count) instead of a sample run.
+    pub distill: Option<DistillStart>,
+}
+
+/// A distillation asked for in the address; unset values keep the tab's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DistillStart {
+    pub teacher: String,
+    pub from_steps: Option<usize>,
+    pub to_steps: Option<usize>,
+    pub updates: Option<u64>,
+    pub batch: Option<usize>,
+    pub lr: Option<f32>,
+    pub seed: Option<u64>,
 }
 
 impl StartOptions {
@@ -56,11 +73,16 @@ impl StartOptions {
     pub fn from_query(query: &str) -> Result<StartOptions, String> {
         let mut o = StartOptions::default();
         let mut run = None;
+        let mut distill = DistillStart::default();
         let q = query.trim_start_matches('?');
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let (k, v) = (decode_query_part(k)?, decode_query_part(v)?);
             let bad = |what: &str| format!("in the address, {k}={v}: {what}");
+            fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+                v.parse()
+                    .map_err(|_| format!("in the address, '{v}' is not a whole number"))
+            }
             let switch = |v: &str| match v {
                 "" | "1" | "true" | "yes" | "on" => Ok(true),
                 "0" | "false" | "no" | "off" => Ok(false),
@@ -80,8 +102,20 @@ impl StartOptions {
                 }
                 "clip" => o.clip = Some(switch(&v)?),
                 "run" => run = Some(switch(&v)?),
+                "distill" => distill.teacher = v.clone(),
+                "from" => distill.from_steps = Some(number(&v)?),
+                "to" => distill.to_steps = Some(number(&v)?),
+                "updates" => distill.updates = Some(number(&v)?),
+                "batch" => distill.batch = Some(number(&v)?),
+                "lr" => distill.lr = Some(v.parse().map_err(|_| bad("lr must be a number"))?),
                 _ => {}
             }
+        }
+        if !distill.teacher.is_empty() {
+            distill.seed = o.seed.take();
+            o.distill = Some(distill);
+            o.run = false;
+            return Ok(o);
         }
         o.run = run.unwrap_or(o.model.is_some() || o.steps.is_some() || o.seed.is_some());
         Ok(o)
@@ -173,7 +207,6 @@ pub enum Tab {
     Sample,
     Compare,
     Models,
-    #[cfg(not(target_arch = "wasm32"))]
     Train,
 }
 
@@ -203,6 +236,13 @@ pub struct FewstepApp {
     pub open_path: String,
     #[cfg(not(target_arch = "wasm32"))]
     pub train: train_panel::TrainPanel,
+    #[cfg(target_arch = "wasm32")]
+    pub web_train: web_distill::WebTrainPanel,
+    /// The device the web Train tab distills on (eframe's, as the worker's).
+    #[cfg(target_arch = "wasm32")]
+    pub web_gpu: Option<crate::gpu::Gpu>,
+    #[cfg(target_arch = "wasm32")]
+    egui_ctx: Option<egui::Context>,
 }
 
 /// eframe's wgpu set-up for fewstep: the device asks for what the engine's kernels want
@@ -251,6 +291,12 @@ impl FewstepApp {
             open_path: String::new(),
             #[cfg(not(target_arch = "wasm32"))]
             train: train_panel::TrainPanel::default(),
+            #[cfg(target_arch = "wasm32")]
+            web_train: web_distill::WebTrainPanel::default(),
+            #[cfg(target_arch = "wasm32")]
+            web_gpu: None,
+            #[cfg(target_arch = "wasm32")]
+            egui_ctx: Some(cc.egui_ctx.clone()),
         };
         let Some(rs) = render else {
             app.status = "fewstep needs a wgpu renderer with compute shaders (WebGPU, Vulkan, \
@@ -261,7 +307,15 @@ impl FewstepApp {
         let info = rs.adapter.get_info();
         app.adapter = adapter_label(&info);
         #[cfg(target_arch = "wasm32")]
-        web_page::look_up_adapter_name();
+        {
+            web_page::look_up_adapter_name();
+            app.web_gpu = Some(crate::gpu::Gpu::from_device(
+                rs.device.clone(),
+                rs.queue.clone(),
+                info.clone(),
+                None,
+            ));
+        }
         let engine = engine::spawn(
             SharedDevice {
                 device: rs.device.clone(),
@@ -402,12 +456,47 @@ impl FewstepApp {
         if let Some(v) = o.clip {
             s.clip = v;
         }
+        #[cfg(target_arch = "wasm32")]
+        if let Some(d) = &o.distill {
+            self.start_distill_from_address(d);
+            return;
+        }
         if o.compare {
             self.tab = Tab::Compare;
             self.start_compare();
         } else if o.run {
             self.tab = Tab::Sample;
             self.start_sample();
+        }
+    }
+
+    /// `?distill=MODEL&…`: the Train tab with those settings, started.
+    #[cfg(target_arch = "wasm32")]
+    fn start_distill_from_address(&mut self, d: &DistillStart) {
+        self.tab = Tab::Train;
+        let Some(m) = self.state.models.iter().find(|m| m.name == d.teacher) else {
+            self.status = format!("distill={}: no such model is loaded", d.teacher);
+            return;
+        };
+        let s = &mut self.web_train.settings;
+        s.teacher = d.teacher.clone();
+        s.from_steps = m
+            .meta
+            .steps
+            .map(|k| k as usize)
+            .or(d.from_steps)
+            .unwrap_or(s.from_steps);
+        s.to_steps = d.to_steps.unwrap_or(s.from_steps / 2);
+        s.updates = d.updates.unwrap_or(s.updates);
+        s.batch = d.batch.unwrap_or(s.batch);
+        s.lr = d.lr.unwrap_or(s.lr);
+        s.seed = d.seed.unwrap_or(s.seed);
+        if let (Some(gpu), Some(jobs), Some(ctx)) = (
+            self.web_gpu.clone(),
+            self.job_sender(),
+            self.egui_ctx.clone(),
+        ) {
+            self.web_train.start(gpu, jobs, ctx);
         }
     }
 
@@ -549,7 +638,10 @@ impl FewstepApp {
                 self.loading.expected += 1;
                 wasm_bindgen_futures::spawn_local(async move {
                     let job = match f.bytes_async().await {
-                        Ok(bytes) => Job::Load { name, bytes },
+                        Ok(bytes) => {
+                            web_distill::remember_file(&name, &bytes);
+                            Job::Load { name, bytes }
+                        }
                         Err(error) => Job::LoadError { name, error },
                     };
                     let _ = jobs.unbounded_send(job);

@@ -14,7 +14,6 @@ pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
             ui.selectable_value(&mut app.tab, Tab::Sample, "Sample");
             ui.selectable_value(&mut app.tab, Tab::Compare, "Compare");
             ui.selectable_value(&mut app.tab, Tab::Models, "Models");
-            #[cfg(not(target_arch = "wasm32"))]
             ui.selectable_value(&mut app.tab, Tab::Train, "Train / distill");
             ui.separator();
             ui.label(RichText::new(&app.adapter).weak());
@@ -30,6 +29,12 @@ pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
         Tab::Models => models_tab(app, ui),
         #[cfg(not(target_arch = "wasm32"))]
         Tab::Train => app.train.ui(ui),
+        #[cfg(target_arch = "wasm32")]
+        Tab::Train => {
+            let jobs = app.job_sender();
+            app.web_train
+                .ui(ui, &app.state.models, app.web_gpu.as_ref(), jobs)
+        }
     }
 }
 

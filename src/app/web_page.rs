@@ -242,10 +242,13 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
             };
             progress(0);
             let job = match fetch_bytes(&format!("assets/{}", b.file), progress).await {
-                Ok(bytes) => Job::Load {
-                    name: b.name.into(),
-                    bytes,
-                },
+                Ok(bytes) => {
+                    super::web_distill::remember_file(b.name, &bytes);
+                    Job::Load {
+                        name: b.name.into(),
+                        bytes,
+                    }
+                }
                 Err(error) => Job::LoadError {
                     name: b.name.into(),
                     error,
@@ -279,10 +282,11 @@ pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
         wasm_bindgen_futures::spawn_local(async move {
             let name = file.name();
             let job = match JsFuture::from(file.array_buffer()).await {
-                Ok(buf) => Job::Load {
-                    name,
-                    bytes: js_sys::Uint8Array::new(&buf).to_vec(),
-                },
+                Ok(buf) => {
+                    let bytes = js_sys::Uint8Array::new(&buf).to_vec();
+                    super::web_distill::remember_file(&name, &bytes);
+                    Job::Load { name, bytes }
+                }
                 Err(e) => Job::LoadError {
                     name,
                     error: format!("{e:?}"),
@@ -294,4 +298,26 @@ pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
     input.set_onchange(Some(on_change.as_ref().unchecked_ref()));
     on_change.forget();
     input.click();
+}
+
+thread_local! {
+    static SUBSET: RefCell<Option<crate::data::Dataset>> = const { RefCell::new(None) };
+}
+
+/// The Fashion-MNIST subset the page ships (web_distill::DATA_DIR), fetched once.
+pub(crate) async fn fashion_mnist_subset() -> anyhow::Result<crate::data::Dataset> {
+    if let Some(d) = SUBSET.with(|s| s.borrow().clone()) {
+        return Ok(d);
+    }
+    let dir = super::web_distill::DATA_DIR;
+    let get = |f: &'static str| async move {
+        fetch_bytes(&format!("{dir}/{f}"), |_| {})
+            .await
+            .map_err(anyhow::Error::msg)
+    };
+    let images = get("train-images-idx3-ubyte.gz").await?;
+    let labels = get("train-labels-idx1-ubyte.gz").await?;
+    let data = crate::data::idx_from_gz_bytes("fashion-mnist", &images, &labels, true)?;
+    SUBSET.with(|s| *s.borrow_mut() = Some(data.clone()));
+    Ok(data)
 }

@@ -211,6 +211,49 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
     Ok(bytes[8..].to_vec())
 }
 
+/// A Fashion-MNIST-style data set from the bytes of its gzip-compressed IDX image and label
+/// files (what the web page fetches: assets/fmnist-10k); `name` and `flip` as in [`load`], which
+/// builds its data set the same way.
+pub fn from_gz_bytes(
+    name: &str,
+    images_gz: &[u8],
+    labels_gz: &[u8],
+    flip: bool,
+) -> Result<Dataset, DataError> {
+    let gunzip = |what: &str, bytes: &[u8]| {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map(|_| out)
+            .map_err(|e| DataError::io(what, e))
+    };
+    let images_path = Path::new("train-images-idx3-ubyte.gz");
+    let labels_path = Path::new("train-labels-idx1-ubyte.gz");
+    let (n, rows, cols, pixels) = parse_images(
+        images_path,
+        &gunzip("train-images-idx3-ubyte.gz", images_gz)?,
+    )?;
+    let labels = parse_labels(
+        labels_path,
+        &gunzip("train-labels-idx1-ubyte.gz", labels_gz)?,
+    )?;
+    if labels.len() != n {
+        return Err(DataError::Format {
+            path: labels_path.to_path_buf(),
+            detail: format!("holds {} labels for {n} images", labels.len()),
+        });
+    }
+    Ok(Dataset::from_pixels(
+        name,
+        1,
+        rows,
+        cols,
+        pixels,
+        Some(labels),
+        flip,
+    ))
+}
+
 /// Loads one split of an IDX data set (`name` is "fashion-mnist" or "mnist") from `dir`.
 pub fn load(
     name: &str,

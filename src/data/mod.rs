@@ -16,3 +16,4 @@ pub use spec::{DataSpec, Split, ACCEPTED_FORMS, FASHION_MNIST_DIR, MNIST_DIR};
 
 /// The IDX file names (without `.gz`) of a split: images, then labels.
 pub use idx::file_names as idx_file_names;
+pub use idx::from_gz_bytes as idx_from_gz_bytes;

@@ -1,0 +1,492 @@
+//! The Train / distill tab on the web: progressive distillation of a loaded model inside the
+//! browser tab (diffusion/distill_memory.rs: the same updates and model files as `fewstep
+//! distill`). The run is a task on the page's event loop that awaits the GPU after every update
+//! and yields to the page, so the tab stays responsive; each finished student is loaded into the
+//! app at once (Sample, Compare) and can be downloaded as a model file the CLI and the desktop
+//! app open. Nothing is written anywhere: closing or reloading the tab loses the run.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use eframe::egui::{self, Color32, RichText, Ui};
+use egui_plot::{Line, Plot};
+use futures_channel::mpsc::UnboundedSender;
+use wasm_bindgen::JsCast;
+
+use super::engine::{Job, ModelInfo};
+use crate::diffusion::distill_memory::{Advanced, MemoryDistill};
+use crate::diffusion::distill_plan::DistillPlan;
+use crate::gpu::Gpu;
+
+/// The data set the page ships (the first 10,000 Fashion-MNIST training images, IDX + gzip).
+pub const DATA_DIR: &str = "assets/fmnist-10k";
+const DATA_NOTE: &str = "the first 10,000 Fashion-MNIST training images, shipped with the page \
+                         (4.3 MB, fetched when a run starts)";
+
+thread_local! {
+    /// Model file bytes by model name (fetched, dropped, or made here): what a run starts from
+    /// and what Download saves.
+    static FILES: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+    /// The runs' state, for `fewstep_distilled()` (tests and scripts).
+    static LAST: RefCell<Option<Rc<RefCell<Shared>>>> = const { RefCell::new(None) };
+}
+
+/// Keeps a model file's bytes so that it can be distilled or downloaded later.
+pub fn remember_file(name: &str, bytes: &[u8]) {
+    FILES.with(|f| f.borrow_mut().insert(name.to_string(), bytes.to_vec()));
+}
+
+fn file_of(name: &str) -> Option<Vec<u8>> {
+    FILES.with(|f| f.borrow().get(name).cloned())
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub teacher: String,
+    /// The teacher's sampling steps (a student's own count; a teacher's is chosen).
+    pub from_steps: usize,
+    pub to_steps: usize,
+    pub updates: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    /// Halve the bundled 4-step student once: short enough for a laptop GPU (about a minute),
+    /// and the result can be put beside the bundled 2-step student in Compare.
+    fn default() -> Self {
+        Settings {
+            teacher: crate::bundled::DEFAULT_MODEL.into(),
+            from_steps: 4,
+            to_steps: 2,
+            updates: 200,
+            batch: 16,
+            lr: 1e-4,
+            seed: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// The plan `fewstep distill` would follow with the equivalent command line.
+    fn plan(&self, teacher_file: &str) -> DistillPlan {
+        DistillPlan {
+            teacher: PathBuf::from(teacher_file),
+            from_steps: self.from_steps,
+            to_steps: self.to_steps,
+            updates: self.updates,
+            final_updates: self.updates,
+            batch: self.batch,
+            lr: self.lr,
+            seed: self.seed,
+            checkpoint_every: 0,
+            // A loss every update: reading it back is also where the task awaits the GPU.
+            log_every: 1,
+            dataset: "fashion-mnist".into(),
+            command: self.command(teacher_file),
+            ema: None,
+        }
+    }
+
+    /// The native command that makes the same students (same weights up to float rounding).
+    pub fn command(&self, teacher_file: &str) -> String {
+        format!(
+            "fewstep distill --teacher {teacher_file} --from-steps {} --to-steps {} --updates {u} \
+             --final-updates {u} --batch {} --lr {} --seed {} --data fashion-mnist:{DATA_DIR} \
+             --out DIR",
+            self.from_steps,
+            self.to_steps,
+            self.batch,
+            self.lr,
+            self.seed,
+            u = self.updates
+        )
+    }
+}
+
+/// A finished student.
+pub struct Made {
+    pub name: String,
+    pub steps: usize,
+    pub file: Vec<u8>,
+}
+
+/// What the running task and the tab share (one thread on the web).
+#[derive(Default)]
+pub struct Shared {
+    pub done: u64,
+    pub total: u64,
+    pub what: String,
+    pub losses: Vec<[f64; 2]>,
+    pub students: Vec<Made>,
+    pub ended: Option<(String, bool)>,
+    pub stop: bool,
+    pub seconds: f64,
+}
+
+#[derive(Default)]
+pub struct WebTrainPanel {
+    pub settings: Settings,
+    run: Option<Rc<RefCell<Shared>>>,
+}
+
+impl WebTrainPanel {
+    pub fn running(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_some_and(|r| r.borrow().ended.is_none())
+    }
+
+    /// Starts a distillation with the current settings.
+    pub fn start(&mut self, gpu: Gpu, jobs: UnboundedSender<Job>, ctx: egui::Context) {
+        let shared = Rc::new(RefCell::new(Shared {
+            what: "fetching the data set…".into(),
+            ..Default::default()
+        }));
+        LAST.with(|l| *l.borrow_mut() = Some(shared.clone()));
+        self.run = Some(shared.clone());
+        let settings = self.settings.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = distill(&gpu, &settings, &shared, &jobs, &ctx).await;
+            let mut s = shared.borrow_mut();
+            s.ended = Some(match result {
+                Ok(text) => (text, false),
+                Err(e) => (format!("{e:#}"), true),
+            });
+            ctx.request_repaint();
+        });
+    }
+
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        models: &[ModelInfo],
+        gpu: Option<&Gpu>,
+        jobs: Option<UnboundedSender<Job>>,
+    ) {
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.heading("Distill in this tab");
+            ui.label(
+                "Progressive distillation trains a student to take one sampling step where its \
+                 teacher takes two, then repeats with the student as the next teacher. Here it \
+                 runs on this page's GPU (WebGPU), with the same updates as `fewstep distill`.",
+            );
+            ui.label(format!("Data: {DATA_NOTE}."));
+            ui.label(
+                RichText::new(
+                    "Nothing is saved for you: closing or reloading the tab loses the run. \
+                     Download the students you want to keep.",
+                )
+                .color(Color32::from_rgb(230, 180, 90)),
+            );
+            ui.add_space(6.0);
+            let running = self.running();
+            ui.add_enabled_ui(!running, |ui| self.settings_ui(ui, models));
+            ui.horizontal(|ui| {
+                let ready = !running && gpu.is_some() && file_of(&self.settings.teacher).is_some();
+                if ui
+                    .add_enabled(ready, egui::Button::new("Start distilling"))
+                    .clicked()
+                {
+                    if let (Some(g), Some(j)) = (gpu, jobs.clone()) {
+                        self.start(g.clone(), j, ui.ctx().clone());
+                    }
+                }
+                if ui.add_enabled(running, egui::Button::new("Stop")).clicked() {
+                    if let Some(r) = &self.run {
+                        r.borrow_mut().stop = true;
+                    }
+                }
+            });
+            ui.label(
+                RichText::new(format!(
+                    "Same run natively: {}",
+                    self.settings.command(&self.teacher_file_name())
+                ))
+                .weak(),
+            );
+            if let Some(run) = self.run.clone() {
+                self.progress_ui(ui, &run.borrow());
+            }
+        });
+    }
+
+    fn teacher_file_name(&self) -> String {
+        crate::bundled::find(&self.settings.teacher)
+            .map(|b| format!("assets/{}", b.file))
+            .unwrap_or_else(|| self.settings.teacher.clone())
+    }
+
+    fn settings_ui(&mut self, ui: &mut Ui, models: &[ModelInfo]) {
+        let s = &mut self.settings;
+        egui::Grid::new("distill settings")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let teacher_label = ui.label("teacher");
+                egui::ComboBox::from_id_salt("distill teacher")
+                    .selected_text(&s.teacher)
+                    .show_ui(ui, |ui| {
+                        for m in models {
+                            let text = match m.meta.steps {
+                                Some(k) => format!("{} ({k} steps)", m.name),
+                                None => format!("{} (teacher)", m.name),
+                            };
+                            ui.selectable_value(&mut s.teacher, m.name.clone(), text);
+                        }
+                    })
+                    .response
+                    .labelled_by(teacher_label.id);
+                ui.end_row();
+                let fixed = models
+                    .iter()
+                    .find(|m| m.name == s.teacher)
+                    .and_then(|m| m.meta.steps);
+                let from_label = ui.label("teacher's steps");
+                match fixed {
+                    Some(k) => {
+                        s.from_steps = k as usize;
+                        ui.label(format!("{k} (a distilled student keeps its own)"));
+                    }
+                    None => {
+                        egui::ComboBox::from_id_salt("distill from")
+                            .selected_text(s.from_steps.to_string())
+                            .show_ui(ui, |ui| {
+                                for k in [2, 4, 8, 16, 32, 64] {
+                                    ui.selectable_value(&mut s.from_steps, k, k.to_string());
+                                }
+                            })
+                            .response
+                            .labelled_by(from_label.id);
+                    }
+                }
+                ui.end_row();
+                s.from_steps = s.from_steps.max(2);
+                if s.to_steps >= s.from_steps {
+                    s.to_steps = s.from_steps / 2;
+                }
+                let to_label = ui.label("down to steps");
+                egui::ComboBox::from_id_salt("distill to")
+                    .selected_text(s.to_steps.to_string())
+                    .show_ui(ui, |ui| {
+                        let mut k = s.from_steps / 2;
+                        while k >= 1 {
+                            ui.selectable_value(&mut s.to_steps, k, k.to_string());
+                            k /= 2;
+                        }
+                    })
+                    .response
+                    .labelled_by(to_label.id);
+                ui.end_row();
+                let l = ui.label("updates per halving");
+                ui.add(egui::DragValue::new(&mut s.updates).range(1..=20_000))
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("images per update");
+                ui.add(egui::DragValue::new(&mut s.batch).range(1..=128))
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("learning rate");
+                ui.add(
+                    egui::DragValue::new(&mut s.lr)
+                        .range(1e-6..=1e-2)
+                        .speed(1e-5)
+                        .max_decimals(6),
+                )
+                .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("seed");
+                ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
+                ui.end_row();
+            });
+    }
+
+    fn progress_ui(&self, ui: &mut Ui, s: &Shared) {
+        ui.separator();
+        if s.total > 0 {
+            let frac = s.done as f32 / s.total as f32;
+            let eta = if s.done > 0 && s.ended.is_none() {
+                let left = s.seconds / s.done as f64 * (s.total - s.done) as f64;
+                format!(", about {} left", duration(left))
+            } else {
+                String::new()
+            };
+            ui.add(egui::ProgressBar::new(frac).text(format!(
+                "{} of {} updates, {}{eta}",
+                s.done,
+                s.total,
+                duration(s.seconds)
+            )));
+        }
+        match &s.ended {
+            Some((text, true)) => {
+                ui.colored_label(Color32::from_rgb(230, 140, 60), text);
+            }
+            Some((text, false)) => {
+                ui.label(text);
+            }
+            None => {
+                ui.label(&s.what);
+            }
+        }
+        if !s.losses.is_empty() {
+            Plot::new("web distill loss")
+                .width(ui.available_width().min(520.0))
+                .height(200.0)
+                .show(ui, |p| p.line(Line::new("loss", s.losses.clone())));
+        }
+        for m in &s.students {
+            ui.horizontal(|ui| {
+                ui.label(format!(
+                    "{} ({} steps): in the model list of Sample and Compare",
+                    m.name, m.steps
+                ));
+                if ui.button("Download").clicked() {
+                    download(&format!("{}.safetensors", m.name), &m.file);
+                }
+            });
+        }
+    }
+}
+
+fn duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 60 {
+        format!("{}:{:02} min", s / 60, s % 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// The run itself: fetch the data, then update until done, stopped or failed.
+async fn distill(
+    gpu: &Gpu,
+    settings: &Settings,
+    shared: &Rc<RefCell<Shared>>,
+    jobs: &UnboundedSender<Job>,
+    ctx: &egui::Context,
+) -> anyhow::Result<String> {
+    let teacher = file_of(&settings.teacher)
+        .ok_or_else(|| anyhow::anyhow!("{} is not loaded", settings.teacher))?;
+    ctx.request_repaint();
+    let data = super::web_page::fashion_mnist_subset().await?;
+    let mut run = MemoryDistill::new(gpu, settings.plan(&settings.teacher), &teacher, data)?;
+    let t0 = web_time::Instant::now();
+    let base = settings.teacher.clone();
+    loop {
+        if shared.borrow().stop {
+            let s = shared.borrow();
+            return Ok(format!(
+                "stopped after {} of {} updates; the students finished so far stay",
+                s.done, s.total
+            ));
+        }
+        let advanced = run.advance().await?;
+        let (done, total) = run.progress();
+        {
+            let mut s = shared.borrow_mut();
+            s.done = done;
+            s.total = total;
+            s.seconds = t0.elapsed().as_secs_f64();
+            s.what = format!("training the {}-step student", run.student_steps());
+            if let Advanced::Update { loss: Some(l) } = &advanced {
+                s.losses.push([done as f64, *l as f64]);
+            }
+        }
+        if let Advanced::Halving { student, done } = advanced {
+            let name = format!("{base}-to-{}step", student.steps);
+            remember_file(&name, &student.file);
+            let _ = jobs.unbounded_send(Job::Load {
+                name: name.clone(),
+                bytes: student.file.clone(),
+            });
+            shared.borrow_mut().students.push(Made {
+                name,
+                steps: student.steps,
+                file: student.file,
+            });
+            if done {
+                let s = shared.borrow();
+                return Ok(format!(
+                    "done: {} students in {}",
+                    s.students.len(),
+                    duration(s.seconds)
+                ));
+            }
+        }
+        ctx.request_repaint();
+        yield_to_page().await;
+    }
+}
+
+/// Lets the page handle input and draw a frame before the next update.
+async fn yield_to_page() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Saves `bytes` as a file through the browser's download.
+fn download(name: &str, bytes: &[u8]) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let array = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let Ok(blob) = web_sys::Blob::new_with_u8_array_sequence(&array) else {
+        return;
+    };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else {
+        return;
+    };
+    if let Ok(a) = document
+        .create_element("a")
+        .map(|e| e.unchecked_into::<web_sys::HtmlAnchorElement>())
+    {
+        a.set_href(&url);
+        a.set_download(name);
+        a.click();
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
+}
+
+/// The last run, as JSON for `fewstep_distilled()`: progress, how it ended, and each student's
+/// model file (base64), so a test can compare it with native `fewstep distill`.
+pub fn last_run_json() -> Option<String> {
+    LAST.with(|l| {
+        let run = l.borrow().clone()?;
+        let s = run.borrow();
+        let students: Vec<serde_json::Value> = s
+            .students
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name,
+                    "steps": m.steps,
+                    "file": base64(&m.file),
+                })
+            })
+            .collect();
+        Some(
+            serde_json::json!({
+                "done": s.done,
+                "total": s.total,
+                "seconds": s.seconds,
+                "ended": s.ended.as_ref().map(|e| e.0.clone()),
+                "failed": s.ended.as_ref().is_some_and(|e| e.1),
+                "losses": s.losses,
+                "students": students,
+            })
+            .to_string(),
+        )
+    })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
