@@ -349,6 +349,24 @@ fn the_query_string_configures_a_run() {
         StartOptions::from_query("").unwrap(),
         StartOptions::default()
     );
+    // A distillation in the Train tab (web): its settings, and no sample run.
+    let o =
+        StartOptions::from_query("?distill=fmnist-4step&to=2&updates=2&batch=2&lr=0.0001&seed=3")
+            .unwrap();
+    assert!(!o.run);
+    assert_eq!(
+        o.distill,
+        Some(fewstep::app::DistillStart {
+            teacher: "fmnist-4step".into(),
+            from_steps: None,
+            to_steps: Some(2),
+            updates: Some(2),
+            batch: Some(2),
+            lr: Some(1e-4),
+            seed: Some(3),
+        })
+    );
+    assert!(StartOptions::from_query("?distill=fmnist-teacher&updates=lots").is_err());
     let e = StartOptions::from_query("?steps=four").unwrap_err();
     assert!(e.contains("steps=four"), "{e}");
     assert!(StartOptions::from_query("?sampler=euler").is_err());

@@ -153,6 +153,9 @@ pub struct SharedDevice {
 
 pub fn spawn(shared: SharedDevice, repaint: eframe::egui::Context) -> EngineHandle {
     let (tx, rx) = mpsc::unbounded();
+    // On wasm32 (one thread, wgpu types not Send there) the Arc is only shared within the page's
+    // thread; natively the events cross from the worker thread to the UI.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     let events = Arc::new(Mutex::new(Vec::new()));
     let current = Arc::new(AtomicU64::new(0));
     let (ev, cur) = (events.clone(), current.clone());
