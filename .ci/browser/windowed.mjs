@@ -30,7 +30,7 @@ const webgpu = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vul
 // thread (SwiftShader running the sampler's WebGPU work on the CPU) runs past its timeout, it kills
 // the GPU process ("GPU process exited unexpectedly: exit_code=512" on stderr), the page's WebGPU
 // device is lost ("A valid external Instance reference no longer exists") and the run never ends.
-// Headless (--headless=new) does not trip it. --in-process-gpu also turns the watchdog off.
+// Headless (--headless=new) does not trip it. (--in-process-gpu loses the device at once: no use.)
 const fix = ['--disable-gpu-watchdog'];
 const extra = (process.env.WIN_EXTRA ?? '').split(/\s+/).filter(Boolean);
 const args = [...(mode === 'headless' ? ['--headless=new'] : ['--ozone-platform=x11']), ...common, ...webgpu,
