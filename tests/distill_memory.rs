@@ -121,3 +121,52 @@ fn the_shipped_fashion_mnist_subset_is_the_first_10000_training_images() {
         Err(e) => eprintln!("skipped the comparison with the full set: {e:#}"),
     }
 }
+
+#[test]
+fn in_memory_training_writes_the_model_file_fewstep_train_writes() {
+    use fewstep::diffusion::train_memory::{MemoryTrain, TrainPlan};
+    use fewstep::diffusion::train_run::{RunOptions, TrainRun, MODEL_FILE};
+    let g = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::synthetic_patterns(6, 1, 8, 8);
+    let plan = TrainPlan {
+        preset: "tiny".into(),
+        updates: 3,
+        batch: 3,
+        lr: Some(1e-3),
+        warmup: Some(2),
+        seed: 9,
+        dataset: "synthetic".into(),
+        command: "fewstep train (test)".into(),
+    };
+    let mut memory = MemoryTrain::new(&g, plan.clone(), data.clone()).unwrap();
+    let mut losses = Vec::new();
+    while !memory.is_done() {
+        losses.push(pollster::block_on(memory.advance()).unwrap());
+    }
+    let file = pollster::block_on(memory.model_file()).unwrap();
+    let dir = tmp.path().join("run");
+    let options = RunOptions {
+        total_steps: 3,
+        checkpoint_every: 0,
+        log_every: 1,
+        sample_every: 0,
+        sample_steps: 8,
+        dataset: plan.dataset.clone(),
+        command: plan.command.clone(),
+    };
+    let arch = memory.trainer.model.net.config.clone();
+    let cfg = memory.trainer.cfg.clone();
+    let mut run = TrainRun::create(&g, &dir, data, arch, cfg, options).unwrap();
+    let mut native_losses = Vec::new();
+    while !run.is_done() {
+        if let Some(line) = run.advance().unwrap() {
+            native_losses.push(line.loss);
+        }
+    }
+    assert_eq!(losses, native_losses);
+    assert!(
+        std::fs::read(dir.join(MODEL_FILE)).unwrap() == file,
+        "the in-memory model file differs from fewstep train's"
+    );
+}

@@ -167,7 +167,19 @@ impl WebTrainPanel {
         gpu: Option<&Gpu>,
         jobs: Option<UnboundedSender<Job>>,
     ) {
-        egui::ScrollArea::vertical().show(ui, |ui| {
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| self.panel(ui, models, gpu, jobs));
+        });
+    }
+
+    fn panel(
+        &mut self,
+        ui: &mut Ui,
+        models: &[ModelInfo],
+        gpu: Option<&Gpu>,
+        jobs: Option<UnboundedSender<Job>>,
+    ) {
+        {
             ui.heading("Distill in this tab");
             ui.label(
                 "Progressive distillation trains a student to take one sampling step where its \
@@ -211,7 +223,7 @@ impl WebTrainPanel {
             if let Some(run) = self.run.clone() {
                 self.progress_ui(ui, &run.borrow());
             }
-        });
+        }
     }
 
     fn teacher_file_name(&self) -> String {

@@ -17,6 +17,7 @@ pub mod sampler;
 pub mod schedule;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_run;
+pub mod train_memory;
 pub mod trainer;
 
 pub use distiller::{DistillConfig, Distiller, Teacher};

@@ -60,10 +60,10 @@ impl Default for TrainSpec {
             batch: 64,
             lr: None,
             warmup: None,
-            ema: 0.9999,
+            ema: super::trainer::DEFAULT_EMA,
             param: Parameterization::V,
             weighting: Weighting::SnrTrunc,
-            grad_clip: 1.0,
+            grad_clip: super::trainer::DEFAULT_GRAD_CLIP,
             dropout: None,
             image_size: None,
             seed: 0,
@@ -79,7 +79,7 @@ impl Default for TrainSpec {
 impl TrainSpec {
     fn warmup_or_default(&self) -> u64 {
         self.warmup
-            .unwrap_or(if self.preset == "tiny" { 200 } else { 1000 })
+            .unwrap_or_else(|| super::trainer::default_warmup(&self.preset))
     }
 
     /// Refuses settings that would train nothing or train on NaN, before anything is opened or
@@ -161,12 +161,11 @@ impl TrainSpec {
             arch.dropout = d;
             arch.validate()?;
         }
-        let tiny = self.preset == "tiny";
         let train = TrainConfig {
             param: self.param,
             weighting: self.weighting,
             batch: self.batch,
-            lr: self.lr.unwrap_or(if tiny { 4e-4 } else { 2e-4 }),
+            lr: self.lr.unwrap_or(super::trainer::default_lr(&self.preset)),
             warmup: self.warmup_or_default(),
             ema_decay: self.ema,
             grad_clip: self.grad_clip,

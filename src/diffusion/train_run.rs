@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::model_file::{save_model, Lineage, ModelMeta, FORMAT_VERSION};
+use super::model_file::{save_model, ModelMeta, FORMAT_VERSION};
 use super::sampler::{SampleOptions, Sampler, SamplerKind};
 use super::trainer::{TrainConfig, Trainer};
 use crate::data::Dataset;
@@ -222,19 +222,8 @@ impl TrainRun {
 
     /// The EMA model's description, for the model file.
     pub fn model_meta(&self) -> ModelMeta {
-        let a = &self.trainer.model.net.config;
-        ModelMeta {
-            format_version: FORMAT_VERSION,
-            arch: a.clone(),
-            image: [a.in_channels, a.height, a.width],
-            parameterization: self.trainer.cfg.param,
-            schedule: "cosine".into(),
-            steps: None,
-            lineage: Lineage::default(),
-            dataset: self.options.dataset.clone(),
-            training_steps: self.trainer.step,
-            command: self.options.command.clone(),
-        }
+        self.trainer
+            .model_meta(&self.options.dataset, &self.options.command)
     }
 
     /// Writes state.safetensors, then model.safetensors (each atomically). The state goes

@@ -45,6 +45,26 @@ impl TrainConfig {
     }
 }
 
+/// `fewstep train`'s defaults (the CLI, the native Train tab and the web one share them).
+pub const DEFAULT_EMA: f32 = 0.9999;
+pub const DEFAULT_GRAD_CLIP: f32 = 1.0;
+/// Peak learning rate by preset: 4e-4 for tiny, 2e-4 otherwise.
+pub fn default_lr(preset: &str) -> f32 {
+    if preset == "tiny" {
+        4e-4
+    } else {
+        2e-4
+    }
+}
+/// Warm-up updates by preset: 200 for tiny, 1000 otherwise.
+pub fn default_warmup(preset: &str) -> u64 {
+    if preset == "tiny" {
+        200
+    } else {
+        1000
+    }
+}
+
 /// A per-step random generator independent of every other step's.
 pub fn step_rng(seed: u64, step: u64, purpose: u64) -> Pcg64 {
     let mut h = seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(step.wrapping_add(1));
@@ -147,6 +167,23 @@ impl Trainer {
     /// Mean loss over the steps since the last call (waits for the GPU), or None if no step ran.
     pub async fn take_mean_loss(&mut self) -> Result<Option<f32>, GpuError> {
         self.loss.take_mean().await
+    }
+
+    /// The description of the EMA model after the updates done so far (its model file's).
+    pub fn model_meta(&self, dataset: &str, command: &str) -> super::ModelMeta {
+        let a = &self.model.net.config;
+        super::ModelMeta {
+            format_version: super::model_file::FORMAT_VERSION,
+            arch: a.clone(),
+            image: [a.in_channels, a.height, a.width],
+            parameterization: self.cfg.param,
+            schedule: "cosine".into(),
+            steps: None,
+            lineage: super::model_file::Lineage::default(),
+            dataset: dataset.to_string(),
+            training_steps: self.step,
+            command: command.to_string(),
+        }
     }
 
     /// A model that samples with the EMA weights (shares their buffers).
