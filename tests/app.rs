@@ -367,6 +367,20 @@ fn the_query_string_configures_a_run() {
         })
     );
     assert!(StartOptions::from_query("?distill=fmnist-teacher&updates=lots").is_err());
+    // A teacher trained in the tab (web).
+    let o = StartOptions::from_query("?train=tiny&updates=2&batch=2&seed=3").unwrap();
+    assert!(!o.run && o.distill.is_none());
+    assert_eq!(
+        o.train,
+        Some(fewstep::app::TrainStart {
+            preset: "tiny".into(),
+            updates: Some(2),
+            batch: Some(2),
+            lr: None,
+            seed: Some(3),
+        })
+    );
+    assert!(StartOptions::from_query("?train=huge").is_err());
     let e = StartOptions::from_query("?steps=four").unwrap_err();
     assert!(e.contains("steps=four"), "{e}");
     assert!(StartOptions::from_query("?sampler=euler").is_err());

@@ -6,8 +6,12 @@
 //  - the page stays responsive while it trains (animation frames keep coming);
 //  - the student's weights equal the native run's (the first argument: its steps-2.safetensors,
 //    made with the same teacher, data, seed and settings) within WEIGHT_TOL_*.
+// Then it opens ?train=tiny&updates=2&batch=2&seed=3 (a tiny teacher from scratch in the tab) and
+// compares its model file with native `fewstep train`'s model.safetensors (the second argument)
+// within TRAIN_TOL_*.
 // Page screenshots mid-run and after it: target/web-distill-running.png, target/web-distill-done.png.
-// Usage: node .ci/browser/distill.mjs NATIVE_STEPS2_FILE   (FEWSTEP_SITE=DIR serves a built site)
+// Usage: node .ci/browser/distill.mjs NATIVE_STEPS2_FILE NATIVE_TRAIN_MODEL_FILE
+//        (FEWSTEP_SITE=DIR serves a built site)
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,10 +27,17 @@ import { startServer } from './static-server.mjs';
 // stay below 1% of the mean distance the native run moved the weights.
 const WEIGHT_TOL_MAX = 2 * (1e-4 + 3.2 * 5e-5);
 const WEIGHT_TOL_MEAN_FRACTION = 0.01;
+// Training from scratch: tiny's peak lr 4e-4 with a 200-update warm-up gives 2e-6 and 4e-6 for
+// the two updates, so a weight moves by at most 2e-6 + 3.2 * 4e-6 = 1.5e-5 (the EMA moves less);
+// twice that at most, and a mean below 1% of that bound (flips are rare).
+const TRAIN_STEP_BOUND = 2e-6 + 3.2 * 4e-6;
+const TRAIN_TOL_MAX = 2 * TRAIN_STEP_BOUND;
+const TRAIN_TOL_MEAN = 0.01 * TRAIN_STEP_BOUND;
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const served = process.env.FEWSTEP_SITE ? path.resolve(process.env.FEWSTEP_SITE) : root;
 const nativeFile = process.argv[2];
+const nativeTrainFile = process.argv[3];
 const teacherFile = path.join(root, 'assets/fmnist-steps-4.f16.safetensors');
 
 // A safetensors file's tensors as Float64Arrays by name (F32 and F16).
@@ -123,6 +134,35 @@ try {
       `${meanMoved.toExponential(2)} (tol ${WEIGHT_TOL_MEAN_FRACTION * 100}% of it)` +
       (missing.length ? `; missing or misshapen: ${missing.slice(0, 5).join(', ')}` : ''));
     console.log(`student metadata keys: ${Object.keys(web.metadata).join(', ')}; steps ${meta.steps ?? '?'}`);
+  }
+
+  // A tiny teacher trained from scratch in the tab, against native fewstep train.
+  if (nativeTrainFile) {
+    const t1 = Date.now();
+    await page.goto(`http://127.0.0.1:${port}/index.html?train=tiny&updates=2&batch=2&seed=3`);
+    await page.waitForFunction(() => window.fewstepError || window.fewstepDistilled?.()?.ended,
+      null, { timeout: 600_000, polling: 1000 });
+    const terr = await page.evaluate(() => window.fewstepError);
+    const trun = await page.evaluate(() => window.fewstepDistilled());
+    const tsecs = (Date.now() - t1) / 1000;
+    check(!terr && trun && !trun.failed && trun.students.length === 1 && trun.students[0].steps === 0,
+      `the tab trained a tiny teacher: "${terr ?? trun?.ended}", ${trun?.done} of ${trun?.total} updates, ` +
+      `losses ${trun?.losses.map((l) => l[1].toFixed(4)).join(', ')}; ${tsecs.toFixed(1)} s from opening the page`);
+    if (trun?.students?.length) {
+      const want = readSafetensors(fs.readFileSync(nativeTrainFile));
+      const got = readSafetensors(Buffer.from(trun.students[0].file, 'base64'));
+      let max = 0, sum = 0, count = 0, missing = [];
+      for (const [name, w] of want.tensors) {
+        const g = got.tensors.get(name);
+        if (!g || g.length !== w.length) { missing.push(name); continue; }
+        for (let i = 0; i < w.length; i++) { const d = Math.abs(g[i] - w[i]); max = Math.max(max, d); sum += d; count++; }
+      }
+      check(missing.length === 0 && got.tensors.size === want.tensors.size && max <= TRAIN_TOL_MAX
+        && sum / count <= TRAIN_TOL_MEAN,
+        `the tab's teacher equals native fewstep train's: ${count} weights, max |diff| ${max.toExponential(2)} ` +
+        `(tol ${TRAIN_TOL_MAX.toExponential(2)}), mean ${(sum / count).toExponential(2)} ` +
+        `(tol ${TRAIN_TOL_MEAN.toExponential(2)})` + (missing.length ? `; missing: ${missing.slice(0, 5).join(', ')}` : ''));
+    }
   }
 } finally {
   await browser.close();

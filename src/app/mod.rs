@@ -52,6 +52,18 @@ pub struct StartOptions {
     /// On the web: start a distillation in the Train tab (`distill=MODEL&to=2&updates=…&batch=…
     /// &lr=…&seed=…`, `from=` for a teacher's step count) instead of a sample run.
     pub distill: Option<DistillStart>,
+    /// On the web: train a teacher in the Train tab (`train=tiny&updates=…&batch=…&lr=…&seed=…`).
+    pub train: Option<TrainStart>,
+}
+
+/// A teacher training asked for in the address; unset values keep the tab's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainStart {
+    pub preset: String,
+    pub updates: Option<u64>,
+    pub batch: Option<usize>,
+    pub lr: Option<f32>,
+    pub seed: Option<u64>,
 }
 
 /// A distillation asked for in the address; unset values keep the tab's defaults.
@@ -74,6 +86,7 @@ impl StartOptions {
         let mut o = StartOptions::default();
         let mut run = None;
         let mut distill = DistillStart::default();
+        let mut train: Option<String> = None;
         let q = query.trim_start_matches('?');
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -103,6 +116,7 @@ impl StartOptions {
                 "clip" => o.clip = Some(switch(&v)?),
                 "run" => run = Some(switch(&v)?),
                 "distill" => distill.teacher = v.clone(),
+                "train" => train = Some(v.clone()),
                 "from" => distill.from_steps = Some(number(&v)?),
                 "to" => distill.to_steps = Some(number(&v)?),
                 "updates" => distill.updates = Some(number(&v)?),
@@ -110,6 +124,22 @@ impl StartOptions {
                 "lr" => distill.lr = Some(v.parse().map_err(|_| bad("lr must be a number"))?),
                 _ => {}
             }
+        }
+        if let Some(preset) = train {
+            if !crate::nn::PRESETS.contains(&preset.as_str()) || preset == "cifar" {
+                return Err(format!(
+                    "in the address, train={preset}: give tiny or small"
+                ));
+            }
+            o.train = Some(TrainStart {
+                preset,
+                updates: distill.updates,
+                batch: distill.batch,
+                lr: distill.lr,
+                seed: o.seed.take(),
+            });
+            o.run = false;
+            return Ok(o);
         }
         if !distill.teacher.is_empty() {
             distill.seed = o.seed.take();
@@ -461,6 +491,26 @@ impl FewstepApp {
             self.start_distill_from_address(d);
             return;
         }
+        #[cfg(target_arch = "wasm32")]
+        if let Some(t) = &o.train {
+            self.tab = Tab::Train;
+            let s = &mut self.web_train.train;
+            s.preset = t.preset.clone();
+            s.lr =
+                t.lr.unwrap_or_else(|| crate::diffusion::trainer::default_lr(&t.preset));
+            s.updates = t.updates.unwrap_or(s.updates);
+            s.batch = t.batch.unwrap_or(s.batch);
+            s.seed = t.seed.unwrap_or(s.seed);
+            self.web_train.mode = web_distill::Mode::Train;
+            if let (Some(gpu), Some(jobs), Some(ctx)) = (
+                self.web_gpu.clone(),
+                self.job_sender(),
+                self.egui_ctx.clone(),
+            ) {
+                self.web_train.start(gpu, jobs, ctx);
+            }
+            return;
+        }
         if o.compare {
             self.tab = Tab::Compare;
             self.start_compare();
@@ -474,6 +524,7 @@ impl FewstepApp {
     #[cfg(target_arch = "wasm32")]
     fn start_distill_from_address(&mut self, d: &DistillStart) {
         self.tab = Tab::Train;
+        self.web_train.mode = web_distill::Mode::Distill;
         let Some(m) = self.state.models.iter().find(|m| m.name == d.teacher) else {
             self.status = format!("distill={}: no such model is loaded", d.teacher);
             return;

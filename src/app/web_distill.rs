@@ -18,6 +18,7 @@ use wasm_bindgen::JsCast;
 use super::engine::{Job, ModelInfo};
 use crate::diffusion::distill_memory::{Advanced, MemoryDistill};
 use crate::diffusion::distill_plan::DistillPlan;
+use crate::diffusion::train_memory::{MemoryTrain, TrainPlan};
 use crate::gpu::Gpu;
 
 /// The data set the page ships (the first 10,000 Fashion-MNIST training images, IDX + gzip).
@@ -107,6 +108,62 @@ impl Settings {
     }
 }
 
+/// Training a teacher from scratch in the tab.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSettings {
+    pub preset: String,
+    pub updates: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainSettings {
+    /// A `tiny` teacher: a few thousand updates draw recognisable garments (README); 2,000 of
+    /// batch 32 take minutes on a laptop GPU.
+    fn default() -> Self {
+        TrainSettings {
+            preset: "tiny".into(),
+            updates: 2000,
+            batch: 32,
+            lr: crate::diffusion::trainer::default_lr("tiny"),
+            seed: 0,
+        }
+    }
+}
+
+impl TrainSettings {
+    fn plan(&self) -> TrainPlan {
+        TrainPlan {
+            preset: self.preset.clone(),
+            updates: self.updates,
+            batch: self.batch,
+            lr: Some(self.lr),
+            warmup: None,
+            seed: self.seed,
+            dataset: format!("fashion-mnist:{DATA_DIR}"),
+            command: self.command(),
+        }
+    }
+
+    /// The native command that trains the same teacher.
+    pub fn command(&self) -> String {
+        format!(
+            "fewstep train --data fashion-mnist:{DATA_DIR} --preset {} --steps {} --batch {} \
+             --lr {} --seed {} --out DIR",
+            self.preset, self.updates, self.batch, self.lr, self.seed
+        )
+    }
+}
+
+/// Which run the tab starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Distill,
+    Train,
+}
+
 /// A finished student.
 pub struct Made {
     pub name: String,
@@ -129,7 +186,9 @@ pub struct Shared {
 
 #[derive(Default)]
 pub struct WebTrainPanel {
+    pub mode: Mode,
     pub settings: Settings,
+    pub train: TrainSettings,
     run: Option<Rc<RefCell<Shared>>>,
 }
 
@@ -148,9 +207,12 @@ impl WebTrainPanel {
         }));
         LAST.with(|l| *l.borrow_mut() = Some(shared.clone()));
         self.run = Some(shared.clone());
-        let settings = self.settings.clone();
+        let (mode, settings, train) = (self.mode, self.settings.clone(), self.train.clone());
         wasm_bindgen_futures::spawn_local(async move {
-            let result = distill(&gpu, &settings, &shared, &jobs, &ctx).await;
+            let result = match mode {
+                Mode::Distill => distill(&gpu, &settings, &shared, &jobs, &ctx).await,
+                Mode::Train => train_teacher(&gpu, &train, &shared, &jobs, &ctx).await,
+            };
             let mut s = shared.borrow_mut();
             s.ended = Some(match result {
                 Ok(text) => (text, false),
@@ -180,12 +242,19 @@ impl WebTrainPanel {
         jobs: Option<UnboundedSender<Job>>,
     ) {
         {
-            ui.heading("Distill in this tab");
+            ui.heading("Train and distill in this tab");
             ui.label(
                 "Progressive distillation trains a student to take one sampling step where its \
                  teacher takes two, then repeats with the student as the next teacher. Here it \
-                 runs on this page's GPU (WebGPU), with the same updates as `fewstep distill`.",
+                 runs on this page's GPU (WebGPU), with the same updates as `fewstep distill` \
+                 and `fewstep train`.",
             );
+            ui.add_enabled_ui(!self.running(), |ui| {
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut self.mode, Mode::Distill, "Distill a loaded model");
+                    ui.radio_value(&mut self.mode, Mode::Train, "Train a teacher from scratch");
+                });
+            });
             ui.label(format!("Data: {DATA_NOTE}."));
             ui.label(
                 RichText::new(
@@ -196,13 +265,20 @@ impl WebTrainPanel {
             );
             ui.add_space(6.0);
             let running = self.running();
-            ui.add_enabled_ui(!running, |ui| self.settings_ui(ui, models));
+            ui.add_enabled_ui(!running, |ui| match self.mode {
+                Mode::Distill => self.settings_ui(ui, models),
+                Mode::Train => self.train_settings_ui(ui),
+            });
             ui.horizontal(|ui| {
-                let ready = !running && gpu.is_some() && file_of(&self.settings.teacher).is_some();
-                if ui
-                    .add_enabled(ready, egui::Button::new("Start distilling"))
-                    .clicked()
-                {
+                let (ready, text) = match self.mode {
+                    Mode::Distill => (
+                        file_of(&self.settings.teacher).is_some(),
+                        "Start distilling",
+                    ),
+                    Mode::Train => (true, "Start training"),
+                };
+                let ready = ready && !running && gpu.is_some();
+                if ui.add_enabled(ready, egui::Button::new(text)).clicked() {
                     if let (Some(g), Some(j)) = (gpu, jobs.clone()) {
                         self.start(g.clone(), j, ui.ctx().clone());
                     }
@@ -216,7 +292,10 @@ impl WebTrainPanel {
             ui.label(
                 RichText::new(format!(
                     "Same run natively: {}",
-                    self.settings.command(&self.teacher_file_name())
+                    match self.mode {
+                        Mode::Distill => self.settings.command(&self.teacher_file_name()),
+                        Mode::Train => self.train.command(),
+                    }
                 ))
                 .weak(),
             );
@@ -315,6 +394,61 @@ impl WebTrainPanel {
             });
     }
 
+    fn train_settings_ui(&mut self, ui: &mut Ui) {
+        let t = &mut self.train;
+        egui::Grid::new("train settings")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let l = ui.label("U-Net preset");
+                egui::ComboBox::from_id_salt("train preset")
+                    .selected_text(&t.preset)
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(
+                            &mut t.preset,
+                            "tiny".to_string(),
+                            "tiny (164k parameters)",
+                        );
+                        ui.selectable_value(
+                            &mut t.preset,
+                            "small".to_string(),
+                            "small (1.6M parameters)",
+                        );
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("updates");
+                ui.add(egui::DragValue::new(&mut t.updates).range(1..=100_000))
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("images per update");
+                ui.add(egui::DragValue::new(&mut t.batch).range(1..=128))
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("peak learning rate");
+                ui.add(
+                    egui::DragValue::new(&mut t.lr)
+                        .range(1e-6..=1e-2)
+                        .speed(1e-5)
+                        .max_decimals(6),
+                )
+                .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("seed");
+                ui.add(egui::DragValue::new(&mut t.seed)).labelled_by(l.id);
+                ui.end_row();
+            });
+        ui.label(
+            RichText::new(format!(
+                "Warm-up: {} updates (fewstep train's default for {}); the result is the EMA \
+                 of the weights, as natively.",
+                crate::diffusion::trainer::default_warmup(&t.preset),
+                t.preset
+            ))
+            .weak(),
+        );
+    }
+
     fn progress_ui(&self, ui: &mut Ui, s: &Shared) {
         ui.separator();
         if s.total > 0 {
@@ -351,10 +485,16 @@ impl WebTrainPanel {
         }
         for m in &s.students {
             ui.horizontal(|ui| {
-                ui.label(format!(
-                    "{} ({} steps): in the model list of Sample and Compare",
-                    m.name, m.steps
-                ));
+                ui.label(match m.steps {
+                    0 => format!(
+                        "{} (teacher): in the model list of Sample and Compare",
+                        m.name
+                    ),
+                    k => format!(
+                        "{} ({k} steps): in the model list of Sample and Compare",
+                        m.name
+                    ),
+                });
                 if ui.button("Download").clicked() {
                     download(&format!("{}.safetensors", m.name), &m.file);
                 }
@@ -408,7 +548,7 @@ async fn distill(
             }
         }
         if let Advanced::Halving { student, done } = advanced {
-            let name = format!("{base}-to-{}step", student.steps);
+            let name = unused_name(&format!("{base}-to-{}step", student.steps));
             remember_file(&name, &student.file);
             let _ = jobs.unbounded_send(Job::Load {
                 name: name.clone(),
@@ -431,6 +571,65 @@ async fn distill(
         ctx.request_repaint();
         yield_to_page().await;
     }
+}
+
+/// Trains a teacher from scratch; at the end it joins the model list as `web-PRESET-teacher`.
+async fn train_teacher(
+    gpu: &Gpu,
+    settings: &TrainSettings,
+    shared: &Rc<RefCell<Shared>>,
+    jobs: &UnboundedSender<Job>,
+    ctx: &egui::Context,
+) -> anyhow::Result<String> {
+    let data = super::web_page::fashion_mnist_subset().await?;
+    let mut run = MemoryTrain::new(gpu, settings.plan(), data)?;
+    let t0 = web_time::Instant::now();
+    shared.borrow_mut().total = settings.updates;
+    while !run.is_done() {
+        if shared.borrow().stop {
+            let s = shared.borrow();
+            return Ok(format!(
+                "stopped after {} of {} updates (no model: a teacher is kept only when done)",
+                s.done, s.total
+            ));
+        }
+        let loss = run.advance().await?;
+        {
+            let mut s = shared.borrow_mut();
+            s.done = run.trainer.step;
+            s.seconds = t0.elapsed().as_secs_f64();
+            s.what = format!("training a {} teacher", settings.preset);
+            let at = s.done as f64;
+            s.losses.push([at, loss as f64]);
+        }
+        ctx.request_repaint();
+        yield_to_page().await;
+    }
+    let file = run.model_file().await?;
+    let name = unused_name(&format!("web-{}-teacher", settings.preset));
+    remember_file(&name, &file);
+    let _ = jobs.unbounded_send(Job::Load {
+        name: name.clone(),
+        bytes: file.clone(),
+    });
+    let mut s = shared.borrow_mut();
+    s.students.push(Made {
+        name: name.clone(),
+        steps: 0,
+        file,
+    });
+    Ok(format!("done: {name} in {}", duration(s.seconds)))
+}
+
+/// `base`, or `base-2`, `base-3`, … if a model by that name was made before.
+fn unused_name(base: &str) -> String {
+    let mut name = base.to_string();
+    let mut k = 2;
+    while file_of(&name).is_some() {
+        name = format!("{base}-{k}");
+        k += 1;
+    }
+    name
 }
 
 /// Lets the page handle input and draw a frame before the next update.

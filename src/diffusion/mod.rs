@@ -15,9 +15,9 @@ mod run_files;
 pub mod run_spec;
 pub mod sampler;
 pub mod schedule;
+pub mod train_memory;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_run;
-pub mod train_memory;
 pub mod trainer;
 
 pub use distiller::{DistillConfig, Distiller, Teacher};
