@@ -561,9 +561,10 @@ async fn distill(
             });
             if done {
                 let s = shared.borrow();
+                let n = s.students.len();
                 return Ok(format!(
-                    "done: {} students in {}",
-                    s.students.len(),
+                    "done: {n} student{} in {}",
+                    if n == 1 { "" } else { "s" },
                     duration(s.seconds)
                 ));
             }
