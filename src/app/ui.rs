@@ -32,8 +32,16 @@ pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
         #[cfg(target_arch = "wasm32")]
         Tab::Train => {
             let jobs = app.job_sender();
-            app.web_train
-                .ui(ui, &app.state.models, app.web_gpu.as_ref(), jobs)
+            let picked = app
+                .web_train
+                .ui(ui, &app.state.models, app.web_gpu.as_ref(), jobs);
+            // "Sample it" on a model made in the tab: the Sample tab, at its own step count.
+            if let Some(name) = picked {
+                if app.state.select_by_name(&name) {
+                    app.tab = Tab::Sample;
+                    app.start_sample();
+                }
+            }
         }
     }
 }

@@ -222,16 +222,21 @@ impl WebTrainPanel {
         });
     }
 
+    /// Draws the tab; returns the name of a model made here whose "Sample it" was clicked.
     pub fn ui(
         &mut self,
         ui: &mut Ui,
         models: &[ModelInfo],
         gpu: Option<&Gpu>,
         jobs: Option<UnboundedSender<Job>>,
-    ) {
-        egui::CentralPanel::default().show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| self.panel(ui, models, gpu, jobs));
-        });
+    ) -> Option<String> {
+        egui::CentralPanel::default()
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .show(ui, |ui| self.panel(ui, models, gpu, jobs))
+                    .inner
+            })
+            .inner
     }
 
     fn panel(
@@ -240,7 +245,7 @@ impl WebTrainPanel {
         models: &[ModelInfo],
         gpu: Option<&Gpu>,
         jobs: Option<UnboundedSender<Job>>,
-    ) {
+    ) -> Option<String> {
         {
             ui.heading("Train and distill in this tab");
             ui.label(
@@ -299,9 +304,10 @@ impl WebTrainPanel {
                 ))
                 .weak(),
             );
-            if let Some(run) = self.run.clone() {
-                self.progress_ui(ui, &run.borrow());
-            }
+            let run = self.run.clone()?;
+            let loaded = |name: &str| models.iter().any(|m| m.name == name);
+            let picked = self.progress_ui(ui, &run.borrow(), &loaded);
+            picked
         }
     }
 
@@ -371,26 +377,13 @@ impl WebTrainPanel {
                     .response
                     .labelled_by(to_label.id);
                 ui.end_row();
-                let l = ui.label("updates per halving");
-                ui.add(egui::DragValue::new(&mut s.updates).range(1..=20_000))
-                    .labelled_by(l.id);
-                ui.end_row();
-                let l = ui.label("images per update");
-                ui.add(egui::DragValue::new(&mut s.batch).range(1..=128))
-                    .labelled_by(l.id);
-                ui.end_row();
-                let l = ui.label("learning rate");
-                ui.add(
-                    egui::DragValue::new(&mut s.lr)
-                        .range(1e-6..=1e-2)
-                        .speed(1e-5)
-                        .max_decimals(6),
-                )
-                .labelled_by(l.id);
-                ui.end_row();
-                let l = ui.label("seed");
-                ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
-                ui.end_row();
+                run_rows(
+                    ui,
+                    ("updates per halving", &mut s.updates, 20_000),
+                    &mut s.batch,
+                    ("learning rate", &mut s.lr),
+                    &mut s.seed,
+                );
             });
     }
 
@@ -417,26 +410,13 @@ impl WebTrainPanel {
                     .response
                     .labelled_by(l.id);
                 ui.end_row();
-                let l = ui.label("updates");
-                ui.add(egui::DragValue::new(&mut t.updates).range(1..=100_000))
-                    .labelled_by(l.id);
-                ui.end_row();
-                let l = ui.label("images per update");
-                ui.add(egui::DragValue::new(&mut t.batch).range(1..=128))
-                    .labelled_by(l.id);
-                ui.end_row();
-                let l = ui.label("peak learning rate");
-                ui.add(
-                    egui::DragValue::new(&mut t.lr)
-                        .range(1e-6..=1e-2)
-                        .speed(1e-5)
-                        .max_decimals(6),
-                )
-                .labelled_by(l.id);
-                ui.end_row();
-                let l = ui.label("seed");
-                ui.add(egui::DragValue::new(&mut t.seed)).labelled_by(l.id);
-                ui.end_row();
+                run_rows(
+                    ui,
+                    ("updates", &mut t.updates, 100_000),
+                    &mut t.batch,
+                    ("peak learning rate", &mut t.lr),
+                    &mut t.seed,
+                );
             });
         ui.label(
             RichText::new(format!(
@@ -449,7 +429,13 @@ impl WebTrainPanel {
         );
     }
 
-    fn progress_ui(&self, ui: &mut Ui, s: &Shared) {
+    fn progress_ui(
+        &self,
+        ui: &mut Ui,
+        s: &Shared,
+        loaded: &dyn Fn(&str) -> bool,
+    ) -> Option<String> {
+        let mut picked = None;
         ui.separator();
         if s.total > 0 {
             let frac = s.done as f32 / s.total as f32;
@@ -495,12 +481,51 @@ impl WebTrainPanel {
                         m.name
                     ),
                 });
+                // The worker loads it a moment after the run hands it over.
+                if ui
+                    .add_enabled(loaded(&m.name), egui::Button::new("Sample it"))
+                    .clicked()
+                {
+                    picked = Some(m.name.clone());
+                }
                 if ui.button("Download").clicked() {
                     download(&format!("{}.safetensors", m.name), &m.file);
                 }
             });
         }
+        picked
     }
+}
+
+/// The grid rows both modes share: updates, batch, learning rate, seed (each field labelled, so
+/// screen readers and UI tests find it by name).
+fn run_rows(
+    ui: &mut Ui,
+    (updates_text, updates, max_updates): (&str, &mut u64, u64),
+    batch: &mut usize,
+    (lr_text, lr): (&str, &mut f32),
+    seed: &mut u64,
+) {
+    let l = ui.label(updates_text);
+    ui.add(egui::DragValue::new(updates).range(1..=max_updates))
+        .labelled_by(l.id);
+    ui.end_row();
+    let l = ui.label("images per update");
+    ui.add(egui::DragValue::new(batch).range(1..=128))
+        .labelled_by(l.id);
+    ui.end_row();
+    let l = ui.label(lr_text);
+    ui.add(
+        egui::DragValue::new(lr)
+            .range(1e-6..=1e-2)
+            .speed(1e-5)
+            .max_decimals(6),
+    )
+    .labelled_by(l.id);
+    ui.end_row();
+    let l = ui.label("seed");
+    ui.add(egui::DragValue::new(seed)).labelled_by(l.id);
+    ui.end_row();
 }
 
 fn duration(s: f64) -> String {

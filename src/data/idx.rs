@@ -237,21 +237,13 @@ pub fn from_gz_bytes(
         labels_path,
         &gunzip("train-labels-idx1-ubyte.gz", labels_gz)?,
     )?;
-    if labels.len() != n {
-        return Err(DataError::Format {
-            path: labels_path.to_path_buf(),
-            detail: format!("holds {} labels for {n} images", labels.len()),
-        });
-    }
-    Ok(Dataset::from_pixels(
+    assemble(
         name,
-        1,
-        rows,
-        cols,
-        pixels,
-        Some(labels),
+        (images_path, n, rows, cols, pixels),
+        (labels_path, labels),
+        None,
         flip,
-    ))
+    )
 }
 
 /// Loads one split of an IDX data set (`name` is "fashion-mnist" or "mnist") from `dir`.
@@ -274,9 +266,27 @@ pub fn load(
     let labels_path = find(dir, labels_base, name)?;
     let (n, rows, cols, pixels) = parse_images(&images_path, &read_maybe_gz(&images_path)?)?;
     let labels = parse_labels(&labels_path, &read_maybe_gz(&labels_path)?)?;
+    assemble(
+        name,
+        (&images_path, n, rows, cols, pixels),
+        (&labels_path, labels),
+        image_size,
+        flip,
+    )
+}
+
+/// The data set from parsed image and label files, once they agree with each other (and with
+/// the image size asked for, if any).
+fn assemble(
+    name: &str,
+    (images_path, n, rows, cols, pixels): (&Path, usize, usize, usize, Vec<u8>),
+    (labels_path, labels): (&Path, Vec<u8>),
+    image_size: Option<usize>,
+    flip: bool,
+) -> Result<Dataset, DataError> {
     if labels.len() != n {
         return Err(DataError::Format {
-            path: labels_path,
+            path: labels_path.to_path_buf(),
             detail: format!(
                 "holds {} labels but {} holds {n} images; the two files must come from the same split",
                 labels.len(),
