@@ -81,8 +81,21 @@ fn model_label(app: &FewstepApp, i: usize) -> String {
     }
 }
 
+/// Windows narrower than this (a phone) get the settings above the pictures, not beside them.
+const NARROW_WIDTH: f32 = 640.0;
+
+/// The settings beside the pictures on a wide window, above them on a narrow one: a left panel
+/// on a phone would leave the pictures a sliver at the edge.
+fn settings_panel(wide: &'static str, narrow: &'static str, ui: &Ui) -> egui::Panel {
+    if ui.available_width() < NARROW_WIDTH {
+        egui::Panel::top(narrow)
+    } else {
+        egui::Panel::left(wide)
+    }
+}
+
 fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
-    egui::Panel::left("sample settings")
+    settings_panel("sample settings", "sample settings (narrow)", ui)
         .resizable(false)
         .show(ui, |ui| {
             ui.add_space(6.0);
@@ -302,7 +315,7 @@ fn grid_scale(fit: f32) -> f32 {
 }
 
 fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
-    egui::Panel::left("compare settings")
+    settings_panel("compare settings", "compare settings (narrow)", ui)
         .resizable(false)
         .show(ui, |ui| {
             ui.add_space(6.0);
