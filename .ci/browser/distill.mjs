@@ -2,7 +2,8 @@
 // `fewstep distill`: headless Chromium (WebGPU on SwiftShader) opens the page with
 // ?distill=fmnist-4step&to=2&updates=2&batch=2&lr=0.0001&seed=3, which halves the bundled 4-step
 // student once in the tab, with the shipped Fashion-MNIST subset (assets/fmnist-10k). Checks:
-//  - the run ends without error and makes one 2-step student, which joins the model list;
+//  - the run ends without error and makes one 2-step student, which joins the model list, and
+//    the tab shows a grid sampled from it;
 //  - the page stays responsive while it trains (animation frames keep coming);
 //  - the student's weights equal the native run's (the first argument: its steps-2.safetensors,
 //    made with the same teacher, data, seed and settings) within WEIGHT_TOL_*.
@@ -105,6 +106,8 @@ try {
     `the tab distilled 4 -> 2 steps: "${err ?? run?.ended}", ${run?.done} of ${run?.total} updates, ` +
     `${run?.losses.length} losses (${run?.losses.map((l) => l[1].toFixed(4)).join(', ')}); ` +
     `${run?.seconds.toFixed(1)} s in the tab, ${secs.toFixed(1)} s from opening the page`);
+  check(run?.preview?.startsWith('fmnist-4step-to-2step: 8 samples in 2 steps'),
+    `the tab shows a preview grid of the new student: "${run?.preview}"`);
   check(frames >= 3, `the page kept drawing while it trained: ${frames} animation frames in 3 s ` +
     `(the run was at update ${during?.done} of ${during?.total}${during?.ended ? ', already ended' : ''})`);
   // The student joins the model list (Sample, Compare): the worker loads it after the run.
@@ -148,6 +151,8 @@ try {
     check(!terr && trun && !trun.failed && trun.students.length === 1 && trun.students[0].steps === 0,
       `the tab trained a tiny teacher: "${terr ?? trun?.ended}", ${trun?.done} of ${trun?.total} updates, ` +
       `losses ${trun?.losses.map((l) => l[1].toFixed(4)).join(', ')}; ${tsecs.toFixed(1)} s from opening the page`);
+    check(trun?.preview?.startsWith('web-tiny-teacher: 8 samples in 16 steps'),
+      `the tab shows a preview grid of the new teacher: "${trun?.preview}"`);
     if (trun?.students?.length) {
       const want = readSafetensors(fs.readFileSync(nativeTrainFile));
       const got = readSafetensors(Buffer.from(trun.students[0].file, 'base64'));

@@ -182,6 +182,9 @@ pub struct Shared {
     pub ended: Option<(String, bool)>,
     pub stop: bool,
     pub seconds: f64,
+    /// The newest model's sample grid: (what it shows, the picture, a version that changes with
+    /// each new grid).
+    pub preview: Option<(String, egui::ColorImage, u64)>,
 }
 
 #[derive(Default)]
@@ -190,6 +193,8 @@ pub struct WebTrainPanel {
     pub settings: Settings,
     pub train: TrainSettings,
     run: Option<Rc<RefCell<Shared>>>,
+    /// The preview's texture and the version it shows.
+    preview: Option<(u64, egui::TextureHandle)>,
 }
 
 impl WebTrainPanel {
@@ -307,6 +312,7 @@ impl WebTrainPanel {
             let run = self.run.clone()?;
             let loaded = |name: &str| models.iter().any(|m| m.name == name);
             let picked = self.progress_ui(ui, &run.borrow(), &loaded);
+            self.preview_ui(ui, &run.borrow());
             picked
         }
     }
@@ -499,6 +505,56 @@ impl WebTrainPanel {
 
 /// The grid rows both modes share: updates, batch, learning rate, seed (each field labelled, so
 /// screen readers and UI tests find it by name).
+impl WebTrainPanel {
+    fn preview_ui(&mut self, ui: &mut Ui, s: &Shared) {
+        let Some((label, image, version)) = &s.preview else {
+            return;
+        };
+        if self.preview.as_ref().is_none_or(|(v, _)| v != version) {
+            let tex = ui.ctx().load_texture(
+                "web train preview",
+                image.clone(),
+                egui::TextureOptions::NEAREST,
+            );
+            self.preview = Some((*version, tex));
+        }
+        if let Some((_, tex)) = &self.preview {
+            ui.label(label);
+            ui.image((tex.id(), tex.size_vec2()));
+        }
+    }
+}
+
+/// Samples 8 images from a model file just made (its own step count for a student, 16 DDIM
+/// steps for a teacher) as a picture for the tab.
+async fn preview(
+    gpu: &Gpu,
+    name: &str,
+    file: &[u8],
+    version: u64,
+) -> anyhow::Result<(String, egui::ColorImage, u64)> {
+    use crate::diffusion::{load_model_bytes, SampleOptions, Sampler, SamplerKind};
+    let (model, meta) = load_model_bytes(gpu, std::path::Path::new(name), file)?;
+    let steps = meta.steps.map_or(16, |k| k as usize);
+    let opts = SampleOptions {
+        steps,
+        count: 8,
+        seed: 0,
+        kind: SamplerKind::Ddim,
+        clip: true,
+    };
+    let x = Sampler::new(&model, opts).run(&model).to_vec().await?;
+    let [c, h, w] = model.image_shape();
+    let img = crate::image::image_grid(&x, 8, c, h, w, 4, 3, 2);
+    let image =
+        egui::ColorImage::from_rgb([img.width() as usize, img.height() as usize], img.as_raw());
+    Ok((
+        format!("{name}: 8 samples in {steps} steps (seed 0)"),
+        image,
+        version,
+    ))
+}
+
 fn run_rows(
     ui: &mut Ui,
     (updates_text, updates, max_updates): (&str, &mut u64, u64),
@@ -579,11 +635,18 @@ async fn distill(
                 name: name.clone(),
                 bytes: student.file.clone(),
             });
-            shared.borrow_mut().students.push(Made {
+            shared.borrow_mut().what = format!("sampling a preview of {name}…");
+            ctx.request_repaint();
+            let version = shared.borrow().students.len() as u64 + 1;
+            let shown = preview(gpu, &name, &student.file, version).await?;
+            let mut s = shared.borrow_mut();
+            s.preview = Some(shown);
+            s.students.push(Made {
                 name,
                 steps: student.steps,
                 file: student.file,
             });
+            drop(s);
             if done {
                 let s = shared.borrow();
                 let n = s.students.len();
@@ -638,7 +701,11 @@ async fn train_teacher(
         name: name.clone(),
         bytes: file.clone(),
     });
+    shared.borrow_mut().what = format!("sampling a preview of {name}…");
+    ctx.request_repaint();
+    let shown = preview(gpu, &name, &file, 1).await?;
     let mut s = shared.borrow_mut();
+    s.preview = Some(shown);
     s.students.push(Made {
         name: name.clone(),
         steps: 0,
@@ -716,6 +783,7 @@ pub fn last_run_json() -> Option<String> {
                 "ended": s.ended.as_ref().map(|e| e.0.clone()),
                 "failed": s.ended.as_ref().is_some_and(|e| e.1),
                 "losses": s.losses,
+                "preview": s.preview.as_ref().map(|p| p.0.clone()),
                 "students": students,
             })
             .to_string(),
