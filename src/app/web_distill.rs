@@ -43,6 +43,11 @@ fn file_of(name: &str) -> Option<Vec<u8>> {
     FILES.with(|f| f.borrow().get(name).cloned())
 }
 
+/// Whether a model file is kept under `name` (asked every frame: no copy of the bytes).
+fn has_file(name: &str) -> bool {
+    FILES.with(|f| f.borrow().contains_key(name))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub teacher: String,
@@ -281,10 +286,7 @@ impl WebTrainPanel {
             });
             ui.horizontal(|ui| {
                 let (ready, text) = match self.mode {
-                    Mode::Distill => (
-                        file_of(&self.settings.teacher).is_some(),
-                        "Start distilling",
-                    ),
+                    Mode::Distill => (has_file(&self.settings.teacher), "Start distilling"),
                     Mode::Train => (true, "Start training"),
                 };
                 let ready = ready && !running && gpu.is_some();
@@ -718,7 +720,7 @@ async fn train_teacher(
 fn unused_name(base: &str) -> String {
     let mut name = base.to_string();
     let mut k = 2;
-    while file_of(&name).is_some() {
+    while has_file(&name) {
         name = format!("{base}-{k}");
         k += 1;
     }
