@@ -445,7 +445,8 @@ fn recipe_quick_runs_end_to_end_and_its_bundle_loads_in_the_app() {
 }
 
 /// `bench train` and `bench distill` print one JSON row per preset with a positive speed, and an
-/// update is exactly one submit (the recorder's promise: no readback or flush inside an update).
+/// update is exactly one submit (the recorder's promise: no readback or flush inside an update);
+/// with --profile, a second row gives GPU time per kernel covering every launch of an update.
 #[test]
 fn bench_train_and_distill_report_one_submit_per_update() {
     for what in ["train", "distill"] {
@@ -459,10 +460,11 @@ fn bench_train_and_distill_report_one_submit_per_update() {
             "--seconds",
             "0",
             "--json",
+            "--profile",
         ]);
         assert!(o.status.success(), "bench {what} failed: {}", stderr(&o));
         let text = String::from_utf8_lossy(&o.stdout);
-        let row: serde_json::Value = serde_json::from_str(text.lines().last().expect("a row"))
+        let row: serde_json::Value = serde_json::from_str(text.lines().next().expect("a row"))
             .unwrap_or_else(|e| panic!("bench {what}: not JSON ({e}): {text}"));
         assert_eq!(row["bench"], what);
         assert_eq!(row["preset"], "tiny");
@@ -479,5 +481,22 @@ fn bench_train_and_distill_report_one_submit_per_update() {
             .and_then(|v| v.as_f64())
             .unwrap();
         assert_eq!(submits, 1.0, "bench {what}: {row}");
+        let profile: serde_json::Value =
+            serde_json::from_str(text.lines().nth(1).expect("a profile row"))
+                .unwrap_or_else(|e| panic!("bench {what} --profile: not JSON ({e}): {text}"));
+        assert_eq!(profile["bench"], format!("{what}_profile"));
+        if profile.get("skipped").is_none() {
+            let timed: f64 = profile["kernels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["launches_per_update"].as_f64().unwrap())
+                .sum();
+            assert_eq!(timed, launches as f64, "{profile}");
+            assert!(
+                profile["gpu_ms_per_update"].as_f64().unwrap() > 0.0,
+                "{profile}"
+            );
+        }
     }
 }

@@ -239,17 +239,25 @@ fn conv2d_backward_matches_reference_and_finite_differences() {
 fn conv_bias_grad_is_channel_sum() {
     let g = gpu();
     let mut r = rng("conv_bias_grad");
-    let (n, c, hw) = (3, 5, 13);
-    let dy = uniform(&mut r, n * c * hw, 1.0);
-    let got = Tensor::from_slice(&g, &[n, c, hw, 1], &dy)
-        .sum_per_channel()
-        .to_vec_blocking()
-        .unwrap();
-    let mut want = vec![0.0; c];
-    for (i, &v) in dy.iter().enumerate() {
-        want[(i / hw) % c] += v as f64;
+    // 13 pixels: the scalar kernel; 784 and 8: the 16-byte one (with and without a tail).
+    for &(n, c, hw) in &[(3, 5, 13), (4, 16, 784), (2, 3, 8)] {
+        let dy = uniform(&mut r, n * c * hw, 1.0);
+        let got = Tensor::from_slice(&g, &[n, c, hw, 1], &dy)
+            .sum_per_channel()
+            .to_vec_blocking()
+            .unwrap();
+        let mut want = vec![0.0; c];
+        for (i, &v) in dy.iter().enumerate() {
+            want[(i / hw) % c] += v as f64;
+        }
+        assert_close(
+            &format!("sum per channel {n}x{c}x{hw}"),
+            &got,
+            &want,
+            SUM_ATOL,
+            SUM_RTOL,
+        );
     }
-    assert_close("sum per channel", &got, &want, SUM_ATOL, SUM_RTOL);
 }
 
 #[test]
@@ -261,6 +269,9 @@ fn group_norm_forward_backward() {
         (1, 4, 1, 1, 2),
         (3, 6, 7, 7, 3),
         (2, 32, 17, 17, 8),
+        // Pixels a multiple of 4: the parameter gradient reads 16 bytes at a time.
+        (2, 8, 4, 6, 4),
+        (3, 16, 14, 14, 8),
     ] {
         let hw = h * w;
         let x: Vec<f32> = uniform(&mut r, n * c * hw, 2.0)
@@ -416,6 +427,7 @@ fn group_norm_silu_fused_forward_backward() {
         (1, 4, 1, 1, 2),
         (3, 6, 7, 7, 3),
         (2, 32, 9, 9, 8),
+        (2, 8, 4, 6, 4),
     ] {
         let hw = h * w;
         let what = format!("group norm + silu {n}x{c}x{h}x{w}/{groups}");
@@ -1476,5 +1488,63 @@ fn blocked_gemm_tile_setting() {
         .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
     if !forced && g.info().device_type == wgpu::DeviceType::Cpu && g.has_subgroups() {
         assert_eq!(g.variant(), KernelVariant::Subgroup, "{}", g.describe());
+    }
+}
+
+/// The weight gradient under several splits along K (`Gpu::set_split_k`, FEWSTEP_SPLIT_K): one
+/// chunk, the CPU rule, the GPU rule, many short chunks (K = 2048 in chunks of 16: 128 parts,
+/// more than the second pass's 16 lanes), and odd numbers; on every family, against the f64
+/// reference. Lengths M x N both a multiple of 4 (16-byte second pass) and not (5 x 27).
+#[test]
+fn weight_gradient_split_rules_match_reference() {
+    let g = gpu();
+    let mut r = rng("split_k_rules");
+    let s = |n, cin, h, w, cout| ConvShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let shapes = [s(8, 16, 16, 16, 16), s(3, 3, 11, 13, 5)];
+    let rules = ["1/1", "512/1024", "2048/256", "100000/16", "7/100"];
+    let mut families = variants(&g);
+    families.push(KernelVariant::Blocked);
+    g.set_gemm_tile(None).unwrap();
+    for v in families {
+        g.set_variant(v);
+        for rule in rules {
+            g.set_split_k(Some(rule.parse().unwrap()));
+            for cs in &shapes {
+                let x = uniform(&mut r, cs.x_len(), 1.0);
+                let dy = uniform(&mut r, cs.y_len(), 1.0);
+                let conv = Conv2d { stride: 1, pad: 1 };
+                let xs = [cs.n, cs.cin, cs.h, cs.w];
+                let ws = [cs.cout, cs.cin, 3, 3];
+                let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
+                let dw = conv.weight_grad(
+                    &Tensor::from_slice(&g, &ys, &dy),
+                    &Tensor::from_slice(&g, &xs, &x),
+                    &ws,
+                );
+                assert_close(
+                    &format!("{v:?} split {rule} conv dw {cs:?}"),
+                    &dw.to_vec_blocking().unwrap(),
+                    &cs.weight_grad_ref(&dy, &x),
+                    gemm_tol(cs.n * cs.oh() * cs.ow()),
+                    GEMM_RTOL,
+                );
+            }
+        }
+    }
+    g.set_split_k(None);
+    g.set_variant(KernelVariant::Tiled);
+    // Malformed rules are refused naming the accepted form.
+    for bad in ["2048", "0/256", "2048/0", "a/b", "2048/256/1"] {
+        let err = bad.parse::<fewstep::gpu::SplitK>().expect_err(bad);
+        assert!(err.contains("WORKGROUPS/MIN_CHUNK"), "{bad}: {err}");
     }
 }

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// largest first.
     #[arg(long)]
     launches: bool,
+    /// train/distill: also print GPU time per kernel family and per kernel (timestamp queries;
+    /// each launch then runs in its own pass, so the sum is an upper bound of an update's GPU time).
+    #[arg(long)]
+    profile: bool,
     /// sample: images sampled together.
     #[arg(long, default_value_t = 16)]
     count: usize,
@@ -119,7 +123,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Kernels => {}
         BenchWhat::Train => {
             let p = super::bench_model::presets(&gpu, &args.preset);
-            return super::bench_model::train(&gpu, &p, args.batch, s, args.json, args.launches);
+            return super::bench_model::train(
+                &gpu,
+                &p,
+                args.batch,
+                s,
+                args.json,
+                args.launches,
+                args.profile,
+            );
         }
         BenchWhat::Sample => {
             let p = super::bench_model::presets(&gpu, &args.preset);
@@ -127,7 +139,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchWhat::Distill => {
             let p = super::bench_model::presets(&gpu, &args.preset);
-            return super::bench_distill::distill(&gpu, &p, args.batch, s, args.json);
+            return super::bench_distill::distill(&gpu, &p, args.batch, s, args.json, args.profile);
         }
     }
     if !args.json {

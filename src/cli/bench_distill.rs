@@ -17,6 +17,7 @@ pub fn distill(
     batch: usize,
     seconds: f64,
     json: bool,
+    profile: bool,
 ) -> Result<()> {
     for preset in presets {
         let arch = arch(preset)?;
@@ -57,6 +58,11 @@ pub fn distill(
                 100.0 * t.bind_groups_reused
             ),
         );
+        if profile {
+            super::bench_profile::profile_updates(gpu, "distill", preset, ms, json, || {
+                d.step(&data)
+            })?;
+        }
     }
     Ok(())
 }

@@ -120,6 +120,7 @@ pub fn train(
     seconds: f64,
     json: bool,
     launches: bool,
+    profile: bool,
 ) -> Result<()> {
     for preset in presets {
         let arch = arch(preset)?;
@@ -193,6 +194,11 @@ pub fn train(
                     println!("  {n:>6}  {k}");
                 }
             }
+        }
+        if profile {
+            super::bench_profile::profile_updates(gpu, "train", preset, ms, json, || {
+                tr.step(&data)
+            })?;
         }
     }
     Ok(())

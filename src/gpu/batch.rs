@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use super::pool::GpuBuffer;
+use super::profile::{PendingProfile, Profiler};
 
 /// A buffer a launch reads or writes; bindings are numbered from 1 in order (0 is the params).
 #[derive(Clone)]
@@ -55,6 +56,8 @@ enum Op {
 pub(crate) struct Encoded {
     pub commands: wgpu::CommandBuffer,
     pub retired: Retired,
+    /// While profiling: the launches' timestamps, to read back after the submit.
+    pub profile: Option<PendingProfile>,
 }
 
 /// The bind groups and recorded launches of a submitted batch. Dropped after the submit: the bind
@@ -108,6 +111,8 @@ pub(crate) struct Batch {
     /// Launches per pipeline (keyed by the pipeline's address; cached pipelines live as long as
     /// the device), with the label its launcher gave it and the buffers of its first launch.
     per_pipeline: HashMap<usize, PipelineCount>,
+    /// Set while profiling (profile.rs): every launch then gets its own timed pass.
+    profiler: Option<Profiler>,
 }
 
 /// One row of the launch histogram kept by [`Batch`].
@@ -134,6 +139,47 @@ impl Batch {
             bind_groups: HashMap::new(),
             bind_group_counts: (0, 0),
             per_pipeline: HashMap::new(),
+            profiler: None,
+        }
+    }
+
+    /// Starts (with fresh totals) or stops timing each launch with timestamp queries; the
+    /// device must have `Features::TIMESTAMP_QUERY`.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiler = on.then(Profiler::new);
+    }
+
+    /// Adds the read-back timestamps of a submitted batch to the profile.
+    pub fn add_profile(&mut self, pending: &PendingProfile, raw: &[u8], period_ns: f32) {
+        if let Some(p) = &mut self.profiler {
+            p.add(pending, raw, period_ns);
+        }
+    }
+
+    /// GPU time (seconds) and launches per pipeline label since profiling started, most time
+    /// first; empty when not profiling.
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        let Some(p) = &self.profiler else {
+            return Vec::new();
+        };
+        let mut by_name: HashMap<String, (f64, u64)> = HashMap::new();
+        for (id, (ns, n)) in p.totals() {
+            let name = self.name_of(*id);
+            let row = by_name.entry(name).or_default();
+            row.0 += ns * 1e-9;
+            row.1 += n;
+        }
+        let mut v: Vec<_> = by_name.into_iter().map(|(k, (s, n))| (k, s, n)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// A pipeline's label in the histogram, or its number of buffers when nobody named it.
+    fn name_of(&self, id: usize) -> String {
+        match self.per_pipeline.get(&id) {
+            Some(PipelineCount { label: Some(l), .. }) => l.clone(),
+            Some(c) => format!("(unlabelled, {} buffers)", c.buffers),
+            None => "(unknown)".into(),
         }
     }
 
@@ -284,12 +330,8 @@ impl Batch {
     /// Pipelines nobody labelled are named by the number of buffers of their launches.
     pub fn launch_counts(&self) -> Vec<(String, u64)> {
         let mut by_name: HashMap<String, u64> = HashMap::new();
-        for c in self.per_pipeline.values() {
-            let name = match &c.label {
-                Some(l) => l.clone(),
-                None => format!("(unlabelled, {} buffers)", c.buffers),
-            };
-            *by_name.entry(name).or_default() += c.launches;
+        for (id, c) in &self.per_pipeline {
+            *by_name.entry(self.name_of(*id)).or_default() += c.launches;
         }
         let mut v: Vec<(String, u64)> = by_name.into_iter().filter(|(_, n)| *n > 0).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -338,6 +380,7 @@ impl Batch {
             label: Some("fewstep.batch"),
         });
         let mut i = 0;
+        let mut timed = Vec::new();
         while i < ops.len() {
             match &ops[i] {
                 Op::Copy {
@@ -354,6 +397,28 @@ impl Batch {
                         *dst_offset,
                         *size,
                     );
+                    i += 1;
+                }
+                Op::Dispatch { d, .. } if self.profiler.is_some() => {
+                    // Profiling: a pass per launch, timed at its start and end.
+                    let profiler = self.profiler.as_mut().unwrap();
+                    let (set, first) = profiler.queries_for(device, timed.len());
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: set,
+                            beginning_of_pass_write_index: Some(first),
+                            end_of_pass_write_index: Some(first + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, groups[i].as_ref(), &[]);
+                    let [x, y, z] = d.workgroups;
+                    if x > 0 && y > 0 && z > 0 {
+                        pass.dispatch_workgroups(x, y, z);
+                    }
+                    drop(pass);
+                    timed.push(pipeline_id(&d.pipeline));
                     i += 1;
                 }
                 Op::Dispatch { .. } => {
@@ -376,6 +441,10 @@ impl Batch {
                 }
             }
         }
+        let profile = match &mut self.profiler {
+            Some(p) => p.finish(device, &mut enc, timed),
+            None => None,
+        };
         self.submits_total += 1;
         Some(Encoded {
             commands: enc.finish(),
@@ -383,6 +452,7 @@ impl Batch {
                 _groups: groups,
                 _ops: ops,
             },
+            profile,
         })
     }
 }

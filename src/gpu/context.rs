@@ -178,6 +178,40 @@ pub enum GpuError {
     Config(String),
 }
 
+/// How the convolution weight gradient (a small M x N output over a long K: every pixel of every
+/// image) is split along K: into enough chunks for about `workgroups` workgroups, each chunk at
+/// least `min_chunk` long. Written and parsed (FEWSTEP_SPLIT_K) as `WORKGROUPS/MIN_CHUNK`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitK {
+    pub workgroups: u32,
+    pub min_chunk: u32,
+}
+
+impl std::fmt::Display for SplitK {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.workgroups, self.min_chunk)
+    }
+}
+
+impl std::str::FromStr for SplitK {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("FEWSTEP_SPLIT_K='{s}' is not WORKGROUPS/MIN_CHUNK (e.g. 2048/256), both whole numbers >= 1")
+        };
+        let (w, c) = s.split_once('/').ok_or_else(bad)?;
+        let w: u32 = w.trim().parse().map_err(|_| bad())?;
+        let c: u32 = c.trim().parse().map_err(|_| bad())?;
+        if w == 0 || c == 0 {
+            return Err(bad());
+        }
+        Ok(SplitK {
+            workgroups: w,
+            min_chunk: c,
+        })
+    }
+}
+
 /// How to pick the adapter. `from_env` reads FEWSTEP_BACKEND, FEWSTEP_ADAPTER, FEWSTEP_KERNELS
 /// (tiled, subgroup or blocked) and FEWSTEP_GEMM_TILE (BMxBNxBKxTMxTN: one tile shape for every
 /// GEMM of the blocked family, which it then selects unless FEWSTEP_KERNELS names another).
@@ -191,6 +225,8 @@ pub struct GpuOptions {
     /// Force one tile shape for every GEMM of the blocked family (benchmarks); `None` picks one
     /// per problem.
     pub gemm_tile: Option<GemmTile>,
+    /// Force the weight gradient's split along K (benchmarks); `None` uses the family's rule.
+    pub split_k: Option<SplitK>,
     /// Environment values that could not be parsed: [`Gpu::new`] refuses to start with them.
     env_errors: Vec<String>,
 }
@@ -217,11 +253,13 @@ impl GpuOptions {
         let mut env_errors = Vec::new();
         let variant = parse(var("FEWSTEP_KERNELS"), &mut env_errors);
         let gemm_tile = parse(var("FEWSTEP_GEMM_TILE"), &mut env_errors);
+        let split_k = parse(var("FEWSTEP_SPLIT_K"), &mut env_errors);
         GpuOptions {
             backends: var("FEWSTEP_BACKEND").map(|s| wgpu::Backends::from_comma_list(&s)),
             adapter_name: var("FEWSTEP_ADAPTER"),
             variant,
             gemm_tile,
+            split_k,
             env_errors,
         }
     }
@@ -241,6 +279,8 @@ pub(crate) struct GpuInner {
     pub variant_reason: RefCell<String>,
     /// The blocked family's forced tile shape, if any.
     pub gemm_tile: Cell<Option<GemmTile>>,
+    /// The weight gradient's forced split along K, if any.
+    pub split_k: Cell<Option<SplitK>>,
     /// The family and tile of the last GEMM launched (for `bench kernels`).
     pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
     pub pipelines: PipelineCache,
@@ -321,6 +361,7 @@ impl Gpu {
                 ))
             })?;
         }
+        gpu.0.split_k.set(opts.split_k);
         Ok(gpu)
     }
 
@@ -385,6 +426,7 @@ impl Gpu {
             variant: Cell::new(variant),
             variant_reason: RefCell::new(reason),
             gemm_tile: Cell::new(None),
+            split_k: Cell::new(None),
             last_gemm: Cell::new(None),
         }))
     }
@@ -527,6 +569,27 @@ impl Gpu {
             .or_else(|| fits().next_back())
             .unwrap_or(g(16, 64, 16, 4, 4))
     }
+    /// How the weight gradient splits K: the forced rule if set, else per family. The blocked
+    /// family (real GPUs) aims for 2048 workgroups of chunks >= 256: on an H100 a `tiny`
+    /// weight gradient had ~150 workgroups of 64 threads and spent 4 us per K step waiting on
+    /// memory (README, Benchmarks). The others keep 512 workgroups of chunks >= 1024 (on CPU
+    /// adapters more chunks only add partial sums to add up).
+    pub fn split_k(&self) -> SplitK {
+        self.0.split_k.get().unwrap_or(match self.variant() {
+            KernelVariant::Blocked => SplitK {
+                workgroups: 2048,
+                min_chunk: 256,
+            },
+            _ => SplitK {
+                workgroups: 512,
+                min_chunk: 1024,
+            },
+        })
+    }
+    /// Forces the weight gradient's split along K (`None`: the family's rule).
+    pub fn set_split_k(&self, rule: Option<SplitK>) {
+        self.0.split_k.set(rule);
+    }
     /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).
     pub(crate) fn note_gemm(&self, v: KernelVariant, bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) {
         self.0
@@ -554,7 +617,13 @@ impl Gpu {
                 format!("{} rows x {} columns per subgroup", sg.max(32), sg * 4)
             }
         };
-        format!("{} ({}; {tiles})", v.name(), self.variant_reason())
+        format!(
+            "{} ({}; {tiles}; weight gradient split along K for ~{} workgroups, chunks >= {})",
+            v.name(),
+            self.variant_reason(),
+            self.split_k().workgroups,
+            self.split_k().min_chunk
+        )
     }
     pub fn has_subgroups(&self) -> bool {
         self.0.features.contains(wgpu::Features::SUBGROUP)
@@ -649,6 +718,51 @@ impl Gpu {
         // Bind groups, then the launches' buffers (into the pool's pending list), then recycle.
         drop(encoded.retired);
         self.0.pool.recycle_pending();
+        if let Some(pending) = encoded.profile {
+            self.read_profile(&pending);
+        }
+    }
+
+    /// Waits for a profiled batch and adds its launch times (native only: profiling is never
+    /// switched on in the browser, where nothing may block).
+    fn read_profile(&self, pending: &super::profile::PendingProfile) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let raw = pollster::block_on(readback::read_staging(
+                &self.0.device,
+                pending.staging(),
+                pending.bytes(),
+            ));
+            match raw {
+                Ok(raw) => {
+                    let period = self.0.queue.get_timestamp_period();
+                    self.0.batch.borrow_mut().add_profile(pending, &raw, period);
+                }
+                Err(e) => log::warn!("profile readback failed: {e}"),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = pending;
+    }
+
+    /// Starts timing every launch with timestamp queries (fresh totals), or stops. Slows the
+    /// work down (a pass per launch, a wait after each submit); for `bench train --profile`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_profiling(&self, on: bool) -> Result<(), String> {
+        if on && !self.0.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(format!(
+                "'{}' offers no timestamp queries (wgpu::Features::TIMESTAMP_QUERY), so GPU time per kernel cannot be measured on it",
+                self.0.info.name
+            ));
+        }
+        self.flush();
+        self.0.batch.borrow_mut().set_profiling(on);
+        Ok(())
+    }
+
+    /// GPU seconds and launches per kernel label since profiling started, most time first.
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        self.0.batch.borrow().profile()
     }
 
     /// CPU seconds spent encoding batches since the device was created (what

@@ -8,10 +8,11 @@ mod batch;
 mod context;
 mod pipelines;
 mod pool;
+mod profile;
 mod readback;
 
 pub use batch::{Binding, Dispatch};
-pub use context::{Gpu, GpuError, GpuOptions, KernelVariant};
+pub use context::{Gpu, GpuError, GpuOptions, KernelVariant, SplitK};
 pub use pipelines::{KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolStats};
 

@@ -385,7 +385,7 @@ fn launch(
             [p.n.div_ceil(tile.bn), p.m.div_ceil(tile.bm), p.batch]
         }
     };
-    let pipeline = gpu.pipeline(&key, || {
+    let pipeline = super::pipeline(gpu, &key, || {
         let core: Cow<'static, str> = match variant {
             KernelVariant::Tiled => include_str!("../../shaders/gemm_tiled.wgsl").into(),
             KernelVariant::Subgroup => subgroup_core(sg).into(),
@@ -637,8 +637,8 @@ impl Conv2d {
     }
 }
 
-/// How many K chunks a GEMM with a small M x N and a long K is split into: enough workgroups to
-/// fill a large GPU (~512), chunks of at least 1024 along K.
+/// How many K chunks a GEMM with a small M x N and a long K is split into: about the rule's
+/// workgroups (enough to fill a large GPU, `Gpu::split_k`), chunks no shorter than its minimum.
 fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
     let (tm, tn) = match gpu.variant() {
         KernelVariant::Tiled => (64, 64),
@@ -652,7 +652,10 @@ fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
         }
     };
     let tiles = m.div_ceil(tm) * n.div_ceil(tn);
-    k.div_ceil(1024).min(512u32.div_ceil(tiles)).max(1)
+    let rule = gpu.split_k();
+    k.div_ceil(rule.min_chunk)
+        .min(rule.workgroups.div_ceil(tiles))
+        .max(1)
 }
 
 /// Sums the slices of `partial` [parts, len] into one tensor of `shape` (len values).
@@ -661,14 +664,22 @@ fn split_sum(partial: &Tensor, shape: &[usize]) -> Tensor {
     let (parts, len) = (partial.shape()[0], partial.shape()[1]);
     let out = Tensor::empty(gpu, shape);
     assert_eq!(out.numel(), len);
-    let pipeline = gpu.pipeline(&KernelKey::new("split_sum"), || {
-        KernelSource::one(include_str!("../../shaders/split_sum.wgsl"))
+    let vec4 = len % 4 == 0;
+    let pipeline = super::pipeline(gpu, &KernelKey::new("split_sum").flag("VEC4", vec4), || {
+        KernelSource {
+            parts: vec![
+                super::elem_prelude(vec4).into(),
+                include_str!("../../shaders/split_sum.wgsl").into(),
+            ],
+        }
     });
+    // 16 columns (of 4 values with vec4) per workgroup.
+    let columns = if vec4 { len / 4 } else { len };
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::cast_slice(&[len as u32, parts as u32, 0, 0]).to_vec(),
         buffers: vec![partial.bind(), out.bind()],
-        workgroups: super::groups_for(gpu, len),
+        workgroups: gpu.grid_1d(columns.div_ceil(16) as u32),
     });
     out
 }

@@ -186,6 +186,17 @@ pub(crate) fn pipeline(
     p
 }
 
+/// WGSL prepended to kernels that read whole rows either 16 bytes or 4 bytes at a time: `Elem`
+/// (vec4<f32> or f32), `LANES` (4 or 1) and `hsum` (the sum of an Elem's lanes). The launcher
+/// picks vec4 where every row starts on a 16-byte boundary (row length a multiple of 4).
+pub(crate) fn elem_prelude(vec4: bool) -> &'static str {
+    if vec4 {
+        "alias Elem = vec4<f32>;\nconst LANES = 4u;\nfn hsum(v: Elem) -> f32 { return v.x + v.y + v.z + v.w; }"
+    } else {
+        "alias Elem = f32;\nconst LANES = 1u;\nfn hsum(v: Elem) -> f32 { return v; }"
+    }
+}
+
 /// Workgroups for `n` items at 256 per workgroup, spread over x and y.
 pub(crate) fn groups_for(gpu: &Gpu, n: usize) -> [u32; 3] {
     gpu.grid_1d((n.div_ceil(256)).max(1) as u32)

@@ -162,10 +162,18 @@ impl Tensor {
         });
         let dgamma = Tensor::empty(gpu, &[c]);
         let dbeta = Tensor::empty(gpu, &[c]);
+        let vec4 = hw % 4 == 0;
         let pipeline = super::pipeline(
             gpu,
-            &KernelKey::new("group_norm_param_grad").flag("SILU", silu),
-            || KernelSource::one(include_str!("../../shaders/group_norm_param_grad.wgsl")),
+            &KernelKey::new("group_norm_param_grad")
+                .flag("SILU", silu)
+                .flag("VEC4", vec4),
+            || KernelSource {
+                parts: vec![
+                    super::elem_prelude(vec4).into(),
+                    include_str!("../../shaders/group_norm_param_grad.wgsl").into(),
+                ],
+            },
         );
         gpu.dispatch(Dispatch {
             pipeline,

@@ -30,10 +30,20 @@ pub(crate) fn reduce_into(
         x.shape()
     );
     assert!(out_offset + rows <= out.numel());
+    // 16-byte loads where every row segment starts on one (both the pooled buffers and, with
+    // inner a multiple of 4, every segment are 16-byte aligned).
+    let vec4 = inner % 4 == 0;
     let pipeline = super::pipeline(
         gpu,
-        &KernelKey::new("reduce").u32("MODE", mode as u32),
-        || KernelSource::one(include_str!("../../shaders/reduce.wgsl")),
+        &KernelKey::new("reduce")
+            .u32("MODE", mode as u32)
+            .flag("VEC4", vec4),
+        || KernelSource {
+            parts: vec![
+                super::elem_prelude(vec4).into(),
+                include_str!("../../shaders/reduce.wgsl").into(),
+            ],
+        },
     );
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
     let params: [u32; 8] = [
