@@ -16,8 +16,13 @@ use super::profile::{PendingProfile, Profiler};
 /// A buffer a launch reads or writes; bindings are numbered from 1 in order (0 is the params).
 #[derive(Clone)]
 pub enum Binding {
+    /// Keeps the loan until the batch is submitted (the buffer cannot go back to the pool before).
     Pooled(Rc<GpuBuffer>),
     Raw(Rc<wgpu::Buffer>),
+    /// A tensor's buffer without its loan: when the tensor is dropped while the batch is being
+    /// recorded, the buffer goes back to the pool and later launches of the batch may write it
+    /// (gpu/pool.rs); the handle keeps it alive until the submit.
+    Buffer(wgpu::Buffer),
 }
 
 impl Binding {
@@ -25,6 +30,7 @@ impl Binding {
         match self {
             Binding::Pooled(b) => b.raw(),
             Binding::Raw(b) => b,
+            Binding::Buffer(b) => b,
         }
     }
 }

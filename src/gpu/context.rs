@@ -3,7 +3,7 @@ use std::rc::Rc;
 
 use super::batch::{Batch, Binding, Dispatch};
 use super::pipelines::{KernelKey, KernelSource, PipelineCache};
-use super::pool::{BufferPool, GpuBuffer, PoolStats};
+use super::pool::{BufferPool, GpuBuffer, PoolReuse, PoolStats};
 use super::readback;
 
 /// Which family of GEMM kernels matmul and convolution use.
@@ -227,6 +227,8 @@ pub struct GpuOptions {
     pub gemm_tile: Option<GemmTile>,
     /// Force the weight gradient's split along K (benchmarks); `None` uses the family's rule.
     pub split_k: Option<SplitK>,
+    /// Whether launches reuse buffers given back in the same batch (gpu/pool.rs).
+    pub pool_reuse: Option<PoolReuse>,
     /// Environment values that could not be parsed: [`Gpu::new`] refuses to start with them.
     env_errors: Vec<String>,
 }
@@ -254,12 +256,14 @@ impl GpuOptions {
         let variant = parse(var("FEWSTEP_KERNELS"), &mut env_errors);
         let gemm_tile = parse(var("FEWSTEP_GEMM_TILE"), &mut env_errors);
         let split_k = parse(var("FEWSTEP_SPLIT_K"), &mut env_errors);
+        let pool_reuse = parse(var("FEWSTEP_POOL_REUSE"), &mut env_errors);
         GpuOptions {
             backends: var("FEWSTEP_BACKEND").map(|s| wgpu::Backends::from_comma_list(&s)),
             adapter_name: var("FEWSTEP_ADAPTER"),
             variant,
             gemm_tile,
             split_k,
+            pool_reuse,
             env_errors,
         }
     }
@@ -362,6 +366,9 @@ impl Gpu {
             })?;
         }
         gpu.0.split_k.set(opts.split_k);
+        if let Some(r) = opts.pool_reuse {
+            gpu.0.pool.set_reuse(r);
+        }
         Ok(gpu)
     }
 
@@ -672,11 +679,13 @@ impl Gpu {
 
     /// Records a launch; nothing reaches the GPU until [`Gpu::flush`].
     pub fn dispatch(&self, d: Dispatch) {
+        self.0.pool.set_recording(true);
         self.0.batch.borrow_mut().dispatch(d);
     }
 
     /// Records a buffer-to-buffer copy, in order with the launches around it.
     pub fn copy(&self, src: Binding, src_offset: u64, dst: Binding, dst_offset: u64, size: u64) {
+        self.0.pool.set_recording(true);
         self.0
             .batch
             .borrow_mut()
@@ -718,6 +727,7 @@ impl Gpu {
         // Bind groups, then the launches' buffers (into the pool's pending list), then recycle.
         drop(encoded.retired);
         self.0.pool.recycle_pending();
+        self.0.pool.set_recording(false);
         if let Some(pending) = encoded.profile {
             self.read_profile(&pending);
         }
@@ -794,11 +804,23 @@ impl Gpu {
         Binding::Raw(self.0.zeros16.clone())
     }
 
-    /// Takes a buffer of at least `bytes` from the pool.
+    /// Takes a buffer of at least `bytes` from the pool, to be written first by a recorded launch
+    /// or copy (it may be one given back earlier in the same batch; see gpu/pool.rs).
     pub fn alloc(&self, bytes: u64) -> Rc<GpuBuffer> {
-        Rc::new(self.0.pool.take(&self.0.device, bytes))
+        Rc::new(
+            self.0
+                .pool
+                .take(&self.0.device, bytes, super::pool::FirstWrite::Recorded),
+        )
     }
 
+    /// Whether launches reuse buffers given back in the same batch (memory against speed).
+    pub fn set_pool_reuse(&self, reuse: PoolReuse) {
+        self.0.pool.set_reuse(reuse);
+    }
+    pub fn pool_reuse(&self) -> PoolReuse {
+        self.0.pool.reuse()
+    }
     pub fn pool_stats(&self) -> PoolStats {
         self.0.pool.stats()
     }
@@ -864,7 +886,11 @@ impl Gpu {
     /// Uploads into a fresh pooled buffer. Safe without a flush: a buffer from the free list is
     /// referenced by no recorded launch (see the pool's comment).
     pub fn upload_bytes(&self, data: &[u8]) -> Rc<GpuBuffer> {
-        let buf = self.alloc(data.len() as u64);
+        let buf = Rc::new(self.0.pool.take(
+            &self.0.device,
+            data.len() as u64,
+            super::pool::FirstWrite::Queue,
+        ));
         readback::write_padded(&self.0.queue, buf.raw(), data);
         buf
     }

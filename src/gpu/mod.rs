@@ -14,7 +14,7 @@ mod readback;
 pub use batch::{Binding, Dispatch};
 pub use context::{Gpu, GpuError, GpuOptions, KernelVariant, SplitK};
 pub use pipelines::{KernelKey, KernelSource};
-pub use pool::{GpuBuffer, PoolStats};
+pub use pool::{GpuBuffer, PoolReuse, PoolStats};
 
 /// Names `pipeline` in the launch histogram after its key (`name` and its constants, e.g.
 /// `reduce MODE=1u`). Launchers call it through `tensor::pipeline`; pipelines never named show up

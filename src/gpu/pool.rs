@@ -1,8 +1,12 @@
 //! A pool of storage buffers, bucketed by size class.
 //!
-//! A buffer dropped while launches that use it are still being recorded goes to `pending`, and only
-//! returns to `free` when the batch is submitted. Reuse inside one batch would be safe for kernels
-//! (stream order) but not for `queue.write_buffer`, which runs before the whole submit.
+//! A buffer dropped while launches that use it are still being recorded (the recorder holds the
+//! `wgpu::Buffer`, not the loan) goes to `released`. Kernel outputs may take it again at once:
+//! launches run in the order recorded and wgpu puts a barrier between a launch that reads it and a
+//! later one that writes it, so an update's backward pass reuses the memory its forward pass and
+//! consumed gradients gave back. Uploads may not: `queue.write_buffer` runs before the whole next
+//! submit, so it would overwrite data that earlier launches of the same batch still have to read;
+//! they take only from `free`, where `released` moves after each submit.
 //!
 //! Each size class hands out its idle buffers lowest creation number first, whatever order they
 //! came back in: a loop that allocates the same sizes in the same order every update then gets the
@@ -21,7 +25,13 @@ pub(crate) struct BufferPool {
     /// Idle buffers per size class as (creation number, buffer), highest number first (pop takes
     /// the lowest).
     free: RefCell<HashMap<u64, Vec<(u64, wgpu::Buffer)>>>,
-    pending: RefCell<Vec<(u64, u64, wgpu::Buffer)>>,
+    /// Buffers given back since the last submit, per size class as (creation number, buffer).
+    released: RefCell<HashMap<u64, Vec<(u64, wgpu::Buffer)>>>,
+    /// Set while launches or copies are recorded but not submitted: a buffer given back while
+    /// nothing is recorded goes straight to `free` (no launch can still read it), so that loops
+    /// that drop their tensors after a readback find the pool as they left it every time.
+    recording: std::cell::Cell<bool>,
+    reuse: std::cell::Cell<PoolReuse>,
     stats: RefCell<PoolStats>,
 }
 
@@ -40,10 +50,63 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
+/// Whether kernel outputs take buffers given back earlier in the same batch
+/// (FEWSTEP_POOL_REUSE). Each reuse orders the launch after the last one that used the buffer,
+/// and wgpu's barrier for that waits for all launches before it, so reuse trades speed for
+/// memory; `Late` takes idle buffers from earlier batches first and reuses only when none is left.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum PoolReuse {
+    /// Never: what a batch gives back waits for the submit.
+    Off,
+    /// Only when no buffer of the size is idle since an earlier batch.
+    #[default]
+    Late,
+    /// Whichever idle buffer was created first, given back in this batch or not.
+    Eager,
+}
+
+impl std::str::FromStr for PoolReuse {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(PoolReuse::Off),
+            "late" => Ok(PoolReuse::Late),
+            "eager" => Ok(PoolReuse::Eager),
+            _ => Err(format!(
+                "FEWSTEP_POOL_REUSE='{s}' is not one of off, late, eager"
+            )),
+        }
+    }
+}
+
+/// Who will write a buffer first: decides whether one given back in the current batch will do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FirstWrite {
+    /// A kernel or copy recorded in the batch (stream order).
+    Recorded,
+    /// `queue.write_buffer` (runs before the whole next submit).
+    Queue,
+}
+
 impl BufferPool {
-    pub fn take(self: &Rc<Self>, device: &wgpu::Device, bytes: u64) -> GpuBuffer {
+    pub fn take(
+        self: &Rc<Self>,
+        device: &wgpu::Device,
+        bytes: u64,
+        first: FirstWrite,
+    ) -> GpuBuffer {
         let class = size_class(bytes);
-        let reused = self.free.borrow_mut().get_mut(&class).and_then(|v| v.pop());
+        let reused = match first {
+            FirstWrite::Queue => self.free.borrow_mut().get_mut(&class).and_then(|v| v.pop()),
+            FirstWrite::Recorded => match self.reuse.get() {
+                PoolReuse::Off => self.free.borrow_mut().get_mut(&class).and_then(|v| v.pop()),
+                PoolReuse::Late => {
+                    let idle = self.free.borrow_mut().get_mut(&class).and_then(|v| v.pop());
+                    idle.or_else(|| self.take_lowest(class))
+                }
+                PoolReuse::Eager => self.take_lowest(class),
+            },
+        };
         let (serial, buffer) = match reused {
             Some(b) => {
                 self.stats.borrow_mut().reused += 1;
@@ -71,20 +134,48 @@ impl BufferPool {
         }
     }
 
-    /// Called after a submit: everything released during the batch becomes reusable.
+    /// The idle buffer of `class` with the lowest creation number, from `free` or `released`
+    /// (so that the same allocation sequence gets the same buffers every update).
+    fn take_lowest(&self, class: u64) -> Option<(u64, wgpu::Buffer)> {
+        let mut free = self.free.borrow_mut();
+        let mut released = self.released.borrow_mut();
+        let from_free = free.get(&class).and_then(|v| v.last()).map(|b| b.0);
+        let from_released = released.get(&class).and_then(|v| {
+            v.iter()
+                .enumerate()
+                .min_by_key(|(_, b)| b.0)
+                .map(|(i, b)| (i, b.0))
+        });
+        match (from_free, from_released) {
+            (Some(f), Some((i, r))) if r < f => Some(released.get_mut(&class)?.swap_remove(i)),
+            (None, Some((i, _))) => Some(released.get_mut(&class)?.swap_remove(i)),
+            (Some(_), _) => free.get_mut(&class)?.pop(),
+            (None, None) => None,
+        }
+    }
+
+    pub fn set_reuse(&self, reuse: PoolReuse) {
+        self.reuse.set(reuse);
+    }
+    pub fn reuse(&self) -> PoolReuse {
+        self.reuse.get()
+    }
+
+    /// Marks that launches or copies have been recorded (true) or submitted (false).
+    pub fn set_recording(&self, on: bool) {
+        self.recording.set(on);
+    }
+
+    /// Called after a submit: everything released during the batch becomes free for uploads too.
     pub fn recycle_pending(&self) {
         let mut free = self.free.borrow_mut();
-        let mut touched = Vec::new();
-        for (class, serial, b) in self.pending.borrow_mut().drain(..) {
-            free.entry(class).or_default().push((serial, b));
-            touched.push(class);
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for class in touched {
-            if let Some(v) = free.get_mut(&class) {
-                v.sort_unstable_by_key(|&(serial, _)| std::cmp::Reverse(serial));
+        for (class, mut list) in self.released.borrow_mut().drain() {
+            if list.is_empty() {
+                continue;
             }
+            let v = free.entry(class).or_default();
+            v.append(&mut list);
+            v.sort_unstable_by_key(|&(serial, _)| std::cmp::Reverse(serial));
         }
     }
 
@@ -121,7 +212,19 @@ impl GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let (Some(b), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
-            pool.pending.borrow_mut().push((self.class, self.serial, b));
+            if pool.recording.get() {
+                pool.released
+                    .borrow_mut()
+                    .entry(self.class)
+                    .or_default()
+                    .push((self.serial, b));
+            } else {
+                let mut free = pool.free.borrow_mut();
+                let v = free.entry(self.class).or_default();
+                // Highest creation number first.
+                let at = v.partition_point(|&(serial, _)| serial > self.serial);
+                v.insert(at, (self.serial, b));
+            }
         }
     }
 }

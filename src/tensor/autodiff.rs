@@ -192,22 +192,29 @@ impl Tape {
     /// Back-propagates from `out` with seed gradient `seed` (ones of out's shape when `None`),
     /// consuming the tape. Returns parameter gradients, and every leaf's gradient by var.
     pub fn backward(&self, out: &Var, seed: Option<Tensor>) -> (Grads, LeafGrads) {
-        let inner = std::mem::take(&mut *self.0.borrow_mut());
-        let mut grads: Vec<Option<Tensor>> = vec![None; inner.vars];
+        let TapeInner {
+            nodes,
+            vars,
+            params,
+        } = std::mem::take(&mut *self.0.borrow_mut());
+        let mut grads: Vec<Option<Tensor>> = vec![None; vars];
         let Some(out_id) = out.id else {
             panic!("backward from a value that depends on no parameter");
         };
         grads[out_id] =
             Some(seed.unwrap_or_else(|| Tensor::full(out.value.gpu(), out.value.shape(), 1.0)));
-        for node in inner.nodes.iter().rev() {
+        // Each node (with the tensors it saved) and its incoming gradient are dropped as soon as
+        // they are consumed: their buffers go back to the pool, where the later launches of the
+        // same batch reuse them (gpu/pool.rs).
+        for node in nodes.into_iter().rev() {
             let Some(g) = grads[node.output].take() else {
                 continue;
             };
             node.op.propagate(&g, &mut grads);
         }
-        let n_params = inner.params.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
+        let n_params = params.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
         let mut by_param = vec![None; n_params];
-        for &(var, p) in &inner.params {
+        for &(var, p) in &params {
             if let Some(g) = grads[var].take() {
                 by_param[p] = Some(match by_param[p].take() {
                     Some(prev) => g.add(&prev),

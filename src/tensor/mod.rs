@@ -100,7 +100,7 @@ impl Tensor {
         self.buf.raw()
     }
     pub(crate) fn bind(&self) -> Binding {
-        Binding::Pooled(self.buf.clone())
+        Binding::Buffer(self.buf.raw().clone())
     }
     /// True when both share one buffer.
     pub fn same_storage(&self, other: &Tensor) -> bool {
