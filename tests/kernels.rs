@@ -581,57 +581,74 @@ fn dot64_f64(a: &[f64], b: &[f32]) -> f64 {
 fn softmax_forward_backward() {
     let g = gpu();
     let mut r = rng("softmax");
-    for &(rows, len) in &[(1, 1), (3, 17), (49, 49), (5, 300)] {
-        let x = uniform(&mut r, rows * len, 3.0);
-        let dy = uniform(&mut r, rows * len, 1.0);
-        let scale = 0.7;
-        let xt = Tensor::from_slice(&g, &[rows, len], &x);
-        let y = xt.softmax(scale);
-        let yv = y.to_vec_blocking().unwrap();
-        let want = softmax_ref(&x, len, scale as f64);
-        assert_close("softmax", &yv, &want, MAP_ATOL, MAP_RTOL);
-        let dx = y
-            .softmax_grad(&Tensor::from_slice(&g, &[rows, len], &dy), scale)
-            .to_vec_blocking()
-            .unwrap();
-        // CPU reference: dx = scale * y * (dy - sum(dy * y)) per row, in f64.
-        let mut want_dx = vec![0.0; x.len()];
-        for rr in 0..rows {
-            let s: f64 = (0..len)
-                .map(|j| dy[rr * len + j] as f64 * want[rr * len + j])
-                .sum();
-            for j in 0..len {
-                want_dx[rr * len + j] =
-                    scale as f64 * want[rr * len + j] * (dy[rr * len + j] as f64 - s);
+    // Both layouts: a row per workgroup (GPUs) and a row per invocation (CPU adapters).
+    for alone in [false, true] {
+        g.set_softmax_row_per_invocation(Some(alone));
+        for &(rows, len) in &[(1, 1), (3, 17), (49, 49), (5, 300), (300, 5)] {
+            let x = uniform(&mut r, rows * len, 3.0);
+            let dy = uniform(&mut r, rows * len, 1.0);
+            let scale = 0.7;
+            let xt = Tensor::from_slice(&g, &[rows, len], &x);
+            let y = xt.softmax(scale);
+            let yv = y.to_vec_blocking().unwrap();
+            let want = softmax_ref(&x, len, scale as f64);
+            assert_close(
+                &format!("{} {rows}x{len}, row per invocation: {alone}", "softmax"),
+                &yv,
+                &want,
+                MAP_ATOL,
+                MAP_RTOL,
+            );
+            let dx = y
+                .softmax_grad(&Tensor::from_slice(&g, &[rows, len], &dy), scale)
+                .to_vec_blocking()
+                .unwrap();
+            // CPU reference: dx = scale * y * (dy - sum(dy * y)) per row, in f64.
+            let mut want_dx = vec![0.0; x.len()];
+            for rr in 0..rows {
+                let s: f64 = (0..len)
+                    .map(|j| dy[rr * len + j] as f64 * want[rr * len + j])
+                    .sum();
+                for j in 0..len {
+                    want_dx[rr * len + j] =
+                        scale as f64 * want[rr * len + j] * (dy[rr * len + j] as f64 - s);
+                }
+            }
+            assert_close(
+                &format!(
+                    "{} {rows}x{len}, row per invocation: {alone}",
+                    "softmax backward"
+                ),
+                &dx,
+                &want_dx,
+                MAP_ATOL * 5.0,
+                MAP_RTOL * 5.0,
+            );
+            for _ in 0..3 {
+                let i = rand::Rng::random_range(&mut r, 0..x.len());
+                let fd = central_difference(&x, i, FD_EPS, |xv| {
+                    dot64(
+                        &Tensor::from_slice(&g, &[rows, len], xv)
+                            .softmax(scale)
+                            .to_vec_blocking()
+                            .unwrap(),
+                        &dy,
+                    )
+                });
+                assert_close(
+                    &format!(
+                        "{} {rows}x{len}, row per invocation: {alone}",
+                        "softmax backward vs FD"
+                    ),
+                    &dx[i..i + 1],
+                    &[fd],
+                    FD_ATOL,
+                    FD_RTOL,
+                );
             }
         }
-        assert_close(
-            "softmax backward",
-            &dx,
-            &want_dx,
-            MAP_ATOL * 5.0,
-            MAP_RTOL * 5.0,
-        );
-        for _ in 0..3 {
-            let i = rand::Rng::random_range(&mut r, 0..x.len());
-            let fd = central_difference(&x, i, FD_EPS, |xv| {
-                dot64(
-                    &Tensor::from_slice(&g, &[rows, len], xv)
-                        .softmax(scale)
-                        .to_vec_blocking()
-                        .unwrap(),
-                    &dy,
-                )
-            });
-            assert_close(
-                "softmax backward vs FD",
-                &dx[i..i + 1],
-                &[fd],
-                FD_ATOL,
-                FD_RTOL,
-            );
-        }
     }
+    g.set_softmax_row_per_invocation(None);
 }
 
 #[test]

@@ -285,6 +285,8 @@ pub(crate) struct GpuInner {
     pub gemm_tile: Cell<Option<GemmTile>>,
     /// The weight gradient's forced split along K, if any.
     pub split_k: Cell<Option<SplitK>>,
+    /// Forced softmax layout (a row per invocation or per workgroup), if any.
+    pub softmax_rows: Cell<Option<bool>>,
     /// The family and tile of the last GEMM launched (for `bench kernels`).
     pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
     pub pipelines: PipelineCache,
@@ -434,6 +436,7 @@ impl Gpu {
             variant_reason: RefCell::new(reason),
             gemm_tile: Cell::new(None),
             split_k: Cell::new(None),
+            softmax_rows: Cell::new(None),
             last_gemm: Cell::new(None),
         }))
     }
@@ -592,6 +595,18 @@ impl Gpu {
                 min_chunk: 1024,
             },
         })
+    }
+    /// Whether row softmax runs a row per invocation (no barriers: CPU adapters, where a
+    /// workgroup barrier costs more than a 196-long row) rather than per workgroup (GPUs).
+    pub fn softmax_row_per_invocation(&self) -> bool {
+        self.0
+            .softmax_rows
+            .get()
+            .unwrap_or(self.0.info.device_type == wgpu::DeviceType::Cpu)
+    }
+    /// Forces the softmax layout (tests run both on one adapter); `None`: by adapter type.
+    pub fn set_softmax_row_per_invocation(&self, v: Option<bool>) {
+        self.0.softmax_rows.set(v);
     }
     /// Forces the weight gradient's split along K (`None`: the family's rule).
     pub fn set_split_k(&self, rule: Option<SplitK>) {

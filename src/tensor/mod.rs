@@ -187,13 +187,13 @@ pub(crate) fn pipeline(
 }
 
 /// WGSL prepended to kernels that read whole rows either 16 bytes or 4 bytes at a time: `Elem`
-/// (vec4<f32> or f32), `LANES` (4 or 1) and `hsum` (the sum of an Elem's lanes). The launcher
+/// (vec4<f32> or f32), `LANES` (4 or 1), `hsum` (the sum of an Elem's lanes) and `lane0` (its first). The launcher
 /// picks vec4 where every row starts on a 16-byte boundary (row length a multiple of 4).
 pub(crate) fn elem_prelude(vec4: bool) -> &'static str {
     if vec4 {
-        "alias Elem = vec4<f32>;\nconst LANES = 4u;\nfn hsum(v: Elem) -> f32 { return v.x + v.y + v.z + v.w; }"
+        "alias Elem = vec4<f32>;\nconst LANES = 4u;\nfn hsum(v: Elem) -> f32 { return v.x + v.y + v.z + v.w; }\nfn lane0(v: Elem) -> f32 { return v.x; }"
     } else {
-        "alias Elem = f32;\nconst LANES = 1u;\nfn hsum(v: Elem) -> f32 { return v; }"
+        "alias Elem = f32;\nconst LANES = 1u;\nfn hsum(v: Elem) -> f32 { return v; }\nfn lane0(v: Elem) -> f32 { return v; }"
     }
 }
 

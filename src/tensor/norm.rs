@@ -58,11 +58,15 @@ impl Tensor {
         assert_eq!(beta.numel(), c);
         let out = Tensor::empty(gpu, self.shape());
         let stats = Tensor::empty(gpu, &[n * groups, 2]);
+        let vec4 = hw % 4 == 0;
         let pipeline = super::pipeline(
             gpu,
-            &KernelKey::new("group_norm").flag("SILU", silu),
+            &KernelKey::new("group_norm")
+                .flag("SILU", silu)
+                .flag("VEC4", vec4),
             || KernelSource {
                 parts: vec![
+                    super::elem_prelude(vec4).into(),
                     include_str!("../../shaders/block_sum.wgsl").into(),
                     include_str!("../../shaders/group_norm.wgsl").into(),
                 ],
@@ -128,11 +132,15 @@ impl Tensor {
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
         let dx = Tensor::empty(gpu, self.shape());
+        let vec4 = hw % 4 == 0;
         let pipeline = super::pipeline(
             gpu,
-            &KernelKey::new("group_norm_grad").flag("SILU", silu),
+            &KernelKey::new("group_norm_grad")
+                .flag("SILU", silu)
+                .flag("VEC4", vec4),
             || KernelSource {
                 parts: vec![
+                    super::elem_prelude(vec4).into(),
                     include_str!("../../shaders/block_sum.wgsl").into(),
                     include_str!("../../shaders/group_norm_grad.wgsl").into(),
                 ],
@@ -209,15 +217,25 @@ fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tens
     let len = *x.shape().last().expect("softmax of a scalar");
     let rows = x.numel() / len.max(1);
     let out = Tensor::empty(gpu, x.shape());
-    let pipeline = super::pipeline(gpu, &KernelKey::new("softmax").u32("MODE", mode), || {
-        KernelSource::one(include_str!("../../shaders/softmax.wgsl"))
-    });
+    // CPU adapters: a row per invocation (no barriers; see softmax.wgsl).
+    let alone = gpu.softmax_row_per_invocation();
+    let pipeline = super::pipeline(
+        gpu,
+        &KernelKey::new("softmax")
+            .u32("MODE", mode)
+            .flag("ROW_PER_INVOCATION", alone),
+        || KernelSource::one(include_str!("../../shaders/softmax.wgsl")),
+    );
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| super::dummy(gpu));
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::cast_slice(&[rows as u32, len as u32, scale.to_bits(), 0]).to_vec(),
         buffers: vec![x.bind(), yb, out.bind()],
-        workgroups: gpu.grid_1d(rows as u32),
+        workgroups: if alone {
+            super::groups_for(gpu, rows)
+        } else {
+            gpu.grid_1d(rows as u32)
+        },
     });
     out
 }
