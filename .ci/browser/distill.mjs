@@ -96,7 +96,11 @@ try {
     requestAnimationFrame(tick);
   }));
   const during = await page.evaluate(() => window.fewstepDistilled());
-  await page.screenshot({ path: path.join(root, 'target/web-distill-running.png') });
+  // The mid-run picture is for the README, not a check: while SwiftShader runs a long GPU task
+  // on a busy 2-core machine the compositor may not produce a frame for a while (30 s was not
+  // always enough), so wait longer and go on without it if it still does not come.
+  await page.screenshot({ path: path.join(root, 'target/web-distill-running.png'), timeout: 180_000 })
+    .catch((e) => console.log(`note: no mid-run screenshot (${e.message.split('\n')[0]})`));
   await page.waitForFunction(() => window.fewstepError || window.fewstepDistilled()?.ended,
     null, { timeout: 900_000, polling: 1000 });
   const err = await page.evaluate(() => window.fewstepError);
@@ -114,7 +118,8 @@ try {
   await page.waitForFunction(() => window.fewstepStatus()?.models.includes('fmnist-4step-to-2step'),
     null, { timeout: 60_000, polling: 500 }).catch(() => {});
   const models = (await page.evaluate(() => window.fewstepStatus()))?.models ?? [];
-  await page.screenshot({ path: path.join(root, 'target/web-distill-done.png') });
+  await page.screenshot({ path: path.join(root, 'target/web-distill-done.png'), timeout: 180_000 })
+    .catch((e) => console.log(`note: no screenshot after the run (${e.message.split('\n')[0]})`));
   check(models.includes('fmnist-4step-to-2step'), `the student is in the model list: ${models.join(', ')}`);
   if (run?.students?.length) {
     const web = readSafetensors(Buffer.from(run.students[0].file, 'base64'));
