@@ -151,11 +151,13 @@ impl Batch {
 
     /// Starts (with fresh totals) or stops timing each launch with timestamp queries; the
     /// device must have `Features::TIMESTAMP_QUERY`.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub fn set_profiling(&mut self, on: bool) {
         self.profiler = on.then(Profiler::new);
     }
 
     /// Adds the read-back timestamps of a submitted batch to the profile.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub fn add_profile(&mut self, pending: &PendingProfile, raw: &[u8], period_ns: f32) {
         if let Some(p) = &mut self.profiler {
             p.add(pending, raw, period_ns);

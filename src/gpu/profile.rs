@@ -11,6 +11,10 @@
 //! on a barrier for the previous one is charged only for itself; launches in separate passes can
 //! no longer overlap, so the sum of the rows is an upper bound on the un-profiled update's GPU time.
 
+// Profiling is switched on only natively (`Gpu::set_profiling`); in the browser the recorder
+// carries the (never set) option and nothing else of this file runs.
+#![cfg_attr(target_arch = "wasm32", allow(dead_code))]
+
 use std::collections::HashMap;
 
 /// Queries per query set (wgpu's limit per set is 4096): two per launch.
