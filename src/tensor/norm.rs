@@ -58,19 +58,12 @@ impl Tensor {
         assert_eq!(beta.numel(), c);
         let out = Tensor::empty(gpu, self.shape());
         let stats = Tensor::empty(gpu, &[n * groups, 2]);
-        let vec4 = hw % 4 == 0;
-        let pipeline = super::pipeline(
+        let pipeline = norm_pipeline(
             gpu,
-            &KernelKey::new("group_norm")
-                .flag("SILU", silu)
-                .flag("VEC4", vec4),
-            || KernelSource {
-                parts: vec![
-                    super::elem_prelude(vec4).into(),
-                    include_str!("../../shaders/block_sum.wgsl").into(),
-                    include_str!("../../shaders/group_norm.wgsl").into(),
-                ],
-            },
+            "group_norm",
+            include_str!("../../shaders/group_norm.wgsl"),
+            true,
+            (silu, hw),
         );
         gpu.dispatch(Dispatch {
             pipeline,
@@ -132,19 +125,12 @@ impl Tensor {
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
         let dx = Tensor::empty(gpu, self.shape());
-        let vec4 = hw % 4 == 0;
-        let pipeline = super::pipeline(
+        let pipeline = norm_pipeline(
             gpu,
-            &KernelKey::new("group_norm_grad")
-                .flag("SILU", silu)
-                .flag("VEC4", vec4),
-            || KernelSource {
-                parts: vec![
-                    super::elem_prelude(vec4).into(),
-                    include_str!("../../shaders/block_sum.wgsl").into(),
-                    include_str!("../../shaders/group_norm_grad.wgsl").into(),
-                ],
-            },
+            "group_norm_grad",
+            include_str!("../../shaders/group_norm_grad.wgsl"),
+            true,
+            (silu, hw),
         );
         gpu.dispatch(Dispatch {
             pipeline,
@@ -170,18 +156,12 @@ impl Tensor {
         });
         let dgamma = Tensor::empty(gpu, &[c]);
         let dbeta = Tensor::empty(gpu, &[c]);
-        let vec4 = hw % 4 == 0;
-        let pipeline = super::pipeline(
+        let pipeline = norm_pipeline(
             gpu,
-            &KernelKey::new("group_norm_param_grad")
-                .flag("SILU", silu)
-                .flag("VEC4", vec4),
-            || KernelSource {
-                parts: vec![
-                    super::elem_prelude(vec4).into(),
-                    include_str!("../../shaders/group_norm_param_grad.wgsl").into(),
-                ],
-            },
+            "group_norm_param_grad",
+            include_str!("../../shaders/group_norm_param_grad.wgsl"),
+            false,
+            (silu, hw),
         );
         gpu.dispatch(Dispatch {
             pipeline,
@@ -210,6 +190,28 @@ impl Tensor {
     pub fn softmax_grad(&self, dy: &Tensor, scale: f32) -> Tensor {
         softmax_launch(1, dy, Some(self), scale)
     }
+}
+
+/// The pipeline of one of the three group-norm kernels: `SILU` fused or not, 16-byte loads where
+/// the pixel count is a multiple of 4; `block_sum`: the kernel reduces over a whole group with
+/// the shared block sum (the parameter gradient reduces per channel in its own code).
+fn norm_pipeline(
+    gpu: &crate::gpu::Gpu,
+    name: &'static str,
+    text: &'static str,
+    block_sum: bool,
+    (silu, hw): (bool, usize),
+) -> std::rc::Rc<wgpu::ComputePipeline> {
+    let vec4 = hw % 4 == 0;
+    let key = KernelKey::new(name).flag("SILU", silu).flag("VEC4", vec4);
+    super::pipeline(gpu, &key, || {
+        let mut parts = vec![super::elem_prelude(vec4).into()];
+        if block_sum {
+            parts.push(include_str!("../../shaders/block_sum.wgsl").into());
+        }
+        parts.push(text.into());
+        KernelSource { parts }
+    })
 }
 
 fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tensor {
