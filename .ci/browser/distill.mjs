@@ -89,10 +89,13 @@ try {
   await page.goto(`http://127.0.0.1:${port}/index.html?distill=fmnist-4step&to=2&updates=2&batch=2&lr=0.0001&seed=3`);
   await page.waitForFunction(() => window.fewstepError || (window.fewstepDistilled && window.fewstepDistilled()),
     null, { timeout: 300_000, polling: 500 });
-  // Responsiveness: count animation frames over 3 s while the run goes on.
+  // Responsiveness: count animation frames over 10 s while the run goes on. A page blocked by the
+  // run would give at most one; SwiftShader on a busy 2-core machine gives a frame every second or
+  // few (3-4 frames in 3 s on a quiet machine; 1 in 3 s and 3 in 10 s on a loaded one), so 10 s
+  // and >= 2: the first frame and at least one more while the run goes on.
   const frames = await page.evaluate(() => new Promise((done) => {
     let n = 0; const t = performance.now();
-    const tick = () => { n++; if (performance.now() - t < 3000) requestAnimationFrame(tick); else done(n); };
+    const tick = () => { n++; if (performance.now() - t < 10000) requestAnimationFrame(tick); else done(n); };
     requestAnimationFrame(tick);
   }));
   const during = await page.evaluate(() => window.fewstepDistilled());
@@ -112,7 +115,7 @@ try {
     `${run?.seconds.toFixed(1)} s in the tab, ${secs.toFixed(1)} s from opening the page`);
   check(run?.preview?.startsWith('fmnist-4step-to-2step: 8 samples in 2 steps'),
     `the tab shows a preview grid of the new student: "${run?.preview}"`);
-  check(frames >= 3, `the page kept drawing while it trained: ${frames} animation frames in 3 s ` +
+  check(frames >= 2, `the page kept drawing while it trained: ${frames} animation frames in 10 s ` +
     `(the run was at update ${during?.done} of ${during?.total}${during?.ended ? ', already ended' : ''})`);
   // The student joins the model list (Sample, Compare): the worker loads it after the run.
   await page.waitForFunction(() => window.fewstepStatus()?.models.includes('fmnist-4step-to-2step'),
