@@ -67,7 +67,7 @@ pub(crate) struct Encoded {
 }
 
 /// The bind groups and recorded launches of a submitted batch. Dropped after the submit: the bind
-/// groups first, then the launches (whose pooled buffers then return to the pool's pending list).
+/// groups first, then the launches (whose pooled buffers then return to the pool's released list).
 pub(crate) struct Retired {
     _groups: Vec<Option<wgpu::BindGroup>>,
     _ops: Vec<Op>,
@@ -130,6 +130,16 @@ struct PipelineCount {
 
 fn pipeline_id(p: &Rc<wgpu::ComputePipeline>) -> usize {
     Rc::as_ptr(p) as usize
+}
+
+/// Records one launch into a compute pass (an empty grid records nothing but its state).
+fn record(pass: &mut wgpu::ComputePass<'_>, d: &Dispatch, group: Option<&wgpu::BindGroup>) {
+    pass.set_pipeline(&d.pipeline);
+    pass.set_bind_group(0, group, &[]);
+    let [x, y, z] = d.workgroups;
+    if x > 0 && y > 0 && z > 0 {
+        pass.dispatch_workgroups(x, y, z);
+    }
 }
 
 impl Batch {
@@ -419,12 +429,7 @@ impl Batch {
                             end_of_pass_write_index: Some(first + 1),
                         }),
                     });
-                    pass.set_pipeline(&d.pipeline);
-                    pass.set_bind_group(0, groups[i].as_ref(), &[]);
-                    let [x, y, z] = d.workgroups;
-                    if x > 0 && y > 0 && z > 0 {
-                        pass.dispatch_workgroups(x, y, z);
-                    }
+                    record(&mut pass, d, groups[i].as_ref());
                     drop(pass);
                     timed.push(pipeline_id(&d.pipeline));
                     i += 1;
@@ -438,12 +443,7 @@ impl Batch {
                         let Op::Dispatch { d, .. } = &ops[i] else {
                             break;
                         };
-                        pass.set_pipeline(&d.pipeline);
-                        pass.set_bind_group(0, groups[i].as_ref(), &[]);
-                        let [x, y, z] = d.workgroups;
-                        if x > 0 && y > 0 && z > 0 {
-                            pass.dispatch_workgroups(x, y, z);
-                        }
+                        record(&mut pass, d, groups[i].as_ref());
                         i += 1;
                     }
                 }

@@ -739,9 +739,9 @@ impl Gpu {
         self.0
             .submit_seconds
             .set(self.0.submit_seconds.get() + spent);
-        // Bind groups, then the launches' buffers (into the pool's pending list), then recycle.
+        // Bind groups, then the launches' buffers (into the pool's released list), then recycle.
         drop(encoded.retired);
-        self.0.pool.recycle_pending();
+        self.0.pool.recycle_released();
         self.0.pool.set_recording(false);
         if let Some(pending) = encoded.profile {
             self.read_profile(&pending);
@@ -844,7 +844,7 @@ impl Gpu {
     pub fn trim_pool(&self) {
         // After the flush nothing recorded refers to a released buffer.
         self.flush();
-        self.0.pool.recycle_pending();
+        self.0.pool.recycle_released();
         self.0.batch.borrow_mut().clear_bind_groups();
         self.0.pool.trim()
     }

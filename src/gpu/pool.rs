@@ -167,7 +167,7 @@ impl BufferPool {
     }
 
     /// Called after a submit: everything released during the batch becomes free for uploads too.
-    pub fn recycle_pending(&self) {
+    pub fn recycle_released(&self) {
         let mut free = self.free.borrow_mut();
         for (class, mut list) in self.released.borrow_mut().drain() {
             if list.is_empty() {
