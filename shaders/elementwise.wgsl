@@ -21,25 +21,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) li: u32) {
     let i = (wg.x + wg.y * nwg.x) * 256u + li;
     if (i >= P.n4) { return; }
-    // X and Y are always bound and read (a dummy where an op has no second input), so the
-    // automatic bind group layout is the same for every OP.
-    let x = X[min(i, arrayLength(&X) - 1u)];
-    let y = Y[min(i, arrayLength(&Y) - 1u)];
+    // Each OP reads only the inputs it uses: the layout is explicit (gpu/pipelines.rs), so an
+    // absent input is bound to a stand-in that is never read.
     var r: vec4<f32>;
     switch OP {
         case 0u: { r = vec4<f32>(P.a); }
-        case 1u: { r = P.a * x; }
-        case 2u: { r = P.a * x + P.b * y; }
-        case 3u: { r = x * y; }
-        case 4u: { r = x * sigmoid(x); }
-        case 5u: { let s = sigmoid(x); r = y * s * (1.0 + x * (1.0 - s)); }
-        case 6u: { r = x * x; }
-        case 7u: { r = x + P.a; }
-        case 8u: { r = sqrt(x); }
-        case 9u: { r = x / (y + P.a); }
-        case 10u: { r = clamp(x, vec4<f32>(P.a), vec4<f32>(P.b)); }
-        case 11u: { r = select(vec4<f32>(0.0), x * P.b, y > vec4<f32>(P.a)); }
-        default: { r = x; }
+        case 1u: { r = P.a * X[i]; }
+        case 2u: { r = P.a * X[i] + P.b * Y[i]; }
+        case 3u: { r = X[i] * Y[i]; }
+        case 4u: { let x = X[i]; r = x * sigmoid(x); }
+        case 5u: { let x = X[i]; let s = sigmoid(x); r = Y[i] * s * (1.0 + x * (1.0 - s)); }
+        case 6u: { let x = X[i]; r = x * x; }
+        case 7u: { r = X[i] + P.a; }
+        case 8u: { r = sqrt(X[i]); }
+        case 9u: { r = X[i] / (Y[i] + P.a); }
+        case 10u: { r = clamp(X[i], vec4<f32>(P.a), vec4<f32>(P.b)); }
+        case 11u: { r = select(vec4<f32>(0.0), X[i] * P.b, Y[i] > vec4<f32>(P.a)); }
+        default: { r = X[i]; }
     }
     OUT[i] = r;
 }

@@ -32,11 +32,13 @@ fn grid_col_tile(wg: vec3<u32>) -> u32 {
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 
-// Writes one output element; `ci` is its index in C. The bias buffer is always bound (a dummy
-// when unused) and always read, so the automatic layout keeps binding 4 in every variant.
+// Writes one output element; `ci` is its index in C. BIAS is read only when there is a bias
+// (bias_scale 1): without one it is bound to a stand-in that is never read (explicit layout).
 fn epilogue(ci: u32, bias_index: u32, acc: f32) {
-    let bias = BIAS[min(bias_index, arrayLength(&BIAS) - 1u)] * P.bias_scale;
-    var v = P.alpha * acc + bias;
+    var v = P.alpha * acc;
+    if (P.bias_scale != 0.0) {
+        v = v + BIAS[bias_index] * P.bias_scale;
+    }
     if (P.beta != 0.0) {
         v = v + P.beta * C[ci];
     }

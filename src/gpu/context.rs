@@ -290,10 +290,9 @@ pub(crate) struct GpuInner {
     /// The family and tile of the last GEMM launched (for `bench kernels`).
     pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
     pub pipelines: PipelineCache,
-    /// 16 zero bytes bound where a kernel's optional read-only input is absent. Never written
-    /// and never pooled: kernels that multiply such a read by 0 to keep its binding alive get 0,
-    /// where a recycled pooled buffer could hold a NaN from earlier work and poison them.
-    pub zeros16: Rc<wgpu::Buffer>,
+    /// 16 bytes bound where a kernel's optional read-only input is absent. No kernel reads it
+    /// (the layouts are explicit, gpu/pipelines.rs); tests fill it with NaN to prove that.
+    pub stand_in: Rc<wgpu::Buffer>,
     /// CPU seconds spent encoding batches in [`Gpu::flush`] (bind groups, commands), summed.
     pub encode_seconds: Cell<f64>,
     /// Seconds spent inside `queue.submit` (on CPU adapters that includes running the kernels).
@@ -413,14 +412,14 @@ impl Gpu {
         };
         let align = limits.min_uniform_buffer_offset_alignment.max(16);
         // wgpu zero-fills new buffers.
-        let zeros16 = Rc::new(device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("fewstep.zeros16"),
+        let stand_in = Rc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("fewstep.stand_in"),
             size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }));
         Gpu(Rc::new(GpuInner {
-            zeros16,
+            stand_in,
             pipelines: PipelineCache::default(),
             encode_seconds: Cell::new(0.0),
             submit_seconds: Cell::new(0.0),
@@ -814,9 +813,19 @@ impl Gpu {
 
     // ---------------- buffers and pipelines (gpu/pool.rs, gpu/pipelines.rs) ----------------
 
-    /// 16 zero bytes for a kernel's absent optional input (read-only bindings only).
-    pub fn zeros16(&self) -> Binding {
-        Binding::Raw(self.0.zeros16.clone())
+    /// The buffer bound for a kernel's absent optional input (read-only bindings only); the
+    /// kernel does not read it.
+    pub fn stand_in(&self) -> Binding {
+        Binding::Raw(self.0.stand_in.clone())
+    }
+
+    /// Fills the stand-in with `value` (tests: with NaN, a kernel that read it would say so).
+    #[doc(hidden)]
+    pub fn fill_stand_in(&self, value: f32) {
+        self.flush();
+        self.0
+            .queue
+            .write_buffer(&self.0.stand_in, 0, bytemuck::cast_slice(&[value; 4]));
     }
 
     /// Takes a buffer of at least `bytes` from the pool, to be written first by a recorded launch

@@ -13,7 +13,7 @@ mod readback;
 
 pub use batch::{Binding, Dispatch};
 pub use context::{Gpu, GpuError, GpuOptions, KernelVariant, SplitK};
-pub use pipelines::{KernelKey, KernelSource};
+pub use pipelines::{declared_bindings, BindingKind, KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolReuse, PoolStats};
 
 /// Names `pipeline` in the launch histogram after its key (`name` and its constants, e.g.

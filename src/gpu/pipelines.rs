@@ -2,6 +2,12 @@
 //!
 //! A kernel is one WGSL source (sometimes a core plus a small "loader" file, concatenated) with a
 //! few `const` values prepended, so one file serves many tile sizes, transposes and modes.
+//!
+//! Each pipeline gets an explicit bind group layout made from the binding declarations in its
+//! source ([`declared_bindings`]), not the automatic one: an automatic layout drops every binding
+//! the entry point does not use, so a kernel whose optional input is compiled out (a bias, a
+//! second operand) would need a different set of buffers per variant, and kernels used to read
+//! such inputs times 0 to keep them, which turned a NaN in the stand-in buffer into NaN outputs.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -59,9 +65,86 @@ impl KernelSource {
     }
 }
 
+/// What a kernel declares at one binding of group 0 (the only group fewstep's kernels use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BindingKind {
+    Uniform,
+    StorageRead,
+    StorageReadWrite,
+}
+
+/// The bindings a kernel's WGSL declares, as (binding, kind), sorted by binding. Every
+/// declaration sits on one line, `@group(0) @binding(N) var<uniform|storage, read|read_write>`;
+/// anything else with `@binding` on it is an error naming the line (a kernel that does not
+/// follow the convention is a bug in fewstep, caught on its first launch in the tests).
+pub fn declared_bindings(wgsl: &str) -> Result<Vec<(u32, BindingKind)>, String> {
+    let mut out = Vec::new();
+    for line in wgsl.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let Some(at) = code.find("@binding(") else {
+            continue;
+        };
+        let bad = |why: &str| format!("binding declaration `{}`: {why}", line.trim());
+        if !code.contains("@group(0)") {
+            return Err(bad("only group 0 is supported"));
+        }
+        let rest = &code[at + "@binding(".len()..];
+        let close = rest
+            .find(')')
+            .ok_or_else(|| bad("no closing parenthesis"))?;
+        let binding: u32 = rest[..close]
+            .trim()
+            .parse()
+            .map_err(|_| bad("the binding is not a number"))?;
+        let var = code
+            .find("var<")
+            .map(|v| &code[v + 4..])
+            .ok_or_else(|| bad("no `var<...>`"))?;
+        let space: String = var[..var.find('>').ok_or_else(|| bad("no `>`"))?]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let kind = match space.as_str() {
+            "uniform" => BindingKind::Uniform,
+            "storage" | "storage,read" => BindingKind::StorageRead,
+            "storage,read_write" => BindingKind::StorageReadWrite,
+            other => return Err(bad(&format!("address space `{other}` is not supported"))),
+        };
+        if out.iter().any(|&(b, _)| b == binding) {
+            return Err(bad("binding declared twice"));
+        }
+        out.push((binding, kind));
+    }
+    out.sort_by_key(|&(b, _)| b);
+    Ok(out)
+}
+
+fn layout_entry(binding: u32, kind: BindingKind) -> wgpu::BindGroupLayoutEntry {
+    let ty = match kind {
+        BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+        BindingKind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
+        BindingKind::StorageReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+    };
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// A kernel's bindings as [`declared_bindings`] returns them.
+type BindingSignature = Vec<(u32, BindingKind)>;
+
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     map: RefCell<HashMap<KernelKey, Rc<wgpu::ComputePipeline>>>,
+    /// Pipeline layouts by binding signature: kernels that declare the same bindings share one.
+    layouts: RefCell<HashMap<BindingSignature, Rc<wgpu::PipelineLayout>>>,
 }
 
 impl PipelineCache {
@@ -76,13 +159,16 @@ impl PipelineCache {
         }
         let src = source();
         let text = src.render(key);
+        let bindings =
+            declared_bindings(&text).unwrap_or_else(|e| panic!("kernel `{}`: {e}", key.name));
+        let layout = self.layout(device, key.name, bindings);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(key.name),
             source: wgpu::ShaderSource::Wgsl(text.into()),
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key.name),
-            layout: None,
+            layout: Some(&layout),
             module: &module,
             entry_point: Some("main"),
             compilation_options: wgpu::PipelineCompilationOptions::default(),
@@ -91,6 +177,31 @@ impl PipelineCache {
         let p = Rc::new(pipeline);
         self.map.borrow_mut().insert(key.clone(), p.clone());
         p
+    }
+
+    fn layout(
+        &self,
+        device: &wgpu::Device,
+        name: &str,
+        bindings: BindingSignature,
+    ) -> Rc<wgpu::PipelineLayout> {
+        if let Some(l) = self.layouts.borrow().get(&bindings) {
+            return l.clone();
+        }
+        let entries: Vec<_> = bindings.iter().map(|&(b, k)| layout_entry(b, k)).collect();
+        let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(name),
+            entries: &entries,
+        });
+        let layout = Rc::new(
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(name),
+                bind_group_layouts: &[Some(&group)],
+                immediate_size: 0,
+            }),
+        );
+        self.layouts.borrow_mut().insert(bindings, layout.clone());
+        layout
     }
 
     pub fn len(&self) -> usize {

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dummy, groups_for, Tensor};
+use super::{groups_for, stand_in, Tensor};
 use crate::gpu::{Dispatch, KernelKey, KernelSource};
 
 #[repr(C)]
@@ -32,6 +32,18 @@ pub(crate) enum MapOp {
     Mask = 11,
 }
 
+impl MapOp {
+    /// Which of (x, y) the kernel reads for this op; the others are bound to a stand-in.
+    fn reads(self) -> (bool, bool) {
+        use MapOp::*;
+        match self {
+            Fill => (false, false),
+            Axpby | Mul | SiluGrad | Div | Mask => (true, true),
+            Scale | Silu | Square | AddScalar | Sqrt | Clamp => (true, false),
+        }
+    }
+}
+
 pub(crate) fn map_into(
     out: &Tensor,
     op: MapOp,
@@ -51,12 +63,17 @@ pub(crate) fn map_into(
             out.shape()
         );
     }
+    assert_eq!(
+        (x.is_some(), y.is_some()),
+        op.reads(),
+        "{op:?}: which inputs are given"
+    );
     let key = KernelKey::new("elementwise").u32("OP", op as u32);
     let pipeline = super::pipeline(gpu, &key, || {
         KernelSource::one(include_str!("../../shaders/elementwise.wgsl"))
     });
-    let bx = x.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
-    let by = y.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
+    let bx = x.map(|t| t.bind()).unwrap_or_else(|| stand_in(gpu));
+    let by = y.map(|t| t.bind()).unwrap_or_else(|| stand_in(gpu));
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::bytes_of(&MapParams {
@@ -169,9 +186,10 @@ impl Tensor {
                 assert_eq!(sb.numel(), n);
                 (t.bind(), sb.bind())
             }
-            None => (dummy(gpu), Tensor::zeros(gpu, &[n]).bind()),
+            None => (stand_in(gpu), stand_in(gpu)),
         };
-        let pipeline = super::pipeline(gpu, &KernelKey::new("per_sample"), || {
+        let key = KernelKey::new("per_sample").flag("HAS_Y", y.is_some());
+        let pipeline = super::pipeline(gpu, &key, || {
             KernelSource::one(include_str!("../../shaders/per_sample.wgsl"))
         });
         gpu.dispatch(Dispatch {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dummy, Tensor};
+use super::{stand_in, Tensor};
 use crate::gpu::{Dispatch, Gpu, KernelKey, KernelSource, KernelVariant};
 
 #[repr(C)]
@@ -406,7 +406,7 @@ fn launch(
             p.bias_scale = 1.0;
             t.bind()
         }
-        None => dummy(gpu),
+        None => stand_in(gpu),
     };
     let workgroups = fold_grid(gpu, &mut p, workgroups);
     gpu.dispatch(Dispatch {

@@ -168,10 +168,10 @@ impl Tensor {
     }
 }
 
-/// 16 zero bytes bound where a kernel's optional read-only input is absent (the same buffer
-/// every time: never written, never recycled, so it holds no stale NaN).
-pub(crate) fn dummy(gpu: &Gpu) -> Binding {
-    gpu.zeros16()
+/// What is bound where a kernel's optional read-only input is absent: one 16-byte buffer that
+/// the kernel declares (explicit layout, gpu/pipelines.rs) but does not read.
+pub(crate) fn stand_in(gpu: &Gpu) -> Binding {
+    gpu.stand_in()
 }
 
 /// The cached pipeline of `key` (built from `source` on a miss), named after the key in the

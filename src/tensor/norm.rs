@@ -228,7 +228,7 @@ fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tens
             .flag("ROW_PER_INVOCATION", alone),
         || KernelSource::one(include_str!("../../shaders/softmax.wgsl")),
     );
-    let yb = y.map(|t| t.bind()).unwrap_or_else(|| super::dummy(gpu));
+    let yb = y.map(|t| t.bind()).unwrap_or_else(|| super::stand_in(gpu));
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::cast_slice(&[rows as u32, len as u32, scale.to_bits(), 0]).to_vec(),

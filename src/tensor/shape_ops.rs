@@ -1,7 +1,7 @@
 //! Data movement and reductions: nearest upsampling, channel concatenation and slicing, strided
 //! sums (reduce.wgsl), the sinusoidal embedding and the weighted squared-error loss.
 
-use super::{dummy, groups_for, Tensor};
+use super::{groups_for, stand_in, Tensor};
 use crate::gpu::{Dispatch, KernelKey, KernelSource};
 
 /// What a reduction sums.
@@ -30,6 +30,11 @@ pub(crate) fn reduce_into(
         x.shape()
     );
     assert!(out_offset + rows <= out.numel());
+    assert_eq!(
+        y.is_some(),
+        mode == ReduceMode::Dot,
+        "{mode:?}: a second input is given exactly for Dot"
+    );
     // 16-byte loads where every row segment starts on one (both the pooled buffers and, with
     // inner a multiple of 4, every segment are 16-byte aligned).
     let vec4 = inner % 4 == 0;
@@ -45,7 +50,7 @@ pub(crate) fn reduce_into(
             ],
         },
     );
-    let yb = y.map(|t| t.bind()).unwrap_or_else(|| dummy(gpu));
+    let yb = y.map(|t| t.bind()).unwrap_or_else(|| stand_in(gpu));
     let params: [u32; 8] = [
         outer as u32,
         rows as u32,
