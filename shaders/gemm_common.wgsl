@@ -1,5 +1,6 @@
 // Parameters shared by every GEMM-shaped kernel (matmul and the three convolution passes).
 // C[b, m, n] = alpha * sum_k A(b, m, k) * B(b, k, n) + beta * C[b, m, n] + bias_scale * bias(m or n)
+//              (+ R[b, m, n] with `residual`: the residual add of a U-Net block, one launch fewer)
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
     // matmul: elements between consecutive batch matrices of A, B and C (0 broadcasts one matrix)
@@ -13,6 +14,8 @@ struct Params {
     // split-K (conv weight gradient): the full K; the workgroup's z index picks a chunk of P.k
     // folded grids (gemm.rs fold_grid): row and column tiles per z slice, column folds
     k_total: u32, row_groups: u32, col_groups: u32, col_folds: u32,
+    // 1: add RES (same layout as C) in the epilogue
+    residual: u32, _r0: u32, _r1: u32, _r2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -31,13 +34,17 @@ fn grid_col_tile(wg: vec3<u32>) -> u32 {
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
+@group(0) @binding(5) var<storage, read> RES: array<f32>;
 
-// Writes one output element; `ci` is its index in C. BIAS is read only when there is a bias
-// (bias_scale 1): without one it is bound to a stand-in that is never read (explicit layout).
+// Writes one output element; `ci` is its index in C. BIAS and RES are read only when present
+// (bias_scale 1, residual 1): otherwise they are bound to a stand-in that is never read.
 fn epilogue(ci: u32, bias_index: u32, acc: f32) {
     var v = P.alpha * acc;
     if (P.bias_scale != 0.0) {
         v = v + BIAS[bias_index] * P.bias_scale;
+    }
+    if (P.residual != 0u) {
+        v = v + RES[ci];
     }
     if (P.beta != 0.0) {
         v = v + P.beta * C[ci];

@@ -131,24 +131,33 @@ fn conv2d_forward_matches_reference() {
     let mut r = rng("conv2d_forward");
     for v in variants(&g) {
         g.set_variant(v);
-        for cs in conv_shapes() {
+        // Every other shape also adds a residual in the epilogue (forward_add).
+        for (i, cs) in conv_shapes().into_iter().enumerate() {
             let x = uniform(&mut r, cs.x_len(), 1.0);
             let w = uniform(&mut r, cs.w_len(), 1.0);
             let b = uniform(&mut r, cs.cout, 1.0);
+            let res = (i % 2 == 1).then(|| uniform(&mut r, cs.y_len(), 1.0));
             let conv = Conv2d {
                 stride: cs.stride,
                 pad: cs.pad,
             };
-            let y = conv.forward(
+            let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
+            let y = conv.forward_add(
                 &Tensor::from_slice(&g, &[cs.n, cs.cin, cs.h, cs.w], &x),
                 &Tensor::from_slice(&g, &[cs.cout, cs.cin, cs.ks, cs.ks], &w),
                 Some(&Tensor::from_slice(&g, &[cs.cout], &b)),
+                res.as_ref()
+                    .map(|v| Tensor::from_slice(&g, &ys, v))
+                    .as_ref(),
             );
-            assert_eq!(y.shape(), [cs.n, cs.cout, cs.oh(), cs.ow()]);
-            let want = cs.forward_ref(&x, &w, Some(&b));
+            assert_eq!(y.shape(), ys);
+            let mut want = cs.forward_ref(&x, &w, Some(&b));
+            if let Some(res) = &res {
+                want.iter_mut().zip(res).for_each(|(w, &r)| *w += r as f64);
+            }
             let k = cs.cin * cs.ks * cs.ks;
             assert_close(
-                &format!("{v:?} conv forward {cs:?}"),
+                &format!("{v:?} conv forward {cs:?} residual {}", res.is_some()),
                 &y.to_vec_blocking().unwrap(),
                 &want,
                 gemm_tol(k),
@@ -1439,7 +1448,13 @@ fn blocked_gemm_conv_passes_match_reference() {
                 Tensor::from_slice(&g, &ws, &w),
             );
             let dyt = Tensor::from_slice(&g, &ys, &dy);
-            let y = conv.forward(&xt, &wt, Some(&Tensor::from_slice(&g, &[cs.cout], &bias)));
+            // The forward adds dy as a residual in its epilogue (forward_add).
+            let y = conv.forward_add(
+                &xt,
+                &wt,
+                Some(&Tensor::from_slice(&g, &[cs.cout], &bias)),
+                Some(&dyt),
+            );
             let ran_forward = g.last_gemm().unwrap().1;
             let dx = conv.input_grad(&dyt, &wt, &xs);
             let dw = conv.weight_grad(&dyt, &xt, &ws);
@@ -1449,7 +1464,10 @@ fn blocked_gemm_conv_passes_match_reference() {
             assert_close(
                 &format!("blocked {name} (ran {ran_forward}) conv forward {cs:?}"),
                 &y.to_vec_blocking().unwrap(),
-                &cs.forward_ref(&x, &w, Some(&bias)),
+                &(cs.forward_ref(&x, &w, Some(&bias)).iter())
+                    .zip(&dy)
+                    .map(|(f, &d)| f + d as f64)
+                    .collect::<Vec<_>>(),
                 gemm_tol(kf),
                 GEMM_RTOL,
             );

@@ -428,6 +428,11 @@ impl Fwd<'_> {
         self.tape
             .conv2d(x, &self.p[c.w], Some(&self.p[c.b]), c.conv)
     }
+    /// conv(x) + r, the add done by the convolution's epilogue.
+    fn conv_add(&self, x: &Var, c: ConvP, r: &Var) -> Var {
+        self.tape
+            .conv2d_add(x, &self.p[c.w], Some(&self.p[c.b]), c.conv, r)
+    }
     fn dense(&self, x: &Var, d: DenseP) -> Var {
         self.tape.linear(x, &self.p[d.w], &self.p[d.b])
     }
@@ -451,12 +456,11 @@ impl Fwd<'_> {
             );
         }
         self.blocks_run += 1;
-        let h = self.conv(&h, r.conv2);
         let skip = match r.skip {
             Some(s) => self.conv(x, s),
             None => x.clone(),
         };
-        t.add(&skip, &h)
+        self.conv_add(&h, r.conv2, &skip)
     }
     fn attn(&self, x: &Var, a: &AttnP) -> Var {
         let t = self.tape;
@@ -469,8 +473,7 @@ impl Fwd<'_> {
         let qkv = t.reshape(&qkv, &[n, 3 * a.ch, hw, 1]);
         let part = |i: usize| t.reshape(&t.slice_channels(&qkv, i * a.ch, a.ch), &[n, a.ch, hw]);
         let o = t.attention(&part(0), &part(1), &part(2));
-        let o = self.conv(&t.reshape(&o, &s), a.proj);
-        t.add(x, &o)
+        self.conv_add(&t.reshape(&o, &s), a.proj, x)
     }
 }
 

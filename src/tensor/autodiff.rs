@@ -270,6 +270,21 @@ impl Tape {
         }
     }
 
+    /// conv2d(x, w, b) + r with the add in the convolution's epilogue: one launch, the same
+    /// gradients as `add(r, conv2d(x, w, b))` (r gets the incoming gradient unchanged).
+    pub fn conv2d_add(&self, x: &Var, w: &Var, b: Option<&Var>, conv: Conv2d, r: &Var) -> Var {
+        let y = conv.forward_add(&x.value, &w.value, b.map(|b| &b.value), Some(&r.value));
+        let back = ConvAddBack(ConvBack {
+            x: x.value.clone(),
+            w: w.value.clone(),
+            conv,
+        });
+        match b {
+            Some(b) => self.record(y, [x, w, b, r], back),
+            None => self.record(y, [x, w, r], back),
+        }
+    }
+
     pub fn group_norm(&self, x: &Var, gamma: &Var, beta: &Var, groups: usize, eps: f32) -> Var {
         let (y, saved) = x.value.group_norm(&gamma.value, &beta.value, groups, eps);
         self.record(
@@ -606,6 +621,23 @@ impl Backward<3> for ConvBack {
     fn backward(&self, g: &Tensor, [need_x, need_w, need_b]: [bool; 3]) -> [Option<Tensor>; 3] {
         let [dx, dw] = Backward::<2>::backward(self, g, [need_x, need_w]);
         [dx, dw, need_b.then(|| g.sum_per_channel())]
+    }
+}
+
+/// A convolution whose output has a residual added (inputs x, w, (b,) r).
+struct ConvAddBack(ConvBack);
+
+impl Backward<3> for ConvAddBack {
+    fn backward(&self, g: &Tensor, [need_x, need_w, need_r]: [bool; 3]) -> [Option<Tensor>; 3] {
+        let [dx, dw] = Backward::<2>::backward(&self.0, g, [need_x, need_w]);
+        [dx, dw, need_r.then(|| g.clone())]
+    }
+}
+
+impl Backward<4> for ConvAddBack {
+    fn backward(&self, g: &Tensor, [nx, nw, nb, nr]: [bool; 4]) -> [Option<Tensor>; 4] {
+        let [dx, dw, db] = Backward::<3>::backward(&self.0, g, [nx, nw, nb]);
+        [dx, dw, db, nr.then(|| g.clone())]
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct GemmParams {
     row_groups: u32,
     col_groups: u32,
     col_folds: u32,
+    /// 1: the epilogue adds `residual` (same layout as C).
+    residual: u32,
+    _r: [u32; 3],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,6 +346,7 @@ fn launch(
     b: &Tensor,
     c: &Tensor,
     bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
 ) {
     let variant = gpu.variant();
     let (ta, tb) = match loader {
@@ -408,11 +412,19 @@ fn launch(
         }
         None => stand_in(gpu),
     };
+    let res_bind = match residual {
+        Some(t) => {
+            assert_eq!(t.numel(), c.numel(), "a residual has the output's shape");
+            p.residual = 1;
+            t.bind()
+        }
+        None => stand_in(gpu),
+    };
     let workgroups = fold_grid(gpu, &mut p, workgroups);
     gpu.dispatch(Dispatch {
         pipeline,
         params: bytemuck::bytes_of(&p).to_vec(),
-        buffers: vec![a.bind(), b.bind(), c.bind(), bias_bind],
+        buffers: vec![a.bind(), b.bind(), c.bind(), bias_bind, res_bind],
         workgroups,
     });
 }
@@ -530,6 +542,7 @@ impl Tensor {
             b,
             &c,
             bias_per_col,
+            None,
         );
         c
     }
@@ -583,6 +596,18 @@ impl Conv2d {
 
     /// y = conv(x, w) + bias; x [N, Cin, H, W], w [Cout, Cin, ks, ks], bias [Cout].
     pub fn forward(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        self.forward_add(x, w, bias, None)
+    }
+
+    /// y = conv(x, w) + bias + residual in one launch (the add in the GEMM epilogue);
+    /// `residual` has y's shape.
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Tensor {
         let mut p = self.params(x.shape(), w.shape());
         let n_img = x.shape()[0];
         p.m = p.cout;
@@ -592,7 +617,10 @@ impl Conv2d {
             x.gpu(),
             &[n_img, p.cout as usize, p.oh as usize, p.ow as usize],
         );
-        launch(x.gpu(), Loader::ConvForward, p, w, x, &y, bias);
+        if let Some(r) = residual {
+            assert_eq!(r.shape(), y.shape(), "the residual has the output's shape");
+        }
+        launch(x.gpu(), Loader::ConvForward, p, w, x, &y, bias, residual);
         y
     }
 
@@ -607,7 +635,7 @@ impl Conv2d {
         p.n = (x_shape[0] * x_shape[2] * x_shape[3]) as u32;
         p.k = p.cout * p.ks * p.ks;
         let dx = Tensor::empty(dy.gpu(), x_shape);
-        launch(dy.gpu(), Loader::ConvInputGrad, p, w, dy, &dx, None);
+        launch(dy.gpu(), Loader::ConvInputGrad, p, w, dy, &dx, None, None);
         dx
     }
 
@@ -628,11 +656,11 @@ impl Conv2d {
         p.sc = p.m * p.n;
         if parts == 1 {
             let dw = Tensor::empty(gpu, w_shape);
-            launch(gpu, Loader::ConvWeightGrad, p, dy, x, &dw, None);
+            launch(gpu, Loader::ConvWeightGrad, p, dy, x, &dw, None, None);
             return dw;
         }
         let partial = Tensor::empty(gpu, &[parts as usize, p.sc as usize]);
-        launch(gpu, Loader::ConvWeightGrad, p, dy, x, &partial, None);
+        launch(gpu, Loader::ConvWeightGrad, p, dy, x, &partial, None, None);
         split_sum(&partial, w_shape)
     }
 }
