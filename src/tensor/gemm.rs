@@ -338,15 +338,20 @@ fn blocked_core(tile: Tile, a_k_fast: bool, b_n_fast: bool) -> String {
         .replace("//@STORE\n", &store)
 }
 
+/// What the epilogue adds to alpha * A B besides beta * C: a bias (per row, or per column for
+/// matmul) and a residual of C's shape.
+#[derive(Clone, Copy, Default)]
+struct Adds<'a> {
+    bias: Option<&'a Tensor>,
+    residual: Option<&'a Tensor>,
+}
+
 fn launch(
     gpu: &Gpu,
     loader: Loader,
     mut p: GemmParams,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
+    (a, b, c): (&Tensor, &Tensor, &Tensor),
+    Adds { bias, residual }: Adds,
 ) {
     let variant = gpu.variant();
     let (ta, tb) = match loader {
@@ -538,11 +543,11 @@ impl Tensor {
                 trans_b: o.trans_b,
             },
             p,
-            self,
-            b,
-            &c,
-            bias_per_col,
-            None,
+            (self, b, &c),
+            Adds {
+                bias: bias_per_col,
+                residual: None,
+            },
         );
         c
     }
@@ -620,7 +625,13 @@ impl Conv2d {
         if let Some(r) = residual {
             assert_eq!(r.shape(), y.shape(), "the residual has the output's shape");
         }
-        launch(x.gpu(), Loader::ConvForward, p, w, x, &y, bias, residual);
+        launch(
+            x.gpu(),
+            Loader::ConvForward,
+            p,
+            (w, x, &y),
+            Adds { bias, residual },
+        );
         y
     }
 
@@ -635,7 +646,13 @@ impl Conv2d {
         p.n = (x_shape[0] * x_shape[2] * x_shape[3]) as u32;
         p.k = p.cout * p.ks * p.ks;
         let dx = Tensor::empty(dy.gpu(), x_shape);
-        launch(dy.gpu(), Loader::ConvInputGrad, p, w, dy, &dx, None, None);
+        launch(
+            dy.gpu(),
+            Loader::ConvInputGrad,
+            p,
+            (w, dy, &dx),
+            Adds::default(),
+        );
         dx
     }
 
@@ -656,11 +673,23 @@ impl Conv2d {
         p.sc = p.m * p.n;
         if parts == 1 {
             let dw = Tensor::empty(gpu, w_shape);
-            launch(gpu, Loader::ConvWeightGrad, p, dy, x, &dw, None, None);
+            launch(
+                gpu,
+                Loader::ConvWeightGrad,
+                p,
+                (dy, x, &dw),
+                Adds::default(),
+            );
             return dw;
         }
         let partial = Tensor::empty(gpu, &[parts as usize, p.sc as usize]);
-        launch(gpu, Loader::ConvWeightGrad, p, dy, x, &partial, None, None);
+        launch(
+            gpu,
+            Loader::ConvWeightGrad,
+            p,
+            (dy, x, &partial),
+            Adds::default(),
+        );
         split_sum(&partial, w_shape)
     }
 }
