@@ -1,6 +1,7 @@
 // Parameters shared by every GEMM-shaped kernel (matmul and the three convolution passes).
 // C[b, m, n] = alpha * sum_k A(b, m, k) * B(b, k, n) + beta * C[b, m, n] + bias_scale * bias(m or n)
-//              (+ R[b, m, n] with `residual`: the residual add of a U-Net block, one launch fewer)
+//              (+ R[b, m, n] with `residual` 1: the residual add of a U-Net block, one launch fewer;
+//               + R[image, m] with `residual` 2, convolution forward only: the time embedding)
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
     // matmul: elements between consecutive batch matrices of A, B and C (0 broadcasts one matrix)
@@ -14,7 +15,7 @@ struct Params {
     // split-K (conv weight gradient): the full K; the workgroup's z index picks a chunk of P.k
     // folded grids (gemm.rs fold_grid): row and column tiles per z slice, column folds
     k_total: u32, row_groups: u32, col_groups: u32, col_folds: u32,
-    // 1: add RES (same layout as C) in the epilogue
+    // 1: add RES (same layout as C) in the epilogue; 2: add RES[image * cout + m] (conv forward)
     residual: u32, _r0: u32, _r1: u32, _r2: u32,
 }
 
@@ -39,12 +40,17 @@ fn grid_col_tile(wg: vec3<u32>) -> u32 {
 // Writes one output element; `ci` is its index in C. BIAS and RES are read only when present
 // (bias_scale 1, residual 1): otherwise they are bound to a stand-in that is never read.
 fn epilogue(ci: u32, bias_index: u32, acc: f32) {
+    epilogue_res(ci, bias_index, ci, acc);
+}
+
+// The same with the index of RES given (residual 2 reads one value per image and row).
+fn epilogue_res(ci: u32, bias_index: u32, res_index: u32, acc: f32) {
     var v = P.alpha * acc;
     if (P.bias_scale != 0.0) {
         v = v + BIAS[bias_index] * P.bias_scale;
     }
     if (P.residual != 0u) {
-        v = v + RES[ci];
+        v = v + RES[res_index];
     }
     if (P.beta != 0.0) {
         v = v + P.beta * C[ci];

@@ -35,5 +35,6 @@ fn store_c(b: u32, m: u32, n: u32, acc: f32) {
     let hw = P.oh * P.ow;
     let img = n / hw;
     let p = n - img * hw;
-    epilogue((img * P.cout + m) * hw + p, m, acc);
+    let ci = (img * P.cout + m) * hw + p;
+    epilogue_res(ci, m, select(ci, img * P.cout + m, P.residual == 2u), acc);
 }

@@ -193,6 +193,21 @@ fn op_gradients_match_finite_differences() {
     check_grads(
         &g,
         &mut r,
+        "conv + bias + per-image channel vector in the epilogue",
+        &[
+            (vec![2, 3, 5, 5], u(150)),
+            (vec![4, 3, 3, 3], u(108)),
+            (vec![4], u(4)),
+            (vec![2, 4], u(8)),
+        ],
+        |t, v| {
+            let y = t.conv2d_add_channels(&v[0], &v[1], Some(&v[2]), Conv2d::same(3), &v[3]);
+            t.mean_all(&t.mul(&y, &y))
+        },
+    );
+    check_grads(
+        &g,
+        &mut r,
         "conv + residual (no bias), residual used twice",
         &[(vec![2, 3, 4, 4], u(96)), (vec![3, 3, 1, 1], u(9))],
         |t, v| {

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use fewstep::gpu::KernelVariant;
-use fewstep::tensor::{Adam, AdamConfig, Conv2d, GradClip, MatmulOpts, Tensor};
+use fewstep::tensor::{Adam, AdamConfig, Conv2d, GradClip, MatmulOpts, Residual, Tensor};
 
 /// f32 GEMM: error grows like sqrt(K) ulps of the operands' scale (inputs are in [-1, 1]).
 const GEMM_ATOL_PER_SQRT_K: f64 = 2e-6;
@@ -131,24 +131,41 @@ fn conv2d_forward_matches_reference() {
     let mut r = rng("conv2d_forward");
     for v in variants(&g) {
         g.set_variant(v);
-        // Every other shape also adds a residual in the epilogue (forward_add).
+        // Shapes take turns adding nothing, a full residual, or a value per image and output
+        // channel in the epilogue (forward_add).
         for (i, cs) in conv_shapes().into_iter().enumerate() {
             let x = uniform(&mut r, cs.x_len(), 1.0);
             let w = uniform(&mut r, cs.w_len(), 1.0);
             let b = uniform(&mut r, cs.cout, 1.0);
-            let res = (i % 2 == 1).then(|| uniform(&mut r, cs.y_len(), 1.0));
             let conv = Conv2d {
                 stride: cs.stride,
                 pad: cs.pad,
             };
             let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
+            let hw = cs.oh() * cs.ow();
+            let (res, res_t) = match i % 3 {
+                1 => {
+                    let v = uniform(&mut r, cs.y_len(), 1.0);
+                    let t = Tensor::from_slice(&g, &ys, &v);
+                    (Some(v), Some(t))
+                }
+                2 => {
+                    let v = uniform(&mut r, cs.n * cs.cout, 1.0);
+                    let t = Tensor::from_slice(&g, &[cs.n, cs.cout], &v);
+                    // Spread over pixels for the reference.
+                    let full = (0..cs.y_len()).map(|j| v[j / hw]).collect();
+                    (Some(full), Some(t))
+                }
+                _ => (None, None),
+            };
             let y = conv.forward_add(
                 &Tensor::from_slice(&g, &[cs.n, cs.cin, cs.h, cs.w], &x),
                 &Tensor::from_slice(&g, &[cs.cout, cs.cin, cs.ks, cs.ks], &w),
                 Some(&Tensor::from_slice(&g, &[cs.cout], &b)),
-                res.as_ref()
-                    .map(|v| Tensor::from_slice(&g, &ys, v))
-                    .as_ref(),
+                res_t.as_ref().map(|t| match i % 3 {
+                    1 => Residual::Full(t),
+                    _ => Residual::PerImageChannel(t),
+                }),
             );
             assert_eq!(y.shape(), ys);
             let mut want = cs.forward_ref(&x, &w, Some(&b));
@@ -157,7 +174,7 @@ fn conv2d_forward_matches_reference() {
             }
             let k = cs.cin * cs.ks * cs.ks;
             assert_close(
-                &format!("{v:?} conv forward {cs:?} residual {}", res.is_some()),
+                &format!("{v:?} conv forward {cs:?} residual kind {}", i % 3),
                 &y.to_vec_blocking().unwrap(),
                 &want,
                 gemm_tol(k),
@@ -1431,11 +1448,12 @@ fn blocked_gemm_conv_passes_match_reference() {
     ]);
     for tile in BLOCKED_TILES {
         let name = set_blocked(&g, tile);
-        for cs in &shapes {
+        for (si, cs) in shapes.iter().enumerate() {
             let x = uniform(&mut r, cs.x_len(), 1.0);
             let w = uniform(&mut r, cs.w_len(), 1.0);
             let bias = uniform(&mut r, cs.cout, 1.0);
             let dy = uniform(&mut r, cs.y_len(), 1.0);
+            let per_channel = uniform(&mut r, cs.n * cs.cout, 1.0);
             let conv = Conv2d {
                 stride: cs.stride,
                 pad: cs.pad,
@@ -1448,12 +1466,21 @@ fn blocked_gemm_conv_passes_match_reference() {
                 Tensor::from_slice(&g, &ws, &w),
             );
             let dyt = Tensor::from_slice(&g, &ys, &dy);
-            // The forward adds dy as a residual in its epilogue (forward_add).
+            // The forward adds, in its epilogue, dy as a residual (even shapes) or a value per
+            // image and channel (odd shapes).
+            let pct = Tensor::from_slice(&g, &[cs.n, cs.cout], &per_channel);
+            let hw = cs.oh() * cs.ow();
+            let (res, added): (_, Vec<f32>) = if si % 2 == 0 {
+                (Residual::Full(&dyt), dy.clone())
+            } else {
+                let spread = (0..cs.y_len()).map(|j| per_channel[j / hw]).collect();
+                (Residual::PerImageChannel(&pct), spread)
+            };
             let y = conv.forward_add(
                 &xt,
                 &wt,
                 Some(&Tensor::from_slice(&g, &[cs.cout], &bias)),
-                Some(&dyt),
+                Some(res),
             );
             let ran_forward = g.last_gemm().unwrap().1;
             let dx = conv.input_grad(&dyt, &wt, &xs);
@@ -1465,7 +1492,7 @@ fn blocked_gemm_conv_passes_match_reference() {
                 &format!("blocked {name} (ran {ran_forward}) conv forward {cs:?}"),
                 &y.to_vec_blocking().unwrap(),
                 &(cs.forward_ref(&x, &w, Some(&bias)).iter())
-                    .zip(&dy)
+                    .zip(&added)
                     .map(|(f, &d)| f + d as f64)
                     .collect::<Vec<_>>(),
                 gemm_tol(kf),

@@ -442,8 +442,14 @@ impl Fwd<'_> {
     }
     fn res(&mut self, x: &Var, emb_act: &Var, r: &ResP) -> Var {
         let t = self.tape;
-        let h = self.conv(&self.norm_silu(x, r.norm1), r.conv1);
-        let h = t.add_channel_vector(&h, &self.dense(emb_act, r.emb));
+        // conv1 + the block's time embedding, one launch.
+        let h = t.conv2d_add_channels(
+            &self.norm_silu(x, r.norm1),
+            &self.p[r.conv1.w],
+            Some(&self.p[r.conv1.b]),
+            r.conv1.conv,
+            &self.dense(emb_act, r.emb),
+        );
         let mut h = self.norm_silu(&h, r.norm2);
         if let Some((d, p)) = self.dropout {
             let noise = Tensor::randn(h.value.gpu(), h.shape(), d.seed, d.stream + self.blocks_run);

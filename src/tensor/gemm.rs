@@ -339,11 +339,20 @@ fn blocked_core(tile: Tile, a_k_fast: bool, b_n_fast: bool) -> String {
 }
 
 /// What the epilogue adds to alpha * A B besides beta * C: a bias (per row, or per column for
-/// matmul) and a residual of C's shape.
+/// matmul) and a residual.
 #[derive(Clone, Copy, Default)]
 struct Adds<'a> {
     bias: Option<&'a Tensor>,
-    residual: Option<&'a Tensor>,
+    residual: Option<Residual<'a>>,
+}
+
+/// What a convolution adds to its output in the same launch, besides its bias.
+#[derive(Clone, Copy, Debug)]
+pub enum Residual<'a> {
+    /// A tensor of the output's shape (a U-Net block's skip connection).
+    Full(&'a Tensor),
+    /// One value per image and output channel, [N, Cout] (the time embedding).
+    PerImageChannel(&'a Tensor),
 }
 
 fn launch(
@@ -418,9 +427,23 @@ fn launch(
         None => stand_in(gpu),
     };
     let res_bind = match residual {
-        Some(t) => {
+        Some(Residual::Full(t)) => {
             assert_eq!(t.numel(), c.numel(), "a residual has the output's shape");
             p.residual = 1;
+            t.bind()
+        }
+        Some(Residual::PerImageChannel(t)) => {
+            assert_eq!(
+                loader,
+                Loader::ConvForward,
+                "per-channel residuals: conv forward only"
+            );
+            assert_eq!(
+                t.numel() as u32 * p.oh * p.ow,
+                c.numel() as u32,
+                "one value per image and output channel"
+            );
+            p.residual = 2;
             t.bind()
         }
         None => stand_in(gpu),
@@ -604,14 +627,13 @@ impl Conv2d {
         self.forward_add(x, w, bias, None)
     }
 
-    /// y = conv(x, w) + bias + residual in one launch (the add in the GEMM epilogue);
-    /// `residual` has y's shape.
+    /// y = conv(x, w) + bias + residual in one launch (the add in the GEMM epilogue).
     pub fn forward_add(
         &self,
         x: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
-        residual: Option<&Tensor>,
+        residual: Option<Residual>,
     ) -> Tensor {
         let mut p = self.params(x.shape(), w.shape());
         let n_img = x.shape()[0];
@@ -622,8 +644,16 @@ impl Conv2d {
             x.gpu(),
             &[n_img, p.cout as usize, p.oh as usize, p.ow as usize],
         );
-        if let Some(r) = residual {
-            assert_eq!(r.shape(), y.shape(), "the residual has the output's shape");
+        match residual {
+            Some(Residual::Full(r)) => {
+                assert_eq!(r.shape(), y.shape(), "the residual has the output's shape")
+            }
+            Some(Residual::PerImageChannel(r)) => assert_eq!(
+                r.numel(),
+                n_img * p.cout as usize,
+                "a per-channel residual has one value per image and output channel"
+            ),
+            None => {}
         }
         launch(
             x.gpu(),

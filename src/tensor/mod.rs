@@ -18,7 +18,7 @@ use std::rc::Rc;
 use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
 
 pub use autodiff::{attention, Tape, Var};
-pub use gemm::{Conv2d, MatmulOpts};
+pub use gemm::{Conv2d, MatmulOpts, Residual};
 pub use meter::LossMeter;
 pub use norm::GroupNormStats;
 pub use optim::{ema_update, Adam, AdamConfig, GradClip};
