@@ -500,3 +500,56 @@ fn bench_train_and_distill_report_one_submit_per_update() {
         }
     }
 }
+
+/// `bench sample --launches --profile`: the row counts a step's launches, the histogram adds up
+/// to them, and the profile (1-step runs: a step plus the noise draw and the final clip) times
+/// every launch of a step and at most those few more.
+#[test]
+fn bench_sample_lists_and_profiles_a_step() {
+    let o = fewstep(&[
+        "bench",
+        "sample",
+        "--preset",
+        "tiny",
+        "--count",
+        "2",
+        "--seconds",
+        "0",
+        "--json",
+        "--launches",
+        "--profile",
+    ]);
+    assert!(o.status.success(), "bench sample failed: {}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(rows.len(), 3, "row, launches, profile: {text}");
+    assert_eq!(rows[0]["bench"], "sample");
+    let launches = rows[0]["launches_per_step"].as_u64().unwrap();
+    assert!(launches > 20, "{}", rows[0]);
+    assert_eq!(rows[1]["bench"], "sample_launches");
+    let listed: u64 = rows[1]["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["launches_per_step"].as_u64().unwrap())
+        .sum();
+    assert_eq!(listed, launches, "{}", rows[1]);
+    assert_eq!(rows[2]["bench"], "sample_profile");
+    if rows[2].get("skipped").is_none() {
+        assert_eq!(rows[2]["unit"], "step");
+        let timed: f64 = rows[2]["kernels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["launches_per_update"].as_f64().unwrap())
+            .sum();
+        assert!(
+            timed >= launches as f64 && timed <= launches as f64 + 4.0,
+            "profiled {timed} launches per step, counted {launches}: {}",
+            rows[2]
+        );
+    }
+}

@@ -26,12 +26,13 @@ pub struct BenchArgs {
     /// train/distill: images per update.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// train: also print the kernel launches of one update per kernel (name and constants),
-    /// largest first.
+    /// train/sample: also print the kernel launches of one update (or sampling step) per kernel
+    /// (name and constants), largest first.
     #[arg(long)]
     launches: bool,
-    /// train/distill: also print GPU time per kernel family and per kernel (timestamp queries;
-    /// each launch then runs in its own pass, so the sum is an upper bound of an update's GPU time).
+    /// train/distill/sample: also print GPU time per kernel family and per kernel (timestamp
+    /// queries; each launch then runs in its own pass, so the sum is an upper bound of an update's
+    /// or a sampling step's GPU time).
     #[arg(long)]
     profile: bool,
     /// sample: images sampled together.
@@ -135,7 +136,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchWhat::Sample => {
             let p = super::bench_model::presets(&gpu, &args.preset);
-            return super::bench_model::sample(&gpu, &p, args.count, s, args.json);
+            let show = (args.launches, args.profile);
+            return super::bench_model::sample(&gpu, &p, args.count, s, args.json, show);
         }
         BenchWhat::Distill => {
             let p = super::bench_model::presets(&gpu, &args.preset);

@@ -59,9 +59,14 @@ pub fn distill(
             ),
         );
         if profile {
-            super::bench_profile::profile_updates(gpu, "distill", preset, ms, json, || {
-                d.step(&data)
-            })?;
+            super::bench_profile::profile_updates(
+                gpu,
+                ("distill", "update"),
+                preset,
+                ms,
+                json,
+                || d.step(&data),
+            )?;
         }
     }
     Ok(())

@@ -180,28 +180,38 @@ pub fn train(
             ),
         );
         if launches {
-            if json {
-                let rows: Vec<_> = per_kernel
-                    .iter()
-                    .map(|(k, n)| serde_json::json!({"kernel": k, "launches_per_step": n}))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"bench": "train_launches", "preset": preset, "kernels": rows})
-                );
-            } else {
-                for (k, n) in &per_kernel {
-                    println!("  {n:>6}  {k}");
-                }
-            }
+            print_launches(json, "train_launches", preset, &per_kernel);
         }
         if profile {
-            super::bench_profile::profile_updates(gpu, "train", preset, ms, json, || {
-                tr.step(&data)
-            })?;
+            super::bench_profile::profile_updates(
+                gpu,
+                ("train", "update"),
+                preset,
+                ms,
+                json,
+                || tr.step(&data),
+            )?;
         }
     }
     Ok(())
+}
+
+/// The launch histogram of one update or step: a JSON row, or a line per kernel.
+fn print_launches(json: bool, bench: &str, preset: &str, per_kernel: &[(String, u64)]) {
+    if json {
+        let rows: Vec<_> = per_kernel
+            .iter()
+            .map(|(k, n)| serde_json::json!({"kernel": k, "launches_per_step": n}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"bench": bench, "preset": preset, "kernels": rows})
+        );
+    } else {
+        for (k, n) in per_kernel {
+            println!("  {n:>6}  {k}");
+        }
+    }
 }
 
 /// Launches per update of each kernel between two `gpu::launch_counts` snapshots, largest first.
@@ -222,7 +232,15 @@ fn launches_per_step(
     v
 }
 
-pub fn sample(gpu: &Gpu, presets: &[String], count: usize, seconds: f64, json: bool) -> Result<()> {
+/// `(launches, profile)`: also list a step's launches per kernel, and its GPU time per kernel.
+pub fn sample(
+    gpu: &Gpu,
+    presets: &[String],
+    count: usize,
+    seconds: f64,
+    json: bool,
+    (launches, profile): (bool, bool),
+) -> Result<()> {
     for preset in presets {
         let arch = arch(preset)?;
         let [c, h, w] = image_of(preset);
@@ -240,6 +258,13 @@ pub fn sample(gpu: &Gpu, presets: &[String], count: usize, seconds: f64, json: b
         };
         Sampler::new(&model, opts(2)).run(&model);
         gpu.finish_blocking()?;
+        // Launches of one step: a 4-step run's launches per kernel over 4, rounded down, so the
+        // once-per-run noise draw drops out. The profile below times 1-step runs, which include it.
+        let before = crate::gpu::launch_counts(gpu);
+        Sampler::new(&model, opts(4)).run(&model);
+        gpu.finish_blocking()?;
+        let per_kernel = launches_per_step(&before, &crate::gpu::launch_counts(gpu), 4);
+        let launches_per: u64 = per_kernel.iter().map(|(_, n)| n).sum();
         let start = Instant::now();
         let mut steps = 0;
         while steps < 4 || (start.elapsed().as_secs_f64() < seconds && steps < 2000) {
@@ -256,12 +281,28 @@ pub fn sample(gpu: &Gpu, presets: &[String], count: usize, seconds: f64, json: b
                 "bench": "sample", "preset": preset, "image": [c, h, w], "count": count,
                 "ms_per_step": round3(ms), "images_per_s_4_steps": round3(four),
                 "ms_per_image_4_steps": round3(4.0 * ms / count as f64),
+                "launches_per_step": launches_per,
                 "adapter": gpu.info().name,
             }),
             format!(
-                "sample {preset:<6} {count} images  {ms:>9.2} ms/step  {four:>9.1} images/s at 4 steps"
+                "sample {preset:<6} {count} images  {ms:>9.2} ms/step  {four:>9.1} images/s at 4 steps  ({launches_per} launches per step)"
             ),
         );
+        if launches {
+            print_launches(json, "sample_launches", preset, &per_kernel);
+        }
+        if profile {
+            super::bench_profile::profile_updates(
+                gpu,
+                ("sample", "step"),
+                preset,
+                ms,
+                json,
+                || {
+                    Sampler::new(&model, opts(1)).run(&model);
+                },
+            )?;
+        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `fewstep bench train|distill --profile`: GPU time per kernel from timestamp queries
+//! `fewstep bench train|distill|sample --profile`: GPU time per kernel from timestamp queries
 //! (gpu/profile.rs), per kernel family and per kernel, so the next bottleneck is visible.
 
 use anyhow::Result;
@@ -16,11 +16,13 @@ fn family(label: &str) -> &str {
     label.split(' ').next().unwrap_or(label)
 }
 
-/// Runs `update` under profiling and prints GPU time per family and per kernel, per update.
+/// Runs `update` under profiling and prints GPU time per family and per kernel, per update
+/// (`unit` names one call of `update` in the text: "update", or "step" for sampling; the JSON
+/// keys say `per_update` either way and carry the unit).
 /// `wall_ms` is the un-profiled wall time per update, printed next to the GPU sum.
 pub(super) fn profile_updates(
     gpu: &Gpu,
-    what: &str,
+    (what, unit): (&str, &str),
     preset: &str,
     wall_ms: f64,
     json: bool,
@@ -65,6 +67,7 @@ pub(super) fn profile_updates(
             "{}",
             serde_json::json!({
                 "bench": format!("{what}_profile"), "preset": preset, "adapter": gpu.info().name,
+                "unit": unit,
                 "gpu_ms_per_update": (total_ms * 1e3).round() / 1e3,
                 "wall_ms_per_update": (wall_ms * 1e3).round() / 1e3,
                 "families": families.iter().map(row_json).collect::<Vec<_>>(),
@@ -74,7 +77,7 @@ pub(super) fn profile_updates(
         return Ok(());
     }
     println!(
-        "  profile ({PROFILED_UPDATES} updates, a timed pass per launch): {total_ms:.2} ms of GPU time per update (wall time un-profiled: {wall_ms:.2} ms)"
+        "  profile ({PROFILED_UPDATES} {unit}s, a timed pass per launch): {total_ms:.2} ms of GPU time per {unit} (wall time un-profiled: {wall_ms:.2} ms)"
     );
     let line = |(k, s, c): &(String, f64, u64)| {
         let ms = s * 1e3 / n;
