@@ -433,6 +433,11 @@ impl Fwd<'_> {
         self.tape
             .conv2d_add(x, &self.p[c.w], Some(&self.p[c.b]), c.conv, r)
     }
+    /// conv(x) + v[image, channel] (the block's time embedding), added by the epilogue.
+    fn conv_add_channels(&self, x: &Var, c: ConvP, v: &Var) -> Var {
+        self.tape
+            .conv2d_add_channels(x, &self.p[c.w], Some(&self.p[c.b]), c.conv, v)
+    }
     fn dense(&self, x: &Var, d: DenseP) -> Var {
         self.tape.linear(x, &self.p[d.w], &self.p[d.b])
     }
@@ -442,12 +447,9 @@ impl Fwd<'_> {
     }
     fn res(&mut self, x: &Var, emb_act: &Var, r: &ResP) -> Var {
         let t = self.tape;
-        // conv1 + the block's time embedding, one launch.
-        let h = t.conv2d_add_channels(
+        let h = self.conv_add_channels(
             &self.norm_silu(x, r.norm1),
-            &self.p[r.conv1.w],
-            Some(&self.p[r.conv1.b]),
-            r.conv1.conv,
+            r.conv1,
             &self.dense(emb_act, r.emb),
         );
         let mut h = self.norm_silu(&h, r.norm2);
