@@ -223,6 +223,9 @@ impl Worker {
             else {
                 continue;
             };
+            // The panicking job's half-recorded launches (and the buffers they hold) must not
+            // reach the next job's submit.
+            self.gpu.discard_pending();
             let what = super::train_runner::panic_text(panic.as_ref());
             let error = format!(
                 "stopped by a bug in fewstep ({what}); other runs still work, and a report \
@@ -247,6 +250,8 @@ impl Worker {
                 draw_steps,
             } => {
                 if let Err(e) = self.run(run, &rows, draw_steps).await {
+                    // What the failed run recorded must not reach the next job's submit.
+                    self.gpu.discard_pending();
                     self.emit(Event::Failed {
                         run,
                         error: format!("{e:#}"),

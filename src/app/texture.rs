@@ -38,7 +38,7 @@ impl GridPainter {
         let device = gpu.device();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("to_image"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/to_image.wgsl").into()),
+            source: wgpu::ShaderSource::Wgsl(crate::tensor::registry::TO_IMAGE_WGSL.into()),
         });
         let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
             binding,
@@ -121,16 +121,16 @@ impl GridPainter {
                 | wgpu::TextureUsages::COPY_SRC,
             view_formats: &[],
         });
-        let params: [u32; 8] = [
-            n as u32,
-            c as u32,
-            h as u32,
-            w as u32,
-            cols as u32,
-            PAD,
-            size[0],
-            size[1],
-        ];
+        let params = crate::tensor::registry::ToImageParams {
+            n: n as u32,
+            c: c as u32,
+            h: h as u32,
+            w: w as u32,
+            cols: cols as u32,
+            pad: PAD,
+            tex_w: size[0],
+            tex_h: size[1],
+        };
         // Written through the queue rather than mapped at creation: Chromium's windowed
         // SwiftShader refused mapped-at-creation buffers here.
         let uniform = device.create_buffer(&wgpu::BufferDescriptor {
@@ -140,7 +140,7 @@ impl GridPainter {
             mapped_at_creation: false,
         });
         gpu.queue()
-            .write_buffer(&uniform, 0, bytemuck::cast_slice(&params));
+            .write_buffer(&uniform, 0, bytemuck::bytes_of(&params));
         let view = texture.create_view(&Default::default());
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("to_image"),

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
-use crate::gpu::{Dispatch, Gpu, KernelKey, KernelSource};
+use crate::gpu::{Dispatch, Gpu};
+use crate::tensor::registry::{FmaPeakParams, WgslParams};
 use crate::tensor::{Conv2d, Tensor};
 
 #[derive(Args)]
@@ -91,13 +92,17 @@ fn fma_peak(gpu: &Gpu, seconds: f64) -> Row {
     let invocations = 256 * 256u32;
     let iters = 4096u32;
     let out = Tensor::empty(gpu, &[invocations as usize]);
-    let pipeline = gpu.pipeline(&KernelKey::new("fma_peak"), || {
-        KernelSource::one(include_str!("../../shaders/fma_peak.wgsl"))
-    });
+    let def = crate::tensor::registry::probe_fma_peak_def();
+    let pipeline = gpu.pipeline(&def.key, def.source);
     let ms = time_runs(gpu, seconds, || {
         gpu.dispatch(Dispatch {
             pipeline: pipeline.clone(),
-            params: bytemuck::cast_slice(&[iters, 0.5f32.to_bits(), 0, 0]).to_vec(),
+            params: FmaPeakParams {
+                iters,
+                seed: 0.5,
+                ..Default::default()
+            }
+            .bytes(),
             buffers: vec![out.bind()],
             workgroups: [invocations / 256, 1, 1],
         })

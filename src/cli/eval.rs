@@ -51,6 +51,16 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.samples >= 2,
+        "--samples {} is too few: the Fréchet distance needs at least 2 images per row (its \
+         covariance); 1000 is the default, 500 is what the README's table used",
+        args.samples
+    );
+    anyhow::ensure!(
+        args.psnr_samples >= 1,
+        "--psnr-samples 0: the agreement PSNR needs at least 1 image per row (default 64)"
+    );
     for &s in args.steps.iter().chain(&args.teacher_steps) {
         super::sample::check_steps(s)?;
     }

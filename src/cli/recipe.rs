@@ -81,8 +81,9 @@ pub struct RecipeArgs {
     /// Name prefix of the bundled files [default: from the data set, fmnist for Fashion-MNIST].
     #[arg(long)]
     name: Option<String>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// One seed for every stage [default: the preset's, 0 for both]; 0 is a seed like any other.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Stop after this stage (train, distill or eval); --resume continues.
     #[arg(long)]
     stop_after: Option<String>,
@@ -561,7 +562,9 @@ fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
         );
         s.distill_ema = Some(e);
     }
-    s.seed = if args.seed != 0 { args.seed } else { s.seed };
+    if let Some(seed) = args.seed {
+        s.seed = seed;
+    }
     s.classifier = match &args.classifier {
         Some(c) => Some(c.display().to_string()),
         None => {
@@ -998,4 +1001,29 @@ fn write_bundle(
     fill_seconds(&mut m, state);
     write_manifest(&bundle, &m)?;
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RecipeArgs,
+    }
+
+    fn settings(words: &[&str]) -> RecipeSettings {
+        let cli = Cli::parse_from(["recipe", "--out", "unused"].iter().chain(words));
+        settings_from(&cli.args).unwrap()
+    }
+
+    /// `--seed 0` was once taken for "no seed given", leaving the bundle preset's seed 1.
+    #[test]
+    fn seed_zero_is_a_seed_like_any_other() {
+        assert_eq!(settings(&["--preset", "bundle"]).seed, 1);
+        assert_eq!(settings(&["--preset", "bundle", "--seed", "0"]).seed, 0);
+        assert_eq!(settings(&["--preset", "quick", "--seed", "7"]).seed, 7);
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! Equal to the file-based run by construction: the same `DistillPlan`, `halving_config`,
 //! `Distiller` updates, student description (`student_meta`), F32 files, and each finished
-//! student reloaded from its file bytes as the next teacher (tests/distill_memory.rs compares
+//! student reloaded from its file bytes as the next teacher (tests/suite/distill_memory.rs compares
 //! the files byte for byte).
 
 use anyhow::{bail, Result};

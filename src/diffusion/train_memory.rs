@@ -1,7 +1,7 @@
 //! A teacher training held in memory (Algorithm 1 without a run folder): the web page's Train
 //! tab. The same `Trainer` updates as `fewstep train`; the result is the bytes of the model file
 //! `fewstep train` would write (EMA weights, F32, `Trainer::model_meta`), and nothing is
-//! checkpointed (tests/distill_memory.rs compares the files byte for byte).
+//! checkpointed (tests/suite/distill_memory.rs compares the files byte for byte).
 
 use anyhow::{bail, Result};
 

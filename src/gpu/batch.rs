@@ -318,6 +318,15 @@ impl Batch {
         });
     }
 
+    /// Drops everything recorded since the last submit (a job that failed half-way: its
+    /// launches must not reach the next job's submit). Returns how many ops were dropped.
+    pub fn discard(&mut self) -> usize {
+        let n = self.ops.len();
+        self.ops.clear();
+        self.arena.clear();
+        n
+    }
+
     /// Number of launches and copies recorded but not yet encoded.
     pub fn pending(&self) -> usize {
         self.ops.len()

@@ -58,6 +58,34 @@ pub struct GemmTile {
     pub tn: u32,
 }
 
+/// The blocked family's candidate tiles by M (up to this many rows: these tiles, in order of
+/// preference); see [`Gpu::blocked_tile`].
+const TILE_RULE: [(u32, &[GemmTile]); 4] = {
+    const fn g(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) -> GemmTile {
+        GemmTile::new(bm, bn, bk, tm, tn)
+    }
+    [
+        (16, &[g(16, 128, 16, 4, 8), g(16, 64, 16, 4, 4)]),
+        (32, &[g(32, 128, 16, 4, 8), g(32, 64, 16, 4, 4)]),
+        (64, &[g(64, 128, 16, 4, 8), g(64, 64, 16, 4, 4)]),
+        (
+            u32::MAX,
+            &[g(128, 128, 16, 8, 8), g(128, 64, 16, 8, 8), g(64, 64, 16, 4, 4)],
+        ),
+    ]
+};
+
+/// Every tile [`Gpu::blocked_tile`]'s rule can pick (the kernel registry covers them all).
+pub fn blocked_tile_rule() -> Vec<GemmTile> {
+    let mut out: Vec<GemmTile> = Vec::new();
+    for t in TILE_RULE.iter().flat_map(|(_, l)| l.iter()) {
+        if !out.contains(t) {
+            out.push(*t);
+        }
+    }
+    out
+}
+
 const GEMM_TILE_FORM: &str = "BMxBNxBKxTMxTN, five numbers joined by 'x' (e.g. 128x128x16x8x8 or \
     16x128x16x4x8): TM and TN 4 or 8, BM a multiple of TM, BN a multiple of TN, \
     T = (BM/TM)*(BN/TN) invocations a multiple of BK, BK*BM and BK*BN multiples of T, \
@@ -167,7 +195,7 @@ pub enum GpuError {
     )]
     NoAdapter { backends: String },
     #[error("the adapter '{adapter}' refused to create a device: {source}")]
-    Device {
+    DeviceRequest {
         adapter: String,
         #[source]
         source: wgpu::RequestDeviceError,
@@ -176,6 +204,55 @@ pub enum GpuError {
     Readback(String),
     #[error("{0}")]
     Config(String),
+    #[error(
+        "the GPU device '{adapter}' was lost ({message}).\n  Work since the last checkpoint is gone; \
+         files already written are intact, and a run resumes from its last checkpoint.\n  \
+         Try: run again (a driver reset is often transient); a smaller --batch if memory ran out; \
+         another adapter with FEWSTEP_BACKEND (vulkan, metal, dx12, gl) or FEWSTEP_ADAPTER (part of \
+         its name; `fewstep info` lists them)."
+    )]
+    Lost { adapter: String, message: String },
+    #[error(
+        "kernel `{kernel}` could not be built on '{adapter}': {message}\n  This is a bug in \
+         fewstep or the driver; please report it with `fewstep info`'s output. \
+         FEWSTEP_KERNELS=tiled selects the portable GEMM family; FEWSTEP_BACKEND or \
+         FEWSTEP_ADAPTER another adapter."
+    )]
+    Kernel {
+        kernel: String,
+        adapter: String,
+        message: String,
+    },
+    #[error(
+        "the GPU '{adapter}' reported an error: {message}\n  If it ran out of memory, try a \
+         smaller --batch (or --count); otherwise FEWSTEP_BACKEND or FEWSTEP_ADAPTER chooses \
+         another adapter. Files already written are intact."
+    )]
+    Device { adapter: String, message: String },
+}
+
+/// What went wrong on the device outside the calls that return a `Result`: the first
+/// uncaptured error, a kernel that failed to build, or the loss of the device. Set by wgpu's
+/// callbacks (any thread) and by the pipeline cache; reported by the next readback or
+/// [`Gpu::finish`], and by [`Gpu::fault`].
+#[derive(Clone, Debug)]
+pub(crate) enum Fault {
+    Lost(String),
+    Kernel { kernel: String, message: String },
+    Device(String),
+}
+
+/// Shared with wgpu's callbacks, hence `Arc<Mutex>` (they must be `Send + Sync`).
+pub(crate) type FaultSlot = std::sync::Arc<std::sync::Mutex<Option<Fault>>>;
+
+/// Records `f` unless an earlier fault is already recorded (the first one is the cause; a lost
+/// device is kept over what follows from it).
+pub(crate) fn record_fault(slot: &FaultSlot, f: Fault) {
+    let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if g.is_none() {
+        log::error!("GPU fault: {f:?}");
+        *g = Some(f);
+    }
 }
 
 /// How the convolution weight gradient (a small M x N output over a long K: every pixel of every
@@ -290,6 +367,8 @@ pub(crate) struct GpuInner {
     /// The family and tile of the last GEMM launched (for `bench kernels`).
     pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
     pub pipelines: PipelineCache,
+    /// The first fault of this device (see [`Fault`]).
+    pub fault: FaultSlot,
     /// 16 bytes bound where a kernel's optional read-only input is absent. No kernel reads it
     /// (the layouts are explicit, gpu/pipelines.rs); tests fill it with NaN to prove that.
     pub stand_in: Rc<wgpu::Buffer>,
@@ -344,7 +423,7 @@ impl Gpu {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|source| GpuError::Device {
+            .map_err(|source| GpuError::DeviceRequest {
                 adapter: info.name.clone(),
                 source,
             })?;
@@ -418,8 +497,33 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }));
+        let fault: FaultSlot = Default::default();
+        // Without a handler wgpu panics on the first uncaptured error (exit 101 natively, a run
+        // going on with stale data on the web); with it the error waits for the next readback.
+        let slot = fault.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            let f = match &e {
+                wgpu::Error::OutOfMemory { .. } => Fault::Device(format!("out of memory: {e}")),
+                _ => Fault::Device(e.to_string()),
+            };
+            record_fault(&slot, f);
+        }));
+        let slot = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let why = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed",
+                _ => "lost by the driver",
+            };
+            let text = if message.is_empty() {
+                why.to_string()
+            } else {
+                format!("{why}: {message}")
+            };
+            record_fault(&slot, Fault::Lost(text));
+        });
         Gpu(Rc::new(GpuInner {
             stand_in,
+            fault,
             pipelines: PipelineCache::default(),
             encode_seconds: Cell::new(0.0),
             submit_seconds: Cell::new(0.0),
@@ -556,16 +660,10 @@ impl Gpu {
         }
         const TARGET_WORKGROUPS: u32 = 256;
         let g = GemmTile::new;
-        let list: &[GemmTile] = match m {
-            0..=16 => &[g(16, 128, 16, 4, 8), g(16, 64, 16, 4, 4)],
-            17..=32 => &[g(32, 128, 16, 4, 8), g(32, 64, 16, 4, 4)],
-            33..=64 => &[g(64, 128, 16, 4, 8), g(64, 64, 16, 4, 4)],
-            _ => &[
-                g(128, 128, 16, 8, 8),
-                g(128, 64, 16, 8, 8),
-                g(64, 64, 16, 4, 4),
-            ],
-        };
+        let list: &[GemmTile] = TILE_RULE
+            .iter()
+            .find(|(rows, _)| m <= *rows)
+            .map_or(&[], |(_, l)| l);
         // Called per launch: iterate the candidates, no allocation.
         let fits = || {
             list.iter()
@@ -862,6 +960,10 @@ impl Gpu {
     pub fn bind_group_counts(&self) -> (u64, u64) {
         self.0.batch.borrow().bind_group_counts()
     }
+    /// The keys of every pipeline compiled so far (tests compare them with the registry).
+    pub fn pipeline_keys(&self) -> Vec<KernelKey> {
+        self.0.pipelines.keys()
+    }
     pub fn pipelines_cached(&self) -> usize {
         self.0.pipelines.len()
     }
@@ -871,7 +973,41 @@ impl Gpu {
         key: &KernelKey,
         source: impl FnOnce() -> KernelSource,
     ) -> Rc<wgpu::ComputePipeline> {
-        self.0.pipelines.get(&self.0.device, key, source)
+        self.0
+            .pipelines
+            .get(&self.0.device, &self.0.fault, key, source)
+    }
+
+    /// The device's first fault as an error (a lost device, a kernel that failed to build, an
+    /// uncaptured error such as running out of memory), if any. Readbacks and [`Gpu::finish`]
+    /// check it; a long loop that never reads back can ask.
+    pub fn fault(&self) -> Result<(), GpuError> {
+        let f = self.0.fault.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let adapter = self.0.info.name.clone();
+        match f {
+            None => Ok(()),
+            Some(Fault::Lost(message)) => Err(GpuError::Lost { adapter, message }),
+            Some(Fault::Kernel { kernel, message }) => Err(GpuError::Kernel {
+                kernel,
+                adapter,
+                message,
+            }),
+            Some(Fault::Device(message)) => Err(GpuError::Device { adapter, message }),
+        }
+    }
+
+    /// Drops every launch recorded since the last submit: a job that failed or panicked half-way
+    /// leaves nothing for the next job's submit. Returns how many ops were dropped.
+    pub fn discard_pending(&self) -> usize {
+        let n = self.0.batch.borrow_mut().discard();
+        self.0.pool.set_recording(false);
+        self.0.pool.recycle_released();
+        n
+    }
+
+    /// Destroys the device (tests: a stand-in for a device the driver lost).
+    pub fn destroy_device(&self) {
+        self.0.device.destroy();
     }
 
     // ---------------- readback and upload (helpers in gpu/readback.rs) ----------------
@@ -892,10 +1028,13 @@ impl Gpu {
 
     /// Reads `bytes` from the start of `src` (async; works on every target).
     pub async fn read_bytes(&self, src: &Rc<GpuBuffer>, bytes: u64) -> Result<Vec<u8>, GpuError> {
+        self.fault()?;
         let staging = self.stage_copy(src, bytes);
-        readback::read_staging(&self.0.device, &staging, bytes)
-            .await
-            .map_err(GpuError::Readback)
+        let read = readback::read_staging(&self.0.device, &staging, bytes).await;
+        // A fault explains a failed readback better than the map error, and makes a readback
+        // that "worked" on a broken device (stale or zeroed data) an error.
+        self.fault()?;
+        read.map_err(GpuError::Readback)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -921,10 +1060,11 @@ impl Gpu {
 
     /// Waits (natively) until all submitted work is done; used by benchmarks for timing.
     pub async fn finish(&self) -> Result<(), GpuError> {
+        self.fault()?;
         self.flush();
-        readback::work_done(&self.0.device, &self.0.queue)
-            .await
-            .map_err(GpuError::Readback)
+        let done = readback::work_done(&self.0.device, &self.0.queue).await;
+        self.fault()?;
+        done.map_err(GpuError::Readback)
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -12,7 +12,7 @@ mod profile;
 mod readback;
 
 pub use batch::{Binding, Dispatch};
-pub use context::{Gpu, GpuError, GpuOptions, KernelVariant, SplitK};
+pub use context::{blocked_tile_rule, GemmTile, Gpu, GpuError, GpuOptions, KernelVariant, SplitK};
 pub use pipelines::{declared_bindings, BindingKind, KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolReuse, PoolStats};
 
@@ -20,13 +20,7 @@ pub use pool::{GpuBuffer, PoolReuse, PoolStats};
 /// `reduce MODE=1u`). Launchers call it through `tensor::pipeline`; pipelines never named show up
 /// in [`launch_counts`] by their number of buffers.
 pub fn label_pipeline(gpu: &Gpu, pipeline: &std::rc::Rc<wgpu::ComputePipeline>, key: &KernelKey) {
-    gpu.0.batch.borrow_mut().label(pipeline, || {
-        let mut s = key.name.to_string();
-        for (k, v) in &key.consts {
-            s.push_str(&format!(" {k}={v}"));
-        }
-        s
-    });
+    gpu.0.batch.borrow_mut().label(pipeline, || key.label());
 }
 
 /// Kernel launches recorded on `gpu` since it was created, per kernel label, largest first.

@@ -39,6 +39,14 @@ impl KernelKey {
         self.consts.push((k, v.to_string()));
         self
     }
+    /// `name K=v K=v`: how errors, the launch histogram and the profiler name a variant.
+    pub fn label(&self) -> String {
+        let mut s = self.name.to_string();
+        for (k, v) in &self.consts {
+            s.push_str(&format!(" {k}={v}"));
+        }
+        s
+    }
 }
 
 /// The WGSL text of a kernel before its constants are prepended.
@@ -148,9 +156,14 @@ pub(crate) struct PipelineCache {
 }
 
 impl PipelineCache {
+    /// The pipeline of `key`, built on a miss inside a validation error scope: a kernel that
+    /// does not build is recorded in `fault` naming the variant (reported by the next readback),
+    /// and not cached. What is returned then is wgpu's invalid pipeline, whose launches the
+    /// device ignores.
     pub fn get(
         &self,
         device: &wgpu::Device,
+        fault: &super::context::FaultSlot,
         key: &KernelKey,
         source: impl FnOnce() -> KernelSource,
     ) -> Rc<wgpu::ComputePipeline> {
@@ -159,8 +172,17 @@ impl PipelineCache {
         }
         let src = source();
         let text = src.render(key);
-        let bindings =
-            declared_bindings(&text).unwrap_or_else(|e| panic!("kernel `{}`: {e}", key.name));
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bindings = declared_bindings(&text).unwrap_or_else(|e| {
+            super::context::record_fault(
+                fault,
+                super::context::Fault::Kernel {
+                    kernel: key.label(),
+                    message: e.clone(),
+                },
+            );
+            Vec::new()
+        });
         let layout = self.layout(device, key.name, bindings);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(key.name),
@@ -175,6 +197,37 @@ impl PipelineCache {
             cache: None,
         });
         let p = Rc::new(pipeline);
+        let failed = {
+            let fault = fault.clone();
+            let kernel = key.label();
+            move |e: wgpu::Error| {
+                super::context::record_fault(
+                    &fault,
+                    super::context::Fault::Kernel {
+                        kernel,
+                        message: e.to_string(),
+                    },
+                )
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            // Natively the scope's result is ready at once (no GPU round trip).
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                failed(e);
+                return p;
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            // The browser answers later; the fault is then reported by the next readback.
+            let pop = scope.pop();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(e) = pop.await {
+                    failed(e);
+                }
+            });
+        }
         self.map.borrow_mut().insert(key.clone(), p.clone());
         p
     }
@@ -206,5 +259,9 @@ impl PipelineCache {
 
     pub fn len(&self) -> usize {
         self.map.borrow().len()
+    }
+
+    pub fn keys(&self) -> Vec<KernelKey> {
+        self.map.borrow().keys().cloned().collect()
     }
 }

@@ -76,12 +76,30 @@ struct Node {
     op: Box<dyn Propagate>,
 }
 
-#[derive(Default)]
 struct TapeInner {
     nodes: Vec<Node>,
     vars: usize,
     /// var id -> index of the parameter it stands for
     params: Vec<(usize, usize)>,
+    /// Which recording this is (unique across tapes, new after each backward): a var's id means
+    /// something only within the recording that made it.
+    pass: u64,
+}
+
+impl Default for TapeInner {
+    fn default() -> Self {
+        TapeInner {
+            nodes: Vec::new(),
+            vars: 0,
+            params: Vec::new(),
+            pass: next_pass(),
+        }
+    }
+}
+
+fn next_pass() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Records differentiable ops. Cheap to clone (shared).
@@ -93,12 +111,18 @@ pub struct Tape(Rc<RefCell<TapeInner>>);
 pub struct Var {
     pub value: Tensor,
     id: Option<usize>,
+    /// The tape recording `id` belongs to (see `TapeInner::pass`).
+    pass: u64,
 }
 
 impl Var {
     /// A constant: no gradient flows to it.
     pub fn constant(value: Tensor) -> Var {
-        Var { value, id: None }
+        Var {
+            value,
+            id: None,
+            pass: 0,
+        }
     }
     pub fn needs_grad(&self) -> bool {
         self.id.is_some()
@@ -141,6 +165,7 @@ impl Tape {
         Var {
             value: value.clone(),
             id: Some(id),
+            pass: t.pass,
         }
     }
 
@@ -152,6 +177,7 @@ impl Tape {
         Var {
             value: value.clone(),
             id: Some(id),
+            pass: t.pass,
         }
     }
 
@@ -163,9 +189,21 @@ impl Tape {
         op: impl Backward<N> + 'static,
     ) -> Var {
         if inputs.iter().all(|v| v.id.is_none()) {
-            return Var { value, id: None };
+            return Var {
+                value,
+                id: None,
+                pass: 0,
+            };
         }
         let mut t = self.0.borrow_mut();
+        for v in inputs.iter().filter(|v| v.id.is_some()) {
+            assert!(
+                v.pass == t.pass,
+                "a Var from another recording was used on this tape (one made before \
+                 Tape::backward, or on another tape): its gradient would go to the wrong \
+                 place. Make the tape's variables again (e.g. UNet::vars) after each backward."
+            );
+        }
         let id = t.vars;
         t.vars += 1;
         t.nodes.push(Node {
@@ -178,6 +216,7 @@ impl Tape {
         Var {
             value,
             id: Some(id),
+            pass: t.pass,
         }
     }
 
@@ -192,15 +231,22 @@ impl Tape {
     /// Back-propagates from `out` with seed gradient `seed` (ones of out's shape when `None`),
     /// consuming the tape. Returns parameter gradients, and every leaf's gradient by var.
     pub fn backward(&self, out: &Var, seed: Option<Tensor>) -> (Grads, LeafGrads) {
+        // The tape starts a new recording (a new `pass`): vars of this one are refused by it.
         let TapeInner {
             nodes,
             vars,
             params,
+            pass,
         } = std::mem::take(&mut *self.0.borrow_mut());
         let mut grads: Vec<Option<Tensor>> = vec![None; vars];
         let Some(out_id) = out.id else {
             panic!("backward from a value that depends on no parameter");
         };
+        assert!(
+            out.pass == pass,
+            "backward from a Var of another recording (made before the last Tape::backward, \
+             or on another tape)"
+        );
         grads[out_id] =
             Some(seed.unwrap_or_else(|| Tensor::full(out.value.gpu(), out.value.shape(), 1.0)));
         // Each node (with the tensors it saved) and its incoming gradient are dropped as soon as
@@ -222,7 +268,7 @@ impl Tape {
                 });
             }
         }
-        (Grads { by_param }, LeafGrads { grads })
+        (Grads { by_param }, LeafGrads { grads, pass })
     }
 
     // ---------------- differentiable ops ----------------
@@ -514,10 +560,17 @@ impl Tape {
 /// Gradients of every variable after backward (for tests of leaves).
 pub struct LeafGrads {
     grads: Vec<Option<Tensor>>,
+    pass: u64,
 }
 
 impl LeafGrads {
+    /// The gradient of `v` (None for a constant, or a var no gradient reached); panics for a
+    /// var of another recording, whose id would name some other var's gradient here.
     pub fn of(&self, v: &Var) -> Option<&Tensor> {
+        assert!(
+            v.id.is_none() || v.pass == self.pass,
+            "LeafGrads::of a Var of another recording than the one back-propagated"
+        );
         v.id.and_then(|i| self.grads.get(i))
             .and_then(|g| g.as_ref())
     }

@@ -1,18 +1,56 @@
 //! Elementwise maps (elementwise.wgsl), per-sample scalars (per_sample.wgsl), channel broadcast
 //! (channel_bias.wgsl) and in-place axpby (axpby_inplace.wgsl).
 
-use bytemuck::{Pod, Zeroable};
-
+use super::params::{wgsl_params, WgslParams};
+use super::registry::KernelDef;
 use super::{groups_for, stand_in, Tensor};
-use crate::gpu::{Dispatch, KernelKey, KernelSource};
+use crate::gpu::{Dispatch, KernelKey};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MapParams {
-    n4: u32,
-    a: f32,
-    b: f32,
-    _pad: u32,
+wgsl_params! {
+    /// elementwise.wgsl and axpby_inplace.wgsl.
+    pub struct MapParams { n4: u32, a: f32, b: f32, _pad: u32 }
+}
+wgsl_params! {
+    /// per_sample.wgsl.
+    pub struct PerSampleParams { n: u32, len: u32, _p0: u32, _p1: u32 }
+}
+wgsl_params! {
+    /// channel_bias.wgsl.
+    pub struct ChannelBiasParams { n: u32, c: u32, hw: u32, v_stride: u32 }
+}
+
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+
+/// `elementwise.wgsl` for one [`MapOp`] (by number: 0..=MapOp::LAST).
+fn map_def(op: u32) -> KernelDef {
+    KernelDef::fixed::<MapParams>(KernelKey::new("elementwise").u32("OP", op), ELEMENTWISE)
+}
+fn axpby_inplace_def() -> KernelDef {
+    KernelDef::fixed::<MapParams>(
+        KernelKey::new("axpby_inplace"),
+        include_str!("../../shaders/axpby_inplace.wgsl"),
+    )
+}
+fn per_sample_def(has_y: bool) -> KernelDef {
+    KernelDef::fixed::<PerSampleParams>(
+        KernelKey::new("per_sample").flag("HAS_Y", has_y),
+        include_str!("../../shaders/per_sample.wgsl"),
+    )
+}
+fn channel_bias_def() -> KernelDef {
+    KernelDef::fixed::<ChannelBiasParams>(
+        KernelKey::new("channel_bias"),
+        include_str!("../../shaders/channel_bias.wgsl"),
+    )
+}
+
+/// Every variant of this file's kernels (tensor/registry.rs).
+pub(crate) fn registry_defs() -> Vec<KernelDef> {
+    let mut v: Vec<KernelDef> = (0..=MapOp::LAST as u32).map(map_def).collect();
+    v.push(axpby_inplace_def());
+    v.extend([false, true].map(per_sample_def));
+    v.push(channel_bias_def());
+    v
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +71,8 @@ pub(crate) enum MapOp {
 }
 
 impl MapOp {
+    /// The highest op number (the registry enumerates 0..=LAST).
+    const LAST: MapOp = MapOp::Mask;
     /// Which of (x, y) the kernel reads for this op; the others are bound to a stand-in.
     fn reads(self) -> (bool, bool) {
         use MapOp::*;
@@ -68,21 +108,18 @@ pub(crate) fn map_into(
         op.reads(),
         "{op:?}: which inputs are given"
     );
-    let key = KernelKey::new("elementwise").u32("OP", op as u32);
-    let pipeline = super::pipeline(gpu, &key, || {
-        KernelSource::one(include_str!("../../shaders/elementwise.wgsl"))
-    });
+    let pipeline = super::pipeline_of(gpu, map_def(op as u32));
     let bx = x.map(|t| t.bind()).unwrap_or_else(|| stand_in(gpu));
     let by = y.map(|t| t.bind()).unwrap_or_else(|| stand_in(gpu));
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::bytes_of(&MapParams {
+        params: MapParams {
             n4: n4 as u32,
             a,
             b,
             _pad: 0,
-        })
-        .to_vec(),
+        }
+        .bytes(),
         buffers: vec![bx, by, out.bind()],
         workgroups: groups_for(gpu, n4),
     });
@@ -151,18 +188,16 @@ impl Tensor {
         assert_eq!(self.numel(), y.numel());
         let gpu = self.gpu();
         let n4 = self.numel().div_ceil(4);
-        let pipeline = super::pipeline(gpu, &KernelKey::new("axpby_inplace"), || {
-            KernelSource::one(include_str!("../../shaders/axpby_inplace.wgsl"))
-        });
+        let pipeline = super::pipeline_of(gpu, axpby_inplace_def());
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::bytes_of(&MapParams {
+            params: MapParams {
                 n4: n4 as u32,
                 a,
                 b,
                 _pad: 0,
-            })
-            .to_vec(),
+            }
+            .bytes(),
             buffers: vec![self.bind(), y.bind()],
             workgroups: groups_for(gpu, n4),
         });
@@ -188,13 +223,15 @@ impl Tensor {
             }
             None => (stand_in(gpu), stand_in(gpu)),
         };
-        let key = KernelKey::new("per_sample").flag("HAS_Y", y.is_some());
-        let pipeline = super::pipeline(gpu, &key, || {
-            KernelSource::one(include_str!("../../shaders/per_sample.wgsl"))
-        });
+        let pipeline = super::pipeline_of(gpu, per_sample_def(y.is_some()));
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[self.numel() as u32, len as u32, 0, 0]).to_vec(),
+            params: PerSampleParams {
+                n: self.numel() as u32,
+                len: len as u32,
+                ..Default::default()
+            }
+            .bytes(),
             buffers: vec![self.bind(), by, sa.bind(), bsb, out.bind()],
             workgroups: groups_for(gpu, self.numel()),
         });
@@ -213,13 +250,16 @@ impl Tensor {
             c
         };
         let out = Tensor::empty(gpu, self.shape());
-        let pipeline = super::pipeline(gpu, &KernelKey::new("channel_bias"), || {
-            KernelSource::one(include_str!("../../shaders/channel_bias.wgsl"))
-        });
+        let pipeline = super::pipeline_of(gpu, channel_bias_def());
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[n as u32, c as u32, hw as u32, v_stride as u32])
-                .to_vec(),
+            params: ChannelBiasParams {
+                n: n as u32,
+                c: c as u32,
+                hw: hw as u32,
+                v_stride: v_stride as u32,
+            }
+            .bytes(),
             buffers: vec![self.bind(), v.bind(), out.bind()],
             workgroups: groups_for(gpu, self.numel()),
         });

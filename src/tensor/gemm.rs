@@ -5,48 +5,55 @@
 
 use std::borrow::Cow;
 
-use bytemuck::{Pod, Zeroable};
-
+use super::params::{wgsl_params, WgslParams};
+use super::registry::{KernelDef, Needs};
 use super::{stand_in, Tensor};
-use crate::gpu::{Dispatch, Gpu, KernelKey, KernelSource, KernelVariant};
+use crate::gpu::{Dispatch, Gpu, GemmTile, KernelKey, KernelSource, KernelVariant};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    sa: u32,
-    sb: u32,
-    sc: u32,
-    alpha: f32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    oh: u32,
-    ow: u32,
-    stride: u32,
-    pad: u32,
-    ks: u32,
-    beta: f32,
-    bias_scale: f32,
-    bias_per_col: u32,
-    k_total: u32,
-    /// Folded grids (see `fold_grid`): row and column tiles per z slice, and how many slices
-    /// the column tiles were folded into.
-    row_groups: u32,
-    col_groups: u32,
-    col_folds: u32,
-    /// What the epilogue adds from RES: 0 nothing, 1 a tensor in C's layout, 2 one value per
-    /// image and row (conv forward; see [`Residual`]).
-    residual: u32,
-    _r: [u32; 3],
+wgsl_params! {
+    /// gemm_common.wgsl's `Params`, shared by every loader and core.
+    pub struct GemmParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch: u32,
+        sa: u32,
+        sb: u32,
+        sc: u32,
+        alpha: f32,
+        cin: u32,
+        h: u32,
+        w: u32,
+        cout: u32,
+        oh: u32,
+        ow: u32,
+        stride: u32,
+        pad: u32,
+        ks: u32,
+        beta: f32,
+        bias_scale: f32,
+        bias_per_col: u32,
+        k_total: u32,
+        /// Folded grids (see `fold_grid`): row and column tiles per z slice, and how many slices
+        /// the column tiles were folded into.
+        row_groups: u32,
+        col_groups: u32,
+        col_folds: u32,
+        /// What the epilogue adds from RES: 0 nothing, 1 a tensor in C's layout, 2 one value per
+        /// image and row (conv forward; see [`Residual`]).
+        residual: u32,
+        _r0: u32,
+        _r1: u32,
+        _r2: u32,
+    }
+}
+wgsl_params! {
+    /// split_sum.wgsl.
+    pub struct SplitSumParams { len: u32, parts: u32, _a: u32, _b: u32 }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Loader {
+pub(crate) enum Loader {
     Matmul { trans_a: bool, trans_b: bool },
     ConvForward,
     ConvInputGrad,
@@ -54,6 +61,16 @@ enum Loader {
 }
 
 impl Loader {
+    /// Every operand layout a GEMM launch can use.
+    const ALL: [Loader; 7] = [
+        Loader::Matmul { trans_a: false, trans_b: false },
+        Loader::Matmul { trans_a: true, trans_b: false },
+        Loader::Matmul { trans_a: false, trans_b: true },
+        Loader::Matmul { trans_a: true, trans_b: true },
+        Loader::ConvForward,
+        Loader::ConvInputGrad,
+        Loader::ConvWeightGrad,
+    ];
     fn name(self) -> &'static str {
         match self {
             Loader::Matmul { .. } => "matmul",
@@ -125,7 +142,7 @@ fn subgroup_core(sg: u32) -> String {
 
 /// Tile shape of the blocked core (see `GemmTile` in gpu/context.rs, which picks and checks it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tile {
+pub(crate) struct Tile {
     bm: u32,
     bn: u32,
     bk: u32,
@@ -133,11 +150,8 @@ struct Tile {
     tn: u32,
 }
 
-impl Tile {
-    /// The blocked family's tile for an M x N output; the convolution weight gradient picks it
-    /// for one K chunk (its batch is the split-K count, chosen from the tile afterwards).
-    fn blocked(gpu: &Gpu, m: u32, n: u32, batch: u32) -> Tile {
-        let t = gpu.blocked_tile(m, n, batch);
+impl From<GemmTile> for Tile {
+    fn from(t: GemmTile) -> Tile {
         Tile {
             bm: t.bm,
             bn: t.bn,
@@ -145,6 +159,14 @@ impl Tile {
             tm: t.tm,
             tn: t.tn,
         }
+    }
+}
+
+impl Tile {
+    /// The blocked family's tile for an M x N output; the convolution weight gradient picks it
+    /// for one K chunk (its batch is the split-K count, chosen from the tile afterwards).
+    fn blocked(gpu: &Gpu, m: u32, n: u32, batch: u32) -> Tile {
+        Tile::from(gpu.blocked_tile(m, n, batch))
     }
     fn threads(&self) -> u32 {
         (self.bm / self.tm) * (self.bn / self.tn)
@@ -339,6 +361,116 @@ fn blocked_core(tile: Tile, a_k_fast: bool, b_n_fast: bool) -> String {
         .replace("//@STORE\n", &store)
 }
 
+/// One GEMM core with its specialisation: what a launch's family and tile choice come to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GemmCore {
+    /// gemm_tiled.wgsl: 64x64 outputs per workgroup.
+    Tiled,
+    /// gemm_subgroup.wgsl for subgroups of `sg` lanes.
+    Subgroup { sg: u32 },
+    /// gemm_blocked.wgsl for one tile shape.
+    Blocked(Tile),
+}
+
+impl GemmCore {
+    /// (BM, BN, BK, TM, TN): outputs per workgroup and per invocation, in the blocked
+    /// family's notation (the tiled and subgroup cores shown the same way).
+    fn tile(self) -> (u32, u32, u32, u32, u32) {
+        match self {
+            GemmCore::Tiled => (64, 64, 16, 4, 4),
+            GemmCore::Subgroup { sg } => (subgroup_rows(sg), sg * 4, 1, subgroup_rows(sg), 4),
+            GemmCore::Blocked(t) => (t.bm, t.bn, t.bk, t.tm, t.tn),
+        }
+    }
+}
+
+/// The GEMM kernel of one core and operand layout: gemm_common.wgsl + the loader + the core
+/// (generated for subgroup and blocked cores).
+pub(crate) fn gemm_def(core: GemmCore, loader: Loader) -> KernelDef {
+    let (ta, tb) = match loader {
+        Loader::Matmul { trans_a, trans_b } => (trans_a, trans_b),
+        _ => (false, false),
+    };
+    let mut key = KernelKey::new(loader.name())
+        .flag("TRANS_A", ta)
+        .flag("TRANS_B", tb);
+    let mut needs = Needs::default();
+    match core {
+        GemmCore::Tiled => {}
+        GemmCore::Subgroup { sg } => {
+            key = key.u32("SG", sg).u32("TM", subgroup_rows(sg));
+            needs.subgroup_size = Some(sg);
+        }
+        GemmCore::Blocked(tile) => {
+            key = key
+                .u32("BM", tile.bm)
+                .u32("BN", tile.bn)
+                .u32("BK", tile.bk)
+                .u32("TM", tile.tm)
+                .u32("TN", tile.tn);
+        }
+    }
+    KernelDef::new::<GemmParams>(key, move || {
+        let core: Cow<'static, str> = match core {
+            GemmCore::Tiled => include_str!("../../shaders/gemm_tiled.wgsl").into(),
+            GemmCore::Subgroup { sg } => subgroup_core(sg).into(),
+            GemmCore::Blocked(tile) => {
+                blocked_core(tile, loader.a_k_fast(), loader.b_n_fast()).into()
+            }
+        };
+        KernelSource {
+            parts: vec![
+                include_str!("../../shaders/gemm_common.wgsl").into(),
+                loader.text().into(),
+                core,
+            ],
+        }
+    })
+    .needing(needs)
+}
+
+/// Subgroup sizes the subgroup core is generated for: every fixed size an adapter can report
+/// (`Gpu::wanted_features` asks for subgroups only when min = max >= 4).
+const SUBGROUP_SIZES: [u32; 6] = [4, 8, 16, 32, 64, 128];
+
+/// The blocked tiles the registry covers: every tile `Gpu::blocked_tile`'s rule can pick, and
+/// every shape FEWSTEP_GEMM_TILE accepts with BM, BN in 16..=256 and BK in 4..=32 (powers of
+/// two) that fits WebGPU's default limits (256 invocations, 16 KiB of workgroup memory).
+/// A forced tile outside that sweep is validated by the device at its first launch.
+pub(crate) fn registry_tiles() -> Vec<GemmTile> {
+    let limits = wgpu::Limits::default();
+    let mut out: Vec<GemmTile> = crate::gpu::blocked_tile_rule();
+    let p2 = [16, 32, 64, 128, 256];
+    for bm in p2 {
+        for bn in p2 {
+            for bk in [4, 8, 16, 32] {
+                for tm in [4, 8] {
+                    for tn in [4, 8] {
+                        let t = GemmTile::new(bm, bn, bk, tm, tn);
+                        if t.check(&limits).is_ok() && !out.contains(&t) {
+                            out.push(t);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every variant of this file's kernels (tensor/registry.rs).
+pub(crate) fn registry_defs() -> Vec<KernelDef> {
+    let mut cores = vec![GemmCore::Tiled];
+    cores.extend(SUBGROUP_SIZES.map(|sg| GemmCore::Subgroup { sg }));
+    cores.extend(registry_tiles().into_iter().map(|t| GemmCore::Blocked(Tile::from(t))));
+    let mut v = Vec::new();
+    for core in cores {
+        v.extend(Loader::ALL.map(|l| gemm_def(core, l)));
+    }
+    v.extend([false, true].map(split_sum_def));
+    v
+}
+
 /// What the epilogue adds to alpha * A B besides beta * C: a bias (per row, or per column for
 /// matmul) and a residual.
 #[derive(Clone, Copy, Default)]
@@ -364,13 +496,6 @@ fn launch(
     Adds { bias, residual }: Adds,
 ) {
     let variant = gpu.variant();
-    let (ta, tb) = match loader {
-        Loader::Matmul { trans_a, trans_b } => (trans_a, trans_b),
-        _ => (false, false),
-    };
-    let mut key = KernelKey::new(loader.name())
-        .flag("TRANS_A", ta)
-        .flag("TRANS_B", tb);
     let sg = gpu.subgroup_size();
     // The weight gradient's batch is its split-K count, chosen from the tile (split_k_parts).
     let tile_batch = if loader == Loader::ConvWeightGrad {
@@ -378,48 +503,15 @@ fn launch(
     } else {
         p.batch
     };
-    let tile = Tile::blocked(gpu, p.m, p.n, tile_batch);
-    let workgroups = match variant {
-        KernelVariant::Tiled => {
-            gpu.note_gemm(variant, 64, 64, 16, 4, 4);
-            [p.n.div_ceil(64), p.m.div_ceil(64), p.batch]
-        }
-        KernelVariant::Subgroup => {
-            key = key.u32("SG", sg).u32("TM", subgroup_rows(sg));
-            gpu.note_gemm(variant, subgroup_rows(sg), sg * 4, 1, subgroup_rows(sg), 4);
-            [
-                p.n.div_ceil(sg * 4),
-                p.m.div_ceil(subgroup_rows(sg)),
-                p.batch,
-            ]
-        }
-        KernelVariant::Blocked => {
-            key = key
-                .u32("BM", tile.bm)
-                .u32("BN", tile.bn)
-                .u32("BK", tile.bk)
-                .u32("TM", tile.tm)
-                .u32("TN", tile.tn);
-            gpu.note_gemm(variant, tile.bm, tile.bn, tile.bk, tile.tm, tile.tn);
-            [p.n.div_ceil(tile.bn), p.m.div_ceil(tile.bm), p.batch]
-        }
+    let core = match variant {
+        KernelVariant::Tiled => GemmCore::Tiled,
+        KernelVariant::Subgroup => GemmCore::Subgroup { sg },
+        KernelVariant::Blocked => GemmCore::Blocked(Tile::blocked(gpu, p.m, p.n, tile_batch)),
     };
-    let pipeline = super::pipeline(gpu, &key, || {
-        let core: Cow<'static, str> = match variant {
-            KernelVariant::Tiled => include_str!("../../shaders/gemm_tiled.wgsl").into(),
-            KernelVariant::Subgroup => subgroup_core(sg).into(),
-            KernelVariant::Blocked => {
-                blocked_core(tile, loader.a_k_fast(), loader.b_n_fast()).into()
-            }
-        };
-        KernelSource {
-            parts: vec![
-                include_str!("../../shaders/gemm_common.wgsl").into(),
-                loader.text().into(),
-                core,
-            ],
-        }
-    });
+    let (bm, bn, bk, tm, tn) = core.tile();
+    gpu.note_gemm(variant, bm, bn, bk, tm, tn);
+    let workgroups = [p.n.div_ceil(bn), p.m.div_ceil(bm), p.batch];
+    let pipeline = super::pipeline_of(gpu, gemm_def(core, loader));
     let bias_bind = match bias {
         Some(t) => {
             p.bias_scale = 1.0;
@@ -447,7 +539,7 @@ fn launch(
     let workgroups = fold_grid(gpu, &mut p, workgroups);
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::bytes_of(&p).to_vec(),
+        params: p.bytes(),
         buffers: vec![a.bind(), b.bind(), c.bind(), bias_bind, res_bind],
         workgroups,
     });
@@ -741,6 +833,17 @@ fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
         .max(1)
 }
 
+fn split_sum_def(vec4: bool) -> KernelDef {
+    KernelDef::new::<SplitSumParams>(KernelKey::new("split_sum").flag("VEC4", vec4), move || {
+        KernelSource {
+            parts: vec![
+                super::elem_prelude(vec4).into(),
+                include_str!("../../shaders/split_sum.wgsl").into(),
+            ],
+        }
+    })
+}
+
 /// Sums the slices of `partial` [parts, len] into one tensor of `shape` (len values).
 fn split_sum(partial: &Tensor, shape: &[usize]) -> Tensor {
     let gpu = partial.gpu();
@@ -748,19 +851,17 @@ fn split_sum(partial: &Tensor, shape: &[usize]) -> Tensor {
     let out = Tensor::empty(gpu, shape);
     assert_eq!(out.numel(), len);
     let vec4 = len % 4 == 0;
-    let pipeline = super::pipeline(gpu, &KernelKey::new("split_sum").flag("VEC4", vec4), || {
-        KernelSource {
-            parts: vec![
-                super::elem_prelude(vec4).into(),
-                include_str!("../../shaders/split_sum.wgsl").into(),
-            ],
-        }
-    });
+    let pipeline = super::pipeline_of(gpu, split_sum_def(vec4));
     // 16 columns (of 4 values with vec4) per workgroup.
     let columns = if vec4 { len / 4 } else { len };
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::cast_slice(&[len as u32, parts as u32, 0, 0]).to_vec(),
+        params: SplitSumParams {
+            len: len as u32,
+            parts: parts as u32,
+            ..Default::default()
+        }
+        .bytes(),
         buffers: vec![partial.bind(), out.bind()],
         workgroups: gpu.grid_1d(columns.div_ceil(16) as u32),
     });

@@ -10,7 +10,9 @@ mod gemm;
 mod meter;
 mod norm;
 mod optim;
+pub(crate) mod params;
 mod random;
+pub mod registry;
 mod shape_ops;
 
 use std::rc::Rc;
@@ -184,6 +186,11 @@ pub(crate) fn pipeline(
     let p = gpu.pipeline(key, source);
     crate::gpu::label_pipeline(gpu, &p, key);
     p
+}
+
+/// The cached pipeline of a registry definition (`tensor/registry.rs`).
+pub(crate) fn pipeline_of(gpu: &Gpu, def: registry::KernelDef) -> Rc<wgpu::ComputePipeline> {
+    pipeline(gpu, &def.key, def.source)
 }
 
 /// WGSL prepended to kernels that read whole rows either 16 bytes or 4 bytes at a time: `Elem`

@@ -1,7 +1,85 @@
 //! Group normalisation and row softmax (group_norm*.wgsl, softmax.wgsl).
 
+use super::params::{wgsl_params, WgslParams};
+use super::registry::KernelDef;
 use super::Tensor;
 use crate::gpu::{Dispatch, KernelKey, KernelSource};
+
+wgsl_params! {
+    /// group_norm.wgsl and group_norm_grad.wgsl.
+    pub struct GroupNormParams { c: u32, hw: u32, groups: u32, eps: f32, total: u32 }
+}
+wgsl_params! {
+    /// group_norm_param_grad.wgsl.
+    pub struct GroupNormParamGradParams { c: u32, hw: u32, groups: u32, n: u32 }
+}
+wgsl_params! {
+    /// softmax.wgsl.
+    pub struct SoftmaxParams { rows: u32, len: u32, scale: f32, _p: u32 }
+}
+
+/// The three group-norm kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NormKernel {
+    Forward,
+    InputGrad,
+    ParamGrad,
+}
+
+/// One of the group-norm kernels: `SILU` fused or not, 16-byte loads (`VEC4`) where the pixel
+/// count is a multiple of 4. The forward and the input gradient reduce over a whole group with
+/// the shared block sum; the parameter gradient reduces per channel in its own code.
+fn norm_def(kernel: NormKernel, silu: bool, vec4: bool) -> KernelDef {
+    let (name, text, block_sum) = match kernel {
+        NormKernel::Forward => ("group_norm", include_str!("../../shaders/group_norm.wgsl"), true),
+        NormKernel::InputGrad => (
+            "group_norm_grad",
+            include_str!("../../shaders/group_norm_grad.wgsl"),
+            true,
+        ),
+        NormKernel::ParamGrad => (
+            "group_norm_param_grad",
+            include_str!("../../shaders/group_norm_param_grad.wgsl"),
+            false,
+        ),
+    };
+    let key = KernelKey::new(name).flag("SILU", silu).flag("VEC4", vec4);
+    let source = move || {
+        let mut parts = vec![super::elem_prelude(vec4).into()];
+        if block_sum {
+            parts.push(include_str!("../../shaders/block_sum.wgsl").into());
+        }
+        parts.push(text.into());
+        KernelSource { parts }
+    };
+    match kernel {
+        NormKernel::ParamGrad => KernelDef::new::<GroupNormParamGradParams>(key, source),
+        _ => KernelDef::new::<GroupNormParams>(key, source),
+    }
+}
+
+fn softmax_def(mode: u32, row_per_invocation: bool) -> KernelDef {
+    KernelDef::fixed::<SoftmaxParams>(
+        KernelKey::new("softmax")
+            .u32("MODE", mode)
+            .flag("ROW_PER_INVOCATION", row_per_invocation),
+        include_str!("../../shaders/softmax.wgsl"),
+    )
+}
+
+/// Every variant of this file's kernels (tensor/registry.rs).
+pub(crate) fn registry_defs() -> Vec<KernelDef> {
+    let mut v = Vec::new();
+    for kernel in [NormKernel::Forward, NormKernel::InputGrad, NormKernel::ParamGrad] {
+        for silu in [false, true] {
+            v.extend([false, true].map(|vec4| norm_def(kernel, silu, vec4)));
+        }
+    }
+    for mode in [0, 1] {
+        v.extend([false, true].map(|alone| softmax_def(mode, alone)));
+    }
+    v
+}
 
 /// Saved by the forward pass for the backward: per (sample, group) mean and 1/std.
 #[derive(Clone, Debug)]
@@ -58,23 +136,17 @@ impl Tensor {
         assert_eq!(beta.numel(), c);
         let out = Tensor::empty(gpu, self.shape());
         let stats = Tensor::empty(gpu, &[n * groups, 2]);
-        let pipeline = norm_pipeline(
-            gpu,
-            "group_norm",
-            include_str!("../../shaders/group_norm.wgsl"),
-            true,
-            (silu, hw),
-        );
+        let pipeline = norm_pipeline(gpu, NormKernel::Forward, (silu, hw));
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[
-                c as u32,
-                hw as u32,
-                groups as u32,
-                eps.to_bits(),
-                (n * groups) as u32,
-            ])
-            .to_vec(),
+            params: GroupNormParams {
+                c: c as u32,
+                hw: hw as u32,
+                groups: groups as u32,
+                eps,
+                total: (n * groups) as u32,
+            }
+            .bytes(),
             buffers: vec![
                 self.bind(),
                 gamma.bind(),
@@ -125,23 +197,17 @@ impl Tensor {
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
         let dx = Tensor::empty(gpu, self.shape());
-        let pipeline = norm_pipeline(
-            gpu,
-            "group_norm_grad",
-            include_str!("../../shaders/group_norm_grad.wgsl"),
-            true,
-            (silu, hw),
-        );
+        let pipeline = norm_pipeline(gpu, NormKernel::InputGrad, (silu, hw));
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[
-                c as u32,
-                hw as u32,
-                g as u32,
-                saved.eps.to_bits(),
-                (n * g) as u32,
-            ])
-            .to_vec(),
+            params: GroupNormParams {
+                c: c as u32,
+                hw: hw as u32,
+                groups: g as u32,
+                eps: saved.eps,
+                total: (n * g) as u32,
+            }
+            .bytes(),
             buffers: [
                 self.bind(),
                 gamma.bind(),
@@ -156,16 +222,16 @@ impl Tensor {
         });
         let dgamma = Tensor::empty(gpu, &[c]);
         let dbeta = Tensor::empty(gpu, &[c]);
-        let pipeline = norm_pipeline(
-            gpu,
-            "group_norm_param_grad",
-            include_str!("../../shaders/group_norm_param_grad.wgsl"),
-            false,
-            (silu, hw),
-        );
+        let pipeline = norm_pipeline(gpu, NormKernel::ParamGrad, (silu, hw));
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[c as u32, hw as u32, g as u32, n as u32]).to_vec(),
+            params: GroupNormParamGradParams {
+                c: c as u32,
+                hw: hw as u32,
+                groups: g as u32,
+                n: n as u32,
+            }
+            .bytes(),
             buffers: [
                 self.bind(),
                 dy.bind(),
@@ -192,26 +258,13 @@ impl Tensor {
     }
 }
 
-/// The pipeline of one of the three group-norm kernels: `SILU` fused or not, 16-byte loads where
-/// the pixel count is a multiple of 4; `block_sum`: the kernel reduces over a whole group with
-/// the shared block sum (the parameter gradient reduces per channel in its own code).
+/// The pipeline of one of the three group-norm kernels for (SiLU fused, pixels per channel).
 fn norm_pipeline(
     gpu: &crate::gpu::Gpu,
-    name: &'static str,
-    text: &'static str,
-    block_sum: bool,
+    kernel: NormKernel,
     (silu, hw): (bool, usize),
 ) -> std::rc::Rc<wgpu::ComputePipeline> {
-    let vec4 = hw % 4 == 0;
-    let key = KernelKey::new(name).flag("SILU", silu).flag("VEC4", vec4);
-    super::pipeline(gpu, &key, || {
-        let mut parts = vec![super::elem_prelude(vec4).into()];
-        if block_sum {
-            parts.push(include_str!("../../shaders/block_sum.wgsl").into());
-        }
-        parts.push(text.into());
-        KernelSource { parts }
-    })
+    super::pipeline_of(gpu, norm_def(kernel, silu, hw % 4 == 0))
 }
 
 fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tensor {
@@ -221,17 +274,17 @@ fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tens
     let out = Tensor::empty(gpu, x.shape());
     // CPU adapters: a row per invocation (no barriers; see softmax.wgsl).
     let alone = gpu.softmax_row_per_invocation();
-    let pipeline = super::pipeline(
-        gpu,
-        &KernelKey::new("softmax")
-            .u32("MODE", mode)
-            .flag("ROW_PER_INVOCATION", alone),
-        || KernelSource::one(include_str!("../../shaders/softmax.wgsl")),
-    );
+    let pipeline = super::pipeline_of(gpu, softmax_def(mode, alone));
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| super::stand_in(gpu));
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::cast_slice(&[rows as u32, len as u32, scale.to_bits(), 0]).to_vec(),
+        params: SoftmaxParams {
+            rows: rows as u32,
+            len: len as u32,
+            scale,
+            _p: 0,
+        }
+        .bytes(),
         buffers: vec![x.bind(), yb, out.bind()],
         workgroups: if alone {
             super::groups_for(gpu, rows)

@@ -5,8 +5,8 @@
 //! an update is a handful of launches rather than two per parameter tensor. No readback, so a
 //! training step stays one submit.
 
-use bytemuck::{Pod, Zeroable};
-
+use super::params::{wgsl_params, WgslParams};
+use super::registry::KernelDef;
 use super::Tensor;
 use crate::gpu::{Binding, Dispatch, Gpu, KernelKey, KernelSource};
 
@@ -50,19 +50,60 @@ const UNUSED: u32 = u32::MAX;
 /// Floats per workgroup of sum_squares_multi.wgsl (its `CHUNK`).
 const SUM_SQUARES_CHUNK: usize = 4096;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AdamHeader {
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    bc1: f32,
-    bc2: f32,
-    wd: f32,
-    ema_a: f32,
-    ema_b: f32,
-    _pad: [u32; 3],
+wgsl_params! {
+    /// adam_multi.wgsl, before its `tab` (one `vec4<u32>` per tensor slot).
+    pub struct AdamHeader {
+        lr: f32, beta1: f32, beta2: f32, eps: f32, bc1: f32, bc2: f32, wd: f32, ema_a: f32,
+        ema_b: f32, _p0: u32, _p1: u32, _p2: u32,
+    }
+}
+wgsl_params! {
+    /// sum_squares_multi.wgsl, before its `tab`.
+    pub struct SumSquaresHeader { out_offset: u32, _p0: u32, _p1: u32, _p2: u32 }
+}
+wgsl_params! {
+    /// clip_scale.wgsl.
+    pub struct ClipScaleParams { count: u32, max_norm: f32, _p0: u32, _p1: u32 }
+}
+
+/// sum_squares_multi.wgsl for `k` gradients per launch.
+fn sum_squares_def(k: usize) -> KernelDef {
+    KernelDef::new::<SumSquaresHeader>(
+        KernelKey::new("sum_squares_multi").u32("K", k as u32),
+        move || KernelSource {
+            parts: vec![sum_squares_multi_source(k).into()],
+        },
+    )
+    .with_params_tail(16 * k)
+}
+fn clip_scale_def() -> KernelDef {
+    KernelDef::fixed::<ClipScaleParams>(
+        KernelKey::new("clip_scale"),
+        include_str!("../../shaders/clip_scale.wgsl"),
+    )
+}
+/// adam_multi.wgsl for `k` parameters per launch, with or without the fused EMA.
+fn adam_def(k: usize, ema: bool) -> KernelDef {
+    KernelDef::new::<AdamHeader>(
+        KernelKey::new("adam_multi")
+            .u32("K", k as u32)
+            .flag("EMA", ema),
+        move || KernelSource {
+            parts: vec![adam_multi_source(k, ema).into()],
+        },
+    )
+    .with_params_tail(16 * k)
+}
+
+/// Every variant of this file's kernels (tensor/registry.rs): any tensor count per launch up
+/// to the caps (the device's storage-buffer limit picks it).
+pub(crate) fn registry_defs() -> Vec<KernelDef> {
+    let mut v: Vec<KernelDef> = (1..=MAX_SUM_SQUARES_PER_LAUNCH).map(sum_squares_def).collect();
+    v.push(clip_scale_def());
+    for ema in [false, true] {
+        v.extend((1..=MAX_TENSORS_PER_LAUNCH).map(|k| adam_def(k, ema)));
+    }
+    v
 }
 
 /// Optimizer state for a fixed list of parameter tensors.
@@ -275,20 +316,21 @@ impl Adam {
             MAX_SUM_SQUARES_PER_LAUNCH
         };
         let k = tensors_per_launch(&gpu, 1, 1, cap);
-        let pipeline = super::pipeline(
-            &gpu,
-            &KernelKey::new("sum_squares_multi").u32("K", k as u32),
-            || KernelSource {
-                parts: vec![sum_squares_multi_source(k).into()],
-            },
-        );
+        let pipeline = super::pipeline_of(&gpu, sum_squares_def(k));
         let mut offset = 0usize;
         for (range, tab, groups) in plan(&lens, k, sum_squares_groups) {
             let mut buffers = vec![self.sumsq.bind()];
             buffers.extend(slots(range, k, |i, out| out.push(grads[i].bind())));
             gpu.dispatch(Dispatch {
                 pipeline: pipeline.clone(),
-                params: params_with_tab(bytemuck::cast_slice(&[offset as u32, 0, 0, 0]), &tab),
+                params: params_with_tab(
+                    &SumSquaresHeader {
+                        out_offset: offset as u32,
+                        ..Default::default()
+                    }
+                    .bytes(),
+                    &tab,
+                ),
                 buffers,
                 workgroups: gpu.grid_1d(groups.max(1) as u32),
             });
@@ -296,12 +338,15 @@ impl Adam {
         }
 
         // 2. The clipping factor from their total.
-        let pipeline = super::pipeline(&gpu, &KernelKey::new("clip_scale"), || {
-            KernelSource::one(include_str!("../../shaders/clip_scale.wgsl"))
-        });
+        let pipeline = super::pipeline_of(&gpu, clip_scale_def());
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[offset as u32, clip.max_norm.to_bits(), 0, 0]).to_vec(),
+            params: ClipScaleParams {
+                count: offset as u32,
+                max_norm: clip.max_norm,
+                ..Default::default()
+            }
+            .bytes(),
             buffers: vec![self.sumsq.bind(), self.clip.bind()],
             workgroups: [1, 1, 1],
         });
@@ -321,17 +366,12 @@ impl Adam {
             wd: c.weight_decay,
             ema_a: decay,
             ema_b: 1.0 - decay,
-            _pad: [0; 3],
+            ..Default::default()
         };
         let per = if ema.is_some() { 5 } else { 4 };
         let k = tensors_per_launch(&gpu, per, 1, self.tensors_per_launch);
         let with_ema = ema.is_some();
-        let key = KernelKey::new("adam_multi")
-            .u32("K", k as u32)
-            .flag("EMA", with_ema);
-        let pipeline = super::pipeline(&gpu, &key, || KernelSource {
-            parts: vec![adam_multi_source(k, with_ema).into()],
-        });
+        let pipeline = super::pipeline_of(&gpu, adam_def(k, with_ema));
         let n4: Vec<usize> = lens.iter().map(|n| n.div_ceil(4)).collect();
         for (range, tab, groups) in plan(&n4, k, |n| n.div_ceil(256)) {
             let mut buffers = vec![self.clip.bind()];
@@ -348,7 +388,7 @@ impl Adam {
             }));
             gpu.dispatch(Dispatch {
                 pipeline: pipeline.clone(),
-                params: params_with_tab(bytemuck::bytes_of(&header), &tab),
+                params: params_with_tab(&header.bytes(), &tab),
                 buffers,
                 workgroups: gpu.grid_1d(groups.max(1) as u32),
             });

@@ -1,8 +1,27 @@
 //! Seeded Gaussian noise from a counter-based generator (philox_normal.wgsl): the same seed and
 //! stream give the same numbers on every backend, in any order of generation, with no state.
 
+use super::params::{wgsl_params, WgslParams};
+use super::registry::KernelDef;
 use super::{groups_for, Tensor};
-use crate::gpu::{Dispatch, Gpu, KernelKey, KernelSource};
+use crate::gpu::{Dispatch, Gpu, KernelKey};
+
+wgsl_params! {
+    /// philox_normal.wgsl: the 64-bit seed and stream as halves (WGSL has no 64-bit integers).
+    pub struct PhiloxParams { n: u32, key0: u32, key1: u32, stream_lo: u32, stream_hi: u32, _p0: u32, _p1: u32, _p2: u32 }
+}
+
+fn philox_def() -> KernelDef {
+    KernelDef::fixed::<PhiloxParams>(
+        KernelKey::new("philox_normal"),
+        include_str!("../../shaders/philox_normal.wgsl"),
+    )
+}
+
+/// Every variant of this file's kernels (tensor/registry.rs).
+pub(crate) fn registry_defs() -> Vec<KernelDef> {
+    vec![philox_def()]
+}
 
 impl Tensor {
     /// Standard normal noise; `stream` separates independent draws under one seed
@@ -10,22 +29,18 @@ impl Tensor {
     pub fn randn(gpu: &Gpu, shape: &[usize], seed: u64, stream: u64) -> Tensor {
         let out = Tensor::empty(gpu, shape);
         let n = out.numel();
-        let pipeline = super::pipeline(gpu, &KernelKey::new("philox_normal"), || {
-            KernelSource::one(include_str!("../../shaders/philox_normal.wgsl"))
-        });
-        let params: [u32; 8] = [
-            n as u32,
-            seed as u32,
-            (seed >> 32) as u32,
-            stream as u32,
-            (stream >> 32) as u32,
-            0,
-            0,
-            0,
-        ];
+        let pipeline = super::pipeline_of(gpu, philox_def());
+        let params = PhiloxParams {
+            n: n as u32,
+            key0: seed as u32,
+            key1: (seed >> 32) as u32,
+            stream_lo: stream as u32,
+            stream_hi: (stream >> 32) as u32,
+            ..Default::default()
+        };
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&params).to_vec(),
+            params: params.bytes(),
             buffers: vec![out.bind()],
             workgroups: groups_for(gpu, n.div_ceil(4)),
         });

@@ -1,8 +1,114 @@
 //! Data movement and reductions: nearest upsampling, channel concatenation and slicing, strided
 //! sums (reduce.wgsl), the sinusoidal embedding and the weighted squared-error loss.
 
+use super::params::{wgsl_params, WgslParams};
+use super::registry::KernelDef;
 use super::{groups_for, stand_in, Tensor};
 use crate::gpu::{Dispatch, KernelKey, KernelSource};
+
+wgsl_params! {
+    /// reduce.wgsl.
+    pub struct ReduceParams { outer: u32, rows: u32, inner: u32, out_offset: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 }
+}
+wgsl_params! {
+    /// sinusoidal.wgsl.
+    pub struct SinusoidalParams { n: u32, dim: u32, scale: f32, _p: u32 }
+}
+wgsl_params! {
+    /// weighted_mse.wgsl.
+    pub struct WeightedMseParams { n: u32, len: u32, _p0: u32, _p1: u32 }
+}
+wgsl_params! {
+    /// upsample.wgsl.
+    pub struct UpsampleParams { planes: u32, h: u32, w: u32, _p: u32 }
+}
+wgsl_params! {
+    /// channel_copy.wgsl.
+    pub struct ChannelCopyParams { n: u32, cs: u32, cd: u32, hw: u32, offset: u32, _p0: u32, _p1: u32, _p2: u32 }
+}
+wgsl_params! {
+    /// channel_pack2.wgsl.
+    pub struct ChannelPack2Params { n: u32, ca: u32, cb: u32, hw: u32 }
+}
+wgsl_params! {
+    /// cross_entropy.wgsl.
+    pub struct CrossEntropyParams { n: u32, k: u32, scale: f32, _p: u32 }
+}
+
+fn reduce_def(mode: u32, vec4: bool) -> KernelDef {
+    KernelDef::new::<ReduceParams>(
+        KernelKey::new("reduce").u32("MODE", mode).flag("VEC4", vec4),
+        move || KernelSource {
+            parts: vec![
+                super::elem_prelude(vec4).into(),
+                include_str!("../../shaders/reduce.wgsl").into(),
+            ],
+        },
+    )
+}
+fn sinusoidal_def() -> KernelDef {
+    KernelDef::fixed::<SinusoidalParams>(
+        KernelKey::new("sinusoidal"),
+        include_str!("../../shaders/sinusoidal.wgsl"),
+    )
+}
+fn weighted_mse_def() -> KernelDef {
+    KernelDef::fixed::<WeightedMseParams>(
+        KernelKey::new("weighted_mse"),
+        include_str!("../../shaders/weighted_mse.wgsl"),
+    )
+}
+fn upsample_def(mode: u32) -> KernelDef {
+    KernelDef::fixed::<UpsampleParams>(
+        KernelKey::new("upsample").u32("MODE", mode),
+        include_str!("../../shaders/upsample.wgsl"),
+    )
+}
+fn channel_copy_def(mode: u32) -> KernelDef {
+    KernelDef::fixed::<ChannelCopyParams>(
+        KernelKey::new("channel_copy").u32("MODE", mode),
+        include_str!("../../shaders/channel_copy.wgsl"),
+    )
+}
+/// MODE 0 reads B, MODE 1 writes it: its access mode is prepended per MODE, since WGSL rejects
+/// even a dead store to a read-only binding and the concatenation may read one tensor twice.
+fn channel_pack2_def(mode: u32) -> KernelDef {
+    KernelDef::new::<ChannelPack2Params>(
+        KernelKey::new("channel_pack2").u32("MODE", mode),
+        move || KernelSource {
+            parts: vec![
+                if mode == 0 {
+                    "@group(0) @binding(2) var<storage, read> B: array<f32>;\n\
+                     fn store_b(i: u32, v: f32) {}\n"
+                } else {
+                    "@group(0) @binding(2) var<storage, read_write> B: array<f32>;\n\
+                     fn store_b(i: u32, v: f32) { B[i] = v; }\n"
+                }
+                .into(),
+                include_str!("../../shaders/channel_pack2.wgsl").into(),
+            ],
+        },
+    )
+}
+fn cross_entropy_def() -> KernelDef {
+    KernelDef::fixed::<CrossEntropyParams>(
+        KernelKey::new("cross_entropy"),
+        include_str!("../../shaders/cross_entropy.wgsl"),
+    )
+}
+
+/// Every variant of this file's kernels (tensor/registry.rs).
+pub(crate) fn registry_defs() -> Vec<KernelDef> {
+    let mut v = Vec::new();
+    for mode in [ReduceMode::Sum, ReduceMode::SumSquares, ReduceMode::Dot] {
+        v.extend([false, true].map(|vec4| reduce_def(mode as u32, vec4)));
+    }
+    v.extend([sinusoidal_def(), weighted_mse_def(), cross_entropy_def()]);
+    v.extend([0, 1].map(upsample_def));
+    v.extend([0, 1, 2].map(channel_copy_def));
+    v.extend([0, 1].map(channel_pack2_def));
+    v
+}
 
 /// What a reduction sums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,32 +144,19 @@ pub(crate) fn reduce_into(
     // 16-byte loads where every row segment starts on one (both the pooled buffers and, with
     // inner a multiple of 4, every segment are 16-byte aligned).
     let vec4 = inner % 4 == 0;
-    let pipeline = super::pipeline(
-        gpu,
-        &KernelKey::new("reduce")
-            .u32("MODE", mode as u32)
-            .flag("VEC4", vec4),
-        || KernelSource {
-            parts: vec![
-                super::elem_prelude(vec4).into(),
-                include_str!("../../shaders/reduce.wgsl").into(),
-            ],
-        },
-    );
+    let pipeline = super::pipeline_of(gpu, reduce_def(mode as u32, vec4));
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| stand_in(gpu));
-    let params: [u32; 8] = [
-        outer as u32,
-        rows as u32,
-        inner as u32,
-        out_offset as u32,
-        scale.to_bits(),
-        0,
-        0,
-        0,
-    ];
+    let params = ReduceParams {
+        outer: outer as u32,
+        rows: rows as u32,
+        inner: inner as u32,
+        out_offset: out_offset as u32,
+        scale,
+        ..Default::default()
+    };
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::cast_slice(&params).to_vec(),
+        params: params.bytes(),
         buffers: vec![x.bind(), yb, out.bind()],
         workgroups: gpu.grid_1d(rows as u32),
     });
@@ -246,12 +339,16 @@ impl Tensor {
         let gpu = self.gpu();
         let n = self.numel();
         let out = Tensor::empty(gpu, &[n, dim]);
-        let pipeline = super::pipeline(gpu, &KernelKey::new("sinusoidal"), || {
-            KernelSource::one(include_str!("../../shaders/sinusoidal.wgsl"))
-        });
+        let pipeline = super::pipeline_of(gpu, sinusoidal_def());
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[n as u32, dim as u32, scale.to_bits(), 0]).to_vec(),
+            params: SinusoidalParams {
+                n: n as u32,
+                dim: dim as u32,
+                scale,
+                _p: 0,
+            }
+            .bytes(),
             buffers: vec![self.bind(), out.bind()],
             workgroups: groups_for(gpu, n * dim),
         });
@@ -265,12 +362,15 @@ impl Tensor {
         let n = self.shape()[0];
         assert_eq!(w.numel(), n);
         let out = Tensor::empty(gpu, &[n]);
-        let pipeline = super::pipeline(gpu, &KernelKey::new("weighted_mse"), || {
-            KernelSource::one(include_str!("../../shaders/weighted_mse.wgsl"))
-        });
+        let pipeline = super::pipeline_of(gpu, weighted_mse_def());
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[n as u32, (self.numel() / n) as u32, 0, 0]).to_vec(),
+            params: WeightedMseParams {
+                n: n as u32,
+                len: (self.numel() / n) as u32,
+                ..Default::default()
+            }
+            .bytes(),
             buffers: vec![self.bind(), target.bind(), w.bind(), out.bind()],
             workgroups: [n as u32, 1, 1],
         });
@@ -280,12 +380,16 @@ impl Tensor {
 
 fn upsample_launch(mode: u32, x: &Tensor, out: &Tensor, planes: usize, h: usize, w: usize) {
     let gpu = x.gpu();
-    let pipeline = super::pipeline(gpu, &KernelKey::new("upsample").u32("MODE", mode), || {
-        KernelSource::one(include_str!("../../shaders/upsample.wgsl"))
-    });
+    let pipeline = super::pipeline_of(gpu, upsample_def(mode));
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::cast_slice(&[planes as u32, h as u32, w as u32, 0]).to_vec(),
+        params: UpsampleParams {
+            planes: planes as u32,
+            h: h as u32,
+            w: w as u32,
+            _p: 0,
+        }
+        .bytes(),
         buffers: vec![x.bind(), out.bind()],
         workgroups: groups_for(gpu, out.numel()),
     });
@@ -295,24 +399,18 @@ fn channel_copy(mode: u32, src: &Tensor, dst: &Tensor, cs: usize, cd: usize, off
     let gpu = src.gpu();
     let n = src.shape()[0];
     let hw: usize = src.shape()[2..].iter().product();
-    let pipeline = super::pipeline(
-        gpu,
-        &KernelKey::new("channel_copy").u32("MODE", mode),
-        || KernelSource::one(include_str!("../../shaders/channel_copy.wgsl")),
-    );
-    let params: [u32; 8] = [
-        n as u32,
-        cs as u32,
-        cd as u32,
-        hw as u32,
-        offset as u32,
-        0,
-        0,
-        0,
-    ];
+    let pipeline = super::pipeline_of(gpu, channel_copy_def(mode));
+    let params = ChannelCopyParams {
+        n: n as u32,
+        cs: cs as u32,
+        cd: cd as u32,
+        hw: hw as u32,
+        offset: offset as u32,
+        ..Default::default()
+    };
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::cast_slice(&params).to_vec(),
+        params: params.bytes(),
         buffers: vec![src.bind(), dst.bind()],
         // MODE 2 writes every element of the large tensor, the others touch the small one.
         workgroups: groups_for(gpu, n * if mode == 2 { cd } else { cs } * hw),
@@ -329,26 +427,16 @@ fn channel_pack2(mode: u32, a: &Tensor, b: &Tensor, c: &Tensor) {
     } else {
         (b.shape()[1], c.shape()[1])
     };
-    let pipeline = super::pipeline(
-        gpu,
-        &KernelKey::new("channel_pack2").u32("MODE", mode),
-        || KernelSource {
-            parts: vec![
-                if mode == 0 {
-                    "@group(0) @binding(2) var<storage, read> B: array<f32>;\n\
-                     fn store_b(i: u32, v: f32) {}\n"
-                } else {
-                    "@group(0) @binding(2) var<storage, read_write> B: array<f32>;\n\
-                     fn store_b(i: u32, v: f32) { B[i] = v; }\n"
-                }
-                .into(),
-                include_str!("../../shaders/channel_pack2.wgsl").into(),
-            ],
-        },
-    );
+    let pipeline = super::pipeline_of(gpu, channel_pack2_def(mode));
     gpu.dispatch(Dispatch {
         pipeline,
-        params: bytemuck::cast_slice(&[n as u32, ca as u32, cb as u32, hw as u32]).to_vec(),
+        params: ChannelPack2Params {
+            n: n as u32,
+            ca: ca as u32,
+            cb: cb as u32,
+            hw: hw as u32,
+        }
+        .bytes(),
         buffers: vec![a.bind(), b.bind(), c.bind()],
         workgroups: groups_for(gpu, n * (ca + cb) * hw),
     });
@@ -363,13 +451,16 @@ impl Tensor {
         assert_eq!(labels.numel(), n, "one label per row");
         let loss = Tensor::empty(gpu, &[n]);
         let grad = Tensor::empty(gpu, &[n, k]);
-        let pipeline = super::pipeline(gpu, &KernelKey::new("cross_entropy"), || {
-            KernelSource::one(include_str!("../../shaders/cross_entropy.wgsl"))
-        });
+        let pipeline = super::pipeline_of(gpu, cross_entropy_def());
         gpu.dispatch(Dispatch {
             pipeline,
-            params: bytemuck::cast_slice(&[n as u32, k as u32, (1.0 / n as f32).to_bits(), 0])
-                .to_vec(),
+            params: CrossEntropyParams {
+                n: n as u32,
+                k: k as u32,
+                scale: 1.0 / n as f32,
+                _p: 0,
+            }
+            .bytes(),
             buffers: vec![self.bind(), labels.bind(), loss.bind(), grad.bind()],
             workgroups: [(n as u32).div_ceil(64), 1, 1],
         });

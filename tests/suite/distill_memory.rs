@@ -1,7 +1,7 @@
 //! The in-memory distillation the web page runs (diffusion/distill_memory.rs) makes the same
 //! model files as `fewstep distill` (distill_run.rs), byte for byte, on the same device; and
 //! the Fashion-MNIST subset the page ships is the first 10,000 training images.
-mod common;
+use crate::common;
 use common::*;
 use fewstep::data::Dataset;
 use fewstep::diffusion::distill_memory::{Advanced, MemoryDistill};

@@ -2,7 +2,7 @@
 //! training `tiny` on a handful of fixed patterns (loss falls, DDIM samples land near the
 //! patterns), and a run stopped and resumed equals one run straight through.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::data::Dataset;

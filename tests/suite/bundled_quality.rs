@@ -4,7 +4,7 @@
 //! DDIM steps from the same noise, must show the student far ahead; and the bundled files form
 //! one distilled family whose parent hashes chain file to file.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

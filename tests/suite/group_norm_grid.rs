@@ -2,7 +2,7 @@
 //! item 10): the grid is folded over x and y and rounded up, and the extra workgroups of the
 //! last row must write nothing (out-of-range writes land on the last elements on some drivers).
 
-mod common;
+use crate::common;
 use common::*;
 use fewstep::tensor::Tensor;
 

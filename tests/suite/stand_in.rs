@@ -4,7 +4,7 @@
 //! and softmax of the process NaN. Here the stand-in is filled with NaN and every kernel with an
 //! optional input runs without it, on every GEMM family, against f64 references.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::gpu::KernelVariant;

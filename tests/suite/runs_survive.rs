@@ -2,7 +2,7 @@
 //! not on the process, the --out directory or an interruption; a start that fails leaves
 //! nothing behind; a run too short to learn says so.
 
-mod common;
+use crate::common;
 use common::bin::{fewstep, write_images};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -212,7 +212,7 @@ fn a_classifier_with_huge_sizes_is_refused() {
     assert!(e.contains("channels"), "{e}");
 }
 
-/// Found by tests/kill_resume.rs: a kill between the last checkpoint's state and its model left
+/// Found by tests/suite/kill_resume.rs: a kill between the last checkpoint's state and its model left
 /// a finished state with a model one checkpoint behind, and `--resume` (nothing left to train)
 /// never wrote it again. Now a resumed finished run writes its model from the state.
 #[test]

@@ -1,7 +1,7 @@
 //! The `fewstep` binary end to end: train on a folder of images, resume, sample a grid and a
 //! trajectory; bad input ends with a message and a failure code, never a panic.
 
-mod common;
+use crate::common;
 use common::bin::{fewstep, stderr, write_images};
 use std::path::Path;
 
@@ -301,7 +301,7 @@ fn eval_reports_what_it_can_without_a_classifier() {
     ]);
     // The default classifier (assets/, 28x28) does not fit these 8x8 models: a note, no
     // distance. A classifier named with --classifier that cannot be read is an error
-    // (tests/failures.rs).
+    // (tests/suite/failures.rs).
     assert!(o.status.success());
     assert!(stderr(&o).contains("no Fréchet distance"));
     let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
@@ -316,7 +316,7 @@ fn eval_reports_what_it_can_without_a_classifier() {
 
 /// `fewstep recipe --preset quick` end to end (train, distill 8 -> 1, eval, bundle) on 8x8
 /// images, interrupted after distilling and resumed; the bundle it writes is what the app loads:
-/// its models go into the app's state as the bundled ones do (tests/app.rs).
+/// its models go into the app's state as the bundled ones do (tests/suite/app.rs).
 #[test]
 fn recipe_quick_runs_end_to_end_and_its_bundle_loads_in_the_app() {
     use fewstep::app::engine::ModelInfo;

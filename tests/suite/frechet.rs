@@ -1,6 +1,6 @@
 //! The Fréchet distance against closed forms.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::eval::frechet::{frechet_distance, mean_cov, sqrt_psd, symmetric_eigen};

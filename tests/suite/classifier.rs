@@ -1,7 +1,7 @@
 //! The evaluation classifier learns (on synthetic patterns) with cross-entropy through the tape,
 //! saves and loads, and its features separate real patterns from noise in Fréchet distance.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::data::Dataset;

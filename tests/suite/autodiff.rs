@@ -2,7 +2,7 @@
 //! differences of the forward pass, attention against a CPU reference, and a composed conv net
 //! trained by Adam (one submit per step) that must lower its loss at least 10x, reproducibly.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::gpu::Gpu;

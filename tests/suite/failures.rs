@@ -3,7 +3,7 @@
 //! continue. The tests that need no GPU come first; they must stay GPU-free (each refusal
 //! happens before the GPU is opened).
 
-mod common;
+use crate::common;
 use common::bin::{fewstep, stderr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! uninterrupted run took on this machine), so they land in start-up, in updates and in the
 //! middle of checkpoint writes.
 
-mod common;
+use crate::common;
 use common::bin::{fewstep, fewstep_in, write_images};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

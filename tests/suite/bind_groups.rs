@@ -1,7 +1,7 @@
 //! Bind groups are cached across batches (gpu/batch.rs): a loop that records the same launches on
 //! the same pooled buffers creates its bind groups once, and the cache never changes a result.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::tensor::{Conv2d, Tensor};

@@ -2,7 +2,7 @@
 //! batch (gpu/pool.rs), never by uploads of that batch: `queue.write_buffer` runs before the whole
 //! submit and would overwrite what earlier launches still have to read.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::tensor::Tensor;

@@ -1,7 +1,7 @@
 //! Every kernel against a plain CPU reference (f64 accumulation) on fresh random inputs, and every
 //! backward pass also against central finite differences of the GPU forward pass.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::gpu::KernelVariant;

@@ -2,7 +2,7 @@
 //! must not change a result, must account for every launch under its kernel's label, and must
 //! say why where the adapter has no timestamp queries.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::tensor::{Conv2d, Tensor};

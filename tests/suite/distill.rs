@@ -2,7 +2,7 @@
 //! function (against an f64 CPU reference), and end to end on `tiny`: a student distilled from 8
 //! to 2 steps agrees with the teacher's 8-step output better than the teacher's own 2-step DDIM.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::data::Dataset;
@@ -417,7 +417,7 @@ fn resume_case(ema: Option<f32>) {
 }
 
 /// The student EMA at test scale (a measurement, not a check; run it with
-/// `cargo test --release --test distill -- --ignored --nocapture student_ema_at_test_scale`):
+/// `cargo test --release --test suite -- --ignored --nocapture distill::student_ema_at_test_scale`):
 /// a tiny teacher trained as above, distilled 8 -> 4 -> 2 -> 1 with the same updates per halving
 /// (FEWSTEP_EMA_UPDATES, default 150) without an EMA and with decays 0.9 and 0.999 (with the
 /// warm-up min(decay, (1+n)/(10+n)), 0.99 and 0.999 are the same below 890 updates per halving);

@@ -2,7 +2,7 @@
 //! closed forms, and model files: round trip, and refusal of truncated, corrupt and mismatched
 //! files with a message.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fewstep::diffusion::model_file::{parse_model, save_model, Lineage, ModelMeta};

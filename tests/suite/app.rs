@@ -3,7 +3,7 @@
 //! query string), the kernel that draws samples into textures (against a CPU reference), and the
 //! GPU worker end to end (its samples equal `Sampler`'s, i.e. what `fewstep sample` writes).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,12 +3,12 @@
 //! needs 65,600 column tiles of 64). The limit is lowered with `Gpu::limit_grid_dimension` so
 //! that small problems take the folded path, in every GEMM family, against the f64 reference.
 
-mod common;
+use crate::common;
 use common::*;
 use fewstep::gpu::{Gpu, KernelVariant};
 use fewstep::tensor::{Conv2d, Tensor};
 
-/// f32 GEMM tolerance as in tests/kernels.rs: sqrt(K) ulps of the operands' scale.
+/// f32 GEMM tolerance as in tests/suite/kernels.rs: sqrt(K) ulps of the operands' scale.
 fn gemm_tol(k: usize) -> f64 {
     2e-6 * (k as f64).sqrt() * 4.0
 }

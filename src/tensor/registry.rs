@@ -1,0 +1,127 @@
+//! Every kernel variant fewstep can launch, enumerable without a device.
+//!
+//! Each kernel family's launcher builds its pipeline from a [`KernelDef`] made by one function
+//! next to it (`elementwise::map_def`, `gemm::gemm_def`, ...): the key, the source (constants
+//! prepended, parts concatenated, GEMM cores generated) and the Rust twin of its parameter
+//! struct. [`variants`] calls the same functions with every value the launchers can pass on any
+//! adapter kind (CPU, GPU, browser), so what the GPU-free test validates
+//! (tests/suite/kernel_registry.rs: naga's WGSL front end and validator, its SPIR-V, MSL and HLSL
+//! back ends, the parameter layouts) is exactly what a launch compiles. A test on lavapipe
+//! (`registry_covers_what_runs`) checks that every pipeline a training, distillation and
+//! sampling run compiles is one of these.
+
+use crate::gpu::{KernelKey, KernelSource};
+
+pub use super::params::{ParamsLayout, WgslParams};
+
+/// What a kernel needs of the adapter beyond WebGPU's baseline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Needs {
+    /// Subgroup operations (`Features::SUBGROUP`) with this fixed subgroup size.
+    pub subgroup_size: Option<u32>,
+}
+
+/// One kernel variant, as its launcher asks the pipeline cache for it.
+pub struct KernelDef {
+    pub key: KernelKey,
+    pub source: Box<dyn FnOnce() -> KernelSource>,
+    pub params: fn() -> ParamsLayout,
+    /// Bytes the launcher appends to the struct (a multi-tensor kernel's `tab`).
+    pub params_tail: usize,
+    pub needs: Needs,
+}
+
+impl KernelDef {
+    /// A kernel with a fixed source text.
+    pub fn fixed<P: WgslParams>(key: KernelKey, text: &'static str) -> Self {
+        Self::new::<P>(key, move || KernelSource::one(text))
+    }
+    pub fn new<P: WgslParams>(key: KernelKey, source: impl FnOnce() -> KernelSource + 'static) -> Self {
+        KernelDef {
+            key,
+            source: Box::new(source),
+            params: ParamsLayout::of::<P>,
+            params_tail: 0,
+            needs: Needs::default(),
+        }
+    }
+    pub fn needing(mut self, needs: Needs) -> Self {
+        self.needs = needs;
+        self
+    }
+    pub fn with_params_tail(mut self, bytes: usize) -> Self {
+        self.params_tail = bytes;
+        self
+    }
+}
+
+/// A variant rendered for checking: what [`crate::gpu::PipelineCache`] would compile.
+pub struct Variant {
+    pub key: KernelKey,
+    /// The full WGSL text (constants prepended).
+    pub wgsl: String,
+    pub params: ParamsLayout,
+    pub needs: Needs,
+}
+
+impl Variant {
+    fn from_def(d: KernelDef) -> Variant {
+        let wgsl = (d.source)().render(&d.key);
+        Variant {
+            key: d.key,
+            wgsl,
+            params: (d.params)().with_tail(d.params_tail),
+            needs: d.needs,
+        }
+    }
+    /// `name CONST=value ...`, as errors and the launch histogram name it.
+    pub fn label(&self) -> String {
+        self.key.label()
+    }
+}
+
+/// Every variant of every kernel family that a launcher can ask for on some adapter.
+pub fn variants() -> Vec<Variant> {
+    let mut defs: Vec<KernelDef> = Vec::new();
+    defs.extend(super::elementwise::registry_defs());
+    defs.extend(super::shape_ops::registry_defs());
+    defs.extend(super::norm::registry_defs());
+    defs.extend(super::optim::registry_defs());
+    defs.extend(super::random::registry_defs());
+    defs.extend(super::gemm::registry_defs());
+    defs.push(probe_fma_peak_def());
+    let mut out: Vec<Variant> = defs.into_iter().map(Variant::from_def).collect();
+    out.push(to_image_variant());
+    out
+}
+
+super::params::wgsl_params! {
+    /// `fma_peak.wgsl` (`fewstep bench kernels`' FMA probe).
+    pub struct FmaPeakParams { iters: u32, seed: f32, _p0: u32, _p1: u32 }
+}
+
+/// The FMA throughput probe of `fewstep bench kernels`.
+pub fn probe_fma_peak_def() -> KernelDef {
+    KernelDef::fixed::<FmaPeakParams>(
+        KernelKey::new("fma_peak"),
+        include_str!("../../shaders/fma_peak.wgsl"),
+    )
+}
+
+/// The app's step-to-texture kernel (`app/texture.rs` builds its own pipeline: it writes a
+/// storage texture, which the pipeline cache's buffer-only layouts do not describe).
+pub const TO_IMAGE_WGSL: &str = include_str!("../../shaders/to_image.wgsl");
+
+super::params::wgsl_params! {
+    /// `to_image.wgsl`.
+    pub struct ToImageParams { n: u32, c: u32, h: u32, w: u32, cols: u32, pad: u32, tex_w: u32, tex_h: u32 }
+}
+
+fn to_image_variant() -> Variant {
+    Variant {
+        key: KernelKey::new("to_image"),
+        wgsl: TO_IMAGE_WGSL.to_string(),
+        params: ParamsLayout::of::<ToImageParams>(),
+        needs: Needs::default(),
+    }
+}

@@ -1,0 +1,28 @@
+//! The integration tests, as modules of one test binary: each was its own binary, and each of
+//! those linked the whole library with wgpu and eframe (12 minutes of a cold CI run).
+
+mod common;
+mod app;
+mod autodiff;
+mod bind_groups;
+mod bundled_quality;
+mod classifier;
+mod cli;
+mod data;
+mod diffusion;
+mod distill;
+mod distill_memory;
+mod failures;
+mod frechet;
+mod fuzz_readers;
+mod gemm_grid;
+mod grid;
+mod group_norm_grid;
+mod kernels;
+mod kill_resume;
+mod pool_reuse;
+mod profile;
+mod runs_survive;
+mod stand_in;
+mod training;
+mod ui;
