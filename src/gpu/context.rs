@@ -70,7 +70,11 @@ const TILE_RULE: [(u32, &[GemmTile]); 4] = {
         (64, &[g(64, 128, 16, 4, 8), g(64, 64, 16, 4, 4)]),
         (
             u32::MAX,
-            &[g(128, 128, 16, 8, 8), g(128, 64, 16, 8, 8), g(64, 64, 16, 4, 4)],
+            &[
+                g(128, 128, 16, 8, 8),
+                g(128, 64, 16, 8, 8),
+                g(64, 64, 16, 4, 4),
+            ],
         ),
     ]
 };
@@ -982,7 +986,12 @@ impl Gpu {
     /// uncaptured error such as running out of memory), if any. Readbacks and [`Gpu::finish`]
     /// check it; a long loop that never reads back can ask.
     pub fn fault(&self) -> Result<(), GpuError> {
-        let f = self.0.fault.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let f = self
+            .0
+            .fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let adapter = self.0.info.name.clone();
         match f {
             None => Ok(()),

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use super::params::{wgsl_params, WgslParams};
 use super::registry::{KernelDef, Needs};
 use super::{stand_in, Tensor};
-use crate::gpu::{Dispatch, Gpu, GemmTile, KernelKey, KernelSource, KernelVariant};
+use crate::gpu::{Dispatch, GemmTile, Gpu, KernelKey, KernelSource, KernelVariant};
 
 wgsl_params! {
     /// gemm_common.wgsl's `Params`, shared by every loader and core.
@@ -63,10 +63,22 @@ pub(crate) enum Loader {
 impl Loader {
     /// Every operand layout a GEMM launch can use.
     const ALL: [Loader; 7] = [
-        Loader::Matmul { trans_a: false, trans_b: false },
-        Loader::Matmul { trans_a: true, trans_b: false },
-        Loader::Matmul { trans_a: false, trans_b: true },
-        Loader::Matmul { trans_a: true, trans_b: true },
+        Loader::Matmul {
+            trans_a: false,
+            trans_b: false,
+        },
+        Loader::Matmul {
+            trans_a: true,
+            trans_b: false,
+        },
+        Loader::Matmul {
+            trans_a: false,
+            trans_b: true,
+        },
+        Loader::Matmul {
+            trans_a: true,
+            trans_b: true,
+        },
         Loader::ConvForward,
         Loader::ConvInputGrad,
         Loader::ConvWeightGrad,
@@ -462,7 +474,11 @@ pub(crate) fn registry_tiles() -> Vec<GemmTile> {
 pub(crate) fn registry_defs() -> Vec<KernelDef> {
     let mut cores = vec![GemmCore::Tiled];
     cores.extend(SUBGROUP_SIZES.map(|sg| GemmCore::Subgroup { sg }));
-    cores.extend(registry_tiles().into_iter().map(|t| GemmCore::Blocked(Tile::from(t))));
+    cores.extend(
+        registry_tiles()
+            .into_iter()
+            .map(|t| GemmCore::Blocked(Tile::from(t))),
+    );
     let mut v = Vec::new();
     for core in cores {
         v.extend(Loader::ALL.map(|l| gemm_def(core, l)));

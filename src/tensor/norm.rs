@@ -31,7 +31,11 @@ enum NormKernel {
 /// the shared block sum; the parameter gradient reduces per channel in its own code.
 fn norm_def(kernel: NormKernel, silu: bool, vec4: bool) -> KernelDef {
     let (name, text, block_sum) = match kernel {
-        NormKernel::Forward => ("group_norm", include_str!("../../shaders/group_norm.wgsl"), true),
+        NormKernel::Forward => (
+            "group_norm",
+            include_str!("../../shaders/group_norm.wgsl"),
+            true,
+        ),
         NormKernel::InputGrad => (
             "group_norm_grad",
             include_str!("../../shaders/group_norm_grad.wgsl"),
@@ -70,7 +74,11 @@ fn softmax_def(mode: u32, row_per_invocation: bool) -> KernelDef {
 /// Every variant of this file's kernels (tensor/registry.rs).
 pub(crate) fn registry_defs() -> Vec<KernelDef> {
     let mut v = Vec::new();
-    for kernel in [NormKernel::Forward, NormKernel::InputGrad, NormKernel::ParamGrad] {
+    for kernel in [
+        NormKernel::Forward,
+        NormKernel::InputGrad,
+        NormKernel::ParamGrad,
+    ] {
         for silu in [false, true] {
             v.extend([false, true].map(|vec4| norm_def(kernel, silu, vec4)));
         }

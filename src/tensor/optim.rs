@@ -98,7 +98,9 @@ fn adam_def(k: usize, ema: bool) -> KernelDef {
 /// Every variant of this file's kernels (tensor/registry.rs): any tensor count per launch up
 /// to the caps (the device's storage-buffer limit picks it).
 pub(crate) fn registry_defs() -> Vec<KernelDef> {
-    let mut v: Vec<KernelDef> = (1..=MAX_SUM_SQUARES_PER_LAUNCH).map(sum_squares_def).collect();
+    let mut v: Vec<KernelDef> = (1..=MAX_SUM_SQUARES_PER_LAUNCH)
+        .map(sum_squares_def)
+        .collect();
     v.push(clip_scale_def());
     for ema in [false, true] {
         v.extend((1..=MAX_TENSORS_PER_LAUNCH).map(|k| adam_def(k, ema)));

@@ -36,7 +36,10 @@ impl KernelDef {
     pub fn fixed<P: WgslParams>(key: KernelKey, text: &'static str) -> Self {
         Self::new::<P>(key, move || KernelSource::one(text))
     }
-    pub fn new<P: WgslParams>(key: KernelKey, source: impl FnOnce() -> KernelSource + 'static) -> Self {
+    pub fn new<P: WgslParams>(
+        key: KernelKey,
+        source: impl FnOnce() -> KernelSource + 'static,
+    ) -> Self {
         KernelDef {
             key,
             source: Box::new(source),
@@ -62,6 +65,9 @@ pub struct Variant {
     pub wgsl: String,
     pub params: ParamsLayout,
     pub needs: Needs,
+    /// Built by the pipeline cache, whose layouts come from `gpu::declared_bindings` (all but
+    /// the app's `to_image`, which binds a storage texture).
+    pub cached: bool,
 }
 
 impl Variant {
@@ -72,6 +78,7 @@ impl Variant {
             wgsl,
             params: (d.params)().with_tail(d.params_tail),
             needs: d.needs,
+            cached: true,
         }
     }
     /// `name CONST=value ...`, as errors and the launch histogram name it.
@@ -123,5 +130,6 @@ fn to_image_variant() -> Variant {
         wgsl: TO_IMAGE_WGSL.to_string(),
         params: ParamsLayout::of::<ToImageParams>(),
         needs: Needs::default(),
+        cached: false,
     }
 }

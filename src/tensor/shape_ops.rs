@@ -37,7 +37,9 @@ wgsl_params! {
 
 fn reduce_def(mode: u32, vec4: bool) -> KernelDef {
     KernelDef::new::<ReduceParams>(
-        KernelKey::new("reduce").u32("MODE", mode).flag("VEC4", vec4),
+        KernelKey::new("reduce")
+            .u32("MODE", mode)
+            .flag("VEC4", vec4),
         move || KernelSource {
             parts: vec![
                 super::elem_prelude(vec4).into(),

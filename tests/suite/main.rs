@@ -1,13 +1,13 @@
 //! The integration tests, as modules of one test binary: each was its own binary, and each of
 //! those linked the whole library with wgpu and eframe (12 minutes of a cold CI run).
 
-mod common;
 mod app;
 mod autodiff;
 mod bind_groups;
 mod bundled_quality;
 mod classifier;
 mod cli;
+mod common;
 mod data;
 mod diffusion;
 mod distill;
@@ -18,6 +18,7 @@ mod fuzz_readers;
 mod gemm_grid;
 mod grid;
 mod group_norm_grid;
+mod kernel_registry;
 mod kernels;
 mod kill_resume;
 mod pool_reuse;
