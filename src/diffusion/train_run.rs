@@ -171,6 +171,10 @@ impl TrainRun {
     pub fn advance(&mut self) -> Result<Option<MetricLine>> {
         self.trainer.step(&self.data);
         let s = self.trainer.step;
+        if lose_device_at() == Some(s) {
+            // Test hook (tests/suite/gpu_errors.rs): the device lost right after update `s`.
+            self.trainer.gpu().destroy_device();
+        }
         let o = self.options.clone();
         let due = |every: u64| every > 0 && s.is_multiple_of(every);
         let last = s >= o.total_steps;
@@ -308,4 +312,12 @@ fn read_state(dir: &Path) -> Result<(RunState, tensor_file::LoadedFile)> {
 /// Drops metric lines logged after `step` (they will be logged again by the resumed run).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     super::run_files::keep_jsonl(path, |m: &MetricLine| m.step <= step)
+}
+
+/// FEWSTEP_TEST_LOSE_DEVICE_AT=N: a test hook that destroys the device after update N of a
+/// training run, a stand-in for a device the driver lost (wgpu's `Device::destroy`).
+fn lose_device_at() -> Option<u64> {
+    std::env::var("FEWSTEP_TEST_LOSE_DEVICE_AT")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }

@@ -249,11 +249,13 @@ pub(crate) enum Fault {
 /// Shared with wgpu's callbacks, hence `Arc<Mutex>` (they must be `Send + Sync`).
 pub(crate) type FaultSlot = std::sync::Arc<std::sync::Mutex<Option<Fault>>>;
 
-/// Records `f` unless an earlier fault is already recorded (the first one is the cause; a lost
-/// device is kept over what follows from it).
+/// Records `f` unless an earlier fault is already recorded (the first one is the cause), except
+/// that a lost device replaces the errors that its loss caused (they may be reported first:
+/// wgpu calls the device-lost callback at the next poll).
 pub(crate) fn record_fault(slot: &FaultSlot, f: Fault) {
     let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if g.is_none() {
+    let lost_now = matches!(f, Fault::Lost(_)) && !matches!(*g, Some(Fault::Lost(_)));
+    if g.is_none() || lost_now {
         log::error!("GPU fault: {f:?}");
         *g = Some(f);
     }
@@ -1014,6 +1016,12 @@ impl Gpu {
         n
     }
 
+    /// Lets wgpu run its pending callbacks (natively the device-lost one runs only at a poll).
+    fn poll_callbacks(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.0.device.poll(wgpu::PollType::Poll);
+    }
+
     /// Destroys the device (tests: a stand-in for a device the driver lost).
     pub fn destroy_device(&self) {
         self.0.device.destroy();
@@ -1042,6 +1050,7 @@ impl Gpu {
         let read = readback::read_staging(&self.0.device, &staging, bytes).await;
         // A fault explains a failed readback better than the map error, and makes a readback
         // that "worked" on a broken device (stale or zeroed data) an error.
+        self.poll_callbacks();
         self.fault()?;
         read.map_err(GpuError::Readback)
     }
@@ -1072,6 +1081,7 @@ impl Gpu {
         self.fault()?;
         self.flush();
         let done = readback::work_done(&self.0.device, &self.0.queue).await;
+        self.poll_callbacks();
         self.fault()?;
         done.map_err(GpuError::Readback)
     }

@@ -136,10 +136,12 @@ fn compare_params(
             continue;
         }
         match rust.fields.iter().find(|(n, _)| n == name) {
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "field `{name}` of WGSL `{wgsl_name}` (byte {offset}) is missing from Rust `{}`",
                 rust.rust_name
-            )),
+            ))
+            }
             Some((_, o)) if o != offset => {
                 return Err(format!(
                     "field `{name}`: byte {offset} in WGSL `{wgsl_name}`, byte {o} in Rust `{}`",

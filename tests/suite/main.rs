@@ -16,6 +16,7 @@ mod failures;
 mod frechet;
 mod fuzz_readers;
 mod gemm_grid;
+mod gpu_errors;
 mod grid;
 mod group_norm_grid;
 mod kernel_registry;
