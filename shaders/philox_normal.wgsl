@@ -3,7 +3,7 @@
 // Box-Muller. Integer arithmetic alone decides the uniforms. The built-in log, sin and cos may be
 // loose (WGSL allows cos an absolute error of 2^-11; SwiftShader in Chromium differs from Mesa by
 // 2e-4), so they are computed here from +, *, / and sqrt only, accurate to ~1e-7 on every backend.
-struct Params { n: u32, key0: u32, key1: u32, stream_lo: u32, stream_hi: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Params { n: u32, key0: u32, key1: u32, stream_lo: u32, stream_hi: u32, block0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> OUT: array<f32>;
@@ -70,7 +70,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) li: u32) {
     let blk = (wg.x + wg.y * nwg.x) * 256u + li;
     if (blk * 4u >= P.n) { return; }
-    let bits = philox(vec4<u32>(blk, P.stream_lo, P.stream_hi, 0u), vec2<u32>(P.key0, P.key1));
+    // block0: where this draw starts in the stream (a chunk of a larger draw, in blocks of 4).
+    let bits = philox(vec4<u32>(blk + P.block0, P.stream_lo, P.stream_hi, 0u), vec2<u32>(P.key0, P.key1));
     let r0 = sqrt(-2.0 * ln_unit(unit(bits.x)));
     let cs0 = cos_sin_turns(unit(bits.y));
     let r1 = sqrt(-2.0 * ln_unit(unit(bits.z)));

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "app")]
 pub mod app;
+pub mod atomic_file;
 pub mod bundled;
 pub mod data;
 pub mod diffusion;

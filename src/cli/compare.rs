@@ -63,7 +63,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     for m in teacher.iter().chain(students.iter().map(|(_, m)| m)) {
         let warm = SampleOptions {
             steps: 1,
-            count: args.count,
+            count: args.count.min(crate::diffusion::images_per_pass(m).images),
             seed: args.seed,
             kind: SamplerKind::Ddim,
             clip: true,
@@ -96,7 +96,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 clip: true,
             };
             let start = Instant::now();
-            let x = Sampler::new(m, opts).run(m).to_vec_blocking()?;
+            let per_pass = crate::diffusion::images_per_pass(m).images;
+            let x = crate::diffusion::sampler::sample_in_passes(m, opts, per_pass)?;
             let secs = start.elapsed().as_secs_f64();
             report.push(format!(
                 "{label:<14} {:>8.1} ms for {} images",

@@ -51,6 +51,9 @@ pub struct SampleArgs {
     values: Option<PathBuf>,
 }
 
+/// Host memory the samples of one `fewstep sample` may take.
+const MAX_HOST_BYTES: u64 = 8 << 30;
+
 pub fn run(args: SampleArgs) -> Result<()> {
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
     if let Some(s) = args.steps {
@@ -99,7 +102,31 @@ pub fn run(args: SampleArgs) -> Result<()> {
     };
     let [c, h, w] = model.image_shape();
     let per_image = c * h * w;
-    let shown = args.trajectory_count.min(args.count);
+    // The images themselves must fit in memory (and a grid of them in a PNG).
+    let host_bytes = args.count as u64 * per_image as u64 * 4;
+    anyhow::ensure!(
+        host_bytes <= MAX_HOST_BYTES,
+        "--count {} of {c}x{h}x{w} images needs {:.1} GB of memory for the samples alone; at \
+         most {} fit in {} GB: sample fewer (or several runs with other --seed values)",
+        args.count,
+        host_bytes as f64 / 1e9,
+        MAX_HOST_BYTES / (per_image as u64 * 4),
+        MAX_HOST_BYTES >> 30
+    );
+    // A user asks for images, not buffers: large counts are sampled in passes that fit the
+    // adapter (the same images as one pass, see Sampler::new_from).
+    let pass = crate::diffusion::images_per_pass(&model);
+    let per_pass = pass.images.min(args.count.next_multiple_of(4));
+    if per_pass < args.count {
+        eprintln!(
+            "sampling in {} passes of up to {per_pass} images (this adapter's largest tensor: {} \
+             MB; a pass's largest is {:.2} MB per image)",
+            args.count.div_ceil(per_pass),
+            pass.tensor_limit >> 20,
+            pass.largest_per_image as f64 / 1e6
+        );
+    }
+    let shown = args.trajectory_count.min(args.count).min(per_pass);
     // Which steps get a trajectory column: all, or 16 spread evenly when there are more.
     let cols: Vec<usize> = if steps <= 16 {
         (1..=steps).collect()
@@ -109,23 +136,29 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut z_cols = vec![];
     let mut x_cols = vec![];
     let start = Instant::now();
-    let mut sampler = Sampler::new(&model, opts);
-    if args.trajectory.is_some() {
-        z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
-        x_cols.push(vec![0.0; shown * per_image]);
-    }
-    while !sampler.is_done() {
-        sampler.step(&model);
-        if args.trajectory.is_some() && cols.contains(&sampler.steps_done()) {
+    let mut images = Vec::with_capacity(args.count * per_image);
+    for first_image in (0..args.count).step_by(per_pass) {
+        let count = per_pass.min(args.count - first_image);
+        let mut sampler = Sampler::new_from(&model, SampleOptions { count, ..opts }, first_image);
+        // The trajectory follows the first images, all in the first pass.
+        let trace = args.trajectory.is_some() && first_image == 0;
+        if trace {
             z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
-            let x = sampler
-                .x_hat()
-                .expect("a step was taken")
-                .to_vec_blocking()?;
-            x_cols.push(first(&x, shown * per_image));
+            x_cols.push(vec![0.0; shown * per_image]);
         }
+        while !sampler.is_done() {
+            sampler.step(&model);
+            if trace && cols.contains(&sampler.steps_done()) {
+                z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
+                let x = sampler
+                    .x_hat()
+                    .expect("a step was taken")
+                    .to_vec_blocking()?;
+                x_cols.push(first(&x, shown * per_image));
+            }
+        }
+        images.extend(sampler.z().to_vec_blocking()?);
     }
-    let images = sampler.z().to_vec_blocking()?;
     let secs = start.elapsed().as_secs_f64();
     let grid_cols = (args.count as f64).sqrt().ceil() as usize;
     let img = image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2);

@@ -128,6 +128,7 @@ impl DistillRun {
         let (teacher, meta, hash) = load_teacher(gpu, &plan.teacher)?;
         plan.validate(&meta)?;
         check_shape(&teacher, &data)?;
+        super::sampler::check_batch(&teacher, plan.batch, "--batch").map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
         super::run_files::remove_stale_temps(dir);

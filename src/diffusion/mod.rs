@@ -26,5 +26,5 @@ pub use model_file::{
     load_model, load_model_bytes, parse_model, save_model, ModelError, ModelMeta,
 };
 pub use parameterization::{Parameterization, Weighting};
-pub use sampler::{SampleOptions, Sampler, SamplerKind};
+pub use sampler::{images_per_pass, PassLimit, SampleOptions, Sampler, SamplerKind};
 pub use trainer::{TrainConfig, Trainer};

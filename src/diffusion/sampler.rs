@@ -92,18 +92,30 @@ pub struct Sampler {
     done: usize,
     z: Tensor,
     x_hat: Option<Tensor>,
+    /// Where this sampler's images start in the noise streams (see [`Sampler::new_from`]).
+    first_value: usize,
 }
 
 impl Sampler {
     /// Starts from z_1 = eps ~ N(0, I) drawn from `opts.seed`.
     pub fn new(model: &Denoiser, opts: SampleOptions) -> Sampler {
+        Sampler::new_from(model, opts, 0)
+    }
+
+    /// Images `first .. first + opts.count` of what `new` with `first + opts.count` images (or
+    /// more) would sample: the same noise, so chunks of a large count make the same images as
+    /// one pass. `first` times the pixels per image must be a multiple of 4 (any multiple of 4
+    /// images is).
+    pub fn new_from(model: &Denoiser, opts: SampleOptions, first: usize) -> Sampler {
         assert!(opts.steps >= 1, "at least one sampling step");
         let [c, h, w] = model.image_shape();
-        let z = Tensor::randn(
+        let first_value = first * c * h * w;
+        let z = Tensor::randn_from(
             model.net.gpu(),
             &[opts.count, c, h, w],
             opts.seed,
             INIT_STREAM,
+            first_value,
         );
         Sampler {
             opts,
@@ -111,6 +123,7 @@ impl Sampler {
             done: 0,
             z,
             x_hat: None,
+            first_value,
         }
     }
 
@@ -158,8 +171,13 @@ impl Sampler {
                     Some((&x, &per_sample(&gpu, &vec![cx; n]))),
                 );
                 if std > 0.0 {
-                    let noise =
-                        Tensor::randn(&gpu, self.z.shape(), self.opts.seed, 1 + self.done as u64);
+                    let noise = Tensor::randn_from(
+                        &gpu,
+                        self.z.shape(),
+                        self.opts.seed,
+                        1 + self.done as u64,
+                        self.first_value,
+                    );
                     noise.axpby(std as f32, &mean, 1.0)
                 } else {
                     mean
@@ -171,7 +189,92 @@ impl Sampler {
         self.done += 1;
         gpu.flush();
     }
+}
 
+/// How many images one pass of the U-Net may take on this adapter; see [`images_per_pass`].
+#[derive(Clone, Copy, Debug)]
+pub struct PassLimit {
+    /// Images per pass (a multiple of 4, at least 4).
+    pub images: usize,
+    /// Bytes of the largest tensor of a pass, per image.
+    pub largest_per_image: u64,
+    /// The largest tensor the adapter allows.
+    pub tensor_limit: u64,
+}
+
+/// Most images per pass that memory-minded code uses even where the buffer limits allow more:
+/// beyond this, batching more images gains little throughput and only risks the GPU's memory.
+pub const MAX_IMAGES_PER_PASS: usize = 1024;
+/// Memory a pass may take, estimated as 8 times its largest tensor (activations saved for the
+/// backward pass and their gradients make up the rest).
+const PASS_MEMORY_BUDGET: u64 = 2 << 30;
+
+/// Measures how many images one pass of `model`'s U-Net can take on its adapter: the largest
+/// tensor of a forward pass of 4 images (a throwaway pass, measured by the buffer pool) must fit
+/// the adapter's largest storage binding, and 8 of them `PASS_MEMORY_BUDGET`.
+pub fn images_per_pass(model: &Denoiser) -> PassLimit {
+    let gpu = model.net.gpu();
+    let [c, h, w] = model.image_shape();
+    // Submits what was recorded before: the probe's own launches are discarded unrun.
+    gpu.flush();
+    gpu.reset_largest_taken();
+    let z = Tensor::zeros(gpu, &[4, c, h, w]);
+    drop(model.predict(&z, &[0.5; 4]));
+    gpu.discard_pending();
+    let largest = gpu.pool_stats().largest_taken.div_ceil(4).max(1);
+    let limit = gpu.max_tensor_bytes();
+    let by_binding = (limit / largest) as usize;
+    let by_memory = (PASS_MEMORY_BUDGET / (8 * largest)) as usize;
+    let images = by_binding.min(by_memory).min(MAX_IMAGES_PER_PASS) / 4 * 4;
+    PassLimit {
+        images: images.max(4),
+        largest_per_image: largest,
+        tensor_limit: limit,
+    }
+}
+
+/// Refuses a training or distillation batch whose tensors cannot fit this adapter, before any
+/// GPU work or host allocation of that size, naming the largest batch that fits. `flag` is how
+/// the user gave the batch (`--batch`).
+pub fn check_batch(model: &Denoiser, batch: usize, flag: &str) -> Result<(), String> {
+    let pass = images_per_pass(model);
+    let fits = (pass.tensor_limit / pass.largest_per_image) as usize;
+    if batch == 0 {
+        return Err(format!("{flag} 0: a batch needs at least one image"));
+    }
+    if batch > fits {
+        return Err(format!(
+            "{flag} {batch} cannot run on '{}': a tensor of the U-Net would need {:.1} MB and \
+             this adapter allows at most {} MB per buffer; the largest batch that fits is {fits} \
+             ({flag} {fits} or less)",
+            model.net.gpu().info().name,
+            (batch as u64 * pass.largest_per_image) as f64 / 1e6,
+            pass.tensor_limit >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// `opts.count` samples, in passes of at most `per_pass` images (a multiple of 4), read back to
+/// the host: the same images as one pass of all of them (each pass starts where the last one
+/// ended in the noise streams).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn sample_in_passes(
+    model: &Denoiser,
+    opts: SampleOptions,
+    per_pass: usize,
+) -> Result<Vec<f32>, crate::gpu::GpuError> {
+    assert!(per_pass >= 4 && per_pass.is_multiple_of(4));
+    let mut out = Vec::new();
+    for first in (0..opts.count).step_by(per_pass) {
+        let count = per_pass.min(opts.count - first);
+        let s = Sampler::new_from(model, SampleOptions { count, ..opts }, first);
+        out.extend(s.run(model).to_vec_blocking()?);
+    }
+    Ok(out)
+}
+
+impl Sampler {
     /// Runs every remaining step; returns the samples [count, C, H, W].
     pub fn run(mut self, model: &Denoiser) -> Tensor {
         while !self.is_done() {

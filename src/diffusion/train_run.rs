@@ -86,6 +86,8 @@ impl TrainRun {
     ) -> Result<TrainRun> {
         Self::check_dir(dir, false)?;
         let trainer = Trainer::new(gpu, arch, train)?;
+        super::sampler::check_batch(&trainer.model, trainer.cfg.batch, "--batch")
+            .map_err(anyhow::Error::msg)?;
         // A fresh run starts a fresh metrics file. The directory itself is made by the first
         // write, so a start that fails before it leaves nothing behind.
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
@@ -141,6 +143,9 @@ impl TrainRun {
         let (state, file) = read_state(dir)?;
         let trainer = Trainer::restore(gpu, state.arch.clone(), state.train, state.step, &file)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display()))?;
+        // The run may continue on another adapter than the one it started on.
+        super::sampler::check_batch(&trainer.model, trainer.cfg.batch, "the run's --batch")
+            .map_err(anyhow::Error::msg)?;
         let mut options = state.options;
         if let Some(t) = total_steps {
             options.total_steps = t;

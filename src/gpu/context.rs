@@ -949,6 +949,18 @@ impl Gpu {
     pub fn pool_reuse(&self) -> PoolReuse {
         self.0.pool.reuse()
     }
+    /// Forgets the largest buffer taken so far ([`PoolStats::largest_taken`] restarts at 0).
+    pub fn reset_largest_taken(&self) {
+        self.0.pool.reset_largest();
+    }
+    /// The largest storage buffer one tensor may have on this device: the smaller of the
+    /// buffer-size and storage-binding limits.
+    pub fn max_tensor_bytes(&self) -> u64 {
+        self.0
+            .limits
+            .max_buffer_size
+            .min(self.0.limits.max_storage_buffer_binding_size as u64)
+    }
     pub fn pool_stats(&self) -> PoolStats {
         self.0.pool.stats()
     }

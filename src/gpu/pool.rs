@@ -40,6 +40,8 @@ pub struct PoolStats {
     pub created: u64,
     pub reused: u64,
     pub bytes_created: u64,
+    /// The largest buffer (size class) handed out since [`BufferPool::reset_largest`].
+    pub largest_taken: u64,
 }
 
 /// Rounds up to a size class: 1/8 steps between powers of two, so waste stays under 12.5%.
@@ -96,6 +98,10 @@ impl BufferPool {
         first: FirstWrite,
     ) -> GpuBuffer {
         let class = size_class(bytes);
+        {
+            let mut s = self.stats.borrow_mut();
+            s.largest_taken = s.largest_taken.max(class);
+        }
         let reused = match first {
             FirstWrite::Queue => self.free.borrow_mut().get_mut(&class).and_then(|v| v.pop()),
             FirstWrite::Recorded => match self.reuse.get() {
@@ -181,6 +187,10 @@ impl BufferPool {
 
     pub fn stats(&self) -> PoolStats {
         *self.stats.borrow()
+    }
+
+    pub fn reset_largest(&self) {
+        self.stats.borrow_mut().largest_taken = 0;
     }
 
     /// Drops every idle buffer (e.g. after a benchmark with shapes that won't come back).

@@ -129,34 +129,12 @@ fn sorted_header(file: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Writes bytes to `path` through a temporary file in the same directory, so a crash leaves
-/// either the old file or the new one, never half of one.
+/// Writes bytes to `path` atomically ([`crate::atomic_file::write`]); errors name the path.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FileError> {
-    use std::io::Write;
-    let err = |err| FileError::Write {
+    crate::atomic_file::write(path, data).map_err(|err| FileError::Write {
         path: path.to_path_buf(),
         err,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    })
 }
 
 /// A file read into memory: metadata and named f32 tensors, in the file's order.

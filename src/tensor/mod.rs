@@ -7,6 +7,7 @@
 pub mod autodiff;
 mod elementwise;
 mod gemm;
+mod gemm_kernels;
 mod meter;
 mod norm;
 mod optim;

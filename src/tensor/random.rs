@@ -8,7 +8,7 @@ use crate::gpu::{Dispatch, Gpu, KernelKey};
 
 wgsl_params! {
     /// philox_normal.wgsl: the 64-bit seed and stream as halves (WGSL has no 64-bit integers).
-    pub struct PhiloxParams { n: u32, key0: u32, key1: u32, stream_lo: u32, stream_hi: u32, _p0: u32, _p1: u32, _p2: u32 }
+    pub struct PhiloxParams { n: u32, key0: u32, key1: u32, stream_lo: u32, stream_hi: u32, block0: u32, _p1: u32, _p2: u32 }
 }
 
 fn philox_def() -> KernelDef {
@@ -27,6 +27,16 @@ impl Tensor {
     /// Standard normal noise; `stream` separates independent draws under one seed
     /// (e.g. the training step number).
     pub fn randn(gpu: &Gpu, shape: &[usize], seed: u64, stream: u64) -> Tensor {
+        Tensor::randn_from(gpu, shape, seed, stream, 0)
+    }
+
+    /// The values `randn(.., seed, stream)` of a larger draw has from element `first` on
+    /// (`first` a multiple of 4: values come four per Philox block): chunks of one draw.
+    pub fn randn_from(gpu: &Gpu, shape: &[usize], seed: u64, stream: u64, first: usize) -> Tensor {
+        assert!(
+            first.is_multiple_of(4),
+            "a draw is split at a multiple of 4 values"
+        );
         let out = Tensor::empty(gpu, shape);
         let n = out.numel();
         let pipeline = super::pipeline_of(gpu, philox_def());
@@ -36,6 +46,7 @@ impl Tensor {
             key1: (seed >> 32) as u32,
             stream_lo: stream as u32,
             stream_hi: (stream >> 32) as u32,
+            block0: (first / 4) as u32,
             ..Default::default()
         };
         gpu.dispatch(Dispatch {

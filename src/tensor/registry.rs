@@ -1,7 +1,7 @@
 //! Every kernel variant fewstep can launch, enumerable without a device.
 //!
 //! Each kernel family's launcher builds its pipeline from a [`KernelDef`] made by one function
-//! next to it (`elementwise::map_def`, `gemm::gemm_def`, ...): the key, the source (constants
+//! next to it (`elementwise::map_def`, `gemm_kernels::gemm_def`, ...): the key, the source (constants
 //! prepended, parts concatenated, GEMM cores generated) and the Rust twin of its parameter
 //! struct. [`variants`] calls the same functions with every value the launchers can pass on any
 //! adapter kind (CPU, GPU, browser), so what the GPU-free test validates
@@ -95,7 +95,7 @@ pub fn variants() -> Vec<Variant> {
     defs.extend(super::norm::registry_defs());
     defs.extend(super::optim::registry_defs());
     defs.extend(super::random::registry_defs());
-    defs.extend(super::gemm::registry_defs());
+    defs.extend(super::gemm_kernels::registry_defs());
     defs.push(probe_fma_peak_def());
     let mut out: Vec<Variant> = defs.into_iter().map(Variant::from_def).collect();
     out.push(to_image_variant());

@@ -431,3 +431,28 @@ fn cross_entropy_matches_reference_and_finite_differences() {
         |t, v| t.cross_entropy_mean(&v[0], &lab),
     );
 }
+
+/// A `Var` made before `backward` would name another var of the next recording (ids restart):
+/// it is refused instead of misrouting its gradient.
+#[test]
+#[should_panic(expected = "another recording")]
+fn a_var_used_after_backward_is_refused() {
+    let g = gpu();
+    let tape = fewstep::tensor::Tape::new();
+    let w = tape.param(0, &Tensor::from_slice(&g, &[4], &[1.0, 2.0, 3.0, 4.0]));
+    let loss = tape.mean_all(&tape.mul(&w, &w));
+    let _ = tape.backward(&loss, None);
+    // The next forward pass on the same tape, with the stale `w`.
+    let x = tape.leaf(&Tensor::from_slice(&g, &[4], &[1.0; 4]));
+    let _ = tape.mul(&w, &x);
+}
+
+#[test]
+#[should_panic(expected = "another recording")]
+fn a_var_of_another_tape_is_refused() {
+    let g = gpu();
+    let (a, b) = (fewstep::tensor::Tape::new(), fewstep::tensor::Tape::new());
+    let x = a.leaf(&Tensor::from_slice(&g, &[4], &[1.0; 4]));
+    let y = b.leaf(&Tensor::from_slice(&g, &[4], &[2.0; 4]));
+    let _ = b.mul(&x, &y);
+}

@@ -356,3 +356,49 @@ fn model_files_round_trip_and_bad_files_are_refused() {
         "not a fewstep model",
     );
 }
+
+/// Large counts are sampled in passes that fit the adapter: the passes make the same images as
+/// one pass of them all (each pass starts where the last ended in the noise streams), for both
+/// samplers, with a count that is not a multiple of the pass.
+#[test]
+fn sampling_in_passes_makes_the_same_images_as_one_pass() {
+    use fewstep::diffusion::sampler::sample_in_passes;
+    use fewstep::diffusion::{images_per_pass, SampleOptions, Sampler, SamplerKind};
+    let g = gpu();
+    let arch = fewstep::nn::UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
+    let model = fewstep::diffusion::Denoiser {
+        net: fewstep::nn::UNet::new(&g, arch, 5).unwrap(),
+        param: fewstep::diffusion::Parameterization::V,
+    };
+    let limit = images_per_pass(&model);
+    assert!(
+        limit.images >= 4 && limit.images.is_multiple_of(4),
+        "{limit:?}"
+    );
+    assert!(limit.largest_per_image > 0 && limit.largest_per_image < limit.tensor_limit);
+    for kind in [SamplerKind::Ddim, SamplerKind::Ancestral] {
+        let opts = SampleOptions {
+            steps: 3,
+            count: 10,
+            seed: 11,
+            kind,
+            clip: true,
+        };
+        let whole = Sampler::new(&model, opts)
+            .run(&model)
+            .to_vec_blocking()
+            .unwrap();
+        let parts = sample_in_passes(&model, opts, 4).unwrap();
+        assert_eq!(whole.len(), parts.len());
+        let worst = whole
+            .iter()
+            .zip(&parts)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{kind:?}: 10 images in passes of 4 vs one pass: max |diff| {worst:e}");
+        assert!(
+            worst <= 1e-6,
+            "{kind:?}: passes differ from one pass by {worst}"
+        );
+    }
+}

@@ -399,3 +399,92 @@ fn a_mistyped_bundled_name_lists_the_bundled_names() {
     let e = fails_with(&["sample", "--model", "fmnist-4stp"], "fmnist-4step");
     assert!(e.contains("fmnist-teacher"), "{e}");
 }
+
+// ---- sizes past the adapter's limits (issue 22): refused or split, never a wgpu panic ----
+
+#[test]
+fn counts_of_zero_are_refused() {
+    let m = asset("fmnist-steps-4.f16.safetensors");
+    let m = m.to_str().unwrap();
+    fails_with(
+        &["eval", "--model", m, "--steps", "4", "--samples", "0"],
+        "--samples 0",
+    );
+    fails_with(
+        &["eval", "--model", m, "--steps", "4", "--psnr-samples", "0"],
+        "--psnr-samples 0",
+    );
+    fails_with(&["sample", "--model", m, "--count", "0"], "--count");
+}
+
+#[test]
+fn a_batch_too_large_for_the_adapter_is_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    common::bin::write_images(&imgs);
+    let data = format!("images:{}", imgs.display());
+    let out = tmp.path().join("run");
+    let start = Instant::now();
+    let e = fails_with(
+        &[
+            "train",
+            "--data",
+            &data,
+            "--image-size",
+            "8",
+            "--preset",
+            "tiny",
+            "--batch",
+            "100000000",
+            "--steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "the largest batch that fits is",
+    );
+    eprintln!("{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(120),
+        "refused before the work"
+    );
+    assert!(!out.join("model.safetensors").exists(), "nothing written");
+    let teacher = asset("fmnist-steps-4.f16.safetensors");
+    fails_with(
+        &[
+            "distill",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--from-steps",
+            "4",
+            "--to-steps",
+            "2",
+            "--batch",
+            "100000000",
+            "--data",
+            "fashion-mnist:assets/fmnist-10k",
+            "--out",
+            tmp.path().join("d").to_str().unwrap(),
+        ],
+        "the largest batch that fits is",
+    );
+}
+
+#[test]
+fn a_count_too_large_for_memory_is_refused_with_how_many_fit() {
+    let m = asset("fmnist-steps-4.f16.safetensors");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g.png");
+    fails_with(
+        &[
+            "sample",
+            "--model",
+            m.to_str().unwrap(),
+            "--count",
+            "100000000",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "at most",
+    );
+}

@@ -1,0 +1,461 @@
+//! The GEMM kernels' text: `GemmParams` (gemm_common.wgsl's struct), the operand loaders, and
+//! the code generation of the subgroup and blocked cores (fully unrolled: `subgroupBroadcast`
+//! takes a constant lane, and the accumulators are separate registers). `gemm_def` is what a
+//! launch (tensor/gemm.rs) and the kernel registry (tensor/registry.rs) both build from.
+
+use std::borrow::Cow;
+
+use super::params::wgsl_params;
+use super::registry::{KernelDef, Needs};
+use crate::gpu::{GemmTile, KernelKey, KernelSource};
+
+wgsl_params! {
+    /// gemm_common.wgsl's `Params`, shared by every loader and core.
+    pub struct GemmParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch: u32,
+        sa: u32,
+        sb: u32,
+        sc: u32,
+        alpha: f32,
+        cin: u32,
+        h: u32,
+        w: u32,
+        cout: u32,
+        oh: u32,
+        ow: u32,
+        stride: u32,
+        pad: u32,
+        ks: u32,
+        beta: f32,
+        bias_scale: f32,
+        bias_per_col: u32,
+        k_total: u32,
+        /// Folded grids (see `fold_grid`): row and column tiles per z slice, and how many slices
+        /// the column tiles were folded into.
+        row_groups: u32,
+        col_groups: u32,
+        col_folds: u32,
+        /// What the epilogue adds from RES: 0 nothing, 1 a tensor in C's layout, 2 one value per
+        /// image and row (conv forward; see [`Residual`]).
+        residual: u32,
+        _r0: u32,
+        _r1: u32,
+        _r2: u32,
+    }
+}
+wgsl_params! {
+    /// split_sum.wgsl.
+    pub struct SplitSumParams { len: u32, parts: u32, _a: u32, _b: u32 }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Loader {
+    Matmul { trans_a: bool, trans_b: bool },
+    ConvForward,
+    ConvInputGrad,
+    ConvWeightGrad,
+}
+
+impl Loader {
+    /// Every operand layout a GEMM launch can use.
+    const ALL: [Loader; 7] = [
+        Loader::Matmul {
+            trans_a: false,
+            trans_b: false,
+        },
+        Loader::Matmul {
+            trans_a: true,
+            trans_b: false,
+        },
+        Loader::Matmul {
+            trans_a: false,
+            trans_b: true,
+        },
+        Loader::Matmul {
+            trans_a: true,
+            trans_b: true,
+        },
+        Loader::ConvForward,
+        Loader::ConvInputGrad,
+        Loader::ConvWeightGrad,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Loader::Matmul { .. } => "matmul",
+            Loader::ConvForward => "conv_forward",
+            Loader::ConvInputGrad => "conv_input_grad",
+            Loader::ConvWeightGrad => "conv_weight_grad",
+        }
+    }
+    /// Whether A is contiguous along K (the loader's A_K_FAST).
+    pub(crate) fn a_k_fast(self) -> bool {
+        match self {
+            Loader::Matmul { trans_a, .. } => !trans_a,
+            Loader::ConvForward | Loader::ConvWeightGrad => true,
+            Loader::ConvInputGrad => false,
+        }
+    }
+    /// Whether B is contiguous along N (the loader's B_N_FAST).
+    pub(crate) fn b_n_fast(self) -> bool {
+        match self {
+            Loader::Matmul { trans_b, .. } => !trans_b,
+            Loader::ConvForward | Loader::ConvInputGrad => true,
+            Loader::ConvWeightGrad => false,
+        }
+    }
+    fn text(self) -> &'static str {
+        match self {
+            Loader::Matmul { .. } => include_str!("../../shaders/gemm_load_matmul.wgsl"),
+            Loader::ConvForward => include_str!("../../shaders/gemm_load_conv_forward.wgsl"),
+            Loader::ConvInputGrad => include_str!("../../shaders/gemm_load_conv_input_grad.wgsl"),
+            Loader::ConvWeightGrad => include_str!("../../shaders/gemm_load_conv_weight_grad.wgsl"),
+        }
+    }
+}
+
+/// Rows per subgroup workgroup: a multiple of the subgroup size, at least 32.
+pub(crate) fn subgroup_rows(sg: u32) -> u32 {
+    sg.max(32)
+}
+
+/// Expands the marked lines of gemm_subgroup.wgsl: `subgroupBroadcast` takes a constant lane.
+fn subgroup_core(sg: u32) -> String {
+    let tm = subgroup_rows(sg);
+    let mut declare = String::new();
+    let mut load_a = String::new();
+    let mut fma = String::new();
+    let mut store = String::new();
+    for r in 0..tm {
+        declare += &format!("    var acc{r} = vec4<f32>(0.0);\n");
+        fma += &format!(
+            "        acc{r} = fma(vec4<f32>(subgroupBroadcast(a{j}, {l}u)), bv, acc{r});\n",
+            j = r / sg,
+            l = r % sg
+        );
+        store += &format!(
+            "    if (row0 + {r}u < P.m) {{ for (var j = 0u; j < 4u; j++) {{ if (col + j < P.n) {{ store_c(b, row0 + {r}u, col + j, acc{r}[j]); }} }} }}\n"
+        );
+    }
+    for j in 0..tm / sg {
+        load_a += &format!(
+            "        var a{j} = 0.0;\n        let r{j} = row0 + {j}u * SG + lane;\n        if (r{j} < P.m) {{ a{j} = load_ak(b, ks, r{j}); }}\n"
+        );
+    }
+    include_str!("../../shaders/gemm_subgroup.wgsl")
+        .replace("//@DECLARE\n", &declare)
+        .replace("//@LOAD_A\n", &load_a)
+        .replace("//@FMA\n", &fma)
+        .replace("//@STORE\n", &store)
+}
+
+/// What one invocation stages of one operand per K slice: the distinct local k values and
+/// row (A) / column (B) offsets it touches, as WGSL expressions of the invocation index `t`, and
+/// its elements as (index into ks, index into mns). `x` is BM (A) or BN (B).
+struct Staging {
+    ks: Vec<String>,
+    mns: Vec<String>,
+    elems: Vec<(usize, usize)>,
+}
+
+fn staging(x: u32, bk: u32, t: u32, k_fast: bool) -> Staging {
+    if k_fast {
+        // Neighbouring invocations take neighbouring k: one k, x / (t / bk) rows or columns.
+        let p = t / bk;
+        let rows = x / p;
+        Staging {
+            ks: vec![format!("t % {bk}u")],
+            mns: (0..rows)
+                .map(|r| format!("t / {bk}u + {}u", r * p))
+                .collect(),
+            elems: (0..rows as usize).map(|r| (0, r)).collect(),
+        }
+    } else if t >= x {
+        // Neighbouring invocations take neighbouring rows / columns: one of them, bk / q k's.
+        let q = t / x;
+        let kn = bk / q;
+        Staging {
+            ks: (0..kn).map(|r| format!("t / {x}u + {}u", r * q)).collect(),
+            mns: vec![format!("t % {x}u")],
+            elems: (0..kn as usize).map(|r| (r, 0)).collect(),
+        }
+    } else {
+        // Fewer invocations than rows / columns: x / t of them, every k of the slice.
+        let nc = x / t;
+        Staging {
+            ks: (0..bk).map(|k| format!("{k}u")).collect(),
+            mns: (0..nc).map(|c| format!("t + {}u", c * t)).collect(),
+            elems: (0..bk as usize)
+                .flat_map(|k| (0..nc as usize).map(move |c| (k, c)))
+                .collect(),
+        }
+    }
+}
+
+/// Expands the marked lines of gemm_blocked.wgsl for one tile shape and loader layout.
+fn blocked_core(tile: GemmTile, a_k_fast: bool, b_n_fast: bool) -> String {
+    use std::fmt::Write;
+    let GemmTile { bm, bn, bk, tm, tn } = tile;
+    let t = tile.threads();
+    let (wg_x, wg_y) = (bn / tn, bm / tm);
+    let sa = staging(bm, bk, t, a_k_fast);
+    let sb = staging(bn, bk, t, !b_n_fast);
+    let mut setup = String::new();
+    let head = format!(
+        "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst AS_LEN: u32 = {}u;\nconst BS_LEN: u32 = {}u;\n",
+        bk * bm / 4,
+        bk * bn / 4
+    );
+    for i in 0..tm {
+        for j in 0..tn / 4 {
+            let _ = writeln!(setup, "    var acc{i}_{j} = vec4<f32>(0.0);");
+        }
+    }
+    for (i, k) in sa.ks.iter().enumerate() {
+        let _ = writeln!(setup, "    let a_k{i} = {k};");
+    }
+    for (j, mn) in sa.mns.iter().enumerate() {
+        let _ = writeln!(
+            setup,
+            "    let a_l{j} = {mn};\n    let a_m{j} = row0 + a_l{j};"
+        );
+    }
+    for (i, k) in sb.ks.iter().enumerate() {
+        let _ = writeln!(setup, "    let b_k{i} = {k};");
+    }
+    for (j, mn) in sb.mns.iter().enumerate() {
+        let _ = writeln!(
+            setup,
+            "    let b_l{j} = {mn};\n    let b_n{j} = col0 + b_l{j};\n    let b_c{j} = col_state(b, min(b_n{j}, P.n - 1u));"
+        );
+    }
+    for e in 0..sa.elems.len() {
+        let _ = writeln!(setup, "    var a_v{e} = 0.0;");
+    }
+    for e in 0..sb.elems.len() {
+        let _ = writeln!(setup, "    var b_v{e} = 0.0;");
+    }
+
+    // Loads of the slice starting at `kb` into registers (zero outside the matrices).
+    let mut load = String::from("        {\n");
+    for i in 0..sa.ks.len() {
+        let _ = writeln!(
+            load,
+            "        let kg{i} = kb + a_k{i};\n        let ks{i} = k_state(b, kg{i});"
+        );
+    }
+    for (e, &(ki, j)) in sa.elems.iter().enumerate() {
+        let _ = writeln!(
+            load,
+            "        a_v{e} = 0.0;\n        if (kg{ki} < P.k && a_m{j} < P.m) {{ a_v{e} = load_ak(b, ks{ki}, a_m{j}); }}"
+        );
+    }
+    load += "        }\n        {\n";
+    for i in 0..sb.ks.len() {
+        let _ = writeln!(
+            load,
+            "        let kg{i} = kb + b_k{i};\n        let ks{i} = k_state(b, kg{i});"
+        );
+    }
+    for (e, &(ki, j)) in sb.elems.iter().enumerate() {
+        let _ = writeln!(
+            load,
+            "        b_v{e} = 0.0;\n        if (kg{ki} < P.k && b_n{j} < P.n) {{ b_v{e} = load_bk(ks{ki}, b_c{j}); }}"
+        );
+    }
+    load += "        }\n";
+
+    let mut stage = String::new();
+    for (e, &(ki, j)) in sa.elems.iter().enumerate() {
+        let _ = writeln!(
+            stage,
+            "        As[(a_k{ki} * BM + a_l{j}) / 4u][a_l{j} % 4u] = a_v{e};"
+        );
+    }
+    for (e, &(ki, j)) in sb.elems.iter().enumerate() {
+        let _ = writeln!(
+            stage,
+            "        Bs[(b_k{ki} * BN + b_l{j}) / 4u][b_l{j} % 4u] = b_v{e};"
+        );
+    }
+
+    let mut fma = String::new();
+    for j in 0..tm / 4 {
+        let _ = writeln!(
+            fma,
+            "            let av{j} = As[kk * {}u + ty + {}u];",
+            bm / 4,
+            j * wg_y
+        );
+    }
+    for j in 0..tn / 4 {
+        let _ = writeln!(
+            fma,
+            "            let bv{j} = Bs[kk * {}u + tx + {}u];",
+            bn / 4,
+            j * wg_x
+        );
+    }
+    const LANE: [&str; 4] = ["x", "y", "z", "w"];
+    for i in 0..tm {
+        for j in 0..tn / 4 {
+            let _ = writeln!(
+                fma,
+                "            acc{i}_{j} = fma(vec4<f32>(av{}.{}), bv{j}, acc{i}_{j});",
+                i / 4,
+                LANE[(i % 4) as usize]
+            );
+        }
+    }
+
+    let mut store = String::new();
+    for j in 0..tn / 4 {
+        let _ = writeln!(store, "    let gn{j} = col0 + 4u * (tx + {}u);", j * wg_x);
+    }
+    for i in 0..tm {
+        let _ = writeln!(
+            store,
+            "    let gm{i} = row0 + 4u * (ty + {}u) + {}u;\n    if (gm{i} < P.m) {{",
+            (i / 4) * wg_y,
+            i % 4
+        );
+        for j in 0..tn / 4 {
+            for (c, lane) in LANE.iter().enumerate() {
+                let _ = writeln!(
+                    store,
+                    "        if (gn{j} + {c}u < P.n) {{ store_c(b, gm{i}, gn{j} + {c}u, acc{i}_{j}.{lane}); }}"
+                );
+            }
+        }
+        store += "    }\n";
+    }
+    head + &include_str!("../../shaders/gemm_blocked.wgsl")
+        .replace("//@SETUP\n", &setup)
+        .replace("//@LOAD\n", &load)
+        .replace("//@STAGE\n", &stage)
+        .replace("//@FMA\n", &fma)
+        .replace("//@STORE\n", &store)
+}
+
+/// One GEMM core with its specialisation: what a launch's family and tile choice come to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GemmCore {
+    /// gemm_tiled.wgsl: 64x64 outputs per workgroup.
+    Tiled,
+    /// gemm_subgroup.wgsl for subgroups of `sg` lanes.
+    Subgroup { sg: u32 },
+    /// gemm_blocked.wgsl for one tile shape.
+    Blocked(GemmTile),
+}
+
+impl GemmCore {
+    /// (BM, BN, BK, TM, TN): outputs per workgroup and per invocation, in the blocked
+    /// family's notation (the tiled and subgroup cores shown the same way).
+    pub(crate) fn tile(self) -> (u32, u32, u32, u32, u32) {
+        match self {
+            GemmCore::Tiled => (64, 64, 16, 4, 4),
+            GemmCore::Subgroup { sg } => (subgroup_rows(sg), sg * 4, 1, subgroup_rows(sg), 4),
+            GemmCore::Blocked(t) => (t.bm, t.bn, t.bk, t.tm, t.tn),
+        }
+    }
+}
+
+/// The GEMM kernel of one core and operand layout: gemm_common.wgsl + the loader + the core
+/// (generated for subgroup and blocked cores).
+pub(crate) fn gemm_def(core: GemmCore, loader: Loader) -> KernelDef {
+    let (ta, tb) = match loader {
+        Loader::Matmul { trans_a, trans_b } => (trans_a, trans_b),
+        _ => (false, false),
+    };
+    let mut key = KernelKey::new(loader.name())
+        .flag("TRANS_A", ta)
+        .flag("TRANS_B", tb);
+    let mut needs = Needs::default();
+    match core {
+        GemmCore::Tiled => {}
+        GemmCore::Subgroup { sg } => {
+            key = key.u32("SG", sg).u32("TM", subgroup_rows(sg));
+            needs.subgroup_size = Some(sg);
+        }
+        GemmCore::Blocked(tile) => {
+            key = key
+                .u32("BM", tile.bm)
+                .u32("BN", tile.bn)
+                .u32("BK", tile.bk)
+                .u32("TM", tile.tm)
+                .u32("TN", tile.tn);
+        }
+    }
+    KernelDef::new::<GemmParams>(key, move || {
+        let core: Cow<'static, str> = match core {
+            GemmCore::Tiled => include_str!("../../shaders/gemm_tiled.wgsl").into(),
+            GemmCore::Subgroup { sg } => subgroup_core(sg).into(),
+            GemmCore::Blocked(tile) => {
+                blocked_core(tile, loader.a_k_fast(), loader.b_n_fast()).into()
+            }
+        };
+        KernelSource {
+            parts: vec![
+                include_str!("../../shaders/gemm_common.wgsl").into(),
+                loader.text().into(),
+                core,
+            ],
+        }
+    })
+    .needing(needs)
+}
+
+/// Subgroup sizes the subgroup core is generated for: every fixed size an adapter can report
+/// (`Gpu::wanted_features` asks for subgroups only when min = max >= 4).
+const SUBGROUP_SIZES: [u32; 6] = [4, 8, 16, 32, 64, 128];
+
+/// The blocked tiles the registry covers: every tile `Gpu::blocked_tile`'s rule can pick, and
+/// every shape FEWSTEP_GEMM_TILE accepts with BM, BN in 16..=256 and BK in 4..=32 (powers of
+/// two) that fits WebGPU's default limits (256 invocations, 16 KiB of workgroup memory).
+/// A forced tile outside that sweep is validated by the device at its first launch.
+pub(crate) fn registry_tiles() -> Vec<GemmTile> {
+    let limits = wgpu::Limits::default();
+    let mut out: Vec<GemmTile> = crate::gpu::blocked_tile_rule();
+    let p2 = [16, 32, 64, 128, 256];
+    for bm in p2 {
+        for bn in p2 {
+            for bk in [4, 8, 16, 32] {
+                for tm in [4, 8] {
+                    for tn in [4, 8] {
+                        let t = GemmTile::new(bm, bn, bk, tm, tn);
+                        if t.check(&limits).is_ok() && !out.contains(&t) {
+                            out.push(t);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every variant of this file's kernels (tensor/registry.rs).
+pub(crate) fn registry_defs() -> Vec<KernelDef> {
+    let mut cores = vec![GemmCore::Tiled];
+    cores.extend(SUBGROUP_SIZES.map(|sg| GemmCore::Subgroup { sg }));
+    cores.extend(registry_tiles().into_iter().map(|t| GemmCore::Blocked(t)));
+    let mut v = Vec::new();
+    for core in cores {
+        v.extend(Loader::ALL.map(|l| gemm_def(core, l)));
+    }
+    v.extend([false, true].map(split_sum_def));
+    v
+}
+
+pub(crate) fn split_sum_def(vec4: bool) -> KernelDef {
+    KernelDef::new::<SplitSumParams>(KernelKey::new("split_sum").flag("VEC4", vec4), move || {
+        KernelSource {
+            parts: vec![
+                super::elem_prelude(vec4).into(),
+                include_str!("../../shaders/split_sum.wgsl").into(),
+            ],
+        }
+    })
+}
