@@ -114,6 +114,13 @@ pub fn fewstep_distilled() -> Option<String> {
     crate::app::web_distill::last_run_json()
 }
 
+/// Test hook: destroys the page's WebGPU device (a stand-in for one the browser lost); the page
+/// then shows its lost-device message. Returns whether there was a device.
+#[wasm_bindgen]
+pub fn fewstep_test_lose_device() -> bool {
+    web_page::lose_device_for_test()
+}
+
 /// Creates the WebGPU device and runs `selftest::run`; resolves to the report as JSON, or rejects
 /// with a message that says what is missing (e.g. no WebGPU in this browser).
 #[wasm_bindgen]

@@ -263,6 +263,28 @@ try {
       `${path.relative(root, screenshot)} ` +
       `(visibility checks took ${((Date.now() - t1) / 1000).toFixed(1)} s)`);
   });
+  // A lost GPU device (destroyed through the page's test hook) ends in the message panel with a
+  // reload button, not a page that goes on with stale data; the reload samples again.
+  await withBrowser(webgpu, async (page) => {
+    await page.goto(`http://127.0.0.1:${port}/index.html?${q}`);
+    await page.waitForFunction(() => window.fewstepError || (window.fewstepResult && window.fewstepResult()),
+      null, { timeout: 600_000, polling: 500 });
+    const destroyed = await page.evaluate(() => window.fewstepTestLoseDevice());
+    await page.waitForFunction(() => window.fewstepError, null, { timeout: 60_000, polling: 250 });
+    const text = await page.evaluate(() => window.fewstepError);
+    const message = await page.evaluate(panelState, 'message');
+    const button = await page.evaluate(() => document.getElementById('reload')?.textContent ?? null);
+    const appHidden = await page.evaluate(() => getComputedStyle(document.getElementById('app')).display === 'none');
+    check(destroyed && message.shown && /lost/.test(text) && /Reload/.test(button ?? '') && appHidden,
+      `a lost device ends in the message panel with a reload button: "${text.slice(0, 90)}" ` +
+      `(button: ${button}, app hidden: ${appHidden})`);
+    await Promise.all([page.waitForNavigation({ timeout: 60_000 }), page.click('#reload')]);
+    await page.waitForFunction(() => window.fewstepError || (window.fewstepResult && window.fewstepResult()),
+      null, { timeout: 600_000, polling: 500 });
+    const again = await page.evaluate(() => ({ err: window.fewstepError ?? null, r: window.fewstepResult() }));
+    check(!again.err && again.r && again.r.values.length === native.values.length,
+      `after the reload the page samples again (${again.r?.values.length ?? 0} values${again.err ? `, error: ${again.err}` : ''})`);
+  });
   // Without --enable-unsafe-webgpu Chromium on Linux offers no WebGPU adapter.
   await withBrowser(['--disable-features=WebGPU,Vulkan'], async (page) => {
     await page.goto(`http://127.0.0.1:${port}/index.html?${q}`);

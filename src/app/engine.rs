@@ -149,6 +149,9 @@ pub struct SharedDevice {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
+    /// Where another `Gpu` on this device (the web Train tab's) records faults: shared, since a
+    /// device has one error handler and one lost callback.
+    pub fault: Option<crate::gpu::FaultWatch>,
 }
 
 pub fn spawn(shared: SharedDevice, repaint: eframe::egui::Context) -> EngineHandle {
@@ -160,7 +163,8 @@ pub fn spawn(shared: SharedDevice, repaint: eframe::egui::Context) -> EngineHand
     let current = Arc::new(AtomicU64::new(0));
     let (ev, cur) = (events.clone(), current.clone());
     let make_worker = move || {
-        let gpu = Gpu::from_device(shared.device, shared.queue, shared.info, None);
+        let gpu =
+            Gpu::from_device_watched(shared.device, shared.queue, shared.info, None, shared.fault);
         Worker {
             painter: GridPainter::new(&gpu),
             gpu,

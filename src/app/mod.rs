@@ -273,6 +273,9 @@ pub struct FewstepApp {
     pub web_gpu: Option<crate::gpu::Gpu>,
     #[cfg(target_arch = "wasm32")]
     egui_ctx: Option<egui::Context>,
+    /// Whether the page already shows that the GPU device failed (web).
+    #[cfg(target_arch = "wasm32")]
+    fault_shown: bool,
 }
 
 /// eframe's wgpu set-up for fewstep: the device asks for what the engine's kernels want
@@ -327,6 +330,8 @@ impl FewstepApp {
             web_gpu: None,
             #[cfg(target_arch = "wasm32")]
             egui_ctx: Some(cc.egui_ctx.clone()),
+            #[cfg(target_arch = "wasm32")]
+            fault_shown: false,
         };
         let Some(rs) = render else {
             app.status = "fewstep needs a wgpu renderer with compute shaders (WebGPU, Vulkan, \
@@ -345,12 +350,17 @@ impl FewstepApp {
                 info.clone(),
                 None,
             ));
+            web_page::remember_device(rs.device.clone());
         }
         let engine = engine::spawn(
             SharedDevice {
                 device: rs.device.clone(),
                 queue: rs.queue.clone(),
                 info,
+                #[cfg(target_arch = "wasm32")]
+                fault: app.web_gpu.as_ref().map(|g| g.fault_watch()),
+                #[cfg(not(target_arch = "wasm32"))]
+                fault: None,
             },
             cc.egui_ctx.clone(),
         );
@@ -742,6 +752,25 @@ impl FewstepApp {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
+impl FewstepApp {
+    /// A lost device (or a kernel that failed to build) ends the page's work: the message panel
+    /// says what happened and offers a reload, instead of runs going on with stale data. The
+    /// device-lost callback runs between frames, so an idle page looks twice a second.
+    fn watch_for_gpu_faults(&mut self, ctx: &egui::Context) {
+        if self.fault_shown {
+            return;
+        }
+        match self.web_gpu.as_ref().and_then(|g| g.fault_watch().error()) {
+            Some(e) => {
+                self.fault_shown = true;
+                web_page::show_gpu_fault(&e);
+            }
+            None => ctx.request_repaint_after(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
 impl eframe::App for FewstepApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.handle_events();
@@ -758,6 +787,8 @@ impl eframe::App for FewstepApp {
         if let Some(name) = web_page::adapter_name() {
             self.adapter = name;
         }
+        #[cfg(target_arch = "wasm32")]
+        self.watch_for_gpu_faults(ui.ctx());
         ui::draw(self, ui);
         #[cfg(target_arch = "wasm32")]
         crate::app::web_page::publish_status(

@@ -19,6 +19,72 @@ thread_local! {
     static LAYOUT: RefCell<Option<String>> = const { RefCell::new(None) };
     /// The adapter's name from the page's own WebGPU lookup, once it answers.
     static ADAPTER: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// eframe's device (shared by the engine and the Train tab), for the lost-device test hook.
+    static DEVICE: RefCell<Option<wgpu::Device>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn remember_device(device: wgpu::Device) {
+    DEVICE.with(|d| *d.borrow_mut() = Some(device));
+}
+
+/// Test hook (`fewstep_test_lose_device` in web.rs): destroys the page's device, a stand-in for
+/// a GPU the browser lost. Returns whether there was one.
+pub(crate) fn lose_device_for_test() -> bool {
+    DEVICE.with(|d| d.borrow().as_ref().map(|dev| dev.destroy()).is_some())
+}
+
+/// Replaces the app with index.html's message panel: what happened to the GPU, what is lost,
+/// and a button that reloads the page (`window.fewstepError` holds the text, for tests).
+pub(crate) fn show_gpu_fault(e: &crate::gpu::GpuError) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let lost = matches!(e, crate::gpu::GpuError::Lost { .. });
+    let title = if lost {
+        "The GPU device was lost"
+    } else {
+        "The GPU reported an error"
+    };
+    let detail = match e {
+        crate::gpu::GpuError::Lost { message, .. } => format!("WebGPU device {message}"),
+        other => other.to_string(),
+    };
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let html = format!(
+        "<h1>{title}</h1><p>{}</p><p>fewstep cannot go on with it: what was running stopped \
+         (students already finished and downloaded are safe; the others are gone). Reloading the \
+         page starts again on a new device.</p>\
+         <p><button id=\"reload\" onclick=\"location.reload()\">Reload the page</button></p>",
+        escape(&detail)
+    );
+    for id in ["app", "loading", "status"] {
+        if let Some(el) = document
+            .get_element_by_id(id)
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+        {
+            el.set_hidden(true);
+        }
+    }
+    if let Some(text) = document.get_element_by_id("message-text") {
+        text.set_inner_html(&html);
+    }
+    if let Some(panel) = document
+        .get_element_by_id("message")
+        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        panel.set_hidden(false);
+    }
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(
+            &w,
+            &"fewstepError".into(),
+            &format!("{title}: {detail}").into(),
+        );
+    }
 }
 
 /// This page's address (without its query string) followed by `?query`.

@@ -249,6 +249,31 @@ pub(crate) enum Fault {
 /// Shared with wgpu's callbacks, hence `Arc<Mutex>` (they must be `Send + Sync`).
 pub(crate) type FaultSlot = std::sync::Arc<std::sync::Mutex<Option<Fault>>>;
 
+/// A handle on a device's first fault that can be kept apart from the `Gpu` (it is `Send`):
+/// the app polls it every frame, and every `Gpu` made on one device shares one.
+#[derive(Clone)]
+pub struct FaultWatch {
+    slot: FaultSlot,
+    adapter: String,
+}
+
+impl FaultWatch {
+    /// The device's first fault as an error, if any (see [`Gpu::fault`]).
+    pub fn error(&self) -> Option<GpuError> {
+        let f = self.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let adapter = self.adapter.clone();
+        Some(match f? {
+            Fault::Lost(message) => GpuError::Lost { adapter, message },
+            Fault::Kernel { kernel, message } => GpuError::Kernel {
+                kernel,
+                adapter,
+                message,
+            },
+            Fault::Device(message) => GpuError::Device { adapter, message },
+        })
+    }
+}
+
 /// Records `f` unless an earlier fault is already recorded (the first one is the cause), except
 /// that a lost device replaces the errors that its loss caused (they may be reported first:
 /// wgpu calls the device-lost callback at the next poll).
@@ -483,6 +508,19 @@ impl Gpu {
         info: wgpu::AdapterInfo,
         want: Option<KernelVariant>,
     ) -> Gpu {
+        Self::from_device_watched(device, queue, info, want, None)
+    }
+
+    /// [`Gpu::from_device`] for a device another `Gpu` already wraps: `watch` (that one's
+    /// [`Gpu::fault_watch`]) is shared instead of installing new handlers, which would replace
+    /// the first `Gpu`'s (a device has one uncaptured-error handler and one lost callback).
+    pub fn from_device_watched(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        want: Option<KernelVariant>,
+        watch: Option<FaultWatch>,
+    ) -> Gpu {
         let features = device.features();
         let limits = device.limits();
         let subgroups = features.contains(wgpu::Features::SUBGROUP);
@@ -503,34 +541,16 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }));
-        let fault: FaultSlot = Default::default();
-        // Without a handler wgpu panics on the first uncaptured error (exit 101 natively, a run
-        // going on with stale data on the web); with it the error waits for the next readback.
-        let slot = fault.clone();
-        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
-            let f = match &e {
-                wgpu::Error::OutOfMemory { .. } => Fault::Device(format!("out of memory: {e}")),
-                _ => Fault::Device(e.to_string()),
-            };
-            record_fault(&slot, f);
-        }));
-        let slot = fault.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            let why = match reason {
-                wgpu::DeviceLostReason::Destroyed => "destroyed",
-                _ => "lost by the driver",
-            };
-            let text = if message.is_empty() {
-                why.to_string()
-            } else {
-                format!("{why}: {message}")
-            };
-            record_fault(&slot, Fault::Lost(text));
-        });
+        let shared = watch.is_some();
+        let fault: FaultSlot = watch.map(|w| w.slot).unwrap_or_default();
+        if !shared {
+            Self::install_fault_handlers(&device, &fault);
+        }
         Gpu(Rc::new(GpuInner {
             stand_in,
             fault,
             pipelines: PipelineCache::default(),
+
             encode_seconds: Cell::new(0.0),
             submit_seconds: Cell::new(0.0),
             pool: Rc::new(BufferPool::default()),
@@ -553,6 +573,32 @@ impl Gpu {
     /// The GEMM family used when none is asked for, and why: CPU adapters (lavapipe) run the
     /// subgroup family where they have fixed-size subgroups (2-3x faster there than the others,
     /// ARCHITECTURE.md, Platforms), else tiled; GPUs and browsers run the register-blocked family.
+    /// Without an uncaptured-error handler wgpu panics on the first error (exit 101 natively, a
+    /// run going on with stale data on the web); with it the error waits for the next readback.
+    fn install_fault_handlers(device: &wgpu::Device, fault: &FaultSlot) {
+        let slot = fault.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            let f = match &e {
+                wgpu::Error::OutOfMemory { .. } => Fault::Device(format!("out of memory: {e}")),
+                _ => Fault::Device(e.to_string()),
+            };
+            record_fault(&slot, f);
+        }));
+        let slot = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let why = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed",
+                _ => "lost by the driver",
+            };
+            let text = if message.is_empty() {
+                why.to_string()
+            } else {
+                format!("{why}: {message}")
+            };
+            record_fault(&slot, Fault::Lost(text));
+        });
+    }
+
     fn default_variant(info: &wgpu::AdapterInfo, subgroups: bool) -> (KernelVariant, String) {
         let browser = cfg!(target_arch = "wasm32") || info.backend == wgpu::Backend::BrowserWebGpu;
         match info.device_type {
@@ -1000,22 +1046,17 @@ impl Gpu {
     /// uncaptured error such as running out of memory), if any. Readbacks and [`Gpu::finish`]
     /// check it; a long loop that never reads back can ask.
     pub fn fault(&self) -> Result<(), GpuError> {
-        let f = self
-            .0
-            .fault
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let adapter = self.0.info.name.clone();
-        match f {
+        match self.fault_watch().error() {
             None => Ok(()),
-            Some(Fault::Lost(message)) => Err(GpuError::Lost { adapter, message }),
-            Some(Fault::Kernel { kernel, message }) => Err(GpuError::Kernel {
-                kernel,
-                adapter,
-                message,
-            }),
-            Some(Fault::Device(message)) => Err(GpuError::Device { adapter, message }),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// A `Send` handle on this device's first fault (see [`FaultWatch`]).
+    pub fn fault_watch(&self) -> FaultWatch {
+        FaultWatch {
+            slot: self.0.fault.clone(),
+            adapter: self.0.info.name.clone(),
         }
     }
 

@@ -505,6 +505,7 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
         device: gpu.device().clone(),
         queue: gpu.queue().clone(),
         info: gpu.info().clone(),
+        fault: Some(gpu.fault_watch()),
     };
     let handle = engine::spawn(shared, egui::Context::default());
     let b = bundled::find("fmnist-4step").unwrap();
