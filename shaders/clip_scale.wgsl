@@ -1,5 +1,5 @@
-// Global gradient-norm clipping, step 2 of 2: SUMSQ holds one squared norm per parameter tensor
-// (written by reduce.wgsl); OUT[0] = min(1, max_norm / (norm + 1e-6)), OUT[1] = norm.
+// Global gradient-norm clipping, step 2 of 2: SUMSQ holds partial sums of squares of all the
+// gradients, one per workgroup of sum_squares_multi.wgsl (P.count of them); OUT[0] = min(1, max_norm / (norm + 1e-6)), OUT[1] = norm.
 // max_norm <= 0 disables clipping (scale 1) but still reports the norm.
 struct Params { count: u32, max_norm: f32, _p0: u32, _p1: u32 }
 

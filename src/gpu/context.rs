@@ -9,7 +9,7 @@ use super::readback;
 /// Which family of GEMM kernels matmul and convolution use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelVariant {
-    /// Workgroup-memory tiles: portable, what the web and most GPUs get.
+    /// Workgroup-memory tiles: portable; CPU adapters without fixed-size subgroups get it.
     Tiled,
     /// Rows of A shared across a subgroup with `subgroupBroadcast`; needs `Features::SUBGROUP` and
     /// a fixed subgroup size. On lavapipe ~5x faster than `Tiled` (ARCHITECTURE.md, Platforms).

@@ -761,10 +761,13 @@ struct GroupNormBack {
 }
 
 impl Backward<3> for GroupNormBack {
-    fn backward(&self, g: &Tensor, _needs: [bool; 3]) -> [Option<Tensor>; 3] {
-        // One kernel pass yields all three; unneeded ones are dropped by the tape.
-        let (dx, dg, db) = self.x.group_norm_grad(&self.gamma, g, &self.saved);
-        [Some(dx), Some(dg), Some(db)]
+    fn backward(&self, g: &Tensor, [nx, ng, nb]: [bool; 3]) -> [Option<Tensor>; 3] {
+        // dx is one launch, dgamma and dbeta another: each only when needed.
+        let (dx, p) =
+            self.x
+                .group_norm_grad_parts(&self.gamma, None, g, &self.saved, (nx, ng || nb));
+        let (dg, db) = p.unzip();
+        [dx, dg.filter(|_| ng), db.filter(|_| nb)]
     }
 }
 
@@ -776,11 +779,16 @@ struct GroupNormSiluBack {
 }
 
 impl Backward<3> for GroupNormSiluBack {
-    fn backward(&self, g: &Tensor, _needs: [bool; 3]) -> [Option<Tensor>; 3] {
-        let (dx, dg, db) = self
-            .x
-            .group_norm_silu_grad(&self.gamma, &self.beta, g, &self.saved);
-        [Some(dx), Some(dg), Some(db)]
+    fn backward(&self, g: &Tensor, [nx, ng, nb]: [bool; 3]) -> [Option<Tensor>; 3] {
+        let (dx, p) = self.x.group_norm_grad_parts(
+            &self.gamma,
+            Some(&self.beta),
+            g,
+            &self.saved,
+            (nx, ng || nb),
+        );
+        let (dg, db) = p.unzip();
+        [dx, dg.filter(|_| ng), db.filter(|_| nb)]
     }
 }
 

@@ -29,6 +29,8 @@ wgsl_params! {
         stride: u32,
         pad: u32,
         ks: u32,
+        /// C = ... + beta * C: no launcher sets it yet (it is where accumulating a gradient into an
+        /// existing one would go); the epilogue reads C only when it is not 0.
         beta: f32,
         bias_scale: f32,
         bias_per_col: u32,

@@ -174,7 +174,9 @@ impl Tensor {
         dy: &Tensor,
         saved: &GroupNormStats,
     ) -> (Tensor, Tensor, Tensor) {
-        self.group_norm_grad_launch(gamma, None, dy, saved)
+        let (dx, p) = self.group_norm_grad_parts(gamma, None, dy, saved, (true, true));
+        let (dg, db) = p.expect("asked for");
+        (dx.expect("asked for"), dg, db)
     }
 
     /// Backward of [`Tensor::group_norm_silu`]: (dx, dgamma, dbeta) given the forward input
@@ -186,17 +188,22 @@ impl Tensor {
         dy: &Tensor,
         saved: &GroupNormStats,
     ) -> (Tensor, Tensor, Tensor) {
-        self.group_norm_grad_launch(gamma, Some(beta), dy, saved)
+        let (dx, p) = self.group_norm_grad_parts(gamma, Some(beta), dy, saved, (true, true));
+        let (dg, db) = p.expect("asked for");
+        (dx.expect("asked for"), dg, db)
     }
 
-    /// `beta`: Some for the backward of `group_norm_silu`.
-    fn group_norm_grad_launch(
+    /// The backward of group norm (`beta`: Some for `group_norm_silu`'s) in its two launches,
+    /// each only when `want` asks for it: (dx, (dgamma, dbeta)). The tape's units pass their
+    /// `needs` here, so a frozen input or frozen parameters cost no launch.
+    pub fn group_norm_grad_parts(
         &self,
         gamma: &Tensor,
         beta: Option<&Tensor>,
         dy: &Tensor,
         saved: &GroupNormStats,
-    ) -> (Tensor, Tensor, Tensor) {
+        (want_dx, want_params): (bool, bool),
+    ) -> (Option<Tensor>, Option<(Tensor, Tensor)>) {
         let silu = beta.is_some();
         // The shaders name BETA (and GAMMA) in both variants, so the automatic layouts always
         // have them; without SiLU they are never read, and gamma stands in for beta.
@@ -204,30 +211,35 @@ impl Tensor {
         let gpu = self.gpu();
         let (n, c, hw) = nchw(self);
         let g = saved.groups;
-        let dx = Tensor::empty(gpu, self.shape());
-        let pipeline = norm_pipeline(gpu, NormKernel::InputGrad, (silu, hw));
-        gpu.dispatch(Dispatch {
-            pipeline,
-            params: GroupNormParams {
-                c: c as u32,
-                hw: hw as u32,
-                groups: g as u32,
-                eps: saved.eps,
-                total: (n * g) as u32,
-            }
-            .bytes(),
-            buffers: [
-                self.bind(),
-                gamma.bind(),
-                dy.bind(),
-                saved.stats.bind(),
-                dx.bind(),
-            ]
-            .into_iter()
-            .chain([beta_or_gamma.bind()])
-            .collect(),
-            workgroups: gpu.grid_1d((n * g) as u32),
-        });
+        let dx = want_dx.then(|| Tensor::empty(gpu, self.shape()));
+        if let Some(dx) = &dx {
+            let pipeline = norm_pipeline(gpu, NormKernel::InputGrad, (silu, hw));
+            gpu.dispatch(Dispatch {
+                pipeline,
+                params: GroupNormParams {
+                    c: c as u32,
+                    hw: hw as u32,
+                    groups: g as u32,
+                    eps: saved.eps,
+                    total: (n * g) as u32,
+                }
+                .bytes(),
+                buffers: [
+                    self.bind(),
+                    gamma.bind(),
+                    dy.bind(),
+                    saved.stats.bind(),
+                    dx.bind(),
+                ]
+                .into_iter()
+                .chain([beta_or_gamma.bind()])
+                .collect(),
+                workgroups: gpu.grid_1d((n * g) as u32),
+            });
+        }
+        if !want_params {
+            return (dx, None);
+        }
         let dgamma = Tensor::empty(gpu, &[c]);
         let dbeta = Tensor::empty(gpu, &[c]);
         let pipeline = norm_pipeline(gpu, NormKernel::ParamGrad, (silu, hw));
@@ -252,7 +264,7 @@ impl Tensor {
             .collect(),
             workgroups: [c as u32, 1, 1],
         });
-        (dx, dgamma, dbeta)
+        (dx, Some((dgamma, dbeta)))
     }
 
     /// softmax(scale * x) along the last dimension.

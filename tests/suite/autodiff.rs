@@ -456,3 +456,39 @@ fn a_var_of_another_tape_is_refused() {
     let y = b.leaf(&Tensor::from_slice(&g, &[4], &[2.0; 4]));
     let _ = b.mul(&x, &y);
 }
+
+/// GroupNorm's backward is two launches, dx and (dgamma, dbeta): with frozen parameters only
+/// the first runs, with a constant input only the second (the units honour `needs`).
+#[test]
+fn group_norm_backward_launches_only_what_is_needed() {
+    let g = gpu();
+    let mut r = rng("group_norm_needs");
+    let x = Tensor::from_slice(&g, &[2, 8, 4, 4], &uniform(&mut r, 256, 1.0));
+    let gamma = Tensor::from_slice(&g, &[8], &uniform(&mut r, 8, 1.0));
+    let beta = Tensor::from_slice(&g, &[8], &uniform(&mut r, 8, 1.0));
+    for silu in [false, true] {
+        // (x wants a gradient, the parameters want one) -> backward launches of the norm
+        let mut launches = vec![];
+        for (want_x, want_p) in [(true, true), (true, false), (false, true)] {
+            let tape = Tape::new();
+            let leaf = |want: bool, t: &Tensor| if want { tape.leaf(t) } else { Var::constant(t.clone()) };
+            let (xv, gv, bv) = (leaf(want_x, &x), leaf(want_p, &gamma), leaf(want_p, &beta));
+            let y = if silu {
+                tape.group_norm_silu(&xv, &gv, &bv, 4, 1e-5)
+            } else {
+                tape.group_norm(&xv, &gv, &bv, 4, 1e-5)
+            };
+            let loss = tape.mean_all(&y);
+            g.flush();
+            let before = g.counters().0;
+            let (_, leaves) = tape.backward(&loss, None);
+            launches.push(g.counters().0 - before);
+            assert_eq!(leaves.of(&xv).is_some(), want_x, "dx given exactly when needed");
+            assert_eq!(leaves.of(&gv).is_some(), want_p, "dgamma given exactly when needed");
+            g.flush();
+        }
+        eprintln!("silu {silu}: backward launches (all, frozen params, constant x) {launches:?}");
+        assert_eq!(launches[0], launches[1] + 1, "frozen parameters save the parameter launch");
+        assert_eq!(launches[0], launches[2] + 1, "a constant input saves the dx launch");
+    }
+}
