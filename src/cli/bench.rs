@@ -156,7 +156,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             gpu.info().name,
             gpu.info().backend,
             gpu.info().device_type,
-            gpu.describe_gemm()
+            crate::tensor::kernel_policy::describe_gemm(&gpu)
         );
     } else {
         let forced = gpu.gemm_tile().map(|t| t.to_string());

@@ -212,6 +212,10 @@ pub(crate) fn open_gpu() -> anyhow::Result<Gpu> {
 fn info() -> anyhow::Result<()> {
     let gpu = open_gpu()?;
     print!("{}", gpu.describe());
+    println!(
+        "GEMM:      {}",
+        crate::tensor::kernel_policy::describe_gemm(&gpu)
+    );
     Ok(())
 }
 

@@ -58,38 +58,6 @@ pub struct GemmTile {
     pub tn: u32,
 }
 
-/// The blocked family's candidate tiles by M (up to this many rows: these tiles, in order of
-/// preference); see [`Gpu::blocked_tile`].
-const TILE_RULE: [(u32, &[GemmTile]); 4] = {
-    const fn g(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) -> GemmTile {
-        GemmTile::new(bm, bn, bk, tm, tn)
-    }
-    [
-        (16, &[g(16, 128, 16, 4, 8), g(16, 64, 16, 4, 4)]),
-        (32, &[g(32, 128, 16, 4, 8), g(32, 64, 16, 4, 4)]),
-        (64, &[g(64, 128, 16, 4, 8), g(64, 64, 16, 4, 4)]),
-        (
-            u32::MAX,
-            &[
-                g(128, 128, 16, 8, 8),
-                g(128, 64, 16, 8, 8),
-                g(64, 64, 16, 4, 4),
-            ],
-        ),
-    ]
-};
-
-/// Every tile [`Gpu::blocked_tile`]'s rule can pick (the kernel registry covers them all).
-pub fn blocked_tile_rule() -> Vec<GemmTile> {
-    let mut out: Vec<GemmTile> = Vec::new();
-    for t in TILE_RULE.iter().flat_map(|(_, l)| l.iter()) {
-        if !out.contains(t) {
-            out.push(*t);
-        }
-    }
-    out
-}
-
 const GEMM_TILE_FORM: &str = "BMxBNxBKxTMxTN, five numbers joined by 'x' (e.g. 128x128x16x8x8 or \
     16x128x16x4x8): TM and TN 4 or 8, BM a multiple of TM, BN a multiple of TN, \
     T = (BM/TM)*(BN/TN) invocations a multiple of BK, BK*BM and BK*BN multiples of T, \
@@ -701,57 +669,13 @@ impl Gpu {
         self.0.gemm_tile.set(tile);
         Ok(())
     }
-    /// The blocked family's tile shape for an M x N output (times `batch` independent ones): the
-    /// forced one if set, else by M: <= 16 rows 16x128 (or 16x64), <= 32 rows 32x128 (32x64),
-    /// <= 64 rows 64x128 (64x64), more 128x128 (128x64, 64x64): the first of these that gives at
-    /// least 256 workgroups (enough to fill a large GPU), else the last, among those the device
-    /// allows. Small-M problems (the 16-channel convolutions of `tiny`) thus never idle half a tile.
-    pub fn blocked_tile(&self, m: u32, n: u32, batch: u32) -> GemmTile {
-        if let Some(t) = self.gemm_tile() {
-            return t;
-        }
-        const TARGET_WORKGROUPS: u32 = 256;
-        let g = GemmTile::new;
-        let list: &[GemmTile] = TILE_RULE
-            .iter()
-            .find(|(rows, _)| m <= *rows)
-            .map_or(&[], |(_, l)| l);
-        // Called per launch: iterate the candidates, no allocation.
-        let fits = || {
-            list.iter()
-                .copied()
-                .filter(|t| t.check(&self.0.limits).is_ok())
-        };
-        let count = |t: &GemmTile| m.div_ceil(t.bm) * n.div_ceil(t.bn) * batch.max(1);
-        fits()
-            .find(|t| count(t) >= TARGET_WORKGROUPS)
-            .or_else(|| fits().next_back())
-            .unwrap_or(g(16, 64, 16, 4, 4))
+    /// The forced softmax layout, if any (`tensor::kernel_policy` decides otherwise).
+    pub fn softmax_override(&self) -> Option<bool> {
+        self.0.softmax_rows.get()
     }
-    /// How the weight gradient splits K: the forced rule if set, else per family. The blocked
-    /// family (real GPUs) aims for 2048 workgroups of chunks >= 256: on an H100 a `tiny`
-    /// weight gradient had ~150 workgroups of 64 threads and spent 4 us per K step waiting on
-    /// memory (README, Benchmarks). The others keep 512 workgroups of chunks >= 1024 (on CPU
-    /// adapters more chunks only add partial sums to add up).
-    pub fn split_k(&self) -> SplitK {
-        self.0.split_k.get().unwrap_or(match self.variant() {
-            KernelVariant::Blocked => SplitK {
-                workgroups: 2048,
-                min_chunk: 256,
-            },
-            _ => SplitK {
-                workgroups: 512,
-                min_chunk: 1024,
-            },
-        })
-    }
-    /// Whether row softmax runs a row per invocation (no barriers: CPU adapters, where a
-    /// workgroup barrier costs more than a 196-long row) rather than per workgroup (GPUs).
-    pub fn softmax_row_per_invocation(&self) -> bool {
-        self.0
-            .softmax_rows
-            .get()
-            .unwrap_or(self.0.info.device_type == wgpu::DeviceType::Cpu)
+    /// The forced split of the weight gradient along K, if any.
+    pub fn split_k_override(&self) -> Option<SplitK> {
+        self.0.split_k.get()
     }
     /// Forces the softmax layout (tests run both on one adapter); `None`: by adapter type.
     pub fn set_softmax_row_per_invocation(&self, v: Option<bool>) {
@@ -775,26 +699,6 @@ impl Gpu {
     /// in the same notation: BM x BN outputs per workgroup, per-invocation TM x TN).
     pub fn last_gemm(&self) -> Option<(KernelVariant, GemmTile)> {
         self.0.last_gemm.get()
-    }
-    /// One line: the GEMM family, why, and the tile rule.
-    pub fn describe_gemm(&self) -> String {
-        let v = self.variant();
-        let tiles = match (v, self.gemm_tile()) {
-            (KernelVariant::Blocked, Some(t)) => format!("tile {t} forced for every GEMM"),
-            (KernelVariant::Blocked, None) => "tile BMxBNxBKxTMxTN chosen per problem".into(),
-            (KernelVariant::Tiled, _) => "tile 64x64x16x4x4".into(),
-            (KernelVariant::Subgroup, _) => {
-                let sg = self.subgroup_size();
-                format!("{} rows x {} columns per subgroup", sg.max(32), sg * 4)
-            }
-        };
-        format!(
-            "{} ({}; {tiles}; weight gradient split along K for ~{} workgroups, chunks >= {})",
-            v.name(),
-            self.variant_reason(),
-            self.split_k().workgroups,
-            self.split_k().min_chunk
-        )
     }
     pub fn has_subgroups(&self) -> bool {
         self.0.features.contains(wgpu::Features::SUBGROUP)
@@ -823,7 +727,6 @@ impl Gpu {
             "subgroups: size {}..{}",
             i.subgroup_min_size, i.subgroup_max_size
         );
-        let _ = writeln!(s, "GEMM:      {}", self.describe_gemm());
         let _ = writeln!(
             s,
             "limits:    storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, invocations/workgroup {}, \

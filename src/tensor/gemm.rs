@@ -45,7 +45,9 @@ fn launch(
     let core = match variant {
         KernelVariant::Tiled => GemmCore::Tiled,
         KernelVariant::Subgroup => GemmCore::Subgroup { sg },
-        KernelVariant::Blocked => GemmCore::Blocked(gpu.blocked_tile(p.m, p.n, tile_batch)),
+        KernelVariant::Blocked => GemmCore::Blocked(super::kernel_policy::blocked_tile(
+            gpu, p.m, p.n, tile_batch,
+        )),
     };
     let (bm, bn, bk, tm, tn) = core.tile();
     gpu.note_gemm(variant, bm, bn, bk, tm, tn);
@@ -361,12 +363,12 @@ fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
             (subgroup_rows(sg), sg * 4)
         }
         KernelVariant::Blocked => {
-            let t = gpu.blocked_tile(m, n, 1);
+            let t = super::kernel_policy::blocked_tile(gpu, m, n, 1);
             (t.bm, t.bn)
         }
     };
     let tiles = m.div_ceil(tm) * n.div_ceil(tn);
-    let rule = gpu.split_k();
+    let rule = super::kernel_policy::split_k(gpu);
     k.div_ceil(rule.min_chunk)
         .min(rule.workgroups.div_ceil(tiles))
         .max(1)

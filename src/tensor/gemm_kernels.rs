@@ -413,13 +413,13 @@ pub(crate) fn gemm_def(core: GemmCore, loader: Loader) -> KernelDef {
 /// (`Gpu::wanted_features` asks for subgroups only when min = max >= 4).
 const SUBGROUP_SIZES: [u32; 6] = [4, 8, 16, 32, 64, 128];
 
-/// The blocked tiles the registry covers: every tile `Gpu::blocked_tile`'s rule can pick, and
+/// The blocked tiles the registry covers: every tile `kernel_policy::blocked_tile`'s rule can pick, and
 /// every shape FEWSTEP_GEMM_TILE accepts with BM, BN in 16..=256 and BK in 4..=32 (powers of
 /// two) that fits WebGPU's default limits (256 invocations, 16 KiB of workgroup memory).
 /// A forced tile outside that sweep is validated by the device at its first launch.
 pub(crate) fn registry_tiles() -> Vec<GemmTile> {
     let limits = wgpu::Limits::default();
-    let mut out: Vec<GemmTile> = crate::gpu::blocked_tile_rule();
+    let mut out: Vec<GemmTile> = super::kernel_policy::blocked_tile_rule();
     let p2 = [16, 32, 64, 128, 256];
     for bm in p2 {
         for bn in p2 {

@@ -8,6 +8,7 @@ pub mod autodiff;
 mod elementwise;
 mod gemm;
 mod gemm_kernels;
+pub mod kernel_policy;
 mod meter;
 mod norm;
 mod optim;

@@ -293,7 +293,7 @@ fn softmax_launch(mode: u32, x: &Tensor, y: Option<&Tensor>, scale: f32) -> Tens
     let rows = x.numel() / len.max(1);
     let out = Tensor::empty(gpu, x.shape());
     // CPU adapters: a row per invocation (no barriers; see softmax.wgsl).
-    let alone = gpu.softmax_row_per_invocation();
+    let alone = super::kernel_policy::softmax_row_per_invocation(gpu);
     let pipeline = super::pipeline_of(gpu, softmax_def(mode, alone));
     let yb = y.map(|t| t.bind()).unwrap_or_else(|| super::stand_in(gpu));
     gpu.dispatch(Dispatch {

@@ -471,7 +471,13 @@ fn group_norm_backward_launches_only_what_is_needed() {
         let mut launches = vec![];
         for (want_x, want_p) in [(true, true), (true, false), (false, true)] {
             let tape = Tape::new();
-            let leaf = |want: bool, t: &Tensor| if want { tape.leaf(t) } else { Var::constant(t.clone()) };
+            let leaf = |want: bool, t: &Tensor| {
+                if want {
+                    tape.leaf(t)
+                } else {
+                    Var::constant(t.clone())
+                }
+            };
             let (xv, gv, bv) = (leaf(want_x, &x), leaf(want_p, &gamma), leaf(want_p, &beta));
             let y = if silu {
                 tape.group_norm_silu(&xv, &gv, &bv, 4, 1e-5)
@@ -483,12 +489,28 @@ fn group_norm_backward_launches_only_what_is_needed() {
             let before = g.counters().0;
             let (_, leaves) = tape.backward(&loss, None);
             launches.push(g.counters().0 - before);
-            assert_eq!(leaves.of(&xv).is_some(), want_x, "dx given exactly when needed");
-            assert_eq!(leaves.of(&gv).is_some(), want_p, "dgamma given exactly when needed");
+            assert_eq!(
+                leaves.of(&xv).is_some(),
+                want_x,
+                "dx given exactly when needed"
+            );
+            assert_eq!(
+                leaves.of(&gv).is_some(),
+                want_p,
+                "dgamma given exactly when needed"
+            );
             g.flush();
         }
         eprintln!("silu {silu}: backward launches (all, frozen params, constant x) {launches:?}");
-        assert_eq!(launches[0], launches[1] + 1, "frozen parameters save the parameter launch");
-        assert_eq!(launches[0], launches[2] + 1, "a constant input saves the dx launch");
+        assert_eq!(
+            launches[0],
+            launches[1] + 1,
+            "frozen parameters save the parameter launch"
+        );
+        assert_eq!(
+            launches[0],
+            launches[2] + 1,
+            "a constant input saves the dx launch"
+        );
     }
 }

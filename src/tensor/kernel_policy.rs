@@ -1,0 +1,109 @@
+//! Kernel policy: which tile, split and layout a launch uses on this adapter. The device layer
+//! (gpu/) knows what the adapter can run, which GEMM family it defaults to (a property of the
+//! adapter: `Gpu::from_device`) and what the user forced (`FEWSTEP_GEMM_TILE`, `FEWSTEP_SPLIT_K`,
+//! tests' overrides); the choices per problem live here, next to the kernels they tune.
+
+use crate::gpu::{GemmTile, Gpu, KernelVariant, SplitK};
+
+/// The blocked family's candidate tiles by M (up to this many rows: these tiles, in order of
+/// preference); see [`blocked_tile`].
+const TILE_RULE: [(u32, &[GemmTile]); 4] = {
+    const fn g(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) -> GemmTile {
+        GemmTile::new(bm, bn, bk, tm, tn)
+    }
+    [
+        (16, &[g(16, 128, 16, 4, 8), g(16, 64, 16, 4, 4)]),
+        (32, &[g(32, 128, 16, 4, 8), g(32, 64, 16, 4, 4)]),
+        (64, &[g(64, 128, 16, 4, 8), g(64, 64, 16, 4, 4)]),
+        (
+            u32::MAX,
+            &[
+                g(128, 128, 16, 8, 8),
+                g(128, 64, 16, 8, 8),
+                g(64, 64, 16, 4, 4),
+            ],
+        ),
+    ]
+};
+
+/// Every tile [`blocked_tile`]'s rule can pick (the kernel registry covers them all).
+pub fn blocked_tile_rule() -> Vec<GemmTile> {
+    let mut out: Vec<GemmTile> = Vec::new();
+    for t in TILE_RULE.iter().flat_map(|(_, l)| l.iter()) {
+        if !out.contains(t) {
+            out.push(*t);
+        }
+    }
+    out
+}
+
+/// The blocked family's tile shape for an M x N output (times `batch` independent ones): the
+/// forced one if set, else by M: <= 16 rows 16x128 (or 16x64), <= 32 rows 32x128 (32x64),
+/// <= 64 rows 64x128 (64x64), more 128x128 (128x64, 64x64): the first of these that gives at
+/// least 256 workgroups (enough to fill a large GPU), else the last, among those the device
+/// allows. Small-M problems (the 16-channel convolutions of `tiny`) thus never idle half a tile.
+pub fn blocked_tile(gpu: &Gpu, m: u32, n: u32, batch: u32) -> GemmTile {
+    if let Some(t) = gpu.gemm_tile() {
+        return t;
+    }
+    const TARGET_WORKGROUPS: u32 = 256;
+    let list: &[GemmTile] = TILE_RULE
+        .iter()
+        .find(|(rows, _)| m <= *rows)
+        .map_or(&[], |(_, l)| l);
+    // Called per launch: iterate the candidates, no allocation.
+    let limits = gpu.limits();
+    let fits = || list.iter().copied().filter(|t| t.check(limits).is_ok());
+    let count = |t: &GemmTile| m.div_ceil(t.bm) * n.div_ceil(t.bn) * batch.max(1);
+    fits()
+        .find(|t| count(t) >= TARGET_WORKGROUPS)
+        .or_else(|| fits().next_back())
+        .unwrap_or(GemmTile::new(16, 64, 16, 4, 4))
+}
+
+/// How the weight gradient splits K: the forced rule if set, else per family. The blocked
+/// family (real GPUs) aims for 2048 workgroups of chunks >= 256: on an H100 a `tiny`
+/// weight gradient had ~150 workgroups of 64 threads and spent 4 us per K step waiting on
+/// memory (README, Benchmarks). The others keep 512 workgroups of chunks >= 1024 (on CPU
+/// adapters more chunks only add partial sums to add up).
+pub fn split_k(gpu: &Gpu) -> SplitK {
+    gpu.split_k_override().unwrap_or(match gpu.variant() {
+        KernelVariant::Blocked => SplitK {
+            workgroups: 2048,
+            min_chunk: 256,
+        },
+        _ => SplitK {
+            workgroups: 512,
+            min_chunk: 1024,
+        },
+    })
+}
+
+/// Whether row softmax runs a row per invocation (no barriers: CPU adapters, where a
+/// workgroup barrier costs more than a 196-long row) rather than per workgroup (GPUs).
+pub fn softmax_row_per_invocation(gpu: &Gpu) -> bool {
+    gpu.softmax_override()
+        .unwrap_or(gpu.info().device_type == wgpu::DeviceType::Cpu)
+}
+
+/// One line: the GEMM family, why, and the tile rule (`fewstep info`, `bench kernels`).
+pub fn describe_gemm(gpu: &Gpu) -> String {
+    let v = gpu.variant();
+    let tiles = match (v, gpu.gemm_tile()) {
+        (KernelVariant::Blocked, Some(t)) => format!("tile {t} forced for every GEMM"),
+        (KernelVariant::Blocked, None) => "tile BMxBNxBKxTMxTN chosen per problem".into(),
+        (KernelVariant::Tiled, _) => "tile 64x64x16x4x4".into(),
+        (KernelVariant::Subgroup, _) => {
+            let sg = gpu.subgroup_size();
+            format!("{} rows x {} columns per subgroup", sg.max(32), sg * 4)
+        }
+    };
+    let rule = split_k(gpu);
+    format!(
+        "{} ({}; {tiles}; weight gradient split along K for ~{} workgroups, chunks >= {})",
+        v.name(),
+        gpu.variant_reason(),
+        rule.workgroups,
+        rule.min_chunk
+    )
+}
