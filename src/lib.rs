@@ -8,6 +8,7 @@ pub mod data;
 pub mod diffusion;
 pub mod eval;
 pub mod gpu;
+pub mod human;
 pub mod image;
 pub mod nn;
 pub mod reference;

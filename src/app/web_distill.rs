@@ -587,12 +587,7 @@ fn run_rows(
 }
 
 fn duration(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 60 {
-        format!("{}:{:02} min", s / 60, s % 60)
-    } else {
-        format!("{s} s")
-    }
+    crate::human::duration(s)
 }
 
 /// The run itself: fetch the data, then update until done, stopped or failed.

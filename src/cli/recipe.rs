@@ -456,39 +456,14 @@ impl Costs {
     }
 }
 
+/// A duration as people read it, to the second (`3m 20s`).
 fn human(secs: f64) -> String {
-    if secs < 90.0 {
-        format!("{secs:.0} s")
-    } else if secs < 5400.0 {
-        format!("{:.1} min", secs / 60.0)
-    } else {
-        format!("{:.1} h", secs / 3600.0)
-    }
+    crate::human::duration(secs)
 }
 
 /// UTC now as RFC 3339 (seconds).
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 fn save_state(dir: &Path, state: &RecipeState) -> Result<()> {
@@ -1025,5 +1000,16 @@ mod tests {
         assert_eq!(settings(&["--preset", "bundle"]).seed, 1);
         assert_eq!(settings(&["--preset", "bundle", "--seed", "0"]).seed, 0);
         assert_eq!(settings(&["--preset", "quick", "--seed", "7"]).seed, 7);
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn utc_now_is_rfc3339_to_the_second() {
+        let t = super::utc_now();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+        assert!(t.starts_with("20"), "{t}");
     }
 }
