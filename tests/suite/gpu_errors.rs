@@ -54,28 +54,10 @@ fn a_failed_job_leaves_nothing_for_the_next() {
 }
 
 fn train(imgs: &Path, out: &Path, extra: &[&str], lose_at: Option<u64>) -> Output {
-    let data = format!("images:{}", imgs.display());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fewstep"));
-    cmd.arg("train").args(extra).args([
-        "--steps",
-        "6",
-        "--data",
-        &data,
-        "--preset",
-        "tiny",
-        "--image-size",
-        "8",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--log-every",
-        "1",
-        "--sample-every",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let mut words = vec!["--steps", "6"];
+    words.extend_from_slice(extra);
+    cmd.args(common::bin::tiny_train_args(imgs, out, &words));
     match lose_at {
         Some(n) => cmd.env("FEWSTEP_TEST_LOSE_DEVICE_AT", n.to_string()),
         None => cmd.env_remove("FEWSTEP_TEST_LOSE_DEVICE_AT"),

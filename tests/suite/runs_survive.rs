@@ -9,28 +9,8 @@ use std::process::{Command, Output};
 
 /// `fewstep train` on the images in `imgs` (tiny, 8x8, batch 4) into `out`; `extra` first.
 fn train(imgs: &Path, out: &Path, extra: &[&str]) -> Output {
-    let data = format!("images:{}", imgs.display());
-    let mut args: Vec<&str> = vec!["train"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "--data",
-        &data,
-        "--preset",
-        "tiny",
-        "--image-size",
-        "8",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--log-every",
-        "1",
-        "--sample-every",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    fewstep(&args)
+    let args = common::bin::tiny_train_args(imgs, out, extra);
+    fewstep(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn model(dir: &Path) -> Vec<u8> {

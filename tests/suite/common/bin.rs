@@ -39,3 +39,33 @@ pub fn write_images(dir: &Path) {
         img.save(dir.join(format!("img{i}.png"))).unwrap();
     }
 }
+
+/// `fewstep train` on the images in `imgs` (tiny, 8x8, batch 4, a checkpoint every 2 updates,
+/// a log line every update, no sample grids) into `out`, `extra` first: the arguments.
+pub fn tiny_train_args(imgs: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["train".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let data = format!("images:{}", imgs.display());
+    args.extend(
+        [
+            "--data",
+            &data,
+            "--preset",
+            "tiny",
+            "--image-size",
+            "8",
+            "--batch",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--log-every",
+            "1",
+            "--sample-every",
+            "0",
+            "--out",
+        ]
+        .map(String::from),
+    );
+    args.push(out.to_str().unwrap().to_string());
+    args
+}
