@@ -1,0 +1,505 @@
+//! `fewstep recipe`: the whole recipe in one command. Trains a teacher, distills it down to one
+//! step, evaluates every step count (distilled vs the teacher's plain DDIM), writes f16 copies and
+//! a bundle folder with a manifest.json (what `bundled.rs` and the web page take as they are).
+//!
+//! ```text
+//! DIR/recipe.json           settings, the commands, which stages are done, the eval rows
+//! DIR/teacher/              the `fewstep train` run (model.safetensors, state, metrics)
+//! DIR/distill/              the `fewstep distill` run (steps-N.safetensors, ...)
+//! DIR/bundle/               NAME-teacher.f16.safetensors, NAME-steps-N.f16.safetensors,
+//!                           manifest.json
+//! ```
+//!
+//! Each stage records its completion in recipe.json; `--resume` continues where a run stopped
+//! (the train and distill stages from their last checkpoint).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::bundled::{Figures, Manifest, ManifestEval, ManifestModel};
+use crate::data::Dataset;
+use crate::diffusion::distill_run::{model_file_name, STATE_FILE as DISTILL_STATE};
+use crate::diffusion::model_file::sha256_hex;
+use crate::diffusion::train_run::{MODEL_FILE, STATE_FILE as TRAIN_STATE};
+use crate::diffusion::{
+    load_model, DistillConfig, Distiller, Parameterization, SampleOptions, Sampler, SamplerKind,
+    TrainConfig, Trainer, Weighting,
+};
+use crate::eval::metrics::{evaluate, EvalModel, EvalRow, EvalSettings};
+use crate::gpu::Gpu;
+use crate::nn::UNetConfig;
+use crate::tensor::AdamConfig;
+
+mod bundle;
+mod commands;
+mod estimate;
+mod settings;
+
+use bundle::{fill_seconds, write_bundle, write_manifest};
+pub use commands::Commands;
+use commands::{full, shown};
+use estimate::human;
+pub use estimate::Costs;
+use settings::{name_for, save_state};
+pub use settings::{read_state, utc_now, RecipeSettings, RecipeState};
+
+pub const RECIPE_FILE: &str = "recipe.json";
+pub const MANIFEST_FILE: &str = "manifest.json";
+const STAGES: [&str; 4] = ["train", "distill", "eval", "bundle"];
+
+#[derive(Args, Debug)]
+pub struct RecipeArgs {
+    /// Directory of the recipe: teacher/, distill/, bundle/ (the result) and recipe.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// quick: a tiny model in minutes, even on a CPU (tests, a first look); bundle: what made
+    /// the bundled models (small teacher, 7,300 updates of batch 128; 64 -> 1, 400 updates of
+    /// batch 64 per halving; eval on 500 images; a GPU: about 7 minutes on an H100).
+    #[arg(long, default_value = "quick")]
+    preset: String,
+    /// Continue the recipe in --out where it stopped (its stored settings are used).
+    #[arg(long)]
+    resume: bool,
+    /// Training data [default: fashion-mnist].
+    #[arg(long)]
+    data: Option<String>,
+    /// Image size for images:DIR data (as `fewstep train --image-size`).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Teacher training updates [default: the preset's].
+    #[arg(long)]
+    train_steps: Option<u64>,
+    /// Distillation updates per halving [default: the preset's].
+    #[arg(long)]
+    updates: Option<u64>,
+    /// The teacher's sampling steps, where distillation starts [default: the preset's].
+    #[arg(long)]
+    from_steps: Option<usize>,
+    /// Images per eval row for the distance [default: the preset's].
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Student EMA decay during distillation (`fewstep distill --ema`) [default: none].
+    #[arg(long)]
+    ema: Option<f32>,
+    /// The evaluation classifier [default: assets/fmnist-classifier.safetensors for
+    /// Fashion-MNIST, if present]; without one the eval has no distance.
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Name prefix of the bundled files [default: from the data set, fmnist for Fashion-MNIST].
+    #[arg(long)]
+    name: Option<String>,
+    /// One seed for every stage [default: the preset's, 0 for both]; 0 is a seed like any other.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after this stage (train, distill or eval); --resume continues.
+    #[arg(long)]
+    stop_after: Option<String>,
+}
+
+fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
+    let mut s = RecipeSettings::preset(&args.preset)?;
+    if let Some(d) = &args.data {
+        s.data = d.clone();
+        s.name = name_for(d);
+    }
+    s.image_size = args.image_size;
+    if let Some(n) = &args.name {
+        anyhow::ensure!(
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "--name {n}: use letters, digits, - and _"
+        );
+        s.name = n.clone();
+    }
+    if let Some(n) = args.train_steps {
+        s.train_steps = n;
+    }
+    if let Some(n) = args.updates {
+        s.updates = n;
+        s.final_updates = n;
+    }
+    if let Some(n) = args.from_steps {
+        anyhow::ensure!(
+            n >= 2 && n.is_power_of_two(),
+            "--from-steps {n} is not a power of 2 (>= 2)"
+        );
+        s.from_steps = n;
+        s.teacher_distance_steps = s.teacher_distance_steps.max(n);
+    }
+    if let Some(n) = args.samples {
+        anyhow::ensure!(n >= 2, "--samples must be at least 2");
+        s.eval_samples = n;
+        s.psnr_samples = s.psnr_samples.min(n);
+    }
+    if let Some(e) = args.ema {
+        anyhow::ensure!(
+            e.is_finite() && (0.0..1.0).contains(&e),
+            "--ema {e} is out of range: give a decay in [0, 1) such as 0.999"
+        );
+        s.distill_ema = Some(e);
+    }
+    if let Some(seed) = args.seed {
+        s.seed = seed;
+    }
+    s.classifier = match &args.classifier {
+        Some(c) => Some(c.display().to_string()),
+        None => {
+            let default = Path::new("assets/fmnist-classifier.safetensors");
+            (s.data.starts_with("fashion-mnist") && default.exists())
+                .then(|| default.display().to_string())
+        }
+    };
+    Ok(s)
+}
+
+pub fn run(args: RecipeArgs) -> Result<()> {
+    if let Some(st) = &args.stop_after {
+        anyhow::ensure!(
+            ["train", "distill", "eval"].contains(&st.as_str()),
+            "--stop-after {st}: give train, distill or eval"
+        );
+    }
+    let dir = args.out.clone();
+    let gpu = super::open_gpu()?;
+    let adapter = format!("{} ({:?})", gpu.info().name, gpu.info().backend);
+    let mut state = if args.resume {
+        let st = read_state(&dir)?;
+        eprintln!(
+            "resuming the `{}` recipe in {} (done: {})",
+            st.settings.preset,
+            dir.display(),
+            if st.done.is_empty() {
+                "nothing yet".to_string()
+            } else {
+                STAGES
+                    .iter()
+                    .filter(|k| st.done.contains_key(**k))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        st
+    } else {
+        if dir.join(RECIPE_FILE).exists() {
+            bail!(
+                "{} already holds a recipe; pass --resume to continue it, or choose another --out",
+                dir.display()
+            );
+        }
+        let settings = settings_from(&args)?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let st = RecipeState {
+            settings,
+            adapter: adapter.clone(),
+            started: utc_now(),
+            done: BTreeMap::new(),
+            eval_rows: vec![],
+        };
+        save_state(&dir, &st)?;
+        st
+    };
+    let s = state.settings.clone();
+    let commands = Commands::new(&s, &dir);
+
+    // The plan, with an estimate from timed updates on this adapter.
+    let data = crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?;
+    let remaining: Vec<&str> = STAGES
+        .iter()
+        .copied()
+        .filter(|st| !state.done.contains_key(*st))
+        .collect();
+    let needs_measure = remaining.iter().any(|st| *st != "bundle");
+    let estimate = if needs_measure {
+        eprintln!("timing a few updates on {adapter} for the estimate ...");
+        Some(Costs::measure(&gpu, &data, &s)?.stages(&s))
+    } else {
+        None
+    };
+    let halvings = s.student_steps();
+    let arch = UNetConfig::preset(&s.model_preset, data.channels, data.height, data.width, 1)?;
+    let params = crate::nn::Layout::new(&arch)?.param_count();
+    eprintln!(
+        "recipe `{}` on {adapter}, into {}:",
+        s.preset,
+        dir.display()
+    );
+    let est = |st: &str| -> String {
+        if state.done.contains_key(st) {
+            "done".into()
+        } else {
+            estimate
+                .as_ref()
+                .and_then(|e| e.get(st))
+                .map(|v| format!("~{}", human(*v)))
+                .unwrap_or_default()
+        }
+    };
+    let e = s.eval_settings();
+    eprintln!(
+        "  1. train    {} U-Net ({params} parameters) on {}: {} updates of batch {}, lr {}  {}",
+        s.model_preset,
+        s.data,
+        s.train_steps,
+        s.train_batch,
+        s.train_lr,
+        est("train")
+    );
+    eprintln!(
+        "  2. distill  {} -> 1 steps: {} halvings of {} updates ({} for 2 and 1 steps) of batch \
+         {}, lr {}{}  {}",
+        s.from_steps,
+        halvings.len(),
+        s.updates,
+        s.final_updates,
+        s.distill_batch,
+        s.distill_lr,
+        s.distill_ema
+            .map(|d| format!(", student EMA {d}"))
+            .unwrap_or_default(),
+        est("distill")
+    );
+    eprintln!(
+        "  3. eval     {} steps, distilled vs plain DDIM: {} images per row{}, PSNR against the \
+         teacher at {} steps on {}  {}",
+        e.steps
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        e.samples,
+        match &s.classifier {
+            Some(c) => format!(" (distance: {c})"),
+            None => " (no classifier: no distance)".into(),
+        },
+        s.from_steps,
+        e.psnr_samples,
+        est("eval")
+    );
+    eprintln!(
+        "  4. bundle   f16 copies and {MANIFEST_FILE} in {}  {}",
+        dir.join("bundle").display(),
+        est("bundle")
+    );
+    if let Some(e) = &estimate {
+        let total: f64 = remaining.iter().filter_map(|st| e.get(st)).sum();
+        eprintln!("  estimated: {} in all on this adapter", human(total));
+    }
+
+    let stop = |stage: &str| -> bool {
+        if args.stop_after.as_deref() == Some(stage) {
+            eprintln!(
+                "stopped after {stage}, as asked; continue with: fewstep recipe --resume --out {}",
+                dir.display()
+            );
+            true
+        } else {
+            false
+        }
+    };
+    drop(data);
+
+    // 1. train
+    if !state.done.contains_key("train") {
+        let mut w = commands.train.clone();
+        if dir.join("teacher").join(TRAIN_STATE).exists() {
+            w.push("--resume".into());
+        }
+        let targs = super::parse_train(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut run = targs.spec().open(&gpu, shown(&commands.train))?;
+        let bar = bar(s.train_steps, "1/4 train  ");
+        bar.set_position(run.step());
+        while !run.is_done() {
+            if let Some(line) = run.advance()? {
+                bar.set_message(format!(
+                    "loss {:.4}  {:.0} img/s",
+                    line.loss, line.images_per_s
+                ));
+                super::log_when_not_a_terminal(&format!(
+                    "train: update {}/{}  loss {:.4}  {:.1} img/s",
+                    line.step, s.train_steps, line.loss, line.images_per_s
+                ));
+            }
+            bar.set_position(run.step());
+        }
+        bar.finish();
+        state.done.insert("train".into(), run.wall_seconds());
+        save_state(&dir, &state)?;
+        if stop("train") {
+            return Ok(());
+        }
+    }
+
+    // 2. distill
+    if !state.done.contains_key("distill") {
+        let ddir = dir.join("distill");
+        let finished = !ddir.join(DISTILL_STATE).exists() && ddir.join(model_file_name(1)).exists();
+        let seconds = if finished {
+            0.0
+        } else {
+            let mut w = commands.distill.clone();
+            if ddir.join(DISTILL_STATE).exists() {
+                w.push("--resume".into());
+            }
+            let dargs = super::parse_distill(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut run = dargs.spec().open(&gpu, shown(&commands.distill))?;
+            let plan = run.plan.clone();
+            let bar = bar(plan.total_updates(), "2/4 distill");
+            while !run.is_done() {
+                let steps = run.student_steps();
+                if let Some(l) = run.advance()? {
+                    bar.set_message(format!(
+                        "{} -> {}  loss {:.5}  {:.0} img/s",
+                        2 * l.student_steps,
+                        l.student_steps,
+                        l.loss,
+                        l.images_per_s
+                    ));
+                    super::log_when_not_a_terminal(&format!(
+                        "distill: {}-step student: update {}  loss {:.5}  {:.1} img/s",
+                        l.student_steps, l.update, l.loss, l.images_per_s
+                    ));
+                }
+                let pos = if run.student_steps() == steps {
+                    plan.updates_before(steps) + run.distiller.update
+                } else {
+                    plan.updates_before(run.student_steps())
+                };
+                bar.set_position(pos);
+            }
+            bar.finish();
+            run.wall_seconds()
+        };
+        state.done.insert("distill".into(), seconds);
+        save_state(&dir, &state)?;
+        if stop("distill") {
+            return Ok(());
+        }
+    }
+
+    // 3. eval
+    if !state.done.contains_key("eval") {
+        let started = Instant::now();
+        let mut models = vec![];
+        for n in &halvings {
+            let p = dir.join("distill").join(model_file_name(*n));
+            let (model, meta) = load_model(&gpu, &p)?;
+            models.push(EvalModel {
+                model,
+                meta,
+                name: format!("{}-{n}step", s.name),
+            });
+        }
+        let tpath = dir.join("teacher").join(MODEL_FILE);
+        let (model, meta) = load_model(&gpu, &tpath)?;
+        models.push(EvalModel {
+            model,
+            meta,
+            name: format!("{}-teacher", s.name),
+        });
+        let settings = s.eval_settings();
+        let rows_total = 2 * settings.steps.len()
+            + usize::from(!settings.steps.contains(&s.teacher_distance_steps));
+        let bar = bar(rows_total as u64, "3/4 eval   ");
+        println!(
+            "{:<10} {:>6} {:>12} {:>12} {:>10}   model",
+            "kind", "steps", "distance", "PSNR (dB)", "ms/image"
+        );
+        let rows = evaluate(&gpu, &models, &settings, |row| {
+            bar.suspend(|| println!("{}", super::eval::table_line(row)));
+            bar.inc(1);
+            Ok(())
+        })?;
+        bar.finish();
+        state.eval_rows = rows;
+        state
+            .done
+            .insert("eval".into(), started.elapsed().as_secs_f64());
+        save_state(&dir, &state)?;
+        if stop("eval") {
+            return Ok(());
+        }
+    }
+
+    // 4. bundle
+    if !state.done.contains_key("bundle") {
+        let started = Instant::now();
+        let manifest = write_bundle(&dir, &state, &commands, &adapter)?;
+        state
+            .done
+            .insert("bundle".into(), started.elapsed().as_secs_f64());
+        // The manifest's times include the bundle stage.
+        let mut manifest = manifest;
+        fill_seconds(&mut manifest, &state);
+        write_manifest(&dir.join("bundle"), &manifest)?;
+        save_state(&dir, &state)?;
+    }
+    let total: f64 = state.done.values().sum();
+    eprintln!(
+        "done in {} (stage times: {}); the bundle: {}",
+        human(total),
+        state
+            .done
+            .iter()
+            .map(|(k, v)| format!("{k} {}", human(*v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir.join("bundle").join(MANIFEST_FILE).display()
+    );
+    Ok(())
+}
+
+fn bar(len: u64, prefix: &str) -> ProgressBar {
+    let b = ProgressBar::new(len).with_style(
+        ProgressStyle::with_template(
+            "{prefix} {bar:30} {pos}/{len}  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("template"),
+    );
+    b.set_prefix(prefix.to_string());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RecipeArgs,
+    }
+
+    fn settings(words: &[&str]) -> RecipeSettings {
+        let cli = Cli::parse_from(["recipe", "--out", "unused"].iter().chain(words));
+        settings_from(&cli.args).unwrap()
+    }
+
+    /// `--seed 0` was once taken for "no seed given", leaving the bundle preset's seed 1.
+    #[test]
+    fn seed_zero_is_a_seed_like_any_other() {
+        assert_eq!(settings(&["--preset", "bundle"]).seed, 1);
+        assert_eq!(settings(&["--preset", "bundle", "--seed", "0"]).seed, 0);
+        assert_eq!(settings(&["--preset", "quick", "--seed", "7"]).seed, 7);
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn utc_now_is_rfc3339_to_the_second() {
+        let t = super::utc_now();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+        assert!(t.starts_with("20"), "{t}");
+    }
+}
