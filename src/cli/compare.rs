@@ -10,6 +10,9 @@ use clap::Args;
 use crate::diffusion::{load_model, Denoiser, SampleOptions, Sampler, SamplerKind};
 use crate::image::{labelled_rows, save_png};
 
+/// Images per row at most: beyond this a row is no picture to compare by eye.
+const MAX_COUNT: usize = 1024;
+
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// Model files: distilled students (each used at its own step count) and at most one teacher
@@ -33,6 +36,12 @@ pub struct CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_COUNT).contains(&args.count),
+        "--count {}: a comparison row holds 1 to {MAX_COUNT} images (default 8); for many \
+         samples use `fewstep sample --count` or `fewstep eval`",
+        args.count
+    );
     for &s in &args.steps {
         super::sample::check_steps(s)?;
     }

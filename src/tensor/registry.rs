@@ -19,6 +19,11 @@ pub use super::params::{ParamsLayout, WgslParams};
 pub struct Needs {
     /// Subgroup operations (`Features::SUBGROUP`) with this fixed subgroup size.
     pub subgroup_size: Option<u32>,
+    /// `enable f16;` (`Features::SHADER_F16`).
+    pub f16: bool,
+    /// `enable wgpu_cooperative_matrix;` (`Features::EXPERIMENTAL_COOPERATIVE_MATRIX`): Vulkan
+    /// only today, so such a kernel is translated to SPIR-V alone.
+    pub cooperative_matrix: bool,
 }
 
 /// One kernel variant, as its launcher asks the pipeline cache for it.

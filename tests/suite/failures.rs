@@ -415,6 +415,10 @@ fn counts_of_zero_are_refused() {
         "--psnr-samples 0",
     );
     fails_with(&["sample", "--model", m, "--count", "0"], "--count");
+    fails_with(
+        &["compare", "--model", m, "--steps", "4", "--count", "0"],
+        "--count 0",
+    );
 }
 
 #[test]

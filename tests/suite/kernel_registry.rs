@@ -21,6 +21,12 @@ fn capabilities(needs: Needs) -> Capabilities {
     if needs.subgroup_size.is_some() {
         caps |= Capabilities::SUBGROUP;
     }
+    if needs.f16 {
+        caps |= Capabilities::SHADER_FLOAT16;
+    }
+    if needs.cooperative_matrix {
+        caps |= Capabilities::COOPERATIVE_MATRIX;
+    }
     caps
 }
 
@@ -59,6 +65,10 @@ fn translate(
     };
     naga::back::spv::write_vec(module, info, &spv, None)
         .map_err(|e| format!("SPIR-V (Vulkan): {e}"))?;
+    if v.needs.cooperative_matrix {
+        // Only Vulkan offers wgpu's cooperative matrices (Metal and DX12 never get the family).
+        return Ok(());
+    }
     let msl = naga::back::msl::Options {
         lang_version: if subgroups { (2, 1) } else { (2, 0) },
         ..Default::default()
@@ -300,6 +310,48 @@ fn the_check_catches_a_broken_kernel_and_a_drifted_struct() {
     let e = check(&broken).expect_err("a short struct fails");
     eprintln!("short struct: {e}");
     assert!(e.contains("size"), "{e}");
+}
+
+/// The check is ready for kernels with f16 and cooperative matrices (the tensor-core family):
+/// an 8x8 f16 product through `coopLoadT` / `coopMultiplyAdd` / `coopStoreT` validates and
+/// translates to SPIR-V with the two capabilities declared, and is refused without them.
+#[test]
+fn f16_and_cooperative_matrix_kernels_are_checked_with_their_capabilities() {
+    let wgsl = "enable f16;\nenable wgpu_cooperative_matrix;\n\
+        struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32 }\n\
+        @group(0) @binding(0) var<uniform> P: Params;\n\
+        @group(0) @binding(1) var<storage, read> X: array<f16>;\n\
+        @group(0) @binding(2) var<storage, read> Y: array<f16>;\n\
+        @group(0) @binding(3) var<storage, read_write> OUT: array<f32>;\n\
+        @compute @workgroup_size(8)\n\
+        fn main() {\n\
+            let ma = coopLoadT<coop_mat8x8<f16, A>>(&X[0], 8u);\n\
+            let mb = coopLoadT<coop_mat8x8<f16, B>>(&Y[0], 8u);\n\
+            var acc = coop_mat8x8<f32, C>();\n\
+            acc = coopMultiplyAdd(ma, mb, acc);\n\
+            coopStoreT(acc, &OUT[0], 8u);\n\
+        }\n";
+    let params = ParamsLayout {
+        rust_name: "probe",
+        size: 16,
+        fields: vec![("n", 0)],
+        tail: 0,
+    };
+    let with = Needs {
+        f16: true,
+        cooperative_matrix: true,
+        ..Needs::default()
+    };
+    let v = |needs| Variant {
+        key: fewstep::gpu::KernelKey::new("coop_probe"),
+        wgsl: wgsl.to_string(),
+        params: params.clone(),
+        needs,
+        cached: true,
+    };
+    check(&v(with)).expect("an f16 cooperative-matrix kernel with its capabilities");
+    let e = check(&v(Needs::default())).expect_err("refused without the capabilities");
+    eprintln!("without f16 and cooperative matrices: {e}");
 }
 
 /// Every pipeline a training step, a distillation step and sampling compile on this adapter, on
