@@ -5,7 +5,9 @@
 //! [`state`] holds everything the UI shows, without a window; [`ui`] draws it.
 
 pub mod engine;
+pub mod events;
 pub mod remembered;
+mod start_options;
 pub mod state;
 pub mod texture;
 mod ui;
@@ -27,210 +29,11 @@ use std::sync::Arc;
 
 use eframe::{egui, egui_wgpu};
 
-use engine::{EngineHandle, Event, Job, SharedDevice};
-use state::{AppState, Frame};
+use engine::{EngineHandle, Job, SharedDevice};
+use state::AppState;
 use texture::GridTexture;
 
-use crate::diffusion::SamplerKind;
-
-/// What the app does when it opens: a model to select and a run to start (the web page's query
-/// string, or `fewstep app --model … --steps …` natively), so a link reproduces a picture.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StartOptions {
-    pub model: Option<String>,
-    pub steps: Option<usize>,
-    pub seed: Option<u64>,
-    pub count: Option<usize>,
-    pub sampler: Option<SamplerKind>,
-    pub clip: Option<bool>,
-    /// Start a sample run as soon as the models are loaded.
-    pub run: bool,
-    /// Start a comparison (the Compare tab's defaults) instead of a sample run.
-    pub compare: bool,
-    /// Natively: when the started run is done, save the window as this PNG and close.
-    pub screenshot: Option<String>,
-    /// On the web: start a distillation in the Train tab (`distill=MODEL&to=2&updates=…&batch=…
-    /// &lr=…&seed=…`, `from=` for a teacher's step count) instead of a sample run.
-    pub distill: Option<DistillStart>,
-    /// On the web: train a teacher in the Train tab (`train=tiny&updates=…&batch=…&lr=…&seed=…`).
-    pub train: Option<TrainStart>,
-}
-
-/// A teacher training asked for in the address; unset values keep the tab's defaults.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TrainStart {
-    pub preset: String,
-    pub updates: Option<u64>,
-    pub batch: Option<usize>,
-    pub lr: Option<f32>,
-    pub seed: Option<u64>,
-}
-
-/// A distillation asked for in the address; unset values keep the tab's defaults.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DistillStart {
-    pub teacher: String,
-    pub from_steps: Option<usize>,
-    pub to_steps: Option<usize>,
-    pub updates: Option<u64>,
-    pub batch: Option<usize>,
-    pub lr: Option<f32>,
-    pub seed: Option<u64>,
-}
-
-impl StartOptions {
-    /// Parses `model=…&steps=4&seed=1&count=16&sampler=ddim&clip=0&run=1` (percent-encoded, `+`
-    /// for a space, as browsers write it); any of model, steps or seed starts a run unless
-    /// `run=0` says otherwise. Unknown keys are ignored, bad values are reported.
-    pub fn from_query(query: &str) -> Result<StartOptions, String> {
-        let mut o = StartOptions::default();
-        let mut run = None;
-        let mut distill = DistillStart::default();
-        let mut train: Option<String> = None;
-        let q = query.trim_start_matches('?');
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (k, v) = (decode_query_part(k)?, decode_query_part(v)?);
-            let bad = |what: &str| format!("in the address, {k}={v}: {what}");
-            fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-                v.parse()
-                    .map_err(|_| format!("in the address, '{v}' is not a whole number"))
-            }
-            let switch = |v: &str| match v {
-                "" | "1" | "true" | "yes" | "on" => Ok(true),
-                "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(bad("give 1 or 0")),
-            };
-            match k.as_str() {
-                "model" => o.model = Some(v.clone()),
-                "steps" => o.steps = Some(v.parse().map_err(|_| bad("steps must be a number"))?),
-                "seed" => o.seed = Some(v.parse().map_err(|_| bad("seed must be a number"))?),
-                "count" => o.count = Some(v.parse().map_err(|_| bad("count must be a number"))?),
-                "sampler" => {
-                    o.sampler = Some(match v.as_str() {
-                        "ddim" => SamplerKind::Ddim,
-                        "ancestral" => SamplerKind::Ancestral,
-                        _ => return Err(bad("sampler is ddim or ancestral")),
-                    })
-                }
-                "clip" => o.clip = Some(switch(&v)?),
-                "run" => run = Some(switch(&v)?),
-                "distill" => distill.teacher = v.clone(),
-                "train" => train = Some(v.clone()),
-                "from" => distill.from_steps = Some(number(&v)?),
-                "to" => distill.to_steps = Some(number(&v)?),
-                "updates" => distill.updates = Some(number(&v)?),
-                "batch" => distill.batch = Some(number(&v)?),
-                "lr" => distill.lr = Some(v.parse().map_err(|_| bad("lr must be a number"))?),
-                _ => {}
-            }
-        }
-        if let Some(preset) = train {
-            if !crate::nn::PRESETS.contains(&preset.as_str()) || preset == "cifar" {
-                return Err(format!(
-                    "in the address, train={preset}: give tiny or small"
-                ));
-            }
-            o.train = Some(TrainStart {
-                preset,
-                updates: distill.updates,
-                batch: distill.batch,
-                lr: distill.lr,
-                seed: o.seed.take(),
-            });
-            o.run = false;
-            return Ok(o);
-        }
-        if !distill.teacher.is_empty() {
-            distill.seed = o.seed.take();
-            o.distill = Some(distill);
-            o.run = false;
-            return Ok(o);
-        }
-        o.run = run.unwrap_or(o.model.is_some() || o.steps.is_some() || o.seed.is_some());
-        Ok(o)
-    }
-}
-
-impl StartOptions {
-    /// The query string [`Self::from_query`] reads back as these options (a link to a picture).
-    pub fn to_query(&self) -> String {
-        use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-        // What a URL's query may hold as it is (RFC 3986 unreserved): fmnist-4step stays legible.
-        const ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
-            .remove(b'-')
-            .remove(b'_')
-            .remove(b'.')
-            .remove(b'~');
-        let mut parts = Vec::new();
-        if let Some(m) = &self.model {
-            parts.push(format!("model={}", utf8_percent_encode(m, ESCAPE)));
-        }
-        if let Some(v) = self.steps {
-            parts.push(format!("steps={v}"));
-        }
-        if let Some(v) = self.seed {
-            parts.push(format!("seed={v}"));
-        }
-        if let Some(v) = self.count {
-            parts.push(format!("count={v}"));
-        }
-        if let Some(k) = self.sampler {
-            parts.push(format!("sampler={}", sampler_word(k)));
-        }
-        if let Some(c) = self.clip {
-            parts.push(format!("clip={}", c as u8));
-        }
-        parts.push(format!("run={}", self.run as u8));
-        parts.join("&")
-    }
-
-    /// The `fewstep sample` command that draws the same picture into sample.png.
-    pub fn sample_command(&self) -> String {
-        let mut c = String::from("fewstep sample");
-        if let Some(m) = &self.model {
-            if m.contains(char::is_whitespace) {
-                c += &format!(" --model '{m}'");
-            } else {
-                c += &format!(" --model {m}");
-            }
-        }
-        if let Some(v) = self.steps {
-            c += &format!(" --steps {v}");
-        }
-        if let Some(v) = self.seed {
-            c += &format!(" --seed {v}");
-        }
-        if let Some(v) = self.count {
-            c += &format!(" --count {v}");
-        }
-        if let Some(k) = self.sampler {
-            if k != SamplerKind::Ddim {
-                c += &format!(" --sampler {}", sampler_word(k));
-            }
-        }
-        if self.clip == Some(false) {
-            c += " --no-clip";
-        }
-        c + " --out sample.png"
-    }
-}
-
-fn sampler_word(k: SamplerKind) -> &'static str {
-    match k {
-        SamplerKind::Ddim => "ddim",
-        SamplerKind::Ancestral => "ancestral",
-    }
-}
-
-/// One key or value of a query string: `+` is a space, `%XX` a byte of UTF-8.
-fn decode_query_part(s: &str) -> Result<String, String> {
-    let spaced = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| format!("in the address, `{s}` is not valid percent-encoded UTF-8"))
-}
+pub use start_options::{DistillStart, StartOptions, TrainStart};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tab {
@@ -392,25 +195,6 @@ impl FewstepApp {
         app
     }
 
-    fn register(&self, tex: &GridTexture) -> Option<egui::TextureId> {
-        let rs = self.render.as_ref()?;
-        let view = tex.texture.create_view(&Default::default());
-        Some(rs.renderer.write().register_native_texture(
-            &rs.device,
-            &view,
-            wgpu::FilterMode::Nearest,
-        ))
-    }
-
-    fn free(&self, ids: Vec<egui::TextureId>) {
-        if let Some(rs) = &self.render {
-            let mut r = rs.renderer.write();
-            for id in ids {
-                r.free_texture(&id);
-            }
-        }
-    }
-
     /// Sends a model the user opened (a file dialog, a path, a dropped file) to the worker.
     pub fn open_model(&mut self, name: String, bytes: Vec<u8>) {
         if let Some(e) = &self.engine {
@@ -438,7 +222,7 @@ impl FewstepApp {
     fn launch(&mut self, started: state::Started, draw_steps: bool) {
         match started {
             Ok((run, rows, old)) => {
-                self.free(old);
+                events::TextureSink::free(&mut RenderTextures(self.render.as_ref()), old);
                 if let Some(e) = &self.engine {
                     e.send(Job::Run {
                         run,
@@ -571,113 +355,43 @@ impl FewstepApp {
 
     fn handle_events(&mut self) {
         let Some(engine) = &self.engine else { return };
-        for ev in engine.drain() {
-            match ev {
-                Event::Loaded(info) => {
-                    self.loading.done += 1;
-                    self.loading.expected = self.loading.expected.max(self.loading.done);
-                    let name = info.name.clone();
-                    self.state.add_model(info);
-                    if self.options_applied {
-                        // A model the user opened: show it.
-                        self.state.select(self.state.models.len() - 1);
-                    } else if name == crate::bundled::DEFAULT_MODEL {
-                        self.state.select_by_name(&name);
-                    }
-                    self.after_load();
-                }
-                Event::LoadFailed { name, error } => {
-                    self.loading.done += 1;
-                    self.loading.expected = self.loading.expected.max(self.loading.done);
-                    self.status = format!("could not load {name}: {error}");
-                    self.after_load();
-                }
-                Event::Progress { current, bytes } => {
-                    self.loading.current = current;
-                    self.loading.bytes = bytes.or(self.loading.bytes);
-                }
-                Event::Start { run, z, .. } => {
-                    let id = self.register(&z);
-                    match (id, self.state.sample_view_for(run)) {
-                        (Some(id), Some(v)) => {
-                            v.texture_size = z.size;
-                            v.push(Frame {
-                                step: 0,
-                                t: 1.0,
-                                z: id,
-                                x_hat: None,
-                                ms: 0.0,
-                            });
-                        }
-                        (Some(id), None) => self.free(vec![id]),
-                        _ => {}
-                    }
-                }
-                Event::Step {
-                    run,
-                    step,
-                    t,
-                    z,
-                    x_hat,
-                    ms,
-                    ..
-                } => {
-                    let ids = (self.register(&z), self.register(&x_hat));
-                    match (ids, self.state.sample_view_for(run)) {
-                        ((Some(z), Some(x)), Some(v)) => v.push(Frame {
-                            step,
-                            t,
-                            z,
-                            x_hat: Some(x),
-                            ms,
-                        }),
-                        ((a, b), _) => self.free(a.into_iter().chain(b).collect()),
-                    }
-                }
-                Event::RowDone {
-                    run,
-                    row,
-                    image,
-                    ms,
-                    samples,
-                    shape,
-                } => {
-                    if let Some(v) = self.state.sample_view_for(run) {
-                        v.running = false;
-                        v.total_ms = Some(ms);
-                        #[cfg(not(target_arch = "wasm32"))]
-                        eprintln!(
-                            "{}: {} steps in {ms:.1} ms ({:.1} ms per step)",
-                            v.label,
-                            v.steps,
-                            ms / v.steps as f64
-                        );
-                        #[cfg(target_arch = "wasm32")]
-                        crate::app::web_page::publish_result(&self.state, &samples, shape, ms);
-                        if let Some(v) = self.state.sample_view_for(run) {
-                            v.samples = Some((samples, shape));
-                        }
-                    } else {
-                        let id = self.register(&image);
-                        if let Some(v) = self.state.compare_view_for(run) {
-                            if let Some(r) = v.rows.get_mut(row) {
-                                r.image = id;
-                                r.ms = Some(ms);
-                                r.size = image.size;
-                            }
-                            if row + 1 == v.rows.len() {
-                                v.running = false;
-                            }
-                        } else if let Some(id) = id {
-                            self.free(vec![id]);
-                        }
-                    }
-                }
-                Event::Stopped { run } => self.state.end_run(run, None),
-                Event::Failed { run, error } => {
-                    self.status = error.clone();
-                    self.state.end_run(run, Some(error));
-                }
+        let events = engine.drain();
+        // A clone (a few Arcs) so that the loop may call back into the app.
+        let render = self.render.clone();
+        let mut textures = RenderTextures(render.as_ref());
+        for ev in events {
+            let applied = self.state.apply(
+                ev,
+                &mut self.loading,
+                &mut self.status,
+                &mut textures,
+                self.options_applied,
+            );
+            if applied.model_handled {
+                self.after_load();
+            }
+        }
+    }
+}
+
+/// Textures registered with the window's renderer (none without one).
+struct RenderTextures<'a>(Option<&'a egui_wgpu::RenderState>);
+
+impl events::TextureSink for RenderTextures<'_> {
+    fn register(&mut self, tex: &GridTexture) -> Option<egui::TextureId> {
+        let rs = self.0?;
+        let view = tex.texture.create_view(&Default::default());
+        Some(rs.renderer.write().register_native_texture(
+            &rs.device,
+            &view,
+            wgpu::FilterMode::Nearest,
+        ))
+    }
+    fn free(&mut self, ids: Vec<egui::TextureId>) {
+        if let Some(rs) = self.0 {
+            let mut r = rs.renderer.write();
+            for id in ids {
+                r.free_texture(&id);
             }
         }
     }

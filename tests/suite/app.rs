@@ -699,3 +699,191 @@ fn the_train_tab_distills_stops_with_a_checkpoint_and_resumes() {
     let e = run_blocking(&bad, command(), &stop, &send).unwrap_err();
     assert!(format!("{e:#}").contains("power of 2"), "{e:#}");
 }
+
+/// Counts what the reducer registers and frees, handing out fresh ids (no renderer needed).
+#[derive(Default)]
+struct CountingTextures {
+    next: u64,
+    live: std::collections::HashSet<TextureId>,
+}
+
+impl fewstep::app::events::TextureSink for CountingTextures {
+    fn register(&mut self, _tex: &fewstep::app::texture::GridTexture) -> Option<TextureId> {
+        self.next += 1;
+        let id = TextureId::User(self.next);
+        self.live.insert(id);
+        Some(id)
+    }
+    fn free(&mut self, ids: Vec<TextureId>) {
+        for id in ids {
+            assert!(
+                self.live.remove(&id),
+                "{id:?} freed twice or never registered"
+            );
+        }
+    }
+}
+
+/// `AppState::apply` without a window: loading counters and the default selection, a refused
+/// file in the status line, a run's frames and result, events of a stale run dropped with their
+/// textures freed, and a failed run's error.
+#[test]
+fn engine_events_change_the_state_as_the_app_shows_them() {
+    use fewstep::app::Loading;
+    let g = gpu();
+    let tex = || fewstep::app::texture::GridTexture {
+        texture: g.device().create_texture(&wgpu::TextureDescriptor {
+            label: None,
+            size: wgpu::Extent3d {
+                width: 4,
+                height: 4,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba8Unorm,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        }),
+        size: [4, 4],
+    };
+    let mut state = AppState::default();
+    let mut loading = Loading {
+        expected: 3,
+        ..Default::default()
+    };
+    let mut status = String::new();
+    let mut textures = CountingTextures::default();
+    let apply = |state: &mut AppState,
+                 ev,
+                 loading: &mut Loading,
+                 status: &mut String,
+                 textures: &mut CountingTextures| {
+        state.apply(ev, loading, status, textures, false)
+    };
+    for name in ["fmnist-teacher", bundled::DEFAULT_MODEL] {
+        let a = apply(
+            &mut state,
+            Event::Loaded(info(name)),
+            &mut loading,
+            &mut status,
+            &mut textures,
+        );
+        assert!(a.model_handled);
+    }
+    let a = apply(
+        &mut state,
+        Event::LoadFailed {
+            name: "broken.safetensors".into(),
+            error: "not a model".into(),
+        },
+        &mut loading,
+        &mut status,
+        &mut textures,
+    );
+    assert!(a.model_handled);
+    assert_eq!((loading.done, loading.expected), (3, 3));
+    assert!(
+        status.contains("could not load broken.safetensors"),
+        "{status}"
+    );
+    assert_eq!(state.models.len(), 2);
+    assert_eq!(
+        state.models[state.selected.unwrap()].name,
+        bundled::DEFAULT_MODEL,
+        "the default model is selected while the start options wait"
+    );
+
+    let (run, _, _) = state.start_sample().expect("a run starts");
+    let steps = state.sample_view.as_ref().unwrap().steps;
+    apply(
+        &mut state,
+        Event::Start {
+            run,
+            row: 0,
+            z: tex(),
+        },
+        &mut loading,
+        &mut status,
+        &mut textures,
+    );
+    for step in 1..=steps {
+        apply(
+            &mut state,
+            Event::Step {
+                run,
+                row: 0,
+                step,
+                t: 1.0 - step as f64 / steps as f64,
+                z: tex(),
+                x_hat: tex(),
+                ms: 1.0,
+            },
+            &mut loading,
+            &mut status,
+            &mut textures,
+        );
+    }
+    // A stale run's step: its two textures are freed, nothing is shown.
+    apply(
+        &mut state,
+        Event::Step {
+            run: run + 100,
+            row: 0,
+            step: 1,
+            t: 0.5,
+            z: tex(),
+            x_hat: tex(),
+            ms: 1.0,
+        },
+        &mut loading,
+        &mut status,
+        &mut textures,
+    );
+    apply(
+        &mut state,
+        Event::RowDone {
+            run,
+            row: 0,
+            image: tex(),
+            ms: 9.0,
+            samples: vec![0.25; 4],
+            shape: [1, 1, 2, 2],
+        },
+        &mut loading,
+        &mut status,
+        &mut textures,
+    );
+    let v = state.sample_view.as_ref().unwrap();
+    assert_eq!(
+        v.frames.len(),
+        steps + 1,
+        "the start and one frame per step"
+    );
+    assert!(!v.running);
+    assert_eq!(v.total_ms, Some(9.0));
+    assert_eq!(v.samples.as_ref().map(|(s, _)| s.len()), Some(4));
+    assert_eq!(
+        textures.live.len(),
+        1 + 2 * steps,
+        "the stale step's textures were freed, the run's kept"
+    );
+
+    let (run2, _, _) = state.start_sample().expect("a second run");
+    apply(
+        &mut state,
+        Event::Failed {
+            run: run2,
+            error: "the GPU device was lost".into(),
+        },
+        &mut loading,
+        &mut status,
+        &mut textures,
+    );
+    assert_eq!(status, "the GPU device was lost");
+    assert_eq!(
+        state.sample_view.as_ref().unwrap().error.as_deref(),
+        Some("the GPU device was lost")
+    );
+}
