@@ -10,6 +10,7 @@ pub mod remembered;
 mod start_options;
 pub mod state;
 pub mod texture;
+pub mod train_mode;
 mod ui;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -295,7 +296,7 @@ impl FewstepApp {
             s.updates = t.updates.unwrap_or(s.updates);
             s.batch = t.batch.unwrap_or(s.batch);
             s.seed = t.seed.unwrap_or(s.seed);
-            self.web_train.mode = web_distill::Mode::Train;
+            self.web_train.mode = web_distill::Mode::Teacher;
             if let (Some(gpu), Some(jobs), Some(ctx)) = (
                 self.web_gpu.clone(),
                 self.job_sender(),

@@ -7,11 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffusion::run_spec::{DistillSpec, TrainSpec};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mode {
-    Teacher,
-    Distill,
-}
+pub use super::train_mode::Mode;
 
 /// A run the Train tab starts: a teacher training or a distillation.
 #[derive(Clone, Debug, PartialEq)]

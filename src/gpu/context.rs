@@ -908,7 +908,7 @@ impl Gpu {
         self.0
             .limits
             .max_buffer_size
-            .min(self.0.limits.max_storage_buffer_binding_size as u64)
+            .min(self.0.limits.max_storage_buffer_binding_size)
     }
     pub fn pool_stats(&self) -> PoolStats {
         self.0.pool.stats()

@@ -442,7 +442,7 @@ pub(crate) fn registry_tiles() -> Vec<GemmTile> {
 pub(crate) fn registry_defs() -> Vec<KernelDef> {
     let mut cores = vec![GemmCore::Tiled];
     cores.extend(SUBGROUP_SIZES.map(|sg| GemmCore::Subgroup { sg }));
-    cores.extend(registry_tiles().into_iter().map(|t| GemmCore::Blocked(t)));
+    cores.extend(registry_tiles().into_iter().map(GemmCore::Blocked));
     let mut v = Vec::new();
     for core in cores {
         v.extend(Loader::ALL.map(|l| gemm_def(core, l)));

@@ -100,7 +100,10 @@ fn translate(
 
 /// The WGSL struct bound at group 0, binding 0 (every kernel's uniform `Params`): its name, its
 /// members as (name, offset) and its size as naga lays it out for the uniform address space.
-fn wgsl_params(module: &naga::Module) -> Result<(String, Vec<(String, usize)>, usize), String> {
+/// A WGSL struct as naga lays it out: (name, members as (name, byte offset), size in bytes).
+type WgslStruct = (String, Vec<(String, usize)>, usize);
+
+fn wgsl_params(module: &naga::Module) -> Result<WgslStruct, String> {
     let var = module
         .global_variables
         .iter()
@@ -129,10 +132,7 @@ fn wgsl_params(module: &naga::Module) -> Result<(String, Vec<(String, usize)>, u
 /// Compares the Rust twin with the WGSL struct: every named field at the same offset on both
 /// sides, padding (`_`-prefixed names) only through the total size, a trailing `tab` the size of
 /// what the launcher appends.
-fn compare_params(
-    rust: &ParamsLayout,
-    wgsl: &(String, Vec<(String, usize)>, usize),
-) -> Result<(), String> {
+fn compare_params(rust: &ParamsLayout, wgsl: &WgslStruct) -> Result<(), String> {
     let (wgsl_name, members, span) = wgsl;
     let named = |n: &str| !n.starts_with('_');
     for (name, offset) in members.iter().filter(|(n, _)| named(n)) {

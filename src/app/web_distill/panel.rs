@@ -1,0 +1,375 @@
+//! The web Train tab's drawing: mode, settings, progress, the students made and the preview.
+
+use super::*;
+
+#[derive(Default)]
+pub struct WebTrainPanel {
+    pub mode: Mode,
+    pub settings: Settings,
+    pub train: TrainSettings,
+    run: Option<Rc<RefCell<Shared>>>,
+    /// The preview's texture and the version it shows.
+    preview: Option<(u64, egui::TextureHandle)>,
+}
+
+impl WebTrainPanel {
+    pub fn running(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_some_and(|r| r.borrow().ended.is_none())
+    }
+
+    /// Starts a distillation with the current settings.
+    pub fn start(&mut self, gpu: Gpu, jobs: UnboundedSender<Job>, ctx: egui::Context) {
+        let shared = Rc::new(RefCell::new(Shared {
+            what: "fetching the data set…".into(),
+            ..Default::default()
+        }));
+        LAST.with(|l| *l.borrow_mut() = Some(shared.clone()));
+        self.run = Some(shared.clone());
+        let (mode, settings, train) = (self.mode, self.settings.clone(), self.train.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = match mode {
+                Mode::Distill => distill(&gpu, &settings, &shared, &jobs, &ctx).await,
+                Mode::Teacher => train_teacher(&gpu, &train, &shared, &jobs, &ctx).await,
+            };
+            let mut s = shared.borrow_mut();
+            s.ended = Some(match result {
+                Ok(text) => (text, false),
+                Err(e) => (format!("{e:#}"), true),
+            });
+            ctx.request_repaint();
+        });
+    }
+
+    /// Draws the tab; returns the name of a model made here whose "Sample it" was clicked.
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        models: &[ModelInfo],
+        gpu: Option<&Gpu>,
+        jobs: Option<UnboundedSender<Job>>,
+    ) -> Option<String> {
+        egui::CentralPanel::default()
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .show(ui, |ui| self.panel(ui, models, gpu, jobs))
+                    .inner
+            })
+            .inner
+    }
+
+    fn panel(
+        &mut self,
+        ui: &mut Ui,
+        models: &[ModelInfo],
+        gpu: Option<&Gpu>,
+        jobs: Option<UnboundedSender<Job>>,
+    ) -> Option<String> {
+        {
+            ui.heading("Train and distill in this tab");
+            ui.label(
+                "Progressive distillation trains a student to take one sampling step where its \
+                 teacher takes two, then repeats with the student as the next teacher. Here it \
+                 runs on this page's GPU (WebGPU), with the same updates as `fewstep distill` \
+                 and `fewstep train`.",
+            );
+            ui.add_enabled_ui(!self.running(), |ui| {
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut self.mode, Mode::Distill, "Distill a loaded model");
+                    ui.radio_value(
+                        &mut self.mode,
+                        Mode::Teacher,
+                        "Train a teacher from scratch",
+                    );
+                });
+            });
+            ui.label(format!("Data: {DATA_NOTE}."));
+            ui.label(
+                RichText::new(
+                    "Nothing is saved for you: closing or reloading the tab loses the run. \
+                     Download the students you want to keep.",
+                )
+                .color(Color32::from_rgb(230, 180, 90)),
+            );
+            ui.add_space(6.0);
+            let running = self.running();
+            ui.add_enabled_ui(!running, |ui| match self.mode {
+                Mode::Distill => self.settings_ui(ui, models),
+                Mode::Teacher => self.train_settings_ui(ui),
+            });
+            ui.horizontal(|ui| {
+                let (ready, text) = match self.mode {
+                    Mode::Distill => (has_file(&self.settings.teacher), "Start distilling"),
+                    Mode::Teacher => (true, "Start training"),
+                };
+                let ready = ready && !running && gpu.is_some();
+                if ui.add_enabled(ready, egui::Button::new(text)).clicked() {
+                    if let (Some(g), Some(j)) = (gpu, jobs.clone()) {
+                        self.start(g.clone(), j, ui.ctx().clone());
+                    }
+                }
+                if ui.add_enabled(running, egui::Button::new("Stop")).clicked() {
+                    if let Some(r) = &self.run {
+                        r.borrow_mut().stop = true;
+                    }
+                }
+            });
+            ui.label(
+                RichText::new(format!(
+                    "Same run natively: {}",
+                    match self.mode {
+                        Mode::Distill => self.settings.command(&self.teacher_file_name()),
+                        Mode::Teacher => self.train.command(),
+                    }
+                ))
+                .weak(),
+            );
+            let run = self.run.clone()?;
+            let loaded = |name: &str| models.iter().any(|m| m.name == name);
+            let picked = self.progress_ui(ui, &run.borrow(), &loaded);
+            self.preview_ui(ui, &run.borrow());
+            picked
+        }
+    }
+
+    fn teacher_file_name(&self) -> String {
+        crate::bundled::find(&self.settings.teacher)
+            .map(|b| format!("assets/{}", b.file))
+            .unwrap_or_else(|| self.settings.teacher.clone())
+    }
+
+    fn settings_ui(&mut self, ui: &mut Ui, models: &[ModelInfo]) {
+        let s = &mut self.settings;
+        egui::Grid::new("distill settings")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let teacher_label = ui.label("teacher");
+                egui::ComboBox::from_id_salt("distill teacher")
+                    .selected_text(&s.teacher)
+                    .show_ui(ui, |ui| {
+                        for m in models {
+                            let text = match m.meta.steps {
+                                Some(k) => format!("{} ({k} steps)", m.name),
+                                None => format!("{} (teacher)", m.name),
+                            };
+                            ui.selectable_value(&mut s.teacher, m.name.clone(), text);
+                        }
+                    })
+                    .response
+                    .labelled_by(teacher_label.id);
+                ui.end_row();
+                let fixed = models
+                    .iter()
+                    .find(|m| m.name == s.teacher)
+                    .and_then(|m| m.meta.steps);
+                let from_label = ui.label("teacher's steps");
+                match fixed {
+                    Some(k) => {
+                        s.from_steps = k as usize;
+                        ui.label(format!("{k} (a distilled student keeps its own)"));
+                    }
+                    None => {
+                        egui::ComboBox::from_id_salt("distill from")
+                            .selected_text(s.from_steps.to_string())
+                            .show_ui(ui, |ui| {
+                                for k in [2, 4, 8, 16, 32, 64] {
+                                    ui.selectable_value(&mut s.from_steps, k, k.to_string());
+                                }
+                            })
+                            .response
+                            .labelled_by(from_label.id);
+                    }
+                }
+                ui.end_row();
+                s.from_steps = s.from_steps.max(2);
+                if s.to_steps >= s.from_steps {
+                    s.to_steps = s.from_steps / 2;
+                }
+                let to_label = ui.label("down to steps");
+                egui::ComboBox::from_id_salt("distill to")
+                    .selected_text(s.to_steps.to_string())
+                    .show_ui(ui, |ui| {
+                        let mut k = s.from_steps / 2;
+                        while k >= 1 {
+                            ui.selectable_value(&mut s.to_steps, k, k.to_string());
+                            k /= 2;
+                        }
+                    })
+                    .response
+                    .labelled_by(to_label.id);
+                ui.end_row();
+                run_rows(
+                    ui,
+                    ("updates per halving", &mut s.updates, 20_000),
+                    &mut s.batch,
+                    ("learning rate", &mut s.lr),
+                    &mut s.seed,
+                );
+            });
+    }
+
+    fn train_settings_ui(&mut self, ui: &mut Ui) {
+        let t = &mut self.train;
+        egui::Grid::new("train settings")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let l = ui.label("U-Net preset");
+                egui::ComboBox::from_id_salt("train preset")
+                    .selected_text(&t.preset)
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(
+                            &mut t.preset,
+                            "tiny".to_string(),
+                            "tiny (164k parameters)",
+                        );
+                        ui.selectable_value(
+                            &mut t.preset,
+                            "small".to_string(),
+                            "small (1.6M parameters)",
+                        );
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                run_rows(
+                    ui,
+                    ("updates", &mut t.updates, 100_000),
+                    &mut t.batch,
+                    ("peak learning rate", &mut t.lr),
+                    &mut t.seed,
+                );
+            });
+        ui.label(
+            RichText::new(format!(
+                "Warm-up: {} updates (fewstep train's default for {}); the result is the EMA \
+                 of the weights, as natively.",
+                crate::diffusion::trainer::default_warmup(&t.preset),
+                t.preset
+            ))
+            .weak(),
+        );
+    }
+
+    fn progress_ui(
+        &self,
+        ui: &mut Ui,
+        s: &Shared,
+        loaded: &dyn Fn(&str) -> bool,
+    ) -> Option<String> {
+        let mut picked = None;
+        ui.separator();
+        if s.total > 0 {
+            let frac = s.done as f32 / s.total as f32;
+            let eta = if s.done > 0 && s.ended.is_none() {
+                let left = s.seconds / s.done as f64 * (s.total - s.done) as f64;
+                format!(", about {} left", duration(left))
+            } else {
+                String::new()
+            };
+            ui.add(egui::ProgressBar::new(frac).text(format!(
+                "{} of {} updates, {}{eta}",
+                s.done,
+                s.total,
+                duration(s.seconds)
+            )));
+        }
+        match &s.ended {
+            Some((text, true)) => {
+                ui.colored_label(Color32::from_rgb(230, 140, 60), text);
+            }
+            Some((text, false)) => {
+                ui.label(text);
+            }
+            None => {
+                ui.label(&s.what);
+            }
+        }
+        if !s.losses.is_empty() {
+            Plot::new("web distill loss")
+                .width(ui.available_width().min(520.0))
+                .height(200.0)
+                .show(ui, |p| p.line(Line::new("loss", s.losses.clone())));
+        }
+        for m in &s.students {
+            ui.horizontal(|ui| {
+                ui.label(match m.steps {
+                    0 => format!(
+                        "{} (teacher): in the model list of Sample and Compare",
+                        m.name
+                    ),
+                    k => format!(
+                        "{} ({k} steps): in the model list of Sample and Compare",
+                        m.name
+                    ),
+                });
+                // The worker loads it a moment after the run hands it over.
+                if ui
+                    .add_enabled(loaded(&m.name), egui::Button::new("Sample it"))
+                    .clicked()
+                {
+                    picked = Some(m.name.clone());
+                }
+                if ui.button("Download").clicked() {
+                    download(&format!("{}.safetensors", m.name), &m.file);
+                }
+            });
+        }
+        picked
+    }
+}
+
+/// The grid rows both modes share: updates, batch, learning rate, seed (each field labelled, so
+/// screen readers and UI tests find it by name).
+impl WebTrainPanel {
+    fn preview_ui(&mut self, ui: &mut Ui, s: &Shared) {
+        let Some((label, image, version)) = &s.preview else {
+            return;
+        };
+        if self.preview.as_ref().is_none_or(|(v, _)| v != version) {
+            let tex = ui.ctx().load_texture(
+                "web train preview",
+                image.clone(),
+                egui::TextureOptions::NEAREST,
+            );
+            self.preview = Some((*version, tex));
+        }
+        if let Some((_, tex)) = &self.preview {
+            ui.label(label);
+            ui.image((tex.id(), tex.size_vec2()));
+        }
+    }
+}
+
+pub(super) fn run_rows(
+    ui: &mut Ui,
+    (updates_text, updates, max_updates): (&str, &mut u64, u64),
+    batch: &mut usize,
+    (lr_text, lr): (&str, &mut f32),
+    seed: &mut u64,
+) {
+    let l = ui.label(updates_text);
+    ui.add(egui::DragValue::new(updates).range(1..=max_updates))
+        .labelled_by(l.id);
+    ui.end_row();
+    let l = ui.label("images per update");
+    ui.add(egui::DragValue::new(batch).range(1..=128))
+        .labelled_by(l.id);
+    ui.end_row();
+    let l = ui.label(lr_text);
+    ui.add(
+        egui::DragValue::new(lr)
+            .range(1e-6..=1e-2)
+            .speed(1e-5)
+            .max_decimals(6),
+    )
+    .labelled_by(l.id);
+    ui.end_row();
+    let l = ui.label("seed");
+    ui.add(egui::DragValue::new(seed)).labelled_by(l.id);
+    ui.end_row();
+}
+
+pub(super) fn duration(s: f64) -> String {
+    crate::human::duration(s)
+}

@@ -1,0 +1,199 @@
+//! The web Train tab's runs: tasks on the page's event loop that fetch the data, update, load
+//! each finished model into the app and make its preview.
+
+use super::*;
+
+/// Samples 8 images from a model file just made (its own step count for a student, 16 DDIM
+/// steps for a teacher) as a picture for the tab.
+pub(super) async fn preview(
+    gpu: &Gpu,
+    name: &str,
+    file: &[u8],
+    version: u64,
+) -> anyhow::Result<(String, egui::ColorImage, u64)> {
+    use crate::diffusion::{load_model_bytes, SampleOptions, Sampler, SamplerKind};
+    let (model, meta) = load_model_bytes(gpu, std::path::Path::new(name), file)?;
+    let steps = meta.steps.map_or(16, |k| k as usize);
+    let opts = SampleOptions {
+        steps,
+        count: 8,
+        seed: 0,
+        kind: SamplerKind::Ddim,
+        clip: true,
+    };
+    let x = Sampler::new(&model, opts).run(&model).to_vec().await?;
+    let [c, h, w] = model.image_shape();
+    let img = crate::image::image_grid(&x, 8, c, h, w, 4, 3, 2);
+    let image =
+        egui::ColorImage::from_rgb([img.width() as usize, img.height() as usize], img.as_raw());
+    Ok((
+        format!("{name}: 8 samples in {steps} steps (seed 0)"),
+        image,
+        version,
+    ))
+}
+
+/// The run itself: fetch the data, then update until done, stopped or failed.
+pub(super) async fn distill(
+    gpu: &Gpu,
+    settings: &Settings,
+    shared: &Rc<RefCell<Shared>>,
+    jobs: &UnboundedSender<Job>,
+    ctx: &egui::Context,
+) -> anyhow::Result<String> {
+    let teacher = file_of(&settings.teacher)
+        .ok_or_else(|| anyhow::anyhow!("{} is not loaded", settings.teacher))?;
+    ctx.request_repaint();
+    let data = crate::app::web_page::fashion_mnist_subset().await?;
+    let mut run = MemoryDistill::new(gpu, settings.plan(&settings.teacher), &teacher, data)?;
+    let t0 = web_time::Instant::now();
+    let base = settings.teacher.clone();
+    loop {
+        if shared.borrow().stop {
+            let s = shared.borrow();
+            return Ok(format!(
+                "stopped after {} of {} updates; the students finished so far stay",
+                s.done, s.total
+            ));
+        }
+        let advanced = run.advance().await?;
+        let (done, total) = run.progress();
+        {
+            let mut s = shared.borrow_mut();
+            s.done = done;
+            s.total = total;
+            s.seconds = t0.elapsed().as_secs_f64();
+            s.what = format!("training the {}-step student", run.student_steps());
+            if let Advanced::Update { loss: Some(l) } = &advanced {
+                s.losses.push([done as f64, *l as f64]);
+            }
+        }
+        if let Advanced::Halving { student, done } = advanced {
+            let name = unused_name(&format!("{base}-to-{}step", student.steps));
+            remember_file(&name, &student.file);
+            let _ = jobs.unbounded_send(Job::Load {
+                name: name.clone(),
+                bytes: student.file.clone(),
+            });
+            shared.borrow_mut().what = format!("sampling a preview of {name}…");
+            ctx.request_repaint();
+            let version = shared.borrow().students.len() as u64 + 1;
+            let shown = preview(gpu, &name, &student.file, version).await?;
+            let mut s = shared.borrow_mut();
+            s.preview = Some(shown);
+            s.students.push(Made {
+                name,
+                steps: student.steps,
+                file: student.file,
+            });
+            drop(s);
+            if done {
+                let s = shared.borrow();
+                let n = s.students.len();
+                return Ok(format!(
+                    "done: {n} student{} in {}",
+                    if n == 1 { "" } else { "s" },
+                    duration(s.seconds)
+                ));
+            }
+        }
+        ctx.request_repaint();
+        yield_to_page().await;
+    }
+}
+
+/// Trains a teacher from scratch; at the end it joins the model list as `web-PRESET-teacher`.
+pub(super) async fn train_teacher(
+    gpu: &Gpu,
+    settings: &TrainSettings,
+    shared: &Rc<RefCell<Shared>>,
+    jobs: &UnboundedSender<Job>,
+    ctx: &egui::Context,
+) -> anyhow::Result<String> {
+    let data = crate::app::web_page::fashion_mnist_subset().await?;
+    let mut run = MemoryTrain::new(gpu, settings.plan(), data)?;
+    let t0 = web_time::Instant::now();
+    shared.borrow_mut().total = settings.updates;
+    while !run.is_done() {
+        if shared.borrow().stop {
+            let s = shared.borrow();
+            return Ok(format!(
+                "stopped after {} of {} updates (no model: a teacher is kept only when done)",
+                s.done, s.total
+            ));
+        }
+        let loss = run.advance().await?;
+        {
+            let mut s = shared.borrow_mut();
+            s.done = run.trainer.step;
+            s.seconds = t0.elapsed().as_secs_f64();
+            s.what = format!("training a {} teacher", settings.preset);
+            let at = s.done as f64;
+            s.losses.push([at, loss as f64]);
+        }
+        ctx.request_repaint();
+        yield_to_page().await;
+    }
+    let file = run.model_file().await?;
+    let name = unused_name(&format!("web-{}-teacher", settings.preset));
+    remember_file(&name, &file);
+    let _ = jobs.unbounded_send(Job::Load {
+        name: name.clone(),
+        bytes: file.clone(),
+    });
+    shared.borrow_mut().what = format!("sampling a preview of {name}…");
+    ctx.request_repaint();
+    let shown = preview(gpu, &name, &file, 1).await?;
+    let mut s = shared.borrow_mut();
+    s.preview = Some(shown);
+    s.students.push(Made {
+        name: name.clone(),
+        steps: 0,
+        file,
+    });
+    Ok(format!("done: {name} in {}", duration(s.seconds)))
+}
+
+/// `base`, or `base-2`, `base-3`, … if a model by that name was made before.
+pub(super) fn unused_name(base: &str) -> String {
+    let mut name = base.to_string();
+    let mut k = 2;
+    while has_file(&name) {
+        name = format!("{base}-{k}");
+        k += 1;
+    }
+    name
+}
+
+/// Lets the page handle input and draw a frame before the next update.
+pub(super) async fn yield_to_page() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Saves `bytes` as a file through the browser's download.
+pub(super) fn download(name: &str, bytes: &[u8]) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let array = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let Ok(blob) = web_sys::Blob::new_with_u8_array_sequence(&array) else {
+        return;
+    };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else {
+        return;
+    };
+    if let Ok(a) = document
+        .create_element("a")
+        .map(|e| e.unchecked_into::<web_sys::HtmlAnchorElement>())
+    {
+        a.set_href(&url);
+        a.set_download(name);
+        a.click();
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
+}
