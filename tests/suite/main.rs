@@ -8,6 +8,7 @@ mod bundled_quality;
 mod classifier;
 mod cli;
 mod common;
+mod coop;
 mod data;
 mod diffusion;
 mod distill;
