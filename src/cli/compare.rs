@@ -68,11 +68,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
         }
     }
     let [c, h, w] = shape.expect("at least one model");
+    // Images per pass that every model's passes fit (measured once, before any timing).
+    let per_pass = teacher
+        .iter()
+        .chain(students.iter().map(|(_, m)| m))
+        .map(|m| crate::diffusion::images_per_pass(m).images)
+        .min()
+        .expect("at least one model");
     // Compile every pipeline before timing anything.
     for m in teacher.iter().chain(students.iter().map(|(_, m)| m)) {
         let warm = SampleOptions {
             steps: 1,
-            count: args.count.min(crate::diffusion::images_per_pass(m).images),
+            count: args.count.min(per_pass),
             seed: args.seed,
             kind: SamplerKind::Ddim,
             clip: true,
@@ -105,7 +112,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 clip: true,
             };
             let start = Instant::now();
-            let per_pass = crate::diffusion::images_per_pass(m).images;
             let x = crate::diffusion::sampler::sample_in_passes(m, opts, per_pass)?;
             let secs = start.elapsed().as_secs_f64();
             report.push(format!(

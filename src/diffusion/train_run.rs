@@ -322,7 +322,10 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
 /// FEWSTEP_TEST_LOSE_DEVICE_AT=N: a test hook that destroys the device after update N of a
 /// training run, a stand-in for a device the driver lost (wgpu's `Device::destroy`).
 fn lose_device_at() -> Option<u64> {
-    std::env::var("FEWSTEP_TEST_LOSE_DEVICE_AT")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        std::env::var("FEWSTEP_TEST_LOSE_DEVICE_AT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }

@@ -509,16 +509,18 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }));
-        let shared = watch.is_some();
-        let fault: FaultSlot = watch.map(|w| w.slot).unwrap_or_default();
-        if !shared {
-            Self::install_fault_handlers(&device, &fault);
-        }
+        let fault = match watch {
+            Some(w) => w.slot,
+            None => {
+                let slot = FaultSlot::default();
+                Self::install_fault_handlers(&device, &slot);
+                slot
+            }
+        };
         Gpu(Rc::new(GpuInner {
             stand_in,
             fault,
             pipelines: PipelineCache::default(),
-
             encode_seconds: Cell::new(0.0),
             submit_seconds: Cell::new(0.0),
             pool: Rc::new(BufferPool::default()),
@@ -538,9 +540,6 @@ impl Gpu {
         }))
     }
 
-    /// The GEMM family used when none is asked for, and why: CPU adapters (lavapipe) run the
-    /// subgroup family where they have fixed-size subgroups (2-3x faster there than the others,
-    /// ARCHITECTURE.md, Platforms), else tiled; GPUs and browsers run the register-blocked family.
     /// Without an uncaptured-error handler wgpu panics on the first error (exit 101 natively, a
     /// run going on with stale data on the web); with it the error waits for the next readback.
     fn install_fault_handlers(device: &wgpu::Device, fault: &FaultSlot) {
@@ -567,6 +566,9 @@ impl Gpu {
         });
     }
 
+    /// The GEMM family used when none is asked for, and why: CPU adapters (lavapipe) run the
+    /// subgroup family where they have fixed-size subgroups (2-3x faster there than the others,
+    /// ARCHITECTURE.md, Platforms), else tiled; GPUs and browsers run the register-blocked family.
     fn default_variant(info: &wgpu::AdapterInfo, subgroups: bool) -> (KernelVariant, String) {
         let browser = cfg!(target_arch = "wasm32") || info.backend == wgpu::Backend::BrowserWebGpu;
         match info.device_type {
@@ -949,10 +951,7 @@ impl Gpu {
     /// uncaptured error such as running out of memory), if any. Readbacks and [`Gpu::finish`]
     /// check it; a long loop that never reads back can ask.
     pub fn fault(&self) -> Result<(), GpuError> {
-        match self.fault_watch().error() {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        self.fault_watch().error().map_or(Ok(()), Err)
     }
 
     /// A `Send` handle on this device's first fault (see [`FaultWatch`]).

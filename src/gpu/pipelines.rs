@@ -172,15 +172,23 @@ impl PipelineCache {
         }
         let src = source();
         let text = src.render(key);
+        // Records a failure of this kernel (callable from the browser's later answer too).
+        let failed = {
+            let fault = fault.clone();
+            let kernel = key.label();
+            move |message: String| {
+                super::context::record_fault(
+                    &fault,
+                    super::context::Fault::Kernel {
+                        kernel: kernel.clone(),
+                        message,
+                    },
+                )
+            }
+        };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bindings = declared_bindings(&text).unwrap_or_else(|e| {
-            super::context::record_fault(
-                fault,
-                super::context::Fault::Kernel {
-                    kernel: key.label(),
-                    message: e.clone(),
-                },
-            );
+            failed(e);
             Vec::new()
         });
         let layout = self.layout(device, key.name, bindings);
@@ -197,24 +205,11 @@ impl PipelineCache {
             cache: None,
         });
         let p = Rc::new(pipeline);
-        let failed = {
-            let fault = fault.clone();
-            let kernel = key.label();
-            move |e: wgpu::Error| {
-                super::context::record_fault(
-                    &fault,
-                    super::context::Fault::Kernel {
-                        kernel,
-                        message: e.to_string(),
-                    },
-                )
-            }
-        };
         #[cfg(not(target_arch = "wasm32"))]
         {
             // Natively the scope's result is ready at once (no GPU round trip).
             if let Some(e) = pollster::block_on(scope.pop()) {
-                failed(e);
+                failed(e.to_string());
                 return p;
             }
         }
@@ -224,7 +219,7 @@ impl PipelineCache {
             let pop = scope.pop();
             wasm_bindgen_futures::spawn_local(async move {
                 if let Some(e) = pop.await {
-                    failed(e);
+                    failed(e.to_string());
                 }
             });
         }

@@ -3,12 +3,10 @@
 //! with a small loader file per operand layout: plain matmul, and the three passes of a
 //! convolution as implicit GEMMs (no im2col buffer is ever materialised).
 
-use super::gemm_kernels::{
-    gemm_def, split_sum_def, subgroup_rows, GemmCore, GemmParams, Loader, SplitSumParams,
-};
+use super::gemm_kernels::{gemm_def, split_sum_def, GemmParams, Loader, SplitSumParams};
 use super::params::WgslParams;
 use super::{stand_in, Tensor};
-use crate::gpu::{Dispatch, Gpu, KernelVariant};
+use crate::gpu::{Dispatch, Gpu};
 
 /// What the epilogue adds to alpha * A B besides beta * C: a bias (per row, or per column for
 /// matmul) and a residual.
@@ -34,23 +32,15 @@ fn launch(
     (a, b, c): (&Tensor, &Tensor, &Tensor),
     Adds { bias, residual }: Adds,
 ) {
-    let variant = gpu.variant();
-    let sg = gpu.subgroup_size();
     // The weight gradient's batch is its split-K count, chosen from the tile (split_k_parts).
     let tile_batch = if loader == Loader::ConvWeightGrad {
         1
     } else {
         p.batch
     };
-    let core = match variant {
-        KernelVariant::Tiled => GemmCore::Tiled,
-        KernelVariant::Subgroup => GemmCore::Subgroup { sg },
-        KernelVariant::Blocked => GemmCore::Blocked(super::kernel_policy::blocked_tile(
-            gpu, p.m, p.n, tile_batch,
-        )),
-    };
+    let core = super::kernel_policy::gemm_core(gpu, p.m, p.n, tile_batch);
     let (bm, bn, bk, tm, tn) = core.tile();
-    gpu.note_gemm(variant, bm, bn, bk, tm, tn);
+    gpu.note_gemm(gpu.variant(), bm, bn, bk, tm, tn);
     let workgroups = [p.n.div_ceil(bn), p.m.div_ceil(bm), p.batch];
     let pipeline = super::pipeline_of(gpu, gemm_def(core, loader));
     let bias_bind = match bias {
@@ -356,18 +346,8 @@ impl Conv2d {
 /// How many K chunks a GEMM with a small M x N and a long K is split into: about the rule's
 /// workgroups (enough to fill a large GPU, `Gpu::split_k`), chunks no shorter than its minimum.
 fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
-    let (tm, tn) = match gpu.variant() {
-        KernelVariant::Tiled => (64, 64),
-        KernelVariant::Subgroup => {
-            let sg = gpu.subgroup_size();
-            (subgroup_rows(sg), sg * 4)
-        }
-        KernelVariant::Blocked => {
-            let t = super::kernel_policy::blocked_tile(gpu, m, n, 1);
-            (t.bm, t.bn)
-        }
-    };
-    let tiles = m.div_ceil(tm) * n.div_ceil(tn);
+    let (bm, bn, ..) = super::kernel_policy::gemm_core(gpu, m, n, 1).tile();
+    let tiles = m.div_ceil(bm) * n.div_ceil(bn);
     let rule = super::kernel_policy::split_k(gpu);
     k.div_ceil(rule.min_chunk)
         .min(rule.workgroups.div_ceil(tiles))

@@ -119,7 +119,7 @@ impl Loader {
 }
 
 /// Rows per subgroup workgroup: a multiple of the subgroup size, at least 32.
-pub(crate) fn subgroup_rows(sg: u32) -> u32 {
+fn subgroup_rows(sg: u32) -> u32 {
     sg.max(32)
 }
 

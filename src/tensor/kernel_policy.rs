@@ -3,6 +3,7 @@
 //! adapter: `Gpu::from_device`) and what the user forced (`FEWSTEP_GEMM_TILE`, `FEWSTEP_SPLIT_K`,
 //! tests' overrides); the choices per problem live here, next to the kernels they tune.
 
+use super::gemm_kernels::GemmCore;
 use crate::gpu::{GemmTile, Gpu, KernelVariant, SplitK};
 
 /// The blocked family's candidate tiles by M (up to this many rows: these tiles, in order of
@@ -59,6 +60,18 @@ pub fn blocked_tile(gpu: &Gpu, m: u32, n: u32, batch: u32) -> GemmTile {
         .find(|t| count(t) >= TARGET_WORKGROUPS)
         .or_else(|| fits().next_back())
         .unwrap_or(GemmTile::new(16, 64, 16, 4, 4))
+}
+
+/// The GEMM core an M x N output (times `batch` independent ones) runs on: the device's family,
+/// and for the blocked family its tile ([`blocked_tile`]).
+pub(crate) fn gemm_core(gpu: &Gpu, m: u32, n: u32, batch: u32) -> GemmCore {
+    match gpu.variant() {
+        KernelVariant::Tiled => GemmCore::Tiled,
+        KernelVariant::Subgroup => GemmCore::Subgroup {
+            sg: gpu.subgroup_size(),
+        },
+        KernelVariant::Blocked => GemmCore::Blocked(blocked_tile(gpu, m, n, batch)),
+    }
 }
 
 /// How the weight gradient splits K: the forced rule if set, else per family. The blocked

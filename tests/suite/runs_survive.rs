@@ -23,29 +23,8 @@ const STEPS: &str = "12";
 /// checkpoint's state is on disk, optionally removes the model file too (a kill between the
 /// state and the model), and resumes it to the end.
 fn killed_and_resumed(imgs: &Path, out: &Path, drop_model: bool) {
-    let data = format!("images:{}", imgs.display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args([
-            "train",
-            "--steps",
-            STEPS,
-            "--data",
-            &data,
-            "--preset",
-            "tiny",
-            "--image-size",
-            "8",
-            "--batch",
-            "4",
-            "--checkpoint-every",
-            "2",
-            "--log-every",
-            "1",
-            "--sample-every",
-            "0",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(common::bin::tiny_train_args(imgs, out, &["--steps", STEPS]))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
