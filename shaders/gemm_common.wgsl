@@ -31,9 +31,10 @@ fn grid_row_tile(wg: vec3<u32>) -> u32 {
 fn grid_col_tile(wg: vec3<u32>) -> u32 {
     return wg.x + (wg.z / P.batch) % P.col_folds * P.col_groups;
 }
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+// MAT_ prefixes: WGSL cooperative-matrix roles are spelled A, B and C (gemm_coop.wgsl).
+@group(0) @binding(1) var<storage, read> MAT_A: array<f32>;
+@group(0) @binding(2) var<storage, read> MAT_B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> MAT_C: array<f32>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read> RES: array<f32>;
 
@@ -53,9 +54,9 @@ fn epilogue_res(ci: u32, bias_index: u32, res_index: u32, acc: f32) {
         v = v + RES[res_index];
     }
     if (P.beta != 0.0) {
-        v = v + P.beta * C[ci];
+        v = v + P.beta * MAT_C[ci];
     }
-    C[ci] = v;
+    MAT_C[ci] = v;
 }
 
 // Loaders split each operand index into a part that depends only on k (k_state: the same for all
@@ -76,5 +77,5 @@ fn patch_load(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
     let iy = ks.y + cs.y;
     let ix = ks.z + cs.z;
     if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) { return 0.0; }
-    return B[u32(ks.x + cs.x + iy * i32(P.w) + ix)];
+    return MAT_B[u32(ks.x + cs.x + iy * i32(P.w) + ix)];
 }

@@ -24,7 +24,7 @@ fn col_state(b: u32, n: u32) -> vec4<i32> {
 }
 
 fn load_ak(b: u32, ks: vec4<i32>, m: u32) -> f32 {
-    return A[m * P.k + u32(ks.w)];
+    return MAT_A[m * P.k + u32(ks.w)];
 }
 
 fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {

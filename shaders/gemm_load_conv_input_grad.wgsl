@@ -25,7 +25,7 @@ fn col_state(b: u32, n: u32) -> vec4<i32> {
 }
 
 fn load_ak(b: u32, ks: vec4<i32>, m: u32) -> f32 {
-    return A[u32(ks.w) + m * P.ks * P.ks];
+    return MAT_A[u32(ks.w) + m * P.ks * P.ks];
 }
 
 fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
@@ -36,7 +36,7 @@ fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
     let oy = ty / s;
     let ox = tx / s;
     if (oy * s != ty || ox * s != tx || oy >= i32(P.oh) || ox >= i32(P.ow)) { return 0.0; }
-    return B[u32(cs.x + ks.x + oy * i32(P.ow) + ox)];
+    return MAT_B[u32(cs.x + ks.x + oy * i32(P.ow) + ox)];
 }
 
 fn store_c(b: u32, m: u32, n: u32, acc: f32) {

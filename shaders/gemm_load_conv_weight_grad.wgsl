@@ -32,7 +32,7 @@ fn col_state(b: u32, n: u32) -> vec4<i32> {
 
 fn load_ak(b: u32, ks: vec4<i32>, m: u32) -> f32 {
     if (ks.w < 0) { return 0.0; }
-    return A[u32(ks.w) + m * P.oh * P.ow];
+    return MAT_A[u32(ks.w) + m * P.oh * P.ow];
 }
 
 fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {

@@ -15,11 +15,11 @@ fn col_state(b: u32, n: u32) -> vec4<i32> {
 }
 
 fn load_ak(b: u32, ks: vec4<i32>, m: u32) -> f32 {
-    return A[u32(ks.y) + select(m * P.k, m, TRANS_A)];
+    return MAT_A[u32(ks.y) + select(m * P.k, m, TRANS_A)];
 }
 
 fn load_bk(ks: vec4<i32>, cs: vec4<i32>) -> f32 {
-    return B[u32(ks.x + cs.x)];
+    return MAT_B[u32(ks.x + cs.x)];
 }
 
 fn store_c(b: u32, m: u32, n: u32, acc: f32) {

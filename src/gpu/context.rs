@@ -19,6 +19,10 @@ pub enum KernelVariant {
     /// workgroup memory and reads them as vec4s. Tile shape chosen per problem ([`GemmTile`]).
     /// f32 only, no subgroups: browsers can run it too.
     Blocked,
+    /// Cooperative matrices (tensor cores, gemm_coop.wgsl): f16 operands, f32 accumulation, on
+    /// adapters with wgpu's `EXPERIMENTAL_COOPERATIVE_MATRIX` (Vulkan) that pass fewstep's
+    /// self-check (tensor/coop_check.rs); the blocked family runs where they fail it.
+    Coop,
 }
 
 impl KernelVariant {
@@ -28,6 +32,7 @@ impl KernelVariant {
             KernelVariant::Tiled => "tiled",
             KernelVariant::Subgroup => "subgroup",
             KernelVariant::Blocked => "blocked",
+            KernelVariant::Coop => "coop",
         }
     }
 }
@@ -39,8 +44,9 @@ impl std::str::FromStr for KernelVariant {
             "tiled" => Ok(KernelVariant::Tiled),
             "subgroup" => Ok(KernelVariant::Subgroup),
             "blocked" => Ok(KernelVariant::Blocked),
+            "coop" => Ok(KernelVariant::Coop),
             _ => Err(format!(
-                "FEWSTEP_KERNELS='{s}' is not a GEMM family: use tiled, subgroup or blocked"
+                "FEWSTEP_KERNELS='{s}' is not a GEMM family: use tiled, subgroup, blocked or coop"
             )),
         }
     }
@@ -288,6 +294,30 @@ impl std::str::FromStr for SplitK {
     }
 }
 
+/// What the GEMMs' operands may be rounded to (FEWSTEP_PRECISION).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f16 operands with f32 accumulation where the adapter has cooperative matrices (the
+    /// default).
+    Mixed,
+    /// f32 everywhere: the cooperative-matrix family is never used.
+    F32,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "mixed" | "f16" => Ok(Precision::Mixed),
+            _ => Err(format!(
+                "FEWSTEP_PRECISION='{s}' is not a precision: use f32 (f32 everywhere) or mixed \
+                 (f16 GEMM operands on cooperative matrices where the adapter has them)"
+            )),
+        }
+    }
+}
+
 /// How to pick the adapter. `from_env` reads FEWSTEP_BACKEND, FEWSTEP_ADAPTER, FEWSTEP_KERNELS
 /// (tiled, subgroup or blocked) and FEWSTEP_GEMM_TILE (BMxBNxBKxTMxTN: one tile shape for every
 /// GEMM of the blocked family, which it then selects unless FEWSTEP_KERNELS names another).
@@ -305,6 +335,11 @@ pub struct GpuOptions {
     pub split_k: Option<SplitK>,
     /// Whether launches reuse buffers given back in the same batch (gpu/pool.rs).
     pub pool_reuse: Option<PoolReuse>,
+    /// FEWSTEP_PRECISION: `F32` keeps cooperative matrices off (`None`: mixed where offered).
+    pub precision: Option<Precision>,
+    /// FEWSTEP_TEST_COOP_FAULT=1: the cooperative-matrix self-check runs a kernel that reads B
+    /// column-major (tests prove that the check then fails and the blocked family runs).
+    pub coop_fault: bool,
     /// Environment values that could not be parsed: [`Gpu::new`] refuses to start with them.
     env_errors: Vec<String>,
 }
@@ -333,6 +368,14 @@ impl GpuOptions {
         let gemm_tile = parse(var("FEWSTEP_GEMM_TILE"), &mut env_errors);
         let split_k = parse(var("FEWSTEP_SPLIT_K"), &mut env_errors);
         let pool_reuse = parse(var("FEWSTEP_POOL_REUSE"), &mut env_errors);
+        let precision = parse(var("FEWSTEP_PRECISION"), &mut env_errors);
+        if precision == Some(Precision::F32) && variant == Some(KernelVariant::Coop) {
+            env_errors.push(
+                "FEWSTEP_KERNELS=coop runs f16 operands, FEWSTEP_PRECISION=f32 forbids them: \
+                 unset one"
+                    .into(),
+            );
+        }
         GpuOptions {
             backends: var("FEWSTEP_BACKEND").map(|s| wgpu::Backends::from_comma_list(&s)),
             adapter_name: var("FEWSTEP_ADAPTER"),
@@ -340,6 +383,8 @@ impl GpuOptions {
             gemm_tile,
             split_k,
             pool_reuse,
+            precision,
+            coop_fault: var("FEWSTEP_TEST_COOP_FAULT").is_some_and(|v| v == "1"),
             env_errors,
         }
     }
@@ -365,6 +410,15 @@ pub(crate) struct GpuInner {
     pub softmax_rows: Cell<Option<bool>>,
     /// The family and tile of the last GEMM launched (for `bench kernels`).
     pub last_gemm: Cell<Option<(KernelVariant, GemmTile)>>,
+    /// Cooperative matrices on this device: (S, subgroup size) of its square f16 x f16 -> f32
+    /// configuration; `None` where the device was made without them.
+    pub coop: Cell<Option<(u32, u32)>>,
+    /// Why the device has no cooperative matrices (`fewstep info`).
+    pub coop_absent: RefCell<String>,
+    /// The self-check's verdict, once it ran (tensor/coop_check.rs).
+    pub coop_verdict: RefCell<Option<Result<(), String>>>,
+    /// Whether the self-check runs its deliberately wrong kernel ([`GpuOptions::coop_fault`]).
+    pub coop_fault: Cell<bool>,
     pub pipelines: PipelineCache,
     /// The first fault of this device (see [`Fault`]).
     pub fault: FaultSlot,
@@ -409,7 +463,15 @@ impl Gpu {
                 backends: backends_text,
             })?;
         let info = adapter.get_info();
-        let features = Self::wanted_features(&adapter);
+        let mut features = Self::wanted_features(&adapter);
+        let coop = if opts.precision == Some(Precision::F32) {
+            Err("FEWSTEP_PRECISION=f32".to_string())
+        } else {
+            Self::coop_config(&adapter, features)
+        };
+        if coop.is_ok() {
+            features |= Self::COOP_FEATURES;
+        }
         // Take the adapter's own limits: large storage bindings matter for batch-32 activations.
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -417,7 +479,14 @@ impl Gpu {
                 label: Some("fewstep"),
                 required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: if coop.is_ok() {
+                    // SAFETY: wgpu's cooperative matrices are experimental (its API may
+                    // change, its validation is incomplete); no GEMM runs on them before
+                    // fewstep's self-check has compared their products with exact ones.
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -431,8 +500,24 @@ impl Gpu {
             .variant
             .or(opts.gemm_tile.map(|_| KernelVariant::Blocked));
         let gpu = Self::from_device(device, queue, info, want);
-        if let Some(v) = opts.variant {
-            *gpu.0.variant_reason.borrow_mut() = format!("FEWSTEP_KERNELS={}", v.name());
+        gpu.0.coop_fault.set(opts.coop_fault);
+        match coop {
+            Ok(sizes) => gpu.0.coop.set(Some(sizes)),
+            Err(why) => *gpu.0.coop_absent.borrow_mut() = why,
+        }
+        // The family from_device chose knew nothing of cooperative matrices: GPUs take them
+        // (after the self-check), and FEWSTEP_KERNELS=coop asks for them anywhere.
+        let gpu_adapter = gpu.info().device_type != wgpu::DeviceType::Cpu;
+        if want == Some(KernelVariant::Coop) || (want.is_none() && gpu_adapter && gpu.0.coop.get().is_some()) {
+            gpu.settle_coop();
+        }
+        if let Some(v) = opts.variant.filter(|&v| v == gpu.variant()) {
+            let why = if v == KernelVariant::Coop {
+                format!("FEWSTEP_KERNELS=coop: {}", gpu.variant_reason())
+            } else {
+                format!("FEWSTEP_KERNELS={}", v.name())
+            };
+            *gpu.0.variant_reason.borrow_mut() = why;
         } else if opts.gemm_tile.is_some() {
             *gpu.0.variant_reason.borrow_mut() = "FEWSTEP_GEMM_TILE is set".into();
         }
@@ -468,6 +553,93 @@ impl Gpu {
         features
     }
 
+    /// What the cooperative-matrix family needs of a device.
+    const COOP_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        .union(wgpu::Features::SHADER_F16)
+        .union(wgpu::Features::SUBGROUP);
+
+    /// (S, subgroup size) of the adapter's smallest square f16 x f16 -> f32 cooperative-matrix
+    /// configuration, or why it has none usable. `wanted` are the features already chosen
+    /// (subgroups only where their size is fixed: the core's work split assumes it).
+    fn coop_config(adapter: &wgpu::Adapter, wanted: wgpu::Features) -> Result<(u32, u32), String> {
+        let has = adapter.features();
+        if !has.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            return Err("the adapter offers no cooperative matrices (wgpu offers them on Vulkan only; WebGPU, Metal and DX12 have none in wgpu 30)".into());
+        }
+        if !has.contains(wgpu::Features::SHADER_F16) {
+            return Err("the adapter has no f16 in shaders".into());
+        }
+        if !wanted.contains(wgpu::Features::SUBGROUP) {
+            return Err("the adapter has no fixed subgroup size".into());
+        }
+        let info = adapter.get_info();
+        adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .filter(|p| {
+                p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+                    && p.m_size == p.n_size
+                    && p.n_size == p.k_size
+                    && p.m_size >= 8
+            })
+            .map(|p| p.m_size)
+            .min()
+            .map(|s| (s, info.subgroup_min_size))
+            .ok_or_else(|| "the adapter lists no square f16 x f16 -> f32 cooperative matrix".into())
+    }
+
+    /// Selects the cooperative-matrix family if this device has it and its self-check passes
+    /// (the verdict is computed once per device, and cached on disk per driver); else the
+    /// blocked family, with the reason. Returns whether the family runs.
+    pub fn settle_coop(&self) -> bool {
+        let Some((s, sg)) = self.0.coop.get() else {
+            self.0.variant.set(KernelVariant::Blocked);
+            *self.0.variant_reason.borrow_mut() = format!(
+                "cooperative matrices asked for, but {}: blocked",
+                self.0.coop_absent.borrow()
+            );
+            return false;
+        };
+        let known = self.0.coop_verdict.borrow().clone();
+        let verdict = known.unwrap_or_else(|| {
+            let v = crate::tensor::coop_check::verdict(self, s, sg, self.0.coop_fault.get());
+            *self.0.coop_verdict.borrow_mut() = Some(v.clone());
+            v
+        });
+        match verdict {
+            Ok(()) => {
+                self.0.variant.set(KernelVariant::Coop);
+                *self.0.variant_reason.borrow_mut() = format!(
+                    "{s}x{s} f16 cooperative matrices passed the self-check on this driver"
+                );
+                true
+            }
+            Err(why) => {
+                self.0.variant.set(KernelVariant::Blocked);
+                *self.0.variant_reason.borrow_mut() = format!(
+                    "cooperative matrices failed fewstep's self-check on this driver ({why}): blocked"
+                );
+                false
+            }
+        }
+    }
+
+    /// (S, subgroup size) of the cooperative matrices this device has, if any.
+    pub fn coop_sizes(&self) -> Option<(u32, u32)> {
+        self.0.coop.get()
+    }
+
+    /// The self-check's verdict, if it ran.
+    pub fn coop_verdict(&self) -> Option<Result<(), String>> {
+        self.0.coop_verdict.borrow().clone()
+    }
+
+    /// Why this device has no cooperative matrices ("" where it has them).
+    pub fn coop_absent(&self) -> String {
+        self.0.coop_absent.borrow().clone()
+    }
+
     /// Wraps a device somebody else created (the app's, shared with eframe's renderer), so that
     /// samples can be written straight into textures egui draws.
     pub fn from_device(
@@ -496,6 +668,12 @@ impl Gpu {
             Some(KernelVariant::Subgroup) if !subgroups => (
                 KernelVariant::Tiled,
                 "subgroup kernels asked for, but the device has no fixed-size subgroups: tiled"
+                    .into(),
+            ),
+            // Gpu::new settles it after wrapping the device (the self-check runs GEMMs).
+            Some(KernelVariant::Coop) => (
+                KernelVariant::Blocked,
+                "cooperative matrices asked for, but this device was made without them: blocked"
                     .into(),
             ),
             Some(v) => (v, format!("asked for {}", v.name())),
@@ -537,6 +715,14 @@ impl Gpu {
             split_k: Cell::new(None),
             softmax_rows: Cell::new(None),
             last_gemm: Cell::new(None),
+            coop: Cell::new(None),
+            coop_absent: RefCell::new(
+                "the device was made without cooperative matrices (the app's device and \
+                 browsers have none)"
+                    .into(),
+            ),
+            coop_verdict: RefCell::new(None),
+            coop_fault: Cell::new(false),
         }))
     }
 
@@ -645,8 +831,13 @@ impl Gpu {
     pub fn variant(&self) -> KernelVariant {
         self.0.variant.get()
     }
-    /// Switches the GEMM family; falls back to `Tiled` where subgroups are unavailable.
+    /// Switches the GEMM family; falls back to `Tiled` where subgroups are unavailable, and to
+    /// `Blocked` where cooperative matrices are absent or fail their self-check.
     pub fn set_variant(&self, v: KernelVariant) -> KernelVariant {
+        if v == KernelVariant::Coop {
+            self.settle_coop();
+            return self.variant();
+        }
         let v = if v == KernelVariant::Subgroup && !self.has_subgroups() {
             KernelVariant::Tiled
         } else {
@@ -688,7 +879,7 @@ impl Gpu {
         self.0.split_k.set(rule);
     }
     /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).
-    pub(crate) fn note_gemm(&self, v: KernelVariant, bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) {
+    pub(crate) fn note_gemm(&self, v: KernelVariant, (bm, bn, bk, tm, tn): (u32, u32, u32, u32, u32)) {
         self.0
             .last_gemm
             .set(Some((v, GemmTile::new(bm, bn, bk, tm, tn))));

@@ -60,14 +60,28 @@ impl KernelSource {
             parts: vec![text.into()],
         }
     }
+    /// The kernel's text: its `enable` directives first (WGSL wants them before any
+    /// declaration, and a part may bring one: the cooperative-matrix core), then the key's
+    /// constants, then the parts.
     pub fn render(&self, key: &KernelKey) -> String {
         let mut s = String::new();
+        let is_enable = |l: &str| l.trim_start().starts_with("enable ");
+        for p in &self.parts {
+            for l in p.lines().filter(|l| is_enable(l)) {
+                if !s.lines().any(|have| have == l) {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+            }
+        }
         for (k, v) in &key.consts {
             s.push_str(&format!("const {k} = {v};\n"));
         }
         for p in &self.parts {
-            s.push_str(p);
-            s.push('\n');
+            for l in p.lines().filter(|l| !is_enable(l)) {
+                s.push_str(l);
+                s.push('\n');
+            }
         }
         s
     }

@@ -3,7 +3,7 @@
 //! with a small loader file per operand layout: plain matmul, and the three passes of a
 //! convolution as implicit GEMMs (no im2col buffer is ever materialised).
 
-use super::gemm_kernels::{gemm_def, split_sum_def, GemmParams, Loader, SplitSumParams};
+use super::gemm_kernels::{gemm_def_faulty, split_sum_def, GemmCore, GemmParams, Loader, SplitSumParams};
 use super::params::WgslParams;
 use super::{stand_in, Tensor};
 use crate::gpu::{Dispatch, Gpu};
@@ -28,9 +28,9 @@ pub enum Residual<'a> {
 fn launch(
     gpu: &Gpu,
     loader: Loader,
-    mut p: GemmParams,
-    (a, b, c): (&Tensor, &Tensor, &Tensor),
-    Adds { bias, residual }: Adds,
+    p: GemmParams,
+    operands: (&Tensor, &Tensor, &Tensor),
+    adds: Adds,
 ) {
     // The weight gradient's batch is its split-K count, chosen from the tile (split_k_parts).
     let tile_batch = if loader == Loader::ConvWeightGrad {
@@ -39,10 +39,24 @@ fn launch(
         p.batch
     };
     let core = super::kernel_policy::gemm_core(gpu, p.m, p.n, tile_batch);
-    let (bm, bn, bk, tm, tn) = core.tile();
-    gpu.note_gemm(gpu.variant(), bm, bn, bk, tm, tn);
+    gpu.note_gemm(gpu.variant(), core.tile());
+    launch_on(gpu, core, false, loader, p, operands, adds);
+}
+
+/// [`launch`] on a given core (the cooperative-matrix self-check runs each tile itself);
+/// `fault` is that core's deliberate fault (gemm_coop.rs).
+fn launch_on(
+    gpu: &Gpu,
+    core: GemmCore,
+    fault: bool,
+    loader: Loader,
+    mut p: GemmParams,
+    (a, b, c): (&Tensor, &Tensor, &Tensor),
+    Adds { bias, residual }: Adds,
+) {
+    let (bm, bn, ..) = core.tile();
     let workgroups = [p.n.div_ceil(bn), p.m.div_ceil(bm), p.batch];
-    let pipeline = super::pipeline_of(gpu, gemm_def(core, loader));
+    let pipeline = super::pipeline_of(gpu, gemm_def_faulty(core, loader, fault));
     let bias_bind = match bias {
         Some(t) => {
             p.bias_scale = 1.0;
@@ -137,6 +151,29 @@ impl Tensor {
     /// Batched C = alpha * op(A) op(B) (+ bias per column of C). A 2-D operand is shared across
     /// the batch of the other.
     pub fn matmul_with(&self, b: &Tensor, o: MatmulOpts, bias_per_col: Option<&Tensor>) -> Tensor {
+        self.matmul_impl(b, o, bias_per_col, None)
+    }
+
+    /// [`Self::matmul_with`] on one GEMM core, whatever the device's family (the
+    /// cooperative-matrix self-check); `fault` is that core's deliberate fault.
+    pub(crate) fn matmul_on(
+        &self,
+        b: &Tensor,
+        o: MatmulOpts,
+        bias_per_col: Option<&Tensor>,
+        core: GemmCore,
+        fault: bool,
+    ) -> Tensor {
+        self.matmul_impl(b, o, bias_per_col, Some((core, fault)))
+    }
+
+    fn matmul_impl(
+        &self,
+        b: &Tensor,
+        o: MatmulOpts,
+        bias_per_col: Option<&Tensor>,
+        on: Option<(GemmCore, bool)>,
+    ) -> Tensor {
         let (ba, ra, ca) = split_batch(self);
         let (bb, rb, cb) = split_batch(b);
         let (m, k) = if o.trans_a { (ca, ra) } else { (ra, ca) };
@@ -178,19 +215,20 @@ impl Tensor {
             bias_per_col: 1,
             ..Default::default()
         };
-        launch(
-            self.gpu(),
-            Loader::Matmul {
-                trans_a: o.trans_a,
-                trans_b: o.trans_b,
-            },
-            p,
-            (self, b, &c),
-            Adds {
-                bias: bias_per_col,
-                residual: None,
-            },
-        );
+        let loader = Loader::Matmul {
+            trans_a: o.trans_a,
+            trans_b: o.trans_b,
+        };
+        let adds = Adds {
+            bias: bias_per_col,
+            residual: None,
+        };
+        match on {
+            None => launch(self.gpu(), loader, p, (self, b, &c), adds),
+            Some((core, fault)) => {
+                launch_on(self.gpu(), core, fault, loader, p, (self, b, &c), adds)
+            }
+        }
         c
     }
 }

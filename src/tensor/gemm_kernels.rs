@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use super::gemm_coop::{coop_core, coop_tile_rule, CoopTile};
 use super::params::wgsl_params;
 use super::registry::{KernelDef, Needs};
 use crate::gpu::{GemmTile, KernelKey, KernelSource};
@@ -156,10 +157,10 @@ fn subgroup_core(sg: u32) -> String {
 /// What one invocation stages of one operand per K slice: the distinct local k values and
 /// row (A) / column (B) offsets it touches, as WGSL expressions of the invocation index `t`, and
 /// its elements as (index into ks, index into mns). `x` is BM (A) or BN (B).
-struct Staging {
+pub(crate) struct Staging {
     ks: Vec<String>,
     mns: Vec<String>,
-    elems: Vec<(usize, usize)>,
+    pub elems: Vec<(usize, usize)>,
 }
 
 fn staging(x: u32, bk: u32, t: u32, k_fast: bool) -> Staging {
@@ -196,25 +197,27 @@ fn staging(x: u32, bk: u32, t: u32, k_fast: bool) -> Staging {
     }
 }
 
-/// Expands the marked lines of gemm_blocked.wgsl for one tile shape and loader layout.
-fn blocked_core(tile: GemmTile, a_k_fast: bool, b_n_fast: bool) -> String {
+/// The register loads of one K slice, shared by the blocked and cooperative-matrix cores: the
+/// setup before the K loop (staging indices, column parts of B, the value registers) and the
+/// loads of the slice starting at `kb` (zero outside the matrices); `sa`, `sb` say which value
+/// register holds which element, for the core's own staging stores.
+pub(crate) struct SliceLoads {
+    pub setup: String,
+    pub load: String,
+    pub sa: Staging,
+    pub sb: Staging,
+}
+
+pub(crate) fn slice_loads(
+    (bm, bn, bk): (u32, u32, u32),
+    t: u32,
+    a_k_fast: bool,
+    b_n_fast: bool,
+) -> SliceLoads {
     use std::fmt::Write;
-    let GemmTile { bm, bn, bk, tm, tn } = tile;
-    let t = tile.threads();
-    let (wg_x, wg_y) = (bn / tn, bm / tm);
     let sa = staging(bm, bk, t, a_k_fast);
     let sb = staging(bn, bk, t, !b_n_fast);
     let mut setup = String::new();
-    let head = format!(
-        "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst AS_LEN: u32 = {}u;\nconst BS_LEN: u32 = {}u;\n",
-        bk * bm / 4,
-        bk * bn / 4
-    );
-    for i in 0..tm {
-        for j in 0..tn / 4 {
-            let _ = writeln!(setup, "    var acc{i}_{j} = vec4<f32>(0.0);");
-        }
-    }
     for (i, k) in sa.ks.iter().enumerate() {
         let _ = writeln!(setup, "    let a_k{i} = {k};");
     }
@@ -240,7 +243,6 @@ fn blocked_core(tile: GemmTile, a_k_fast: bool, b_n_fast: bool) -> String {
         let _ = writeln!(setup, "    var b_v{e} = 0.0;");
     }
 
-    // Loads of the slice starting at `kb` into registers (zero outside the matrices).
     let mut load = String::from("        {\n");
     for i in 0..sa.ks.len() {
         let _ = writeln!(
@@ -268,6 +270,49 @@ fn blocked_core(tile: GemmTile, a_k_fast: bool, b_n_fast: bool) -> String {
         );
     }
     load += "        }\n";
+    SliceLoads {
+        setup,
+        load,
+        sa,
+        sb,
+    }
+}
+
+/// Whether [`staging`] can map `t` invocations onto an `x` x `bk` slice.
+pub(crate) fn staging_fits(x: u32, bk: u32, t: u32, k_fast: bool) -> bool {
+    if k_fast {
+        t >= bk && t.is_multiple_of(bk) && x.is_multiple_of(t / bk)
+    } else if t >= x {
+        t.is_multiple_of(x) && bk.is_multiple_of(t / x)
+    } else {
+        x.is_multiple_of(t)
+    }
+}
+
+/// Expands the marked lines of gemm_blocked.wgsl for one tile shape and loader layout.
+fn blocked_core(tile: GemmTile, a_k_fast: bool, b_n_fast: bool) -> String {
+    use std::fmt::Write;
+    let GemmTile { bm, bn, bk, tm, tn } = tile;
+    let t = tile.threads();
+    let (wg_x, wg_y) = (bn / tn, bm / tm);
+    let SliceLoads {
+        setup: loads_setup,
+        load,
+        sa,
+        sb,
+    } = slice_loads((bm, bn, bk), t, a_k_fast, b_n_fast);
+    let mut setup = String::new();
+    let head = format!(
+        "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst AS_LEN: u32 = {}u;\nconst BS_LEN: u32 = {}u;\n",
+        bk * bm / 4,
+        bk * bn / 4
+    );
+    for i in 0..tm {
+        for j in 0..tn / 4 {
+            let _ = writeln!(setup, "    var acc{i}_{j} = vec4<f32>(0.0);");
+        }
+    }
+    setup += &loads_setup;
 
     let mut stage = String::new();
     for (e, &(ki, j)) in sa.elems.iter().enumerate() {
@@ -350,6 +395,8 @@ pub(crate) enum GemmCore {
     Subgroup { sg: u32 },
     /// gemm_blocked.wgsl for one tile shape.
     Blocked(GemmTile),
+    /// gemm_coop.wgsl (cooperative matrices, f16 operands) for one tile.
+    Coop(CoopTile),
 }
 
 impl GemmCore {
@@ -360,6 +407,7 @@ impl GemmCore {
             GemmCore::Tiled => (64, 64, 16, 4, 4),
             GemmCore::Subgroup { sg } => (subgroup_rows(sg), sg * 4, 1, subgroup_rows(sg), 4),
             GemmCore::Blocked(t) => (t.bm, t.bn, t.bk, t.tm, t.tn),
+            GemmCore::Coop(t) => (t.bm(), t.bn(), t.bk, t.fm * t.s, t.fn_ * t.s),
         }
     }
 }
@@ -367,6 +415,12 @@ impl GemmCore {
 /// The GEMM kernel of one core and operand layout: gemm_common.wgsl + the loader + the core
 /// (generated for subgroup and blocked cores).
 pub(crate) fn gemm_def(core: GemmCore, loader: Loader) -> KernelDef {
+    gemm_def_faulty(core, loader, false)
+}
+
+/// [`gemm_def`], with the cooperative-matrix core's deliberate fault when `fault` (its
+/// self-check's tests; see [`coop_core`]).
+pub(crate) fn gemm_def_faulty(core: GemmCore, loader: Loader, fault: bool) -> KernelDef {
     let (ta, tb) = match loader {
         Loader::Matmul { trans_a, trans_b } => (trans_a, trans_b),
         _ => (false, false),
@@ -389,6 +443,24 @@ pub(crate) fn gemm_def(core: GemmCore, loader: Loader) -> KernelDef {
                 .u32("TM", tile.tm)
                 .u32("TN", tile.tn);
         }
+        GemmCore::Coop(tile) => {
+            key = key
+                .u32("S", tile.s)
+                .u32("SG", tile.sg)
+                .u32("WM", tile.wm)
+                .u32("WN", tile.wn)
+                .u32("FM", tile.fm)
+                .u32("FN", tile.fn_)
+                .u32("BK", tile.bk);
+            if fault {
+                key = key.flag("FAULT_B_COL_MAJOR", true);
+            }
+            needs = Needs {
+                subgroup_size: Some(tile.sg),
+                f16: true,
+                cooperative_matrix: true,
+            };
+        }
     }
     KernelDef::new::<GemmParams>(key, move || {
         let core: Cow<'static, str> = match core {
@@ -396,6 +468,9 @@ pub(crate) fn gemm_def(core: GemmCore, loader: Loader) -> KernelDef {
             GemmCore::Subgroup { sg } => subgroup_core(sg).into(),
             GemmCore::Blocked(tile) => {
                 blocked_core(tile, loader.a_k_fast(), loader.b_n_fast()).into()
+            }
+            GemmCore::Coop(tile) => {
+                coop_core(tile, loader.a_k_fast(), loader.b_n_fast(), fault).into()
             }
         };
         KernelSource {
@@ -438,11 +513,34 @@ pub(crate) fn registry_tiles() -> Vec<GemmTile> {
     out
 }
 
+/// The cooperative-matrix tiles the registry covers: the policy's rule for every matrix size an
+/// adapter offers today (8: lavapipe, Intel; 16: NVIDIA, AMD) on every fixed subgroup size that
+/// divides S x S, where the tile fits the device limits of a cooperative-matrix adapter (at
+/// least 256 invocations and 32 KiB of workgroup memory: lavapipe's and the GPUs' are larger).
+pub(crate) fn registry_coop_tiles() -> Vec<CoopTile> {
+    let limits = wgpu::Limits {
+        max_compute_workgroup_storage_size: 32768,
+        ..wgpu::Limits::default()
+    };
+    let mut out = Vec::new();
+    for s in [8, 16] {
+        for sg in SUBGROUP_SIZES {
+            for t in coop_tile_rule(s, sg) {
+                if t.check(&limits).is_ok() && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Every variant of this file's kernels (tensor/registry.rs).
 pub(crate) fn registry_defs() -> Vec<KernelDef> {
     let mut cores = vec![GemmCore::Tiled];
     cores.extend(SUBGROUP_SIZES.map(|sg| GemmCore::Subgroup { sg }));
     cores.extend(registry_tiles().into_iter().map(GemmCore::Blocked));
+    cores.extend(registry_coop_tiles().into_iter().map(GemmCore::Coop));
     let mut v = Vec::new();
     for core in cores {
         v.extend(Loader::ALL.map(|l| gemm_def(core, l)));

@@ -71,6 +71,11 @@ pub(crate) fn gemm_core(gpu: &Gpu, m: u32, n: u32, batch: u32) -> GemmCore {
             sg: gpu.subgroup_size(),
         },
         KernelVariant::Blocked => GemmCore::Blocked(blocked_tile(gpu, m, n, batch)),
+        KernelVariant::Coop => {
+            // Gpu::settle_coop selects the family only where the sizes are known.
+            let (s, sg) = gpu.coop_sizes().expect("the coop family runs with cooperative matrices");
+            GemmCore::Coop(super::gemm_coop::coop_tile(s, sg, m, n, batch))
+        }
     }
 }
 
@@ -81,7 +86,7 @@ pub(crate) fn gemm_core(gpu: &Gpu, m: u32, n: u32, batch: u32) -> GemmCore {
 /// adapters more chunks only add partial sums to add up).
 pub fn split_k(gpu: &Gpu) -> SplitK {
     gpu.split_k_override().unwrap_or(match gpu.variant() {
-        KernelVariant::Blocked => SplitK {
+        KernelVariant::Blocked | KernelVariant::Coop => SplitK {
             workgroups: 2048,
             min_chunk: 256,
         },
@@ -110,6 +115,18 @@ pub fn describe_gemm(gpu: &Gpu) -> String {
             let sg = gpu.subgroup_size();
             format!("{} rows x {} columns per subgroup", sg.max(32), sg * 4)
         }
+        (KernelVariant::Coop, _) => match gpu.coop_sizes() {
+            Some((s, sg)) => format!(
+                "{s}x{s}x{s} f16 x f16 -> f32 matrices, subgroups of {sg}; operands rounded to \
+                 f16 while staged, f32 accumulation and epilogue; tile chosen per problem from {}",
+                super::gemm_coop::coop_tile_rule(s, sg)
+                    .iter()
+                    .map(|t| format!("{}x{}", t.bm(), t.bn()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        },
     };
     let rule = split_k(gpu);
     format!(

@@ -7,6 +7,8 @@
 pub mod autodiff;
 mod elementwise;
 mod gemm;
+pub mod gemm_coop;
+pub mod coop_check;
 mod gemm_kernels;
 pub mod kernel_policy;
 mod meter;
@@ -27,6 +29,7 @@ pub use meter::LossMeter;
 pub use norm::GroupNormStats;
 pub use optim::{ema_update, Adam, AdamConfig, GradClip};
 pub use random::philox_normal_cpu;
+pub use coop_check::cache_file as coop_check_cache_file;
 
 #[derive(Clone)]
 pub struct Tensor {

@@ -188,3 +188,372 @@ fn cooperative_matrix_products_are_row_major_and_exact() {
     );
     assert_eq!(worst, 0.0, "row-major A B, exactly");
 }
+
+// ---------------- the coop GEMM family ----------------
+
+use crate::common::*;
+use fewstep::gpu::{Gpu, GpuOptions, KernelVariant};
+use fewstep::tensor::{Conv2d, MatmulOpts, Residual, Tensor};
+
+/// A device on the coop family (FEWSTEP_KERNELS=coop: its self-check passed), or why not.
+fn coop_gpu_or_skip(test: &str) -> Option<Gpu> {
+    let mut opts = GpuOptions::from_env();
+    opts.variant = Some(KernelVariant::Coop);
+    let why = match Gpu::new_blocking(opts) {
+        Ok(g) if g.variant() == KernelVariant::Coop => return Some(g),
+        Ok(g) => g.variant_reason(),
+        Err(e) => e.to_string(),
+    };
+    if std::env::var("FEWSTEP_REQUIRE_COOP").is_ok_and(|v| v == "1") {
+        panic!("{test}: FEWSTEP_REQUIRE_COOP=1 but {why}");
+    }
+    eprintln!("{test}: skipped: {why}");
+    None
+}
+
+/// f16's unit roundoff: 11 significant bits, round to nearest, so |fl16(x) - x| <= U16 |x|
+/// for x in f16's normal range (|x| >= 2^-14).
+const U16: f64 = 1.0 / 2048.0;
+/// Below 2^-14 f16 is subnormal with spacing 2^-24: the absolute error is at most 2^-25.
+const ETA16: f64 = 1.0 / 33_554_432.0;
+/// f32's unit roundoff.
+const U32: f64 = 1.0 / 16_777_216.0;
+
+/// The error bound of one output of the coop family, from the derivation in ARCHITECTURE.md
+/// ("Tensor cores: accuracy"): with a' = fl16(a), |a' - a| <= U16 |a| + ETA16 (and the same
+/// for b), each product of the K terms is off by at most (2 U16 + U16^2) |a||b| +
+/// ETA16 (1 + U16) (|a| + |b|) + ETA16^2; the product of two f16 values is exact in f32
+/// (22 significant bits), so the f32 accumulation adds at most gamma_K = K U32 / (1 - K U32)
+/// of sum |a'||b'|; the epilogue (alpha, bias, residual, three f32 roundings) at most
+/// 4 U32 (|value| + sum |a'||b'|). `abs` is sum_k |a_k||b_k|, `l1` sum_k (|a_k| + |b_k|).
+fn f16_bound(abs: f64, l1: f64, k: usize, value: f64) -> f64 {
+    let kf = k as f64;
+    let gamma = kf * U32 / (1.0 - kf * U32);
+    let prod = (2.0 * U16 + U16 * U16) * abs + ETA16 * (1.0 + U16) * l1 + kf * ETA16 * ETA16;
+    let abs16 = abs * (1.0 + U16).powi(2) + ETA16 * (1.0 + U16) * l1;
+    prod + gamma * abs16 + 4.0 * U32 * (value.abs() + abs16)
+}
+
+/// Asserts |got - want| <= bound elementwise; returns the largest |err| / bound and |err|.
+fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> (f64, f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let (mut ratio, mut worst) = (0.0f64, 0.0f64);
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= b,
+            "{what}: element {i} is {g}, the f64 reference {w} (|err| {err:.3e} > the f16 bound {b:.3e})"
+        );
+        ratio = ratio.max(err / b);
+        worst = worst.max(err);
+    }
+    (ratio, worst)
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// Bounds of a GEMM's outputs given the references of |A||B| and (|A| 1 + 1 |B|) products.
+fn bounds(abs_ref: &[f64], l1_ref: &[f64], k: usize, want: &[f64]) -> Vec<f64> {
+    abs_ref
+        .iter()
+        .zip(l1_ref)
+        .zip(want)
+        .map(|((&a, &l), &w)| f16_bound(a, l, k, w))
+        .collect()
+}
+
+/// Logs the largest error relative to its bound, and to f16's plain rounding of the result
+/// (|err| / (U16 |want|max)): how much of the bound the family uses.
+fn report(what: &str, (ratio, worst): (f64, f64), want: &[f64]) {
+    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    eprintln!(
+        "{what}: max |err| {worst:.2e} = {:.2} x U16 x max|ref|, {:.1}% of the f16 bound",
+        worst / (U16 * scale.max(1e-30)),
+        100.0 * ratio
+    );
+}
+
+#[test]
+fn coop_matmul_is_within_its_f16_bound() {
+    let Some(g) = coop_gpu_or_skip("coop_matmul_is_within_its_f16_bound") else {
+        return;
+    };
+    let mut r = rng("coop matmul");
+    let (s, _) = g.coop_sizes().unwrap();
+    let s = s as usize;
+    // Odd sizes, edge tiles on every side, K shorter than a slice, one slice plus one, and
+    // shapes that reach every tile of the rule (M up to S, 2S, 4S and more).
+    let shapes = [
+        (1, 1, 1),
+        (3, 17, 5),
+        (s - 1, 9 * s + 3, 2 * s + 1),
+        (2 * s - 3, 33, 4 * s + 3),
+        (65, 33, 17),
+        (4 * s + 1, 4 * s + 5, 129),
+        (100, 7, 130),
+        (17, 129, 65),
+        (9 * s + 5, 30 * s + 1, 3 * s - 1),
+    ];
+    let mut worst = (0.0f64, 0.0f64);
+    let mut largest = vec![0.0f64];
+    for &(m, n, k) in &shapes {
+        for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
+            for batch in [1usize, 3] {
+                let a = uniform(&mut r, batch * m * k, 1.0);
+                let b = uniform(&mut r, batch * k * n, 1.0);
+                let ash = if ta { [batch, k, m] } else { [batch, m, k] };
+                let bsh = if tb { [batch, n, k] } else { [batch, k, n] };
+                let c = Tensor::from_slice(&g, &ash, &a).matmul_with(
+                    &Tensor::from_slice(&g, &bsh, &b),
+                    MatmulOpts {
+                        trans_a: ta,
+                        trans_b: tb,
+                        alpha: 1.0,
+                    },
+                    None,
+                );
+                assert_eq!(g.last_gemm().unwrap().0, KernelVariant::Coop);
+                let want = matmul_ref(&a, &b, batch, m, n, k, ta, tb);
+                let abs_ref = matmul_ref(&abs(&a), &abs(&b), batch, m, n, k, ta, tb);
+                let ones_a = vec![1.0; a.len()];
+                let ones_b = vec![1.0; b.len()];
+                let l1: Vec<f64> = matmul_ref(&abs(&a), &ones_b, batch, m, n, k, ta, tb)
+                    .iter()
+                    .zip(matmul_ref(&ones_a, &abs(&b), batch, m, n, k, ta, tb))
+                    .map(|(x, y)| x + y)
+                    .collect();
+                let what = format!("coop matmul {m}x{n}x{k} batch {batch} ta {ta} tb {tb}");
+                let got = c.to_vec_blocking().unwrap();
+                let e = assert_within(&what, &got, &want, &bounds(&abs_ref, &l1, k, &want));
+                if e.0 > worst.0 {
+                    worst = e;
+                    largest = want.clone();
+                }
+            }
+        }
+    }
+    report("coop matmul, all shapes", worst, &largest);
+
+    // A 2-D operand shared across the batch of the other, alpha and a bias per column; and
+    // values past f16's range saturate instead of turning into infinities.
+    let (batch, m, n, k) = (2, 21, 19, 37);
+    let a = uniform(&mut r, batch * m * k, 1.0);
+    let b = uniform(&mut r, k * n, 1.0);
+    let bias = uniform(&mut r, n, 1.0);
+    let c = Tensor::from_slice(&g, &[batch, m, k], &a).matmul_with(
+        &Tensor::from_slice(&g, &[k, n], &b),
+        MatmulOpts {
+            alpha: 0.25,
+            ..Default::default()
+        },
+        Some(&Tensor::from_slice(&g, &[n], &bias)),
+    );
+    let b2: Vec<f32> = (0..batch).flat_map(|_| b.iter().copied()).collect();
+    let mut want = matmul_ref(&a, &b2, batch, m, n, k, false, false);
+    let mut bound = bounds(
+        &matmul_ref(&abs(&a), &abs(&b2), batch, m, n, k, false, false),
+        &vec![2.0 * k as f64; want.len()],
+        k,
+        &want,
+    );
+    for (i, (w, bd)) in want.iter_mut().zip(&mut bound).enumerate() {
+        *w = 0.25 * *w + bias[i % n] as f64;
+        *bd = 0.25 * *bd + 4.0 * U32 * (w.abs() + bias[i % n].abs() as f64);
+    }
+    let e = assert_within(
+        "coop matmul shared B, alpha, bias",
+        &c.to_vec_blocking().unwrap(),
+        &want,
+        &bound,
+    );
+    report("coop matmul shared B, alpha, bias", e, &want);
+    let big = Tensor::from_slice(&g, &[1, 2], &[1e6, -1e6]).matmul(&Tensor::from_slice(
+        &g,
+        &[2, 1],
+        &[1.0, 0.5],
+    ));
+    let v = big.to_vec_blocking().unwrap()[0];
+    assert_eq!(v, 65504.0 * 0.5, "out-of-range operands saturate to f16's largest value");
+}
+
+#[test]
+fn coop_convolutions_are_within_their_f16_bound() {
+    let Some(g) = coop_gpu_or_skip("coop_convolutions_are_within_their_f16_bound") else {
+        return;
+    };
+    let mut r = rng("coop conv");
+    let cs = |n, cin, h, w, cout, ks, stride, pad| ConvShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks,
+        stride,
+        pad,
+    };
+    let shapes = [
+        cs(1, 1, 1, 1, 1, 1, 1, 0),
+        cs(2, 3, 7, 5, 4, 3, 1, 1),
+        cs(1, 5, 8, 8, 3, 3, 2, 1),
+        cs(3, 4, 6, 6, 17, 1, 1, 0),
+        cs(2, 16, 17, 17, 65, 3, 1, 1),
+        cs(2, 6, 3, 3, 5, 3, 2, 1),
+        // `tiny`'s 16-channel convolutions, and weight gradients long enough along K to be
+        // split into chunks (the last one partial).
+        cs(2, 16, 9, 9, 16, 3, 1, 1),
+        cs(8, 16, 16, 16, 16, 3, 1, 1),
+        cs(5, 3, 23, 22, 6, 3, 1, 1),
+        cs(14, 2, 30, 30, 3, 3, 2, 1),
+        cs(2, 33, 7, 9, 130, 1, 1, 0),
+    ];
+    let mut worst = [(0.0f64, 0.0f64); 3];
+    let mut scale = [0.0f64; 3];
+    for (si, c) in shapes.iter().enumerate() {
+        let x = uniform(&mut r, c.x_len(), 1.0);
+        let w = uniform(&mut r, c.w_len(), 1.0);
+        let bias = uniform(&mut r, c.cout, 1.0);
+        let dy = uniform(&mut r, c.y_len(), 1.0);
+        let per_channel = uniform(&mut r, c.n * c.cout, 1.0);
+        let conv = Conv2d {
+            stride: c.stride,
+            pad: c.pad,
+        };
+        let xs = [c.n, c.cin, c.h, c.w];
+        let ws = [c.cout, c.cin, c.ks, c.ks];
+        let ys = [c.n, c.cout, c.oh(), c.ow()];
+        let (xt, wt) = (
+            Tensor::from_slice(&g, &xs, &x),
+            Tensor::from_slice(&g, &ws, &w),
+        );
+        let dyt = Tensor::from_slice(&g, &ys, &dy);
+        let pct = Tensor::from_slice(&g, &[c.n, c.cout], &per_channel);
+        let hw = c.oh() * c.ow();
+        // Shapes take turns adding nothing, a full residual and a value per image and channel.
+        let (res, added): (Option<Residual>, Vec<f32>) = match si % 3 {
+            0 => (None, vec![0.0; c.y_len()]),
+            1 => (Some(Residual::Full(&dyt)), dy.clone()),
+            _ => (
+                Some(Residual::PerImageChannel(&pct)),
+                (0..c.y_len()).map(|j| per_channel[j / hw]).collect(),
+            ),
+        };
+        let y = conv.forward_add(&xt, &wt, Some(&Tensor::from_slice(&g, &[c.cout], &bias)), res);
+        assert_eq!(g.last_gemm().unwrap().0, KernelVariant::Coop);
+        let dx = conv.input_grad(&dyt, &wt, &xs);
+        let dw = conv.weight_grad(&dyt, &xt, &ws);
+        let (ax, aw, ady) = (abs(&x), abs(&w), abs(&dy));
+        let ones = |n| vec![1.0f32; n];
+        let l1 = |p: Vec<f64>, q: Vec<f64>| p.iter().zip(q).map(|(a, b)| a + b).collect::<Vec<_>>();
+        let kf = c.cin * c.ks * c.ks;
+        let kx = c.cout * c.ks * c.ks;
+        let kw = c.n * hw;
+        // Forward: conv + bias + residual; the bound's epilogue term covers the two adds.
+        let want_y: Vec<f64> = c
+            .forward_ref(&x, &w, Some(&bias))
+            .iter()
+            .zip(&added)
+            .map(|(f, &d)| f + d as f64)
+            .collect();
+        let by = bounds(
+            &c.forward_ref(&ax, &aw, None),
+            &l1(c.forward_ref(&ax, &ones(w.len()), None), c.forward_ref(&ones(x.len()), &aw, None)),
+            kf,
+            &want_y,
+        );
+        let by: Vec<f64> = by
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b + 4.0 * U32 * (bias[i / hw % c.cout].abs() + added[i].abs()) as f64)
+            .collect();
+        let want_dx = c.input_grad_ref(&dy, &w);
+        let bx = bounds(
+            &c.input_grad_ref(&ady, &aw),
+            &l1(c.input_grad_ref(&ady, &ones(w.len())), c.input_grad_ref(&ones(dy.len()), &aw)),
+            kx,
+            &want_dx,
+        );
+        let want_dw = c.weight_grad_ref(&dy, &x);
+        // Split-K adds the chunks' partial sums in f32 once more: counted as K terms again.
+        let bw: Vec<f64> = bounds(
+            &c.weight_grad_ref(&ady, &ax),
+            &l1(c.weight_grad_ref(&ady, &ones(x.len())), c.weight_grad_ref(&ones(dy.len()), &ax)),
+            2 * kw,
+            &want_dw,
+        );
+        let results = [
+            ("forward", y, want_y, by),
+            ("dx", dx, want_dx, bx),
+            ("dw", dw, want_dw, bw),
+        ];
+        for (p, (name, got, want, bound)) in results.into_iter().enumerate() {
+            let e = assert_within(
+                &format!("coop conv {name} {c:?} (residual kind {})", si % 3),
+                &got.to_vec_blocking().unwrap(),
+                &want,
+                &bound,
+            );
+            if e.0 > worst[p].0 {
+                worst[p] = e;
+                scale[p] = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+            }
+        }
+    }
+    for (p, name) in ["forward", "dx", "dw"].iter().enumerate() {
+        report(&format!("coop conv {name}, all shapes"), worst[p], &[scale[p]]);
+    }
+}
+
+/// The self-check passes on this driver (the tests above ran on its verdict), its verdict is
+/// cached, and a kernel that reads B column-major (a wrong product, of the kind the wgpu example
+/// had before gfx-rs/wgpu#9892) fails it: the device then runs the blocked family, says why,
+/// and its products are right.
+#[test]
+fn the_self_check_fails_a_wrong_product_and_the_blocked_family_runs() {
+    let test = "the_self_check_fails_a_wrong_product_and_the_blocked_family_runs";
+    let Some(good) = coop_gpu_or_skip(test) else {
+        return;
+    };
+    assert!(good.coop_verdict().unwrap().is_ok());
+    eprintln!("{test}: {}", good.variant_reason());
+    let cached = std::fs::read_to_string(fewstep::tensor::coop_check_cache_file().unwrap())
+        .expect("the verdict is cached");
+    assert!(
+        cached.lines().any(|l| l.starts_with(&good.info().name) && l.contains("\tok")),
+        "no cached verdict for '{}' in:\n{cached}",
+        good.info().name
+    );
+
+    let mut opts = GpuOptions::from_env();
+    opts.variant = Some(KernelVariant::Coop);
+    opts.coop_fault = true;
+    let bad = Gpu::new_blocking(opts).unwrap();
+    assert_eq!(bad.variant(), KernelVariant::Blocked);
+    let why = bad.variant_reason();
+    eprintln!("{test}: with the fault: {why}");
+    assert!(
+        why.contains("failed fewstep's self-check") && why.contains("the exact product is"),
+        "{why}"
+    );
+    assert!(bad.coop_verdict().unwrap().is_err());
+    // Asking again does not bring the family back.
+    assert_eq!(bad.set_variant(KernelVariant::Coop), KernelVariant::Blocked);
+    let mut r = rng(test);
+    let (m, n, k) = (19, 23, 29);
+    let a = uniform(&mut r, m * k, 1.0);
+    let b = uniform(&mut r, k * n, 1.0);
+    let c = Tensor::from_slice(&bad, &[m, k], &a).matmul(&Tensor::from_slice(&bad, &[k, n], &b));
+    assert_eq!(bad.last_gemm().unwrap().0, KernelVariant::Blocked);
+    assert_close(
+        "blocked fallback",
+        &c.to_vec_blocking().unwrap(),
+        &matmul_ref(&a, &b, 1, m, n, k, false, false),
+        1e-5,
+        1e-5,
+    );
+    // The fault is never cached: the good verdict stands.
+    let again = std::fs::read_to_string(fewstep::tensor::coop_check_cache_file().unwrap()).unwrap();
+    assert_eq!(again, cached);
+}
