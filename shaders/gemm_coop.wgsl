@@ -20,6 +20,11 @@
 // A workgroup past M or N (the last fold of a folded grid) runs the loop on zeros and stores
 // nothing.
 //
+// Gradient operands are scaled by powers of 2 before rounding (their values sit mostly below
+// f16's normal range, 2^-14): SCALE_BITS holds the largest |A| and |B| as f32 bits (0: not
+// scaled; abs_max.wgsl computes them), and each operand is multiplied by the power of 2 that
+// brings its largest value into [2^14, 2^15), the products divided by both afterwards (exact).
+//
 // The epilogue: a subgroup stores one accumulator at a time into its own S x S scratch, then
 // each of its lanes hands S * S / SG of those values to the loader's store_c (bias, residual,
 // alpha/beta and the output layout all there).
@@ -27,6 +32,14 @@ var<workgroup> As: array<f16, AS_LEN>;
 var<workgroup> Bs: array<f16, BS_LEN>;
 var<workgroup> Cs: array<f32, CS_LEN>;
 var<workgroup> k_next: u32;
+@group(0) @binding(6) var<storage, read> SCALE_BITS: array<u32>;
+
+// 2^(14 - e) for a largest value of exponent e; 1 for 0 (unscaled); clamped to f32's range.
+fn pow2_scale(bits: u32) -> f32 {
+    if (bits == 0u) { return 1.0; }
+    let e = i32((bits >> 23u) & 0xffu) - 127;
+    return exp2(f32(clamp(14 - e, -126, 126)));
+}
 
 // f16 of an f32 operand value: out-of-range values saturate to f16's largest finite value (a
 // plain conversion of them is not defined by WGSL).
@@ -43,6 +56,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     // This subgroup's block of the tile: rows sm.., columns sn.. (FM x FN matrices of S x S).
     let sm = (sgid / WN) * FM * S;
     let sn = (sgid % WN) * FN * S;
+    let a_scale = pow2_scale(SCALE_BITS[0]);
+    let b_scale = pow2_scale(SCALE_BITS[1]);
+    // Applied one after the other: each is a power of 2 that f32 holds, their product may not be.
+    let unscale_a = 1.0 / a_scale;
+    let unscale_b = 1.0 / b_scale;
 //@SETUP
     if (t == 0u) { k_next = 0u; }
     loop {

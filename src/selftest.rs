@@ -100,7 +100,7 @@ pub async fn run(gpu: &Gpu, seed: u64) -> Report {
                 MatmulOpts {
                     trans_a: ta,
                     trans_b: tb,
-                    alpha: 1.0,
+                    ..Default::default()
                 },
                 None,
             );

@@ -151,19 +151,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if !args.json {
         println!(
-            "adapter: {} ({:?}, {:?})\nGEMM: {}\n(FEWSTEP_KERNELS=tiled|subgroup|blocked and FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN override; \
+            "adapter: {} ({:?}, {:?})\nGEMM: {}\nprecision: {}\n(FEWSTEP_KERNELS=tiled|subgroup|blocked|coop, FEWSTEP_PRECISION=f32 and FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN override; \
              the gemm column shows family and BMxBNxBKxTMxTN per row)",
             gpu.info().name,
             gpu.info().backend,
             gpu.info().device_type,
-            crate::tensor::kernel_policy::describe_gemm(&gpu)
+            crate::tensor::kernel_policy::describe_gemm(&gpu),
+            crate::tensor::kernel_policy::describe_precision(&gpu)
         );
     } else {
         let forced = gpu.gemm_tile().map(|t| t.to_string());
         println!(
             "{}",
             serde_json::json!({"kernel": "gemm_config", "adapter": gpu.info().name, "gemm_family": gpu.variant().name(),
-                "gemm_reason": gpu.variant_reason(), "gemm_tile_forced": forced})
+                "gemm_reason": gpu.variant_reason(), "gemm_tile_forced": forced,
+                "precision": crate::tensor::kernel_policy::describe_precision(&gpu),
+                "coop_matrix_size": gpu.coop_sizes().map(|(s, _)| s)})
         );
     }
     let peak = fma_peak(&gpu, s);

@@ -20,9 +20,10 @@ use crate::gpu::{Gpu, GpuOptions};
 /// fewstep: diffusion models distilled to a few sampling steps, on any GPU through wgpu.
 ///
 /// Environment: FEWSTEP_BACKEND (vulkan, metal, dx12, gl) and FEWSTEP_ADAPTER (part of an
-/// adapter's name) choose the GPU; FEWSTEP_KERNELS=blocked|subgroup|tiled forces a GEMM kernel
-/// family and FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN the blocked family's tile (`fewstep info` shows
-/// which runs and why).
+/// adapter's name) choose the GPU; FEWSTEP_KERNELS=blocked|subgroup|tiled|coop forces a GEMM
+/// kernel family (coop: tensor cores, f16 operands, after a self-check) and
+/// FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN the blocked family's tile; FEWSTEP_PRECISION=f32 keeps f32
+/// everywhere (`fewstep info` shows which runs and why).
 #[derive(Parser)]
 #[command(name = "fewstep", version, about, long_about)]
 struct Cli {
@@ -215,6 +216,10 @@ fn info() -> anyhow::Result<()> {
     println!(
         "GEMM:      {}",
         crate::tensor::kernel_policy::describe_gemm(&gpu)
+    );
+    println!(
+        "precision: {}",
+        crate::tensor::kernel_policy::describe_precision(&gpu)
     );
     Ok(())
 }

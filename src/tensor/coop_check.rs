@@ -2,7 +2,8 @@
 //! matrices, every tile the policy can pick multiplies asymmetric operands (B A != A B) of odd
 //! sizes with partial edge tiles and a partial last K slice, in all four transpose layouts
 //! (which cover the core's four staging layouts, the convolution loaders included), batched,
-//! with alpha and a bias. The operands are small integers, exact in f16, whose products and
+//! with alpha and a bias, and once with tiny operands marked as gradients (the power-of-2 scaling
+//! path). The operands are small integers (times powers of 2), exact in f16, whose products and
 //! sums are exact in f32: the check wants every element equal to the CPU's, so a layout or
 //! synchronisation fault of a driver cannot hide under a tolerance. The verdict is cached per
 //! adapter, driver and kernel text (`$FEWSTEP_CACHE_DIR` or the user's cache folder), so the
@@ -58,8 +59,15 @@ pub(crate) fn run(gpu: &Gpu, s: u32, sg: u32, fault: bool) -> Verdict {
             );
             let batch = if li % 2 == 0 { 2 } else { 1 };
             let seed = (ti * 4 + li) as u64;
-            let a = integers(batch * m * k, 2 * seed + 1);
-            let b = integers(batch * k * n, 2 * seed + 2);
+            // The second layout's operands are marked as gradients and made tiny (powers of 2
+            // times the integers: still exact), so the scaling path is checked too.
+            let gradients = li == 1;
+            let tiny = |v: Vec<f32>, e: i32| -> Vec<f32> {
+                let f = if gradients { 2f32.powi(e) } else { 1.0 };
+                v.into_iter().map(|x| x * f).collect()
+            };
+            let a = tiny(integers(batch * m * k, 2 * seed + 1), -20);
+            let b = tiny(integers(batch * k * n, 2 * seed + 2), -18);
             let with_bias = li == 3;
             let bias = if with_bias { integers(n, seed + 100) } else { Vec::new() };
             let alpha = if with_bias { 0.5 } else { 1.0 };
@@ -72,6 +80,7 @@ pub(crate) fn run(gpu: &Gpu, s: u32, sg: u32, fault: bool) -> Verdict {
                 trans_a: ta,
                 trans_b: tb,
                 alpha,
+                gradients: (gradients, gradients),
             };
             let c = at.matmul_on(&bt, opts, bias_t.as_ref(), GemmCore::Coop(*tile), fault);
             let what = format!(

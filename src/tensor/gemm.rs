@@ -3,17 +3,23 @@
 //! with a small loader file per operand layout: plain matmul, and the three passes of a
 //! convolution as implicit GEMMs (no im2col buffer is ever materialised).
 
-use super::gemm_kernels::{gemm_def_faulty, split_sum_def, GemmCore, GemmParams, Loader, SplitSumParams};
+use super::gemm_kernels::{
+    abs_max_def, gemm_def_faulty, split_sum_def, AbsMaxParams, GemmCore, GemmParams, Loader,
+    SplitSumParams,
+};
 use super::params::WgslParams;
 use super::{stand_in, Tensor};
 use crate::gpu::{Dispatch, Gpu};
 
 /// What the epilogue adds to alpha * A B besides beta * C: a bias (per row, or per column for
-/// matmul) and a residual.
+/// matmul) and a residual; and which operands are gradients (A, B), whose values mostly sit
+/// below f16's normal range: the cooperative-matrix core scales those by a power of 2 before
+/// rounding them (gemm_coop.wgsl), the f32 cores ignore it.
 #[derive(Clone, Copy, Default)]
 struct Adds<'a> {
     bias: Option<&'a Tensor>,
     residual: Option<Residual<'a>>,
+    gradients: (bool, bool),
 }
 
 /// What a convolution adds to its output in the same launch, besides its bias.
@@ -40,6 +46,7 @@ fn launch(
     };
     let core = super::kernel_policy::gemm_core(gpu, p.m, p.n, tile_batch);
     gpu.note_gemm(gpu.variant(), core.tile());
+    census::note(loader, operands.0, operands.1, adds.gradients);
     launch_on(gpu, core, false, loader, p, operands, adds);
 }
 
@@ -52,7 +59,11 @@ fn launch_on(
     loader: Loader,
     mut p: GemmParams,
     (a, b, c): (&Tensor, &Tensor, &Tensor),
-    Adds { bias, residual }: Adds,
+    Adds {
+        bias,
+        residual,
+        gradients,
+    }: Adds,
 ) {
     let (bm, bn, ..) = core.tile();
     let workgroups = [p.n.div_ceil(bn), p.m.div_ceil(bm), p.batch];
@@ -82,12 +93,46 @@ fn launch_on(
         None => stand_in(gpu),
     };
     let workgroups = fold_grid(gpu, &mut p, workgroups);
+    let mut buffers = vec![a.bind(), b.bind(), c.bind(), bias_bind, res_bind];
+    if matches!(core, GemmCore::Coop(_)) {
+        buffers.push(scale_bits(gpu, [(gradients.0, a), (gradients.1, b)]));
+    }
     gpu.dispatch(Dispatch {
         pipeline,
         params: p.bytes(),
-        buffers: vec![a.bind(), b.bind(), c.bind(), bias_bind, res_bind],
+        buffers,
         workgroups,
     });
+}
+
+/// The cooperative-matrix core's SCALE_BITS: the largest |value| of each marked operand (as f32
+/// bits; 0 for an unmarked one, which is not scaled). A zero-filled stand-in when none is
+/// marked.
+fn scale_bits(gpu: &Gpu, operands: [(bool, &Tensor); 2]) -> crate::gpu::Binding {
+    if !operands.iter().any(|(marked, _)| *marked) {
+        return stand_in(gpu);
+    }
+    let bits = Tensor::zeros(gpu, &[2]);
+    for (slot, (marked, t)) in operands.iter().enumerate() {
+        if !*marked {
+            continue;
+        }
+        let len = t.numel() as u32;
+        gpu.dispatch(Dispatch {
+            pipeline: super::pipeline_of(gpu, abs_max_def()),
+            params: AbsMaxParams {
+                len,
+                slot: slot as u32,
+                ..Default::default()
+            }
+            .bytes(),
+            buffers: vec![t.bind(), bits.bind()],
+            // Up to 8 values per invocation before the grid-stride loop wraps, at most 1024
+            // workgroups.
+            workgroups: [len.div_ceil(256 * 8).clamp(1, 1024), 1, 1],
+        });
+    }
+    bits.bind()
 }
 
 /// Options of [`Tensor::matmul_with`].
@@ -98,6 +143,9 @@ pub struct MatmulOpts {
     /// Use B^T (B stored as [N, K]).
     pub trans_b: bool,
     pub alpha: f32,
+    /// Which operands (A, B) are gradients: the cooperative-matrix family scales them by a
+    /// power of 2 before rounding to f16 (their values sit mostly below f16's normal range).
+    pub gradients: (bool, bool),
 }
 
 impl Default for MatmulOpts {
@@ -106,6 +154,7 @@ impl Default for MatmulOpts {
             trans_a: false,
             trans_b: false,
             alpha: 1.0,
+            gradients: (false, false),
         }
     }
 }
@@ -222,6 +271,7 @@ impl Tensor {
         let adds = Adds {
             bias: bias_per_col,
             residual: None,
+            gradients: o.gradients,
         };
         match on {
             None => launch(self.gpu(), loader, p, (self, b, &c), adds),
@@ -317,7 +367,11 @@ impl Conv2d {
             Loader::ConvForward,
             p,
             (w, x, &y),
-            Adds { bias, residual },
+            Adds {
+                bias,
+                residual,
+                gradients: (false, false),
+            },
         );
         y
     }
@@ -338,7 +392,10 @@ impl Conv2d {
             Loader::ConvInputGrad,
             p,
             (w, dy, &dx),
-            Adds::default(),
+            Adds {
+                gradients: (false, true),
+                ..Adds::default()
+            },
         );
         dx
     }
@@ -365,7 +422,10 @@ impl Conv2d {
                 Loader::ConvWeightGrad,
                 p,
                 (dy, x, &dw),
-                Adds::default(),
+                Adds {
+                    gradients: (true, false),
+                    ..Adds::default()
+                },
             );
             return dw;
         }
@@ -375,7 +435,10 @@ impl Conv2d {
             Loader::ConvWeightGrad,
             p,
             (dy, x, &partial),
-            Adds::default(),
+            Adds {
+                gradients: (true, false),
+                ..Adds::default()
+            },
         );
         split_sum(&partial, w_shape)
     }
@@ -414,4 +477,44 @@ fn split_sum(partial: &Tensor, shape: &[usize]) -> Tensor {
         workgroups: gpu.grid_1d(columns.div_ceil(16) as u32),
     });
     out
+}
+
+/// The operands of the GEMMs launched on this thread while a census is on: what a measurement
+/// of f16's range needs (how many values each kind of GEMM would round below f16's normal range,
+/// tests/suite/coop.rs). Off, it costs one thread-local read per launch.
+pub mod census {
+    use super::{Loader, Tensor};
+    use std::cell::RefCell;
+
+    thread_local! {
+        static TAKEN: RefCell<Option<Vec<Taken>>> = const { RefCell::new(None) };
+    }
+
+    /// Starts recording (dropping anything recorded before).
+    pub fn start() {
+        TAKEN.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// One GEMM's pass ("matmul", "conv forward", "conv input grad" or "conv weight grad") and
+    /// its operands A and B, each with whether it is a gradient (scaled on the coop family).
+    pub type Taken = (&'static str, [(Tensor, bool); 2]);
+
+    /// Stops recording: each GEMM since [`start`].
+    pub fn take() -> Vec<Taken> {
+        TAKEN.with(|t| t.borrow_mut().take()).unwrap_or_default()
+    }
+
+    pub(super) fn note(loader: Loader, a: &Tensor, b: &Tensor, (ga, gb): (bool, bool)) {
+        TAKEN.with(|t| {
+            if let Some(v) = t.borrow_mut().as_mut() {
+                let pass = match loader {
+                    Loader::Matmul { .. } => "matmul",
+                    Loader::ConvForward => "conv forward",
+                    Loader::ConvInputGrad => "conv input grad",
+                    Loader::ConvWeightGrad => "conv weight grad",
+                };
+                v.push((pass, [(a.clone(), ga), (b.clone(), gb)]));
+            }
+        });
+    }
 }

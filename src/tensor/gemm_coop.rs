@@ -188,13 +188,13 @@ pub(crate) fn coop_core(
     for (e, &(ki, j)) in sa.elems.iter().enumerate() {
         let _ = writeln!(
             stage,
-            "        As[a_l{j} * AST + a_k{ki}] = to_f16(a_v{e});"
+            "        As[a_l{j} * AST + a_k{ki}] = to_f16(a_v{e} * a_scale);"
         );
     }
     for (e, &(ki, j)) in sb.elems.iter().enumerate() {
         let _ = writeln!(
             stage,
-            "        Bs[b_k{ki} * BST + b_l{j}] = to_f16(b_v{e});"
+            "        Bs[b_k{ki} * BST + b_l{j}] = to_f16(b_v{e} * b_scale);"
         );
     }
 
@@ -240,7 +240,7 @@ pub(crate) fn coop_core(
                  let idx = lane + e * SG;\n        \
                  let gm = row0 + sm + {}u + idx / S;\n        \
                  let gn = col0 + sn + {}u + idx % S;\n        \
-                 if (gm < P.m && gn < P.n) {{ store_c(b, gm, gn, Cs[scratch + idx]); }}\n    }}\n    \
+                 if (gm < P.m && gn < P.n) {{ store_c(b, gm, gn, Cs[scratch + idx] * unscale_a * unscale_b); }}\n    }}\n    \
                  workgroupBarrier();",
                 i * s,
                 j * s

@@ -50,6 +50,10 @@ wgsl_params! {
     }
 }
 wgsl_params! {
+    /// abs_max.wgsl.
+    pub struct AbsMaxParams { len: u32, slot: u32, _a: u32, _b: u32 }
+}
+wgsl_params! {
     /// split_sum.wgsl.
     pub struct SplitSumParams { len: u32, parts: u32, _a: u32, _b: u32 }
 }
@@ -546,7 +550,16 @@ pub(crate) fn registry_defs() -> Vec<KernelDef> {
         v.extend(Loader::ALL.map(|l| gemm_def(core, l)));
     }
     v.extend([false, true].map(split_sum_def));
+    v.push(abs_max_def());
     v
+}
+
+/// The largest |value| of a tensor, for the cooperative-matrix core's operand scaling.
+pub(crate) fn abs_max_def() -> KernelDef {
+    KernelDef::fixed::<AbsMaxParams>(
+        KernelKey::new("abs_max"),
+        include_str!("../../shaders/abs_max.wgsl"),
+    )
 }
 
 pub(crate) fn split_sum_def(vec4: bool) -> KernelDef {

@@ -137,3 +137,25 @@ pub fn describe_gemm(gpu: &Gpu) -> String {
         rule.min_chunk
     )
 }
+
+/// One line: what the GEMMs' operands are rounded to, and where cooperative matrices stand
+/// (`fewstep info`, `bench kernels`).
+pub fn describe_precision(gpu: &Gpu) -> String {
+    match (gpu.variant(), gpu.coop_sizes(), gpu.coop_verdict()) {
+        (KernelVariant::Coop, Some((s, _)), _) => format!(
+            "mixed: GEMM operands rounded to f16 (gradient operands first scaled by a power of 2), \
+             f32 accumulation on {s}x{s} cooperative matrices; everything else f32 \
+             (FEWSTEP_PRECISION=f32 keeps f32 everywhere)"
+        ),
+        (_, Some(_), Some(Err(why))) => {
+            format!("f32 everywhere (cooperative matrices failed the self-check: {why})")
+        }
+        (_, Some((s, _)), _) => format!(
+            "f32 everywhere ({s}x{s} cooperative matrices available: FEWSTEP_KERNELS=coop uses them)"
+        ),
+        (_, None, _) => format!(
+            "f32 everywhere (no cooperative matrices: {})",
+            gpu.coop_absent()
+        ),
+    }
+}

@@ -24,7 +24,7 @@ use std::rc::Rc;
 use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
 
 pub use autodiff::{attention, Tape, Var};
-pub use gemm::{Conv2d, MatmulOpts, Residual};
+pub use gemm::{census as gemm_census, Conv2d, MatmulOpts, Residual};
 pub use meter::LossMeter;
 pub use norm::GroupNormStats;
 pub use optim::{ema_update, Adam, AdamConfig, GradClip};

@@ -156,6 +156,7 @@ fn op_gradients_match_finite_differences() {
                     trans_a: true,
                     trans_b: true,
                     alpha: 0.7,
+                    gradients: (false, false),
                 },
             );
             t.mean_all(&t.mul(&y, &y))

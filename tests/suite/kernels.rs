@@ -54,6 +54,7 @@ fn matmul_matches_reference() {
                             trans_a: ta,
                             trans_b: tb,
                             alpha: 1.0,
+                            gradients: (false, false),
                         },
                         None,
                     );
@@ -1380,6 +1381,7 @@ fn blocked_gemm_matmul_matches_reference() {
                             trans_a: ta,
                             trans_b: tb,
                             alpha: 1.0,
+                            gradients: (false, false),
                         },
                         None,
                     );

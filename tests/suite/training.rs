@@ -17,8 +17,8 @@ use rand::Rng;
 
 /// Central differences of an f32 forward pass: step and tolerances for gradients through ~60 ops.
 const FD_EPS: f32 = 1e-2;
-const FD_ATOL: f64 = 4e-3;
-const FD_RTOL: f64 = 5e-2;
+pub const FD_ATOL: f64 = 4e-3;
+pub const FD_RTOL: f64 = 5e-2;
 
 /// Every parameter random (the zero-initialised output layers of a fresh net would make almost
 /// every gradient zero).
@@ -49,6 +49,20 @@ fn randomised(g: &fewstep::gpu::Gpu, cfg: UNetConfig, seed: u64) -> UNet {
 #[test]
 fn unet_gradient_matches_finite_differences() {
     let g = gpu();
+    let v = g.variant();
+    unet_gradient_check(&g, v, v, (FD_ATOL, FD_RTOL));
+}
+
+/// The gradient of a randomised `tiny` U-Net's loss (every part: time embedding, convolutions,
+/// attention, norms, skips) on the `grad_family` GEMM family against central differences of its
+/// forward pass on `fd_family`, within `tol` (atol, rtol).
+pub fn unet_gradient_check(
+    g: &fewstep::gpu::Gpu,
+    grad_family: fewstep::gpu::KernelVariant,
+    fd_family: fewstep::gpu::KernelVariant,
+    (atol, rtol): (f64, f64),
+) {
+    assert_eq!(g.set_variant(grad_family), grad_family);
     let mut r = rng("unet fd");
     let mut cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
     cfg.attn_res = vec![4]; // attention in the up/down path too, not only the middle
@@ -95,6 +109,7 @@ fn unet_gradient_matches_finite_differences() {
             .unwrap_or_else(|| panic!("no {n}"))
     })
     .collect();
+    let mut worst = 0.0f64;
     for &pi in &picks {
         let grad = grads
             .get(pi)
@@ -104,6 +119,7 @@ fn unet_gradient_matches_finite_differences() {
         let base = model.net.params[pi].to_vec_blocking().unwrap();
         for _ in 0..2 {
             let j = r.random_range(0..base.len());
+            g.set_variant(fd_family);
             let fd = central_difference(&base, j, FD_EPS, |d| {
                 let mut params = model.net.params.clone();
                 params[pi] = Tensor::from_slice(&g, &specs[pi].shape, d);
@@ -112,14 +128,19 @@ fn unet_gradient_matches_finite_differences() {
                 l.value.to_vec_blocking().unwrap()[0] as f64
             });
             assert_close(
-                &format!("d loss / d {}[{j}]", specs[pi].name),
+                &format!("{grad_family:?}: d loss / d {}[{j}]", specs[pi].name),
                 &grad[j..j + 1],
                 &[fd],
-                FD_ATOL,
-                FD_RTOL,
+                atol,
+                rtol,
             );
+            worst = worst.max((grad[j] as f64 - fd).abs() / (atol + rtol * fd.abs()));
         }
     }
+    eprintln!(
+        "{grad_family:?} gradient vs {fd_family:?} central differences: worst |err| {:.0}% of the tolerance",
+        100.0 * worst
+    );
 }
 
 fn pattern_config(batch: usize, seed: u64) -> TrainConfig {

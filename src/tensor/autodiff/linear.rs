@@ -94,14 +94,17 @@ impl Backward<2> for MatmulBack {
             trans_a,
             trans_b,
             alpha,
+            ..
         } = self.o;
-        let mm = |x: &Tensor, y: &Tensor, ta, tb| {
+        // `gradients` marks G's side (scaled before f16 rounding on the coop family).
+        let mm = |x: &Tensor, y: &Tensor, ta, tb, gradients| {
             x.matmul_with(
                 y,
                 MatmulOpts {
                     trans_a: ta,
                     trans_b: tb,
                     alpha,
+                    gradients,
                 },
                 None,
             )
@@ -109,17 +112,17 @@ impl Backward<2> for MatmulBack {
         // C = op(A) op(B): d op(A) = G op(B)^T, d op(B) = op(A)^T G; transpose back where stored transposed.
         let da = need_a.then(|| {
             let d = if trans_a {
-                mm(&self.b, g, trans_b, true)
+                mm(&self.b, g, trans_b, true, (false, true))
             } else {
-                mm(g, &self.b, false, !trans_b)
+                mm(g, &self.b, false, !trans_b, (true, false))
             };
             reduce_broadcast(d, self.a.shape())
         });
         let db = need_b.then(|| {
             let d = if trans_b {
-                mm(g, &self.a, true, trans_a)
+                mm(g, &self.a, true, trans_a, (true, false))
             } else {
-                mm(&self.a, g, !trans_a, false)
+                mm(&self.a, g, !trans_a, false, (false, true))
             };
             reduce_broadcast(d, self.b.shape())
         });
@@ -172,17 +175,19 @@ struct AttentionBack {
 
 impl Backward<3> for AttentionBack {
     fn backward(&self, g: &Tensor, [need_q, need_k, need_v]: [bool; 3]) -> [Option<Tensor>; 3] {
-        let o = |ta, tb| MatmulOpts {
+        // `gradients` marks the gradient operand (scaled before f16 rounding on the coop family).
+        let o = |ta, tb, gradients| MatmulOpts {
             trans_a: ta,
             trans_b: tb,
             alpha: 1.0,
+            gradients,
         };
         // out = V P^T: dV = G P, dP = G^T V; S = Q^T K: dQ = K dS^T, dK = Q dS.
-        let dv = need_v.then(|| g.matmul(&self.p));
-        let dp = g.matmul_with(&self.v, o(true, false), None);
+        let dv = need_v.then(|| g.matmul_with(&self.p, o(false, false, (true, false)), None));
+        let dp = g.matmul_with(&self.v, o(true, false, (true, false)), None);
         let ds = self.p.softmax_grad(&dp, self.scale);
-        let dq = need_q.then(|| self.k.matmul_with(&ds, o(false, true), None));
-        let dk = need_k.then(|| self.q.matmul(&ds));
+        let dq = need_q.then(|| self.k.matmul_with(&ds, o(false, true, (false, true)), None));
+        let dk = need_k.then(|| self.q.matmul_with(&ds, o(false, false, (false, true)), None));
         [dq, dk, dv]
     }
 }
