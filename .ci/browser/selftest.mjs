@@ -36,6 +36,10 @@ try {
       console.log(`${c.passed ? 'PASS' : 'FAIL'} browser ${c.name}: ${c.detail}`);
       c.passed ? passed++ : failed++;
     }
+    // WebGPU has no cooperative matrices: the page must say the tensor-core family is unavailable.
+    const coopNote = (r.notes || []).find((n) => n.includes('coop GEMM family') && n.includes('unavailable'));
+    console.log(`${coopNote ? 'PASS' : 'FAIL'} browser says the tensor-core family is unavailable: ${coopNote || '(no note)'}`);
+    coopNote ? passed++ : failed++;
     const want = nativeReport.noise;
     const worst = Math.max(...r.noise.map((v, i) => Math.abs(v - want[i])));
     const same = r.noise.length === want.length && worst <= NOISE_TOL;

@@ -340,6 +340,9 @@ fn selftest(json: bool, seed: Option<u64>) -> anyhow::Result<()> {
                 c.detail
             );
         }
+        for note in &report.notes {
+            println!("NOTE {note}");
+        }
         println!(
             "{} passed, {} failed on {} (seed {seed})",
             report.passed, report.failed, report.adapter
