@@ -827,3 +827,35 @@ fn gemm_operands_of_a_training_update_fit_f16_once_gradients_are_scaled() {
         assert!(counts.iter().any(|((_, grad), _)| *grad), "no gradient operand was marked");
     }
 }
+
+/// Every pipeline a training step, a distillation step and sampling compile on the coop family
+/// (its GEMM cores, the operand scaling) is a registry variant, so the GPU-free naga check
+/// (tests/suite/kernel_registry.rs) covers what runs on cooperative matrices.
+#[test]
+fn coop_pipelines_are_registered() {
+    let Some(g) = coop_gpu_or_skip("coop_pipelines_are_registered") else {
+        return;
+    };
+    let registered: std::collections::HashSet<_> = fewstep::tensor::registry::variants()
+        .into_iter()
+        .map(|v| v.key)
+        .collect();
+    crate::kernel_registry::one_of_everything(&g);
+    assert_eq!(g.variant(), KernelVariant::Coop);
+    let compiled = g.pipeline_keys();
+    let coop: Vec<_> = compiled.iter().filter(|k| k.label().contains(" S=")).collect();
+    assert!(!coop.is_empty(), "no coop GEMM pipeline compiled");
+    assert!(compiled.iter().any(|k| k.name == "abs_max"), "gradient scaling did not run");
+    let missing: Vec<String> = compiled
+        .iter()
+        .filter(|k| !registered.contains(*k))
+        .map(|k| k.label())
+        .collect();
+    eprintln!(
+        "{} pipelines compiled ({} coop GEMMs), all registered: {}",
+        compiled.len(),
+        coop.len(),
+        missing.is_empty()
+    );
+    assert!(missing.is_empty(), "compiled but not in the registry:\n{}", missing.join("\n"));
+}

@@ -398,7 +398,7 @@ fn variants_of(g: &fewstep::gpu::Gpu) -> Vec<KernelVariant> {
 
 /// Two training updates (with the weight EMA), one distillation update (without) and two
 /// sampling steps of each sampler on a `tiny` 8x8 model, read back.
-fn one_of_everything(g: &fewstep::gpu::Gpu) {
+pub(crate) fn one_of_everything(g: &fewstep::gpu::Gpu) {
     use fewstep::data::Dataset;
     use fewstep::diffusion::distiller::{DistillConfig, Distiller};
     use fewstep::diffusion::{
