@@ -508,7 +508,9 @@ impl Gpu {
         // The family from_device chose knew nothing of cooperative matrices: GPUs take them
         // (after the self-check), and FEWSTEP_KERNELS=coop asks for them anywhere.
         let gpu_adapter = gpu.info().device_type != wgpu::DeviceType::Cpu;
-        if want == Some(KernelVariant::Coop) || (want.is_none() && gpu_adapter && gpu.0.coop.get().is_some()) {
+        if want == Some(KernelVariant::Coop)
+            || (want.is_none() && gpu_adapter && gpu.0.coop.get().is_some())
+        {
             gpu.settle_coop();
         }
         if let Some(v) = opts.variant.filter(|&v| v == gpu.variant()) {
@@ -879,7 +881,11 @@ impl Gpu {
         self.0.split_k.set(rule);
     }
     /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).
-    pub(crate) fn note_gemm(&self, v: KernelVariant, (bm, bn, bk, tm, tn): (u32, u32, u32, u32, u32)) {
+    pub(crate) fn note_gemm(
+        &self,
+        v: KernelVariant,
+        (bm, bn, bk, tm, tn): (u32, u32, u32, u32, u32),
+    ) {
         self.0
             .last_gemm
             .set(Some((v, GemmTile::new(bm, bn, bk, tm, tn))));

@@ -12,7 +12,9 @@ mod profile;
 mod readback;
 
 pub use batch::{Binding, Dispatch};
-pub use context::{FaultWatch, GemmTile, Gpu, GpuError, GpuOptions, KernelVariant, Precision, SplitK};
+pub use context::{
+    FaultWatch, GemmTile, Gpu, GpuError, GpuOptions, KernelVariant, Precision, SplitK,
+};
 pub use pipelines::{declared_bindings, BindingKind, KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolReuse, PoolStats};
 

@@ -69,7 +69,11 @@ pub(crate) fn run(gpu: &Gpu, s: u32, sg: u32, fault: bool) -> Verdict {
             let a = tiny(integers(batch * m * k, 2 * seed + 1), -20);
             let b = tiny(integers(batch * k * n, 2 * seed + 2), -18);
             let with_bias = li == 3;
-            let bias = if with_bias { integers(n, seed + 100) } else { Vec::new() };
+            let bias = if with_bias {
+                integers(n, seed + 100)
+            } else {
+                Vec::new()
+            };
             let alpha = if with_bias { 0.5 } else { 1.0 };
             let ash = if ta { [batch, k, m] } else { [batch, m, k] };
             let bsh = if tb { [batch, n, k] } else { [batch, k, n] };
@@ -161,7 +165,11 @@ mod cache {
 
     /// `$FEWSTEP_CACHE_DIR`, else `$XDG_CACHE_HOME/fewstep`, else `~/.cache/fewstep`.
     pub fn dir() -> Option<PathBuf> {
-        let var = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         var("FEWSTEP_CACHE_DIR")
             .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("fewstep")))
             .or_else(|| var("HOME").map(|d| d.join(".cache").join("fewstep")))

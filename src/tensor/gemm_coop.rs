@@ -54,18 +54,22 @@ impl CoopTile {
             && self.bk >= self.s
             && self.bk.is_multiple_of(self.s)
             && self.bk.is_multiple_of(ROW_PAD)
-            && [self.wm, self.wn, self.fm, self.fn_].iter().all(|&v| v >= 1);
+            && [self.wm, self.wn, self.fm, self.fn_]
+                .iter()
+                .all(|&v| v >= 1);
         // Either layout of either operand: a tile serves all four loaders.
-        let stages = [true, false]
-            .iter()
-            .all(|&f| staging_fits(self.bm(), self.bk, t, f) && staging_fits(self.bn(), self.bk, t, f));
+        let stages = [true, false].iter().all(|&f| {
+            staging_fits(self.bm(), self.bk, t, f) && staging_fits(self.bn(), self.bk, t, f)
+        });
         if !shaped || !stages {
             return Err(format!(
                 "cooperative-matrix tile {self} cannot be generated (BK a multiple of S and 8, \
                  S*S a multiple of the subgroup size, staging divisible among {t} invocations)"
             ));
         }
-        if t > limits.max_compute_invocations_per_workgroup || t > limits.max_compute_workgroup_size_x {
+        if t > limits.max_compute_invocations_per_workgroup
+            || t > limits.max_compute_workgroup_size_x
+        {
             return Err(format!(
                 "cooperative-matrix tile {self} needs {t} invocations per workgroup; this device allows {}",
                 limits.max_compute_invocations_per_workgroup
@@ -125,7 +129,10 @@ fn rule_tile(s: u32, sg: u32, (wm, wn, fm, fn_): (u32, u32, u32, u32)) -> CoopTi
 
 /// Every tile [`coop_tile`] can pick for this matrix and subgroup size.
 pub fn coop_tile_rule(s: u32, sg: u32) -> Vec<CoopTile> {
-    COOP_RULE.iter().map(|&(_, w)| rule_tile(s, sg, w)).collect()
+    COOP_RULE
+        .iter()
+        .map(|&(_, w)| rule_tile(s, sg, w))
+        .collect()
 }
 
 /// The tile for an M x N output (times `batch`): the rule's entry for M (in units of S); the
@@ -151,12 +158,7 @@ pub(crate) fn coop_core(
 ) -> String {
     use std::fmt::Write;
     let CoopTile {
-        s,
-        sg,
-        fm,
-        fn_,
-        bk,
-        ..
+        s, sg, fm, fn_, bk, ..
     } = tile;
     let (bm, bn, t) = (tile.bm(), tile.bn(), tile.threads());
     let (ast, bst) = (tile.a_stride(), tile.b_stride());
@@ -213,7 +215,11 @@ pub(crate) fn coop_core(
             let _ = writeln!(
                 mma,
                 "            let b{kk}_{j} = {}<{}>(&Bs[{}u * BST + sn + {}u], BST);",
-                if fault_b_col_major { "coopLoad" } else { "coopLoadT" },
+                if fault_b_col_major {
+                    "coopLoad"
+                } else {
+                    "coopLoadT"
+                },
                 mat("f16", "B"),
                 kk * s,
                 j * s

@@ -73,7 +73,9 @@ pub(crate) fn gemm_core(gpu: &Gpu, m: u32, n: u32, batch: u32) -> GemmCore {
         KernelVariant::Blocked => GemmCore::Blocked(blocked_tile(gpu, m, n, batch)),
         KernelVariant::Coop => {
             // Gpu::settle_coop selects the family only where the sizes are known.
-            let (s, sg) = gpu.coop_sizes().expect("the coop family runs with cooperative matrices");
+            let (s, sg) = gpu
+                .coop_sizes()
+                .expect("the coop family runs with cooperative matrices");
             GemmCore::Coop(super::gemm_coop::coop_tile(s, sg, m, n, batch))
         }
     }

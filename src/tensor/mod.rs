@@ -5,10 +5,10 @@
 //! the next [`Gpu::flush`] (or readback), so a whole training step is one submit.
 
 pub mod autodiff;
+pub mod coop_check;
 mod elementwise;
 mod gemm;
 pub mod gemm_coop;
-pub mod coop_check;
 mod gemm_kernels;
 pub mod kernel_policy;
 mod meter;
@@ -24,12 +24,12 @@ use std::rc::Rc;
 use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
 
 pub use autodiff::{attention, Tape, Var};
+pub use coop_check::cache_file as coop_check_cache_file;
 pub use gemm::{census as gemm_census, Conv2d, MatmulOpts, Residual};
 pub use meter::LossMeter;
 pub use norm::GroupNormStats;
 pub use optim::{ema_update, Adam, AdamConfig, GradClip};
 pub use random::philox_normal_cpu;
-pub use coop_check::cache_file as coop_check_cache_file;
 
 #[derive(Clone)]
 pub struct Tensor {

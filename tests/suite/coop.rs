@@ -376,7 +376,11 @@ fn coop_matmul_is_within_its_f16_bound() {
         &[1.0, 0.5],
     ));
     let v = big.to_vec_blocking().unwrap()[0];
-    assert_eq!(v, 65504.0 * 0.5, "out-of-range operands saturate to f16's largest value");
+    assert_eq!(
+        v,
+        65504.0 * 0.5,
+        "out-of-range operands saturate to f16's largest value"
+    );
 }
 
 #[test]
@@ -441,7 +445,12 @@ fn coop_convolutions_are_within_their_f16_bound() {
                 (0..c.y_len()).map(|j| per_channel[j / hw]).collect(),
             ),
         };
-        let y = conv.forward_add(&xt, &wt, Some(&Tensor::from_slice(&g, &[c.cout], &bias)), res);
+        let y = conv.forward_add(
+            &xt,
+            &wt,
+            Some(&Tensor::from_slice(&g, &[c.cout], &bias)),
+            res,
+        );
         assert_eq!(g.last_gemm().unwrap().0, KernelVariant::Coop);
         let dx = conv.input_grad(&dyt, &wt, &xs);
         let dw = conv.weight_grad(&dyt, &xt, &ws);
@@ -460,7 +469,10 @@ fn coop_convolutions_are_within_their_f16_bound() {
             .collect();
         let by = bounds(
             &c.forward_ref(&ax, &aw, None),
-            &l1(c.forward_ref(&ax, &ones(w.len()), None), c.forward_ref(&ones(x.len()), &aw, None)),
+            &l1(
+                c.forward_ref(&ax, &ones(w.len()), None),
+                c.forward_ref(&ones(x.len()), &aw, None),
+            ),
             kf,
             &want_y,
         );
@@ -472,7 +484,10 @@ fn coop_convolutions_are_within_their_f16_bound() {
         let want_dx = c.input_grad_ref(&dy, &w);
         let bx = bounds(
             &c.input_grad_ref(&ady, &aw),
-            &l1(c.input_grad_ref(&ady, &ones(w.len())), c.input_grad_ref(&ones(dy.len()), &aw)),
+            &l1(
+                c.input_grad_ref(&ady, &ones(w.len())),
+                c.input_grad_ref(&ones(dy.len()), &aw),
+            ),
             kx,
             &want_dx,
         );
@@ -480,7 +495,10 @@ fn coop_convolutions_are_within_their_f16_bound() {
         // Split-K adds the chunks' partial sums in f32 once more: counted as K terms again.
         let bw: Vec<f64> = bounds(
             &c.weight_grad_ref(&ady, &ax),
-            &l1(c.weight_grad_ref(&ady, &ones(x.len())), c.weight_grad_ref(&ones(dy.len()), &ax)),
+            &l1(
+                c.weight_grad_ref(&ady, &ones(x.len())),
+                c.weight_grad_ref(&ones(dy.len()), &ax),
+            ),
             2 * kw,
             &want_dw,
         );
@@ -503,7 +521,11 @@ fn coop_convolutions_are_within_their_f16_bound() {
         }
     }
     for (p, name) in ["forward", "dx", "dw"].iter().enumerate() {
-        report(&format!("coop conv {name}, all shapes"), worst[p], &[scale[p]]);
+        report(
+            &format!("coop conv {name}, all shapes"),
+            worst[p],
+            &[scale[p]],
+        );
     }
 }
 
@@ -522,7 +544,9 @@ fn the_self_check_fails_a_wrong_product_and_the_blocked_family_runs() {
     let cached = std::fs::read_to_string(fewstep::tensor::coop_check_cache_file().unwrap())
         .expect("the verdict is cached");
     assert!(
-        cached.lines().any(|l| l.starts_with(&good.info().name) && l.contains("\tok")),
+        cached
+            .lines()
+            .any(|l| l.starts_with(&good.info().name) && l.contains("\tok")),
         "no cached verdict for '{}' in:\n{cached}",
         good.info().name
     );
@@ -728,7 +752,10 @@ fn coop_training_distillation_and_sampling_track_f32() {
     for steps in [4, 16] {
         let p = psnr(&sample(KernelVariant::Coop, steps), &sample(f32s, steps));
         eprintln!("{test}: {steps}-step DDIM samples, coop against f32: {p:.1} dB");
-        assert!(p >= SAMPLE_PSNR_MIN, "{steps} steps: {p:.1} dB < {SAMPLE_PSNR_MIN} dB");
+        assert!(
+            p >= SAMPLE_PSNR_MIN,
+            "{steps} steps: {p:.1} dB < {SAMPLE_PSNR_MIN} dB"
+        );
     }
 }
 
@@ -766,7 +793,7 @@ fn gemm_operands_of_a_training_update_fit_f16_once_gradients_are_scaled() {
     let mut tr = Trainer::new(&g, arch, cfg).unwrap();
     const SUBNORMAL: f32 = 6.103_515_6e-5; // 2^-14
     const ZERO: f32 = 2.980_232_2e-8; // 2^-25
-    // The scale gemm_coop.wgsl's pow2_scale gives a tensor of largest value `max`.
+                                      // The scale gemm_coop.wgsl's pow2_scale gives a tensor of largest value `max`.
     let scale_of = |max: f32| {
         if max == 0.0 {
             1.0
@@ -824,7 +851,10 @@ fn gemm_operands_of_a_training_update_fit_f16_once_gradients_are_scaled() {
                 assert!(pct(zero) < 0.1, "{line}");
             }
         }
-        assert!(counts.iter().any(|((_, grad), _)| *grad), "no gradient operand was marked");
+        assert!(
+            counts.iter().any(|((_, grad), _)| *grad),
+            "no gradient operand was marked"
+        );
     }
 }
 
@@ -843,9 +873,15 @@ fn coop_pipelines_are_registered() {
     crate::kernel_registry::one_of_everything(&g);
     assert_eq!(g.variant(), KernelVariant::Coop);
     let compiled = g.pipeline_keys();
-    let coop: Vec<_> = compiled.iter().filter(|k| k.label().contains(" S=")).collect();
+    let coop: Vec<_> = compiled
+        .iter()
+        .filter(|k| k.label().contains(" S="))
+        .collect();
     assert!(!coop.is_empty(), "no coop GEMM pipeline compiled");
-    assert!(compiled.iter().any(|k| k.name == "abs_max"), "gradient scaling did not run");
+    assert!(
+        compiled.iter().any(|k| k.name == "abs_max"),
+        "gradient scaling did not run"
+    );
     let missing: Vec<String> = compiled
         .iter()
         .filter(|k| !registered.contains(*k))
@@ -857,5 +893,9 @@ fn coop_pipelines_are_registered() {
         coop.len(),
         missing.is_empty()
     );
-    assert!(missing.is_empty(), "compiled but not in the registry:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "compiled but not in the registry:\n{}",
+        missing.join("\n")
+    );
 }

@@ -67,14 +67,14 @@ pub fn unet_gradient_check(
     let mut cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
     cfg.attn_res = vec![4]; // attention in the up/down path too, not only the middle
     let model = Denoiser {
-        net: randomised(&g, cfg, r.random()),
+        net: randomised(g, cfg, r.random()),
         param: Parameterization::V,
     };
     let n = 2;
-    let z = Tensor::from_slice(&g, &[n, 1, 8, 8], &uniform(&mut r, n * 64, 1.0));
-    let x = Tensor::from_slice(&g, &[n, 1, 8, 8], &uniform(&mut r, n * 64, 1.0));
+    let z = Tensor::from_slice(g, &[n, 1, 8, 8], &uniform(&mut r, n * 64, 1.0));
+    let x = Tensor::from_slice(g, &[n, 1, 8, 8], &uniform(&mut r, n * 64, 1.0));
     let t = [0.3, 0.8];
-    let w = Tensor::from_slice(&g, &[n], &[1.0, 2.0]);
+    let w = Tensor::from_slice(g, &[n], &[1.0, 2.0]);
     let loss_of = |net: &UNet, train: bool| {
         let tape = Tape::new();
         let p = net.vars(&tape, train);
@@ -122,7 +122,7 @@ pub fn unet_gradient_check(
             g.set_variant(fd_family);
             let fd = central_difference(&base, j, FD_EPS, |d| {
                 let mut params = model.net.params.clone();
-                params[pi] = Tensor::from_slice(&g, &specs[pi].shape, d);
+                params[pi] = Tensor::from_slice(g, &specs[pi].shape, d);
                 let net = UNet::from_params(model.net.config.clone(), params).unwrap();
                 let (_, l) = loss_of(&net, false);
                 l.value.to_vec_blocking().unwrap()[0] as f64

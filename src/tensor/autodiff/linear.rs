@@ -187,7 +187,10 @@ impl Backward<3> for AttentionBack {
         let dp = g.matmul_with(&self.v, o(true, false, (true, false)), None);
         let ds = self.p.softmax_grad(&dp, self.scale);
         let dq = need_q.then(|| self.k.matmul_with(&ds, o(false, true, (false, true)), None));
-        let dk = need_k.then(|| self.q.matmul_with(&ds, o(false, false, (false, true)), None));
+        let dk = need_k.then(|| {
+            self.q
+                .matmul_with(&ds, o(false, false, (false, true)), None)
+        });
         [dq, dk, dv]
     }
 }
