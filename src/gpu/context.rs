@@ -605,7 +605,11 @@ impl Gpu {
         };
         let known = self.0.coop_verdict.borrow().clone();
         let verdict = known.unwrap_or_else(|| {
+            let clean = self.fault().is_ok();
             let v = crate::tensor::coop_check::verdict(self, s, sg, self.0.coop_fault.get());
+            if v.is_err() && clean {
+                self.forget_coop_kernel_fault();
+            }
             *self.0.coop_verdict.borrow_mut() = Some(v.clone());
             v
         });
@@ -625,6 +629,20 @@ impl Gpu {
                 false
             }
         }
+    }
+
+    /// A cooperative-matrix kernel that a driver refuses to build records a kernel fault, which
+    /// would fail every later readback: the self-check's failure is its verdict instead, so such
+    /// a fault (and whatever the check left recorded) is dropped. Other faults stay.
+    fn forget_coop_kernel_fault(&self) {
+        let mut g = self.0.fault.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Fault::Kernel { kernel, .. }) = &*g {
+            if kernel.contains(" S=") {
+                *g = None;
+            }
+        }
+        drop(g);
+        self.discard_pending();
     }
 
     /// (S, subgroup size) of the cooperative matrices this device has, if any.

@@ -10,8 +10,6 @@
 //! check costs its compile time once.
 
 use super::gemm_coop::{coop_tile_rule, CoopTile};
-use super::gemm_kernels::GemmCore;
-use super::{MatmulOpts, Tensor};
 use crate::gpu::Gpu;
 
 /// What the check found: `Ok` or the first wrong product, named.
@@ -26,6 +24,7 @@ pub(crate) fn checked_tiles(gpu: &Gpu, s: u32, sg: u32) -> Vec<CoopTile> {
 }
 
 /// Small integers in -3..=3 from a fixed sequence (the check is the same on every run).
+#[cfg(not(target_arch = "wasm32"))]
 fn integers(n: usize, seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
@@ -43,6 +42,8 @@ fn integers(n: usize, seed: u64) -> Vec<f32> {
 /// (the tests prove with it that the check fails and the blocked family runs).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn run(gpu: &Gpu, s: u32, sg: u32, fault: bool) -> Verdict {
+    use super::gemm_kernels::GemmCore;
+    use super::{MatmulOpts, Tensor};
     let tiles = checked_tiles(gpu, s, sg);
     if tiles.is_empty() {
         return Err(format!(

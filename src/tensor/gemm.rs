@@ -205,6 +205,7 @@ impl Tensor {
 
     /// [`Self::matmul_with`] on one GEMM core, whatever the device's family (the
     /// cooperative-matrix self-check); `fault` is that core's deliberate fault.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn matmul_on(
         &self,
         b: &Tensor,

@@ -24,6 +24,7 @@ use std::rc::Rc;
 use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
 
 pub use autodiff::{attention, Tape, Var};
+#[cfg(not(target_arch = "wasm32"))]
 pub use coop_check::cache_file as coop_check_cache_file;
 pub use gemm::{census as gemm_census, Conv2d, MatmulOpts, Residual};
 pub use meter::LossMeter;
