@@ -75,7 +75,7 @@ impl Checker {
 
 /// Absolute tolerance of a K-long product of inputs in [-1, 1]: f32's (~sqrt(K) ulps), or for
 /// the coop family f16's worst case (2^-10 per term from rounding both operands, plus f32
-/// accumulation; the derivation is in ARCHITECTURE.md, "Tensor cores: accuracy").
+/// accumulation; the derivation is in ARCHITECTURE.md, "Tensor cores (the coop family)").
 fn gemm_atol(v: KernelVariant, k: usize) -> f64 {
     let k = k as f64;
     if v == KernelVariant::Coop {

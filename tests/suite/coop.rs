@@ -220,7 +220,7 @@ const ETA16: f64 = 1.0 / 33_554_432.0;
 const U32: f64 = 1.0 / 16_777_216.0;
 
 /// The error bound of one output of the coop family, from the derivation in ARCHITECTURE.md
-/// ("Tensor cores: accuracy"): with a' = fl16(a), |a' - a| <= U16 |a| + ETA16 (and the same
+/// ("Tensor cores (the coop family)"): with a' = fl16(a), |a' - a| <= U16 |a| + ETA16 (and the same
 /// for b), each product of the K terms is off by at most (2 U16 + U16^2) |a||b| +
 /// ETA16 (1 + U16) (|a| + |b|) + ETA16^2; the product of two f16 values is exact in f32
 /// (22 significant bits), so the f32 accumulation adds at most gamma_K = K U32 / (1 - K U32)
@@ -628,7 +628,7 @@ fn psnr(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Stated bounds of the coop family against f32 on the same adapter (measured on lavapipe,
-/// ARCHITECTURE.md "Tensor cores: accuracy": 0.9% and 0.07% worst, 79-86 dB): the mean
+/// ARCHITECTURE.md "Tensor cores (the coop family)": 0.04% and 0.03% worst, 79-83 dB): the mean
 /// training loss of every 25 updates within 5% of f32's, the same for a distillation halving,
 /// and DDIM samples of one model at least 50 dB PSNR from f32's.
 const LOSS_REL_BOUND: f64 = 0.05;
@@ -765,7 +765,7 @@ fn coop_training_distillation_and_sampling_track_f32() {
 /// 0, above 65504 it saturates. Values (weights, activations) fit: fewer than 0.1% round to 0,
 /// none saturate (the subnormal ones, ~3% of the matmuls' after 30-60 updates, are attention
 /// probabilities below 2^-14, off by at most 2^-25 each in a row that sums to 1). Gradients need
-/// scaling (measured: ARCHITECTURE.md "Tensor cores: accuracy"): the coop family scales each
+/// scaling (measured: ARCHITECTURE.md "Tensor cores (the coop family)"): the coop family scales each
 /// gradient operand by a power of 2 from its largest value (gemm_coop.wgsl), after which fewer
 /// than 1% of them are subnormal and none saturate.
 #[test]
