@@ -608,6 +608,22 @@ fn coop_unet_gradient_matches_finite_differences() {
     );
 }
 
+/// The `tiny` training both coop training tests run on 8x8 patterns.
+fn patterns_config() -> fewstep::diffusion::TrainConfig {
+    use fewstep::diffusion::{Parameterization, TrainConfig, Weighting};
+    TrainConfig {
+        param: Parameterization::V,
+        weighting: Weighting::SnrTrunc,
+        batch: 16,
+        lr: 2e-3,
+        warmup: 20,
+        ema_decay: 0.99,
+        grad_clip: 1.0,
+        seed: 1,
+        adam: fewstep::tensor::AdamConfig::default(),
+    }
+}
+
 /// Largest |a - b| / |b| over two loss curves.
 fn worst_relative(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
@@ -638,8 +654,7 @@ const SAMPLE_PSNR_MIN: f64 = 50.0;
 fn coop_training_distillation_and_sampling_track_f32() {
     use fewstep::data::Dataset;
     use fewstep::diffusion::{
-        DistillConfig, Distiller, Parameterization, SampleOptions, Sampler, SamplerKind,
-        TrainConfig, Trainer, Weighting,
+        DistillConfig, Distiller, SampleOptions, Sampler, SamplerKind, Trainer,
     };
     use fewstep::nn::UNetConfig;
     use fewstep::tensor::AdamConfig;
@@ -650,17 +665,7 @@ fn coop_training_distillation_and_sampling_track_f32() {
     let f32s = f32_family(&g);
     let data = Dataset::synthetic_patterns(4, 1, 8, 8);
     let arch = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
-    let cfg = TrainConfig {
-        param: Parameterization::V,
-        weighting: Weighting::SnrTrunc,
-        batch: 16,
-        lr: 2e-3,
-        warmup: 20,
-        ema_decay: 0.99,
-        grad_clip: 1.0,
-        seed: 1,
-        adam: AdamConfig::default(),
-    };
+    let cfg = patterns_config();
     let (updates, every) = (200, 25);
     let train = |family| {
         assert_eq!(g.set_variant(family), family);
@@ -771,25 +776,15 @@ fn coop_training_distillation_and_sampling_track_f32() {
 #[test]
 fn gemm_operands_of_a_training_update_fit_f16_once_gradients_are_scaled() {
     use fewstep::data::Dataset;
-    use fewstep::diffusion::{Parameterization, TrainConfig, Trainer, Weighting};
+    use fewstep::diffusion::Trainer;
     use fewstep::nn::UNetConfig;
-    use fewstep::tensor::{gemm_census, AdamConfig};
+    use fewstep::tensor::gemm_census;
     let g = gpu();
     let f32s = f32_family(&g);
     g.set_variant(f32s);
     let data = Dataset::synthetic_patterns(4, 1, 8, 8);
     let arch = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
-    let cfg = TrainConfig {
-        param: Parameterization::V,
-        weighting: Weighting::SnrTrunc,
-        batch: 16,
-        lr: 2e-3,
-        warmup: 20,
-        ema_decay: 0.99,
-        grad_clip: 1.0,
-        seed: 1,
-        adam: AdamConfig::default(),
-    };
+    let cfg = patterns_config();
     let mut tr = Trainer::new(&g, arch, cfg).unwrap();
     const SUBNORMAL: f32 = 6.103_515_6e-5; // 2^-14
     const ZERO: f32 = 2.980_232_2e-8; // 2^-25
