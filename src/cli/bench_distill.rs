@@ -36,6 +36,7 @@ pub fn distill(
             seed: 0,
             adam: AdamConfig::default(),
             ema_decay: None,
+            guidance_stage: false,
         };
         let mut d = Distiller::new(gpu, teacher, cfg);
         let t = time_updates(gpu, seconds, || d.step(&data))?;

@@ -136,6 +136,7 @@ pub fn train(
             grad_clip: 1.0,
             seed: 0,
             adam: AdamConfig::default(),
+            uncond_prob: 0.0,
         };
         let params = crate::nn::Layout::new(&arch)?.param_count();
         // What this preset's updates allocate, from an empty pool (weights, optimizer state,

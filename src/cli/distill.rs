@@ -62,6 +62,28 @@ pub struct DistillArgs {
     /// Off by default.
     #[arg(long)]
     ema: Option<f32>,
+    /// Guided distillation (Meng et al., "On Distillation of Guided Diffusion Models"): for a
+    /// class-conditional teacher trained with label dropout, stage 1 trains a student that takes
+    /// the guidance weight w as an input to match the teacher's classifier-free guided x_hat_w
+    /// (two evaluations) in one evaluation (guided-teacher.safetensors), then the halvings
+    /// distill it with w as an input, so every student keeps w as a knob.
+    #[arg(long)]
+    guided: bool,
+    /// With --guided: the w range MIN,MAX stage 1 and the halvings draw w from, uniformly
+    /// [default: 0,4].
+    #[arg(long, value_name = "MIN,MAX", value_parser = parse_range)]
+    guidance_range: Option<[f32; 2]>,
+    /// With --guided: updates of stage 1 [default: --updates].
+    #[arg(long, value_name = "N")]
+    guidance_updates: Option<u64>,
+}
+
+fn parse_range(s: &str) -> std::result::Result<[f32; 2], String> {
+    let bad = || format!("`{s}` is not MIN,MAX (two numbers, such as 0,4)");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    let a: f32 = a.trim().parse().map_err(|_| bad())?;
+    let b: f32 = b.trim().parse().map_err(|_| bad())?;
+    Ok([a, b])
 }
 
 pub fn run(args: DistillArgs) -> Result<()> {
@@ -72,7 +94,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
     let plan = run.plan.clone();
     let halvings = plan.halvings();
     let total = plan.total_updates();
-    let done_before = plan.updates_before(run.student_steps());
+    let done_before = run.updates_before();
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(total)).with_style(
         ProgressStyle::with_template(
@@ -86,7 +108,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
     let mut bar: Option<(usize, ProgressBar)> = None;
     let mut finished = done_before;
     while !run.is_done() {
-        let steps = run.student_steps();
+        let steps = run.phase();
         if bar.as_ref().map(|b| b.0) != Some(steps) {
             if let Some((_, b)) = bar.take() {
                 finished += b.length().unwrap_or(0);
@@ -94,7 +116,11 @@ pub fn run(args: DistillArgs) -> Result<()> {
             }
             let b = multi.add(ProgressBar::new(run.distiller.cfg.updates));
             b.set_style(halving_style.clone());
-            b.set_prefix(format!("{} -> {}", steps * 2, steps));
+            b.set_prefix(if steps == 0 {
+                "guidance w".to_string()
+            } else {
+                format!("{} -> {}", steps * 2, steps)
+            });
             b.set_message("-");
             bar = Some((steps, b));
         }
@@ -107,7 +133,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
                     l.student_steps, l.update, l.loss, l.images_per_s
                 ));
             }
-            let pos = if run.student_steps() == steps {
+            let pos = if run.phase() == steps {
                 run.distiller.update
             } else {
                 b.length().unwrap_or(0)
@@ -121,7 +147,13 @@ pub fn run(args: DistillArgs) -> Result<()> {
     }
     overall.finish();
     eprintln!("cost of each halving (this session):");
-    for c in &run.costs {
+    for c in run.costs.iter().filter(|c| c.student_steps == 0) {
+        eprintln!(
+            "  stage 1 (w as an input) {:>7} updates  {:>8.1} s",
+            c.updates, c.seconds
+        );
+    }
+    for c in run.costs.iter().filter(|c| c.student_steps > 0) {
         eprintln!(
             "  {:>5} -> {:<5} {:>7} updates  {:>8.1} s",
             c.student_steps * 2,
@@ -161,6 +193,9 @@ impl DistillArgs {
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
             ema: self.ema,
+            guided: self.guided,
+            guidance_range: self.guidance_range,
+            guidance_updates: self.guidance_updates,
         }
     }
 }

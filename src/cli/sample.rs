@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::diffusion::guidance::{check_guidance, class_name, parse_class};
 use crate::diffusion::{load_model, load_model_bytes, SampleOptions, Sampler, SamplerKind};
+use crate::nn::NetCond;
 use crate::image::{image_grid, labelled_rows, save_png};
 
 #[derive(Args, Debug)]
@@ -49,6 +51,16 @@ pub struct SampleArgs {
     /// what the web page draws.
     #[arg(long)]
     values: Option<PathBuf>,
+    /// For a class-conditional model: the class to draw, by name (e.g. Sneaker) or number, or
+    /// `all` for one row of --count images per class (every row from the same noise) [default:
+    /// no class, the model's unconditional samples].
+    #[arg(long, value_name = "NAME|ID|all")]
+    class: Option<String>,
+    /// Classifier-free guidance weight w: x_hat = (1 + w) x_hat(class) - w x_hat(no class)
+    /// (0: the conditional model alone; larger: more typical of the class, less varied). A
+    /// guided-distillation student takes w as an input: one evaluation per step instead of two.
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    guidance: f64,
 }
 
 /// Host memory the samples of one `fewstep sample` may take.
@@ -93,6 +105,21 @@ pub fn run(args: SampleArgs) -> Result<()> {
         }
     }
     eprintln!("{name}: {}", meta.describe());
+    let arch = &meta.arch;
+    let rows: Vec<Option<u32>> = match args.class.as_deref() {
+        None => vec![None],
+        Some("all") if arch.classes > 0 => (0..arch.classes as u32).map(Some).collect(),
+        Some(c) => vec![Some(parse_class(arch, c).map_err(anyhow::Error::msg)?)],
+    };
+    if let Some(note) = check_guidance(arch, args.guidance).map_err(anyhow::Error::msg)? {
+        eprintln!("{note}");
+    }
+    if args.guidance > 0.0 && rows == [None] {
+        eprintln!(
+            "note: --guidance without --class guides towards no class at all: the samples are \
+             the unconditional model's; add --class NAME or --class all"
+        );
+    }
     let opts = SampleOptions {
         steps,
         count: args.count,
@@ -103,7 +130,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let [c, h, w] = model.image_shape();
     let per_image = c * h * w;
     // The images themselves must fit in memory (and a grid of them in a PNG).
-    let host_bytes = args.count as u64 * per_image as u64 * 4;
+    let total = args.count * rows.len();
+    let host_bytes = total as u64 * per_image as u64 * 4;
     anyhow::ensure!(
         host_bytes <= MAX_HOST_BYTES,
         "--count {} of {c}x{h}x{w} images needs {:.1} GB of memory for the samples alone; at \
@@ -136,12 +164,16 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut z_cols = vec![];
     let mut x_cols = vec![];
     let start = Instant::now();
-    let mut images = Vec::with_capacity(args.count * per_image);
+    let mut images = Vec::with_capacity(total * per_image);
+    // Every row (class) starts from the same noise, so rows differ only by what was asked for.
+    for (row, &label) in rows.iter().enumerate() {
     for first_image in (0..args.count).step_by(per_pass) {
         let count = per_pass.min(args.count - first_image);
-        let mut sampler = Sampler::new_from(&model, SampleOptions { count, ..opts }, first_image);
-        // The trajectory follows the first images, all in the first pass.
-        let trace = args.trajectory.is_some() && first_image == 0;
+        let cond = NetCond::uniform(count, label, args.guidance as f32);
+        let mut sampler =
+            Sampler::new_from(&model, SampleOptions { count, ..opts }, first_image).with_cond(cond);
+        // The trajectory follows the first images, all in the first pass of the first row.
+        let trace = args.trajectory.is_some() && first_image == 0 && row == 0;
         if trace {
             z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
             x_cols.push(vec![0.0; shown * per_image]);
@@ -159,17 +191,37 @@ pub fn run(args: SampleArgs) -> Result<()> {
         }
         images.extend(sampler.z().to_vec_blocking()?);
     }
+    }
     let secs = start.elapsed().as_secs_f64();
-    let grid_cols = (args.count as f64).sqrt().ceil() as usize;
-    let img = image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2);
+    let img = if rows.len() > 1 {
+        let per_row = args.count * per_image;
+        let labelled: Vec<(String, Vec<f32>)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let name = class_name(arch, l.expect("a class per row"));
+                (name, images[i * per_row..(i + 1) * per_row].to_vec())
+            })
+            .collect();
+        let title = format!("guidance w = {}, seed {}", args.guidance, args.seed);
+        labelled_rows(Some(&title), &labelled, c, h, w, args.scale)
+    } else {
+        let grid_cols = (args.count as f64).sqrt().ceil() as usize;
+        image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2)
+    };
     save_png(&img, &args.out)?;
+    let asked = match rows.as_slice() {
+        [None] => String::new(),
+        [Some(l)] => format!(" of {} (guidance {})", class_name(arch, *l), args.guidance),
+        _ => format!(" ({} per class, guidance {})", args.count, args.guidance),
+    };
     eprintln!(
-        "{} images in {steps} {} steps: {:.2} s ({:.1} ms per step, {:.1} ms per image) -> {}",
-        args.count,
+        "{} images{asked} in {steps} {} steps: {:.2} s ({:.1} ms per step, {:.1} ms per image) -> {}",
+        total,
         sampler_name(args.sampler),
         secs,
         secs * 1e3 / steps as f64,
-        secs * 1e3 / args.count as f64,
+        secs * 1e3 / total as f64,
         args.out.display()
     );
     if let Some(path) = &args.values {
@@ -177,8 +229,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
             "model": name,
             "steps": steps,
             "seed": args.seed,
-            "count": args.count,
-            "shape": [args.count, c, h, w],
+            "count": total,
+            "class": rows.iter().map(|l| l.map(|v| v as i64).unwrap_or(-1)).collect::<Vec<_>>(),
+            "guidance": args.guidance,
+            "shape": [total, c, h, w],
             "values": images,
         });
         crate::nn::tensor_file::write_atomic(path, json.to_string().as_bytes())?;

@@ -57,6 +57,16 @@ pub struct TrainArgs {
     /// Image size for images:DIR (other data sets have a fixed size).
     #[arg(long)]
     image_size: Option<usize>,
+    /// Train a class-conditional model: `--classes` alone takes the class count from the data
+    /// (10 for Fashion-MNIST, MNIST and CIFAR-10; one class per subfolder of images:DIR, named
+    /// after it); `--classes N` sets it (at least the data's). Without it the model is
+    /// unconditional, as before.
+    #[arg(long, num_args = 0..=1, default_missing_value = "0", value_name = "N")]
+    classes: Option<usize>,
+    /// Label dropout for classifier-free guidance: the probability that an image is trained
+    /// as "no class" (Ho & Salimans used 0.1-0.2) [default with --classes: 0.1].
+    #[arg(long, value_name = "P")]
+    uncond_prob: Option<f32>,
     /// Seed of the initial weights and of every random choice during training.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -164,6 +174,8 @@ impl TrainArgs {
             grad_clip: self.grad_clip,
             dropout: self.dropout,
             image_size: self.image_size,
+            classes: self.classes,
+            uncond_prob: self.uncond_prob,
             seed: self.seed,
             resume: self.resume,
             checkpoint_every: self.checkpoint_every,

@@ -15,6 +15,8 @@ pub struct Dataset {
     /// N * C * H * W bytes, each image CHW.
     pub pixels: Vec<u8>,
     pub labels: Option<Vec<u8>>,
+    /// The classes' names in label order (empty when unlabelled).
+    pub class_names: Vec<String>,
     /// Whether random horizontal flips are a valid augmentation (not for digits).
     pub flip: bool,
 }
@@ -89,9 +91,29 @@ impl Dataset {
             channels,
             height,
             width,
+            class_names: labels
+                .as_ref()
+                .map(|_| known_class_names(name))
+                .unwrap_or_default(),
             pixels,
             labels,
             flip,
+        }
+    }
+
+    /// The same data with these class names (label i is `names[i]`).
+    pub fn with_class_names(mut self, names: Vec<String>) -> Dataset {
+        self.class_names = names;
+        self
+    }
+
+    /// How many classes the labels use: the named classes, else 1 + the largest label; 0
+    /// without labels.
+    pub fn class_count(&self) -> usize {
+        match &self.labels {
+            None => 0,
+            Some(_) if !self.class_names.is_empty() => self.class_names.len(),
+            Some(l) => l.iter().max().map_or(0, |&m| m as usize + 1),
         }
     }
 
@@ -183,6 +205,39 @@ impl Dataset {
             false,
         )
     }
+}
+
+/// The class names of the data sets fewstep knows by name (label order); empty for others.
+pub fn known_class_names(name: &str) -> Vec<String> {
+    let names: &[&str] = match name {
+        "fashion-mnist" => &[
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
+        "mnist" => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        "cifar10" => &[
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ],
+        _ => &[],
+    };
+    names.iter().map(|s| s.to_string()).collect()
 }
 
 /// Signed distance (negative inside) from (u, v) in [-1, 1]^2 to pattern `shape` at scale `s`.

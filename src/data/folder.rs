@@ -76,11 +76,77 @@ fn load_one(path: &Path, size: u32, out: &mut Vec<u8>) -> Result<(), DataError> 
     Ok(())
 }
 
-/// Loads every image in `dir` at `image_size` (default [`DEFAULT_SIZE`]) pixels square.
+/// The class subfolders of `dir` (sorted by name) when `dir` holds no image files itself but
+/// folders that do: one class per subfolder, its name the class's name.
+pub fn class_folders(dir: &Path) -> Result<Option<Vec<(String, Vec<PathBuf>)>>, DataError> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut direct = false;
+    let mut subdirs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
+        if path.is_file() && is_image(&path) {
+            direct = true;
+        } else if path.is_dir() {
+            subdirs.push(path);
+        }
+    }
+    if direct || subdirs.is_empty() {
+        return Ok(None);
+    }
+    subdirs.sort();
+    let mut classes = Vec::new();
+    for sub in subdirs {
+        let name = sub
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| DataError::Format {
+                path: sub.clone(),
+                detail: "a class folder's name must be UTF-8 text (it becomes the class's name)"
+                    .to_string(),
+            })?;
+        if name.starts_with('.') {
+            continue;
+        }
+        classes.push((name, list_images(&sub)?));
+    }
+    if classes.len() > 256 {
+        return Err(DataError::Format {
+            path: dir.to_path_buf(),
+            detail: format!(
+                "{} class folders; fewstep conditions on at most 256 classes: merge some",
+                classes.len()
+            ),
+        });
+    }
+    Ok((!classes.is_empty()).then_some(classes))
+}
+
+/// Loads every image in `dir` at `image_size` (default [`DEFAULT_SIZE`]) pixels square. A
+/// folder of class folders (`dir/CLASS/*.png`, no images directly in `dir`) gives labelled data
+/// whose class names are the folder names.
 pub fn load(dir: &Path, image_size: Option<usize>) -> Result<Dataset, DataError> {
     let size = image_size.unwrap_or(DEFAULT_SIZE);
     if size == 0 || size > 4096 {
         return Err(DataError::BadImageSize(size));
+    }
+    if let Some(classes) = class_folders(dir)? {
+        let count: usize = classes.iter().map(|(_, f)| f.len()).sum();
+        let mut pixels = Vec::with_capacity(count * 3 * size * size);
+        let mut labels = Vec::with_capacity(count);
+        for (label, (_, files)) in classes.iter().enumerate() {
+            for path in files {
+                load_one(path, size as u32, &mut pixels)?;
+                labels.push(label as u8);
+            }
+        }
+        let names = classes.into_iter().map(|(n, _)| n).collect();
+        return Ok(
+            Dataset::from_pixels("images", 3, size, size, pixels, Some(labels), true)
+                .with_class_names(names),
+        );
     }
     let files = list_images(dir)?;
     let mut pixels = Vec::with_capacity(files.len() * 3 * size * size);

@@ -294,6 +294,20 @@ fn assemble(
             ),
         });
     }
+    let classes = super::dataset::known_class_names(name).len();
+    if let Some((i, &l)) = labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| classes > 0 && l as usize >= classes)
+    {
+        return Err(DataError::Format {
+            path: labels_path.to_path_buf(),
+            detail: format!(
+                "label {i} is {l}, but {name} has {classes} classes (labels 0-{}); the file is                  damaged or from another data set, download it again",
+                classes - 1
+            ),
+        });
+    }
     if let Some(s) = image_size {
         if s != rows || s != cols {
             return Err(DataError::FixedSize {

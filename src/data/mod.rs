@@ -10,7 +10,7 @@ mod idx;
 mod spec;
 
 pub use batcher::{epoch_permutation, Batcher};
-pub use dataset::Dataset;
+pub use dataset::{known_class_names, Dataset};
 pub use error::DataError;
 pub use spec::{DataSpec, Split, ACCEPTED_FORMS, FASHION_MNIST_DIR, MNIST_DIR};
 

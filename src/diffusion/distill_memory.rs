@@ -11,18 +11,18 @@
 use anyhow::{bail, Result};
 use web_time::Instant;
 
-use super::distill_plan::{
-    check_shape, halving_config, model_file_name, student_meta, DistillPlan,
-};
+use super::distill_plan::{check_shape, finished, first_distiller, halving_config, DistillPlan};
 use super::distiller::Distiller;
 use super::model_file::{load_model_bytes, model_bytes, sha256_hex, ModelMeta};
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::nn::{self, StoreAs};
 
-/// A finished student: its step count and the bytes of its model file.
+/// A finished student: its step count (0 for guided distillation's stage-1 model, which is
+/// sampled like a teacher), its file name and the bytes of its model file.
 pub struct Student {
     pub steps: usize,
+    pub name: String,
     pub file: Vec<u8>,
 }
 
@@ -55,7 +55,7 @@ impl MemoryDistill {
         let (teacher, meta) = load_model_bytes(gpu, &plan.teacher, teacher_file)?;
         plan.validate(&meta)?;
         check_shape(&teacher, &data)?;
-        let distiller = Distiller::new(gpu, teacher, halving_config(&plan, plan.from_steps));
+        let distiller = first_distiller(gpu, teacher, &plan);
         Ok(MemoryDistill {
             plan,
             distiller,
@@ -73,7 +73,12 @@ impl MemoryDistill {
 
     /// Updates done over all halvings, and in all.
     pub fn progress(&self) -> (u64, u64) {
-        let done = self.plan.updates_before(self.student_steps()) + self.distiller.update;
+        let before = if self.distiller.cfg.guidance_stage {
+            0
+        } else {
+            self.plan.updates_before(self.student_steps())
+        };
+        let done = before + self.distiller.update;
         (done, self.plan.total_updates())
     }
 
@@ -105,23 +110,25 @@ impl MemoryDistill {
 
     /// Reads back the finished student, describes it, and makes it the next teacher.
     async fn finish_halving(&mut self) -> Result<Advanced> {
-        let steps = self.student_steps();
         let d = &self.distiller;
+        let steps = if d.cfg.guidance_stage {
+            0
+        } else {
+            self.student_steps()
+        };
         let weights = nn::read_tensors(&d.student.net.layout.specs, d.result_params(), "").await?;
-        let meta = student_meta(&self.teacher_meta, &self.teacher_hash, &self.plan, steps);
-        let name = model_file_name(steps);
+        let (name, meta, next) = finished(d, &self.teacher_meta, &self.teacher_hash, &self.plan);
         let file = model_bytes(&name, &meta, &weights, StoreAs::F32)?;
-        let done = steps <= self.plan.to_steps;
-        if !done {
+        if let Some(next) = next {
             let gpu = self.distiller.gpu().clone();
             let (teacher, meta) = load_model_bytes(&gpu, std::path::Path::new(&name), &file)?;
             self.teacher_meta = meta;
             self.teacher_hash = sha256_hex(&file);
-            self.distiller = Distiller::new(&gpu, teacher, halving_config(&self.plan, steps));
+            self.distiller = Distiller::new(&gpu, teacher, halving_config(&self.plan, next));
         }
         Ok(Advanced::Halving {
-            student: Student { steps, file },
-            done,
+            student: Student { steps, name, file },
+            done: next.is_none(),
         })
     }
 }

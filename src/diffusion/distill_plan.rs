@@ -7,13 +7,37 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::distiller::DistillConfig;
+use super::distiller::{DistillConfig, Distiller};
 use super::model::Denoiser;
 use super::model_file::ModelMeta;
 use crate::data::Dataset;
+use crate::gpu::Gpu;
+use crate::nn::GuidanceRange;
 
 pub fn model_file_name(steps: usize) -> String {
     format!("steps-{steps}.safetensors")
+}
+
+/// The w-conditioned model stage 1 of guided distillation writes (the halvings' first teacher).
+pub const GUIDED_FILE: &str = "guided-teacher.safetensors";
+
+/// Guided distillation (Meng et al. 2023): stage 1 makes a w-conditioned student of a
+/// classifier-free guided teacher, w ~ U[w_min, w_max]; the halvings then keep w as an input.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuidedPlan {
+    pub w_min: f32,
+    pub w_max: f32,
+    /// Updates of stage 1.
+    pub updates: u64,
+}
+
+impl GuidedPlan {
+    pub fn range(&self) -> GuidanceRange {
+        GuidanceRange {
+            w_min: self.w_min,
+            w_max: self.w_max,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,6 +58,9 @@ pub struct DistillPlan {
     /// Decay of the student EMA (`--ema`); None: none, each file holds the student itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<f32>,
+    /// Guided distillation (`--guided`): stage 1 first, then the halvings with w as an input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guided: Option<GuidedPlan>,
 }
 
 impl DistillPlan {
@@ -73,6 +100,47 @@ impl DistillPlan {
                 bail!("--ema {e} is out of range: give a decay in [0, 1) such as 0.999");
             }
         }
+        if let Some(g) = self.guided {
+            let a = &teacher.arch;
+            if a.classes == 0 {
+                bail!(
+                    "--guided distills classifier-free guidance, which needs a class-conditional \
+                     teacher: {} is unconditional; train one with `fewstep train --classes`",
+                    self.teacher.display()
+                );
+            }
+            if a.guidance.is_some() {
+                bail!(
+                    "{} already takes the guidance weight as an input (a guided-distillation \
+                     model): distill it without --guided and its halvings keep w as an input",
+                    self.teacher.display()
+                );
+            }
+            if teacher.steps.is_some() {
+                bail!(
+                    "--guided starts from a teacher, and {} is a distilled student: pass the \
+                     teacher it came from",
+                    self.teacher.display()
+                );
+            }
+            let max = crate::nn::config::limits::GUIDANCE;
+            if !(g.w_min.is_finite()
+                && g.w_max.is_finite()
+                && 0.0 <= g.w_min
+                && g.w_min <= g.w_max
+                && g.w_max <= max)
+            {
+                bail!(
+                    "--guidance-range {},{} is not usable: give MIN,MAX with 0 <= MIN <= MAX <= \
+                     {max} (Meng et al. used 0,4)",
+                    g.w_min,
+                    g.w_max
+                );
+            }
+            if g.updates == 0 {
+                bail!("--guidance-updates 0: stage 1 needs at least 1 update (a useful one, thousands)");
+            }
+        }
         if let Some(s) = teacher.steps {
             if s as usize != f {
                 bail!(
@@ -96,18 +164,26 @@ impl DistillPlan {
         v
     }
 
-    /// Updates of every halving together.
+    /// Updates of every halving together (and of guided distillation's stage 1).
     pub fn total_updates(&self) -> u64 {
-        self.halvings().iter().map(|&s| self.updates_for(s)).sum()
+        self.stage1_updates() + self.halvings().iter().map(|&s| self.updates_for(s)).sum::<u64>()
     }
 
-    /// Updates of the halvings finished before the one making a `student_steps` student.
+    /// Updates of guided distillation's stage 1 (0 without `--guided`).
+    pub fn stage1_updates(&self) -> u64 {
+        self.guided.map_or(0, |g| g.updates)
+    }
+
+    /// Updates of the halvings (and stage 1) finished before the one making a `student_steps`
+    /// student.
     pub fn updates_before(&self, student_steps: usize) -> u64 {
-        self.halvings()
-            .iter()
-            .take_while(|&&s| s > student_steps)
-            .map(|&s| self.updates_for(s))
-            .sum()
+        self.stage1_updates()
+            + self
+                .halvings()
+                .iter()
+                .take_while(|&&s| s > student_steps)
+                .map(|&s| self.updates_for(s))
+                .sum::<u64>()
     }
 
     pub fn updates_for(&self, student_steps: usize) -> u64 {
@@ -139,6 +215,62 @@ pub(crate) fn student_meta(
     meta
 }
 
+/// The description of the w-conditioned model stage 1 makes from the teacher described by
+/// `teacher_meta` (file hash `teacher_hash`).
+pub(crate) fn guided_meta(
+    teacher_meta: &ModelMeta,
+    teacher_hash: &str,
+    plan: &DistillPlan,
+    range: GuidanceRange,
+) -> ModelMeta {
+    let mut meta = teacher_meta.clone();
+    meta.arch.guidance = Some(range);
+    meta.lineage.parent_sha256 = Some(teacher_hash.to_string());
+    meta.command = plan.command.clone();
+    meta
+}
+
+/// The distiller a plan starts with: stage 1 for a guided plan, else the first halving.
+pub(crate) fn first_distiller(gpu: &Gpu, teacher: Denoiser, plan: &DistillPlan) -> Distiller {
+    match plan.guided {
+        Some(g) => Distiller::guidance_stage(gpu, teacher, g.range(), guidance_config(plan)),
+        None => Distiller::new(gpu, teacher, halving_config(plan, plan.from_steps)),
+    }
+}
+
+/// Stage 1's configuration: the first halving's, with its own update count.
+pub(crate) fn guidance_config(plan: &DistillPlan) -> DistillConfig {
+    DistillConfig {
+        updates: plan.stage1_updates(),
+        guidance_stage: true,
+        ..halving_config(plan, plan.from_steps)
+    }
+}
+
+/// What the distiller in progress finishes into: the file's name and description, whether it
+/// is the last, and (if not) the next halving's teacher step count.
+pub(crate) fn finished(
+    d: &Distiller,
+    teacher_meta: &ModelMeta,
+    teacher_hash: &str,
+    plan: &DistillPlan,
+) -> (String, ModelMeta, Option<usize>) {
+    if d.cfg.guidance_stage {
+        let range = d
+            .student
+            .net
+            .config
+            .guidance
+            .expect("stage 1's student takes w");
+        let meta = guided_meta(teacher_meta, teacher_hash, plan, range);
+        return (GUIDED_FILE.to_string(), meta, Some(plan.from_steps));
+    }
+    let steps = d.cfg.student_steps();
+    let meta = student_meta(teacher_meta, teacher_hash, plan, steps);
+    let next = (steps > plan.to_steps).then_some(steps);
+    (model_file_name(steps), meta, next)
+}
+
 pub(crate) fn halving_config(plan: &DistillPlan, teacher_steps: usize) -> DistillConfig {
     DistillConfig {
         teacher_steps,
@@ -149,10 +281,36 @@ pub(crate) fn halving_config(plan: &DistillPlan, teacher_steps: usize) -> Distil
         seed: plan.seed,
         adam: crate::tensor::AdamConfig::default(),
         ema_decay: plan.ema,
+        guidance_stage: false,
     }
 }
 
+/// A class-conditional teacher needs the labels of its data, within its classes.
+pub(crate) fn check_labels(teacher: &Denoiser, data: &Dataset) -> Result<()> {
+    let classes = teacher.net.config.classes;
+    if classes == 0 {
+        return Ok(());
+    }
+    let Some(labels) = &data.labels else {
+        bail!(
+            "the teacher is class-conditional ({classes} classes) but the data set `{}` has no \
+             labels: pass the labelled data it was trained on with --data",
+            data.name
+        );
+    };
+    if let Some(&l) = labels.iter().find(|&&l| l as usize >= classes) {
+        bail!(
+            "the data set `{}` has label {l}, but the teacher knows {classes} classes (0-{}): \
+             pass the data it was trained on with --data",
+            data.name,
+            classes - 1
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn check_shape(teacher: &Denoiser, data: &Dataset) -> Result<()> {
+    check_labels(teacher, data)?;
     let want = teacher.image_shape();
     let got = [data.channels, data.height, data.width];
     if want != got {

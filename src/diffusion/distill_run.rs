@@ -16,8 +16,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::distill_plan::{check_shape, halving_config, student_meta};
-pub use super::distill_plan::{model_file_name, DistillPlan};
+use super::distill_plan::{check_shape, finished, first_distiller, guidance_config, halving_config};
+pub use super::distill_plan::{model_file_name, DistillPlan, GUIDED_FILE};
 use super::distiller::Distiller;
 use super::model::Denoiser;
 use super::model_file::{save_model, sha256_hex, ModelMeta};
@@ -34,7 +34,7 @@ fn finished_models(dir: &Path) -> Option<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("steps-") && n.ends_with(".safetensors"))
+        .filter(|n| (n.starts_with("steps-") && n.ends_with(".safetensors")) || n == GUIDED_FILE)
         .collect();
     names.sort();
     (!names.is_empty()).then(|| names.join(", "))
@@ -48,8 +48,24 @@ struct State {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     teacher_sha256: Option<String>,
     teacher_steps: usize,
+    /// In stage 1 of guided distillation (the teacher is the original; `teacher_steps` is
+    /// the first halving's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    guidance_stage: bool,
     update: u64,
     wall_seconds: f64,
+}
+
+impl State {
+    /// Whether the original teacher teaches the stage in progress: stage 1 of a guided run,
+    /// else the first halving.
+    fn original_teaches(&self) -> bool {
+        if self.plan.guided.is_some() {
+            self.guidance_stage
+        } else {
+            self.teacher_steps == self.plan.from_steps
+        }
+    }
 }
 
 /// One line of metrics.jsonl.
@@ -132,8 +148,7 @@ impl DistillRun {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
         super::run_files::remove_stale_temps(dir);
-        let cfg = halving_config(&plan, plan.from_steps);
-        let distiller = Distiller::new(gpu, teacher, cfg);
+        let distiller = first_distiller(gpu, teacher, &plan);
         let origin = Some(hash.clone());
         Ok(Self::wrap(
             plan,
@@ -208,7 +223,9 @@ impl DistillRun {
         let bytes = std::fs::read(&teacher_path)
             .map_err(|e| unreadable_teacher(&teacher_path, &state, e))?;
         let hash = sha256_hex(&bytes);
-        let first_halving = state.teacher_steps == plan.from_steps;
+        // Whether the original teacher teaches now (stage 1 of a guided run, else the first
+        // halving).
+        let first_halving = state.original_teaches();
         if first_halving {
             if let Some(want) = &state.teacher_sha256 {
                 if hash != *want {
@@ -232,17 +249,23 @@ impl DistillRun {
         }
         let (teacher, meta) = super::model_file::load_model_bytes(gpu, &teacher_path, &bytes)?;
         check_shape(&teacher, &data)?;
-        let layout = nn::Layout::new(&teacher.net.config)?;
         let err = |e: String| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display());
+        let mut arch = teacher.net.config.clone();
+        let cfg = if state.guidance_stage {
+            arch.guidance = plan.guided.map(|g| g.range());
+            guidance_config(&plan)
+        } else {
+            halving_config(&plan, state.teacher_steps)
+        };
+        let layout = nn::Layout::new(&arch)?;
         let part = |prefix: &str| -> Result<Vec<crate::tensor::Tensor>> {
             let found = nn::check_tensors(&layout.specs, prefix, |n| file.get(n)).map_err(err)?;
             Ok(nn::upload_tensors(gpu, &found))
         };
         let student = Denoiser {
-            net: UNet::from_params(teacher.net.config.clone(), part("param.")?)?,
+            net: UNet::from_params(arch, part("param.")?)?,
             param: teacher.param,
         };
-        let cfg = halving_config(&plan, state.teacher_steps);
         let mut d = Distiller::with_student(gpu, teacher, student, cfg, state.update);
         d.opt.m = part("adam_m.")?;
         d.opt.v = part("adam_v.")?;
@@ -252,7 +275,11 @@ impl DistillRun {
         }
         truncate_metrics(
             &dir.join(METRICS_FILE),
-            state.teacher_steps / 2,
+            if state.guidance_stage {
+                0
+            } else {
+                state.teacher_steps / 2
+            },
             state.update,
         )?;
         super::run_files::remove_stale_temps(dir);
@@ -269,11 +296,35 @@ impl DistillRun {
     pub fn wall_seconds(&self) -> f64 {
         self.wall_before + self.started.elapsed().as_secs_f64()
     }
+    /// The step count of the student being trained (in stage 1 of a guided run: the first
+    /// halving's).
     pub fn student_steps(&self) -> usize {
         self.distiller.cfg.student_steps()
     }
+    /// Whether stage 1 of guided distillation is in progress.
+    pub fn in_guidance_stage(&self) -> bool {
+        self.distiller.cfg.guidance_stage
+    }
+    /// The student's step count, 0 in stage 1 (what metrics lines and costs record).
+    pub fn phase(&self) -> usize {
+        if self.in_guidance_stage() {
+            0
+        } else {
+            self.student_steps()
+        }
+    }
     pub fn is_done(&self) -> bool {
-        self.distiller.is_done() && self.student_steps() <= self.plan.to_steps
+        self.distiller.is_done()
+            && !self.in_guidance_stage()
+            && self.student_steps() <= self.plan.to_steps
+    }
+    /// Updates finished before the stage or halving in progress.
+    pub fn updates_before(&self) -> u64 {
+        if self.in_guidance_stage() {
+            0
+        } else {
+            self.plan.updates_before(self.student_steps())
+        }
     }
 
     /// One update (or, at the end of a halving, writing the student and starting the next).
@@ -313,7 +364,7 @@ impl DistillRun {
         let images = u.saturating_sub(self.window.1) * self.plan.batch as u64;
         self.window = (Instant::now(), u);
         let line = DistillLine {
-            student_steps: self.student_steps(),
+            student_steps: self.phase(),
             update: u,
             loss,
             lr: self.distiller.cfg.lr_at(u.saturating_sub(1)),
@@ -343,6 +394,7 @@ impl DistillRun {
             plan: self.plan.clone(),
             teacher_sha256: self.origin_hash.clone(),
             teacher_steps: d.cfg.teacher_steps,
+            guidance_stage: d.cfg.guidance_stage,
             update: d.update,
             wall_seconds: self.wall_seconds(),
         };
@@ -355,25 +407,25 @@ impl DistillRun {
     /// Writes the finished student (its EMA, with `--ema`), then makes it the next halving's
     /// teacher.
     fn finish_halving(&mut self) -> Result<()> {
-        let steps = self.student_steps();
+        let phase = self.phase();
         let d = &self.distiller;
         let weights = pollster::block_on(nn::read_tensors(
             &d.student.net.layout.specs,
             d.result_params(),
             "",
         ))?;
-        let meta = student_meta(&self.teacher_meta, &self.teacher_hash, &self.plan, steps);
-        let path = self.dir.join(model_file_name(steps));
+        let (name, meta, next) = finished(d, &self.teacher_meta, &self.teacher_hash, &self.plan);
+        let path = self.dir.join(name);
         save_model(&path, &meta, &weights, StoreAs::F32)?;
         self.costs.push(HalvingCost {
-            student_steps: steps,
+            student_steps: phase,
             updates: d.cfg.updates,
             seconds: self.halving_start.elapsed().as_secs_f64(),
         });
-        if steps <= self.plan.to_steps {
+        let Some(steps) = next else {
             let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
             return Ok(());
-        }
+        };
         // The next halving: this student is the teacher; a fresh student and optimizer.
         let gpu = self.distiller.gpu().clone();
         let (teacher, meta, hash) = load_teacher(&gpu, &path)?;
@@ -389,7 +441,10 @@ impl DistillRun {
 /// The teacher of the halving in progress: the original (moved to `teacher`, when given), or
 /// the previous student in `dir`.
 fn halving_teacher(dir: &Path, state: &State, teacher: Option<&Path>) -> PathBuf {
-    if state.teacher_steps == state.plan.from_steps {
+    let original = state.original_teaches();
+    if state.plan.guided.is_some() && !original && state.teacher_steps == state.plan.from_steps {
+        dir.join(GUIDED_FILE)
+    } else if original {
         teacher.map_or_else(|| state.plan.teacher.clone(), Path::to_path_buf)
     } else {
         dir.join(model_file_name(state.teacher_steps))
@@ -397,7 +452,7 @@ fn halving_teacher(dir: &Path, state: &State, teacher: Option<&Path>) -> PathBuf
 }
 
 fn unreadable_teacher(path: &Path, state: &State, e: std::io::Error) -> anyhow::Error {
-    if state.teacher_steps == state.plan.from_steps {
+    if state.original_teaches() {
         anyhow::anyhow!(
             "cannot read the teacher {}: {e}; if it has moved, pass --teacher FILE with --resume",
             path.display()

@@ -19,17 +19,18 @@ use super::schedule::alpha_sigma;
 use super::trainer::step_rng;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
-use crate::nn::UNet;
+use crate::nn::{NetCond, UNet};
 use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
-/// Anything that gives x_hat(z, t) without gradients: a model, or a stand-in in tests.
+/// Anything that gives x_hat(z, t) for classes and guidance weights `cond` without gradients:
+/// a model (classifier-free guided when w != 0, [`Denoiser::guided`]), or a stand-in in tests.
 pub trait Teacher {
-    fn x_hat(&self, z: &Tensor, t: &[f64]) -> Tensor;
+    fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor;
 }
 
 impl Teacher for Denoiser {
-    fn x_hat(&self, z: &Tensor, t: &[f64]) -> Tensor {
-        self.predict(z, t)
+    fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
+        self.guided(z, t, cond)
     }
 }
 
@@ -60,14 +61,15 @@ pub fn distill_target(
     teacher: &dyn Teacher,
     z_t: &Tensor,
     t: &[f64],
+    cond: &NetCond,
     student_steps: usize,
 ) -> Tensor {
     let gpu = z_t.gpu();
     let (t1, t2): (Vec<f64>, Vec<f64>) =
         t.iter().map(|&ti| substep_times(ti, student_steps)).unzip();
-    let x1 = teacher.x_hat(z_t, t);
+    let x1 = teacher.x_hat(z_t, t, cond);
     let z1 = ddim_step(z_t, &x1, t, &t1);
-    let x2 = teacher.x_hat(&z1, &t1);
+    let x2 = teacher.x_hat(&z1, &t1, cond);
     let z2 = ddim_step(&z1, &x2, &t1, &t2);
     let (a, b): (Vec<f64>, Vec<f64>) = t
         .iter()
@@ -93,6 +95,11 @@ pub struct DistillConfig {
     /// result); early on min(decay, (1 + n) / (10 + n)) after n updates, as in training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f32>,
+    /// Stage 1 of guided distillation (Meng et al.): no halving; the w-conditioned student
+    /// learns the guided teacher's x_hat_w at continuous t in [0, 1] (`teacher_steps` is then
+    /// the step count the stage-1 model is first halved from).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guidance_stage: bool,
 }
 
 impl DistillConfig {
@@ -111,6 +118,52 @@ impl DistillConfig {
 
 /// Noise streams of distillation, apart from the teacher training's.
 const DISTILL_STREAMS: u64 = 1 << 48;
+/// Streams of guided distillation's stage 1, apart from every halving's.
+const GUIDANCE_STAGE_STREAMS: u64 = 1 << 47;
+
+/// The labels of the data set images `indices` (`None` for every one when the model is
+/// unconditional). The caller checked that a conditional model's data has labels in range.
+pub fn batch_labels(data: &Dataset, indices: &[usize], classes: usize) -> Vec<Option<u32>> {
+    if classes == 0 {
+        return Vec::new();
+    }
+    let labels = data
+        .labels
+        .as_ref()
+        .expect("a class-conditional model's data set has labels (checked when the run opened)");
+    indices.iter().map(|&i| Some(labels[i] as u32)).collect()
+}
+
+/// A w-conditioned student for stage 1 of guided distillation: the teacher's weights, plus the
+/// guidance embedding's fresh ones (its last layer zero, so it starts as the teacher's
+/// conditional model for every w).
+pub fn guidance_student(
+    gpu: &Gpu,
+    teacher: &Denoiser,
+    range: crate::nn::GuidanceRange,
+    seed: u64,
+) -> Denoiser {
+    let mut arch = teacher.net.config.clone();
+    arch.guidance = Some(range);
+    let fresh = UNet::new(gpu, arch.clone(), seed ^ 0x6775_6964_6564).expect("teacher's config");
+    let t = &teacher.net;
+    let params = fresh
+        .layout
+        .specs
+        .iter()
+        .zip(fresh.params)
+        .map(|(spec, p)| {
+            match t.layout.specs.iter().position(|s| s.name == spec.name) {
+                Some(i) => t.params[i].deep_clone(),
+                None => p,
+            }
+        })
+        .collect();
+    Denoiser {
+        net: UNet::from_params(arch, params).expect("teacher's config"),
+        param: teacher.param,
+    }
+}
 
 pub struct Distiller {
     pub cfg: DistillConfig,
@@ -132,11 +185,29 @@ impl Distiller {
             cfg.teacher_steps >= 2 && cfg.teacher_steps.is_power_of_two(),
             "the teacher's step count must be a power of 2, at least 2"
         );
+        assert!(
+            !cfg.guidance_stage,
+            "stage 1 of guided distillation starts with Distiller::guidance_stage"
+        );
         let params: Vec<Tensor> = teacher.net.params.iter().map(|p| p.deep_clone()).collect();
         let student = Denoiser {
             net: UNet::from_params(teacher.net.config.clone(), params).expect("teacher's config"),
             param: teacher.param,
         };
+        Self::with_student(gpu, teacher, student, cfg, 0)
+    }
+
+    /// Stage 1 of guided distillation: a w-conditioned student of the class-conditional
+    /// `teacher`, for w in `range`.
+    pub fn guidance_stage(
+        gpu: &Gpu,
+        teacher: Denoiser,
+        range: crate::nn::GuidanceRange,
+        cfg: DistillConfig,
+    ) -> Distiller {
+        assert!(cfg.guidance_stage, "a stage-1 configuration");
+        assert!(teacher.is_conditional() && !teacher.takes_guidance());
+        let student = guidance_student(gpu, &teacher, range, cfg.seed);
         Self::with_student(gpu, teacher, student, cfg, 0)
     }
 
@@ -180,24 +251,53 @@ impl Distiller {
         let [c, h, w] = self.student.image_shape();
         let b = self.cfg.batch;
         let n_student = self.cfg.student_steps();
-        let stream = DISTILL_STREAMS + ((self.cfg.teacher_steps as u64) << 32) + self.update;
-        self.batcher.fill(data, self.update, &mut self.host);
+        let stage1 = self.cfg.guidance_stage;
+        let base = if stage1 {
+            GUIDANCE_STAGE_STREAMS
+        } else {
+            DISTILL_STREAMS
+        };
+        let stream = base + ((self.cfg.teacher_steps as u64) << 32) + self.update;
+        let indices = self.batcher.fill(data, self.update, &mut self.host);
         let x = Tensor::from_slice(&gpu, &[b, c, h, w], &self.host);
         let mut rng = step_rng(self.cfg.seed, stream, 2);
-        let t: Vec<f64> = (0..b)
-            .map(|_| rng.random_range(1..=n_student) as f64 / n_student as f64)
-            .collect();
+        let t: Vec<f64> = if stage1 {
+            (0..b).map(|_| rng.random::<f64>()).collect()
+        } else {
+            (0..b)
+                .map(|_| rng.random_range(1..=n_student) as f64 / n_student as f64)
+                .collect()
+        };
+        // Classes from the data; w ~ U[w_min, w_max] per sample for a w-conditioned student
+        // (its own draws, so an unguided halving's draws are what they always were).
+        let cond = NetCond {
+            labels: batch_labels(data, &indices, self.student.net.config.classes),
+            w: match self.student.net.config.guidance {
+                Some(g) => {
+                    let mut wr = step_rng(self.cfg.seed, stream, 4);
+                    (0..b)
+                        .map(|_| g.w_min + (g.w_max - g.w_min) * wr.random::<f32>())
+                        .collect()
+                }
+                None => Vec::new(),
+            },
+        };
         let (alpha, sigma): (Vec<f64>, Vec<f64>) = t.iter().map(|&ti| alpha_sigma(ti)).unzip();
         let eps = Tensor::randn(&gpu, &[b, c, h, w], self.cfg.seed, stream);
         let z = x.per_sample_axpby(
             &per_sample(&gpu, &alpha),
             Some((&eps, &per_sample(&gpu, &sigma))),
         );
-        let target = distill_target(&self.teacher, &z, &t, n_student);
+        let target = if stage1 {
+            // Stage 1's target: the guided teacher's x_hat_w, two evaluations of the teacher.
+            self.teacher.guided(&z, &t, &cond)
+        } else {
+            distill_target(&self.teacher, &z, &t, &cond, n_student)
+        };
         let weight: Vec<f64> = t.iter().map(|&ti| Weighting::SnrTrunc.weight(ti)).collect();
         let tape = Tape::new();
         let p = self.student.net.vars(&tape, true);
-        let x_hat = self.student.x_hat(&tape, &p, &z, &t, None);
+        let x_hat = self.student.x_hat(&tape, &p, &z, &t, &cond, None);
         let loss = tape.mean_all(&tape.weighted_mse(&x_hat, &target, &per_sample(&gpu, &weight)));
         let (grads, _) = tape.backward(&loss, None);
         let params = &self.student.net.params;

@@ -6,6 +6,7 @@ pub mod distill_plan;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod distill_run;
 pub mod distiller;
+pub mod guidance;
 pub mod model;
 pub mod model_file;
 pub mod parameterization;

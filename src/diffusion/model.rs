@@ -2,7 +2,7 @@
 //! the GPU.
 
 use super::parameterization::Parameterization;
-use crate::nn::{DropoutNoise, UNet};
+use crate::nn::{DropoutNoise, NetCond, UNet};
 use crate::tensor::{Tape, Tensor, Var};
 
 pub struct Denoiser {
@@ -23,18 +23,19 @@ impl Denoiser {
         [c.in_channels, c.height, c.width]
     }
 
-    /// x_hat(z, t) on the tape, with the parameters `p` (tape params when training the model,
-    /// constants otherwise). `t` holds one time per sample.
+    /// x_hat(z, t, cond) of one network evaluation on the tape, with the parameters `p` (tape
+    /// params when training the model, constants otherwise). `t` holds one time per sample.
     pub fn x_hat(
         &self,
         tape: &Tape,
         p: &[Var],
         z: &Tensor,
         t: &[f64],
+        cond: &NetCond,
         dropout: Option<DropoutNoise>,
     ) -> Var {
         let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
-        let out = self.net.forward(tape, p, z, &tf, dropout);
+        let out = self.net.forward(tape, p, z, &tf, cond, dropout);
         self.combine(tape, &out, z, t)
     }
 
@@ -64,10 +65,50 @@ impl Denoiser {
         x
     }
 
-    /// x_hat without gradients (sampling, teachers).
+    /// x_hat without gradients and without a class (sampling, teachers).
     pub fn predict(&self, z: &Tensor, t: &[f64]) -> Tensor {
+        self.predict_cond(z, t, &NetCond::NONE)
+    }
+
+    /// One network evaluation's x_hat without gradients, conditioned on `cond` as given.
+    pub fn predict_cond(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
         let tape = Tape::new();
         let p = self.net.vars(&tape, false);
-        self.x_hat(&tape, &p, z, t, None).value
+        self.x_hat(&tape, &p, z, t, cond, None).value
+    }
+
+    /// Whether the network takes classes.
+    pub fn is_conditional(&self) -> bool {
+        self.net.config.classes > 0
+    }
+
+    /// Whether the network takes the guidance weight w as an input (a guided-distillation
+    /// student): then guidance costs one evaluation instead of two.
+    pub fn takes_guidance(&self) -> bool {
+        self.net.config.guidance.is_some()
+    }
+
+    /// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none), per sample
+    /// (labels and w in `cond`), combined in x space; a w-conditioned student gives it in one
+    /// evaluation. Every parameterization's x_hat is cz z + c0 head0 (+ c1 head1) with
+    /// coefficients that depend on t only, and (1 + w) - w = 1, so combining x_hat equals
+    /// combining the raw outputs (v, eps, or both heads) before forming x_hat: one formula
+    /// serves all four. Without classes or with every w = 0 it is one plain evaluation.
+    pub fn guided(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
+        if self.takes_guidance() || cond.w.iter().all(|&w| w == 0.0) {
+            return self.predict_cond(z, t, cond);
+        }
+        let n = z.shape()[0];
+        let plain = NetCond {
+            labels: cond.labels.clone(),
+            w: Vec::new(),
+        };
+        let x_c = self.predict_cond(z, t, &plain);
+        let x_u = self.predict_cond(z, t, &NetCond::NONE);
+        let w: Vec<f64> = (0..n).map(|i| cond.w[i] as f64).collect();
+        let gpu = z.gpu();
+        let a: Vec<f64> = w.iter().map(|&w| 1.0 + w).collect();
+        let b: Vec<f64> = w.iter().map(|&w| -w).collect();
+        x_c.per_sample_axpby(&per_sample(gpu, &a), Some((&x_u, &per_sample(gpu, &b))))
     }
 }

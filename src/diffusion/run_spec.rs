@@ -41,6 +41,11 @@ pub struct TrainSpec {
     pub dropout: Option<f32>,
     /// Image size for images:DIR.
     pub image_size: Option<usize>,
+    /// Class conditioning: None: unconditional; Some(0): as many classes as the data has;
+    /// Some(n): n classes.
+    pub classes: Option<usize>,
+    /// Label dropout (classifier-free guidance); None: 0.1 with classes.
+    pub uncond_prob: Option<f32>,
     pub seed: u64,
     pub resume: bool,
     pub checkpoint_every: u64,
@@ -66,6 +71,8 @@ impl Default for TrainSpec {
             grad_clip: super::trainer::DEFAULT_GRAD_CLIP,
             dropout: None,
             image_size: None,
+            classes: None,
+            uncond_prob: None,
             seed: 0,
             resume: false,
             checkpoint_every: 500,
@@ -107,6 +114,20 @@ impl TrainSpec {
             "--grad-clip {} is not usable: give a norm >= 0 (0 disables clipping)",
             self.grad_clip
         );
+        if let Some(p) = self.uncond_prob {
+            anyhow::ensure!(
+                p.is_finite() && (0.0..1.0).contains(&p),
+                "--uncond-prob {p} is out of range: give a probability in [0, 1) such as 0.1"
+            );
+            anyhow::ensure!(
+                self.classes.is_some() || self.resume,
+                "--uncond-prob drops class labels, but the model is unconditional: add --classes"
+            );
+        }
+        if let Some(n) = self.classes {
+            let max = crate::nn::config::limits::CLASSES.1;
+            anyhow::ensure!(n <= max, "--classes {n}: fewstep conditions on at most {max} classes");
+        }
         let max = super::sampler::MAX_STEPS;
         anyhow::ensure!(
             (1..=max).contains(&self.sample_steps),
@@ -159,8 +180,13 @@ impl TrainSpec {
         )?;
         if let Some(d) = self.dropout {
             arch.dropout = d;
-            arch.validate()?;
         }
+        if let Some(n) = self.classes {
+            let (classes, names) = classes_of(&data, n, &self.data)?;
+            arch.classes = classes;
+            arch.class_names = names;
+        }
+        arch.validate()?;
         let train = TrainConfig {
             param: self.param,
             weighting: self.weighting,
@@ -171,6 +197,11 @@ impl TrainSpec {
             grad_clip: self.grad_clip,
             seed: self.seed,
             adam: AdamConfig::default(),
+            uncond_prob: if self.classes.is_some() {
+                self.uncond_prob.unwrap_or(DEFAULT_UNCOND_PROB)
+            } else {
+                0.0
+            },
         };
         let options = RunOptions {
             total_steps: self.steps,
@@ -234,6 +265,12 @@ pub struct DistillSpec {
     pub log_every: Option<u64>,
     /// Student EMA decay; None: no EMA.
     pub ema: Option<f32>,
+    /// Guided distillation (stage 1, then halvings with w as an input).
+    pub guided: bool,
+    /// Guided: the w range [min, max]; default [0, 4] (Meng et al.'s for ImageNet 64x64).
+    pub guidance_range: Option<[f32; 2]>,
+    /// Guided: updates of stage 1; default: as many as a halving's.
+    pub guidance_updates: Option<u64>,
 }
 
 impl DistillSpec {
@@ -265,6 +302,14 @@ impl DistillSpec {
                 .unwrap_or_else(|| teacher_data.to_string()),
             command,
             ema: self.ema,
+            guided: self.guided.then(|| {
+                let [w_min, w_max] = self.guidance_range.unwrap_or([0.0, 4.0]);
+                super::distill_plan::GuidedPlan {
+                    w_min,
+                    w_max,
+                    updates: self.guidance_updates.unwrap_or(updates),
+                }
+            }),
         }
     }
 
@@ -336,6 +381,23 @@ impl DistillSpec {
                 .filter(|g| *g != stored)
                 .map(|g| format!("{flag} {g} (the run started with {flag} {stored})"))
         }
+        if self.guided != stored.guided.is_some() && (self.guided || stored.guided.is_some()) {
+            anyhow::bail!(
+                "the run in {} was started {} --guided; resume it the same way",
+                self.out.display(),
+                if stored.guided.is_some() { "with" } else { "without" }
+            );
+        }
+        if let (Some(g), Some(given)) = (stored.guided, self.guidance_range) {
+            anyhow::ensure!(
+                given == [g.w_min, g.w_max],
+                "--guidance-range {},{} (the run started with --guidance-range {},{})",
+                given[0],
+                given[1],
+                g.w_min,
+                g.w_max
+            );
+        }
         let ema_given = self.ema.map(|e| e.to_string());
         let ema_stored = stored
             .ema
@@ -378,6 +440,31 @@ impl DistillSpec {
 }
 
 /// Loads the training split of a `--data` argument (`image_size` applies to images:DIR).
+/// The label-dropout probability `--classes` trains with unless told (Ho & Salimans: 0.1-0.2).
+pub const DEFAULT_UNCOND_PROB: f32 = 0.1;
+
+/// The class count (`asked`, or the data's when 0) and names a class-conditional model of
+/// `data` gets; refuses unlabelled data and a count below the labels' range.
+pub fn classes_of(data: &Dataset, asked: usize, spec: &str) -> Result<(usize, Vec<String>)> {
+    anyhow::ensure!(
+        data.labels.is_some(),
+        "--classes needs labelled data, and --data {spec} has no labels: use fashion-mnist,          mnist, cifar10:DIR, or images:DIR with one subfolder per class (the folder names become          the class names)"
+    );
+    let have = data.class_count();
+    let n = if asked == 0 { have } else { asked };
+    anyhow::ensure!(
+        n >= have,
+        "--classes {n} is fewer than the {have} classes of --data {spec} (its labels go up to {}):          give --classes {have} or more, or --classes alone",
+        have - 1
+    );
+    let names = if data.class_names.len() == n {
+        data.class_names.clone()
+    } else {
+        Vec::new()
+    };
+    Ok((n, names))
+}
+
 pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
     let parsed: DataSpec = spec.parse()?;
     let size = matches!(parsed, DataSpec::Images(_)).then_some(image_size);

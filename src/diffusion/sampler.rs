@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{per_sample, Denoiser};
 use super::schedule::{alpha_sigma, grid};
+use crate::nn::NetCond;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -94,6 +95,8 @@ pub struct Sampler {
     x_hat: Option<Tensor>,
     /// Where this sampler's images start in the noise streams (see [`Sampler::new_from`]).
     first_value: usize,
+    /// The class of each image and the guidance weight (empty: unconditional).
+    cond: NetCond,
 }
 
 impl Sampler {
@@ -124,7 +127,20 @@ impl Sampler {
             z,
             x_hat: None,
             first_value,
+            cond: NetCond::NONE,
         }
+    }
+
+    /// Samples the classes `cond.labels` (one per image) with classifier-free guidance weight
+    /// `cond.w` ([`Denoiser::guided`]).
+    pub fn with_cond(mut self, cond: NetCond) -> Sampler {
+        assert!(
+            cond.labels.is_empty() || cond.labels.len() == self.opts.count,
+            "one class per image"
+        );
+        assert!(cond.w.is_empty() || cond.w.len() == self.opts.count, "one w per image");
+        self.cond = cond;
+        self
     }
 
     pub fn steps_done(&self) -> usize {
@@ -152,7 +168,7 @@ impl Sampler {
         let (t, s) = (self.grid[self.done], self.grid[self.done + 1]);
         let n = self.opts.count;
         let gpu = model.net.gpu().clone();
-        let mut x = model.predict(&self.z, &vec![t; n]);
+        let mut x = model.guided(&self.z, &vec![t; n], &self.cond);
         if self.opts.clip {
             x = x.clamp(-1.0, 1.0);
         }
@@ -262,13 +278,24 @@ pub fn check_batch(model: &Denoiser, batch: usize, flag: &str) -> Result<(), Str
 pub fn sample_in_passes(
     model: &Denoiser,
     opts: SampleOptions,
+    cond: &NetCond,
     per_pass: usize,
 ) -> Result<Vec<f32>, crate::gpu::GpuError> {
     assert!(per_pass >= 4 && per_pass.is_multiple_of(4));
     let mut out = Vec::new();
+    let part = |v: &[f32], a: usize, b: usize| if v.is_empty() { Vec::new() } else { v[a..b].to_vec() };
     for first in (0..opts.count).step_by(per_pass) {
         let count = per_pass.min(opts.count - first);
-        let s = Sampler::new_from(model, SampleOptions { count, ..opts }, first);
+        let end = first + count;
+        let c = NetCond {
+            labels: if cond.labels.is_empty() {
+                Vec::new()
+            } else {
+                cond.labels[first..end].to_vec()
+            },
+            w: part(&cond.w, first, end),
+        };
+        let s = Sampler::new_from(model, SampleOptions { count, ..opts }, first).with_cond(c);
         out.extend(s.run(model).to_vec_blocking()?);
     }
     Ok(out)

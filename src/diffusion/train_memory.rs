@@ -58,6 +58,7 @@ impl MemoryTrain {
             grad_clip: DEFAULT_GRAD_CLIP,
             seed: plan.seed,
             adam: AdamConfig::default(),
+            uncond_prob: 0.0,
         };
         let trainer = Trainer::new(gpu, arch, cfg)?;
         Ok(MemoryTrain {

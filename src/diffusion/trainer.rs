@@ -14,7 +14,7 @@ use super::parameterization::{Parameterization, Weighting};
 use super::schedule::alpha_sigma;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
-use crate::nn::{self, DropoutNoise, HostTensor, UNet, UNetConfig};
+use crate::nn::{self, DropoutNoise, HostTensor, NetCond, UNet, UNetConfig};
 use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,14 @@ pub struct TrainConfig {
     pub grad_clip: f32,
     pub seed: u64,
     pub adam: AdamConfig,
+    /// Label dropout for classifier-free guidance: each sample's class is replaced by "no class"
+    /// with this probability (Ho & Salimans used 0.1-0.2); ignored by unconditional models.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uncond_prob: f32,
+}
+
+fn is_zero(p: &f32) -> bool {
+    *p == 0.0
 }
 
 impl TrainConfig {
@@ -127,8 +135,23 @@ impl Trainer {
             "data shape differs from the model's"
         );
         let b = self.cfg.batch;
-        self.batcher.fill(data, self.step, &mut self.host);
+        let indices = self.batcher.fill(data, self.step, &mut self.host);
         let x = Tensor::from_slice(&gpu, &[b, c, h, w], &self.host);
+        let classes = self.model.net.config.classes;
+        let mut labels = super::distiller::batch_labels(data, &indices, classes);
+        if !labels.is_empty() && self.cfg.uncond_prob > 0.0 {
+            // Its own per-step generator: t and eps draws are what they are without dropout.
+            let mut drop = step_rng(self.cfg.seed, self.step, 3);
+            for l in &mut labels {
+                if drop.random::<f32>() < self.cfg.uncond_prob {
+                    *l = None;
+                }
+            }
+        }
+        let cond = NetCond {
+            labels,
+            w: Vec::new(),
+        };
         let mut rng = step_rng(self.cfg.seed, self.step, 1);
         let t: Vec<f64> = (0..b).map(|_| rng.random::<f64>()).collect();
         let (alpha, sigma): (Vec<f64>, Vec<f64>) = t.iter().map(|&ti| alpha_sigma(ti)).unzip();
@@ -144,7 +167,7 @@ impl Trainer {
             seed: self.cfg.seed,
             stream: DROPOUT_STREAMS + self.step * 1024,
         };
-        let x_hat = self.model.x_hat(&tape, &p, &z, &t, Some(dropout));
+        let x_hat = self.model.x_hat(&tape, &p, &z, &t, &cond, Some(dropout));
         let per = tape.weighted_mse(&x_hat, &x, &per_sample(&gpu, &weight));
         let loss = tape.mean_all(&per);
         let (grads, _) = tape.backward(&loss, None);

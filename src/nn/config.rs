@@ -21,6 +21,28 @@ pub struct UNetConfig {
     pub height: usize,
     pub width: usize,
     pub dropout: f32,
+    /// Classes the model is conditioned on (a learned embedding per class plus one "no class"
+    /// entry, added to the time embedding); 0: unconditional. Absent in unconditional files.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub classes: usize,
+    /// The classes' names, in label order (empty: shown by number).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
+    /// A w-conditioned student of guided distillation: the guidance weight w is an input,
+    /// embedded like t and added to the time embedding. The range is what it was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<GuidanceRange>,
+}
+
+/// The guidance weights a w-conditioned model was distilled for (Meng et al.: w ~ U[w_min, w_max]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuidanceRange {
+    pub w_min: f32,
+    pub w_max: f32,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// The presets by name, for `--preset` and the help text.
@@ -63,6 +85,12 @@ pub enum ConfigError {
          the model description is damaged or was not written by fewstep"
     )]
     TooManyParams { params: u64, max: u64 },
+    #[error("class name `{0}` is empty or longer than 200 bytes; the model description is damaged")]
+    ClassName(String),
+    #[error("guidance range [{0}, {1}] is not 0 <= w_min <= w_max <= 100; the model description is damaged")]
+    Guidance(f32, f32),
+    #[error("the description says the model takes a guidance weight but has no classes; guidance needs a class-conditional model")]
+    GuidanceWithoutClasses,
 }
 
 /// Bounds on every size field of [`UNetConfig`], checked before anything is allocated from
@@ -77,6 +105,12 @@ pub mod limits {
     pub const IN_CHANNELS: (usize, usize) = (1, 16);
     pub const OUT_CHANNELS: (usize, usize) = (1, 64);
     pub const SIDE: (usize, usize) = (1, 4096);
+    /// Labels are bytes: at most 256 classes (0: unconditional).
+    pub const CLASSES: (usize, usize) = (0, 256);
+    /// A class name's length in bytes.
+    pub const CLASS_NAME: usize = 200;
+    /// The largest guidance weight a model may be distilled for.
+    pub const GUIDANCE: f32 = 100.0;
     /// 2^30 parameters (4 GiB of f32); the `cifar` preset has about 36M.
     pub const PARAMS: u64 = 1 << 30;
 }
@@ -110,6 +144,9 @@ impl UNetConfig {
             height,
             width,
             dropout,
+            classes: 0,
+            class_names: Vec::new(),
+            guidance: None,
         };
         c.validate()?;
         Ok(c)
@@ -151,6 +188,21 @@ impl UNetConfig {
         check("out_channels", self.out_channels, OUT_CHANNELS)?;
         check("height", self.height, SIDE)?;
         check("width", self.width, SIDE)?;
+        check("classes", self.classes, CLASSES)?;
+        if !self.class_names.is_empty() {
+            check("class_names (its length)", self.class_names.len(), (self.classes, self.classes))?;
+        }
+        if let Some(n) = self.class_names.iter().find(|n| n.len() > CLASS_NAME || n.is_empty()) {
+            return Err(ConfigError::ClassName(n.chars().take(40).collect()));
+        }
+        if let Some(g) = self.guidance {
+            if !(g.w_min.is_finite() && g.w_max.is_finite() && 0.0 <= g.w_min && g.w_min <= g.w_max && g.w_max <= GUIDANCE) {
+                return Err(ConfigError::Guidance(g.w_min, g.w_max));
+            }
+            if self.classes == 0 {
+                return Err(ConfigError::GuidanceWithoutClasses);
+            }
+        }
         Ok(())
     }
 

@@ -93,6 +93,13 @@ pub struct Layout {
     pub specs: Vec<ParamSpec>,
     conv_in: ConvP,
     temb: [DenseP; 2],
+    /// The class embedding: a dense layer on a one-hot of classes + 1 entries (the last one is
+    /// "no class"), so the lookup and its gradient are the GEMMs every layer already uses.
+    class_emb: Option<DenseP>,
+    /// The guidance weight's embedding (w-conditioned students): like the time embedding's
+    /// two layers, the second zero-initialised so a student made from its teacher starts equal
+    /// to the teacher's conditional model.
+    wemb: Option<[DenseP; 2]>,
     down: Vec<Level>,
     mid: (ResP, AttnP, ResP),
     up: Vec<Level>,
@@ -139,6 +146,9 @@ impl Builder {
             fan_in: fin,
             fan_out: fout,
         };
+        self.dense_init(name, fin, fout, init)
+    }
+    fn dense_init(&mut self, name: &str, fin: usize, fout: usize, init: Init) -> DenseP {
         DenseP {
             w: self.param(format!("{name}.w"), vec![fout, fin], init),
             b: self.param(format!("{name}.b"), vec![fout], Init::Zeros),
@@ -189,6 +199,13 @@ impl Layout {
             b.dense("temb.0", c.ch, 4 * c.ch),
             b.dense("temb.1", 4 * c.ch, 4 * c.ch),
         ];
+        let class_emb = (c.classes > 0).then(|| b.dense("class_emb", c.classes + 1, 4 * c.ch));
+        let wemb = c.guidance.map(|_| {
+            [
+                b.dense("wemb.0", c.ch, 4 * c.ch),
+                b.dense_init("wemb.1", 4 * c.ch, 4 * c.ch, Init::Zeros),
+            ]
+        });
         let conv_in = b.conv("conv_in", c.in_channels, c.ch, 3, 1, false);
         // Widths of the activations the down path keeps for the up path's skips.
         let mut skips = vec![c.ch];
@@ -262,6 +279,8 @@ impl Layout {
             specs: b.specs,
             conv_in,
             temb,
+            class_emb,
+            wemb,
             down,
             mid,
             up,
@@ -281,6 +300,51 @@ impl Layout {
 pub struct DropoutNoise {
     pub seed: u64,
     pub stream: u64,
+}
+
+/// What the network is conditioned on besides t, one entry per sample.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetCond {
+    /// The class of each sample (`None`: "no class"); empty: every sample "no class".
+    pub labels: Vec<Option<u32>>,
+    /// The guidance weight of each sample, for a w-conditioned model; empty: 0 for all.
+    pub w: Vec<f32>,
+}
+
+impl NetCond {
+    /// No class and no guidance: what an unconditional model always sees.
+    pub const NONE: NetCond = NetCond {
+        labels: Vec::new(),
+        w: Vec::new(),
+    };
+
+    /// Every sample of class `label` (or none) with guidance weight `w`.
+    pub fn uniform(n: usize, label: Option<u32>, w: f32) -> NetCond {
+        NetCond {
+            labels: vec![label; n],
+            w: vec![w; n],
+        }
+    }
+}
+
+/// The one-hot rows [n, classes + 1] of `labels` (the last column is "no class").
+pub fn one_hot(labels: &[Option<u32>], n: usize, classes: usize) -> Vec<f32> {
+    let k = classes + 1;
+    let mut out = vec![0.0f32; n * k];
+    for s in 0..n {
+        let col = match labels.get(s).copied().flatten() {
+            Some(l) => {
+                assert!(
+                    (l as usize) < classes,
+                    "label {l} is not one of the model's {classes} classes"
+                );
+                l as usize
+            }
+            None => classes,
+        };
+        out[s * k + col] = 1.0;
+    }
+    out
 }
 
 /// The network: configuration, layout and the parameter tensors (in layout order).
@@ -333,18 +397,33 @@ impl UNet {
         super::param_vars(tape, &self.params, train)
     }
 
-    /// Runs the network on z [N, C, H, W] at per-sample times t (N values in [0, 1]).
+    /// Runs the network on z [N, C, H, W] at per-sample times t (N values in [0, 1]),
+    /// conditioned on `cond` (classes and guidance weights; ignored parts must be empty).
     pub fn forward(
         &self,
         tape: &Tape,
         p: &[Var],
         z: &Tensor,
         t: &[f32],
+        cond: &NetCond,
         dropout: Option<DropoutNoise>,
     ) -> Var {
         let c = &self.config;
         let n = z.shape()[0];
         assert_eq!(t.len(), n, "one time per sample");
+        assert!(
+            cond.labels.is_empty() || cond.labels.len() == n,
+            "one label per sample"
+        );
+        assert!(cond.w.is_empty() || cond.w.len() == n, "one w per sample");
+        assert!(
+            c.classes > 0 || cond.labels.iter().all(Option::is_none),
+            "an unconditional model was given classes"
+        );
+        assert!(
+            c.guidance.is_some() || cond.w.iter().all(|&w| w == 0.0),
+            "a model without a guidance input was given w"
+        );
         assert_eq!(
             &z.shape()[1..],
             &[c.in_channels, c.height, c.width],
@@ -360,7 +439,23 @@ impl UNet {
         };
         let emb = Tensor::from_slice(z.gpu(), &[n, c.ch], &time_embedding(t, c.ch));
         let emb = f.dense(&Var::constant(emb), l.temb[0]);
-        let emb = f.dense(&tape.silu(&emb), l.temb[1]);
+        let mut emb = f.dense(&tape.silu(&emb), l.temb[1]);
+        if let Some(ce) = l.class_emb {
+            let hot = one_hot(&cond.labels, n, c.classes);
+            let hot = Tensor::from_slice(z.gpu(), &[n, c.classes + 1], &hot);
+            emb = tape.add(&emb, &f.dense(&Var::constant(hot), ce));
+        }
+        if let Some(we) = l.wemb {
+            let w: Vec<f32> = if cond.w.is_empty() {
+                vec![0.0; n]
+            } else {
+                cond.w.clone()
+            };
+            // w embedded exactly like t (Meng et al.): the same sinusoids, its own two layers.
+            let e = Tensor::from_slice(z.gpu(), &[n, c.ch], &time_embedding(&w, c.ch));
+            let e = f.dense(&Var::constant(e), we[0]);
+            emb = tape.add(&emb, &f.dense(&tape.silu(&e), we[1]));
+        }
         let emb_act = tape.silu(&emb);
 
         let mut h = f.conv(&Var::constant(z.clone()), l.conv_in);

@@ -621,6 +621,7 @@ fn patterns_config() -> fewstep::diffusion::TrainConfig {
         grad_clip: 1.0,
         seed: 1,
         adam: fewstep::tensor::AdamConfig::default(),
+        uncond_prob: 0.0,
     }
 }
 
@@ -702,6 +703,7 @@ fn coop_training_distillation_and_sampling_track_f32() {
         seed: 4,
         adam: AdamConfig::default(),
         ema_decay: None,
+        guidance_stage: false,
     };
     let distill = |family| {
         assert_eq!(g.set_variant(family), family);

@@ -149,6 +149,7 @@ fn distilled_student_beats_plain_ddim_at_two_steps() {
             grad_clip: 1.0,
             seed: 3,
             adam: AdamConfig::default(),
+            uncond_prob: 0.0,
         },
     )
     .unwrap();
@@ -176,6 +177,7 @@ fn distilled_student_beats_plain_ddim_at_two_steps() {
             seed: 4,
             adam: AdamConfig::default(),
             ema_decay: None,
+            guidance_stage: false,
         };
         let mut d = Distiller::new(&g, current, cfg);
         let mut losses = vec![];
@@ -445,6 +447,7 @@ fn student_ema_at_test_scale() {
             grad_clip: 1.0,
             seed: 3,
             adam: AdamConfig::default(),
+            uncond_prob: 0.0,
         },
     )
     .unwrap();
@@ -492,6 +495,7 @@ fn student_ema_at_test_scale() {
                 seed: 4,
                 adam: AdamConfig::default(),
                 ema_decay: ema,
+                guidance_stage: false,
             };
             let mut d = Distiller::new(&g, current, cfg);
             while !d.is_done() {

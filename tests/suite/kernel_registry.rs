@@ -418,6 +418,7 @@ pub(crate) fn one_of_everything(g: &fewstep::gpu::Gpu) {
         grad_clip: 1.0,
         seed: 1,
         adam: AdamConfig::default(),
+        uncond_prob: 0.0,
     };
     let mut tr = Trainer::new(g, arch, cfg).unwrap();
     tr.step(&data);
@@ -435,6 +436,7 @@ pub(crate) fn one_of_everything(g: &fewstep::gpu::Gpu) {
             seed: 2,
             adam: AdamConfig::default(),
             ema_decay: None,
+            guidance_stage: false,
         },
     );
     d.step(&data);

@@ -154,6 +154,7 @@ fn pattern_config(batch: usize, seed: u64) -> TrainConfig {
         grad_clip: 1.0,
         seed,
         adam: AdamConfig::default(),
+        uncond_prob: 0.0,
     }
 }
 

@@ -25,6 +25,7 @@ impl Costs {
             grad_clip: 1.0,
             seed: s.seed,
             adam: AdamConfig::default(),
+            uncond_prob: 0.0,
         };
         let mut tr = Trainer::new(gpu, arch, cfg)?;
         let timed = |n: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
@@ -65,6 +66,7 @@ impl Costs {
                 seed: s.seed,
                 adam: AdamConfig::default(),
                 ema_decay: s.distill_ema,
+                guidance_stage: false,
             },
         );
         let distill_update = timed(2, &mut || {

@@ -1,0 +1,85 @@
+//! Asking a class-conditional model for a class: parsing a class by name or number, naming it,
+//! and checking a guidance weight against what the model can do. Shared by the command line and
+//! the app so both refuse the same things with the same words.
+
+use crate::nn::UNetConfig;
+
+/// The name shown for class `label` of a model: its stored name, else its number.
+pub fn class_name(arch: &UNetConfig, label: u32) -> String {
+    arch.class_names
+        .get(label as usize)
+        .cloned()
+        .unwrap_or_else(|| format!("class {label}"))
+}
+
+/// The classes of a model, listed for an error message.
+fn listed(arch: &UNetConfig) -> String {
+    if arch.class_names.is_empty() {
+        format!("0 to {}", arch.classes.saturating_sub(1))
+    } else {
+        arch.class_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{i} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A class given by number or by name (case-insensitive), checked against the model.
+pub fn parse_class(arch: &UNetConfig, given: &str) -> Result<u32, String> {
+    if arch.classes == 0 {
+        return Err(format!(
+            "--class {given}: this model is unconditional (trained without --classes), so it \
+             cannot be asked for a class; use a class-conditional model"
+        ));
+    }
+    let given_t = given.trim();
+    if let Ok(i) = given_t.parse::<u32>() {
+        if (i as usize) < arch.classes {
+            return Ok(i);
+        }
+        return Err(format!(
+            "--class {i} is out of range: this model has {} classes ({})",
+            arch.classes,
+            listed(arch)
+        ));
+    }
+    arch.class_names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(given_t))
+        .map(|i| i as u32)
+        .ok_or_else(|| {
+            format!(
+                "--class {given}: no class of this model has that name; its classes are {}",
+                listed(arch)
+            )
+        })
+}
+
+/// Checks a guidance weight for a model: refused for an unconditional model or a negative or
+/// non-finite w; for a w-conditioned student, a note when w lies outside the range it was
+/// distilled for (it still runs: the student extrapolates).
+pub fn check_guidance(arch: &UNetConfig, w: f64) -> Result<Option<String>, String> {
+    if !w.is_finite() || w < 0.0 {
+        return Err(format!(
+            "--guidance {w} is not usable: give a weight >= 0 (0: the conditional model alone; \
+             1 to 4 is typical)"
+        ));
+    }
+    if w > 0.0 && arch.classes == 0 {
+        return Err(format!(
+            "--guidance {w}: classifier-free guidance needs a class-conditional model trained \
+             with --classes; this one is unconditional"
+        ));
+    }
+    Ok(arch.guidance.and_then(|g| {
+        (w < g.w_min as f64 || w > g.w_max as f64).then(|| {
+            format!(
+                "note: this student was distilled for guidance {} to {}; w = {w} lies outside, \
+                 where it was never trained",
+                g.w_min, g.w_max
+            )
+        })
+    }))
+}
