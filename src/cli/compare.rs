@@ -112,7 +112,12 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 clip: true,
             };
             let start = Instant::now();
-            let x = crate::diffusion::sampler::sample_in_passes(m, opts, &crate::nn::NetCond::NONE, per_pass)?;
+            let x = crate::diffusion::sampler::sample_in_passes(
+                m,
+                opts,
+                &crate::nn::NetCond::NONE,
+                per_pass,
+            )?;
             let secs = start.elapsed().as_secs_f64();
             report.push(format!(
                 "{label:<14} {:>8.1} ms for {} images",

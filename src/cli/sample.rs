@@ -8,8 +8,8 @@ use clap::Args;
 
 use crate::diffusion::guidance::{check_guidance, class_name, parse_class};
 use crate::diffusion::{load_model, load_model_bytes, SampleOptions, Sampler, SamplerKind};
-use crate::nn::NetCond;
 use crate::image::{image_grid, labelled_rows, save_png};
+use crate::nn::NetCond;
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -59,7 +59,12 @@ pub struct SampleArgs {
     /// Classifier-free guidance weight w: x_hat = (1 + w) x_hat(class) - w x_hat(no class)
     /// (0: the conditional model alone; larger: more typical of the class, less varied). A
     /// guided-distillation student takes w as an input: one evaluation per step instead of two.
-    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "W",
+        allow_negative_numbers = true
+    )]
     guidance: f64,
 }
 
@@ -167,30 +172,31 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut images = Vec::with_capacity(total * per_image);
     // Every row (class) starts from the same noise, so rows differ only by what was asked for.
     for (row, &label) in rows.iter().enumerate() {
-    for first_image in (0..args.count).step_by(per_pass) {
-        let count = per_pass.min(args.count - first_image);
-        let cond = NetCond::uniform(count, label, args.guidance as f32);
-        let mut sampler =
-            Sampler::new_from(&model, SampleOptions { count, ..opts }, first_image).with_cond(cond);
-        // The trajectory follows the first images, all in the first pass of the first row.
-        let trace = args.trajectory.is_some() && first_image == 0 && row == 0;
-        if trace {
-            z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
-            x_cols.push(vec![0.0; shown * per_image]);
-        }
-        while !sampler.is_done() {
-            sampler.step(&model);
-            if trace && cols.contains(&sampler.steps_done()) {
+        for first_image in (0..args.count).step_by(per_pass) {
+            let count = per_pass.min(args.count - first_image);
+            let cond = NetCond::uniform(count, label, args.guidance as f32);
+            let mut sampler =
+                Sampler::new_from(&model, SampleOptions { count, ..opts }, first_image)
+                    .with_cond(cond);
+            // The trajectory follows the first images, all in the first pass of the first row.
+            let trace = args.trajectory.is_some() && first_image == 0 && row == 0;
+            if trace {
                 z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
-                let x = sampler
-                    .x_hat()
-                    .expect("a step was taken")
-                    .to_vec_blocking()?;
-                x_cols.push(first(&x, shown * per_image));
+                x_cols.push(vec![0.0; shown * per_image]);
             }
+            while !sampler.is_done() {
+                sampler.step(&model);
+                if trace && cols.contains(&sampler.steps_done()) {
+                    z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
+                    let x = sampler
+                        .x_hat()
+                        .expect("a step was taken")
+                        .to_vec_blocking()?;
+                    x_cols.push(first(&x, shown * per_image));
+                }
+            }
+            images.extend(sampler.z().to_vec_blocking()?);
         }
-        images.extend(sampler.z().to_vec_blocking()?);
-    }
     }
     let secs = start.elapsed().as_secs_f64();
     let img = if rows.len() > 1 {

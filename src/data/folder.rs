@@ -76,9 +76,12 @@ fn load_one(path: &Path, size: u32, out: &mut Vec<u8>) -> Result<(), DataError> 
     Ok(())
 }
 
+/// One class of a folder of class folders: its name and its image files.
+pub type ClassFolder = (String, Vec<PathBuf>);
+
 /// The class subfolders of `dir` (sorted by name) when `dir` holds no image files itself but
 /// folders that do: one class per subfolder, its name the class's name.
-pub fn class_folders(dir: &Path) -> Result<Option<Vec<(String, Vec<PathBuf>)>>, DataError> {
+pub fn class_folders(dir: &Path) -> Result<Option<Vec<ClassFolder>>, DataError> {
     if !dir.is_dir() {
         return Ok(None);
     }

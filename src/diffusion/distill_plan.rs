@@ -166,7 +166,12 @@ impl DistillPlan {
 
     /// Updates of every halving together (and of guided distillation's stage 1).
     pub fn total_updates(&self) -> u64 {
-        self.stage1_updates() + self.halvings().iter().map(|&s| self.updates_for(s)).sum::<u64>()
+        self.stage1_updates()
+            + self
+                .halvings()
+                .iter()
+                .map(|&s| self.updates_for(s))
+                .sum::<u64>()
     }
 
     /// Updates of guided distillation's stage 1 (0 without `--guided`).

@@ -16,7 +16,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::distill_plan::{check_shape, finished, first_distiller, guidance_config, halving_config};
+use super::distill_plan::{
+    check_shape, finished, first_distiller, guidance_config, halving_config,
+};
 pub use super::distill_plan::{model_file_name, DistillPlan, GUIDED_FILE};
 use super::distiller::Distiller;
 use super::model::Denoiser;

@@ -22,16 +22,48 @@ use crate::gpu::{Gpu, GpuError};
 use crate::nn::{NetCond, UNet};
 use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
-/// Anything that gives x_hat(z, t) for classes and guidance weights `cond` without gradients:
-/// a model (classifier-free guided when w != 0, [`Denoiser::guided`]), or a stand-in in tests.
+/// Anything that gives one evaluation's x_hat(z, t, cond) without gradients: a model, or a
+/// stand-in in tests. Guidance is formed on top of it by [`guided_x_hat`].
 pub trait Teacher {
+    /// One evaluation for the classes in `cond` (and its w, when [`takes_guidance`]).
+    ///
+    /// [`takes_guidance`]: Teacher::takes_guidance
     fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor;
+    /// Whether w is an input (a guided-distillation student): guidance in one evaluation.
+    fn takes_guidance(&self) -> bool {
+        false
+    }
 }
 
 impl Teacher for Denoiser {
     fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
-        self.guided(z, t, cond)
+        self.predict_cond(z, t, cond)
     }
+    fn takes_guidance(&self) -> bool {
+        Denoiser::takes_guidance(self)
+    }
+}
+
+/// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none), per sample
+/// (labels and w in `cond`), combined in x space; a teacher that takes w gives it in one
+/// evaluation. Every parameterization's x_hat is cz z + c0 head0 (+ c1 head1) with
+/// coefficients that depend on t only, and (1 + w) - w = 1, so combining x_hat equals
+/// combining the raw outputs (v, eps, or both heads) before forming x_hat: one formula serves
+/// all four. With every w = 0 it is one plain (conditional) evaluation.
+pub fn guided_x_hat(teacher: &dyn Teacher, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
+    if teacher.takes_guidance() || cond.w.iter().all(|&w| w == 0.0) {
+        return teacher.x_hat(z, t, cond);
+    }
+    let plain = NetCond {
+        labels: cond.labels.clone(),
+        w: Vec::new(),
+    };
+    let x_c = teacher.x_hat(z, t, &plain);
+    let x_u = teacher.x_hat(z, t, &NetCond::NONE);
+    let gpu = z.gpu();
+    let a: Vec<f64> = cond.w.iter().map(|&w| 1.0 + w as f64).collect();
+    let b: Vec<f64> = cond.w.iter().map(|&w| -(w as f64)).collect();
+    x_c.per_sample_axpby(&per_sample(gpu, &a), Some((&x_u, &per_sample(gpu, &b))))
 }
 
 /// The half-step and full-step times of a student step at t for a student with `student_steps`.
@@ -67,9 +99,9 @@ pub fn distill_target(
     let gpu = z_t.gpu();
     let (t1, t2): (Vec<f64>, Vec<f64>) =
         t.iter().map(|&ti| substep_times(ti, student_steps)).unzip();
-    let x1 = teacher.x_hat(z_t, t, cond);
+    let x1 = guided_x_hat(teacher, z_t, t, cond);
     let z1 = ddim_step(z_t, &x1, t, &t1);
-    let x2 = teacher.x_hat(&z1, &t1, cond);
+    let x2 = guided_x_hat(teacher, &z1, &t1, cond);
     let z2 = ddim_step(&z1, &x2, &t1, &t2);
     let (a, b): (Vec<f64>, Vec<f64>) = t
         .iter()
@@ -152,12 +184,12 @@ pub fn guidance_student(
         .specs
         .iter()
         .zip(fresh.params)
-        .map(|(spec, p)| {
-            match t.layout.specs.iter().position(|s| s.name == spec.name) {
+        .map(
+            |(spec, p)| match t.layout.specs.iter().position(|s| s.name == spec.name) {
                 Some(i) => t.params[i].deep_clone(),
                 None => p,
-            }
-        })
+            },
+        )
         .collect();
     Denoiser {
         net: UNet::from_params(arch, params).expect("teacher's config"),
@@ -165,9 +197,17 @@ pub fn guidance_student(
     }
 }
 
+/// One update's inputs and target (what [`Distiller::step`] trains the student on).
+pub struct DistillBatch {
+    pub z: Tensor,
+    pub t: Vec<f64>,
+    pub cond: NetCond,
+    pub target: Tensor,
+}
+
 pub struct Distiller {
     pub cfg: DistillConfig,
-    pub teacher: Denoiser,
+    pub teacher: Box<dyn Teacher>,
     pub student: Denoiser,
     pub opt: Adam,
     /// The EMA of the student's weights (with `cfg.ema_decay`): what the halving gives.
@@ -211,11 +251,10 @@ impl Distiller {
         Self::with_student(gpu, teacher, student, cfg, 0)
     }
 
-    /// Continues a halving from a student and its update count (the Adam moments, and the EMA
-    /// when there is one, are set by the caller when resuming; a new EMA starts as the student).
-    pub fn with_student(
+    /// Any teacher (a stand-in in tests) with a given student.
+    pub fn with_teacher(
         gpu: &Gpu,
-        teacher: Denoiser,
+        teacher: Box<dyn Teacher>,
         student: Denoiser,
         cfg: DistillConfig,
         update: u64,
@@ -237,6 +276,18 @@ impl Distiller {
         }
     }
 
+    /// Continues a halving from a student and its update count (the Adam moments, and the EMA
+    /// when there is one, are set by the caller when resuming; a new EMA starts as the student).
+    pub fn with_student(
+        gpu: &Gpu,
+        teacher: Denoiser,
+        student: Denoiser,
+        cfg: DistillConfig,
+        update: u64,
+    ) -> Distiller {
+        Self::with_teacher(gpu, Box::new(teacher), student, cfg, update)
+    }
+
     pub fn gpu(&self) -> &Gpu {
         self.student.net.gpu()
     }
@@ -245,8 +296,10 @@ impl Distiller {
         self.update >= self.cfg.updates
     }
 
-    /// Records and submits one update.
-    pub fn step(&mut self, data: &Dataset) {
+    /// The next update's inputs and target: x from the data, t (on the student's grid; stage
+    /// 1: continuous in [0, 1]), classes from the data, w ~ U[w_min, w_max] for a
+    /// w-conditioned student, z_t, and the teacher's target. Recorded on the GPU, not run.
+    pub fn batch(&mut self, data: &Dataset) -> DistillBatch {
         let gpu = self.gpu().clone();
         let [c, h, w] = self.student.image_shape();
         let b = self.cfg.batch;
@@ -290,10 +343,17 @@ impl Distiller {
         );
         let target = if stage1 {
             // Stage 1's target: the guided teacher's x_hat_w, two evaluations of the teacher.
-            self.teacher.guided(&z, &t, &cond)
+            guided_x_hat(self.teacher.as_ref(), &z, &t, &cond)
         } else {
-            distill_target(&self.teacher, &z, &t, &cond, n_student)
+            distill_target(self.teacher.as_ref(), &z, &t, &cond, n_student)
         };
+        DistillBatch { z, t, cond, target }
+    }
+
+    /// Records and submits one update.
+    pub fn step(&mut self, data: &Dataset) {
+        let gpu = self.gpu().clone();
+        let DistillBatch { z, t, cond, target } = self.batch(data);
         let weight: Vec<f64> = t.iter().map(|&ti| Weighting::SnrTrunc.weight(ti)).collect();
         let tape = Tape::new();
         let p = self.student.net.vars(&tape, true);

@@ -88,27 +88,10 @@ impl Denoiser {
         self.net.config.guidance.is_some()
     }
 
-    /// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none), per sample
-    /// (labels and w in `cond`), combined in x space; a w-conditioned student gives it in one
-    /// evaluation. Every parameterization's x_hat is cz z + c0 head0 (+ c1 head1) with
-    /// coefficients that depend on t only, and (1 + w) - w = 1, so combining x_hat equals
-    /// combining the raw outputs (v, eps, or both heads) before forming x_hat: one formula
-    /// serves all four. Without classes or with every w = 0 it is one plain evaluation.
+    /// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none) per sample
+    /// ([`guided_x_hat`](super::distiller::guided_x_hat)); one evaluation for a model that
+    /// takes w, or when every w is 0.
     pub fn guided(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
-        if self.takes_guidance() || cond.w.iter().all(|&w| w == 0.0) {
-            return self.predict_cond(z, t, cond);
-        }
-        let n = z.shape()[0];
-        let plain = NetCond {
-            labels: cond.labels.clone(),
-            w: Vec::new(),
-        };
-        let x_c = self.predict_cond(z, t, &plain);
-        let x_u = self.predict_cond(z, t, &NetCond::NONE);
-        let w: Vec<f64> = (0..n).map(|i| cond.w[i] as f64).collect();
-        let gpu = z.gpu();
-        let a: Vec<f64> = w.iter().map(|&w| 1.0 + w).collect();
-        let b: Vec<f64> = w.iter().map(|&w| -w).collect();
-        x_c.per_sample_axpby(&per_sample(gpu, &a), Some((&x_u, &per_sample(gpu, &b))))
+        super::distiller::guided_x_hat(self, z, t, cond)
     }
 }

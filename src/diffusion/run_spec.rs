@@ -126,7 +126,10 @@ impl TrainSpec {
         }
         if let Some(n) = self.classes {
             let max = crate::nn::config::limits::CLASSES.1;
-            anyhow::ensure!(n <= max, "--classes {n}: fewstep conditions on at most {max} classes");
+            anyhow::ensure!(
+                n <= max,
+                "--classes {n}: fewstep conditions on at most {max} classes"
+            );
         }
         let max = super::sampler::MAX_STEPS;
         anyhow::ensure!(
@@ -381,11 +384,12 @@ impl DistillSpec {
                 .filter(|g| *g != stored)
                 .map(|g| format!("{flag} {g} (the run started with {flag} {stored})"))
         }
-        if self.guided != stored.guided.is_some() && (self.guided || stored.guided.is_some()) {
+        // --guided is a switch: given with --resume it must match; left out, the stored plan runs.
+        if self.guided && stored.guided.is_none() {
             anyhow::bail!(
-                "the run in {} was started {} --guided; resume it the same way",
-                self.out.display(),
-                if stored.guided.is_some() { "with" } else { "without" }
+                "--guided: the run in {} was started without it (an unguided distillation); \
+                 resume it without --guided",
+                self.out.display()
             );
         }
         if let (Some(g), Some(given)) = (stored.guided, self.guidance_range) {

@@ -138,7 +138,10 @@ impl Sampler {
             cond.labels.is_empty() || cond.labels.len() == self.opts.count,
             "one class per image"
         );
-        assert!(cond.w.is_empty() || cond.w.len() == self.opts.count, "one w per image");
+        assert!(
+            cond.w.is_empty() || cond.w.len() == self.opts.count,
+            "one w per image"
+        );
         self.cond = cond;
         self
     }
@@ -283,7 +286,13 @@ pub fn sample_in_passes(
 ) -> Result<Vec<f32>, crate::gpu::GpuError> {
     assert!(per_pass >= 4 && per_pass.is_multiple_of(4));
     let mut out = Vec::new();
-    let part = |v: &[f32], a: usize, b: usize| if v.is_empty() { Vec::new() } else { v[a..b].to_vec() };
+    let part = |v: &[f32], a: usize, b: usize| {
+        if v.is_empty() {
+            Vec::new()
+        } else {
+            v[a..b].to_vec()
+        }
+    };
     for first in (0..opts.count).step_by(per_pass) {
         let count = per_pass.min(opts.count - first);
         let end = first + count;

@@ -85,7 +85,9 @@ pub enum ConfigError {
          the model description is damaged or was not written by fewstep"
     )]
     TooManyParams { params: u64, max: u64 },
-    #[error("class name `{0}` is empty or longer than 200 bytes; the model description is damaged")]
+    #[error(
+        "class name `{0}` is empty or longer than 200 bytes; the model description is damaged"
+    )]
     ClassName(String),
     #[error("guidance range [{0}, {1}] is not 0 <= w_min <= w_max <= 100; the model description is damaged")]
     Guidance(f32, f32),
@@ -190,13 +192,26 @@ impl UNetConfig {
         check("width", self.width, SIDE)?;
         check("classes", self.classes, CLASSES)?;
         if !self.class_names.is_empty() {
-            check("class_names (its length)", self.class_names.len(), (self.classes, self.classes))?;
+            check(
+                "class_names (its length)",
+                self.class_names.len(),
+                (self.classes, self.classes),
+            )?;
         }
-        if let Some(n) = self.class_names.iter().find(|n| n.len() > CLASS_NAME || n.is_empty()) {
+        if let Some(n) = self
+            .class_names
+            .iter()
+            .find(|n| n.len() > CLASS_NAME || n.is_empty())
+        {
             return Err(ConfigError::ClassName(n.chars().take(40).collect()));
         }
         if let Some(g) = self.guidance {
-            if !(g.w_min.is_finite() && g.w_max.is_finite() && 0.0 <= g.w_min && g.w_min <= g.w_max && g.w_max <= GUIDANCE) {
+            if !(g.w_min.is_finite()
+                && g.w_max.is_finite()
+                && 0.0 <= g.w_min
+                && g.w_min <= g.w_max
+                && g.w_max <= GUIDANCE)
+            {
                 return Err(ConfigError::Guidance(g.w_min, g.w_max));
             }
             if self.classes == 0 {

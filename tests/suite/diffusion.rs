@@ -388,7 +388,7 @@ fn sampling_in_passes_makes_the_same_images_as_one_pass() {
             .run(&model)
             .to_vec_blocking()
             .unwrap();
-        let parts = sample_in_passes(&model, opts, 4).unwrap();
+        let parts = sample_in_passes(&model, opts, &fewstep::nn::NetCond::NONE, 4).unwrap();
         assert_eq!(whole.len(), parts.len());
         let worst = whole
             .iter()

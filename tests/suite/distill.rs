@@ -56,7 +56,7 @@ fn half_step_lies_between_t_and_the_full_step() {
 /// x_hat = 0.6 z + 0.1: a fixed, known function standing in for a teacher network.
 struct StandIn;
 impl Teacher for StandIn {
-    fn x_hat(&self, z: &Tensor, _t: &[f64]) -> Tensor {
+    fn x_hat(&self, z: &Tensor, _t: &[f64], _cond: &fewstep::nn::NetCond) -> Tensor {
         z.scale(0.6).add_scalar(0.1)
     }
 }
@@ -73,7 +73,13 @@ fn one_student_step_to_the_target_lands_on_the_teachers_two_steps() {
     let t: Vec<f64> = (1..=n).map(|i| i as f64 / student_steps as f64).collect();
     let z = uniform(&mut r, n * len, 1.5);
     let zt = Tensor::from_slice(&g, &[n, 1, 4, 4], &z);
-    let target = distill_target(&StandIn, &zt, &t, student_steps);
+    let target = distill_target(
+        &StandIn,
+        &zt,
+        &t,
+        &fewstep::nn::NetCond::NONE,
+        student_steps,
+    );
     // CPU f64: the teacher's two DDIM steps.
     let mut want_z2 = vec![0f64; n * len];
     let mut want_target = vec![0f64; n * len];
@@ -272,6 +278,7 @@ fn student_ema_is_what_the_file_holds_and_off_leaves_the_student_itself() {
             dataset: "synthetic".into(),
             command: "test".into(),
             ema,
+            guided: None,
         };
         let out = tmp.path().join(format!("ema-{ema:?}"));
         let mut run = DistillRun::create(&g, &out, plan, data.clone()).unwrap();
@@ -377,6 +384,7 @@ fn resume_case(ema: Option<f32>) {
         dataset: "synthetic".into(),
         command: "test".into(),
         ema,
+        guided: None,
     };
     let straight = tmp.path().join("a");
     let mut a = DistillRun::create(&g, &straight, plan.clone(), data.clone()).unwrap();

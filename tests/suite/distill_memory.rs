@@ -53,6 +53,7 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
             dataset: "synthetic".into(),
             command: "fewstep distill (test)".into(),
             ema,
+            guided: None,
         };
         let dir = tmp.path().join(format!("files-{ema:?}"));
         let mut on_disk = DistillRun::create(&g, &dir, plan.clone(), data.clone()).unwrap();

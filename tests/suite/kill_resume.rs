@@ -520,3 +520,47 @@ fn distill_resume_works_from_anywhere_and_refuses_changed_settings() {
     let text = &meta.metadata["fewstep"];
     assert!(!text.contains("--out") && !text.contains(run_s), "{text}");
 }
+
+const GUIDED_FILES: &[&str] = &[
+    "guided-teacher.safetensors",
+    "steps-4.safetensors",
+    "steps-2.safetensors",
+    "steps-1.safetensors",
+];
+
+/// Issue 24: a guided distillation (stage 1, then 8 -> 1 with w as an input) of a
+/// class-conditional teacher trained with label dropout, killed at random moments.
+#[test]
+fn guided_distill_killed_at_random_moments_resumes_to_identical_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("classes");
+    crate::guided::write_class_images(&imgs);
+    let teacher_run = tmp.path().join("teacher");
+    let train = |out: &Path, resume: bool| {
+        let mut a = train_args(&imgs, out, resume);
+        if !resume {
+            a.extend(strings(&["--classes", "--uncond-prob", "0.3"]));
+        }
+        a
+    };
+    Job::train(&train).run_to_end(&teacher_run);
+    let teacher = teacher_run.join("model.safetensors");
+    let make = |out: &Path, resume: bool| {
+        let mut a = distill_args(&teacher, out, resume);
+        if !resume {
+            a.extend(strings(&["--guided", "--guidance-updates", "6"]));
+        }
+        a
+    };
+    let job = Job {
+        state_file: "distill-state.safetensors",
+        finished: GUIDED_FILES,
+        args: &make,
+    };
+    let reference = tmp.path().join("reference");
+    let took = job.run_to_end(&reference);
+    job.kill_cycles(tmp.path(), &reference, took, 19);
+    let dir = tmp.path().join("killed-0");
+    assert_eq!(logged_updates(&dir), logged_updates(&reference));
+    assert!(!dir.join("distill-state.safetensors").exists());
+}

@@ -20,6 +20,7 @@ mod gemm_grid;
 mod gpu_errors;
 mod grid;
 mod group_norm_grid;
+mod guided;
 mod kernel_registry;
 mod kernels;
 mod kill_resume;

@@ -82,7 +82,7 @@ pub fn unet_gradient_check(
             net: UNet::from_params(net.config.clone(), net.params.clone()).unwrap(),
             param: Parameterization::V,
         };
-        let xh = m.x_hat(&tape, &p, &z, &t, None);
+        let xh = m.x_hat(&tape, &p, &z, &t, &fewstep::nn::NetCond::NONE, None);
         let loss = tape.mean_all(&tape.weighted_mse(&xh, &x, &w));
         (tape, loss)
     };

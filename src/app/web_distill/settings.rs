@@ -48,6 +48,7 @@ impl Settings {
             dataset: "fashion-mnist".into(),
             command: self.command(teacher_file),
             ema: None,
+            guided: None,
         }
     }
 
