@@ -33,6 +33,18 @@ pub struct RowSpec {
     pub model: usize,
     pub opts: SampleOptions,
     pub label: String,
+    /// The class asked for (None: no class) and the guidance weight.
+    pub class: Option<u32>,
+    pub guidance: f32,
+}
+
+impl RowSpec {
+    fn cond(&self) -> crate::nn::NetCond {
+        if self.class.is_none() && self.guidance == 0.0 {
+            return crate::nn::NetCond::NONE;
+        }
+        crate::nn::NetCond::uniform(self.opts.count, self.class, self.guidance)
+    }
 }
 
 pub enum Job {
@@ -297,11 +309,11 @@ impl Worker {
             if r == 0 && !draw_steps {
                 // Compiles the kernels before the first row's clock starts, so that every row
                 // of a comparison is timed alike.
-                let mut warm = Sampler::new(model, spec.opts);
+                let mut warm = Sampler::new(model, spec.opts).with_cond(spec.cond());
                 warm.step(model);
                 self.gpu.finish().await?;
             }
-            let mut sampler = Sampler::new(model, spec.opts);
+            let mut sampler = Sampler::new(model, spec.opts).with_cond(spec.cond());
             if draw_steps {
                 let z = self.painter.paint(&self.gpu, sampler.z());
                 self.emit(Event::Start { run, row: r, z });

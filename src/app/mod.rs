@@ -281,6 +281,22 @@ impl FewstepApp {
         if let Some(v) = o.clip {
             s.clip = v;
         }
+        if let Some(w) = o.guidance {
+            s.guidance = w;
+        }
+        if let Some(c) = &o.class {
+            let arch = self.state.selected_model().map(|m| m.meta.arch.clone());
+            let parsed = arch
+                .ok_or_else(|| "no model is selected".to_string())
+                .and_then(|a| crate::diffusion::guidance::parse_class(&a, c));
+            match parsed {
+                Ok(l) => self.state.settings.class = Some(l),
+                Err(e) => {
+                    self.status = format!("in the address, class={c}: {e}");
+                    return;
+                }
+            }
+        }
         #[cfg(target_arch = "wasm32")]
         if let Some(d) = &o.distill {
             self.start_distill_from_address(d);

@@ -14,6 +14,10 @@ pub struct StartOptions {
     pub count: Option<usize>,
     pub sampler: Option<SamplerKind>,
     pub clip: Option<bool>,
+    /// A class-conditional model's class, by name or number (`class=Sneaker`).
+    pub class: Option<String>,
+    /// The classifier-free guidance weight w (`guidance=2`).
+    pub guidance: Option<f32>,
     /// Start a sample run as soon as the models are loaded.
     pub run: bool,
     /// Start a comparison (the Compare tab's defaults) instead of a sample run.
@@ -85,6 +89,14 @@ impl StartOptions {
                     })
                 }
                 "clip" => o.clip = Some(switch(&v)?),
+                "class" => o.class = Some(v.clone()),
+                "guidance" => {
+                    let w: f32 = v.parse().map_err(|_| bad("guidance must be a number"))?;
+                    if !(w.is_finite() && w >= 0.0) {
+                        return Err(bad("guidance is a weight >= 0"));
+                    }
+                    o.guidance = Some(w);
+                }
                 "run" => run = Some(switch(&v)?),
                 "distill" => distill.teacher = v.clone(),
                 "train" => train = Some(v.clone()),
@@ -152,6 +164,12 @@ impl StartOptions {
         if let Some(c) = self.clip {
             parts.push(format!("clip={}", c as u8));
         }
+        if let Some(c) = &self.class {
+            parts.push(format!("class={}", utf8_percent_encode(c, ESCAPE)));
+        }
+        if let Some(w) = self.guidance {
+            parts.push(format!("guidance={w}"));
+        }
         parts.push(format!("run={}", self.run as u8));
         parts.join("&")
     }
@@ -182,6 +200,16 @@ impl StartOptions {
         }
         if self.clip == Some(false) {
             c += " --no-clip";
+        }
+        if let Some(class) = &self.class {
+            if class.contains(|ch: char| ch.is_whitespace() || "'\"/$&;|".contains(ch)) {
+                c += &format!(" --class '{}'", class.replace('\'', "'\\''"));
+            } else {
+                c += &format!(" --class {class}");
+            }
+        }
+        if let Some(w) = self.guidance {
+            c += &format!(" --guidance {w}");
         }
         c + " --out sample.png"
     }

@@ -25,7 +25,14 @@ pub struct SampleSettings {
     pub count: usize,
     pub kind: SamplerKind,
     pub clip: bool,
+    /// A class-conditional model's class (None: no class, its unconditional samples).
+    pub class: Option<u32>,
+    /// Classifier-free guidance weight w (class-conditional models).
+    pub guidance: f32,
 }
+
+/// The guidance weight a class-conditional model starts with in the app.
+pub const DEFAULT_GUIDANCE: f32 = 1.0;
 
 impl Default for SampleSettings {
     fn default() -> Self {
@@ -35,6 +42,8 @@ impl Default for SampleSettings {
             count: 16,
             kind: SamplerKind::Ddim,
             clip: true,
+            class: None,
+            guidance: 0.0,
         }
     }
 }
@@ -186,6 +195,8 @@ pub struct CompareSettings {
     pub counts: Vec<(usize, bool)>,
     pub seed: u64,
     pub count: usize,
+    /// For a class-conditional model: every step count once per class (rows grouped by class).
+    pub per_class: bool,
 }
 
 impl Default for CompareSettings {
@@ -197,6 +208,7 @@ impl Default for CompareSettings {
                 .collect(),
             seed: 1,
             count: 8,
+            per_class: false,
         }
     }
 }
@@ -226,8 +238,23 @@ impl AppState {
             return;
         }
         self.selected = Some(index);
-        if let Some(k) = self.models[index].meta.steps {
+        let meta = &self.models[index].meta;
+        if let Some(k) = meta.steps {
             self.settings.steps = k as usize;
+        }
+        // Class controls belong to class-conditional models: a class the new model lacks goes.
+        let classes = meta.arch.classes;
+        if classes == 0 {
+            self.settings.class = None;
+            self.settings.guidance = 0.0;
+            self.compare.per_class = false;
+        } else {
+            if self.settings.class.is_some_and(|c| c as usize >= classes) {
+                self.settings.class = None;
+            }
+            if self.settings.guidance == 0.0 {
+                self.settings.guidance = DEFAULT_GUIDANCE;
+            }
         }
     }
 
@@ -252,9 +279,31 @@ impl AppState {
     /// shape matches the selected model's (or any teacher if none is selected).
     pub fn teacher(&self) -> Option<usize> {
         let shape = self.selected_model().map(|m| m.meta.image);
-        self.models
-            .iter()
-            .position(|m| m.meta.steps.is_none() && shape.is_none_or(|s| s == m.meta.image))
+        let classes = self.selected_model().map(|m| m.meta.arch.classes);
+        self.models.iter().position(|m| {
+            m.meta.steps.is_none()
+                && shape.is_none_or(|s| s == m.meta.image)
+                && classes.is_none_or(|c| c == m.meta.arch.classes)
+        })
+    }
+
+    /// The class and guidance weight a run of model `i` uses: the settings', checked.
+    fn asked(&self, i: usize, class: Option<u32>) -> Result<(Option<u32>, f32), String> {
+        let arch = &self.models[i].meta.arch;
+        let w = if arch.classes == 0 {
+            0.0
+        } else {
+            self.settings.guidance
+        };
+        if class.is_some_and(|c| c as usize >= arch.classes) {
+            return Err(format!(
+                "{} has no class {}",
+                self.models[i].name,
+                class.unwrap_or(0)
+            ));
+        }
+        crate::diffusion::guidance::check_guidance(arch, w as f64)?;
+        Ok((class.filter(|_| arch.classes > 0), w))
     }
 
     fn new_run(&mut self) -> u64 {
@@ -294,12 +343,30 @@ impl AppState {
             ),
             None => format!("{} — teacher, {} DDIM steps", m.name, s.steps),
         };
+        let (class, guidance) = self.asked(i, s.class)?;
+        let arch = &m.meta.arch;
+        let label = match class {
+            Some(c) if arch.classes > 0 => format!(
+                "{label} — {} (guidance {guidance})",
+                crate::diffusion::guidance::class_name(arch, c)
+            ),
+            _ => label,
+        };
         let rows = vec![RowSpec {
             model: i,
             opts: self.options(s.steps, s.seed, s.count),
             label: label.clone(),
+            class,
+            guidance,
         }];
         let reproduce = crate::app::StartOptions {
+            class: class.map(|c| {
+                arch.class_names
+                    .get(c as usize)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string())
+            }),
+            guidance: (arch.classes > 0 && class.is_some()).then_some(guidance),
             model: Some(m.name.clone()),
             steps: Some(s.steps),
             seed: Some(s.seed),
@@ -329,26 +396,44 @@ impl AppState {
             .or(self.selected_model().map(|m| m.meta.image));
         let mut rows = Vec::new();
         let c = &self.compare;
-        for &(k, on) in &c.counts {
-            if !on {
-                continue;
-            }
-            let student = self.models.iter().position(|m| {
-                m.meta.steps == Some(k as u32) && shape.is_none_or(|s| s == m.meta.image)
-            });
-            if let Some(i) = student {
-                rows.push(RowSpec {
-                    model: i,
-                    opts: self.options(k, c.seed, c.count),
-                    label: format!("{k} distilled"),
+        let family = self
+            .selected_model()
+            .or(teacher.map(|t| &self.models[t]))
+            .map(|m| m.meta.arch.clone());
+        let classes = family.as_ref().map_or(0, |a| a.classes);
+        // One group of rows per class, or the settings' class alone.
+        let groups: Vec<Option<u32>> = if c.per_class && classes > 0 {
+            (0..classes as u32).map(Some).collect()
+        } else {
+            vec![self.settings.class]
+        };
+        for &class in &groups {
+            let prefix = match (class, &family) {
+                (Some(l), Some(a)) if c.per_class => {
+                    format!("{}: ", crate::diffusion::guidance::class_name(a, l))
+                }
+                _ => String::new(),
+            };
+            for &(k, on) in &c.counts {
+                if !on {
+                    continue;
+                }
+                let student = self.models.iter().position(|m| {
+                    m.meta.steps == Some(k as u32)
+                        && shape.is_none_or(|s| s == m.meta.image)
+                        && m.meta.arch.classes == classes
                 });
-            }
-            if let Some(t) = teacher {
-                rows.push(RowSpec {
-                    model: t,
-                    opts: self.options(k, c.seed, c.count),
-                    label: format!("{k} DDIM"),
-                });
+                for (i, what) in [(student, "distilled"), (teacher, "DDIM")] {
+                    let Some(i) = i else { continue };
+                    let (class, guidance) = self.asked(i, class)?;
+                    rows.push(RowSpec {
+                        model: i,
+                        opts: self.options(k, c.seed, c.count),
+                        label: format!("{prefix}{k} {what}"),
+                        class,
+                        guidance,
+                    });
+                }
             }
         }
         if rows.is_empty() {

@@ -148,6 +148,10 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                 ui.checkbox(&mut s.clip, "to [-1, 1]");
                 ui.end_row();
             });
+            let arch = app.state.selected_model().map(|m| m.meta.arch.clone());
+            if let Some(arch) = arch.filter(|a| a.classes > 0) {
+                class_controls(&mut app.state.settings, &arch, ui);
+            }
             if let Some(made_for) = app.state.selected_model().and_then(|m| m.meta.steps) {
                 if made_for as usize != app.state.settings.steps {
                     ui.label(
@@ -283,6 +287,61 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
 }
 
 /// A link (web) or command (native) that makes the same picture again, with a button to copy it.
+/// The class picker and the guidance slider of a class-conditional model.
+fn class_controls(
+    s: &mut crate::app::state::SampleSettings,
+    arch: &crate::nn::UNetConfig,
+    ui: &mut Ui,
+) {
+    use crate::diffusion::guidance::class_name;
+    ui.separator();
+    egui::Grid::new("class settings")
+        .num_columns(2)
+        .show(ui, |ui| {
+            let label = ui.label("class");
+            let shown = s.class.map_or_else(
+                || "none (unconditional)".to_string(),
+                |c| class_name(arch, c),
+            );
+            egui::ComboBox::from_id_salt("class")
+                .selected_text(shown)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut s.class, None, "none (unconditional)");
+                    for c in 0..arch.classes as u32 {
+                        ui.selectable_value(&mut s.class, Some(c), class_name(arch, c));
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            ui.end_row();
+            let label = ui.label("guidance w");
+            let top = arch.guidance.map_or(8.0, |g| g.w_max.max(1.0));
+            ui.add_enabled(
+                s.class.is_some(),
+                egui::Slider::new(&mut s.guidance, 0.0..=top).step_by(0.25),
+            )
+            .labelled_by(label.id)
+            .on_hover_text(
+                "x_hat = (1 + w) x_hat(class) - w x_hat(no class): 0 is the conditional model \
+             alone; larger w draws more typical, less varied images of the class",
+            );
+            ui.end_row();
+        });
+    match arch.guidance {
+        Some(g) => ui.label(
+            RichText::new(format!(
+                "a guided student: w is an input (one evaluation per step), distilled for w in \
+                 {}..{}",
+                g.w_min, g.w_max
+            ))
+            .weak(),
+        ),
+        None => {
+            ui.label(RichText::new("guidance costs two evaluations per step on this model").weak())
+        }
+    };
+}
+
 fn reproduce_row(ui: &mut Ui, r: &crate::app::StartOptions) {
     #[cfg(target_arch = "wasm32")]
     let (what, text) = (
@@ -338,6 +397,18 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
                         .labelled_by(label.id);
                     ui.end_row();
                 });
+            let conditional = app
+                .state
+                .selected_model()
+                .is_some_and(|m| m.meta.arch.classes > 0);
+            if conditional {
+                let c = &mut app.state.compare;
+                ui.checkbox(&mut c.per_class, "one group of rows per class")
+                    .on_hover_text(
+                        "every class at every ticked step count, with the Sample tab's \
+                         guidance w; off: the Sample tab's class",
+                    );
+            }
             ui.label(
                 RichText::new(
                     "Each count gets the distilled model made for it (if loaded) and the \
@@ -435,12 +506,13 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         egui::ScrollArea::vertical().show(ui, |ui| {
             egui::Grid::new("models")
                 .striped(true)
-                .num_columns(7)
+                .num_columns(8)
                 .show(ui, |ui| {
                     for h in [
                         "name",
                         "steps",
                         "preset / parameters",
+                        "classes",
                         "data",
                         "lineage",
                         "file",
@@ -466,6 +538,7 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
                             m.meta.image[1],
                             m.meta.image[2]
                         ));
+                        ui.label(model_classes(&m.meta.arch));
                         ui.label(format!(
                             "{} ({} updates)",
                             m.meta.dataset, m.meta.training_steps
@@ -493,4 +566,20 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
             app.state.select(i);
         }
     });
+}
+
+/// The Models tab's "classes" cell: the class names (or count) and a guided student's w range.
+fn model_classes(a: &crate::nn::UNetConfig) -> String {
+    if a.classes == 0 {
+        return "unconditional".into();
+    }
+    let names = if a.class_names.is_empty() {
+        format!("{} classes", a.classes)
+    } else {
+        a.class_names.join(", ")
+    };
+    match a.guidance {
+        Some(g) => format!("{names}; w input {}..{}", g.w_min, g.w_max),
+        None => names,
+    }
 }

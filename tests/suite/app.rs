@@ -528,6 +528,8 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
         model: 0,
         opts,
         label: "4 distilled".into(),
+        class: None,
+        guidance: 0.0,
     };
     handle.send(Job::Run {
         run: 1,

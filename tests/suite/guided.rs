@@ -649,3 +649,101 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
         stderr(&o)
     );
 }
+
+/// A class-conditional family as the app lists it: the bundled models' descriptions with three
+/// named classes (and a w input on the students).
+fn conditional_state() -> fewstep::app::state::AppState {
+    use fewstep::bundled;
+    let mut s = fewstep::app::state::AppState::default();
+    for b in bundled::BUNDLED {
+        let (mut meta, tensors) =
+            fewstep::diffusion::parse_model(std::path::Path::new(b.file), b.bytes()).unwrap();
+        meta.arch.classes = 3;
+        meta.arch.class_names = vec!["Dress".into(), "Bag".into(), "Ankle boot".into()];
+        if meta.steps.is_some() {
+            meta.arch.guidance = Some(GuidanceRange {
+                w_min: 0.0,
+                w_max: 4.0,
+            });
+        }
+        s.add_model(fewstep::app::engine::ModelInfo {
+            name: format!("cond-{}", b.name),
+            meta,
+            params: tensors.iter().map(|t| t.data.len()).sum(),
+            file_bytes: 0,
+        });
+    }
+    s
+}
+
+#[test]
+fn the_app_asks_for_a_class_with_guidance_and_the_link_and_command_carry_them() {
+    use fewstep::app::StartOptions;
+    let mut s = conditional_state();
+    let four = s
+        .models
+        .iter()
+        .position(|m| m.meta.steps == Some(4))
+        .unwrap();
+    s.select(four);
+    // A class-conditional model starts with guidance on, no class chosen.
+    assert_eq!(s.settings.class, None);
+    assert_eq!(s.settings.guidance, fewstep::app::state::DEFAULT_GUIDANCE);
+    s.settings.class = Some(2);
+    s.settings.guidance = 2.5;
+    let (_, rows, _) = s.start_sample().unwrap();
+    assert_eq!((rows[0].class, rows[0].guidance), (Some(2), 2.5));
+    assert!(
+        rows[0].label.contains("Ankle boot (guidance 2.5)"),
+        "{}",
+        rows[0].label
+    );
+    let r = s.sample_view.as_ref().unwrap().reproduce.clone().unwrap();
+    assert_eq!(r.class.as_deref(), Some("Ankle boot"));
+    let q = r.to_query();
+    assert!(q.contains("class=Ankle%20boot&guidance=2.5"), "{q}");
+    assert_eq!(StartOptions::from_query(&q).unwrap(), r);
+    let cmd = r.sample_command();
+    assert!(cmd.contains("--class 'Ankle boot' --guidance 2.5"), "{cmd}");
+    assert!(StartOptions::from_query("class=Bag&guidance=-1").is_err());
+    // Compare, one group per class: every ticked count's student and teacher, per class.
+    s.compare.per_class = true;
+    let rows = s.compare_rows().unwrap();
+    let ticked = s.compare.counts.iter().filter(|c| c.1).count();
+    let students = s.compare.counts.iter().filter(|c| c.1 && c.0 <= 4).count();
+    assert_eq!(rows.len(), 3 * (ticked + students), "{rows:?}");
+    assert_eq!(rows[0].class, Some(0));
+    assert!(rows[0].label.starts_with("Dress: "), "{}", rows[0].label);
+    assert_eq!(rows.last().unwrap().class, Some(2));
+    // An unconditional model shows no class controls: selecting it clears them.
+    s.add_model(fewstep::app::engine::ModelInfo {
+        name: "plain".into(),
+        ..s.models[0].clone()
+    });
+    let last = s.models.len() - 1;
+    s.models[last].meta.arch.classes = 0;
+    s.models[last].meta.arch.class_names.clear();
+    s.models[last].meta.arch.guidance = None;
+    s.select(last);
+    assert_eq!(
+        (s.settings.class, s.settings.guidance, s.compare.per_class),
+        (None, 0.0, false)
+    );
+}
+
+#[test]
+fn old_unconditional_model_files_load_and_describe_themselves_as_before() {
+    // The bundled files predate conditioning: no class fields, and writing their description
+    // back gives the same JSON (nothing new is added to an unconditional model's file).
+    for b in fewstep::bundled::BUNDLED {
+        let (meta, _) =
+            fewstep::diffusion::parse_model(std::path::Path::new(b.file), b.bytes()).unwrap();
+        assert_eq!(meta.arch.classes, 0);
+        assert!(meta.arch.class_names.is_empty() && meta.arch.guidance.is_none());
+        let written = serde_json::to_value(&meta).unwrap();
+        let file =
+            fewstep::nn::tensor_file::parse(std::path::Path::new(b.file), b.bytes()).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&file.metadata["fewstep"]).unwrap();
+        assert_eq!(written, stored, "{}", b.name);
+    }
+}
