@@ -45,9 +45,16 @@ pub struct EvalArgs {
     /// One JSON object per row instead of a table.
     #[arg(long)]
     json: bool,
-    /// Plot of distance against step count, distilled vs plain DDIM.
+    /// Plot of distance against step count, distilled vs plain DDIM. With --guidance: class
+    /// accuracy against w at each step count (distilled vs the teacher's DDIM), and the distance
+    /// against w beside it (PLOT's name with `-distance`).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Class-conditional models: evaluate at these guidance weights (comma separated, e.g.
+    /// 0,1,2,4); each row's images ask for the classes in turn, and the evaluation classifier's
+    /// accuracy on the class asked for is reported per class and overall.
+    #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+    guidance: Vec<f64>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -102,8 +109,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ),
         data: args.data.clone(),
         seed: args.seed,
+        guidance: args.guidance.clone(),
     };
+    if let Some(w) = args.guidance.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        anyhow::bail!("--guidance {w} is not usable: give weights >= 0 such as 0,1,2,4");
+    }
+    let guided = !args.guidance.is_empty();
     if !args.json {
+        if guided {
+            print!("{:>6} {:>10} ", "w", "class acc");
+        }
         println!(
             "{:<10} {:>6} {:>12} {:>12} {:>10}   model",
             "kind", "steps", "distance", "PSNR (dB)", "ms/image"
@@ -113,10 +128,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(row)?);
         } else {
+            if guided {
+                print!(
+                    "{:>6} {:>10} ",
+                    row.guidance.map(|w| format!("{w}")).unwrap_or_default(),
+                    row.class_accuracy
+                        .map(|a| format!("{:.1}%", 100.0 * a))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
             println!("{}", table_line(row));
         }
         Ok(())
     })?;
+    if guided {
+        if let Some(path) = &args.plot {
+            guidance_plots(&rows, &args.steps, path)?;
+        }
+        return Ok(());
+    }
     if let Some(path) = &args.plot {
         let series = |kind: &str, name: &str, color| Series {
             name: name.into(),
@@ -124,7 +154,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             points: rows
                 .iter()
                 .filter(|r| r.kind == kind)
-                .filter_map(|r| r.frechet.map(|f| (r.steps, f)))
+                .filter_map(|r| r.frechet.map(|f| (r.steps as f64, f)))
                 .collect(),
         };
         let img = plot(
@@ -153,4 +183,57 @@ pub(crate) fn table_line(row: &EvalRow) -> String {
         row.ms_per_image,
         row.model
     )
+}
+
+/// With --guidance: class accuracy and distance against w, one line per step count for the
+/// distilled students and one for the teacher's DDIM with as many steps.
+fn guidance_plots(rows: &[EvalRow], steps: &[usize], path: &std::path::Path) -> Result<()> {
+    use crate::eval::plot::{plot_on, XAxis};
+    const COLORS: [[u8; 3]; 4] = [[200, 40, 40], [230, 140, 30], [40, 150, 60], [120, 60, 180]];
+    let axis = XAxis {
+        label: "guidance weight w",
+        log2: false,
+    };
+    let series = |value: &dyn Fn(&EvalRow) -> Option<f64>| -> Vec<Series> {
+        let mut out = Vec::new();
+        for (i, &n) in steps.iter().take(4).enumerate() {
+            for (kind, what, shade) in [("distilled", "distilled", 0u8), ("ddim", "DDIM", 1)] {
+                let points: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|r| r.kind == kind && r.steps == n)
+                    .filter_map(|r| Some((r.guidance?, value(r)?)))
+                    .collect();
+                if points.is_empty() {
+                    continue;
+                }
+                let c = COLORS[i];
+                // The teacher's DDIM lines: the same hue, lighter.
+                let color = if shade == 0 { c } else { c.map(|v| v / 2 + 127) };
+                out.push(Series {
+                    name: format!("{n} {what}"),
+                    color,
+                    points,
+                });
+            }
+        }
+        out
+    };
+    let acc = plot_on(
+        "Class accuracy vs guidance",
+        axis,
+        "accuracy % (higher is better)",
+        &series(&|r| r.class_accuracy.map(|a| 100.0 * a)),
+    );
+    crate::image::save_png(&acc, path)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
+    let dist_path = path.with_file_name(format!("{stem}-distance.png"));
+    let dist = plot_on(
+        "Frechet distance vs guidance",
+        axis,
+        "distance (lower is better)",
+        &series(&|r| r.frechet),
+    );
+    crate::image::save_png(&dist, &dist_path)?;
+    eprintln!("plots -> {}, {}", path.display(), dist_path.display());
+    Ok(())
 }

@@ -11,7 +11,8 @@ use crate::eval::classifier::{accuracy, save, train, ClassifierMeta};
 
 #[derive(Args, Debug)]
 pub struct TrainClassifierArgs {
-    /// Labelled data: fashion-mnist[:DIR], mnist[:DIR] or cifar10:DIR.
+    /// Labelled data: fashion-mnist[:DIR], mnist[:DIR], cifar10:DIR, or images:DIR with one
+    /// subfolder per class.
     #[arg(long, default_value = "fashion-mnist")]
     data: String,
     /// Updates (batch 128: 469 updates are one epoch of Fashion-MNIST).
@@ -24,6 +25,9 @@ pub struct TrainClassifierArgs {
     lr: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Image size for images:DIR (one subfolder per class; other data sets have a fixed size).
+    #[arg(long)]
+    image_size: Option<usize>,
     /// Output file.
     #[arg(long, default_value = "assets/fmnist-classifier.safetensors")]
     out: PathBuf,
@@ -32,8 +36,9 @@ pub struct TrainClassifierArgs {
 pub fn run(args: TrainClassifierArgs) -> Result<()> {
     let gpu = super::open_gpu()?;
     let spec: DataSpec = args.data.parse()?;
-    let train_set = Dataset::load(&spec, Split::Train, None)?;
-    let test_set = Dataset::load(&spec, Split::Test, None)?;
+    let size = args.image_size.filter(|_| matches!(spec, DataSpec::Images(_)));
+    let train_set = Dataset::load(&spec, Split::Train, size)?;
+    let test_set = Dataset::load(&spec, Split::Test, size)?;
     let bar = ProgressBar::new(args.updates).with_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} updates  loss {msg}  [{elapsed_precise} < {eta_precise}]",

@@ -34,6 +34,9 @@ pub struct EvalSettings {
     /// Test data; None: the data set named in the models' files.
     pub data: Option<String>,
     pub seed: u64,
+    /// Class-conditional models: the guidance weights to evaluate at, each row's images asking
+    /// for the classes in turn (image i: class i mod classes); empty: unconditional samples.
+    pub guidance: Vec<f64>,
 }
 
 /// One model to evaluate: a distilled student (at its own step count) or a teacher.
@@ -54,22 +57,58 @@ pub struct EvalRow {
     pub psnr_vs_teacher: Option<f64>,
     pub ms_per_image: f64,
     pub samples: usize,
+    /// The guidance weight w of a class-conditional row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+    /// The share of the row's images the evaluation classifier assigns to the class asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_accuracy: Option<f64>,
+    /// The same per class (label order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_class_accuracy: Vec<f64>,
 }
 
 /// `n` DDIM samples (clipped) in batches of 250, seeds `seed`, `seed + 1`, ... per batch; and the
 /// milliseconds per image.
 pub fn sample_all(m: &Denoiser, steps: usize, n: usize, seed: u64) -> Result<(Vec<f32>, f64)> {
+    sample_asking(m, steps, n, seed, None)
+}
+
+/// The classes image i of a class-conditional evaluation asks for: i mod `classes`.
+pub fn asked_classes(n: usize, classes: usize) -> Vec<usize> {
+    (0..n).map(|i| i % classes.max(1)).collect()
+}
+
+/// As [`sample_all`]; with `ask = Some((classes, w))` image i asks for class i mod classes with
+/// guidance weight w.
+pub fn sample_asking(
+    m: &Denoiser,
+    steps: usize,
+    n: usize,
+    seed: u64,
+    ask: Option<(usize, f64)>,
+) -> Result<(Vec<f32>, f64)> {
     let mut out = vec![];
     let start = Instant::now();
     for (b, first) in (0..n).step_by(250).enumerate() {
+        let count = (n - first).min(250);
         let opts = SampleOptions {
             steps,
-            count: (n - first).min(250),
+            count,
             seed: seed + b as u64,
             kind: SamplerKind::Ddim,
             clip: true,
         };
-        out.extend(Sampler::new(m, opts).run(m).to_vec_blocking()?);
+        let cond = match ask {
+            Some((classes, w)) => crate::nn::NetCond {
+                labels: (first..first + count)
+                    .map(|i| Some((i % classes) as u32))
+                    .collect(),
+                w: vec![w as f32; count],
+            },
+            None => crate::nn::NetCond::NONE,
+        };
+        out.extend(Sampler::new(m, opts).with_cond(cond).run(m).to_vec_blocking()?);
     }
     Ok((out, start.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64))
 }
@@ -111,7 +150,9 @@ impl Distance {
             cmeta.width
         );
         let spec: DataSpec = dataset.parse()?;
-        let test = Dataset::load(&spec, Split::Test, None)?;
+        // An image folder is read at the models' size; other sets have a fixed one.
+        let size = matches!(spec, DataSpec::Images(_)).then_some(shape[1]);
+        let test = Dataset::load(&spec, Split::Test, size)?;
         let (f, _) = features_and_predictions(&clf, &all_images(&test, samples), shape)?;
         let (mu, cov) = mean_cov(&f, FEATURES);
         eprintln!(
@@ -126,6 +167,25 @@ impl Distance {
             cov,
             shape,
         })
+    }
+
+    /// The share of `images` the classifier assigns to the class each asked for, overall and
+    /// per class (`classes` of them).
+    pub fn accuracy(&self, images: &[f32], asked: &[usize], classes: usize) -> Result<(f64, Vec<f64>)> {
+        let (_, pred) = features_and_predictions(&self.clf, images, self.shape)?;
+        let mut hit = vec![0usize; classes];
+        let mut all = vec![0usize; classes];
+        for (&p, &a) in pred.iter().zip(asked) {
+            all[a] += 1;
+            hit[a] += (p == a) as usize;
+        }
+        let total = hit.iter().sum::<usize>() as f64 / pred.len().max(1) as f64;
+        let per = hit
+            .iter()
+            .zip(&all)
+            .map(|(&h, &n)| h as f64 / n.max(1) as f64)
+            .collect();
+        Ok((total, per))
     }
 
     pub fn of(&self, images: &[f32]) -> Result<f64> {
@@ -176,6 +236,28 @@ pub fn evaluate(
         },
         None => None,
     };
+    let classes = first_meta.arch.classes;
+    if !settings.guidance.is_empty() {
+        anyhow::ensure!(
+            classes > 0,
+            "--guidance evaluates what class-conditional models draw for each class, but these \
+             models are unconditional"
+        );
+        if let Some(m) = models.iter().find(|m| m.meta.arch.classes != classes) {
+            anyhow::bail!(
+                "{} has {} classes where {} has {classes}: evaluate one family at a time",
+                m.name,
+                m.meta.arch.classes,
+                models[0].name
+            );
+        }
+    }
+    // The weights to evaluate at; None: unconditional samples (as before classes existed).
+    let weights: Vec<Option<f64>> = if settings.guidance.is_empty() {
+        vec![None]
+    } else {
+        settings.guidance.iter().map(|&w| Some(w)).collect()
+    };
     let full = settings.teacher_steps.unwrap_or_else(|| {
         students
             .iter()
@@ -183,59 +265,72 @@ pub fn evaluate(
             .max()
             .unwrap_or(256)
     });
-    let reference = match teacher {
-        Some(t) => {
-            eprintln!(
-                "reference: the teacher with {full} DDIM steps on {} images",
-                settings.psnr_samples
-            );
-            Some(sample_all(&t.model, full, settings.psnr_samples, settings.seed)?.0)
-        }
-        None => {
-            eprintln!("note: no teacher given, so no agreement PSNR");
-            None
-        }
-    };
     let mut rows = vec![];
-    let mut evaluate = |m: &Denoiser, name: &str, kind: &str, n: usize| -> Result<()> {
-        let (imgs, ms) = sample_all(m, n, settings.samples, settings.seed)?;
-        let frechet = distance.as_ref().map(|d| d.of(&imgs)).transpose()?;
-        let psnr_v = match &reference {
-            // The teacher at its full count is the reference itself.
-            Some(_) if kind == "teacher" && n == full => None,
-            Some(r) => {
-                let (mine, _) = sample_all(m, n, settings.psnr_samples, settings.seed)?;
-                Some(psnr(&mine, r))
+    for &w in &weights {
+        let ask = w.map(|w| (classes, w));
+        let reference = match teacher {
+            Some(t) => {
+                eprintln!(
+                    "reference: the teacher with {full} DDIM steps on {} images{}",
+                    settings.psnr_samples,
+                    w.map(|w| format!(", guidance {w}")).unwrap_or_default()
+                );
+                Some(sample_asking(&t.model, full, settings.psnr_samples, settings.seed, ask)?.0)
             }
-            None => None,
+            None => {
+                eprintln!("note: no teacher given, so no agreement PSNR");
+                None
+            }
         };
-        let row = EvalRow {
-            model: name.to_string(),
-            kind: kind.to_string(),
-            steps: n,
-            frechet,
-            psnr_vs_teacher: psnr_v,
-            ms_per_image: ms,
-            samples: settings.samples,
+        let mut evaluate = |m: &Denoiser, name: &str, kind: &str, n: usize| -> Result<()> {
+            let (imgs, ms) = sample_asking(m, n, settings.samples, settings.seed, ask)?;
+            let frechet = distance.as_ref().map(|d| d.of(&imgs)).transpose()?;
+            let accuracy = match (&distance, ask) {
+                (Some(d), Some((classes, _))) => {
+                    Some(d.accuracy(&imgs, &asked_classes(settings.samples, classes), classes)?)
+                }
+                _ => None,
+            };
+            let psnr_v = match &reference {
+                // The teacher at its full count is the reference itself.
+                Some(_) if kind == "teacher" && n == full => None,
+                Some(r) => {
+                    let (mine, _) = sample_asking(m, n, settings.psnr_samples, settings.seed, ask)?;
+                    Some(psnr(&mine, r))
+                }
+                None => None,
+            };
+            let row = EvalRow {
+                model: name.to_string(),
+                kind: kind.to_string(),
+                steps: n,
+                frechet,
+                psnr_vs_teacher: psnr_v,
+                ms_per_image: ms,
+                samples: settings.samples,
+                guidance: w,
+                class_accuracy: accuracy.as_ref().map(|a| a.0),
+                per_class_accuracy: accuracy.map(|a| a.1).unwrap_or_default(),
+            };
+            on_row(&row)?;
+            rows.push(row);
+            Ok(())
         };
-        on_row(&row)?;
-        rows.push(row);
-        Ok(())
-    };
-    for &n in &settings.steps {
-        for s in &students {
-            if s.meta.steps == Some(n as u32) {
-                evaluate(&s.model, &s.name, "distilled", n)?;
+        for &n in &settings.steps {
+            for s in &students {
+                if s.meta.steps == Some(n as u32) {
+                    evaluate(&s.model, &s.name, "distilled", n)?;
+                }
+            }
+            if let Some(t) = teacher {
+                evaluate(&t.model, &t.name, "ddim", n)?;
             }
         }
         if let Some(t) = teacher {
-            evaluate(&t.model, &t.name, "ddim", n)?;
-        }
-    }
-    if let Some(t) = teacher {
-        let n = settings.teacher_distance_steps.unwrap_or(full);
-        if !settings.steps.contains(&n) {
-            evaluate(&t.model, &t.name, "teacher", n)?;
+            let n = settings.teacher_distance_steps.unwrap_or(full);
+            if !settings.steps.contains(&n) {
+                evaluate(&t.model, &t.name, "teacher", n)?;
+            }
         }
     }
     Ok(rows)

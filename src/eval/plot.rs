@@ -8,9 +8,23 @@ use crate::image::font::{draw_text, text_width};
 pub struct Series {
     pub name: String,
     pub color: [u8; 3],
-    /// (step count, value)
-    pub points: Vec<(usize, f64)>,
+    /// (x, value): x a step count on the default axis, or any number on a linear one.
+    pub points: Vec<(f64, f64)>,
 }
+
+/// The x axis of a plot.
+#[derive(Clone, Copy, Debug)]
+pub struct XAxis<'a> {
+    pub label: &'a str,
+    /// log2 (step counts), else linear.
+    pub log2: bool,
+}
+
+/// Step counts on a log2 axis.
+pub const STEPS_AXIS: XAxis<'static> = XAxis {
+    label: "sampling steps",
+    log2: true,
+};
 
 fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 3]) {
     let n = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1) * 2;
@@ -28,12 +42,17 @@ fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 
 
 /// Plots `series` (y linear from 0, x = log2 of the step count); `title` at the top.
 pub fn plot(title: &str, y_label: &str, series: &[Series]) -> RgbImage {
+    plot_on(title, STEPS_AXIS, y_label, series)
+}
+
+/// Plots `series` against `axis` (y linear from 0); `title` at the top.
+pub fn plot_on(title: &str, axis: XAxis, y_label: &str, series: &[Series]) -> RgbImage {
     let (w, h) = (560u32, 360u32);
     let (left, right, top, bottom) = (70.0, 20.0, 40.0, 50.0);
     let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
     let black = [0, 0, 0];
     draw_text(&mut img, 10, 10, title, 2, black);
-    let xs: Vec<usize> = series
+    let xs: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
         .collect();
@@ -45,14 +64,14 @@ pub fn plot(title: &str, y_label: &str, series: &[Series]) -> RgbImage {
     if xs.is_empty() || ys.is_empty() {
         return img;
     }
-    let lx = |s: usize| (s.max(1) as f64).log2();
+    let lx = |s: f64| if axis.log2 { s.max(1.0).log2() } else { s };
     let (x_min, x_max) = (
         xs.iter().map(|&s| lx(s)).fold(f64::MAX, f64::min),
         xs.iter().map(|&s| lx(s)).fold(f64::MIN, f64::max),
     );
     let y_max = ys.iter().cloned().fold(0.0, f64::max) * 1.1 + 1e-9;
     let px =
-        |s: usize| left + (lx(s) - x_min) / (x_max - x_min).max(1e-9) * (w as f64 - left - right);
+        |s: f64| left + (lx(s) - x_min) / (x_max - x_min).max(1e-9) * (w as f64 - left - right);
     let py = |v: f64| h as f64 - bottom - v / y_max * (h as f64 - top - bottom);
     line(&mut img, (left, top), (left, h as f64 - bottom), black);
     line(
@@ -61,8 +80,8 @@ pub fn plot(title: &str, y_label: &str, series: &[Series]) -> RgbImage {
         (w as f64 - right, h as f64 - bottom),
         black,
     );
-    let mut ticks: Vec<usize> = xs.clone();
-    ticks.sort();
+    let mut ticks: Vec<f64> = xs.clone();
+    ticks.sort_by(f64::total_cmp);
     ticks.dedup();
     for &s in &ticks {
         let x = px(s);
@@ -72,7 +91,11 @@ pub fn plot(title: &str, y_label: &str, series: &[Series]) -> RgbImage {
             (x, h as f64 - bottom + 4.0),
             black,
         );
-        let label = s.to_string();
+        let label = if s.fract() == 0.0 {
+            format!("{s:.0}")
+        } else {
+            format!("{s:.2}")
+        };
         draw_text(
             &mut img,
             (x - text_width(&label, 1) as f64 / 2.0) as u32,
@@ -86,7 +109,7 @@ pub fn plot(title: &str, y_label: &str, series: &[Series]) -> RgbImage {
         &mut img,
         (w / 2).saturating_sub(40),
         h - 18,
-        "sampling steps",
+        axis.label,
         1,
         black,
     );
@@ -105,13 +128,13 @@ pub fn plot(title: &str, y_label: &str, series: &[Series]) -> RgbImage {
     }
     draw_text(&mut img, 4, top as u32 - 12, y_label, 1, black);
     for (i, s) in series.iter().enumerate() {
-        let mut pts: Vec<(usize, f64)> = s
+        let mut pts: Vec<(f64, f64)> = s
             .points
             .iter()
             .cloned()
             .filter(|p| p.1.is_finite())
             .collect();
-        pts.sort_by_key(|p| p.0);
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         for pair in pts.windows(2) {
             line(
                 &mut img,

@@ -54,6 +54,7 @@ fn bundled_four_step_student_beats_the_teachers_plain_ddim() {
         classifier: None,
         data: None,
         seed: 1,
+        guidance: vec![],
     };
     let rows = evaluate(&g, &models, &settings, |r| {
         eprintln!("{r:?}");

@@ -628,6 +628,35 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
         "{}",
         stderr(&o)
     );
+    // Eval: class accuracy per guidance weight, from a classifier of the same classes.
+    let clf = tmp.path().join("clf.safetensors");
+    let o = fewstep(&[
+        "train-classifier", "--data", &data, "--image-size", "8", "--updates", "20", "--batch",
+        "6", "--out", clf.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fewstep(&[
+        "eval", "--model", out.join("steps-2.safetensors").to_str().unwrap(), "--model", m,
+        "--steps", "2", "--teacher-steps", "8", "--teacher-distance-steps", "2", "--guidance",
+        "0,2", "--samples", "6", "--psnr-samples", "3", "--classifier", clf.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for (r, w) in rows.iter().zip([0.0, 0.0, 2.0, 2.0]) {
+        assert_eq!(r["guidance"].as_f64(), Some(w));
+        let acc = r["class_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert_eq!(r["per_class_accuracy"].as_array().unwrap().len(), 3);
+    }
+    let o = fewstep(&[
+        "eval", "--model", bundled_teacher, "--steps", "2", "--guidance", "1", "--samples", "2",
+    ]);
+    assert!(stderr(&o).contains("but these models are unconditional"), "{}", stderr(&o));
     // --classes on unlabelled data.
     let flat = tmp.path().join("flat");
     crate::common::bin::write_images(&flat);
@@ -746,4 +775,67 @@ fn old_unconditional_model_files_load_and_describe_themselves_as_before() {
         let stored: serde_json::Value = serde_json::from_str(&file.metadata["fewstep"]).unwrap();
         assert_eq!(written, stored, "{}", b.name);
     }
+}
+
+/// The synthetic patterns as class folders of 8x8 PNGs: 8 shapes (the classes), `per_class`
+/// variants of each (shifted, resized, on lighter backgrounds).
+pub fn write_pattern_classes(dir: &std::path::Path, per_class: usize) {
+    const NAMES: [&str; 8] = [
+        "disc", "hbar", "vbar", "ring", "cross", "square", "diagonal", "dots",
+    ];
+    let d = Dataset::synthetic_patterns(8 * per_class, 1, 8, 8);
+    for i in 0..d.len() {
+        let sub = dir.join(NAMES[i % 8]);
+        std::fs::create_dir_all(&sub).unwrap();
+        let img = image::GrayImage::from_raw(8, 8, d.image(i).to_vec()).unwrap();
+        img.save(sub.join(format!("{i:03}.png"))).unwrap();
+    }
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let o = fewstep(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Issue 24's tiny-scale figures: a class-conditional teacher of the 8 synthetic pattern classes,
+/// its guided distillation to 4, 2 and 1 steps, and `fewstep eval --guidance` (class accuracy and
+/// distance against w, students against the teacher's DDIM). Minutes on a CPU: run by hand with
+/// `--ignored`; FEWSTEP_TINY_GUIDED_DIR keeps the files.
+#[test]
+#[ignore]
+fn tiny_guided_family_eval_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::env::var("FEWSTEP_TINY_GUIDED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().to_path_buf());
+    let imgs = root.join("patterns");
+    write_pattern_classes(&imgs, 4);
+    let data = format!("images:{}", imgs.display());
+    let p = |s: &str| root.join(s).to_str().unwrap().to_string();
+    run_ok(&[
+        "train-classifier", "--data", &data, "--image-size", "8", "--updates", "300", "--batch",
+        "32", "--out", &p("clf.safetensors"),
+    ]);
+    run_ok(&[
+        "train", "--data", &data, "--image-size", "8", "--classes", "--uncond-prob", "0.15",
+        "--preset", "tiny", "--steps", "1500", "--batch", "16", "--sample-every", "0",
+        "--log-every", "100", "--out", &p("teacher"),
+    ]);
+    let teacher = p("teacher/model.safetensors");
+    run_ok(&[
+        "distill", "--teacher", &teacher, "--guided", "--guidance-updates", "600",
+        "--from-steps", "16", "--to-steps", "1", "--updates", "300", "--batch", "16",
+        "--log-every", "100", "--out", &p("guided"),
+    ]);
+    let table = run_ok(&[
+        "eval", "--model", &p("guided/steps-4.safetensors"), "--model",
+        &p("guided/steps-2.safetensors"), "--model", &p("guided/steps-1.safetensors"),
+        "--model", &teacher, "--steps", "1,2,4", "--teacher-steps", "16",
+        "--teacher-distance-steps", "16", "--guidance", "0,1,2,4", "--samples", "256",
+        "--psnr-samples", "32", "--classifier", &p("clf.safetensors"), "--plot",
+        &p("eval.png"),
+    ]);
+    println!("{table}");
+    assert!(table.contains('%'));
 }

@@ -118,6 +118,7 @@ impl RecipeSettings {
         let mut steps = self.student_steps();
         steps.reverse();
         EvalSettings {
+            guidance: Vec::new(),
             steps,
             samples: self.eval_samples,
             psnr_samples: self.psnr_samples,
