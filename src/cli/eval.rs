@@ -111,7 +111,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seed: args.seed,
         guidance: args.guidance.clone(),
     };
-    if let Some(w) = args.guidance.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+    if let Some(w) = args
+        .guidance
+        .iter()
+        .find(|w| !(w.is_finite() && **w >= 0.0))
+    {
         anyhow::bail!("--guidance {w} is not usable: give weights >= 0 such as 0,1,2,4");
     }
     let guided = !args.guidance.is_empty();
@@ -208,7 +212,11 @@ fn guidance_plots(rows: &[EvalRow], steps: &[usize], path: &std::path::Path) -> 
                 }
                 let c = COLORS[i];
                 // The teacher's DDIM lines: the same hue, lighter.
-                let color = if shade == 0 { c } else { c.map(|v| v / 2 + 127) };
+                let color = if shade == 0 {
+                    c
+                } else {
+                    c.map(|v| v / 2 + 127)
+                };
                 out.push(Series {
                     name: format!("{n} {what}"),
                     color,

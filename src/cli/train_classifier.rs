@@ -36,7 +36,9 @@ pub struct TrainClassifierArgs {
 pub fn run(args: TrainClassifierArgs) -> Result<()> {
     let gpu = super::open_gpu()?;
     let spec: DataSpec = args.data.parse()?;
-    let size = args.image_size.filter(|_| matches!(spec, DataSpec::Images(_)));
+    let size = args
+        .image_size
+        .filter(|_| matches!(spec, DataSpec::Images(_)));
     let train_set = Dataset::load(&spec, Split::Train, size)?;
     let test_set = Dataset::load(&spec, Split::Test, size)?;
     let bar = ProgressBar::new(args.updates).with_style(

@@ -108,7 +108,12 @@ pub fn sample_asking(
             },
             None => crate::nn::NetCond::NONE,
         };
-        out.extend(Sampler::new(m, opts).with_cond(cond).run(m).to_vec_blocking()?);
+        out.extend(
+            Sampler::new(m, opts)
+                .with_cond(cond)
+                .run(m)
+                .to_vec_blocking()?,
+        );
     }
     Ok((out, start.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64))
 }
@@ -171,7 +176,12 @@ impl Distance {
 
     /// The share of `images` the classifier assigns to the class each asked for, overall and
     /// per class (`classes` of them).
-    pub fn accuracy(&self, images: &[f32], asked: &[usize], classes: usize) -> Result<(f64, Vec<f64>)> {
+    pub fn accuracy(
+        &self,
+        images: &[f32],
+        asked: &[usize],
+        classes: usize,
+    ) -> Result<(f64, Vec<f64>)> {
         let (_, pred) = features_and_predictions(&self.clf, images, self.shape)?;
         let mut hit = vec![0usize; classes];
         let mut all = vec![0usize; classes];

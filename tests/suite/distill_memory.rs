@@ -14,82 +14,117 @@ use fewstep::nn::{UNet, UNetConfig};
 fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
     let g = gpu();
     let tmp = tempfile::tempdir().unwrap();
-    let data = Dataset::synthetic_patterns(6, 1, 8, 8);
-    let cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
-    let net = UNet::new(&g, cfg.clone(), 3).unwrap();
-    let weights = pollster::block_on(fewstep::nn::read_tensors(
-        &net.layout.specs,
-        &net.params,
-        "",
-    ))
-    .unwrap();
-    let teacher = tmp.path().join("teacher.safetensors");
-    let meta = ModelMeta {
-        format_version: 1,
-        arch: cfg,
-        image: [1, 8, 8],
-        parameterization: Parameterization::V,
-        schedule: "cosine".into(),
-        steps: None,
-        lineage: Lineage::default(),
-        dataset: "synthetic".into(),
-        training_steps: 0,
-        command: "test".into(),
-    };
-    save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
-    let teacher_file = std::fs::read(&teacher).unwrap();
-    for ema in [None, Some(0.9f32)] {
-        let plan = DistillPlan {
-            teacher: teacher.clone(),
-            from_steps: 8,
-            to_steps: 1,
-            updates: 3,
-            final_updates: 2,
-            batch: 3,
-            lr: 1e-3,
-            seed: 11,
-            checkpoint_every: 0,
-            log_every: 2,
-            dataset: "synthetic".into(),
-            command: "fewstep distill (test)".into(),
-            ema,
-            guided: None,
+    let patterns = Dataset::synthetic_patterns(6, 1, 8, 8);
+    // The last case is a guided distillation (issue 24) of a 3-class teacher.
+    for (ema, guided) in [(None, false), (Some(0.9f32), false), (None, true)] {
+        let mut cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
+        let data = if guided {
+            cfg.classes = 3;
+            let labels = (0..6u8).map(|i| i % 3).collect();
+            Dataset::from_pixels(
+                "synthetic",
+                1,
+                8,
+                8,
+                patterns.pixels.clone(),
+                Some(labels),
+                false,
+            )
+        } else {
+            patterns.clone()
         };
-        let dir = tmp.path().join(format!("files-{ema:?}"));
-        let mut on_disk = DistillRun::create(&g, &dir, plan.clone(), data.clone()).unwrap();
-        while !on_disk.is_done() {
-            on_disk.advance().unwrap();
-        }
-        let mut memory = MemoryDistill::new(&g, plan, &teacher_file, data.clone()).unwrap();
-        let (mut students, mut updates, mut losses) = (Vec::new(), 0, 0);
-        loop {
-            match pollster::block_on(memory.advance()).unwrap() {
-                Advanced::Update { loss } => {
-                    updates += 1;
-                    losses += loss.is_some() as usize;
-                }
-                Advanced::Halving { student, done } => {
-                    students.push(student);
-                    if done {
-                        break;
+        let net = UNet::new(&g, cfg.clone(), 3).unwrap();
+        let weights = pollster::block_on(fewstep::nn::read_tensors(
+            &net.layout.specs,
+            &net.params,
+            "",
+        ))
+        .unwrap();
+        let teacher = tmp.path().join(format!("teacher-{guided}.safetensors"));
+        let meta = ModelMeta {
+            format_version: 1,
+            arch: cfg,
+            image: [1, 8, 8],
+            parameterization: Parameterization::V,
+            schedule: "cosine".into(),
+            steps: None,
+            lineage: Lineage::default(),
+            dataset: "synthetic".into(),
+            training_steps: 0,
+            command: "test".into(),
+        };
+        save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
+        let teacher_file = std::fs::read(&teacher).unwrap();
+        {
+            let plan = DistillPlan {
+                teacher: teacher.clone(),
+                from_steps: 8,
+                to_steps: 1,
+                updates: 3,
+                final_updates: 2,
+                batch: 3,
+                lr: 1e-3,
+                seed: 11,
+                checkpoint_every: 0,
+                log_every: 2,
+                dataset: "synthetic".into(),
+                command: "fewstep distill (test)".into(),
+                ema,
+                guided: guided.then_some(fewstep::diffusion::distill_plan::GuidedPlan {
+                    w_min: 0.5,
+                    w_max: 3.0,
+                    updates: 2,
+                }),
+            };
+            let dir = tmp.path().join(format!("files-{ema:?}-{guided}"));
+            let mut on_disk = DistillRun::create(&g, &dir, plan.clone(), data.clone()).unwrap();
+            while !on_disk.is_done() {
+                on_disk.advance().unwrap();
+            }
+            let mut memory = MemoryDistill::new(&g, plan, &teacher_file, data.clone()).unwrap();
+            let (mut students, mut updates, mut losses) = (Vec::new(), 0, 0);
+            loop {
+                match pollster::block_on(memory.advance()).unwrap() {
+                    Advanced::Update { loss } => {
+                        updates += 1;
+                        losses += loss.is_some() as usize;
+                    }
+                    Advanced::Halving { student, done } => {
+                        students.push(student);
+                        if done {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        // The 4-step student takes `updates`, the 2- and 1-step ones `final_updates`.
-        assert_eq!(updates, 3 + 2 + 2, "ema {ema:?}");
-        // A loss every 2 updates and at each halving's end: 2 and 3, then 2, then 2.
-        assert_eq!(losses, 4);
-        assert_eq!(memory.progress(), (7, 7));
-        let steps: Vec<usize> = students.iter().map(|s| s.steps).collect();
-        assert_eq!(steps, [4, 2, 1]);
-        for s in &students {
-            let file = std::fs::read(dir.join(model_file_name(s.steps))).unwrap();
-            assert!(
-                file == s.file,
-                "the {}-step student differs from fewstep distill's file (ema {ema:?})",
-                s.steps
+            // The 4-step student takes `updates`, the 2- and 1-step ones `final_updates`; a guided
+            // run's stage 1 its own 2 first.
+            let stage1 = if guided { 2 } else { 0 };
+            assert_eq!(updates, stage1 + 3 + 2 + 2, "ema {ema:?}");
+            // A loss every 2 updates and at each stage's end: (2), 2 and 3, then 2, then 2.
+            assert_eq!(losses, 4 + guided as usize);
+            assert_eq!(memory.progress(), (stage1 + 7, stage1 + 7));
+            let steps: Vec<usize> = students.iter().map(|s| s.steps).collect();
+            assert_eq!(
+                steps,
+                if guided {
+                    vec![0, 4, 2, 1]
+                } else {
+                    vec![4, 2, 1]
+                }
             );
+            for s in &students {
+                assert_eq!(s.steps == 0, s.name == "guided-teacher.safetensors");
+                let file = std::fs::read(dir.join(&s.name)).unwrap();
+                assert!(
+                    file == s.file,
+                    "{} differs from fewstep distill's file (ema {ema:?}, guided {guided})",
+                    s.name
+                );
+                if s.steps > 0 {
+                    assert_eq!(s.name, model_file_name(s.steps));
+                }
+            }
         }
     }
 }

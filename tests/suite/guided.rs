@@ -631,14 +631,39 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
     // Eval: class accuracy per guidance weight, from a classifier of the same classes.
     let clf = tmp.path().join("clf.safetensors");
     let o = fewstep(&[
-        "train-classifier", "--data", &data, "--image-size", "8", "--updates", "20", "--batch",
-        "6", "--out", clf.to_str().unwrap(),
+        "train-classifier",
+        "--data",
+        &data,
+        "--image-size",
+        "8",
+        "--updates",
+        "20",
+        "--batch",
+        "6",
+        "--out",
+        clf.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = fewstep(&[
-        "eval", "--model", out.join("steps-2.safetensors").to_str().unwrap(), "--model", m,
-        "--steps", "2", "--teacher-steps", "8", "--teacher-distance-steps", "2", "--guidance",
-        "0,2", "--samples", "6", "--psnr-samples", "3", "--classifier", clf.to_str().unwrap(),
+        "eval",
+        "--model",
+        out.join("steps-2.safetensors").to_str().unwrap(),
+        "--model",
+        m,
+        "--steps",
+        "2",
+        "--teacher-steps",
+        "8",
+        "--teacher-distance-steps",
+        "2",
+        "--guidance",
+        "0,2",
+        "--samples",
+        "6",
+        "--psnr-samples",
+        "3",
+        "--classifier",
+        clf.to_str().unwrap(),
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -654,9 +679,21 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
         assert_eq!(r["per_class_accuracy"].as_array().unwrap().len(), 3);
     }
     let o = fewstep(&[
-        "eval", "--model", bundled_teacher, "--steps", "2", "--guidance", "1", "--samples", "2",
+        "eval",
+        "--model",
+        bundled_teacher,
+        "--steps",
+        "2",
+        "--guidance",
+        "1",
+        "--samples",
+        "2",
     ]);
-    assert!(stderr(&o).contains("but these models are unconditional"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("but these models are unconditional"),
+        "{}",
+        stderr(&o)
+    );
     // --classes on unlabelled data.
     let flat = tmp.path().join("flat");
     crate::common::bin::write_images(&flat);
@@ -814,26 +851,86 @@ fn tiny_guided_family_eval_figures() {
     let data = format!("images:{}", imgs.display());
     let p = |s: &str| root.join(s).to_str().unwrap().to_string();
     run_ok(&[
-        "train-classifier", "--data", &data, "--image-size", "8", "--updates", "300", "--batch",
-        "32", "--out", &p("clf.safetensors"),
+        "train-classifier",
+        "--data",
+        &data,
+        "--image-size",
+        "8",
+        "--updates",
+        "300",
+        "--batch",
+        "32",
+        "--out",
+        &p("clf.safetensors"),
     ]);
     run_ok(&[
-        "train", "--data", &data, "--image-size", "8", "--classes", "--uncond-prob", "0.15",
-        "--preset", "tiny", "--steps", "1500", "--batch", "16", "--sample-every", "0",
-        "--log-every", "100", "--out", &p("teacher"),
+        "train",
+        "--data",
+        &data,
+        "--image-size",
+        "8",
+        "--classes",
+        "--uncond-prob",
+        "0.15",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1500",
+        "--batch",
+        "16",
+        "--sample-every",
+        "0",
+        "--log-every",
+        "100",
+        "--out",
+        &p("teacher"),
     ]);
     let teacher = p("teacher/model.safetensors");
     run_ok(&[
-        "distill", "--teacher", &teacher, "--guided", "--guidance-updates", "600",
-        "--from-steps", "16", "--to-steps", "1", "--updates", "300", "--batch", "16",
-        "--log-every", "100", "--out", &p("guided"),
+        "distill",
+        "--teacher",
+        &teacher,
+        "--guided",
+        "--guidance-updates",
+        "600",
+        "--from-steps",
+        "16",
+        "--to-steps",
+        "1",
+        "--updates",
+        "300",
+        "--batch",
+        "16",
+        "--log-every",
+        "100",
+        "--out",
+        &p("guided"),
     ]);
     let table = run_ok(&[
-        "eval", "--model", &p("guided/steps-4.safetensors"), "--model",
-        &p("guided/steps-2.safetensors"), "--model", &p("guided/steps-1.safetensors"),
-        "--model", &teacher, "--steps", "1,2,4", "--teacher-steps", "16",
-        "--teacher-distance-steps", "16", "--guidance", "0,1,2,4", "--samples", "256",
-        "--psnr-samples", "32", "--classifier", &p("clf.safetensors"), "--plot",
+        "eval",
+        "--model",
+        &p("guided/steps-4.safetensors"),
+        "--model",
+        &p("guided/steps-2.safetensors"),
+        "--model",
+        &p("guided/steps-1.safetensors"),
+        "--model",
+        &teacher,
+        "--steps",
+        "1,2,4",
+        "--teacher-steps",
+        "16",
+        "--teacher-distance-steps",
+        "16",
+        "--guidance",
+        "0,1,2,4",
+        "--samples",
+        "256",
+        "--psnr-samples",
+        "32",
+        "--classifier",
+        &p("clf.safetensors"),
+        "--plot",
         &p("eval.png"),
     ]);
     println!("{table}");
