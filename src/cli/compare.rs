@@ -33,6 +33,17 @@ pub struct CompareArgs {
     /// Pixel scale.
     #[arg(long, default_value_t = 2)]
     scale: u32,
+    /// For class-conditional models: the class every row draws, by name or number.
+    #[arg(long, value_name = "NAME|ID")]
+    class: Option<String>,
+    /// Classifier-free guidance weight w (with --class).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "W",
+        allow_negative_numbers = true
+    )]
+    guidance: f64,
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
@@ -49,8 +60,25 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let mut teacher: Option<Denoiser> = None;
     let mut students: Vec<(usize, Denoiser)> = vec![];
     let mut shape = None;
+    let mut asked_class = None;
     for path in &args.model {
         let (m, meta) = load_model(&gpu, path)?;
+        if let Some(c) = &args.class {
+            let l = crate::diffusion::guidance::parse_class(&meta.arch, c)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if asked_class.is_some_and(|k| k != l) {
+                bail!(
+                    "{}: --class {c} names another class there than in the other models",
+                    path.display()
+                );
+            }
+            asked_class = Some(l);
+        }
+        if let Some(note) = crate::diffusion::guidance::check_guidance(&meta.arch, args.guidance)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        {
+            eprintln!("{}: {note}", path.display());
+        }
         if shape.is_some_and(|s| s != m.image_shape()) {
             bail!(
                 "{} makes images of another shape than the other models",
@@ -112,12 +140,12 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 clip: true,
             };
             let start = Instant::now();
-            let x = crate::diffusion::sampler::sample_in_passes(
-                m,
-                opts,
-                &crate::nn::NetCond::NONE,
-                per_pass,
-            )?;
+            let cond = if asked_class.is_some() || args.guidance > 0.0 {
+                crate::nn::NetCond::uniform(args.count, asked_class, args.guidance as f32)
+            } else {
+                crate::nn::NetCond::NONE
+            };
+            let x = crate::diffusion::sampler::sample_in_passes(m, opts, &cond, per_pass)?;
             let secs = start.elapsed().as_secs_f64();
             report.push(format!(
                 "{label:<14} {:>8.1} ms for {} images",
@@ -127,8 +155,12 @@ pub fn run(args: CompareArgs) -> Result<()> {
             rows.push((label, x));
         }
     }
+    let asked = match &args.class {
+        Some(c) => format!(", class {c}, guidance {}", args.guidance),
+        None => String::new(),
+    };
     let title = format!(
-        "same noise in every row (seed {}), label = steps and model",
+        "same noise in every row (seed {}{asked}), label = steps and model",
         args.seed
     );
     let img = labelled_rows(Some(&title), &rows, c, h, w, args.scale);

@@ -55,8 +55,17 @@ impl ModelMeta {
             Some(s) => format!("distilled {s}-step model"),
             None => "teacher".to_string(),
         };
+        let a = &self.arch;
+        let classes = match (a.classes, a.guidance) {
+            (0, _) => String::new(),
+            (n, None) => format!(", {n} classes"),
+            (n, Some(g)) => format!(
+                ", {n} classes, guidance w {}..{} as an input",
+                g.w_min, g.w_max
+            ),
+        };
         format!(
-            "{kind}: preset {}, {}x{}x{} images, {} parameterization, data {}, {} training updates",
+            "{kind}: preset {}, {}x{}x{} images, {} parameterization{classes}, data {}, {} training updates",
             self.arch.preset,
             self.image[0],
             self.image[1],

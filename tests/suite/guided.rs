@@ -628,6 +628,20 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
         "{}",
         stderr(&o)
     );
+    // Compare one class: a row per step count, students and the teacher's DDIM.
+    let o = fewstep(&[
+        "compare", "--model", out.join("steps-2.safetensors").to_str().unwrap(), "--model", m,
+        "--steps", "2,4", "--class", "square", "--guidance", "1", "--count", "2", "--out",
+        tmp.path().join("c.png").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = stderr(&o).lines().filter(|l| l.contains(" ms for 2 images")).count();
+    assert_eq!(rows, 3, "2 distilled, 2 DDIM, 4 DDIM: {}", stderr(&o));
+    let o = fewstep(&[
+        "info", "--model", out.join("steps-2.safetensors").to_str().unwrap(),
+    ]);
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(said.contains("3 classes, guidance w 0..3 as an input"), "{said}");
     // Eval: class accuracy per guidance weight, from a classifier of the same classes.
     let clf = tmp.path().join("clf.safetensors");
     let o = fewstep(&[
