@@ -267,20 +267,30 @@ impl TrainRun {
         Ok(())
     }
 
-    /// A 4x4 grid of DDIM samples from the EMA weights, to samples/step_N.png.
+    /// A 4x4 grid of DDIM samples from the EMA weights, to samples/step_N.png; for a
+    /// class-conditional model a row of 4 per class (the conditional model, no guidance).
     pub fn sample_grid(&self) -> Result<PathBuf> {
         let model = self.trainer.ema_model();
+        let classes = model.net.config.classes;
+        let count = if classes > 0 { 4 * classes } else { 16 };
         let opts = SampleOptions {
             steps: self.options.sample_steps.max(1),
-            count: 16,
+            count,
             seed: 0,
             kind: SamplerKind::Ddim,
             clip: true,
         };
-        let x = Sampler::new(&model, opts).run(&model);
+        let cond = crate::nn::NetCond {
+            labels: (0..count)
+                .filter(|_| classes > 0)
+                .map(|i| Some((i / 4) as u32))
+                .collect(),
+            w: Vec::new(),
+        };
+        let x = Sampler::new(&model, opts).with_cond(cond).run(&model);
         let data = x.to_vec_blocking()?;
         let [c, h, w] = model.image_shape();
-        let img = crate::image::image_grid(&data, 16, c, h, w, 4, 2, 2);
+        let img = crate::image::image_grid(&data, count, c, h, w, 4, 2, 2);
         let path = self
             .dir
             .join("samples")

@@ -436,7 +436,9 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
         "--batch",
         "4",
         "--sample-every",
-        "0",
+        "20",
+        "--sample-steps",
+        "4",
         "--log-every",
         "5",
     ];
@@ -453,6 +455,13 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
     let o = fewstep(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let model = run.join("model.safetensors");
+    // The training grid: a row of 4 per class.
+    let grid = image::open(run.join("samples/step_00000020.png")).unwrap();
+    let (gw, gh) = (grid.width() as f64, grid.height() as f64);
+    assert!(
+        (gw / gh - 4.0 / 3.0).abs() < 0.1,
+        "{gw}x{gh} is not 4 columns by 3 rows"
+    );
     let meta = meta_of(&model);
     assert_eq!(meta.arch.classes, 3);
     assert_eq!(meta.arch.class_names, ["circle", "square", "stripe"]);
@@ -630,18 +639,38 @@ fn train_sample_and_distill_a_class_conditional_model_from_the_command_line() {
     );
     // Compare one class: a row per step count, students and the teacher's DDIM.
     let o = fewstep(&[
-        "compare", "--model", out.join("steps-2.safetensors").to_str().unwrap(), "--model", m,
-        "--steps", "2,4", "--class", "square", "--guidance", "1", "--count", "2", "--out",
+        "compare",
+        "--model",
+        out.join("steps-2.safetensors").to_str().unwrap(),
+        "--model",
+        m,
+        "--steps",
+        "2,4",
+        "--class",
+        "square",
+        "--guidance",
+        "1",
+        "--count",
+        "2",
+        "--out",
         tmp.path().join("c.png").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let rows = stderr(&o).lines().filter(|l| l.contains(" ms for 2 images")).count();
+    let rows = stderr(&o)
+        .lines()
+        .filter(|l| l.contains(" ms for 2 images"))
+        .count();
     assert_eq!(rows, 3, "2 distilled, 2 DDIM, 4 DDIM: {}", stderr(&o));
     let o = fewstep(&[
-        "info", "--model", out.join("steps-2.safetensors").to_str().unwrap(),
+        "info",
+        "--model",
+        out.join("steps-2.safetensors").to_str().unwrap(),
     ]);
     let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(said.contains("3 classes, guidance w 0..3 as an input"), "{said}");
+    assert!(
+        said.contains("3 classes, guidance w 0..3 as an input"),
+        "{said}"
+    );
     // Eval: class accuracy per guidance weight, from a classifier of the same classes.
     let clf = tmp.path().join("clf.safetensors");
     let o = fewstep(&[
