@@ -191,7 +191,19 @@ impl FewstepApp {
             }
         }
         #[cfg(target_arch = "wasm32")]
-        crate::app::web_page::fetch_bundled(engine.job_sender());
+        {
+            // `?model=PATH.safetensors` that is no bundled name: a model file hosted beside the
+            // page (same origin), fetched after the bundled ones, as `--model FILE` natively.
+            let extra = app
+                .start
+                .model
+                .clone()
+                .filter(|m| crate::bundled::find(m).is_none() && m.ends_with(".safetensors"));
+            if extra.is_some() {
+                app.loading.expected += 1;
+            }
+            crate::app::web_page::fetch_bundled(engine.job_sender(), extra);
+        }
         app.engine = Some(engine);
         app
     }

@@ -284,8 +284,9 @@ fn page_status(text: Option<&str>) {
 }
 
 /// Fetches the bundled models one after another from assets/ and hands them to the worker;
-/// progress goes to the worker (bytes) and to the page's status line.
-pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
+/// progress goes to the worker (bytes) and to the page's status line. `extra`: a model file the
+/// address names (a path relative to the page), fetched last.
+pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
     wasm_bindgen_futures::spawn_local(async move {
         let total = crate::bundled::BUNDLED.len();
         let total_bytes = crate::bundled::total_size() as u64;
@@ -321,6 +322,17 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>) {
                 },
             };
             before += b.size as u64;
+            let _ = jobs.unbounded_send(job);
+        }
+        if let Some(path) = extra {
+            page_status(Some(&format!("Loading {path}…")));
+            let job = match fetch_bytes(&path, |_| {}).await {
+                Ok(bytes) => {
+                    super::web_distill::remember_file(&path, &bytes);
+                    Job::Load { name: path, bytes }
+                }
+                Err(error) => Job::LoadError { name: path, error },
+            };
             let _ = jobs.unbounded_send(job);
         }
         page_status(None);

@@ -237,6 +237,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
             "seed": args.seed,
             "count": total,
             "class": rows.iter().map(|l| l.map(|v| v as i64).unwrap_or(-1)).collect::<Vec<_>>(),
+            "class_name": match rows.as_slice() {
+                [Some(l)] => Some(class_name(arch, *l)),
+                _ => None,
+            },
             "guidance": args.guidance,
             "shape": [total, c, h, w],
             "values": images,
