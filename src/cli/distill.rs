@@ -128,9 +128,14 @@ pub fn run(args: DistillArgs) -> Result<()> {
         if let Some((_, b)) = &bar {
             if let Some(l) = &line {
                 b.set_message(format!("{:.5}  {:.0} img/s", l.loss, l.images_per_s));
+                let who = if l.student_steps == 0 {
+                    "stage 1 (w as an input)".to_string()
+                } else {
+                    format!("{}-step student", l.student_steps)
+                };
                 super::log_when_not_a_terminal(&format!(
-                    "{}-step student: update {}  loss {:.5}  {:.1} img/s",
-                    l.student_steps, l.update, l.loss, l.images_per_s
+                    "{who}: update {}  loss {:.5}  {:.1} img/s",
+                    l.update, l.loss, l.images_per_s
                 ));
             }
             let pos = if run.phase() == steps {
