@@ -979,3 +979,81 @@ fn tiny_guided_family_eval_figures() {
     println!("{table}");
     assert!(table.contains('%'));
 }
+
+/// `fewstep recipe --guided` end to end on three class folders (shortened): a class-conditional
+/// teacher, guided distillation, eval at w = 0, 1, 2, 4, and a bundle of w-conditioned students.
+#[test]
+fn recipe_guided_makes_a_guided_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("classes");
+    write_class_images(&imgs);
+    let out = tmp.path().join("recipe");
+    let data = format!("images:{}", imgs.display());
+    run_ok(&[
+        "recipe",
+        "--guided",
+        "--preset",
+        "quick",
+        "--data",
+        &data,
+        "--image-size",
+        "8",
+        "--name",
+        "shapes",
+        "--train-steps",
+        "20",
+        "--updates",
+        "3",
+        "--samples",
+        "6",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let teacher = meta_of(&out.join("bundle/shapes-teacher.f16.safetensors"));
+    assert_eq!(teacher.arch.classes, 3);
+    assert_eq!(teacher.arch.guidance, None);
+    for n in [4, 2, 1] {
+        let s = meta_of(&out.join(format!("bundle/shapes-steps-{n}.f16.safetensors")));
+        assert_eq!(s.steps, Some(n));
+        assert_eq!(
+            s.arch.guidance,
+            Some(GuidanceRange {
+                w_min: 0.0,
+                w_max: 4.0
+            })
+        );
+    }
+    assert!(out.join("distill/guided-teacher.safetensors").exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("recipe.json")).unwrap()).unwrap();
+    let ws: Vec<f64> = state["eval_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["guidance"].as_f64().unwrap())
+        .collect();
+    for w in [0.0, 1.0, 2.0, 4.0] {
+        assert!(ws.contains(&w), "no eval rows at w = {w}: {ws:?}");
+    }
+    // The stage-1 model is bundled too: it is the students' first parent.
+    let g = meta_of(&out.join("bundle/shapes-guided-teacher.f16.safetensors"));
+    assert!(g.arch.guidance.is_some() && g.steps.is_none());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle/manifest.json")).unwrap()).unwrap();
+    let names: Vec<&str> = manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "shapes-4step",
+            "shapes-2step",
+            "shapes-1step",
+            "shapes-teacher",
+            "shapes-guided-teacher"
+        ]
+    );
+}

@@ -40,7 +40,15 @@ pub(super) fn write_bundle(
     std::fs::create_dir_all(&bundle)
         .with_context(|| format!("cannot create {}", bundle.display()))?;
     let rows = &state.eval_rows;
-    let row = |kind: &str, n: usize| rows.iter().find(|r| r.kind == kind && r.steps == n);
+    // A guided recipe evaluated at several w: the manifest shows GUIDED_FIGURES_W's rows.
+    let row = |kind: &str, n: usize| {
+        rows.iter().find(|r| {
+            r.kind == kind
+                && r.steps == n
+                && r.guidance
+                    .is_none_or(|w| w == super::settings::GUIDED_FIGURES_W)
+        })
+    };
     let mut models = vec![];
     let mut convert_cmds = vec![];
     let tfile = format!("{}-teacher.f16.safetensors", s.name);
@@ -55,6 +63,23 @@ pub(super) fn write_bundle(
     let teacher_row =
         row("teacher", s.teacher_distance_steps).or_else(|| row("ddim", s.teacher_distance_steps));
     let mut entries = vec![(tfile, None::<u32>, teacher_row.map(figures), None)];
+    // A guided family: the w-conditioned model of stage 1 is the students' first parent.
+    let mut guided_entry = None;
+    if s.guided {
+        let file = format!("{}-guided-teacher.f16.safetensors", s.name);
+        let src = dir
+            .join("distill")
+            .join(crate::diffusion::distill_run::GUIDED_FILE);
+        super::super::convert::convert_file(&src, &bundle.join(&file), true, Some(&parent))?;
+        convert_cmds.push(format!(
+            "fewstep convert --model {} --out {} --f16 --parent {}",
+            src.display(),
+            bundle.join(&file).display(),
+            parent.display()
+        ));
+        parent = bundle.join(&file);
+        guided_entry = Some((file, None::<u32>, None, None));
+    }
     for &n in &s.student_steps() {
         let file = format!("{}-steps-{n}.f16.safetensors", s.name);
         let src = dir.join("distill").join(model_file_name(n));
@@ -73,13 +98,16 @@ pub(super) fn write_bundle(
             row("ddim", n).map(figures),
         ));
     }
-    // Students first (fewest steps last, as the bundled list), then the teacher.
+    // Students first (fewest steps last, as the bundled list), then the teacher (and a guided
+    // family's w-conditioned teacher).
     entries.rotate_left(1);
-    for (file, steps, fig, ddim) in entries {
+    entries.extend(guided_entry);
+    for (i, (file, steps, fig, ddim)) in entries.into_iter().enumerate() {
         let bytes = std::fs::read(bundle.join(&file))?;
         models.push(ManifestModel {
             name: match steps {
                 Some(n) => format!("{}-{n}step", s.name),
+                None if i > s.student_steps().len() => format!("{}-guided-teacher", s.name),
                 None => format!("{}-teacher", s.name),
             },
             file,

@@ -46,6 +46,9 @@ impl Commands {
         if let Some(n) = s.image_size {
             train.extend(words(&["--image-size", &n.to_string()]));
         }
+        if s.guided {
+            train.extend(words(&["--classes", "--uncond-prob", "0.1"]));
+        }
         train.extend(words(&["--out", &teacher_dir.display().to_string()]));
         let mut distill = words(&[
             "distill",
@@ -72,6 +75,9 @@ impl Commands {
         ]);
         if let Some(e) = s.distill_ema {
             distill.extend(words(&["--ema", &e.to_string()]));
+        }
+        if s.guided {
+            distill.push("--guided".into());
         }
         distill.extend(words(&["--out", &distill_dir.display().to_string()]));
         let mut eval = words(&["eval", "--model"]);
@@ -102,6 +108,13 @@ impl Commands {
         // one where it exists and fits the models).
         if let Some(c) = &s.classifier {
             eval.extend(words(&["--classifier", c]));
+        }
+        if s.guided {
+            let w: Vec<String> = settings::GUIDED_EVAL_W
+                .iter()
+                .map(|w| w.to_string())
+                .collect();
+            eval.extend(words(&["--guidance", &w.join(",")]));
         }
         Commands {
             train,

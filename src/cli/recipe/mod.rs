@@ -100,6 +100,12 @@ pub struct RecipeArgs {
     /// Stop after this stage (train, distill or eval); --resume continues.
     #[arg(long)]
     stop_after: Option<String>,
+    /// The guided family (README, Classes and guidance): a class-conditional teacher trained
+    /// with label dropout (`train --classes --uncond-prob 0.1`; labelled data), `distill
+    /// --guided` (stage 1, then the halvings with w as an input), eval at w = 0, 1, 2, 4 (the
+    /// manifest shows w = 2).
+    #[arg(long)]
+    guided: bool,
 }
 
 fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
@@ -148,6 +154,7 @@ fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
     if let Some(seed) = args.seed {
         s.seed = seed;
     }
+    s.guided = args.guided;
     s.classifier = match &args.classifier {
         Some(c) => Some(c.display().to_string()),
         None => {
@@ -254,8 +261,13 @@ pub fn run(args: RecipeArgs) -> Result<()> {
         est("train")
     );
     eprintln!(
-        "  2. distill  {} -> 1 steps: {} halvings of {} updates ({} for 2 and 1 steps) of batch \
+        "  2. distill  {}{} -> 1 steps: {} halvings of {} updates ({} for 2 and 1 steps) of batch \
          {}, lr {}{}  {}",
+        if s.guided {
+            "guided (stage 1: w as an input), then "
+        } else {
+            ""
+        },
         s.from_steps,
         halvings.len(),
         s.updates,
@@ -354,7 +366,6 @@ pub fn run(args: RecipeArgs) -> Result<()> {
             let plan = run.plan.clone();
             let bar = bar(plan.total_updates(), "2/4 distill");
             while !run.is_done() {
-                let steps = run.student_steps();
                 if let Some(l) = run.advance()? {
                     bar.set_message(format!(
                         "{} -> {}  loss {:.5}  {:.0} img/s",
@@ -368,12 +379,7 @@ pub fn run(args: RecipeArgs) -> Result<()> {
                         l.student_steps, l.update, l.loss, l.images_per_s
                     ));
                 }
-                let pos = if run.student_steps() == steps {
-                    plan.updates_before(steps) + run.distiller.update
-                } else {
-                    plan.updates_before(run.student_steps())
-                };
-                bar.set_position(pos);
+                bar.set_position(run.updates_before() + run.distiller.update);
             }
             bar.finish();
             run.wall_seconds()
@@ -406,8 +412,9 @@ pub fn run(args: RecipeArgs) -> Result<()> {
             name: format!("{}-teacher", s.name),
         });
         let settings = s.eval_settings();
-        let rows_total = 2 * settings.steps.len()
-            + usize::from(!settings.steps.contains(&s.teacher_distance_steps));
+        let rows_total = (2 * settings.steps.len()
+            + usize::from(!settings.steps.contains(&s.teacher_distance_steps)))
+            * settings.guidance.len().max(1);
         let bar = bar(rows_total as u64, "3/4 eval   ");
         println!(
             "{:<10} {:>6} {:>12} {:>12} {:>10}   model",

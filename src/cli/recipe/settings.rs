@@ -32,7 +32,16 @@ pub struct RecipeSettings {
     pub teacher_distance_steps: usize,
     pub classifier: Option<String>,
     pub seed: u64,
+    /// The guided family (issue 24): a class-conditional teacher (`--classes --uncond-prob
+    /// 0.1`), `distill --guided`, eval at `GUIDED_EVAL_W`; recipes stored before it: false.
+    #[serde(default)]
+    pub guided: bool,
 }
+
+/// The guidance weights a guided recipe evaluates at.
+pub const GUIDED_EVAL_W: [f64; 4] = [0.0, 1.0, 2.0, 4.0];
+/// The weight whose eval rows a guided recipe's manifest shows.
+pub const GUIDED_FIGURES_W: f64 = 2.0;
 
 pub(super) fn default_train_ema() -> f32 {
     0.9999
@@ -67,6 +76,7 @@ impl RecipeSettings {
                 teacher_distance_steps: 8,
                 classifier: None,
                 seed: 0,
+                guided: false,
             },
             // What made the bundled models (assets/manifest.json `commands`): the small teacher,
             // 7,300 updates of batch 128 at lr 3e-4 (500 warm-up, EMA 0.9995); 64 -> 1 with 400
@@ -98,6 +108,7 @@ impl RecipeSettings {
                 teacher_distance_steps: 64,
                 classifier: None,
                 seed: 1,
+                guided: false,
             },
             other => bail!("unknown recipe preset `{other}`: choose quick or bundle"),
         })
@@ -118,7 +129,11 @@ impl RecipeSettings {
         let mut steps = self.student_steps();
         steps.reverse();
         EvalSettings {
-            guidance: Vec::new(),
+            guidance: if self.guided {
+                GUIDED_EVAL_W.to_vec()
+            } else {
+                Vec::new()
+            },
             steps,
             samples: self.eval_samples,
             psnr_samples: self.psnr_samples,
