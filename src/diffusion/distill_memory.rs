@@ -73,11 +73,7 @@ impl MemoryDistill {
 
     /// Updates done over all halvings, and in all.
     pub fn progress(&self) -> (u64, u64) {
-        let before = if self.distiller.cfg.guidance_stage {
-            0
-        } else {
-            self.plan.updates_before(self.student_steps())
-        };
+        let before = self.plan.updates_before_phase(self.distiller.cfg.phase());
         let done = before + self.distiller.update;
         (done, self.plan.total_updates())
     }
@@ -111,11 +107,7 @@ impl MemoryDistill {
     /// Reads back the finished student, describes it, and makes it the next teacher.
     async fn finish_halving(&mut self) -> Result<Advanced> {
         let d = &self.distiller;
-        let steps = if d.cfg.guidance_stage {
-            0
-        } else {
-            self.student_steps()
-        };
+        let steps = d.cfg.phase();
         let weights = nn::read_tensors(&d.student.net.layout.specs, d.result_params(), "").await?;
         let (name, meta, next) = finished(d, &self.teacher_meta, &self.teacher_hash, &self.plan);
         let file = model_bytes(&name, &meta, &weights, StoreAs::F32)?;

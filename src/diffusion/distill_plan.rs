@@ -191,6 +191,15 @@ impl DistillPlan {
                 .sum::<u64>()
     }
 
+    /// Updates finished before the stage `phase` names (`DistillConfig::phase`: 0 is stage 1).
+    pub fn updates_before_phase(&self, phase: usize) -> u64 {
+        if phase == 0 {
+            0
+        } else {
+            self.updates_before(phase)
+        }
+    }
+
     pub fn updates_for(&self, student_steps: usize) -> u64 {
         if student_steps <= 2 {
             self.final_updates

@@ -309,11 +309,7 @@ impl DistillRun {
     }
     /// The student's step count, 0 in stage 1 (what metrics lines and costs record).
     pub fn phase(&self) -> usize {
-        if self.in_guidance_stage() {
-            0
-        } else {
-            self.student_steps()
-        }
+        self.distiller.cfg.phase()
     }
     pub fn is_done(&self) -> bool {
         self.distiller.is_done()
@@ -322,11 +318,7 @@ impl DistillRun {
     }
     /// Updates finished before the stage or halving in progress.
     pub fn updates_before(&self) -> u64 {
-        if self.in_guidance_stage() {
-            0
-        } else {
-            self.plan.updates_before(self.student_steps())
-        }
+        self.plan.updates_before_phase(self.phase())
     }
 
     /// One update (or, at the end of a halving, writing the student and starting the next).

@@ -138,6 +138,15 @@ impl DistillConfig {
     pub fn student_steps(&self) -> usize {
         self.teacher_steps / 2
     }
+    /// The student's step count, 0 in guided distillation's stage 1 (what metrics lines,
+    /// costs and the in-memory students record).
+    pub fn phase(&self) -> usize {
+        if self.guidance_stage {
+            0
+        } else {
+            self.student_steps()
+        }
+    }
     pub fn lr_at(&self, update: u64) -> f32 {
         self.lr * (1.0 - update as f32 / self.updates.max(1) as f32).max(0.0)
     }

@@ -286,22 +286,19 @@ pub fn sample_in_passes(
 ) -> Result<Vec<f32>, crate::gpu::GpuError> {
     assert!(per_pass >= 4 && per_pass.is_multiple_of(4));
     let mut out = Vec::new();
-    let part = |v: &[f32], a: usize, b: usize| {
+    // An empty list stays empty (no class / no w for every image).
+    fn part<T: Clone>(v: &[T], a: usize, b: usize) -> Vec<T> {
         if v.is_empty() {
             Vec::new()
         } else {
             v[a..b].to_vec()
         }
-    };
+    }
     for first in (0..opts.count).step_by(per_pass) {
         let count = per_pass.min(opts.count - first);
         let end = first + count;
         let c = NetCond {
-            labels: if cond.labels.is_empty() {
-                Vec::new()
-            } else {
-                cond.labels[first..end].to_vec()
-            },
+            labels: part(&cond.labels, first, end),
             w: part(&cond.w, first, end),
         };
         let s = Sampler::new_from(model, SampleOptions { count, ..opts }, first).with_cond(c);

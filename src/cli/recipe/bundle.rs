@@ -63,6 +63,18 @@ pub(super) fn write_bundle(
     let teacher_row =
         row("teacher", s.teacher_distance_steps).or_else(|| row("ddim", s.teacher_distance_steps));
     let mut entries = vec![(tfile, None::<u32>, teacher_row.map(figures), None)];
+    // Each distilled file as f16 in the bundle, its parent re-chained to the previous one.
+    let mut chain = |src: &Path, file: &str| -> Result<()> {
+        super::super::convert::convert_file(src, &bundle.join(file), true, Some(&parent))?;
+        convert_cmds.push(format!(
+            "fewstep convert --model {} --out {} --f16 --parent {}",
+            src.display(),
+            bundle.join(file).display(),
+            parent.display()
+        ));
+        parent = bundle.join(file);
+        Ok(())
+    };
     // A guided family: the w-conditioned model of stage 1 is the students' first parent.
     let mut guided_entry = None;
     if s.guided {
@@ -70,27 +82,12 @@ pub(super) fn write_bundle(
         let src = dir
             .join("distill")
             .join(crate::diffusion::distill_run::GUIDED_FILE);
-        super::super::convert::convert_file(&src, &bundle.join(&file), true, Some(&parent))?;
-        convert_cmds.push(format!(
-            "fewstep convert --model {} --out {} --f16 --parent {}",
-            src.display(),
-            bundle.join(&file).display(),
-            parent.display()
-        ));
-        parent = bundle.join(&file);
+        chain(&src, &file)?;
         guided_entry = Some((file, None::<u32>, None, None));
     }
     for &n in &s.student_steps() {
         let file = format!("{}-steps-{n}.f16.safetensors", s.name);
-        let src = dir.join("distill").join(model_file_name(n));
-        super::super::convert::convert_file(&src, &bundle.join(&file), true, Some(&parent))?;
-        convert_cmds.push(format!(
-            "fewstep convert --model {} --out {} --f16 --parent {}",
-            src.display(),
-            bundle.join(&file).display(),
-            parent.display()
-        ));
-        parent = bundle.join(&file);
+        chain(&dir.join("distill").join(model_file_name(n)), &file)?;
         entries.push((
             file,
             Some(n as u32),
