@@ -36,6 +36,8 @@ pub struct RowSpec {
     /// The class asked for (None: no class) and the guidance weight.
     pub class: Option<u32>,
     pub guidance: f32,
+    /// A strip from seed A's noise to seed B's (interpolate.rs), drawn as one row.
+    pub strip: Option<(u64, u64)>,
 }
 
 impl RowSpec {
@@ -300,6 +302,27 @@ impl Worker {
         self.current.load(Ordering::SeqCst) != run
     }
 
+    /// A row's sampler: its seed's noise, or the strip's.
+    async fn sampler(model: &Denoiser, spec: &RowSpec) -> anyhow::Result<Sampler> {
+        let sampler = match spec.strip {
+            Some(seeds) => {
+                let z = crate::diffusion::interpolate::strip_start(model, seeds, spec.opts.count)
+                    .await?;
+                Sampler::from_start(spec.opts, z)
+            }
+            None => Sampler::new(model, spec.opts),
+        };
+        Ok(sampler.with_cond(spec.cond()))
+    }
+
+    /// Draws a row's images: a strip in one row, else an about square grid.
+    fn paint(&self, spec: &RowSpec, x: &crate::tensor::Tensor) -> GridTexture {
+        match spec.strip {
+            Some(_) => self.painter.paint_cols(&self.gpu, x, spec.opts.count),
+            None => self.painter.paint(&self.gpu, x),
+        }
+    }
+
     async fn run(&mut self, run: u64, rows: &[RowSpec], draw_steps: bool) -> anyhow::Result<()> {
         for (r, spec) in rows.iter().enumerate() {
             let model = self
@@ -313,9 +336,9 @@ impl Worker {
                 warm.step(model);
                 self.gpu.finish().await?;
             }
-            let mut sampler = Sampler::new(model, spec.opts).with_cond(spec.cond());
+            let mut sampler = Self::sampler(model, spec).await?;
             if draw_steps {
-                let z = self.painter.paint(&self.gpu, sampler.z());
+                let z = self.paint(spec, sampler.z());
                 self.emit(Event::Start { run, row: r, z });
             }
             let mut row_ms = 0.0;
@@ -332,9 +355,9 @@ impl Worker {
                 let ms = start.elapsed().as_secs_f64() * 1e3;
                 row_ms += ms;
                 if draw_steps {
-                    let z = self.painter.paint(&self.gpu, sampler.z());
+                    let z = self.paint(spec, sampler.z());
                     let x = sampler.x_hat().expect("a step was taken");
-                    let x_hat = self.painter.paint(&self.gpu, x);
+                    let x_hat = self.paint(spec, x);
                     self.emit(Event::Step {
                         run,
                         row: r,
@@ -347,7 +370,7 @@ impl Worker {
                 }
             }
             let image = if draw_steps {
-                self.painter.paint(&self.gpu, sampler.z())
+                self.paint(spec, sampler.z())
             } else {
                 self.painter
                     .paint_cols(&self.gpu, sampler.z(), spec.opts.count)

@@ -65,13 +65,15 @@ impl AppState {
                 match (id, self.sample_view_for(run)) {
                     (Some(id), Some(v)) => {
                         v.texture_size = z.size;
-                        v.push(Frame {
+                        let freed = v.push(Frame {
                             step: 0,
                             t: 1.0,
                             z: id,
                             x_hat: None,
                             ms: 0.0,
+                            bytes: z.bytes(),
                         });
+                        textures.free(freed);
                     }
                     (Some(id), None) => textures.free(vec![id]),
                     _ => {}
@@ -88,13 +90,17 @@ impl AppState {
             } => {
                 let ids = (textures.register(&z), textures.register(&x_hat));
                 match (ids, self.sample_view_for(run)) {
-                    ((Some(z), Some(x)), Some(v)) => v.push(Frame {
-                        step,
-                        t,
-                        z,
-                        x_hat: Some(x),
-                        ms,
-                    }),
+                    ((Some(zid), Some(xid)), Some(v)) => {
+                        let freed = v.push(Frame {
+                            step,
+                            t,
+                            z: zid,
+                            x_hat: Some(xid),
+                            ms,
+                            bytes: z.bytes() + x_hat.bytes(),
+                        });
+                        textures.free(freed);
+                    }
                     ((a, b), _) => textures.free(a.into_iter().chain(b).collect()),
                 }
             }

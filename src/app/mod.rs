@@ -284,6 +284,10 @@ impl FewstepApp {
         if let Some(v) = o.seed {
             s.seed = v;
         }
+        if let Some((a, b)) = o.interpolate {
+            s.seed = a;
+            s.interpolate_to = Some(b);
+        }
         if let Some(v) = o.count {
             s.count = v;
         }

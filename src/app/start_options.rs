@@ -18,6 +18,9 @@ pub struct StartOptions {
     pub class: Option<String>,
     /// The classifier-free guidance weight w (`guidance=2`).
     pub guidance: Option<f32>,
+    /// A strip from seed A's noise to seed B's (`interpolate=A,B`; interpolate.rs) instead of
+    /// one seed's images.
+    pub interpolate: Option<(u64, u64)>,
     /// Start a sample run as soon as the models are loaded.
     pub run: bool,
     /// Start a comparison (the Compare tab's defaults) instead of a sample run.
@@ -97,6 +100,12 @@ impl StartOptions {
                     }
                     o.guidance = Some(w);
                 }
+                "interpolate" => {
+                    o.interpolate = Some(
+                        crate::diffusion::interpolate::parse_seeds(&v)
+                            .map_err(|e| format!("in the address, interpolate={e}"))?,
+                    )
+                }
                 "run" => run = Some(switch(&v)?),
                 "distill" => distill.teacher = v.clone(),
                 "train" => train = Some(v.clone()),
@@ -130,7 +139,9 @@ impl StartOptions {
             o.run = false;
             return Ok(o);
         }
-        o.run = run.unwrap_or(o.model.is_some() || o.steps.is_some() || o.seed.is_some());
+        o.run = run.unwrap_or(
+            o.model.is_some() || o.steps.is_some() || o.seed.is_some() || o.interpolate.is_some(),
+        );
         Ok(o)
     }
 }
@@ -152,7 +163,9 @@ impl StartOptions {
         if let Some(v) = self.steps {
             parts.push(format!("steps={v}"));
         }
-        if let Some(v) = self.seed {
+        if let Some((a, b)) = self.interpolate {
+            parts.push(format!("interpolate={a},{b}"));
+        } else if let Some(v) = self.seed {
             parts.push(format!("seed={v}"));
         }
         if let Some(v) = self.count {
@@ -187,7 +200,9 @@ impl StartOptions {
         if let Some(v) = self.steps {
             c += &format!(" --steps {v}");
         }
-        if let Some(v) = self.seed {
+        if let Some((a, b)) = self.interpolate {
+            c += &format!(" --interpolate {a},{b}");
+        } else if let Some(v) = self.seed {
             c += &format!(" --seed {v}");
         }
         if let Some(v) = self.count {

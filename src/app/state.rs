@@ -13,6 +13,12 @@ pub const MAX_STEPS: usize = 1024;
 pub const MAX_COUNT: usize = 64;
 /// Playback speed of a finished run's steps.
 pub const PLAY_FPS: f64 = 4.0;
+/// The most GPU memory the steps kept for scrubbing may take (two RGBA8 textures a step, z_t
+/// and x_hat). Every step of a run at the limits (1024 steps, 64 images of 28x28) would take
+/// ~440 MB, more than an integrated GPU or a phone's browser gives. Past the cap only every
+/// second kept step stays, then every fourth, …: the slider still spans the whole run in even,
+/// coarser steps; the first (the noise) and the newest are always kept.
+pub const SCRUB_CAP_BYTES: u64 = 64 << 20;
 
 /// A run the state accepted: its id, the rows for the worker, and the textures of the run it
 /// replaced (to free); or why it was refused.
@@ -29,6 +35,8 @@ pub struct SampleSettings {
     pub class: Option<u32>,
     /// Classifier-free guidance weight w (class-conditional models).
     pub guidance: f32,
+    /// Seed B of a strip from `seed`'s noise to B's (interpolate.rs); None: `seed`'s images.
+    pub interpolate_to: Option<u64>,
 }
 
 /// The guidance weight a class-conditional model starts with in the app.
@@ -44,6 +52,7 @@ impl Default for SampleSettings {
             clip: true,
             class: None,
             guidance: 0.0,
+            interpolate_to: None,
         }
     }
 }
@@ -56,6 +65,14 @@ pub struct Frame {
     pub z: TextureId,
     pub x_hat: Option<TextureId>,
     pub ms: f64,
+    /// GPU memory of this frame's textures.
+    pub bytes: u64,
+}
+
+impl Frame {
+    fn textures(&self) -> impl Iterator<Item = TextureId> + '_ {
+        std::iter::once(self.z).chain(self.x_hat)
+    }
 }
 
 /// A sample run as the sample view shows it.
@@ -69,6 +86,13 @@ pub struct SampleView {
     pub shown: usize,
     /// Whether the slider follows the newest frame while the run goes on.
     pub follow: bool,
+    /// Steps kept for scrubbing: the multiples of this (1 until SCRUB_CAP_BYTES is reached),
+    /// the noise and the newest step.
+    pub stride: usize,
+    /// The time of each step drawn so far, kept or not.
+    ms_drawn: f64,
+    /// The newest step drawn.
+    pub newest_step: usize,
     pub playing: bool,
     play_clock: f64,
     pub running: bool,
@@ -90,6 +114,9 @@ impl SampleView {
             frames: Vec::new(),
             shown: 0,
             follow: true,
+            stride: 1,
+            ms_drawn: 0.0,
+            newest_step: 0,
             playing: false,
             play_clock: 0.0,
             running: true,
@@ -102,11 +129,47 @@ impl SampleView {
         }
     }
 
-    pub fn push(&mut self, frame: Frame) {
-        self.frames.push(frame);
-        if self.follow {
-            self.shown = self.frames.len() - 1;
+    /// Adds a drawn step; returns the textures of steps no longer kept (for the caller to free).
+    pub fn push(&mut self, frame: Frame) -> Vec<TextureId> {
+        let mut freed = Vec::new();
+        let shown_step = self.frames.get(self.shown).map(|f| f.step);
+        // The newest step is kept even off the stride; the next one replaces it.
+        if let Some(last) = self.frames.last() {
+            if last.step % self.stride != 0 {
+                freed.extend(last.textures());
+                self.frames.pop();
+            }
         }
+        self.ms_drawn += frame.ms;
+        self.newest_step = frame.step;
+        self.frames.push(frame);
+        while self.scrub_bytes() > SCRUB_CAP_BYTES && self.frames.len() > 2 {
+            self.stride *= 2;
+            let (last, stride) = (self.frames.len() - 1, self.stride);
+            let mut i = 0;
+            self.frames.retain(|f| {
+                let keep = i == last || f.step % stride == 0;
+                if !keep {
+                    freed.extend(f.textures());
+                }
+                i += 1;
+                keep
+            });
+        }
+        self.shown = match shown_step {
+            Some(step) if !self.follow => self
+                .frames
+                .iter()
+                .position(|f| f.step >= step)
+                .unwrap_or(self.frames.len() - 1),
+            _ => self.frames.len() - 1,
+        };
+        freed
+    }
+
+    /// GPU memory the kept steps take.
+    pub fn scrub_bytes(&self) -> u64 {
+        self.frames.iter().map(|f| f.bytes).sum()
     }
 
     /// Moves the slider (stops following the run and stops playback).
@@ -161,14 +224,11 @@ impl SampleView {
 
     /// Time of the steps drawn so far.
     pub fn steps_ms(&self) -> f64 {
-        self.frames.iter().map(|f| f.ms).sum()
+        self.ms_drawn
     }
 
     pub fn textures(&self) -> Vec<TextureId> {
-        self.frames
-            .iter()
-            .flat_map(|f| std::iter::once(f.z).chain(f.x_hat))
-            .collect()
+        self.frames.iter().flat_map(|f| f.textures()).collect()
     }
 }
 
@@ -343,8 +403,21 @@ impl AppState {
             ),
             None => format!("{} — teacher, {} DDIM steps", m.name, s.steps),
         };
+        let strip = s.interpolate_to.map(|b| (s.seed, b));
+        let counts = crate::diffusion::interpolate::STRIP_COUNTS;
+        if strip.is_some() && !counts.contains(&s.count) {
+            return Err(format!(
+                "a strip from one seed to another needs {} to {} images",
+                counts.start(),
+                counts.end()
+            ));
+        }
         let (class, guidance) = self.asked(i, s.class)?;
         let arch = &m.meta.arch;
+        let label = match strip {
+            Some((a, b)) => format!("{label} — from seed {a} to seed {b}"),
+            None => label,
+        };
         let label = match class {
             Some(c) if arch.classes > 0 => format!(
                 "{label} — {} (guidance {guidance})",
@@ -358,6 +431,7 @@ impl AppState {
             label: label.clone(),
             class,
             guidance,
+            strip,
         }];
         let reproduce = crate::app::StartOptions {
             class: class.map(|c| {
@@ -369,7 +443,9 @@ impl AppState {
             guidance: (arch.classes > 0 && class.is_some()).then_some(guidance),
             model: Some(m.name.clone()),
             steps: Some(s.steps),
-            seed: Some(s.seed),
+            // A strip's link names both seeds (interpolate=A,B) and no seed of its own.
+            seed: strip.is_none().then_some(s.seed),
+            interpolate: strip,
             count: Some(s.count),
             sampler: Some(s.kind),
             clip: Some(s.clip),
@@ -432,6 +508,7 @@ impl AppState {
                         label: format!("{prefix}{k} {what}"),
                         class,
                         guidance,
+                        strip: None,
                     });
                 }
             }

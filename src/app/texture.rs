@@ -13,6 +13,13 @@ pub struct GridTexture {
     pub size: [u32; 2],
 }
 
+impl GridTexture {
+    /// GPU memory it takes (RGBA8).
+    pub fn bytes(&self) -> u64 {
+        4 * self.size[0] as u64 * self.size[1] as u64
+    }
+}
+
 pub struct GridPainter {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,

@@ -134,6 +134,16 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                 ui.add(egui::DragValue::new(&mut s.seed))
                     .labelled_by(label.id);
                 ui.end_row();
+                // A strip from this seed's noise to another's (interpolate.rs).
+                let mut morph = s.interpolate_to.is_some();
+                ui.checkbox(&mut morph, "morph to").on_hover_text(
+                    "a row of images whose starting noise moves from the seed above to \
+                         this one (spherical interpolation): DDIM turns it into a smooth morph",
+                );
+                let mut b = s.interpolate_to.unwrap_or(s.seed + 1);
+                ui.add_enabled(morph, egui::DragValue::new(&mut b).prefix("seed "));
+                s.interpolate_to = morph.then_some(b);
+                ui.end_row();
                 let label = ui.label("images");
                 ui.add(egui::DragValue::new(&mut s.count).range(1..=MAX_COUNT))
                     .labelled_by(label.id);
@@ -238,15 +248,26 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     String::new()
                 }
             ),
-            None if v.stopped => format!("stopped after {} steps", n - 1),
+            None if v.stopped => format!("stopped after {} steps", v.newest_step),
             None => format!(
                 "running: {} of {} steps, {:.1} ms so far",
-                n - 1,
+                v.newest_step,
                 v.steps,
                 v.steps_ms()
             ),
         };
         ui.label(timing);
+        if v.stride > 1 {
+            ui.label(
+                RichText::new(format!(
+                    "the slider keeps one step in {} ({:.0} MB of GPU memory; at most {:.0})",
+                    v.stride,
+                    v.scrub_bytes() as f64 / 1e6,
+                    crate::app::state::SCRUB_CAP_BYTES as f64 / 1e6
+                ))
+                .weak(),
+            );
+        }
         if let Some(r) = &v.reproduce {
             reproduce_row(ui, r);
         }
@@ -280,7 +301,7 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
             ui.ctx().pixels_per_point(),
             v.texture_size,
             f.step,
-            v.steps,
+            v,
             rects,
         );
     });

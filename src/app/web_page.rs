@@ -168,7 +168,7 @@ pub(crate) fn publish_layout(
     pixels_per_point: f32,
     texture_size: [u32; 2],
     step: usize,
-    steps: usize,
+    view: &crate::app::state::SampleView,
     rects: [Option<eframe::egui::Rect>; 2],
 ) {
     let grids: Vec<_> = ["z_t", "x_hat"]
@@ -187,8 +187,14 @@ pub(crate) fn publish_layout(
         "textureSize": texture_size,
         "pad": crate::app::texture::PAD,
         "step": step,
-        "steps": steps,
+        "steps": view.steps,
         "grids": grids,
+        // What the run holds on the GPU for scrubbing, against its cap.
+        "scrubBytes": view.scrub_bytes(),
+        "scrubCap": crate::app::state::SCRUB_CAP_BYTES,
+        "scrubFrames": view.frames.len(),
+        "scrubStride": view.stride,
+        "newestStep": view.newest_step,
     });
     LAYOUT.with(|r| *r.borrow_mut() = Some(json.to_string()));
 }

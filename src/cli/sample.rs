@@ -66,13 +66,39 @@ pub struct SampleArgs {
         allow_negative_numbers = true
     )]
     guidance: f64,
+    /// Instead of --seed: a strip of --count images (2 to 64, one row) whose starting noise
+    /// moves from seed A's first image to seed B's along the sphere (spherical interpolation:
+    /// the noise keeps its norm); with DDIM, deterministic, the images morph smoothly. The web
+    /// page's Sample tab and its link `?interpolate=A,B&count=K` make the same strip.
+    #[arg(long, value_name = "A,B", conflicts_with = "seed")]
+    interpolate: Option<String>,
 }
 
 /// Host memory the samples of one `fewstep sample` may take.
 const MAX_HOST_BYTES: u64 = 8 << 30;
 
 pub fn run(args: SampleArgs) -> Result<()> {
+    use crate::diffusion::interpolate::{parse_seeds, strip_start, STRIP_COUNTS};
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
+    let strip = match &args.interpolate {
+        Some(text) => {
+            let seeds = parse_seeds(text).map_err(|e| anyhow::anyhow!("--interpolate {e}"))?;
+            anyhow::ensure!(
+                STRIP_COUNTS.contains(&args.count),
+                "--interpolate makes a strip of --count images from A to B: give --count {} to \
+                 {} (not {})",
+                STRIP_COUNTS.start(),
+                STRIP_COUNTS.end(),
+                args.count
+            );
+            anyhow::ensure!(
+                args.class.as_deref() != Some("all"),
+                "--interpolate draws one strip: give one --class (or none), not all"
+            );
+            Some(seeds)
+        }
+        None => None,
+    };
     if let Some(s) = args.steps {
         check_steps(s)?;
     }
@@ -159,6 +185,11 @@ pub fn run(args: SampleArgs) -> Result<()> {
             pass.largest_per_image as f64 / 1e6
         );
     }
+    anyhow::ensure!(
+        strip.is_none() || per_pass >= args.count,
+        "this adapter samples at most {per_pass} of these images at once; a strip is one pass: \
+         give --count {per_pass} or fewer with --interpolate"
+    );
     let shown = args.trajectory_count.min(args.count).min(per_pass);
     // Which steps get a trajectory column: all, or 16 spread evenly when there are more.
     let cols: Vec<usize> = if steps <= 16 {
@@ -175,9 +206,15 @@ pub fn run(args: SampleArgs) -> Result<()> {
         for first_image in (0..args.count).step_by(per_pass) {
             let count = per_pass.min(args.count - first_image);
             let cond = NetCond::uniform(count, label, args.guidance as f32);
-            let mut sampler =
-                Sampler::new_from(&model, SampleOptions { count, ..opts }, first_image)
-                    .with_cond(cond);
+            let pass_opts = SampleOptions { count, ..opts };
+            let sampler = match strip {
+                Some(seeds) => Sampler::from_start(
+                    pass_opts,
+                    pollster::block_on(strip_start(&model, seeds, count))?,
+                ),
+                None => Sampler::new_from(&model, pass_opts, first_image),
+            };
+            let mut sampler = sampler.with_cond(cond);
             // The trajectory follows the first images, all in the first pass of the first row.
             let trace = args.trajectory.is_some() && first_image == 0 && row == 0;
             if trace {
@@ -211,16 +248,21 @@ pub fn run(args: SampleArgs) -> Result<()> {
             .collect();
         let title = format!("guidance w = {}, seed {}", args.guidance, args.seed);
         labelled_rows(Some(&title), &labelled, c, h, w, args.scale)
+    } else if strip.is_some() {
+        image_grid(&images, args.count, c, h, w, args.count, args.scale, 2)
     } else {
         let grid_cols = (args.count as f64).sqrt().ceil() as usize;
         image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2)
     };
     save_png(&img, &args.out)?;
-    let asked = match rows.as_slice() {
+    let mut asked = match rows.as_slice() {
         [None] => String::new(),
         [Some(l)] => format!(" of {} (guidance {})", class_name(arch, *l), args.guidance),
         _ => format!(" ({} per class, guidance {})", args.count, args.guidance),
     };
+    if let Some((a, b)) = strip {
+        asked += &format!(" from seed {a} to seed {b}");
+    }
     eprintln!(
         "{} images{asked} in {steps} {} steps: {:.2} s ({:.1} ms per step, {:.1} ms per image) -> {}",
         total,
@@ -242,6 +284,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
                 _ => None,
             },
             "guidance": args.guidance,
+            "interpolate": strip.map(|(a, b)| [a, b]),
             "shape": [total, c, h, w],
             "values": images,
         });

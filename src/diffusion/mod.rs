@@ -7,6 +7,7 @@ pub mod distill_plan;
 pub mod distill_run;
 pub mod distiller;
 pub mod guidance;
+pub mod interpolate;
 pub mod model;
 pub mod model_file;
 pub mod parameterization;

@@ -131,6 +131,22 @@ impl Sampler {
         }
     }
 
+    /// Starts from the given z_1 [count, C, H, W] (an interpolation strip's, see
+    /// interpolate.rs); the ancestral sampler's fresh noise still comes from `opts.seed`.
+    pub fn from_start(opts: SampleOptions, z: Tensor) -> Sampler {
+        assert!(opts.steps >= 1, "at least one sampling step");
+        assert_eq!(z.dim(0), opts.count, "one start per image");
+        Sampler {
+            opts,
+            grid: grid(opts.steps),
+            done: 0,
+            z,
+            x_hat: None,
+            first_value: 0,
+            cond: NetCond::NONE,
+        }
+    }
+
     /// Samples the classes `cond.labels` (one per image) with classifier-free guidance weight
     /// `cond.w` ([`Denoiser::guided`]).
     pub fn with_cond(mut self, cond: NetCond) -> Sampler {

@@ -24,6 +24,9 @@ pub struct TrainPlan {
     pub lr: Option<f32>,
     pub warmup: Option<u64>,
     pub seed: u64,
+    /// A loss is read back every this many updates (and after the last): each read waits for
+    /// the GPU, so reading fewer keeps its queue full.
+    pub log_every: u64,
     /// Recorded in the model file (the `--data` argument natively).
     pub dataset: String,
     pub command: String,
@@ -72,9 +75,13 @@ impl MemoryTrain {
         self.trainer.step >= self.plan.updates
     }
 
-    /// One update; awaits the GPU for its loss.
-    pub async fn advance(&mut self) -> Result<f32> {
+    /// One update; on every `log_every`-th (and the last) it awaits the GPU for the mean loss
+    /// of the updates since the last one read.
+    pub async fn advance(&mut self) -> Result<Option<f32>> {
         self.trainer.step(&self.data);
+        if !(self.trainer.step.is_multiple_of(self.plan.log_every.max(1)) || self.is_done()) {
+            return Ok(None);
+        }
         let loss = self.trainer.take_mean_loss().await?.unwrap_or(f32::NAN);
         if !loss.is_finite() {
             bail!(
@@ -82,7 +89,7 @@ impl MemoryTrain {
                 self.trainer.step
             );
         }
-        Ok(loss)
+        Ok(Some(loss))
     }
 
     /// The model file of the EMA weights so far (what `fewstep train` writes as model.safetensors).

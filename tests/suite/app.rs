@@ -11,7 +11,7 @@ use common::*;
 use eframe::egui::{self, TextureId};
 use eframe::Storage;
 use fewstep::app::engine::{self, Event, Job, ModelInfo, SharedDevice};
-use fewstep::app::state::{AppState, Frame, PLAY_FPS};
+use fewstep::app::state::{AppState, Frame, PLAY_FPS, SCRUB_CAP_BYTES};
 use fewstep::app::texture::{grid_size, GridPainter, PAD};
 use fewstep::app::StartOptions;
 use fewstep::bundled;
@@ -48,7 +48,68 @@ fn frame(i: usize) -> Frame {
         z: TextureId::User(2 * i as u64),
         x_hat: (i > 0).then_some(TextureId::User(2 * i as u64 + 1)),
         ms: 10.0,
+        bytes: 1000,
     }
+}
+
+#[test]
+fn the_steps_kept_for_scrubbing_stay_under_the_memory_cap() {
+    // 1024 steps of 64 images of 28x28: two 233 x 233 RGBA8 textures a step (~434 KB), ~445
+    // MB in all without the cap.
+    let [w, h] = grid_size(64, 8, 28, 28);
+    let per_texture = 4 * w as u64 * h as u64;
+    let mut s = loaded_state();
+    let (run, _, _) = s.start_sample().unwrap();
+    let v = s.sample_view_for(run).unwrap();
+    let mut freed = Vec::new();
+    let steps = 1024;
+    for i in 0..=steps {
+        let mut f = frame(i);
+        f.bytes = per_texture * if i > 0 { 2 } else { 1 };
+        freed.extend(v.push(f));
+        assert!(
+            v.scrub_bytes() <= SCRUB_CAP_BYTES,
+            "step {i}: {} bytes",
+            v.scrub_bytes()
+        );
+        assert_eq!(v.frames.last().unwrap().step, i, "the newest step is shown");
+        if i == 300 {
+            v.scrub(v.frames.len() / 2);
+        }
+    }
+    let kept: Vec<usize> = v.frames.iter().map(|f| f.step).collect();
+    assert_eq!(kept[0], 0, "the noise stays");
+    assert!(v.stride.is_power_of_two() && v.stride > 1);
+    assert!(
+        kept.iter().all(|k| k % v.stride == 0) && kept.len() == steps / v.stride + 1,
+        "every {}th step, evenly: {kept:?}",
+        v.stride
+    );
+    assert!(
+        v.scrub_bytes() > SCRUB_CAP_BYTES / 4,
+        "the cap is used, not thrown away: {} bytes",
+        v.scrub_bytes()
+    );
+    // No texture leaks or is freed twice: every pushed texture is kept or freed, once.
+    let mut all: Vec<TextureId> = v
+        .textures()
+        .into_iter()
+        .chain(freed.iter().copied())
+        .collect();
+    let n = all.len();
+    all.sort_by_key(|t| format!("{t:?}"));
+    all.dedup();
+    assert_eq!((all.len(), n), (2 * steps + 1, 2 * steps + 1));
+    // A view the user scrubbed stays about where it was (the kept step at or after it).
+    let shown = v.frames[v.shown].step;
+    assert!(
+        !v.follow && shown > 0 && shown < steps,
+        "shown step {shown}"
+    );
+    assert!(
+        (v.steps_ms() - 10.0 * (steps + 1) as f64).abs() < 1e-6,
+        "all steps' time counts"
+    );
 }
 
 #[test]
@@ -321,6 +382,35 @@ fn a_runs_link_and_command_reproduce_its_settings() {
         );
         assert_eq!(c.contains("--no-clip"), o.clip == Some(false));
     }
+    // A strip from one seed to another: both seeds, no --seed (the two conflict).
+    let strip = StartOptions {
+        model: Some("fmnist-2step".into()),
+        interpolate: Some((3, 9)),
+        count: Some(8),
+        run: true,
+        ..Default::default()
+    };
+    let q = strip.to_query();
+    assert!(q.contains("interpolate=3,9"), "{q}");
+    assert_eq!(StartOptions::from_query(&q).unwrap(), strip);
+    let c = strip.sample_command();
+    assert!(
+        c.contains("--interpolate 3,9 --count 8") && !c.contains("--seed"),
+        "{c}"
+    );
+    assert!(StartOptions::from_query("?interpolate=3")
+        .unwrap_err()
+        .contains("A,B"));
+    let mut s = loaded_state();
+    s.settings.interpolate_to = Some(9);
+    s.settings.seed = 3;
+    s.settings.count = 1;
+    assert!(s.start_sample().unwrap_err().contains("2 to 64 images"));
+    s.settings.count = 8;
+    let (_, rows, _) = s.start_sample().unwrap();
+    assert_eq!(rows[0].strip, Some((3, 9)));
+    let link = s.sample_view.as_ref().unwrap().reproduce.clone().unwrap();
+    assert_eq!((link.interpolate, link.seed), (Some((3, 9)), None));
     let plain = StartOptions {
         model: Some("fmnist-4step".into()),
         ..Default::default()
@@ -530,6 +620,7 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
         label: "4 distilled".into(),
         class: None,
         guidance: 0.0,
+        strip: None,
     };
     handle.send(Job::Run {
         run: 1,

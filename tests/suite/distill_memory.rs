@@ -172,20 +172,23 @@ fn in_memory_training_writes_the_model_file_fewstep_train_writes() {
         lr: Some(1e-3),
         warmup: Some(2),
         seed: 9,
+        // Every second update and the last (3): the means of updates 1-2 and of 3, as the
+        // run folder logs them.
+        log_every: 2,
         dataset: "synthetic".into(),
         command: "fewstep train (test)".into(),
     };
     let mut memory = MemoryTrain::new(&g, plan.clone(), data.clone()).unwrap();
     let mut losses = Vec::new();
     while !memory.is_done() {
-        losses.push(pollster::block_on(memory.advance()).unwrap());
+        losses.extend(pollster::block_on(memory.advance()).unwrap());
     }
     let file = pollster::block_on(memory.model_file()).unwrap();
     let dir = tmp.path().join("run");
     let options = RunOptions {
         total_steps: 3,
         checkpoint_every: 0,
-        log_every: 1,
+        log_every: plan.log_every,
         sample_every: 0,
         sample_steps: 8,
         dataset: plan.dataset.clone(),
@@ -200,6 +203,7 @@ fn in_memory_training_writes_the_model_file_fewstep_train_writes() {
             native_losses.push(line.loss);
         }
     }
+    assert_eq!(losses.len(), 2, "losses after updates 2 and 3: {losses:?}");
     assert_eq!(losses, native_losses);
     assert!(
         std::fs::read(dir.join(MODEL_FILE)).unwrap() == file,

@@ -21,6 +21,7 @@ mod gpu_errors;
 mod grid;
 mod group_norm_grid;
 mod guided;
+mod interpolate;
 mod kernel_registry;
 mod kernels;
 mod kill_resume;

@@ -98,7 +98,7 @@ pub(super) async fn distill(
             }
         }
         ctx.request_repaint();
-        yield_to_page().await;
+        yield_to_page(gpu).await?;
     }
 }
 
@@ -128,11 +128,13 @@ pub(super) async fn train_teacher(
             s.done = run.trainer.step;
             s.seconds = t0.elapsed().as_secs_f64();
             s.what = format!("training a {} teacher", settings.preset);
-            let at = s.done as f64;
-            s.losses.push([at, loss as f64]);
+            if let Some(l) = loss {
+                let at = s.done as f64;
+                s.losses.push([at, l as f64]);
+            }
         }
         ctx.request_repaint();
-        yield_to_page().await;
+        yield_to_page(gpu).await?;
     }
     let file = run.model_file().await?;
     let name = unused_name(&format!("web-{}-teacher", settings.preset));
@@ -165,14 +167,27 @@ pub(super) fn unused_name(base: &str) -> String {
     name
 }
 
-/// Lets the page handle input and draw a frame before the next update.
-pub(super) async fn yield_to_page() {
+/// Between two updates: first waits for the GPU's queued work (so the loop never runs ahead of
+/// the GPU, now that most updates read nothing back), then lets the page handle input and draw.
+/// No timer: browsers clamp timers in a hidden tab to one a second and, after minutes, one a
+/// minute, which stalled a run left in the background. A message through a `MessageChannel` is
+/// a task of its own that hidden tabs do not clamp, and still gives input and frames their turn
+/// while the tab is visible (.ci/browser/background.mjs measures both).
+pub(super) async fn yield_to_page(gpu: &Gpu) -> anyhow::Result<()> {
+    gpu.finish().await?;
+    let Ok(channel) = web_sys::MessageChannel::new() else {
+        return Ok(());
+    };
     let promise = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
-        }
+        channel.port1().set_onmessage(Some(&resolve));
+        let _ = channel
+            .port2()
+            .post_message(&wasm_bindgen::JsValue::UNDEFINED);
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    // Held until the message came: a port with no reference left may be collected first.
+    channel.port1().set_onmessage(None);
+    Ok(())
 }
 
 /// Saves `bytes` as a file through the browser's download.

@@ -43,8 +43,7 @@ impl Settings {
             lr: self.lr,
             seed: self.seed,
             checkpoint_every: 0,
-            // A loss every update: reading it back is also where the task awaits the GPU.
-            log_every: 1,
+            log_every: loss_every(self.updates),
             dataset: "fashion-mnist".into(),
             command: self.command(teacher_file),
             ema: None,
@@ -66,6 +65,13 @@ impl Settings {
             u = self.updates
         )
     }
+}
+
+/// How often the tab reads a loss back: each read waits for the GPU to drain its queue, so a
+/// long run reads one every few updates (the mean of those since the last), still a point per
+/// at most 10 updates and about 100 points a run, so the plot keeps moving.
+pub fn loss_every(updates: u64) -> u64 {
+    (updates / 100).clamp(1, 10)
 }
 
 /// Training a teacher from scratch in the tab.
@@ -101,6 +107,7 @@ impl TrainSettings {
             lr: Some(self.lr),
             warmup: None,
             seed: self.seed,
+            log_every: loss_every(self.updates),
             dataset: format!("fashion-mnist:{DATA_DIR}"),
             command: self.command(),
         }
