@@ -52,6 +52,8 @@ fn show_crash(what: &str) {
 
 thread_local! {
     static RUNNER: RefCell<Option<eframe::WebRunner>> = const { RefCell::new(None) };
+    /// The canvas and the start options of the running app, for `fewstep_recover`.
+    static STARTED: RefCell<Option<(String, StartOptions)>> = const { RefCell::new(None) };
 }
 
 /// Starts the app on the canvas with this id. Rejects with a readable message when the browser
@@ -66,6 +68,11 @@ pub async fn start_app(canvas_id: String) -> Result<(), JsValue> {
         .dyn_into::<web_sys::HtmlCanvasElement>()?;
     let search = window.location().search().unwrap_or_default();
     let start = StartOptions::from_query(&search).map_err(|e| JsValue::from_str(&e))?;
+    STARTED.with(|s| *s.borrow_mut() = Some((canvas_id, start.clone())));
+    run_app(canvas, start).await
+}
+
+async fn run_app(canvas: web_sys::HtmlCanvasElement, start: StartOptions) -> Result<(), JsValue> {
     let options = eframe::WebOptions {
         wgpu_options: wgpu_options(),
         ..Default::default()
@@ -80,6 +87,33 @@ pub async fn start_app(canvas_id: String) -> Result<(), JsValue> {
         .await?;
     RUNNER.with(|r| *r.borrow_mut() = Some(runner));
     Ok(())
+}
+
+/// After the page's GPU device was lost (its message's "Start again on a new device"): ends the
+/// app on the lost device and starts it again on a new one, on the same canvas. Models kept
+/// before (bundled ones from the page's cache, those opened or made here from memory) are
+/// loaded again and a run that was lost is offered in the Train tab; nothing starts by itself.
+#[wasm_bindgen]
+pub async fn fewstep_recover() -> Result<(), JsValue> {
+    let (canvas_id, first) = STARTED
+        .with(|s| s.borrow().clone())
+        .ok_or("the app was never started")?;
+    if let Some(old) = RUNNER.with(|r| r.borrow_mut().take()) {
+        old.destroy();
+    }
+    web_page::hide_gpu_fault();
+    let canvas = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(&canvas_id))
+        .ok_or("the page lost its canvas")?
+        .dyn_into::<web_sys::HtmlCanvasElement>()?;
+    let start = StartOptions {
+        // A hosted model named in the address is fetched again; no run starts by itself.
+        model: first.model.filter(|m| m.ends_with(".safetensors")),
+        recovered: true,
+        ..Default::default()
+    };
+    run_app(canvas, start).await
 }
 
 /// Where the Sample tab drew its two grids in the last frame, as JSON: {pixelsPerPoint,

@@ -49,6 +49,9 @@ async function withBrowser(args, fn) {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     viewport: { width: 1100, height: 760 },
+    // page.route (the loading checks watch the downloads with it) does not see what a service
+    // worker answers; offline.mjs tests the worker.
+    serviceWorkers: 'block',
     args: ['--headless=new', ...common, ...args],
   });
   try {

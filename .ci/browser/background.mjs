@@ -121,6 +121,35 @@ try {
   check(!end.err && end.run?.ended && !end.run.failed && end.run.done === updates,
     `the run finished once visible again: "${end.err ?? end.run?.ended}", ${end.run?.done} of ${updates} updates, ` +
     `${end.run?.losses.length} losses read back`);
+
+  // A device lost mid-run (the test hook destroys it): the page says so, starts again on a new
+  // device when asked, keeps the teacher made above, and the lost run restarts and finishes.
+  const rectOf = async (name) => (await page.evaluate(() => window.fewstepStatus?.()))?.rects?.[name];
+  const clickRect = async (r) => r && page.mouse.click(r.x + r.w / 2, r.y + r.h / 2);
+  await clickRect(await rectOf('startRun'));
+  const second = await waitFor((r) => r?.done >= 1 && !r.ended, 600_000);
+  const destroyed = await page.evaluate(() => window.fewstepTestLoseDevice());
+  let lost = null;
+  for (const end = Date.now() + 60_000; Date.now() < end && !lost; await sleep(500)) {
+    lost = await page.evaluate(() => window.fewstepError ?? null);
+  }
+  const offered = await page.evaluate(() => !!document.getElementById('recover'));
+  check(destroyed && second.run?.done >= 1 && /lost/i.test(lost ?? '') && offered,
+    `a device destroyed at update ${second.run?.done} of the second run ends in the recovery message: "${lost}"` +
+    `${offered ? ' with a "Start again on a new device" button' : ''}`);
+  await page.click('#recover').catch(() => {});
+  let back = null;
+  for (const end = Date.now() + 600_000; Date.now() < end; await sleep(1000)) {
+    back = await page.evaluate(() => ({ err: window.fewstepError ?? null, s: window.fewstepStatus?.() ?? null }));
+    if (back.err || (back.s?.rects?.restartLost && back.s.loadingDone >= back.s.loadingExpected && back.s.models.length >= 5)) break;
+  }
+  check(!back?.err && back?.s?.models.includes('web-tiny-teacher') && back.s.rects.restartLost,
+    `on a new device: ${back?.s?.models.length} models (${back?.s?.models.join(', ')}), the lost run offered again` +
+    `${back?.err ? `; error: ${back.err}` : ''}`);
+  await clickRect(back?.s?.rects?.restartLost);
+  const again = await waitFor((r) => r?.ended && r.done > 0, 900_000);
+  check(!again.err && again.run?.ended && !again.run.failed && again.run.done === updates,
+    `the restarted run finished: "${again.err ?? again.run?.ended}", ${again.run?.done} of ${updates} updates`);
 } finally {
   await browser.close();
   fs.rmSync(dir, { recursive: true, force: true });

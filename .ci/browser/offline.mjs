@@ -106,6 +106,14 @@ try {
   console.log(`serving a copy of ${source} at ${origin}${BASE}: files.json lists ${listed.length} files, ` +
     `${mb(Object.values(manifest.files).reduce((n, f) => n + f.bytes, 0))}`);
   const page = await browser.newPage();
+  // Every text the page's status line showed (the loading line says "cached" on a cache hit).
+  await page.addInitScript(() => {
+    window.__statusTexts = [];
+    document.addEventListener('DOMContentLoaded', () => {
+      const el = document.getElementById('status');
+      if (el) new MutationObserver(() => window.__statusTexts.push(el.textContent)).observe(el, { childList: true, characterData: true, subtree: true });
+    });
+  });
   page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.log(`[page] ${m.text()}`); });
   page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
   // The worker's header on every response the page got, by site path.
@@ -125,6 +133,7 @@ try {
       return s && r && s.loadingDone >= s.loadingExpected && s.models.length === 4;
     }, null, { timeout: LOAD_TIMEOUT, polling: 500 });
     const got = await page.evaluate(() => ({ error: window.fewstepError ?? null, status: window.fewstepStatus(),
+      statusTexts: window.__statusTexts,
       result: window.fewstepResult(), controller: navigator.serviceWorker.controller?.scriptURL ?? null }));
     return { ...got, secs: (Date.now() - t0) / 1000 };
   };
@@ -173,6 +182,10 @@ try {
   check(served().length === 0 && headerCount(heavy, 'hit') === heavy.length,
     `offline: no request succeeded (${net.log.length} refused: ${[...new Set(net.log.map((r) => r.path))].join(', ')}); ` +
     `the wasm, JS and models were cache hits`);
+  const said = (v, word) => v.statusTexts.filter((t) => t.includes('Loading models')).every((t) => t.includes(word));
+  check(said(offline, 'cached') && said(first, ' MB') && !said(first, 'cached'),
+    `the loading line counts MB on the first visit ("${first.statusTexts.find((t) => t.includes('MB'))}") and says ` +
+    `cached offline ("${offline.statusTexts.find((t) => t.includes('Loading models'))}")`);
   const offlineData = await page.evaluate(pageFetch, data[0]);
   check(offlineData.cache === 'hit' && offlineData.bytes === manifest.files[data[0]].bytes,
     `offline: fetch('${data[0]}') still works: ${JSON.stringify(offlineData)}`);
@@ -208,10 +221,30 @@ try {
     && info.bytes === info.files.reduce((n, f) => n + f.bytes, 0) && info.errors.length === 0,
     `fewstepCacheInfo(): ${info.files.length} files, ${mb(info.bytes)} (usage ${info.usage === null ? null : mb(info.usage)}, ` +
     `quota ${info.quota === null ? null : mb(info.quota)}, persisted ${info.persisted}, ${info.errors.length} errors)`);
-  const freed = await page.evaluate(() => window.fewstepCacheClear());
+  // The Models tab's section shows the same, and its button clears it (clicked on the canvas where
+  // the app says it drew it).
+  const click = async (name) => {
+    const r = (await page.evaluate(() => window.fewstepStatus()))?.rects?.[name];
+    if (r) await page.mouse.click(r.x + r.w / 2, r.y + r.h / 2);
+    return r;
+  };
+  const appCache = async (pred) => {
+    for (const t0 = Date.now(); Date.now() - t0 < 60_000; await new Promise((ok) => setTimeout(ok, 500))) {
+      const c = (await page.evaluate(() => window.fewstepStatus()))?.cache;
+      if (pred(c)) return c;
+    }
+    return (await page.evaluate(() => window.fewstepStatus()))?.cache;
+  };
+  await click('Models');
+  const shown = await appCache((c) => c?.files > 0);
+  check(shown?.files === info.files.length && Math.abs(shown.bytes - info.bytes) < 1,
+    `the Models tab shows the cache: ${shown?.files} files, ${mb(shown?.bytes ?? 0)}`);
+  await page.screenshot({ path: path.join(root, 'target/web-models-cache.png') }).catch(() => {});
+  const button = await click('clearCache');
+  const cleared = await appCache((c) => c?.files === 0);
   const after = await page.evaluate(() => window.fewstepCacheInfo());
-  check(freed === info.bytes && after.files.length === 0 && after.bytes === 0,
-    `fewstepCacheClear() freed ${mb(freed)}; afterwards ${after.files.length} files, ${after.bytes} bytes`);
+  check(button && cleared?.files === 0 && after.files.length === 0 && after.bytes === 0,
+    `its "Clear the cache" button emptied it: "${cleared?.note}"; afterwards ${after.files.length} files, ${after.bytes} bytes`);
 
   // f. Storing fails (a 1 MB quota): the page still gets the whole file and hears why it is not kept.
   await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1e6 });

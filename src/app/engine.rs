@@ -61,10 +61,12 @@ pub enum Job {
         error: String,
     },
     /// The loader is on `current` (shown next to the progress bar); `bytes`: (fetched so far,
-    /// all files together) where the loader counts bytes (the web page).
+    /// all files together) where the loader counts bytes (the web page); `cached`: the file
+    /// came from the page's cache, not the network.
     Progress {
         current: String,
         bytes: Option<(u64, u64)>,
+        cached: bool,
     },
     /// Runs the rows one after another; `draw_steps` draws every step (the sample view), else
     /// only each row's result (the compare view).
@@ -80,6 +82,7 @@ pub enum Event {
     Progress {
         current: String,
         bytes: Option<(u64, u64)>,
+        cached: bool,
     },
     LoadFailed {
         name: String,
@@ -261,7 +264,15 @@ impl Worker {
         match job {
             Job::Load { name, bytes } => self.load(name, bytes),
             Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
-            Job::Progress { current, bytes } => self.emit(Event::Progress { current, bytes }),
+            Job::Progress {
+                current,
+                bytes,
+                cached,
+            } => self.emit(Event::Progress {
+                current,
+                bytes,
+                cached,
+            }),
             Job::Run {
                 run,
                 rows,

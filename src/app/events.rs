@@ -56,9 +56,14 @@ impl AppState {
                 *status = format!("could not load {name}: {error}");
                 applied.model_handled = true;
             }
-            Event::Progress { current, bytes } => {
+            Event::Progress {
+                current,
+                bytes,
+                cached,
+            } => {
                 loading.current = current;
                 loading.bytes = bytes.or(loading.bytes);
+                loading.cached = cached;
             }
             Event::Start { run, z, .. } => {
                 let id = textures.register(&z);

@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod events;
 pub mod remembered;
+mod schedule_plot;
 mod start_options;
 pub mod state;
 pub mod texture;
@@ -21,6 +22,8 @@ pub mod train_panel;
 pub mod train_runner;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train_settings;
+#[cfg(target_arch = "wasm32")]
+mod web_cache;
 #[cfg(target_arch = "wasm32")]
 pub mod web_distill;
 #[cfg(target_arch = "wasm32")]
@@ -52,6 +55,8 @@ pub struct Loading {
     pub current: String,
     /// (bytes fetched, bytes in all) where the loader counts bytes (the web page).
     pub bytes: Option<(u64, u64)>,
+    /// The file being loaded comes from the page's cache (a visit before this one).
+    pub cached: bool,
 }
 
 pub struct FewstepApp {
@@ -202,7 +207,21 @@ impl FewstepApp {
             if extra.is_some() {
                 app.loading.expected += 1;
             }
-            crate::app::web_page::fetch_bundled(engine.job_sender(), extra);
+            crate::app::web_page::fetch_bundled(engine.job_sender(), extra.clone());
+            if app.start.recovered {
+                // On a new device after a loss: the models opened or made before come back
+                // (the bundled ones come from the page's cache), and a lost run is offered.
+                for (name, bytes) in web_distill::kept_files() {
+                    if crate::bundled::find(&name).is_none() && Some(&name) != extra.as_ref() {
+                        app.loading.expected += 1;
+                        engine.send(Job::Load { name, bytes });
+                    }
+                }
+                app.web_train = web_distill::WebTrainPanel::after_device_loss();
+                if app.web_train.has_lost_run() {
+                    app.tab = Tab::Train;
+                }
+            }
         }
         app.engine = Some(engine);
         app
@@ -511,6 +530,9 @@ impl FewstepApp {
         match self.web_gpu.as_ref().and_then(|g| g.fault_watch().error()) {
             Some(e) => {
                 self.fault_shown = true;
+                if matches!(e, crate::gpu::GpuError::Lost { .. }) {
+                    self.web_train.remember_lost_run();
+                }
                 web_page::show_gpu_fault(&e);
             }
             None => ctx.request_repaint_after(std::time::Duration::from_millis(500)),
@@ -539,6 +561,7 @@ impl eframe::App for FewstepApp {
         ui::draw(self, ui);
         #[cfg(target_arch = "wasm32")]
         crate::app::web_page::publish_status(
+            ui.ctx(),
             &self.adapter,
             &self.status,
             self.loading.done,

@@ -32,6 +32,9 @@ pub struct StartOptions {
     pub distill: Option<DistillStart>,
     /// On the web: train a teacher in the Train tab (`train=tiny&updates=…&batch=…&lr=…&seed=…`).
     pub train: Option<TrainStart>,
+    /// On the web: the page recreated the app on a new device after losing one (not from the
+    /// address): models kept before come back, a lost run is offered again.
+    pub recovered: bool,
 }
 
 /// A teacher training asked for in the address; unset values keep the tab's defaults.

@@ -8,15 +8,23 @@ use crate::diffusion::SamplerKind;
 
 pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
     egui::Panel::top("tabs").show(ui, |ui| {
-        ui.horizontal(|ui| {
+        // Wrapped: on a phone (390 px) the last tab and the adapter's name go to a next line
+        // instead of past the edge.
+        ui.horizontal_wrapped(|ui| {
             ui.heading("fewstep");
             ui.separator();
-            ui.selectable_value(&mut app.tab, Tab::Sample, "Sample");
-            ui.selectable_value(&mut app.tab, Tab::Compare, "Compare");
-            ui.selectable_value(&mut app.tab, Tab::Models, "Models");
-            ui.selectable_value(&mut app.tab, Tab::Train, "Train / distill");
+            for (tab, name) in [
+                (Tab::Sample, "Sample"),
+                (Tab::Compare, "Compare"),
+                (Tab::Models, "Models"),
+                (Tab::Train, "Train / distill"),
+            ] {
+                let _r = ui.selectable_value(&mut app.tab, tab, name);
+                #[cfg(target_arch = "wasm32")]
+                crate::app::web_page::publish_rect(name, _r.rect);
+            }
             ui.separator();
-            ui.label(RichText::new(&app.adapter).weak());
+            ui.add(egui::Label::new(RichText::new(&app.adapter).weak()).wrap());
         });
         loading_bar(app, ui);
         if !app.status.is_empty() {
@@ -56,6 +64,11 @@ fn loading_bar(app: &FewstepApp, ui: &mut Ui) {
         };
         // By bytes where the loader counts them (a download), else by files.
         let (fraction, text) = match l.bytes {
+            // A second visit: the bytes come from the page's cache, not the network.
+            Some((done, total)) if total > 0 && l.cached => (
+                done as f32 / total as f32,
+                format!("loading models: cached{current}"),
+            ),
             Some((done, total)) if total > 0 => (
                 done as f32 / total as f32,
                 format!(
@@ -186,6 +199,13 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     app.stop();
                 }
             });
+            ui.add_space(6.0);
+            // The run on screen, or the steps chosen before any run.
+            let (steps, shown) = match &app.state.sample_view {
+                Some(v) => (v.steps, v.frame().map(|f| f.step)),
+                None => (app.state.settings.steps, None),
+            };
+            super::schedule_plot::show(ui, steps, shown);
         });
     egui::CentralPanel::default().show(ui, |ui| {
         let Some(v) = app.state.sample_view.as_mut() else {
@@ -449,6 +469,13 @@ fn compare_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     app.stop();
                 }
             });
+            ui.add_space(6.0);
+            // The run on screen, or the steps chosen before any run.
+            let (steps, shown) = match &app.state.sample_view {
+                Some(v) => (v.steps, v.frame().map(|f| f.step)),
+                None => (app.state.settings.steps, None),
+            };
+            super::schedule_plot::show(ui, steps, shown);
         });
     egui::CentralPanel::default().show(ui, |ui| {
         let Some(v) = &app.state.compare_view else {
@@ -521,6 +548,11 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
             if let Some(tx) = app.job_sender() {
                 crate::app::web_page::pick_file(tx);
             }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            ui.separator();
+            crate::app::web_cache::show(ui);
         }
         ui.separator();
         let mut clicked = None;

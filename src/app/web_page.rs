@@ -19,8 +19,16 @@ thread_local! {
     static LAYOUT: RefCell<Option<String>> = const { RefCell::new(None) };
     /// The adapter's name from the page's own WebGPU lookup, once it answers.
     static ADAPTER: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Where some widgets were drawn last (CSS pixels), for the page's tests to click them.
+    static RECTS: RefCell<std::collections::BTreeMap<&'static str, eframe::egui::Rect>> =
+        const { RefCell::new(std::collections::BTreeMap::new()) };
     /// eframe's device (shared by the engine and the Train tab), for the lost-device test hook.
     static DEVICE: RefCell<Option<wgpu::Device>> = const { RefCell::new(None) };
+}
+
+/// Records where a widget was drawn (published in `fewstep_status()` as `rects`).
+pub(crate) fn publish_rect(name: &'static str, rect: eframe::egui::Rect) {
+    RECTS.with(|r| r.borrow_mut().insert(name, rect));
 }
 
 pub(crate) fn remember_device(device: wgpu::Device) {
@@ -54,13 +62,25 @@ pub(crate) fn show_gpu_fault(e: &crate::gpu::GpuError) {
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     };
-    let html = format!(
-        "<h1>{title}</h1><p>{}</p><p>fewstep cannot go on with it: what was running stopped \
-         (students already finished and downloaded are safe; the others are gone). Reloading the \
-         page starts again on a new device.</p>\
-         <p><button id=\"reload\" onclick=\"location.reload()\">Reload the page</button></p>",
-        escape(&detail)
-    );
+    let html = if lost {
+        format!(
+            "<h1>{title}</h1><p>{}</p><p>What was running stopped. fewstep can start again on \
+             a new device: the models come back from this page's cache, the students finished \
+             so far stay in the list, and a lost training run is offered again.</p>\
+             <p><button id=\"recover\" onclick=\"window.fewstepRecover()\">Start again on a \
+             new device</button> <button id=\"reload\" onclick=\"location.reload()\">Reload \
+             the page</button></p>",
+            escape(&detail)
+        )
+    } else {
+        format!(
+            "<h1>{title}</h1><p>{}</p><p>fewstep cannot go on with it: what was running \
+             stopped (students already finished and downloaded are safe; the others are gone). \
+             Reloading the page starts again on a new device.</p>\
+             <p><button id=\"reload\" onclick=\"location.reload()\">Reload the page</button></p>",
+            escape(&detail)
+        )
+    };
     for id in ["app", "loading", "status"] {
         if let Some(el) = document
             .get_element_by_id(id)
@@ -84,6 +104,26 @@ pub(crate) fn show_gpu_fault(e: &crate::gpu::GpuError) {
             &"fewstepError".into(),
             &format!("{title}: {detail}").into(),
         );
+    }
+}
+
+/// Undoes `show_gpu_fault`: the canvas again, no message (the app starts anew on it).
+pub(crate) fn hide_gpu_fault() {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let set_hidden = |id: &str, hidden: bool| {
+        if let Some(el) = document
+            .get_element_by_id(id)
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+        {
+            el.set_hidden(hidden);
+        }
+    };
+    set_hidden("message", true);
+    set_hidden("app", false);
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::delete_property(&w, &"fewstepError".into());
     }
 }
 
@@ -200,6 +240,7 @@ pub(crate) fn publish_layout(
 }
 
 pub(crate) fn publish_status(
+    ctx: &eframe::egui::Context,
     adapter: &str,
     status: &str,
     done: usize,
@@ -212,6 +253,14 @@ pub(crate) fn publish_status(
         "loadingDone": done,
         "loadingExpected": expected,
         "models": models,
+        "cache": super::web_cache::status_json(),
+        // How far right anything was laid out, against the page's width (CSS pixels): more
+        // than the width means something runs past the edge (a phone's 390 px).
+        "usedRight": ctx.globally_used_rect().max.x,
+        "screenWidth": ctx.content_rect().width(),
+        "rects": RECTS.with(|r| r.borrow().iter().map(|(k, r)| (k.to_string(), serde_json::json!({
+            "x": r.min.x, "y": r.min.y, "w": r.width(), "h": r.height(),
+        }))).collect::<serde_json::Map<_, _>>()),
     });
     STATUS.with(|r| *r.borrow_mut() = Some(json.to_string()));
 }
@@ -233,8 +282,9 @@ pub(crate) fn publish_result(state: &AppState, samples: &[f32], shape: [usize; 4
 }
 
 /// Fetches `url`, reading the body as a stream so that `on_bytes` hears how many bytes have
-/// arrived after each chunk (the loading bar moves by bytes, not by file).
-async fn fetch_bytes(url: &str, mut on_bytes: impl FnMut(u64)) -> Result<Vec<u8>, String> {
+/// arrived after each chunk (the loading bar moves by bytes, not by file) and whether the page's
+/// service worker (sw.js) answered from its cache.
+async fn fetch_bytes(url: &str, mut on_bytes: impl FnMut(u64, bool)) -> Result<Vec<u8>, String> {
     let window = web_sys::window().ok_or("no window")?;
     let resp: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
         .await
@@ -248,6 +298,15 @@ async fn fetch_bytes(url: &str, mut on_bytes: impl FnMut(u64)) -> Result<Vec<u8>
             resp.status()
         ));
     }
+    // sw.js marks what it answered from its cache (a visit before this one stored it).
+    let cached = resp
+        .headers()
+        .get("x-fewstep-cache")
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some("hit");
+    on_bytes(0, cached);
     let Some(body) = resp.body() else {
         return Ok(Vec::new());
     };
@@ -269,7 +328,7 @@ async fn fetch_bytes(url: &str, mut on_bytes: impl FnMut(u64)) -> Result<Vec<u8>
         let value = js_sys::Reflect::get(&chunk, &"value".into())
             .map_err(|e| format!("reading {url}: {e:?}"))?;
         bytes.extend_from_slice(&js_sys::Uint8Array::new(&value).to_vec());
-        on_bytes(bytes.len() as u64);
+        on_bytes(bytes.len() as u64, cached);
     }
     Ok(bytes)
 }
@@ -299,21 +358,29 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
         let mut before = 0u64;
         for (i, b) in crate::bundled::BUNDLED.iter().enumerate() {
             let current = format!("{} from assets/{}", b.name, b.file);
-            let progress = |got: u64| {
+            let progress = |got: u64, cached: bool| {
                 let done = (before + got).min(total_bytes);
+                let amount = if cached {
+                    "cached".to_string()
+                } else {
+                    format!(
+                        "{:.1} of {:.1} MB",
+                        done as f64 / 1e6,
+                        total_bytes as f64 / 1e6
+                    )
+                };
                 page_status(Some(&format!(
-                    "Loading models: {} ({} of {total}), {:.1} of {:.1} MB…",
+                    "Loading models: {} ({} of {total}), {amount}…",
                     b.name,
                     i + 1,
-                    done as f64 / 1e6,
-                    total_bytes as f64 / 1e6
                 )));
                 let _ = jobs.unbounded_send(Job::Progress {
                     current: current.clone(),
                     bytes: Some((done, total_bytes)),
+                    cached,
                 });
             };
-            progress(0);
+            progress(0, false);
             let job = match fetch_bytes(&format!("assets/{}", b.file), progress).await {
                 Ok(bytes) => {
                     super::web_distill::remember_file(b.name, &bytes);
@@ -332,7 +399,7 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
         }
         if let Some(path) = extra {
             page_status(Some(&format!("Loading {path}…")));
-            let job = match fetch_bytes(&path, |_| {}).await {
+            let job = match fetch_bytes(&path, |_, _| {}).await {
                 Ok(bytes) => {
                     super::web_distill::remember_file(&path, &bytes);
                     Job::Load { name: path, bytes }
@@ -359,7 +426,7 @@ pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
     input.set_type("file");
     input.set_accept(".safetensors");
     let picked = input.clone();
-    let on_change = Closure::once(move || {
+    let on_change: Closure<dyn FnMut()> = Closure::once(move || {
         let Some(file) = picked.files().and_then(|f| f.get(0)) else {
             return;
         };
@@ -380,11 +447,14 @@ pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
         });
     });
     input.set_onchange(Some(on_change.as_ref().unchecked_ref()));
-    on_change.forget();
+    // Kept until the picker opens again (that input is gone by then), not leaked each time.
+    PICKER.with(|p| *p.borrow_mut() = Some(on_change));
     input.click();
 }
 
 thread_local! {
+    /// The file picker's change handler (one picker at a time).
+    static PICKER: RefCell<Option<Closure<dyn FnMut()>>> = const { RefCell::new(None) };
     static SUBSET: RefCell<Option<crate::data::Dataset>> = const { RefCell::new(None) };
 }
 
@@ -395,7 +465,7 @@ pub(crate) async fn fashion_mnist_subset() -> anyhow::Result<crate::data::Datase
     }
     let dir = super::web_distill::DATA_DIR;
     let get = |f: &'static str| async move {
-        fetch_bytes(&format!("{dir}/{f}"), |_| {})
+        fetch_bytes(&format!("{dir}/{f}"), |_, _| {})
             .await
             .map_err(anyhow::Error::msg)
     };

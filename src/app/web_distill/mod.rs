@@ -42,6 +42,33 @@ thread_local! {
     static FILES: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
     /// The runs' state, for `fewstep_distilled()` (tests and scripts).
     static LAST: RefCell<Option<Rc<RefCell<Shared>>>> = const { RefCell::new(None) };
+    /// A run that was going when the GPU device was lost: what the tab on the new device
+    /// offers to start again.
+    static LOST: RefCell<Option<LostRun>> = const { RefCell::new(None) };
+}
+
+/// What a run lost with its device was asked to do.
+#[derive(Clone, Debug)]
+pub struct LostRun {
+    pub mode: Mode,
+    pub settings: Settings,
+    pub train: TrainSettings,
+    /// How far it got ("12 of 200 updates").
+    pub progress: String,
+}
+
+/// The model files kept so far (bundled, opened and made here), by name: what a page recreated
+/// on a new device loads again.
+pub fn kept_files() -> Vec<(String, Vec<u8>)> {
+    FILES.with(|f| {
+        let mut v: Vec<_> = f
+            .borrow()
+            .iter()
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    })
 }
 
 /// Keeps a model file's bytes so that it can be distilled or downloaded later.

@@ -10,9 +10,47 @@ pub struct WebTrainPanel {
     run: Option<Rc<RefCell<Shared>>>,
     /// The preview's texture and the version it shows.
     preview: Option<(u64, egui::TextureHandle)>,
+    /// A run lost with the previous device, offered again.
+    lost: Option<LostRun>,
 }
 
 impl WebTrainPanel {
+    /// The panel of a page recreated after its device was lost: the lost run is offered again
+    /// with its settings.
+    pub fn after_device_loss() -> WebTrainPanel {
+        let lost = LOST.with(|l| l.borrow_mut().take());
+        let mut panel = WebTrainPanel::default();
+        if let Some(l) = &lost {
+            panel.mode = l.mode;
+            panel.settings = l.settings.clone();
+            panel.train = l.train.clone();
+        }
+        panel.lost = lost;
+        panel
+    }
+
+    /// Whether a lost run waits to be started again.
+    pub fn has_lost_run(&self) -> bool {
+        self.lost.is_some()
+    }
+
+    /// Keeps the running run's settings for the page that replaces this one (the device was
+    /// lost); nothing when no run was going.
+    pub fn remember_lost_run(&self) {
+        let Some(run) = &self.run else { return };
+        let s = run.borrow();
+        if s.ended.as_ref().is_some_and(|e| !e.1) {
+            return;
+        }
+        let lost = LostRun {
+            mode: self.mode,
+            settings: self.settings.clone(),
+            train: self.train.clone(),
+            progress: format!("{} of {} updates", s.done, s.total),
+        };
+        LOST.with(|l| *l.borrow_mut() = Some(lost));
+    }
+
     pub fn running(&self) -> bool {
         self.run
             .as_ref()
@@ -84,6 +122,32 @@ impl WebTrainPanel {
                     );
                 });
             });
+            if let Some(l) = self.lost.clone() {
+                ui.group(|ui| {
+                    ui.label(
+                        RichText::new(format!(
+                            "The GPU device was lost during a run ({}, {}); the page started \
+                             again on a new one. Students finished before are in the list.",
+                            match l.mode {
+                                Mode::Distill => "distilling",
+                                Mode::Teacher => "training a teacher",
+                            },
+                            l.progress
+                        ))
+                        .color(Color32::from_rgb(230, 180, 90)),
+                    );
+                    let ready =
+                        gpu.is_some() && (l.mode == Mode::Teacher || has_file(&l.settings.teacher));
+                    let restart = ui.add_enabled(ready, egui::Button::new("Restart the lost run"));
+                    crate::app::web_page::publish_rect("restartLost", restart.rect);
+                    if restart.clicked() {
+                        if let (Some(g), Some(j)) = (gpu, jobs.clone()) {
+                            self.lost = None;
+                            self.start(g.clone(), j, ui.ctx().clone());
+                        }
+                    }
+                });
+            }
             ui.label(format!("Data: {DATA_NOTE}."));
             ui.label(
                 RichText::new(
@@ -104,7 +168,9 @@ impl WebTrainPanel {
                     Mode::Teacher => (true, "Start training"),
                 };
                 let ready = ready && !running && gpu.is_some();
-                if ui.add_enabled(ready, egui::Button::new(text)).clicked() {
+                let start = ui.add_enabled(ready, egui::Button::new(text));
+                crate::app::web_page::publish_rect("startRun", start.rect);
+                if start.clicked() {
                     if let (Some(g), Some(j)) = (gpu, jobs.clone()) {
                         self.start(g.clone(), j, ui.ctx().clone());
                     }
