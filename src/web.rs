@@ -155,6 +155,14 @@ pub fn fewstep_test_lose_device() -> bool {
     web_page::lose_device_for_test()
 }
 
+/// Test hook: a run of `steps` blank steps of `count` images of the selected model, drawn into
+/// textures as sampling would (no model evaluated, so a 1024-step run takes seconds on a
+/// software adapter); `fewstepLayout()` then says what the step slider holds on the GPU.
+#[wasm_bindgen]
+pub fn fewstep_test_scrub(steps: usize, count: usize) {
+    web_page::ask_test_scrub(steps, count);
+}
+
 /// Creates the WebGPU device and runs `selftest::run`; resolves to the report as JSON, or rejects
 /// with a message that says what is missing (e.g. no WebGPU in this browser).
 #[wasm_bindgen]

@@ -68,6 +68,17 @@ pub enum Job {
         bytes: Option<(u64, u64)>,
         cached: bool,
     },
+    /// For the page's memory test: draws `steps` steps of blank images of the row's shape into
+    /// textures, as a run of that many steps would (no model evaluated), one at a time.
+    TestFrames {
+        run: u64,
+        row: RowSpec,
+        steps: usize,
+    },
+    /// Forgets the model at this index of the list (the UI removed it; no run uses it).
+    Remove {
+        index: usize,
+    },
     /// Runs the rows one after another; `draw_steps` draws every step (the sample view), else
     /// only each row's result (the compare view).
     Run {
@@ -263,6 +274,19 @@ impl Worker {
     async fn handle(&mut self, job: Job) {
         match job {
             Job::Load { name, bytes } => self.load(name, bytes),
+            Job::TestFrames { run, row, steps } => {
+                if let Err(e) = self.test_frames(run, &row, steps).await {
+                    self.emit(Event::Failed {
+                        run,
+                        error: format!("{e:#}"),
+                    });
+                }
+            }
+            Job::Remove { index } => {
+                if index < self.models.len() {
+                    self.models.remove(index);
+                }
+            }
             Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
             Job::Progress {
                 current,
@@ -311,6 +335,40 @@ impl Worker {
 
     fn stopped(&self, run: u64) -> bool {
         self.current.load(Ordering::SeqCst) != run
+    }
+
+    async fn test_frames(&mut self, run: u64, row: &RowSpec, steps: usize) -> anyhow::Result<()> {
+        let model = self
+            .models
+            .get(row.model)
+            .ok_or_else(|| anyhow::anyhow!("no model #{}", row.model))?;
+        let [c, h, w] = model.image_shape();
+        let x = crate::tensor::Tensor::zeros(&self.gpu, &[row.opts.count, c, h, w]);
+        let z = self.paint(row, &x);
+        self.emit(Event::Start { run, row: 0, z });
+        for step in 1..=steps {
+            // At most 8 steps' textures wait for the UI, which takes (and thins) them each frame.
+            while self.events.lock().expect("event queue").len() >= 8 {
+                #[cfg(target_arch = "wasm32")]
+                crate::app::web_page::next_task().await;
+                #[cfg(not(target_arch = "wasm32"))]
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let (z, x_hat) = (self.paint(row, &x), self.paint(row, &x));
+            self.gpu.finish().await?;
+            let t = 1.0 - step as f64 / steps as f64;
+            self.emit(Event::Step {
+                run,
+                row: 0,
+                step,
+                t,
+                z,
+                x_hat,
+                ms: 0.0,
+            });
+        }
+        self.emit(Event::Stopped { run });
+        Ok(())
     }
 
     /// A row's sampler: its seed's noise, or the strip's.

@@ -268,6 +268,40 @@ impl FewstepApp {
         }
     }
 
+    /// The page's memory test (`fewstep_test_scrub`): a sample view of `steps` blank steps of
+    /// `count` images of the selected model, drawn into textures as a run would.
+    #[cfg(target_arch = "wasm32")]
+    fn start_test_frames(&mut self, steps: usize, count: usize) {
+        self.state.settings.steps = steps;
+        self.state.settings.count = count;
+        self.state.settings.interpolate_to = None;
+        match self.state.start_sample() {
+            Ok((run, rows, old)) => {
+                events::TextureSink::free(&mut RenderTextures(self.render.as_ref()), old);
+                if let (Some(e), Some(row)) = (&self.engine, rows.into_iter().next()) {
+                    e.send(Job::TestFrames { run, row, steps });
+                }
+            }
+            Err(e) => self.status = e,
+        }
+    }
+
+    /// The Models tab's Remove: out of the list, out of the worker, and on the web its file
+    /// bytes are let go.
+    pub fn remove_model(&mut self, index: usize) {
+        match self.state.remove_model(index) {
+            Ok(_name) => {
+                if let Some(e) = &self.engine {
+                    e.send(Job::Remove { index });
+                }
+                #[cfg(target_arch = "wasm32")]
+                web_distill::forget_file(&_name);
+                self.status.clear();
+            }
+            Err(e) => self.status = e,
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(e) = &self.engine {
             e.stop();
@@ -558,6 +592,10 @@ impl eframe::App for FewstepApp {
         }
         #[cfg(target_arch = "wasm32")]
         self.watch_for_gpu_faults(ui.ctx());
+        #[cfg(target_arch = "wasm32")]
+        if let Some((steps, count)) = web_page::take_test_scrub() {
+            self.start_test_frames(steps, count);
+        }
         ui::draw(self, ui);
         #[cfg(target_arch = "wasm32")]
         crate::app::web_page::publish_status(

@@ -292,6 +292,31 @@ impl AppState {
         }
     }
 
+    /// Takes a model out of the list (the worker is told to drop it at the same index, so the
+    /// lists stay aligned); refused while a run goes on, since its rows name models by index.
+    /// Returns the removed model's name.
+    pub fn remove_model(&mut self, index: usize) -> Result<String, String> {
+        if index >= self.models.len() {
+            return Err(format!("there is no model #{index}"));
+        }
+        let busy = self.sample_view.as_ref().is_some_and(|v| v.running)
+            || self.compare_view.as_ref().is_some_and(|v| v.running);
+        if busy {
+            return Err("stop the run first: it uses the loaded models".into());
+        }
+        let gone = self.models.remove(index);
+        self.selected = match self.selected {
+            _ if self.models.is_empty() => None,
+            Some(s) if s > index => Some(s - 1),
+            Some(s) if s == index => Some(index.min(self.models.len() - 1)),
+            other => other,
+        };
+        if let Some(s) = self.selected {
+            self.select(s);
+        }
+        Ok(gone.name)
+    }
+
     /// Chooses a model; a distilled model brings its own step count.
     pub fn select(&mut self, index: usize) {
         if index >= self.models.len() {

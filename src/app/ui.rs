@@ -294,11 +294,17 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
         ui.add_space(4.0);
         let [w, h] = v.texture_size;
         let avail = ui.available_size();
-        let scale =
-            grid_scale(((avail.x / 2.0 - 12.0) / w as f32).min((avail.y - 30.0) / h as f32));
+        // A wide picture (a strip from one seed to another) goes above the other, full width;
+        // grids side by side.
+        let stacked = w > 2 * h;
+        let scale = if stacked {
+            grid_scale(((avail.x - 12.0) / w as f32).min((avail.y / 2.0 - 40.0) / h as f32))
+        } else {
+            grid_scale(((avail.x / 2.0 - 12.0) / w as f32).min((avail.y - 30.0) / h as f32))
+        };
         let size = Vec2::new(w as f32, h as f32) * scale;
         let mut rects = [None, None];
-        ui.horizontal_top(|ui| {
+        let draw = |ui: &mut Ui, rects: &mut [Option<egui::Rect>; 2]| {
             ui.vertical(|ui| {
                 ui.label("z_t (the noisy state)");
                 rects[0] = Some(ui.image(SizedTexture::new(f.z, size)).rect);
@@ -314,7 +320,12 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     }
                 }
             });
-        });
+        };
+        if stacked {
+            ui.vertical(|ui| draw(ui, &mut rects));
+        } else {
+            ui.horizontal_top(|ui| draw(ui, &mut rects));
+        }
         // The page's tests read where the grids are to check the canvas pixels a visitor sees.
         #[cfg(target_arch = "wasm32")]
         crate::app::web_page::publish_layout(
@@ -556,12 +567,15 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         }
         ui.separator();
         let mut clicked = None;
-        egui::ScrollArea::vertical().show(ui, |ui| {
+        let mut removed = None;
+        // Both ways: the table is wider than a phone (its columns scroll, not the page).
+        egui::ScrollArea::both().show(ui, |ui| {
             egui::Grid::new("models")
                 .striped(true)
-                .num_columns(8)
+                .num_columns(9)
                 .show(ui, |ui| {
                     for h in [
+                        "",
                         "name",
                         "steps",
                         "preset / parameters",
@@ -575,6 +589,13 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     }
                     ui.end_row();
                     for (i, m) in app.state.models.iter().enumerate() {
+                        if ui
+                            .small_button("✖")
+                            .on_hover_text("remove from the list (its file bytes are let go)")
+                            .clicked()
+                        {
+                            removed = Some(i);
+                        }
                         let sel = app.state.selected == Some(i);
                         if ui.selectable_label(sel, &m.name).clicked() {
                             clicked = Some(i);
@@ -617,6 +638,9 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         });
         if let Some(i) = clicked {
             app.state.select(i);
+        }
+        if let Some(i) = removed {
+            app.remove_model(i);
         }
     });
 }

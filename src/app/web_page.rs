@@ -31,6 +31,19 @@ pub(crate) fn publish_rect(name: &'static str, rect: eframe::egui::Rect) {
     RECTS.with(|r| r.borrow_mut().insert(name, rect));
 }
 
+thread_local! {
+    static TEST_SCRUB: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Test hook (`fewstep_test_scrub`): asks the app for a run of blank steps.
+pub(crate) fn ask_test_scrub(steps: usize, count: usize) {
+    TEST_SCRUB.with(|t| t.set(Some((steps, count))));
+}
+
+pub(crate) fn take_test_scrub() -> Option<(usize, usize)> {
+    TEST_SCRUB.with(|t| t.take())
+}
+
 pub(crate) fn remember_device(device: wgpu::Device) {
     DEVICE.with(|d| *d.borrow_mut() = Some(device));
 }
@@ -125,6 +138,21 @@ pub(crate) fn hide_gpu_fault() {
     if let Some(w) = web_sys::window() {
         let _ = js_sys::Reflect::delete_property(&w, &"fewstepError".into());
     }
+}
+
+/// Resolves in a task of its own (one round trip through a `MessageChannel`): the page handles
+/// input and draws in between. Not a timer, which a hidden tab clamps to one a second or a minute.
+pub(crate) async fn next_task() {
+    let Ok(channel) = web_sys::MessageChannel::new() else {
+        return;
+    };
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        channel.port1().set_onmessage(Some(&resolve));
+        let _ = channel.port2().post_message(&JsValue::UNDEFINED);
+    });
+    let _ = JsFuture::from(promise).await;
+    // Held until the message came: a port with no reference left may be collected first.
+    channel.port1().set_onmessage(None);
 }
 
 /// This page's address (without its query string) followed by `?query`.
@@ -358,30 +386,35 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
         let mut before = 0u64;
         for (i, b) in crate::bundled::BUNDLED.iter().enumerate() {
             let current = format!("{} from assets/{}", b.name, b.file);
-            let progress = |got: u64, cached: bool| {
+            // `cached`: None before the response came (nothing to count yet).
+            let progress = |got: u64, cached: Option<bool>| {
                 let done = (before + got).min(total_bytes);
-                let amount = if cached {
-                    "cached".to_string()
-                } else {
-                    format!(
-                        "{:.1} of {:.1} MB",
+                let amount = match cached {
+                    None => String::new(),
+                    Some(true) => ", cached".to_string(),
+                    Some(false) => format!(
+                        ", {:.1} of {:.1} MB",
                         done as f64 / 1e6,
                         total_bytes as f64 / 1e6
-                    )
+                    ),
                 };
                 page_status(Some(&format!(
-                    "Loading models: {} ({} of {total}), {amount}…",
+                    "Loading models: {} ({} of {total}){amount}…",
                     b.name,
                     i + 1,
                 )));
                 let _ = jobs.unbounded_send(Job::Progress {
                     current: current.clone(),
-                    bytes: Some((done, total_bytes)),
-                    cached,
+                    bytes: cached.map(|_| (done, total_bytes)),
+                    cached: cached == Some(true),
                 });
             };
-            progress(0, false);
-            let job = match fetch_bytes(&format!("assets/{}", b.file), progress).await {
+            progress(0, None);
+            let job = match fetch_bytes(&format!("assets/{}", b.file), |got, cached| {
+                progress(got, Some(cached))
+            })
+            .await
+            {
                 Ok(bytes) => {
                     super::web_distill::remember_file(b.name, &bytes);
                     Job::Load {

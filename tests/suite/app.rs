@@ -172,6 +172,41 @@ fn choosing_a_model_sets_its_step_count_and_a_teacher_keeps_any() {
 }
 
 #[test]
+fn removing_a_model_keeps_the_selection_sensible() {
+    let mut s = loaded_state();
+    let names = |s: &AppState| s.models.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+    let all = names(&s);
+    assert!(s.select_by_name("fmnist-1step"));
+    let chosen = s.selected.unwrap();
+    // Removing one before it keeps the same model selected (its index moves).
+    assert_eq!(s.remove_model(0).unwrap(), all[0]);
+    assert_eq!(s.selected_model().unwrap().name, "fmnist-1step");
+    // Removing the selected one selects its neighbour, with its own step count.
+    let at = s.selected.unwrap();
+    assert_eq!(at, chosen - 1);
+    s.remove_model(at).unwrap();
+    let now = s.selected_model().unwrap();
+    assert!(!names(&s).contains(&"fmnist-1step".to_string()));
+    assert_eq!(
+        Some(s.settings.steps as u32),
+        now.meta.steps.or(Some(s.settings.steps as u32))
+    );
+    // Refused while a run uses the list; an index past the end is refused too.
+    s.start_sample().unwrap();
+    assert!(s.remove_model(0).unwrap_err().contains("stop the run"));
+    s.sample_view.as_mut().unwrap().running = false;
+    assert!(s.remove_model(99).is_err());
+    while !s.models.is_empty() {
+        s.remove_model(0).unwrap();
+    }
+    assert_eq!(s.selected, None);
+    assert!(
+        s.start_sample().is_err(),
+        "nothing left: a message, not a panic"
+    );
+}
+
+#[test]
 fn scrubbing_and_playing_the_steps() {
     let mut s = loaded_state();
     let (run, _, _) = s.start_sample().unwrap();

@@ -76,6 +76,11 @@ pub fn remember_file(name: &str, bytes: &[u8]) {
     FILES.with(|f| f.borrow_mut().insert(name.to_string(), bytes.to_vec()));
 }
 
+/// Lets a model's bytes go (it left the model list).
+pub fn forget_file(name: &str) {
+    FILES.with(|f| f.borrow_mut().remove(name));
+}
+
 fn file_of(name: &str) -> Option<Vec<u8>> {
     FILES.with(|f| f.borrow().get(name).cloned())
 }

@@ -175,18 +175,7 @@ pub(super) fn unused_name(base: &str) -> String {
 /// while the tab is visible (.ci/browser/background.mjs measures both).
 pub(super) async fn yield_to_page(gpu: &Gpu) -> anyhow::Result<()> {
     gpu.finish().await?;
-    let Ok(channel) = web_sys::MessageChannel::new() else {
-        return Ok(());
-    };
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        channel.port1().set_onmessage(Some(&resolve));
-        let _ = channel
-            .port2()
-            .post_message(&wasm_bindgen::JsValue::UNDEFINED);
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-    // Held until the message came: a port with no reference left may be collected first.
-    channel.port1().set_onmessage(None);
+    crate::app::web_page::next_task().await;
     Ok(())
 }
 
