@@ -730,6 +730,71 @@ fn the_worker_samples_what_the_sampler_does_and_stops_when_asked() {
         .iter()
         .any(|e| matches!(e, Event::RowDone { run: 2, .. })));
 
+    // A strip from seed 7 to seed 8 (interpolate.rs): one row, what Sampler::from_start makes.
+    let mut strip = row.clone();
+    strip.strip = Some((7, 8));
+    handle.send(Job::Run {
+        run: 5,
+        rows: vec![strip],
+        draw_steps: true,
+    });
+    // And the page's memory test: 20 blank steps drawn as a run draws them.
+    handle.send(Job::TestFrames {
+        run: 6,
+        row: row.clone(),
+        steps: 20,
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !seen.iter().any(|e| matches!(e, Event::Stopped { run: 6 })) {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not finish the strip and the frames"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        seen.extend(handle.drain());
+    }
+    let strip_samples = seen.iter().find_map(|e| match e {
+        Event::RowDone {
+            run: 5, samples, ..
+        } => Some(samples.clone()),
+        _ => None,
+    });
+    let start = pollster::block_on(fewstep::diffusion::interpolate::strip_start(
+        &model,
+        (7, 8),
+        3,
+    ))
+    .unwrap();
+    let want = Sampler::from_start(opts, start)
+        .run(&model)
+        .to_vec_blocking()
+        .unwrap();
+    let got = strip_samples.expect("the strip's row finished");
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-6,
+        "worker strip vs Sampler::from_start: max |diff| {worst}"
+    );
+    let strip_size = seen.iter().find_map(|e| match e {
+        Event::Start { run: 5, z, .. } => Some(z.size),
+        _ => None,
+    });
+    assert_eq!(
+        strip_size,
+        Some(grid_size(3, 3, 28, 28)),
+        "a strip is one row"
+    );
+    let frames = seen
+        .iter()
+        .filter(|e| matches!(e, Event::Step { run: 6, .. }))
+        .count();
+    assert_eq!(frames, 20, "every blank step drawn");
+
     // Issue 13, item 10: a job that panics (a sampler asked for 0 steps, which the UI never
     // sends, asserts) ends its run with a message instead of killing the worker, and the next
     // run still works.
