@@ -347,15 +347,15 @@ impl Worker {
         let z = self.paint(row, &x);
         self.emit(Event::Start { run, row: 0, z });
         for step in 1..=steps {
-            // At most 8 steps' textures wait for the UI, which takes (and thins) them each frame.
-            while self.events.lock().expect("event queue").len() >= 8 {
+            // At most 32 steps' textures (~28 MB at 64 images) wait for the UI, which takes (and
+            // thins) them each frame; a software adapter draws a frame a second or slower.
+            while self.events.lock().expect("event queue").len() >= 32 {
                 #[cfg(target_arch = "wasm32")]
                 crate::app::web_page::next_task().await;
                 #[cfg(not(target_arch = "wasm32"))]
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let (z, x_hat) = (self.paint(row, &x), self.paint(row, &x));
-            self.gpu.finish().await?;
             let t = 1.0 - step as f64 / steps as f64;
             self.emit(Event::Step {
                 run,
@@ -367,6 +367,7 @@ impl Worker {
                 ms: 0.0,
             });
         }
+        self.gpu.finish().await?;
         self.emit(Event::Stopped { run });
         Ok(())
     }

@@ -93,6 +93,8 @@ pub struct SampleView {
     ms_drawn: f64,
     /// The newest step drawn.
     pub newest_step: usize,
+    /// The most GPU memory the kept steps took at any time (after each step's thinning).
+    pub peak_bytes: u64,
     pub playing: bool,
     play_clock: f64,
     pub running: bool,
@@ -117,6 +119,7 @@ impl SampleView {
             stride: 1,
             ms_drawn: 0.0,
             newest_step: 0,
+            peak_bytes: 0,
             playing: false,
             play_clock: 0.0,
             running: true,
@@ -156,6 +159,7 @@ impl SampleView {
                 keep
             });
         }
+        self.peak_bytes = self.peak_bytes.max(self.scrub_bytes());
         self.shown = match shown_step {
             Some(step) if !self.follow => self
                 .frames

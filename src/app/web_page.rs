@@ -259,6 +259,7 @@ pub(crate) fn publish_layout(
         "grids": grids,
         // What the run holds on the GPU for scrubbing, against its cap.
         "scrubBytes": view.scrub_bytes(),
+        "scrubPeak": view.peak_bytes,
         "scrubCap": crate::app::state::SCRUB_CAP_BYTES,
         "scrubFrames": view.frames.len(),
         "scrubStride": view.stride,

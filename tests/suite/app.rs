@@ -85,6 +85,7 @@ fn the_steps_kept_for_scrubbing_stay_under_the_memory_cap() {
         "every {}th step, evenly: {kept:?}",
         v.stride
     );
+    assert!(v.peak_bytes <= SCRUB_CAP_BYTES && v.peak_bytes >= v.scrub_bytes());
     assert!(
         v.scrub_bytes() > SCRUB_CAP_BYTES / 4,
         "the cap is used, not thrown away: {} bytes",
