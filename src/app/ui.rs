@@ -590,7 +590,7 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
                     ui.end_row();
                     for (i, m) in app.state.models.iter().enumerate() {
                         if ui
-                            .small_button("✖")
+                            .small_button("Remove")
                             .on_hover_text("remove from the list (its file bytes are let go)")
                             .clicked()
                         {

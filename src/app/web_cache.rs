@@ -166,7 +166,7 @@ pub fn show(ui: &mut Ui) {
         if button.clicked() {
             clear(ui.ctx());
         }
-        if ui.small_button("↻").on_hover_text("ask again").clicked() {
+        if ui.small_button("Refresh").on_hover_text("ask the browser again").clicked() {
             refresh(ui.ctx());
         }
     });
