@@ -166,7 +166,11 @@ pub fn show(ui: &mut Ui) {
         if button.clicked() {
             clear(ui.ctx());
         }
-        if ui.small_button("Refresh").on_hover_text("ask the browser again").clicked() {
+        if ui
+            .small_button("Refresh")
+            .on_hover_text("ask the browser again")
+            .clicked()
+        {
             refresh(ui.ctx());
         }
     });

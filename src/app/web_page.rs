@@ -387,13 +387,12 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
         let mut before = 0u64;
         for (i, b) in crate::bundled::BUNDLED.iter().enumerate() {
             let current = format!("{} from assets/{}", b.name, b.file);
-            // `cached`: None before the response came (nothing to count yet).
+            // `cached`: None before the response came (the count so far is shown).
             let progress = |got: u64, cached: Option<bool>| {
                 let done = (before + got).min(total_bytes);
                 let amount = match cached {
-                    None => String::new(),
                     Some(true) => ", cached".to_string(),
-                    Some(false) => format!(
+                    None | Some(false) => format!(
                         ", {:.1} of {:.1} MB",
                         done as f64 / 1e6,
                         total_bytes as f64 / 1e6
@@ -406,7 +405,7 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
                 )));
                 let _ = jobs.unbounded_send(Job::Progress {
                     current: current.clone(),
-                    bytes: cached.map(|_| (done, total_bytes)),
+                    bytes: Some((done, total_bytes)),
                     cached: cached == Some(true),
                 });
             };
