@@ -27,14 +27,7 @@ fn show_crash(what: &str) {
     let Some(document) = web_sys::window().and_then(|w| w.document()) else {
         return;
     };
-    let set_hidden = |id: &str, hidden: bool| {
-        if let Some(e) = document
-            .get_element_by_id(id)
-            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
-        {
-            e.set_hidden(hidden);
-        }
-    };
+    use web_page::set_hidden;
     for id in ["app", "loading", "status"] {
         set_hidden(id, true);
     }

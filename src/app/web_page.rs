@@ -95,22 +95,12 @@ pub(crate) fn show_gpu_fault(e: &crate::gpu::GpuError) {
         )
     };
     for id in ["app", "loading", "status"] {
-        if let Some(el) = document
-            .get_element_by_id(id)
-            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
-        {
-            el.set_hidden(true);
-        }
+        set_hidden(id, true);
     }
     if let Some(text) = document.get_element_by_id("message-text") {
         text.set_inner_html(&html);
     }
-    if let Some(panel) = document
-        .get_element_by_id("message")
-        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
-    {
-        panel.set_hidden(false);
-    }
+    set_hidden("message", false);
     if let Some(w) = web_sys::window() {
         let _ = js_sys::Reflect::set(
             &w,
@@ -120,19 +110,19 @@ pub(crate) fn show_gpu_fault(e: &crate::gpu::GpuError) {
     }
 }
 
+/// Shows or hides one of index.html's elements by id (nothing happens where it is missing).
+pub(crate) fn set_hidden(id: &str, hidden: bool) {
+    if let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        el.set_hidden(hidden);
+    }
+}
+
 /// Undoes `show_gpu_fault`: the canvas again, no message (the app starts anew on it).
 pub(crate) fn hide_gpu_fault() {
-    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
-        return;
-    };
-    let set_hidden = |id: &str, hidden: bool| {
-        if let Some(el) = document
-            .get_element_by_id(id)
-            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
-        {
-            el.set_hidden(hidden);
-        }
-    };
     set_hidden("message", true);
     set_hidden("app", false);
     if let Some(w) = web_sys::window() {
