@@ -1,5 +1,5 @@
 //! Files written atomically: a crash or a kill leaves either the old file or the new one, never
-//! half of one. A leaf module (std and tempfile only), used by model files, run files, PNGs.
+//! half of one. A leaf module (std, tempfile and `input_file`'s file kinds), used by model files, run files, PNGs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,20 @@ use std::path::{Path, PathBuf};
 /// renamed into place (tempfile's `persist`), and the directory fsynced so that the rename
 /// itself survives a power cut. The temporary is `.NAME.tmp-PID` (what
 /// `diffusion::run_files::remove_stale_temps` clears after a kill). Creates the directory.
+/// Refuses to replace anything but a regular file: the rename would put a file in place of a
+/// device node, a FIFO or a socket (as root, `/dev/null` itself).
 pub fn write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if let Some(kind) = crate::input_file::not_regular(&meta) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is {kind}, not a file; fewstep replaces only regular files",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -38,12 +38,23 @@ pub const BUNDLED: &[BundledModel] = &[
 pub const DEFAULT_MODEL: &str = "fmnist-4step";
 
 pub fn find(name: &str) -> Option<&'static BundledModel> {
-    BUNDLED
-        .iter()
-        .find(|m| m.name == name || m.file == name || format!("assets/{}", m.file) == name)
+    BUNDLED.iter().find(|m| m.matches(name))
 }
 
+/// The evaluation classifier `fewstep eval` and `fewstep recipe` use for Fashion-MNIST: compiled
+/// in natively, so the distance works from any folder.
+pub const CLASSIFIER: BundledModel = BundledModel {
+    name: "fmnist-classifier",
+    file: "fmnist-classifier.safetensors",
+    size: include_bytes!("../assets/fmnist-classifier.safetensors").len(),
+};
+
 impl BundledModel {
+    /// Whether `name` names this file: its short name, its file name, or assets/FILE.
+    pub fn matches(&self, name: &str) -> bool {
+        self.name == name || self.file == name || format!("assets/{}", self.file) == name
+    }
+
     /// The file's bytes, compiled in.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn bytes(&self) -> &'static [u8] {
@@ -59,6 +70,9 @@ impl BundledModel {
             }
             "fmnist-teacher.f16.safetensors" => {
                 include_bytes!("../assets/fmnist-teacher.f16.safetensors")
+            }
+            "fmnist-classifier.safetensors" => {
+                include_bytes!("../assets/fmnist-classifier.safetensors")
             }
             other => unreachable!("{other} is listed in BUNDLED but not compiled in"),
         }

@@ -185,7 +185,10 @@ impl FewstepApp {
             // `--model FILE` natively: a file that is not a bundled name is loaded too.
             if let Some(m) = app.start.model.clone() {
                 if crate::bundled::find(&m).is_none() {
-                    match std::fs::read(&m) {
+                    match crate::input_file::read(
+                        std::path::Path::new(&m),
+                        crate::input_file::MODEL_MAX,
+                    ) {
                         Ok(bytes) => {
                             app.loading.expected += 1;
                             engine.send(Job::Load { name: m, bytes });
@@ -545,7 +548,7 @@ impl FewstepApp {
     /// Reads a model file from a path (natively).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_path(&mut self, path: &str) {
-        match std::fs::read(path) {
+        match crate::input_file::read(std::path::Path::new(path), crate::input_file::MODEL_MAX) {
             Ok(bytes) => self.open_model(path.to_string(), bytes),
             Err(e) => self.status = format!("cannot read {path}: {e}"),
         }

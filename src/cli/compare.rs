@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::diffusion::{load_model, Denoiser, SampleOptions, Sampler, SamplerKind};
@@ -30,8 +30,8 @@ pub struct CompareArgs {
     seed: u64,
     #[arg(long, default_value = "compare.png")]
     out: PathBuf,
-    /// Pixel scale.
-    #[arg(long, default_value_t = 2)]
+    /// Pixel scale (1 to 16).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     scale: u32,
     /// For class-conditional models: the class every row draws, by name or number.
     #[arg(long, value_name = "NAME|ID")]
@@ -56,13 +56,20 @@ pub fn run(args: CompareArgs) -> Result<()> {
     for &s in &args.steps {
         super::sample::check_steps(s)?;
     }
+    let mut inputs = Vec::new();
+    for m in &args.model {
+        super::sample::check_model_arg(m)?;
+        inputs.push(("--model", m.as_path()));
+    }
+    crate::output_path::check_file("--out", &args.out, &inputs)?;
     let gpu = super::open_gpu()?;
     let mut teacher: Option<Denoiser> = None;
     let mut students: Vec<(usize, Denoiser)> = vec![];
     let mut shape = None;
     let mut asked_class = None;
     for path in &args.model {
-        let (m, meta) = load_model(&gpu, path)?;
+        let (m, meta) =
+            load_model(&gpu, path).with_context(|| format!("--model {}", path.display()))?;
         if let Some(c) = &args.class {
             let l = crate::diffusion::guidance::parse_class(&meta.arch, c)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -96,6 +103,16 @@ pub fn run(args: CompareArgs) -> Result<()> {
         }
     }
     let [c, h, w] = shape.expect("at least one model");
+    let row_count = args.steps.len() * (students.len() + usize::from(teacher.is_some()));
+    crate::image::check_picture_size(
+        "the comparison (--out)",
+        args.count as u64,
+        row_count as u64,
+        h,
+        w,
+        args.scale,
+    )
+    .map_err(anyhow::Error::msg)?;
     // Images per pass that every model's passes fit (measured once, before any timing).
     let per_pass = teacher
         .iter()

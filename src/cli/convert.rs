@@ -15,7 +15,7 @@ use crate::nn::StoreAs;
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// The model file to convert.
+    /// The model file to convert, or a bundled model's name.
     #[arg(long)]
     model: PathBuf,
     /// Where to write the copy (never the input itself).
@@ -45,19 +45,20 @@ pub fn convert_file(
     f16: bool,
     parent: Option<&Path>,
 ) -> Result<Converted> {
-    let same = match (std::fs::canonicalize(model), std::fs::canonicalize(out)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    anyhow::ensure!(
-        !same,
-        "--out is the input file; write the copy somewhere else"
-    );
-    let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    super::sample::check_model_arg(model)?;
+    let mut inputs = vec![("--model", model)];
+    if let Some(p) = parent {
+        super::sample::check_model_arg(p)?;
+        inputs.push(("--parent", p));
+    }
+    crate::output_path::check_file("--out", out, &inputs)?;
+    let bytes = crate::input_file::read_model(model)
+        .with_context(|| format!("cannot read {}", model.display()))?;
     let (mut meta, tensors) = parse_model(model, &bytes)?;
     meta.lineage.converted_from_sha256 = Some(sha256_hex(&bytes));
     if let Some(p) = parent {
-        let pbytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let pbytes = crate::input_file::read_model(p)
+            .with_context(|| format!("cannot read {}", p.display()))?;
         let (pmeta, _) = parse_model(p, &pbytes)?;
         let phash = sha256_hex(&pbytes);
         let named = meta.lineage.parent_sha256.clone().with_context(|| {

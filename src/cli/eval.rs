@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::diffusion::load_model;
@@ -57,6 +57,9 @@ pub struct EvalArgs {
     guidance: Vec<f64>,
 }
 
+/// Images per row at most: bounded before any count is multiplied into a buffer size.
+const MAX_SAMPLES: usize = 100_000;
+
 pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(
         args.samples >= 2,
@@ -64,6 +67,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
          covariance); 1000 is the default, 500 is what the README's table used",
         args.samples
     );
+    for (flag, n) in [
+        ("--samples", args.samples),
+        ("--psnr-samples", args.psnr_samples),
+    ] {
+        anyhow::ensure!(
+            n <= MAX_SAMPLES,
+            "{flag} {n}: at most {MAX_SAMPLES} images per row (the test sets here have 10,000; \
+             a Fréchet distance settles long before that)"
+        );
+    }
     anyhow::ensure!(
         args.psnr_samples >= 1,
         "--psnr-samples 0: the agreement PSNR needs at least 1 image per row (default 64)"
@@ -71,7 +84,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for &s in args.steps.iter().chain(&args.teacher_steps) {
         super::sample::check_steps(s)?;
     }
-    if let Some(c) = &args.classifier {
+    if let Some(w) = args
+        .guidance
+        .iter()
+        .find(|w| !(w.is_finite() && (0.0..=crate::diffusion::guidance::MAX_GUIDANCE).contains(*w)))
+    {
+        anyhow::bail!(
+            "--guidance {w} is not usable: give weights from 0 to {} such as 0,1,2,4",
+            crate::diffusion::guidance::MAX_GUIDANCE
+        );
+    }
+    let mut inputs = Vec::new();
+    for m in &args.model {
+        super::sample::check_model_arg(m)?;
+        inputs.push(("--model", m.as_path()));
+    }
+    if let Some(plot) = &args.plot {
+        crate::output_path::check_file("--plot", plot, &inputs)?;
+        if !args.guidance.is_empty() {
+            let distance = distance_plot_path(plot);
+            crate::output_path::check_file("--plot", &distance, &inputs)?;
+        }
+    }
+    if let Some(c) = args
+        .classifier
+        .as_ref()
+        .filter(|c| !crate::input_file::is_bundled_name(c))
+    {
         std::fs::metadata(c).map_err(|e| {
             anyhow::anyhow!(
                 "--classifier {}: {e}; give a file written by `fewstep train-classifier`, or \
@@ -83,7 +122,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let gpu = super::open_gpu()?;
     let mut models = vec![];
     for p in &args.model {
-        let (model, meta) = load_model(&gpu, p)?;
+        let (model, meta) =
+            load_model(&gpu, p).with_context(|| format!("--model {}", p.display()))?;
         models.push(EvalModel {
             model,
             meta,
@@ -111,13 +151,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seed: args.seed,
         guidance: args.guidance.clone(),
     };
-    if let Some(w) = args
-        .guidance
-        .iter()
-        .find(|w| !(w.is_finite() && **w >= 0.0))
-    {
-        anyhow::bail!("--guidance {w} is not usable: give weights >= 0 such as 0,1,2,4");
-    }
     let guided = !args.guidance.is_empty();
     if !args.json {
         if guided {
@@ -191,6 +224,12 @@ pub(crate) fn table_line(row: &EvalRow) -> String {
 
 /// With --guidance: class accuracy and distance against w, one line per step count for the
 /// distilled students and one for the teacher's DDIM with as many steps.
+/// Where `--plot PLOT --guidance ...` writes the distance plot beside PLOT.
+fn distance_plot_path(path: &std::path::Path) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
+    path.with_file_name(format!("{stem}-distance.png"))
+}
+
 fn guidance_plots(rows: &[EvalRow], steps: &[usize], path: &std::path::Path) -> Result<()> {
     use crate::eval::plot::{plot_on, XAxis};
     const COLORS: [[u8; 3]; 4] = [[200, 40, 40], [230, 140, 30], [40, 150, 60], [120, 60, 180]];
@@ -233,8 +272,7 @@ fn guidance_plots(rows: &[EvalRow], steps: &[usize], path: &std::path::Path) -> 
         &series(&|r| r.class_accuracy.map(|a| 100.0 * a)),
     );
     crate::image::save_png(&acc, path)?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
-    let dist_path = path.with_file_name(format!("{stem}-distance.png"));
+    let dist_path = distance_plot_path(path);
     let dist = plot_on(
         "Frechet distance vs guidance",
         axis,

@@ -94,9 +94,26 @@ enum Command {
 }
 
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = flags_take_negative_numbers(Cli::command());
+    let matches = cmd.clone().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // What was typed, as opposed to defaults: a resumed run refuses a typed flag it would ignore.
+    if let Some((name, m)) = matches.subcommand() {
+        let sub = cmd.find_subcommand(name).expect("a parsed subcommand");
+        match &mut cli.command {
+            Some(Command::Train(a)) => a.given = given_flags(m, sub),
+            Some(Command::Recipe(a)) => a.given = given_flags(m, sub),
+            _ => {}
+        }
+    }
+    if !matches!(cli.command, None | Some(Command::App(_))) {
+        ends_quietly_on_a_closed_pipe();
+    }
     let result = match cli.command.unwrap_or(Command::App(AppArgs::default())) {
-        Command::App(a) => crate::app::native::run(a.into_start()),
+        Command::App(a) => a
+            .check()
+            .and_then(|_| crate::app::native::run(a.into_start())),
         Command::Info { model: None } => info(),
         Command::Info { model: Some(m) } => describe_model(&m),
         Command::Bench(args) => bench::run(args),
@@ -116,6 +133,41 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("error: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Every option that takes a value takes it even when it starts with `-`: `--count -5` is then
+/// refused by the option's own parser, naming the option, instead of clap's "unexpected argument
+/// '-5'" that names none.
+fn flags_take_negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(flags_take_negative_numbers)
+}
+
+/// The ids of `cmd`'s options given on the command line (not defaulted), as their flags' names
+/// without dashes (`grad_clip`).
+fn given_flags(m: &clap::ArgMatches, cmd: &clap::Command) -> Vec<String> {
+    cmd.get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A closed stdout ends the program as it ends `ls | head`: quietly, by SIGPIPE, instead of a
+/// panic from `println!` (Rust ignores SIGPIPE by default). Not for the app, whose window
+/// system connection must not kill it.
+fn ends_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -161,6 +213,19 @@ struct AppArgs {
 }
 
 impl AppArgs {
+    /// The screenshot path by the one output rule, before a window opens.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(p) = &self.screenshot {
+            let inputs: Vec<(&str, &std::path::Path)> = self
+                .model
+                .iter()
+                .map(|m| ("--model", std::path::Path::new(m)))
+                .collect();
+            crate::output_path::check_file("--screenshot", std::path::Path::new(p), &inputs)?;
+        }
+        Ok(())
+    }
+
     fn into_start(self) -> crate::app::StartOptions {
         let run = self.run || self.model.is_some() && self.steps.is_some();
         crate::app::StartOptions {
@@ -191,10 +256,17 @@ struct DistillOnly {
     args: distill::DistillArgs,
 }
 pub(crate) fn parse_train(words: &[String]) -> Result<train::TrainArgs, clap::Error> {
-    TrainOnly::try_parse_from(words).map(|t| t.args)
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = flags_take_negative_numbers(TrainOnly::command());
+    let m = cmd.clone().try_get_matches_from(words)?;
+    let mut args = TrainOnly::from_arg_matches(&m)?.args;
+    args.given = given_flags(&m, &cmd);
+    Ok(args)
 }
 pub(crate) fn parse_distill(words: &[String]) -> Result<distill::DistillArgs, clap::Error> {
-    DistillOnly::try_parse_from(words).map(|t| t.args)
+    use clap::{CommandFactory, FromArgMatches};
+    let m = flags_take_negative_numbers(DistillOnly::command()).try_get_matches_from(words)?;
+    Ok(DistillOnly::from_arg_matches(&m)?.args)
 }
 
 /// Progress bars draw only on a terminal; when stderr goes to a file, long commands print plain
@@ -225,8 +297,11 @@ fn info() -> anyhow::Result<()> {
 }
 
 fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if !path.exists() && !crate::input_file::is_bundled_name(path) {
+        anyhow::bail!("{}", sample::unknown_model(&path.display().to_string()));
+    }
+    let bytes = crate::input_file::read_model(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let (meta, tensors) = crate::diffusion::parse_model(path, &bytes)?;
     let params: usize = tensors.iter().map(|t| t.data.len()).sum();
     println!("{}", meta.describe());
@@ -277,7 +352,7 @@ fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
 fn manifest_figures(path: &std::path::Path, bytes: &[u8]) {
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     let manifest_path = dir.join("manifest.json");
-    let Ok(text) = std::fs::read_to_string(&manifest_path) else {
+    let Ok(text) = crate::input_file::read_text(&manifest_path, crate::input_file::TEXT_MAX) else {
         return;
     };
     let manifest = match crate::bundled::Manifest::parse(&text) {

@@ -44,8 +44,8 @@ pub struct SampleArgs {
     /// Do not clip x_hat to [-1, 1] at each step.
     #[arg(long)]
     no_clip: bool,
-    /// Pixel scale of the output grids.
-    #[arg(long, default_value_t = 2)]
+    /// Pixel scale of the output grids (1 to 16).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     scale: u32,
     /// Also write the samples' values (N x C x H x W, in [-1, 1]) as JSON, e.g. to compare with
     /// what the web page draws.
@@ -76,10 +76,18 @@ pub struct SampleArgs {
 
 /// Host memory the samples of one `fewstep sample` may take.
 const MAX_HOST_BYTES: u64 = 8 << 30;
+/// Images one `fewstep sample` draws at most (per class with `--class all`): a grid of more is
+/// no picture (and its count would overflow the arithmetic before any memory check).
+const MAX_COUNT: usize = 1 << 20;
 
 pub fn run(args: SampleArgs) -> Result<()> {
     use crate::diffusion::interpolate::{parse_seeds, strip_start, STRIP_COUNTS};
-    anyhow::ensure!(args.count >= 1, "--count must be at least 1");
+    anyhow::ensure!(
+        (1..=MAX_COUNT).contains(&args.count),
+        "--count {} is out of range: one run draws 1 to at most {MAX_COUNT} images (several \
+         runs with other --seed values make more)",
+        args.count
+    );
     let strip = match &args.interpolate {
         Some(text) => {
             let seeds = parse_seeds(text).map_err(|e| anyhow::anyhow!("--interpolate {e}"))?;
@@ -102,16 +110,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if let Some(s) = args.steps {
         check_steps(s)?;
     }
-    // Refused before any work: an output whose folder does not exist (it is not created).
-    for (flag, path) in [
-        ("--out", Some(&args.out)),
-        ("--values", args.values.as_ref()),
-        ("--trajectory", args.trajectory.as_ref()),
-    ] {
-        if let Some(p) = path {
-            check_parent_exists(flag, p)?;
-        }
-    }
     let name = args
         .model
         .clone()
@@ -120,6 +118,24 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if bundled.is_none() && !Path::new(&name).exists() {
         anyhow::bail!("{}", unknown_model(&name));
     }
+    // Refused before any work: an output that is the model, a device, a FIFO or a folder, or
+    // whose folder does not exist (it is not created).
+    let outputs: Vec<(&str, &Path)> = [
+        ("--out", Some(&args.out)),
+        ("--values", args.values.as_ref()),
+        ("--trajectory", args.trajectory.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p?.as_path())))
+    .collect();
+    let inputs: Vec<(&str, &Path)> = match bundled {
+        Some(_) => vec![],
+        None => vec![("--model", Path::new(&name))],
+    };
+    for (flag, path) in &outputs {
+        crate::output_path::check_file(flag, path, &inputs)?;
+    }
+    crate::output_path::check_distinct(&outputs)?;
     let gpu = super::open_gpu()?;
     let (model, meta) = match bundled {
         Some(b) => load_model_bytes(&gpu, Path::new(b.name), b.bytes())?,
@@ -162,7 +178,24 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let per_image = c * h * w;
     // The images themselves must fit in memory (and a grid of them in a PNG).
     let total = args.count * rows.len();
-    let host_bytes = total as u64 * per_image as u64 * 4;
+    let host_bytes = (total as u64).saturating_mul(per_image as u64 * 4);
+    let (grid_cols, grid_rows) = if rows.len() > 1 {
+        (args.count, rows.len())
+    } else if strip.is_some() {
+        (args.count, 1)
+    } else {
+        let cols = (args.count as f64).sqrt().ceil() as usize;
+        (cols, args.count.div_ceil(cols))
+    };
+    crate::image::check_picture_size(
+        "the grid (--out)",
+        grid_cols as u64,
+        grid_rows as u64,
+        h,
+        w,
+        args.scale,
+    )
+    .map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         host_bytes <= MAX_HOST_BYTES,
         "--count {} of {c}x{h}x{w} images needs {:.1} GB of memory for the samples alone; at \
@@ -197,6 +230,17 @@ pub fn run(args: SampleArgs) -> Result<()> {
     } else {
         (1..=16).map(|k| (k * steps).div_ceil(16)).collect()
     };
+    if args.trajectory.is_some() {
+        crate::image::check_picture_size(
+            "the trajectory",
+            cols.len() as u64 + 1,
+            2 * shown as u64,
+            h,
+            w,
+            args.scale,
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     let mut z_cols = vec![];
     let mut x_cols = vec![];
     let start = Instant::now();
@@ -251,7 +295,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
     } else if strip.is_some() {
         image_grid(&images, args.count, c, h, w, args.count, args.scale, 2)
     } else {
-        let grid_cols = (args.count as f64).sqrt().ceil() as usize;
         image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2)
     };
     save_png(&img, &args.out)?;
@@ -330,18 +373,12 @@ pub(crate) fn check_steps(steps: usize) -> Result<()> {
     Ok(())
 }
 
-/// An output file's folder must already exist: a mistyped path is refused, not created.
-pub(crate) fn check_parent_exists(flag: &str, path: &Path) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => return Ok(()),
-    };
-    anyhow::ensure!(
-        parent.is_dir(),
-        "{flag} {}: the folder {} does not exist; create it first or choose another path",
-        path.display(),
-        parent.display()
-    );
+/// Refuses a model argument that is neither a path that exists nor a bundled model's name, with
+/// the bundled names in the message (every command that takes a model says the same).
+pub(crate) fn check_model_arg(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_err() && !crate::input_file::is_bundled_name(path) {
+        anyhow::bail!("{}", unknown_model(&path.display().to_string()));
+    }
     Ok(())
 }
 

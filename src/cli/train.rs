@@ -61,8 +61,8 @@ pub struct TrainArgs {
     /// (10 for Fashion-MNIST, MNIST and CIFAR-10; one class per subfolder of images:DIR, named
     /// after it); `--classes N` sets it (at least the data's). Without it the model is
     /// unconditional, as before.
-    #[arg(long, num_args = 0..=1, default_missing_value = "0", value_name = "N")]
-    classes: Option<usize>,
+    #[arg(long, num_args = 0..=1, value_name = "N")]
+    classes: Option<Option<usize>>,
     /// Label dropout for classifier-free guidance: the probability that an image is trained
     /// as "no class" (Ho & Salimans used 0.1-0.2) [default with --classes: 0.1].
     #[arg(long, value_name = "P")]
@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// DDIM steps of those sample grids.
     #[arg(long, default_value_t = 64)]
     sample_steps: usize,
+    /// The flags typed on the command line (filled after parsing): with --resume each must
+    /// agree with the stored run, since the stored settings are what runs.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -174,7 +178,7 @@ impl TrainArgs {
             grad_clip: self.grad_clip,
             dropout: self.dropout,
             image_size: self.image_size,
-            classes: self.classes,
+            classes: self.classes.map(|c| c.unwrap_or(0)),
             uncond_prob: self.uncond_prob,
             seed: self.seed,
             resume: self.resume,
@@ -188,11 +192,99 @@ impl TrainArgs {
 
 /// The spec's checks, plus the flags only the command line has.
 pub fn check_args(args: &TrainArgs) -> Result<()> {
+    if args.classes == Some(Some(0)) {
+        anyhow::bail!(
+            "--classes 0: a class-conditional model needs at least one class; give --classes \
+             alone to take the data's count, or leave it out for an unconditional model"
+        );
+    }
     if let Some(m) = args.max_minutes {
         anyhow::ensure!(
             m.is_finite() && m > 0.0,
             "--max-minutes {m} is not usable: give a positive number of minutes"
         );
     }
-    args.spec().check()
+    args.spec().check()?;
+    if args.resume {
+        refuse_changed_on_resume(args)?;
+    }
+    Ok(())
+}
+
+/// On `--resume` the stored settings run; a typed flag that differs from them would be silently
+/// ignored, so it is refused, naming the flag and both values. `--steps` (continue up to) and
+/// `--max-minutes` (this session's limit) apply.
+fn refuse_changed_on_resume(args: &TrainArgs) -> Result<()> {
+    use crate::diffusion::train_run::TrainRun;
+    let (opts, arch, train, _) = TrainRun::stored_options(&args.out)?;
+    let mut changed = Vec::new();
+    for id in &args.given {
+        let (given, stored): (String, String) = match id.as_str() {
+            "out" | "resume" | "steps" | "max_minutes" => continue,
+            "data" => (args.data.clone(), opts.dataset.clone()),
+            "preset" => (args.preset.clone(), arch.preset.clone()),
+            "batch" => (args.batch.to_string(), train.batch.to_string()),
+            "lr" => (shown(args.lr), train.lr.to_string()),
+            "warmup" => (shown(args.warmup), train.warmup.to_string()),
+            "ema" => (args.ema.to_string(), train.ema_decay.to_string()),
+            "param" => (args.param.to_string(), train.param.to_string()),
+            "weighting" => (args.weighting.to_string(), train.weighting.to_string()),
+            "grad_clip" => (args.grad_clip.to_string(), train.grad_clip.to_string()),
+            "dropout" => (shown(args.dropout), arch.dropout.to_string()),
+            "image_size" => (shown(args.image_size), arch.width.to_string()),
+            "classes" => {
+                let stored = if arch.classes == 0 {
+                    "none (unconditional)".to_string()
+                } else {
+                    arch.classes.to_string()
+                };
+                match args.classes.flatten() {
+                    Some(n) => (n.to_string(), stored),
+                    // `--classes` alone: any class count the data gave.
+                    None if arch.classes > 0 => continue,
+                    None => ("(the data's classes)".to_string(), stored),
+                }
+            }
+            "uncond_prob" => (shown(args.uncond_prob), train.uncond_prob.to_string()),
+            "seed" => (args.seed.to_string(), train.seed.to_string()),
+            "checkpoint_every" => (
+                args.checkpoint_every.to_string(),
+                opts.checkpoint_every.to_string(),
+            ),
+            "log_every" => (
+                args.log_every.max(1).to_string(),
+                opts.log_every.to_string(),
+            ),
+            "sample_every" => (args.sample_every.to_string(), opts.sample_every.to_string()),
+            "sample_steps" => (args.sample_steps.to_string(), opts.sample_steps.to_string()),
+            other => anyhow::bail!(
+                "--{} cannot be checked against the stored run on --resume; drop it",
+                other.replace('_', "-")
+            ),
+        };
+        if given != stored {
+            let flag = format!("--{}", id.replace('_', "-"));
+            changed.push(format!(
+                "{flag} {given} (the run started with {flag} {stored})"
+            ));
+        }
+    }
+    anyhow::ensure!(
+        changed.is_empty(),
+        "--resume continues {} with the settings it started with, but {} {} given: drop {} to \
+         resume, or start a new run in another --out",
+        args.out.display(),
+        changed.join(", "),
+        if changed.len() == 1 { "was" } else { "were" },
+        if changed.len() == 1 {
+            "that flag"
+        } else {
+            "those flags"
+        },
+    );
+    Ok(())
+}
+
+fn shown<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
 }

@@ -34,6 +34,7 @@ pub struct TrainClassifierArgs {
 }
 
 pub fn run(args: TrainClassifierArgs) -> Result<()> {
+    crate::output_path::check_file("--out", &args.out, &[])?;
     let gpu = super::open_gpu()?;
     let spec: DataSpec = args.data.parse()?;
     let size = args

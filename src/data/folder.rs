@@ -45,7 +45,13 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// Reads one image as `size` x `size` RGB, appending its CHW bytes to `out`.
 fn load_one(path: &Path, size: u32, out: &mut Vec<u8>) -> Result<(), DataError> {
-    let img = image::open(path)
+    // The one reading rule (a regular file, bounded), then decoded from memory.
+    let bytes = crate::input_file::read(path, crate::input_file::DATA_MAX)
+        .map_err(|e| DataError::io(path, e))?;
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))?
+        .decode()
         .map_err(|err| DataError::Image {
             path: path.to_path_buf(),
             err,

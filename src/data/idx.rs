@@ -42,19 +42,31 @@ fn hint(name: &str) -> String {
     }
 }
 
-/// Reads a whole file, decompressing it when its name ends in `.gz`.
+/// Reads a whole file (a regular file within [`crate::input_file::DATA_MAX`]), decompressing it
+/// when its name ends in `.gz`; the decompressed bytes are bounded the same way.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut bytes = Vec::new();
+    use crate::input_file::{read, DATA_MAX};
+    let raw = read(path, DATA_MAX).map_err(|e| DataError::io(path, e))?;
     let gz = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    let result = if gz {
-        flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)).read_to_end(&mut bytes)
-    } else {
-        std::io::BufReader::new(file).read_to_end(&mut bytes)
-    };
-    result.map_err(|e| DataError::io(path, e))?;
+    if !gz {
+        return Ok(raw);
+    }
+    let mut bytes = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .take(DATA_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| DataError::io(path, e))?;
+    if bytes.len() as u64 > DATA_MAX {
+        return Err(DataError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("it decompresses to more than {} MB", DATA_MAX >> 20),
+            ),
+        ));
+    }
     Ok(bytes)
 }
 
@@ -68,8 +80,10 @@ fn find(dir: &Path, base: &str, name: &str) -> Result<PathBuf, DataError> {
         dotted.clone(),
         format!("{dotted}.gz"),
     ] {
+        // Anything by that name is taken, so that a FIFO or a folder there is named as such by
+        // the reading rule instead of reported missing.
         let p = dir.join(&candidate);
-        if p.is_file() {
+        if std::fs::symlink_metadata(&p).is_ok() {
             return Ok(p);
         }
     }

@@ -23,6 +23,7 @@ pub use super::distill_plan::{model_file_name, DistillPlan, GUIDED_FILE};
 use super::distiller::Distiller;
 use super::model::Denoiser;
 use super::model_file::{save_model, sha256_hex, ModelMeta};
+use super::run_dir::RunKind;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::nn::{self, tensor_file, StoreAs, UNet};
@@ -103,10 +104,13 @@ pub struct DistillRun {
     wall_before: f64,
     started: Instant,
     pub costs: Vec<HalvingCost>,
+    /// The folder, locked for this run while it lives.
+    claim: super::run_dir::RunDir,
 }
 
 fn load_teacher(gpu: &Gpu, path: &Path) -> Result<(Denoiser, ModelMeta, String)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::input_file::read_model(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let (model, meta) = super::model_file::load_model_bytes(gpu, path, &bytes)?;
     Ok((model, meta, sha256_hex(&bytes)))
 }
@@ -122,8 +126,14 @@ pub struct StoredDistill {
 }
 
 impl DistillRun {
+    /// Refuses a folder that is not a distillation's (a training run, a recipe, a file).
+    pub fn check_kind(dir: &Path) -> Result<()> {
+        super::run_dir::check_kind(dir, RunKind::Distill)
+    }
+
     /// Whether `dir` suits a new distillation: no run in progress, no finished students.
     pub fn check_dir(dir: &Path) -> Result<()> {
+        super::run_dir::check_kind(dir, RunKind::Distill)?;
         if dir.join(STATE_FILE).exists() {
             bail!(
                 "{} holds a distillation in progress; pass --resume to continue it, or choose another --out",
@@ -142,12 +152,15 @@ impl DistillRun {
     }
 
     pub fn create(gpu: &Gpu, dir: &Path, plan: DistillPlan, data: Dataset) -> Result<DistillRun> {
+        // Checked before the lock (what the folder holds says more than "in use") and again
+        // under it (another run may have started there since).
+        Self::check_dir(dir)?;
+        let claim = super::run_dir::RunDir::claim(dir, RunKind::Distill, &plan.command)?;
         Self::check_dir(dir)?;
         let (teacher, meta, hash) = load_teacher(gpu, &plan.teacher)?;
         plan.validate(&meta)?;
         check_shape(&teacher, &data)?;
         super::sampler::check_batch(&teacher, plan.batch, "--batch").map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
         super::run_files::remove_stale_temps(dir);
         let distiller = first_distiller(gpu, teacher, &plan);
@@ -159,6 +172,7 @@ impl DistillRun {
             (meta, hash, origin),
             data,
             0.0,
+            claim,
         ))
     }
 
@@ -169,9 +183,11 @@ impl DistillRun {
         (teacher_meta, teacher_hash, origin_hash): (ModelMeta, String, Option<String>),
         data: Dataset,
         wall: f64,
+        claim: super::run_dir::RunDir,
     ) -> DistillRun {
         let now = Instant::now();
         DistillRun {
+            claim,
             window: (now, distiller.update),
             plan,
             dir: dir.to_path_buf(),
@@ -197,7 +213,8 @@ impl DistillRun {
     pub fn stored(dir: &Path, teacher: Option<&Path>) -> Result<StoredDistill> {
         let (state, _) = read_state(dir)?;
         let path = halving_teacher(dir, &state, teacher);
-        let bytes = std::fs::read(&path).map_err(|e| unreadable_teacher(&path, &state, e))?;
+        let bytes = crate::input_file::read_model(&path)
+            .map_err(|e| unreadable_teacher(&path, &state, e))?;
         let (meta, _) = super::model_file::parse_model(&path, &bytes)?;
         Ok(StoredDistill {
             image_size: meta.arch.width,
@@ -219,10 +236,14 @@ impl DistillRun {
         data: Dataset,
         teacher: Option<&Path>,
     ) -> Result<DistillRun> {
+        super::run_dir::check_kind(dir, RunKind::Distill)?;
+        let (state, _) = read_state(dir)?;
+        let claim = super::run_dir::RunDir::claim(dir, RunKind::Distill, &state.plan.command)?;
+        // Read again under the lock: the checkpoint the run continues from.
         let (state, file) = read_state(dir)?;
         let teacher_path = halving_teacher(dir, &state, teacher);
         let mut plan = state.plan.clone();
-        let bytes = std::fs::read(&teacher_path)
+        let bytes = crate::input_file::read_model(&teacher_path)
             .map_err(|e| unreadable_teacher(&teacher_path, &state, e))?;
         let hash = sha256_hex(&bytes);
         // Whether the original teacher teaches now (stage 1 of a guided run, else the first
@@ -292,11 +313,16 @@ impl DistillRun {
             (meta, hash, origin),
             data,
             state.wall_seconds,
+            claim,
         ))
     }
 
     pub fn wall_seconds(&self) -> f64 {
         self.wall_before + self.started.elapsed().as_secs_f64()
+    }
+    /// The folder's recorded identity (a recipe records its stages' to recognise them).
+    pub fn identity(&self) -> &super::run_dir::RunIdentity {
+        self.claim.identity()
     }
     /// The step count of the student being trained (in stage 1 of a guided run: the first
     /// halving's).

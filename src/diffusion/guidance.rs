@@ -35,6 +35,16 @@ pub fn parse_class(arch: &UNetConfig, given: &str) -> Result<u32, String> {
         ));
     }
     let given_t = given.trim();
+    // Names first: with classes named by numbers (folders 1..10, listed in name order) `--class
+    // 1` means the class named 1, not the one at index 1. Case-insensitive beyond ASCII.
+    let wanted = given_t.to_lowercase();
+    if let Some(i) = arch
+        .class_names
+        .iter()
+        .position(|n| n.to_lowercase() == wanted)
+    {
+        return Ok(i as u32);
+    }
     if let Ok(i) = given_t.parse::<u32>() {
         if (i as usize) < arch.classes {
             return Ok(i);
@@ -45,26 +55,24 @@ pub fn parse_class(arch: &UNetConfig, given: &str) -> Result<u32, String> {
             listed(arch)
         ));
     }
-    arch.class_names
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(given_t))
-        .map(|i| i as u32)
-        .ok_or_else(|| {
-            format!(
-                "--class {given}: no class of this model has that name; its classes are {}",
-                listed(arch)
-            )
-        })
+    Err(format!(
+        "--class {given}: no class of this model has that name; its classes are {}",
+        listed(arch)
+    ))
 }
+
+/// The largest guidance weight taken: far past any useful w (1 to 4 is typical), and small
+/// enough that (1 + w) x_hat stays finite in f32, the type the network computes in.
+pub const MAX_GUIDANCE: f64 = 100.0;
 
 /// Checks a guidance weight for a model: refused for an unconditional model or a negative or
 /// non-finite w; for a w-conditioned student, a note when w lies outside the range it was
 /// distilled for (it still runs: the student extrapolates).
 pub fn check_guidance(arch: &UNetConfig, w: f64) -> Result<Option<String>, String> {
-    if !w.is_finite() || w < 0.0 {
+    if !w.is_finite() || !(0.0..=MAX_GUIDANCE).contains(&w) {
         return Err(format!(
-            "--guidance {w} is not usable: give a weight >= 0 (0: the conditional model alone; \
-             1 to 4 is typical)"
+            "--guidance {w} is not usable: give a weight from 0 to {MAX_GUIDANCE} (0: the \
+             conditional model alone; 1 to 4 is typical)"
         ));
     }
     if w > 0.0 && arch.classes == 0 {

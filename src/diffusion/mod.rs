@@ -12,6 +12,8 @@ pub mod model;
 pub mod model_file;
 pub mod parameterization;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod run_dir;
+#[cfg(not(target_arch = "wasm32"))]
 mod run_files;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run_spec;

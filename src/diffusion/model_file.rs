@@ -244,8 +244,9 @@ pub fn load_model_bytes(
     ))
 }
 
+/// Loads a model file, or a bundled model by its name (see [`crate::input_file::read_model`]).
 pub fn load_model(gpu: &Gpu, path: &Path) -> Result<(Denoiser, ModelMeta), ModelError> {
-    let bytes = std::fs::read(path).map_err(|err| FileError::Read {
+    let bytes = crate::input_file::read_model(path).map_err(|err| FileError::Read {
         path: path.to_path_buf(),
         err,
     })?;

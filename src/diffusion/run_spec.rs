@@ -320,13 +320,16 @@ impl DistillSpec {
     /// work, before the GPU is opened or anything is written.
     pub fn check(&self) -> Result<()> {
         if self.resume {
+            DistillRun::check_kind(&self.out)?;
             let stored = DistillRun::stored(&self.out, self.teacher.as_deref())?;
             return self.refuse_changed_settings(&stored.plan);
         }
+        self.refuse_guidance_flags_without_guided()?;
         let Some(teacher) = self.teacher.clone() else {
             anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
         };
-        let bytes = std::fs::read(&teacher)
+        check_teacher_exists(&teacher)?;
+        let bytes = crate::input_file::read_model(&teacher)
             .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
         let (meta, _) = parse_model(&teacher, &bytes)?;
         self.plan(teacher, &meta.dataset, &meta.arch.preset, String::new())
@@ -348,10 +351,12 @@ impl DistillSpec {
             );
             return DistillRun::resume_with_teacher(gpu, &self.out, data, self.teacher.as_deref());
         }
+        self.refuse_guidance_flags_without_guided()?;
         let Some(teacher) = self.teacher.clone() else {
             anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
         };
-        let bytes = std::fs::read(&teacher)
+        check_teacher_exists(&teacher)?;
+        let bytes = crate::input_file::read_model(&teacher)
             .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
         let (meta, _) = parse_model(&teacher, &bytes)?;
         // Stored absolute, so that a resume works from any working directory.
@@ -372,6 +377,25 @@ impl DistillSpec {
         DistillRun::create(gpu, &self.out, plan, data)
     }
 
+    /// `--guidance-range` and `--guidance-updates` shape guided distillation only: without
+    /// `--guided` they would be silently ignored, so they are refused.
+    fn refuse_guidance_flags_without_guided(&self) -> Result<()> {
+        if self.guided {
+            return Ok(());
+        }
+        for (flag, given) in [
+            ("--guidance-range", self.guidance_range.is_some()),
+            ("--guidance-updates", self.guidance_updates.is_some()),
+        ] {
+            anyhow::ensure!(
+                !given,
+                "{flag} applies to guided distillation only: add --guided (a class-conditional \
+                 teacher), or drop {flag}"
+            );
+        }
+        Ok(())
+    }
+
     /// With `resume` the stored plan is what runs; a setting given with a different value would
     /// be silently ignored, so it is refused, naming the flag and the value the run started with.
     fn refuse_changed_settings(&self, stored: &DistillPlan) -> Result<()> {
@@ -385,17 +409,31 @@ impl DistillSpec {
                 .map(|g| format!("{flag} {g} (the run started with {flag} {stored})"))
         }
         // --guided is a switch: given with --resume it must match; left out, the stored plan runs.
-        if self.guided && stored.guided.is_none() {
-            anyhow::bail!(
-                "--guided: the run in {} was started without it (an unguided distillation); \
-                 resume it without --guided",
+        let unguided = |flag: &str| {
+            anyhow::anyhow!(
+                "{flag}: the run in {} was started without --guided (an unguided \
+                 distillation); resume it without {flag}",
                 self.out.display()
-            );
+            )
+        };
+        if stored.guided.is_none() {
+            if self.guided {
+                return Err(unguided("--guided"));
+            }
+            if self.guidance_range.is_some() {
+                return Err(unguided("--guidance-range"));
+            }
+            if self.guidance_updates.is_some() {
+                return Err(unguided("--guidance-updates"));
+            }
         }
         if let (Some(g), Some(given)) = (stored.guided, self.guidance_range) {
             anyhow::ensure!(
                 given == [g.w_min, g.w_max],
-                "--guidance-range {},{} (the run started with --guidance-range {},{})",
+                "--resume continues {} with the settings it started with, but \
+                 --guidance-range {},{} was given (the run started with --guidance-range {},{}): \
+                 drop that flag to resume, or start a new distillation in another --out",
+                self.out.display(),
                 given[0],
                 given[1],
                 g.w_min,
@@ -422,6 +460,11 @@ impl DistillSpec {
             ),
             differs("--log-every", self.log_every, stored.log_every),
             differs("--ema", ema_given.as_deref(), ema_stored.as_str()),
+            differs(
+                "--guidance-updates",
+                self.guidance_updates,
+                stored.guided.map_or(0, |g| g.updates),
+            ),
         ]
         .into_iter()
         .flatten()
@@ -443,6 +486,20 @@ impl DistillSpec {
     }
 }
 
+/// A `--teacher` that is neither a file nor a bundled model's name, refused with the names.
+fn check_teacher_exists(teacher: &std::path::Path) -> Result<()> {
+    if std::fs::symlink_metadata(teacher).is_err() && !crate::input_file::is_bundled_name(teacher) {
+        let names: Vec<&str> = crate::bundled::BUNDLED.iter().map(|b| b.name).collect();
+        anyhow::bail!(
+            "--teacher {}: no such file, and no bundled model has that name; the bundled models \
+             are {}, or give the path of a .safetensors model file",
+            teacher.display(),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Loads the training split of a `--data` argument (`image_size` applies to images:DIR).
 /// The label-dropout probability `--classes` trains with unless told (Ho & Salimans: 0.1-0.2).
 pub const DEFAULT_UNCOND_PROB: f32 = 0.1;
@@ -452,17 +509,24 @@ pub const DEFAULT_UNCOND_PROB: f32 = 0.1;
 pub fn classes_of(data: &Dataset, asked: usize, spec: &str) -> Result<(usize, Vec<String>)> {
     anyhow::ensure!(
         data.labels.is_some(),
-        "--classes needs labelled data, and --data {spec} has no labels: use fashion-mnist,          mnist, cifar10:DIR, or images:DIR with one subfolder per class (the folder names become          the class names)"
+        "--classes needs labelled data, and --data {spec} has no labels: use fashion-mnist, \
+         mnist, cifar10:DIR, or images:DIR with one subfolder per class (the folder names \
+         become the class names)"
     );
     let have = data.class_count();
     let n = if asked == 0 { have } else { asked };
     anyhow::ensure!(
         n >= have,
-        "--classes {n} is fewer than the {have} classes of --data {spec} (its labels go up to {}):          give --classes {have} or more, or --classes alone",
+        "--classes {n} is fewer than the {have} classes of --data {spec} (its labels go up to \
+         {}): give --classes {have} or more, or --classes alone",
         have - 1
     );
-    let names = if data.class_names.len() == n {
-        data.class_names.clone()
+    // The data's names, and for classes beyond the data's (room for labels added later) the
+    // names `class N`, so that no name is dropped.
+    let names = if data.class_names.len() == have {
+        let mut names = data.class_names.clone();
+        names.extend((have..n).map(|i| format!("class {i}")));
+        names
     } else {
         Vec::new()
     };
@@ -473,4 +537,57 @@ pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
     let parsed: DataSpec = spec.parse()?;
     let size = matches!(parsed, DataSpec::Images(_)).then_some(image_size);
     Dataset::load(&parsed, Split::Train, size).with_context(|| format!("loading --data {spec}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 37: on --resume of a guided distillation, a changed --guidance-updates was ignored.
+    #[test]
+    fn a_resume_refuses_changed_guidance_settings() {
+        let started = DistillSpec {
+            guided: true,
+            guidance_updates: Some(5),
+            guidance_range: Some([0.0, 2.0]),
+            ..Default::default()
+        };
+        let stored = started.plan("t".into(), "fashion-mnist", "tiny", String::new());
+        let again = |edit: fn(&mut DistillSpec)| {
+            let mut spec = DistillSpec {
+                resume: true,
+                ..Default::default()
+            };
+            edit(&mut spec);
+            spec.refuse_changed_settings(&stored)
+        };
+        assert!(again(|_| {}).is_ok());
+        assert!(again(|s| s.guidance_updates = Some(5)).is_ok());
+        let e = again(|s| s.guidance_updates = Some(7))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--guidance-updates 7 (the run started with --guidance-updates 5)"),
+            "{e}"
+        );
+        let e = again(|s| s.guidance_range = Some([0.0, 4.0]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--guidance-range 0,4"), "{e}");
+        // An unguided run refuses every guided flag.
+        let plain = DistillSpec::default().plan("t".into(), "fashion-mnist", "tiny", String::new());
+        let mut spec = DistillSpec {
+            resume: true,
+            guidance_updates: Some(5),
+            ..Default::default()
+        };
+        let e = spec
+            .refuse_changed_settings(&plain)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resume it without --guidance-updates"), "{e}");
+        spec.guidance_updates = None;
+        spec.guided = true;
+        assert!(spec.refuse_changed_settings(&plain).is_err());
+    }
 }

@@ -277,6 +277,17 @@ pub fn check_batch(model: &Denoiser, batch: usize, flag: &str) -> Result<(), Str
     if batch == 0 {
         return Err(format!("{flag} 0: a batch needs at least one image"));
     }
+    if fits == 0 {
+        return Err(format!(
+            "{flag} {batch} cannot run on '{}': one image alone needs a tensor of {:.1} MB and \
+             this adapter allows at most {} MB per buffer, so no batch fits; use a smaller \
+             model (--preset) or smaller images, or an adapter with larger buffers \
+             (FEWSTEP_ADAPTER)",
+            model.net.gpu().info().name,
+            pass.largest_per_image as f64 / 1e6,
+            pass.tensor_limit >> 20
+        ));
+    }
     if batch > fits {
         return Err(format!(
             "{flag} {batch} cannot run on '{}': a tensor of the U-Net would need {:.1} MB and \

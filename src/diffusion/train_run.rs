@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::model_file::{save_model, ModelMeta, FORMAT_VERSION};
+use super::run_dir::RunKind;
 use super::sampler::{SampleOptions, Sampler, SamplerKind};
 use super::trainer::{TrainConfig, Trainer};
 use crate::data::Dataset;
@@ -72,6 +73,8 @@ pub struct TrainRun {
     wall_before: f64,
     started: Instant,
     window: (Instant, u64),
+    /// The folder, locked for this run while it lives.
+    claim: super::run_dir::RunDir,
 }
 
 impl TrainRun {
@@ -84,6 +87,10 @@ impl TrainRun {
         train: TrainConfig,
         options: RunOptions,
     ) -> Result<TrainRun> {
+        // Checked before the lock (what the folder holds says more than "in use") and again
+        // under it (another run may have started there since).
+        Self::check_dir(dir, false)?;
+        let claim = super::run_dir::RunDir::claim(dir, RunKind::Train, &options.command)?;
         Self::check_dir(dir, false)?;
         let trainer = Trainer::new(gpu, arch, train)?;
         super::sampler::check_batch(&trainer.model, trainer.cfg.batch, "--batch")
@@ -92,13 +99,14 @@ impl TrainRun {
         // write, so a start that fails before it leaves nothing behind.
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
         super::run_files::remove_stale_temps(dir);
-        Ok(Self::wrap(trainer, options, dir, data, 0.0))
+        Ok(Self::wrap(trainer, options, dir, data, 0.0, claim))
     }
 
     /// Whether `dir` suits a new run (`resume` false: it holds no run and no model) or a resumed
     /// one (it holds a training state), with the same words whichever is asked; cheap, so
     /// commands check before loading data or opening the GPU.
     pub fn check_dir(dir: &Path, resume: bool) -> Result<()> {
+        super::run_dir::check_kind(dir, RunKind::Train)?;
         let state = dir.join(STATE_FILE).exists();
         let model = dir.join(MODEL_FILE).exists();
         if !state && model {
@@ -119,9 +127,17 @@ impl TrainRun {
         Ok(())
     }
 
-    fn wrap(trainer: Trainer, options: RunOptions, dir: &Path, data: Dataset, wall: f64) -> Self {
+    fn wrap(
+        trainer: Trainer,
+        options: RunOptions,
+        dir: &Path,
+        data: Dataset,
+        wall: f64,
+        claim: super::run_dir::RunDir,
+    ) -> Self {
         let now = Instant::now();
         TrainRun {
+            claim,
             window: (now, trainer.step),
             trainer,
             options,
@@ -140,6 +156,10 @@ impl TrainRun {
 
     /// Continues the run in `dir` from its last checkpoint; `total_steps` may extend it.
     pub fn resume(gpu: &Gpu, dir: &Path, data: Dataset, total_steps: Option<u64>) -> Result<Self> {
+        Self::check_dir(dir, true)?;
+        let (state, _) = read_state(dir)?;
+        let claim = super::run_dir::RunDir::claim(dir, RunKind::Train, &state.options.command)?;
+        // Read again under the lock: the checkpoint the run continues from.
         let (state, file) = read_state(dir)?;
         let trainer = Trainer::restore(gpu, state.arch.clone(), state.train, state.step, &file)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display()))?;
@@ -152,7 +172,7 @@ impl TrainRun {
         }
         truncate_metrics(&dir.join(METRICS_FILE), state.step)?;
         super::run_files::remove_stale_temps(dir);
-        let run = Self::wrap(trainer, options, dir, data, state.wall_seconds);
+        let run = Self::wrap(trainer, options, dir, data, state.wall_seconds, claim);
         if run.is_done() {
             // A kill between the last state and its model left the model one checkpoint behind
             // (or missing); nothing else would write it again.
@@ -163,6 +183,10 @@ impl TrainRun {
 
     pub fn step(&self) -> u64 {
         self.trainer.step
+    }
+    /// The folder's recorded identity (a recipe records its stages' to recognise them).
+    pub fn identity(&self) -> &super::run_dir::RunIdentity {
+        self.claim.identity()
     }
     pub fn is_done(&self) -> bool {
         self.trainer.step >= self.options.total_steps

@@ -369,6 +369,8 @@ impl GpuOptions {
         let split_k = parse(var("FEWSTEP_SPLIT_K"), &mut env_errors);
         let pool_reuse = parse(var("FEWSTEP_POOL_REUSE"), &mut env_errors);
         let precision = parse(var("FEWSTEP_PRECISION"), &mut env_errors);
+        let backends = var("FEWSTEP_BACKEND")
+            .and_then(|s| parse_backends(&s).map_err(|e| env_errors.push(e)).ok());
         if precision == Some(Precision::F32) && variant == Some(KernelVariant::Coop) {
             env_errors.push(
                 "FEWSTEP_KERNELS=coop runs f16 operands, FEWSTEP_PRECISION=f32 forbids them: \
@@ -377,7 +379,7 @@ impl GpuOptions {
             );
         }
         GpuOptions {
-            backends: var("FEWSTEP_BACKEND").map(|s| wgpu::Backends::from_comma_list(&s)),
+            backends,
             adapter_name: var("FEWSTEP_ADAPTER"),
             variant,
             gemm_tile,
@@ -388,6 +390,23 @@ impl GpuOptions {
             env_errors,
         }
     }
+}
+
+/// FEWSTEP_BACKEND: comma-separated backend names, each one wgpu knows (an unknown name would
+/// otherwise choose no backend at all and end in "no GPU adapter found").
+fn parse_backends(text: &str) -> Result<wgpu::Backends, String> {
+    const NAMES: &str = "vulkan, metal, dx12, gl, webgpu (comma separated)";
+    let mut all = wgpu::Backends::empty();
+    for word in text.split(',').map(str::trim) {
+        let b = wgpu::Backends::from_comma_list(word);
+        if word.is_empty() || b.is_empty() {
+            return Err(format!(
+                "FEWSTEP_BACKEND='{text}': '{word}' is no backend; give {NAMES}, or unset it"
+            ));
+        }
+        all |= b;
+    }
+    Ok(all)
 }
 
 pub(crate) struct GpuInner {
@@ -457,11 +476,12 @@ impl Gpu {
         }
         let backends_text = format!(" (backends: {:?})", desc.backends);
         let instance = wgpu::Instance::new(desc);
-        let adapter = Self::pick_adapter(&instance, &opts)
-            .await
-            .ok_or(GpuError::NoAdapter {
-                backends: backends_text,
-            })?;
+        let adapter =
+            Self::pick_adapter(&instance, &opts)
+                .await
+                .map_err(|why| GpuError::NoAdapter {
+                    backends: format!("{backends_text}: {why}"),
+                })?;
         let info = adapter.get_info();
         let mut features = Self::wanted_features(&adapter);
         let coop = if opts.precision == Some(Precision::F32) {
@@ -796,14 +816,36 @@ impl Gpu {
         }
     }
 
-    async fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Option<wgpu::Adapter> {
+    /// The adapter to use; when none fits, what was asked for and what there is, in words.
+    async fn pick_adapter(
+        instance: &wgpu::Instance,
+        opts: &GpuOptions,
+    ) -> Result<wgpu::Adapter, String> {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(name) = &opts.adapter_name {
-            let want = name.to_ascii_lowercase();
+            let want = name.to_lowercase();
             let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
+            let seen: Vec<String> = all
+                .iter()
+                .map(|a| {
+                    let i = a.get_info();
+                    format!("'{}' ({:?})", i.name, i.backend)
+                })
+                .collect();
             return all
                 .into_iter()
-                .find(|a| a.get_info().name.to_ascii_lowercase().contains(&want));
+                .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                .ok_or_else(|| {
+                    format!(
+                        "FEWSTEP_ADAPTER='{name}' is part of no adapter's name here (the \
+                         adapters: {}); give part of one of those names, or unset it",
+                        if seen.is_empty() {
+                            "none".to_string()
+                        } else {
+                            seen.join(", ")
+                        }
+                    )
+                });
         }
         let _ = opts;
         instance
@@ -814,7 +856,7 @@ impl Gpu {
                 apply_limit_buckets: false,
             })
             .await
-            .ok()
+            .map_err(|e| e.to_string())
     }
 
     /// Native only: creates the device, blocking the calling thread.

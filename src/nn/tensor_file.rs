@@ -150,11 +150,16 @@ impl LoadedFile {
     }
 }
 
+/// Reads a safetensors file (a model, a state, a classifier) by the one reading rule
+/// ([`crate::input_file`]): a regular file within the size bound, or a bundled file's name.
 pub fn read(path: &Path) -> Result<LoadedFile, FileError> {
-    let bytes = std::fs::read(path).map_err(|err| FileError::Read {
-        path: path.to_path_buf(),
-        err,
-    })?;
+    let bytes =
+        crate::input_file::read_or_bundled(path, crate::input_file::STATE_MAX).map_err(|err| {
+            FileError::Read {
+                path: path.to_path_buf(),
+                err,
+            }
+        })?;
     parse(path, &bytes)
 }
 

@@ -477,6 +477,14 @@ fn distill_resume_works_from_anywhere_and_refuses_changed_settings() {
         ],
         "--batch 8 (the run started with --batch 4), --lr 0.1 (the run started with --lr 0.0002)",
     );
+    // Guided distillation's flags on an unguided run: refused, not ignored (issue 37).
+    for (flag, value) in [("--guidance-updates", "5"), ("--guidance-range", "0,2")] {
+        fails_in(
+            tmp.path(),
+            &["distill", "--resume", "--out", run_s, flag, value],
+            &format!("resume it without {flag}"),
+        );
+    }
     // The same values are fine (checked below by the successful resume with --updates 6).
     // The teacher moves: without --teacher the message says what to do; another file is refused.
     let moved = tmp.path().join("moved.safetensors");

@@ -13,6 +13,7 @@ mod data;
 mod diffusion;
 mod distill;
 mod distill_memory;
+mod edges;
 mod failures;
 mod frechet;
 mod fuzz_readers;

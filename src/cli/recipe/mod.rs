@@ -26,6 +26,7 @@ use crate::bundled::{Figures, Manifest, ManifestEval, ManifestModel};
 use crate::data::Dataset;
 use crate::diffusion::distill_run::{model_file_name, STATE_FILE as DISTILL_STATE};
 use crate::diffusion::model_file::sha256_hex;
+use crate::diffusion::run_dir::{RunDir, RunKind};
 use crate::diffusion::train_run::{MODEL_FILE, STATE_FILE as TRAIN_STATE};
 use crate::diffusion::{
     load_model, DistillConfig, Distiller, Parameterization, SampleOptions, Sampler, SamplerKind,
@@ -106,6 +107,10 @@ pub struct RecipeArgs {
     /// manifest shows w = 2).
     #[arg(long)]
     guided: bool,
+    /// The flags typed on the command line (filled after parsing): with --resume each must
+    /// agree with the stored recipe.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
@@ -157,11 +162,11 @@ fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
     s.guided = args.guided;
     s.classifier = match &args.classifier {
         Some(c) => Some(c.display().to_string()),
-        None => {
-            let default = Path::new("assets/fmnist-classifier.safetensors");
-            (s.data.starts_with("fashion-mnist") && default.exists())
-                .then(|| default.display().to_string())
-        }
+        // The bundled classifier (compiled in: found from any folder).
+        None => s
+            .data
+            .starts_with("fashion-mnist")
+            .then(|| "assets/fmnist-classifier.safetensors".to_string()),
     };
     Ok(s)
 }
@@ -174,10 +179,32 @@ pub fn run(args: RecipeArgs) -> Result<()> {
         );
     }
     let dir = args.out.clone();
+    crate::diffusion::run_dir::check_kind(&dir, RunKind::Recipe)?;
+    if args.resume {
+        let stored = read_state(&dir)?;
+        refuse_changed_on_resume(&args, &stored.settings)?;
+        check_stage_folders(&dir, &stored)?;
+    } else if dir.join(RECIPE_FILE).exists() {
+        bail!(
+            "{} already holds a recipe; pass --resume to continue it, or choose another --out",
+            dir.display()
+        );
+    }
+    // Checked before anything is written: a recipe that cannot start leaves no folder behind.
+    let (fresh_settings, fresh_data) = if args.resume {
+        (None, None)
+    } else {
+        let s = settings_from(&args)?;
+        let data = crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?;
+        (Some(s), Some(data))
+    };
     let gpu = super::open_gpu()?;
     let adapter = format!("{} ({:?})", gpu.info().name, gpu.info().backend);
+    let _claim = RunDir::claim(&dir, RunKind::Recipe, "fewstep recipe")?;
     let mut state = if args.resume {
         let st = read_state(&dir)?;
+        // Again under the lock: what the recipe continues from.
+        check_stage_folders(&dir, &st)?;
         eprintln!(
             "resuming the `{}` recipe in {} (done: {})",
             st.settings.preset,
@@ -195,21 +222,14 @@ pub fn run(args: RecipeArgs) -> Result<()> {
         );
         st
     } else {
-        if dir.join(RECIPE_FILE).exists() {
-            bail!(
-                "{} already holds a recipe; pass --resume to continue it, or choose another --out",
-                dir.display()
-            );
-        }
-        let settings = settings_from(&args)?;
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let settings = fresh_settings.expect("made for a new recipe");
         let st = RecipeState {
             settings,
             adapter: adapter.clone(),
             started: utc_now(),
             done: BTreeMap::new(),
             eval_rows: vec![],
+            stage_ids: BTreeMap::new(),
         };
         save_state(&dir, &st)?;
         st
@@ -218,7 +238,10 @@ pub fn run(args: RecipeArgs) -> Result<()> {
     let commands = Commands::new(&s, &dir);
 
     // The plan, with an estimate from timed updates on this adapter.
-    let data = crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?;
+    let data = match fresh_data {
+        Some(d) => d,
+        None => crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?,
+    };
     let remaining: Vec<&str> = STAGES
         .iter()
         .copied()
@@ -327,6 +350,7 @@ pub fn run(args: RecipeArgs) -> Result<()> {
         }
         let targs = super::parse_train(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut run = targs.spec().open(&gpu, shown(&commands.train))?;
+        record_stage(&dir, &mut state, "teacher", &run.identity().id)?;
         let bar = bar(s.train_steps, "1/4 train  ");
         bar.set_position(run.step());
         while !run.is_done() {
@@ -363,6 +387,7 @@ pub fn run(args: RecipeArgs) -> Result<()> {
             }
             let dargs = super::parse_distill(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut run = dargs.spec().open(&gpu, shown(&commands.distill))?;
+            record_stage(&dir, &mut state, "distill", &run.identity().id)?;
             let plan = run.plan.clone();
             let bar = bar(plan.total_updates(), "2/4 distill");
             while !run.is_done() {
@@ -460,6 +485,99 @@ pub fn run(args: RecipeArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
         dir.join("bundle").join(MANIFEST_FILE).display()
+    );
+    Ok(())
+}
+
+/// Records the identity of a stage folder the recipe made (the first time it opens it).
+fn record_stage(dir: &Path, state: &mut RecipeState, folder: &str, id: &str) -> Result<()> {
+    if state.stage_ids.get(folder).map(String::as_str) != Some(id) {
+        state.stage_ids.insert(folder.to_string(), id.to_string());
+        save_state(dir, state)?;
+    }
+    Ok(())
+}
+
+/// A resumed recipe works on its own stage folders only: one whose recorded identity is not the
+/// one this recipe made (a copy of another recipe's, or a folder put there by hand) is refused
+/// before anything is read from it.
+fn check_stage_folders(dir: &Path, state: &RecipeState) -> Result<()> {
+    for (folder, kind) in [("teacher", RunKind::Train), ("distill", RunKind::Distill)] {
+        let sub = dir.join(folder);
+        crate::diffusion::run_dir::check_kind(&sub, kind)?;
+        let Some(want) = state.stage_ids.get(folder) else {
+            continue;
+        };
+        let found = crate::diffusion::run_dir::identity(&sub)?;
+        if found.as_ref().map(|i| &i.id) != Some(want) {
+            bail!(
+                "{} is not the {folder} folder this recipe made (it records {}, the recipe \
+                 recorded run {want} in {}): it was replaced or copied from elsewhere. Put the \
+                 recipe's own folder back, or start a new recipe in another --out",
+                sub.display(),
+                found
+                    .map(|i| format!("run {}", i.id))
+                    .unwrap_or_else(|| "no run identity".into()),
+                dir.join(RECIPE_FILE).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// On `--resume` the stored settings run; a typed flag that differs from them is refused, naming
+/// the flag and both values. `--stop-after` applies.
+fn refuse_changed_on_resume(args: &RecipeArgs, s: &RecipeSettings) -> Result<()> {
+    fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+        v.as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "none".into())
+    }
+    let mut changed = Vec::new();
+    for id in &args.given {
+        let (given, stored): (String, String) = match id.as_str() {
+            "out" | "resume" | "stop_after" => continue,
+            "preset" => (args.preset.clone(), s.preset.clone()),
+            "data" => (opt(&args.data), s.data.clone()),
+            "image_size" => (opt(&args.image_size), opt(&s.image_size)),
+            "train_steps" => (opt(&args.train_steps), s.train_steps.to_string()),
+            "updates" => (opt(&args.updates), s.updates.to_string()),
+            "from_steps" => (opt(&args.from_steps), s.from_steps.to_string()),
+            "samples" => (opt(&args.samples), s.eval_samples.to_string()),
+            "ema" => (opt(&args.ema), opt(&s.distill_ema)),
+            "classifier" => (
+                opt(&args.classifier.as_ref().map(|c| c.display().to_string())),
+                opt(&s.classifier),
+            ),
+            "name" => (opt(&args.name), s.name.clone()),
+            "seed" => (opt(&args.seed), s.seed.to_string()),
+            "guided" => (args.guided.to_string(), s.guided.to_string()),
+            other => bail!(
+                "--{} cannot be checked against the stored recipe on --resume; drop it",
+                other.replace('_', "-")
+            ),
+        };
+        if given != stored {
+            let flag = format!("--{}", id.replace('_', "-"));
+            changed.push(if flag == "--guided" {
+                format!("--guided (the recipe started without it)")
+            } else {
+                format!("{flag} {given} (the recipe started with {flag} {stored})")
+            });
+        }
+    }
+    anyhow::ensure!(
+        changed.is_empty(),
+        "--resume continues the recipe in {} with the settings it started with, but {} {} \
+         given: drop {} to resume, or start a new recipe in another --out",
+        args.out.display(),
+        changed.join(", "),
+        if changed.len() == 1 { "was" } else { "were" },
+        if changed.len() == 1 {
+            "that flag"
+        } else {
+            "those flags"
+        },
     );
     Ok(())
 }

@@ -156,6 +156,11 @@ pub struct RecipeState {
     /// Seconds of each finished stage.
     pub done: BTreeMap<String, f64>,
     pub eval_rows: Vec<EvalRow>,
+    /// The identities (`fewstep-run.json`) of the stage folders this recipe made, by folder
+    /// (`teacher`, `distill`): a resume refuses a stage folder that is not its own (a copy of
+    /// another recipe's). Recipes stored before identities were recorded: empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stage_ids: BTreeMap<String, String>,
 }
 
 /// UTC now as RFC 3339 (seconds).
@@ -171,12 +176,13 @@ pub(super) fn save_state(dir: &Path, state: &RecipeState) -> Result<()> {
 
 pub fn read_state(dir: &Path) -> Result<RecipeState> {
     let path = dir.join(RECIPE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "{} holds no recipe ({RECIPE_FILE} is missing); run without --resume",
-            dir.display()
-        )
-    })?;
+    let text =
+        crate::input_file::read_text(&path, crate::input_file::TEXT_MAX).with_context(|| {
+            format!(
+                "{} holds no recipe ({RECIPE_FILE} is missing); run without --resume",
+                dir.display()
+            )
+        })?;
     serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))
 }
 
