@@ -893,7 +893,7 @@ fn only_regular_files_are_read() {
 #[test]
 fn a_closed_pipe_ends_quietly() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args(["info", "--model", "fmnist-1step"])
+        .arg("info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

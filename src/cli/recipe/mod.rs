@@ -560,7 +560,7 @@ fn refuse_changed_on_resume(args: &RecipeArgs, s: &RecipeSettings) -> Result<()>
         if given != stored {
             let flag = format!("--{}", id.replace('_', "-"));
             changed.push(if flag == "--guided" {
-                format!("--guided (the recipe started without it)")
+                "--guided (the recipe started without it)".to_string()
             } else {
                 format!("{flag} {given} (the recipe started with {flag} {stored})")
             });
