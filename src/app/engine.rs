@@ -89,7 +89,7 @@ pub enum Job {
 }
 
 pub enum Event {
-    Loaded(ModelInfo),
+    Loaded(Box<ModelInfo>),
     Progress {
         current: String,
         bytes: Option<(u64, u64)>,
@@ -319,12 +319,12 @@ impl Worker {
             Ok((model, meta)) => {
                 let params = model.net.param_count();
                 self.models.push(model);
-                self.emit(Event::Loaded(ModelInfo {
+                self.emit(Event::Loaded(Box::new(ModelInfo {
                     name,
                     meta,
                     params,
                     file_bytes: bytes.len(),
-                }));
+                })));
             }
             Err(e) => self.emit(Event::LoadFailed {
                 name,

@@ -41,7 +41,7 @@ impl AppState {
                 loading.done += 1;
                 loading.expected = loading.expected.max(loading.done);
                 let name = info.name.clone();
-                self.add_model(info);
+                self.add_model(*info);
                 if options_applied {
                     // A model the user opened: show it.
                     self.select(self.models.len() - 1);

@@ -300,6 +300,18 @@ fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
     if !path.exists() && !crate::input_file::is_bundled_name(path) {
         anyhow::bail!("{}", sample::unknown_model(&path.display().to_string()));
     }
+    if path.is_dir() {
+        let (meta, tensors) = crate::diffusion::model_file::import_diffusers(path)?;
+        let params: usize = tensors.iter().map(|t| t.data.len()).sum();
+        println!("{}", meta.describe());
+        println!("parameters: {params} in {} tensors", tensors.len());
+        println!("steps:      any (a teacher: DDIM on its discrete schedule, trailing timesteps)");
+        if let Some(s) = &meta.arch.noise_schedule {
+            println!("schedule:   {}", s.describe());
+        }
+        println!("arch:       {}", serde_json::to_string(&meta.arch)?);
+        return Ok(());
+    }
     let bytes = crate::input_file::read_model(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let (meta, tensors) = crate::diffusion::parse_model(path, &bytes)?;

@@ -72,6 +72,10 @@ pub struct SampleArgs {
     /// page's Sample tab and its link `?interpolate=A,B&count=K` make the same strip.
     #[arg(long, value_name = "A,B", conflicts_with = "seed")]
     interpolate: Option<String>,
+    /// Start from this noise instead of drawing it: a float32 .npy file [count, C, H, W] (e.g.
+    /// another tool's starting noise, to reproduce its samples); --count is taken from it.
+    #[arg(long, value_name = "NOISE.npy", conflicts_with = "interpolate")]
+    start: Option<PathBuf>,
 }
 
 /// Host memory the samples of one `fewstep sample` may take.
@@ -110,6 +114,38 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if let Some(s) = args.steps {
         check_steps(s)?;
     }
+    // --start: the noise, read and checked before any work (its shape against the model's once
+    // the model is loaded).
+    let start_noise = match &args.start {
+        Some(p) => {
+            let bytes = crate::input_file::read(p, crate::input_file::DATA_MAX)
+                .map_err(|e| anyhow::anyhow!("--start {}: cannot read it: {e}", p.display()))?;
+            let a = crate::npy::parse(&bytes)
+                .map_err(|e| anyhow::anyhow!("--start {}: {e}", p.display()))?;
+            anyhow::ensure!(
+                a.shape.len() == 4 && a.shape[0] >= 1,
+                "--start {}: the array has shape {:?}; give [count, channels, height, width]",
+                p.display(),
+                a.shape
+            );
+            Some(a)
+        }
+        None => None,
+    };
+    let mut args = args;
+    if let Some(a) = &start_noise {
+        anyhow::ensure!(
+            args.count == 16 || args.count == a.shape[0],
+            "--count {} but --start holds {} images: leave --count out with --start",
+            args.count,
+            a.shape[0]
+        );
+        anyhow::ensure!(
+            args.class.as_deref() != Some("all"),
+            "--start gives one set of images: give one --class (or none), not all"
+        );
+        args.count = a.shape[0];
+    }
     let name = args
         .model
         .clone()
@@ -128,10 +164,13 @@ pub fn run(args: SampleArgs) -> Result<()> {
     .into_iter()
     .filter_map(|(flag, p)| Some((flag, p?.as_path())))
     .collect();
-    let inputs: Vec<(&str, &Path)> = match bundled {
+    let mut inputs: Vec<(&str, &Path)> = match bundled {
         Some(_) => vec![],
         None => vec![("--model", Path::new(&name))],
     };
+    if let Some(p) = &args.start {
+        inputs.push(("--start", p.as_path()));
+    }
     for (flag, path) in &outputs {
         crate::output_path::check_file(flag, path, &inputs)?;
     }
@@ -176,6 +215,15 @@ pub fn run(args: SampleArgs) -> Result<()> {
     };
     let [c, h, w] = model.image_shape();
     let per_image = c * h * w;
+    if let Some(a) = &start_noise {
+        anyhow::ensure!(
+            a.shape[1..] == [c, h, w],
+            "--start holds images of {}x{}x{}; the model makes {c}x{h}x{w}",
+            a.shape[1],
+            a.shape[2],
+            a.shape[3]
+        );
+    }
     // The images themselves must fit in memory (and a grid of them in a PNG).
     let total = args.count * rows.len();
     let host_bytes = (total as u64).saturating_mul(per_image as u64 * 4);
@@ -251,12 +299,20 @@ pub fn run(args: SampleArgs) -> Result<()> {
             let count = per_pass.min(args.count - first_image);
             let cond = NetCond::uniform(count, label, args.guidance as f32);
             let pass_opts = SampleOptions { count, ..opts };
-            let sampler = match strip {
-                Some(seeds) => Sampler::from_start(
+            let sampler = match (strip, &start_noise) {
+                (Some(seeds), _) => Sampler::from_start(
                     pass_opts,
                     pollster::block_on(strip_start(&model, seeds, count))?,
                 ),
-                None => Sampler::new_from(&model, pass_opts, first_image),
+                (None, Some(a)) => Sampler::from_start(
+                    pass_opts,
+                    crate::tensor::Tensor::from_slice(
+                        model.net.gpu(),
+                        &[count, c, h, w],
+                        &a.data[first_image * per_image..(first_image + count) * per_image],
+                    ),
+                ),
+                (None, None) => Sampler::new_from(&model, pass_opts, first_image),
             };
             let mut sampler = sampler.with_cond(cond);
             // The trajectory follows the first images, all in the first pass of the first row.

@@ -39,10 +39,29 @@ impl Denoiser {
         self.combine(tape, &out, z, t)
     }
 
+    /// (alpha_t, sigma_t) of each time under the model's schedule: the cosine schedule, or an
+    /// imported model's discrete one.
+    pub fn alpha_sigma(&self, t: &[f64]) -> Vec<(f64, f64)> {
+        match &self.net.config.noise_schedule {
+            None => t
+                .iter()
+                .map(|&ti| super::schedule::alpha_sigma(ti))
+                .collect(),
+            Some(d) => {
+                let acp = d.alphas_cumprod();
+                t.iter().map(|&ti| d.alpha_sigma_in(&acp, ti)).collect()
+            }
+        }
+    }
+
     /// x_hat from a network output: cz * z + c0 * head0 (+ c1 * head1).
     pub fn combine(&self, tape: &Tape, out: &Var, z: &Tensor, t: &[f64]) -> Var {
         let gpu = z.gpu();
-        let coef: Vec<_> = t.iter().map(|&ti| self.param.x_hat_coef(ti)).collect();
+        let coef: Vec<_> = self
+            .alpha_sigma(t)
+            .into_iter()
+            .map(|(a, s)| self.param.x_hat_coef_ab(a, s))
+            .collect();
         let c = self.image_shape()[0];
         let cz = per_sample(gpu, &coef.iter().map(|k| k.cz).collect::<Vec<_>>());
         let c0 = per_sample(gpu, &coef.iter().map(|k| k.c0).collect::<Vec<_>>());

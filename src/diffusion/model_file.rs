@@ -96,6 +96,8 @@ pub enum ModelError {
     Mismatch { path: String, detail: String },
     #[error(transparent)]
     Config(#[from] nn::ConfigError),
+    #[error("{path}: {detail}")]
+    Diffusers { path: String, detail: String },
 }
 
 /// Writes the model (weights read from the GPU beforehand) atomically.
@@ -244,8 +246,48 @@ pub fn load_model_bytes(
     ))
 }
 
-/// Loads a model file, or a bundled model by its name (see [`crate::input_file::read_model`]).
+/// A diffusers model folder read as a fewstep teacher (see [`crate::diffusers`]): its
+/// description as a model file of it would hold.
+pub fn import_diffusers(path: &Path) -> Result<(ModelMeta, Vec<HostTensor>), ModelError> {
+    let m = crate::diffusers::import_folder(path).map_err(|e| ModelError::Diffusers {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let parameterization = match m.scheduler.prediction {
+        crate::diffusers::Prediction::Epsilon => Parameterization::Eps,
+        crate::diffusers::Prediction::V => Parameterization::V,
+        crate::diffusers::Prediction::Sample => Parameterization::X,
+    };
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        image: [m.arch.in_channels, m.arch.height, m.arch.width],
+        arch: m.arch,
+        parameterization,
+        schedule: "discrete".into(),
+        steps: None,
+        lineage: Lineage::default(),
+        dataset: format!("diffusers:{}", path.display()),
+        training_steps: 0,
+        command: format!("imported from the diffusers folder {}", path.display()),
+    };
+    Ok((meta, m.tensors))
+}
+
+/// Loads a model file, a bundled model by its name (see [`crate::input_file::read_model`]), or
+/// a diffusers model folder.
 pub fn load_model(gpu: &Gpu, path: &Path) -> Result<(Denoiser, ModelMeta), ModelError> {
+    if path.is_dir() {
+        let (meta, tensors) = import_diffusers(path)?;
+        let refs: Vec<&HostTensor> = tensors.iter().collect();
+        let net = UNet::from_params(meta.arch.clone(), nn::upload_tensors(gpu, &refs))?;
+        return Ok((
+            Denoiser {
+                net,
+                param: meta.parameterization,
+            },
+            meta,
+        ));
+    }
     let bytes = crate::input_file::read_model(path).map_err(|err| FileError::Read {
         path: path.to_path_buf(),
         err,

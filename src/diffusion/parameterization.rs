@@ -54,6 +54,11 @@ impl Parameterization {
 
     pub fn x_hat_coef(self, t: f64) -> XHatCoef {
         let (a, s) = alpha_sigma(t);
+        self.x_hat_coef_ab(a, s)
+    }
+
+    /// [`x_hat_coef`](Self::x_hat_coef) at a given (alpha, sigma) (any schedule's).
+    pub fn x_hat_coef_ab(self, a: f64, s: f64) -> XHatCoef {
         match self {
             // x = alpha z - sigma v
             Parameterization::V => XHatCoef {

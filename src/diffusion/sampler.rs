@@ -73,8 +73,11 @@ pub fn ddim_coef(t: f64, s: f64) -> (f64, f64) {
 
 /// The ancestral step's posterior q(z_s | z_t, x = x_hat): (coef on z_t, coef on x_hat, std).
 pub fn ancestral_coef(t: f64, s: f64) -> (f64, f64, f64) {
-    let (at, st) = alpha_sigma(t);
-    let (as_, ss) = alpha_sigma(s);
+    ancestral_coef_ab(alpha_sigma(t), alpha_sigma(s))
+}
+
+/// [`ancestral_coef`] at given (alpha, sigma) pairs of t and s (any schedule's).
+pub fn ancestral_coef_ab((at, st): (f64, f64), (as_, ss): (f64, f64)) -> (f64, f64, f64) {
     // s < t <= 1, so alpha_s > 0 and sigma_t > 0.
     let a_ts = at / as_;
     let var_ts = (st * st - a_ts * a_ts * ss * ss).max(0.0);
@@ -187,20 +190,47 @@ impl Sampler {
         let (t, s) = (self.grid[self.done], self.grid[self.done + 1]);
         let n = self.opts.count;
         let gpu = model.net.gpu().clone();
-        let mut x = model.guided(&self.z, &vec![t; n], &self.cond);
-        if self.opts.clip {
-            x = x.clamp(-1.0, 1.0);
-        }
-        let z = match self.opts.kind {
-            SamplerKind::Ddim => {
+        let raw = model.guided(&self.z, &vec![t; n], &self.cond);
+        let schedule = model.net.config.noise_schedule.as_ref();
+        let clip = match schedule {
+            None => self.opts.clip.then_some(1.0),
+            // An imported model clips as its scheduler config says (`clip_sample_range`).
+            Some(d) => d.clip.filter(|_| self.opts.clip),
+        };
+        let x = match clip {
+            Some(r) => raw.clamp(-r, r),
+            None => raw.clone(),
+        };
+        let z = match (self.opts.kind, schedule) {
+            (SamplerKind::Ddim, None) => {
                 let (cz, cx) = ddim_coef(t, s);
                 self.z.per_sample_axpby(
                     &per_sample(&gpu, &vec![cz; n]),
                     Some((&x, &per_sample(&gpu, &vec![cx; n]))),
                 )
             }
-            SamplerKind::Ancestral => {
-                let (cz, cx, std) = ancestral_coef(t, s);
+            // diffusers' DDIMScheduler step (eta 0), step for step: the clipped x_hat with the
+            // noise implied by the unclipped one, z_s = alpha_s x_clip + sigma_s (z - alpha_t
+            // x_raw) / sigma_t, towards the timestep it steps to (`ddim_target_in`).
+            (SamplerKind::Ddim, Some(d)) => {
+                let acp = d.alphas_cumprod();
+                let (at, st) = d.alpha_sigma_in(&acp, t);
+                let (as_, ss) = d.ddim_target_in(&acp, t, self.opts.steps);
+                self.z
+                    .per_sample_axpby(
+                        &per_sample(&gpu, &vec![ss / st; n]),
+                        Some((&x, &per_sample(&gpu, &vec![as_; n]))),
+                    )
+                    .axpby(1.0, &raw, -(ss * at / st) as f32)
+            }
+            (SamplerKind::Ancestral, schedule) => {
+                let (cz, cx, std) = match schedule {
+                    None => ancestral_coef(t, s),
+                    Some(d) => {
+                        let acp = d.alphas_cumprod();
+                        ancestral_coef_ab(d.alpha_sigma_in(&acp, t), d.alpha_sigma_in(&acp, s))
+                    }
+                };
                 let mean = self.z.per_sample_axpby(
                     &per_sample(&gpu, &vec![cz; n]),
                     Some((&x, &per_sample(&gpu, &vec![cx; n]))),

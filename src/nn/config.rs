@@ -32,6 +32,59 @@ pub struct UNetConfig {
     /// embedded like t and added to the time embedding. The range is what it was trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance: Option<GuidanceRange>,
+    /// The options below describe networks imported from diffusers' `UNet2DModel`; their
+    /// defaults are fewstep's own network, and a default is not written into model files (so
+    /// files made before these options existed read and write back unchanged).
+    ///
+    /// The group norms' epsilon (`norm_eps`).
+    #[serde(
+        default = "default_norm_eps",
+        skip_serializing_if = "is_default_norm_eps"
+    )]
+    pub norm_eps: f32,
+    /// Channels per attention head (`attention_head_dim`); None: one head as wide as the block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_head_dim: Option<usize>,
+    /// How t becomes the sinusoidal embedding; None: fewstep's (1000 t, DDPM's frequencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_embedding: Option<TimeEmbedding>,
+    /// The middle block's output scale (`mid_block_scale_factor`): its res blocks and its
+    /// attention divide their residual sums by it.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub mid_scale: f32,
+    /// The input is mapped to 2 z - 1 before the first convolution (`center_input_sample`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub center_input: bool,
+    /// A discrete noise schedule (an imported diffusers model and its students); None:
+    /// fewstep's continuous cosine schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_schedule: Option<super::noise_schedule::DiscreteSchedule>,
+}
+
+/// The sinusoidal time embedding of a network imported from diffusers (`Timesteps`): the
+/// timestep fed in is `round(scale t + offset)` when `integer`, else `scale t + offset`; its
+/// frequencies exp(-ln(10000) j / (half - freq_shift)), computed in f32 as torch does, with
+/// [sin, cos] halves swapped when `flip_sin_to_cos`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimeEmbedding {
+    pub scale: f64,
+    pub offset: f64,
+    pub integer: bool,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+}
+
+fn default_norm_eps() -> f32 {
+    1e-6
+}
+fn is_default_norm_eps(v: &f32) -> bool {
+    *v == default_norm_eps()
+}
+fn one() -> f32 {
+    1.0
+}
+fn is_one(v: &f32) -> bool {
+    *v == 1.0
 }
 
 /// The guidance weights a w-conditioned model was distilled for (Meng et al.: w ~ U[w_min, w_max]).
@@ -93,6 +146,14 @@ pub enum ConfigError {
     Guidance(f32, f32),
     #[error("the description says the model takes a guidance weight but has no classes; guidance needs a class-conditional model")]
     GuidanceWithoutClasses,
+    #[error(
+        "architecture field `{field}` is {value}: {expected}; the model description is damaged"
+    )]
+    BadValue {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 /// Bounds on every size field of [`UNetConfig`], checked before anything is allocated from
@@ -149,6 +210,12 @@ impl UNetConfig {
             classes: 0,
             class_names: Vec::new(),
             guidance: None,
+            norm_eps: default_norm_eps(),
+            attn_head_dim: None,
+            time_embedding: None,
+            mid_scale: 1.0,
+            center_input: false,
+            noise_schedule: None,
         };
         c.validate()?;
         Ok(c)
@@ -218,7 +285,65 @@ impl UNetConfig {
                 return Err(ConfigError::GuidanceWithoutClasses);
             }
         }
+        let bad = |field: &'static str, value: String, expected: &'static str| {
+            Err(ConfigError::BadValue {
+                field,
+                value,
+                expected,
+            })
+        };
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps <= 1.0) {
+            return bad("norm_eps", self.norm_eps.to_string(), "expected in (0, 1]");
+        }
+        if !(self.mid_scale.is_finite() && self.mid_scale > 0.0) {
+            return bad(
+                "mid_scale",
+                self.mid_scale.to_string(),
+                "expected a positive number",
+            );
+        }
+        if let Some(d) = self.attn_head_dim {
+            check("attn_head_dim", d, CH)?;
+            if let Some(w) = self.widths().find(|w| !w.is_multiple_of(d)) {
+                return bad(
+                    "attn_head_dim",
+                    format!("{d} (a block is {w} channels wide)"),
+                    "expected to divide every block's width",
+                );
+            }
+        }
+        if let Some(sch) = &self.noise_schedule {
+            if let Err(detail) = sch.check() {
+                return bad(
+                    "noise_schedule",
+                    detail,
+                    "expected a usable discrete schedule",
+                );
+            }
+        }
+        if let Some(e) = self.time_embedding {
+            let ok = |v: f64| v.is_finite() && v.abs() <= 1e6;
+            if !(ok(e.scale) && ok(e.offset) && ok(e.freq_shift)) {
+                return bad(
+                    "time_embedding",
+                    format!("{e:?}"),
+                    "expected finite numbers of at most 1e6",
+                );
+            }
+            if (self.ch / 2) as f64 - e.freq_shift <= 0.0 {
+                return bad(
+                    "time_embedding.freq_shift",
+                    e.freq_shift.to_string(),
+                    "expected below half the base width",
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The width of each level's blocks.
+    pub fn widths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.mult.iter().map(|m| m * self.ch)
     }
 
     /// Checks that every shape works out: sizes in range, sizes divide, widths split into

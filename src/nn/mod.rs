@@ -3,6 +3,7 @@
 
 pub mod classifier;
 pub mod config;
+pub mod noise_schedule;
 pub mod tensor_file;
 pub mod unet;
 mod weights;

@@ -192,10 +192,17 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<LoadedFile, FileError> {
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+            // Read (diffusers checkpoints come in bf16 too), never written.
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             other => {
                 return Err(FileError::Content {
                     path: path.to_path_buf(),
-                    detail: format!("tensor {name} has dtype {other:?}; fewstep reads F32 and F16"),
+                    detail: format!(
+                        "tensor {name} has dtype {other:?}; fewstep reads F32, F16 and BF16"
+                    ),
                 })
             }
         };

@@ -11,8 +11,6 @@ use super::config::{ConfigError, UNetConfig};
 use crate::gpu::Gpu;
 use crate::tensor::{Conv2d, Tape, Tensor, Var};
 
-const GN_EPS: f32 = 1e-6;
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     Zeros,
@@ -434,10 +432,12 @@ impl UNet {
             tape,
             p,
             groups: c.groups,
+            eps: c.norm_eps,
+            head_dim: c.attn_head_dim,
             dropout: dropout.filter(|_| c.dropout > 0.0).map(|d| (d, c.dropout)),
             blocks_run: 0,
         };
-        let emb = Tensor::from_slice(z.gpu(), &[n, c.ch], &time_embedding(t, c.ch));
+        let emb = Tensor::from_slice(z.gpu(), &[n, c.ch], &c.embed_time(t));
         let emb = f.dense(&Var::constant(emb), l.temb[0]);
         let mut emb = f.dense(&tape.silu(&emb), l.temb[1]);
         if let Some(ce) = l.class_emb {
@@ -458,7 +458,18 @@ impl UNet {
         }
         let emb_act = tape.silu(&emb);
 
-        let mut h = f.conv(&Var::constant(z.clone()), l.conv_in);
+        let input = if c.center_input {
+            // 2 z - 1 (diffusers' center_input_sample), before the padding of conv_in.
+            let minus_one =
+                Tensor::from_slice(z.gpu(), &[c.in_channels], &vec![-1.0; c.in_channels]);
+            tape.add_channel_vector(
+                &tape.scale(&Var::constant(z.clone()), 2.0),
+                &Var::constant(minus_one),
+            )
+        } else {
+            Var::constant(z.clone())
+        };
+        let mut h = f.conv(&input, l.conv_in);
         let mut hs = vec![h.clone()];
         for level in &l.down {
             for (r, a) in &level.blocks {
@@ -473,9 +484,18 @@ impl UNet {
                 hs.push(h.clone());
             }
         }
-        h = f.res(&h, &emb_act, &l.mid.0);
-        h = f.attn(&h, &l.mid.1);
-        h = f.res(&h, &emb_act, &l.mid.2);
+        // The middle block divides each residual sum by mid_scale (diffusers'
+        // mid_block_scale_factor; 1 for fewstep's own networks, where no op is recorded).
+        let mid_scaled = |x: Var| {
+            if c.mid_scale == 1.0 {
+                x
+            } else {
+                tape.scale(&x, 1.0 / c.mid_scale)
+            }
+        };
+        h = mid_scaled(f.res(&h, &emb_act, &l.mid.0));
+        h = mid_scaled(f.attn(&h, &l.mid.1));
+        h = mid_scaled(f.res(&h, &emb_act, &l.mid.2));
         for level in &l.up {
             for (r, a) in &level.blocks {
                 let skip = hs.pop().expect("skip");
@@ -491,6 +511,44 @@ impl UNet {
         let h = f.norm_silu(&h, l.out_norm);
         f.conv(&h, l.out_conv)
     }
+}
+
+impl UNetConfig {
+    /// The sinusoidal embedding of per-sample times `t` for this network (see
+    /// [`TimeEmbedding`](super::config::TimeEmbedding)), [t.len(), ch].
+    pub fn embed_time(&self, t: &[f32]) -> Vec<f32> {
+        match &self.time_embedding {
+            None => time_embedding(t, self.ch),
+            Some(e) => diffusers_time_embedding(t, self.ch, e),
+        }
+    }
+}
+
+/// diffusers' `get_timestep_embedding` as torch computes it (f32 frequencies, f32 products), so
+/// that an imported network sees the inputs it was trained with.
+fn diffusers_time_embedding(t: &[f32], dim: usize, e: &super::config::TimeEmbedding) -> Vec<f32> {
+    let half = dim / 2;
+    let ln = 10000f64.ln() as f32;
+    let denom = (half as f64 - e.freq_shift) as f32;
+    let freqs: Vec<f32> = (0..half)
+        .map(|j| ((-ln * j as f32) / denom).exp())
+        .collect();
+    let mut out = vec![0.0f32; t.len() * dim];
+    for (s, &ts) in t.iter().enumerate() {
+        let step = e.scale * ts as f64 + e.offset;
+        let step = if e.integer { step.round() } else { step } as f32;
+        let (sin_at, cos_at) = if e.flip_sin_to_cos {
+            (half, 0)
+        } else {
+            (0, half)
+        };
+        for (j, f) in freqs.iter().enumerate() {
+            let a = (step * f) as f64;
+            out[s * dim + sin_at + j] = a.sin() as f32;
+            out[s * dim + cos_at + j] = a.cos() as f32;
+        }
+    }
+    out
 }
 
 /// DDPM's sinusoidal embedding of 1000 * t, computed on the CPU in f64 so that every backend
@@ -514,6 +572,9 @@ struct Fwd<'a> {
     tape: &'a Tape,
     p: &'a [Var],
     groups: usize,
+    eps: f32,
+    /// Channels per attention head; None: one head.
+    head_dim: Option<usize>,
     dropout: Option<(DropoutNoise, f32)>,
     blocks_run: u64,
 }
@@ -538,7 +599,7 @@ impl Fwd<'_> {
     }
     fn norm_silu(&self, x: &Var, n: NormP) -> Var {
         self.tape
-            .group_norm_silu(x, &self.p[n.g], &self.p[n.b], self.groups, GN_EPS)
+            .group_norm_silu(x, &self.p[n.g], &self.p[n.b], self.groups, self.eps)
     }
     fn res(&mut self, x: &Var, emb_act: &Var, r: &ResP) -> Var {
         let t = self.tape;
@@ -570,11 +631,21 @@ impl Fwd<'_> {
         let s = x.shape().to_vec();
         let (n, hw) = (s[0], s[2] * s[3]);
         let qkv = self.conv(
-            &t.group_norm(x, &self.p[a.norm.g], &self.p[a.norm.b], self.groups, GN_EPS),
+            &t.group_norm(
+                x,
+                &self.p[a.norm.g],
+                &self.p[a.norm.b],
+                self.groups,
+                self.eps,
+            ),
             a.qkv,
         );
         let qkv = t.reshape(&qkv, &[n, 3 * a.ch, hw, 1]);
-        let part = |i: usize| t.reshape(&t.slice_channels(&qkv, i * a.ch, a.ch), &[n, a.ch, hw]);
+        // Heads are consecutive channel slices: [n, ch, hw] read as [n * heads, head_dim, hw].
+        let d = self.head_dim.unwrap_or(a.ch);
+        let heads = a.ch / d;
+        let part =
+            |i: usize| t.reshape(&t.slice_channels(&qkv, i * a.ch, a.ch), &[n * heads, d, hw]);
         let o = t.attention(&part(0), &part(1), &part(2));
         self.conv_add(&t.reshape(&o, &s), a.proj, x)
     }

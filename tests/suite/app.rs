@@ -959,7 +959,7 @@ fn engine_events_change_the_state_as_the_app_shows_them() {
     for name in ["fmnist-teacher", bundled::DEFAULT_MODEL] {
         let a = apply(
             &mut state,
-            Event::Loaded(info(name)),
+            Event::Loaded(Box::new(info(name))),
             &mut loading,
             &mut status,
             &mut textures,

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod coop;
 mod data;
+mod diffusers;
 mod diffusion;
 mod distill;
 mod distill_memory;

@@ -1,0 +1,386 @@
+//! diffusers models in fewstep (issue 32), checked against fixtures the real diffusers made
+//! (tests/fixtures/diffusers/make_fixtures.py; CI reads the committed files): the imported
+//! network's output equals `UNet2DModel`'s, the discrete schedule equals the scheduler's, and
+//! every config fewstep cannot compute exactly is refused with its field named.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::gpu;
+use fewstep::diffusers::import_folder;
+use fewstep::nn::tensor_file;
+use fewstep::nn::{NetCond, UNet};
+use fewstep::tensor::{Tape, Tensor};
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/diffusers")
+        .join(case)
+}
+
+fn expected(case: &str) -> tensor_file::LoadedFile {
+    tensor_file::read(&fixture(case).join("expected.safetensors")).unwrap()
+}
+
+/// A copy of a fixture's folder in `dir`, for edits.
+fn copy_fixture(case: &str, dir: &Path) -> PathBuf {
+    let to = dir.join(case);
+    for sub in ["unet", "scheduler"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for f in std::fs::read_dir(fixture(case).join(sub)).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(sub).join(f.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(
+        fixture(case).join("model_index.json"),
+        to.join("model_index.json"),
+    )
+    .unwrap();
+    to
+}
+
+/// `UNet2DModel(x, timesteps, class_labels)` through fewstep's network: the largest difference
+/// and the largest output, over both images.
+fn forward_difference(case: &str) -> (f32, f32) {
+    let g = gpu();
+    let m = import_folder(&fixture(case)).unwrap();
+    let refs: Vec<_> = m.tensors.iter().collect();
+    let net = UNet::from_params(m.arch.clone(), fewstep::nn::upload_tensors(&g, &refs)).unwrap();
+    let e = expected(case);
+    let x = e.get("x").unwrap();
+    let z = Tensor::from_slice(&g, &x.shape, &x.data);
+    // fewstep's t in [0, 1] for diffusers' integer timestep T: t = (T + 1) / timesteps.
+    let steps = m.scheduler.num_train_timesteps() as f32;
+    let t: Vec<f32> = e
+        .get("timesteps")
+        .unwrap()
+        .data
+        .iter()
+        .map(|&ts| (ts + 1.0) / steps)
+        .collect();
+    let cond = match e.get("class_labels") {
+        Some(l) => NetCond {
+            labels: l.data.iter().map(|&c| Some(c as u32)).collect(),
+            w: vec![],
+        },
+        None => NetCond::NONE,
+    };
+    let tape = Tape::new();
+    let vars = net.vars(&tape, false);
+    let got = net
+        .forward(&tape, &vars, &z, &t, &cond, None)
+        .value
+        .to_vec_blocking()
+        .unwrap();
+    let want = &e.get("unet_out").unwrap().data;
+    assert_eq!(got.len(), want.len());
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let scale = want.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    (diff, scale)
+}
+
+/// The tutorial's defaults (flip_sin_to_cos, freq_shift 0, norm_eps 1e-5, heads of 8 channels)
+/// and DDPM's (no flip, freq_shift 1, one head) with classes, a centred input and a mid-block
+/// scale: fewstep's network computes what UNet2DModel computes. Tolerance: 1e-5 of the output's
+/// largest value (f32 through ~40 layers on lavapipe; measured 1.4e-6 and 7.5e-7 on 2026-12-06).
+#[test]
+fn imported_networks_compute_what_diffusers_computes() {
+    for case in ["tutorial-eps", "class-v"] {
+        let (diff, scale) = forward_difference(case);
+        eprintln!("{case}: max |fewstep - diffusers| = {diff:.3e} (largest output {scale:.3})");
+        assert!(scale > 0.1, "{case}: a degenerate fixture");
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "{case}: the imported network differs from UNet2DModel by {diff}"
+        );
+    }
+}
+
+/// The discrete schedule (betas in f32, cumulative products) equals DDIMScheduler's
+/// alphas_cumprod for linear, squaredcos_cap_v2 and scaled_linear betas, the last rescaled to
+/// zero terminal SNR.
+#[test]
+fn the_discrete_schedule_equals_diffusers() {
+    for case in ["tutorial-eps", "class-v", "ddpm-sample"] {
+        let text =
+            std::fs::read_to_string(fixture(case).join("scheduler/scheduler_config.json")).unwrap();
+        let s = fewstep::diffusers::SchedulerConfig::parse(&text).unwrap();
+        let got = s.alphas_cumprod();
+        let e = expected(case);
+        let want = &e.get("alphas_cumprod").unwrap().data;
+        assert_eq!(got.len(), want.len());
+        let diff = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{case}: {}: max |diff| {diff:.2e}", s.describe());
+        assert!(diff <= 2e-6, "{case}: alphas_cumprod differs by {diff}");
+    }
+}
+
+fn import_error(dir: &Path) -> String {
+    match import_folder(dir) {
+        Ok(_) => panic!("{} was imported", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Edits `case`'s unet/config.json in a copy and returns the import error.
+fn refused_config(case: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_fixture(case, tmp.path());
+    let path = dir.join("unet/config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+    import_error(&dir)
+}
+
+/// Whatever fewstep cannot compute exactly is refused, naming the field, its value and what is
+/// supported: never a panic, never a silently different network.
+#[test]
+fn unsupported_configs_are_refused_with_the_field_named() {
+    let e = import_error(&fixture("ddpm-sample"));
+    assert!(e.contains("`downsample_padding` is 0"), "{e}");
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "cross-attention block",
+            Box::new(|v| v["down_block_types"][1] = "CrossAttnDownBlock2D".into()),
+            "`down_block_types` is \"CrossAttnDownBlock2D\"",
+        ),
+        (
+            "text-conditioned model",
+            Box::new(|v| v["_class_name"] = "UNet2DConditionModel".into()),
+            "`_class_name` is \"UNet2DConditionModel\"",
+        ),
+        (
+            "fourier time embedding",
+            Box::new(|v| v["time_embedding_type"] = "fourier".into()),
+            "`time_embedding_type` is \"fourier\"",
+        ),
+        (
+            "scale_shift",
+            Box::new(|v| v["resnet_time_scale_shift"] = "scale_shift".into()),
+            "`resnet_time_scale_shift` is \"scale_shift\"",
+        ),
+        (
+            "asymmetric attention",
+            Box::new(|v| v["up_block_types"][0] = "UpBlock2D".into()),
+            "`up_block_types` is \"UpBlock2D\"",
+        ),
+        (
+            "a field fewstep does not know",
+            Box::new(|v| v["new_option"] = 3.into()),
+            "`new_option` is 3",
+        ),
+        (
+            "heads that do not divide",
+            Box::new(|v| v["attention_head_dim"] = 5.into()),
+            "attn_head_dim",
+        ),
+        (
+            "no sample size",
+            Box::new(|v| v["sample_size"] = serde_json::Value::Null),
+            "`sample_size` is missing",
+        ),
+    ];
+    for (what, edit, needle) in cases {
+        let e = refused_config("tutorial-eps", edit);
+        assert!(e.contains(needle), "{what}: {e}");
+    }
+}
+
+/// Weights that do not match the config name the tensor; a folder without a scheduler config
+/// says what is missing; a bare unet/ folder with scheduler/ beside it is read.
+#[test]
+fn weights_and_layouts_that_do_not_fit_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_fixture("tutorial-eps", tmp.path());
+    // A bare unet/ folder, scheduler/ beside it.
+    import_folder(&dir.join("unet")).unwrap();
+    let weights = dir.join("unet/diffusion_pytorch_model.safetensors");
+    let original = tensor_file::read(&weights).unwrap();
+    let write = |tensors: Vec<tensor_file::HostTensor>| {
+        tensor_file::write(
+            &weights,
+            &tensors,
+            Default::default(),
+            tensor_file::StoreAs::F32,
+        )
+        .unwrap();
+    };
+    let mut missing = original.tensors.clone();
+    missing.retain(|t| t.name != "mid_block.attentions.0.to_k.weight");
+    write(missing);
+    let e = import_error(&dir);
+    assert!(
+        e.contains("`mid_block.attentions.0.to_k.weight` is missing"),
+        "{e}"
+    );
+    let mut extra = original.tensors.clone();
+    extra.push(tensor_file::HostTensor {
+        name: "down_blocks.0.attentions.7.to_q.weight".into(),
+        shape: vec![1],
+        data: vec![0.0],
+    });
+    write(extra);
+    let e = import_error(&dir);
+    assert!(
+        e.contains("`down_blocks.0.attentions.7.to_q.weight` is not part of"),
+        "{e}"
+    );
+    let mut shape = original.tensors.clone();
+    let t = shape
+        .iter_mut()
+        .find(|t| t.name == "conv_in.weight")
+        .unwrap();
+    t.data.truncate(t.data.len() / 2);
+    t.shape[0] /= 2;
+    write(shape);
+    let e = import_error(&dir);
+    assert!(e.contains("`conv_in.weight` has shape [8, 3, 3, 3]"), "{e}");
+    write(original.tensors.clone());
+    import_folder(&dir).unwrap();
+    std::fs::remove_dir_all(dir.join("scheduler")).unwrap();
+    let e = import_error(&dir);
+    assert!(e.contains("scheduler_config.json is missing"), "{e}");
+    let e = import_error(tmp.path());
+    assert!(e.contains("not a diffusers folder"), "{e}");
+}
+
+/// fewstep's DDIM on an imported model's discrete schedule equals diffusers'
+/// `DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True)`, eta 0, step for step
+/// (the 4-step trajectory) and at 1, 2, 4 and 8 steps: eps with clipping to ±1, v without
+/// clipping, x with clipping to ±2 on a zero-terminal-SNR schedule. From the same noise.
+/// Tolerance: 1e-5 of the largest value for v and x (measured at most 1.7e-6 on 2026-12-06); 1e-3
+/// for eps, whose x̂ = (z - sigma eps) / alpha multiplies the networks' f32 differences (1.4e-6)
+/// by 1 / alpha = 157 at T = 999 (measured at most 1.7e-4).
+#[test]
+fn ddim_on_an_imported_model_equals_diffusers_step_for_step() {
+    use fewstep::diffusion::{load_model, SampleOptions, Sampler, SamplerKind};
+    let g = gpu();
+    for case in ["tutorial-eps", "class-v", "zero-snr-x"] {
+        let (model, _) = load_model(&g, &fixture(case)).unwrap();
+        let e = expected(case);
+        let noise = e.get("noise").unwrap();
+        let cond = match e.get("class_labels") {
+            Some(l) => NetCond {
+                labels: l.data.iter().map(|&c| Some(c as u32)).collect(),
+                w: vec![],
+            },
+            None => NetCond::NONE,
+        };
+        for steps in [1, 2, 4, 8] {
+            let opts = SampleOptions {
+                steps,
+                count: noise.shape[0],
+                seed: 0,
+                kind: SamplerKind::Ddim,
+                clip: true,
+            };
+            let z = Tensor::from_slice(&g, &noise.shape, &noise.data);
+            let mut s = Sampler::from_start(opts, z).with_cond(cond.clone());
+            let mut worst = 0f32;
+            let mut scale = 0f32;
+            let traj = e.get("ddim_4_traj").unwrap();
+            let per_step = traj.data.len() / 4;
+            while !s.is_done() {
+                s.step(&model);
+                if steps == 4 {
+                    let got = s.z().to_vec_blocking().unwrap();
+                    let k = s.steps_done() - 1;
+                    let want = &traj.data[k * per_step..(k + 1) * per_step];
+                    for (a, b) in got.iter().zip(want) {
+                        worst = worst.max((a - b).abs());
+                        scale = scale.max(b.abs());
+                    }
+                }
+            }
+            let got = s.z().to_vec_blocking().unwrap();
+            let want = &e.get(&format!("ddim_{steps}")).unwrap().data;
+            for (a, b) in got.iter().zip(want) {
+                worst = worst.max((a - b).abs());
+                scale = scale.max(b.abs());
+            }
+            eprintln!(
+                "{case}, {steps} steps: max |fewstep - diffusers| {worst:.3e} (largest {scale:.3})"
+            );
+            let tol = if case == "tutorial-eps" { 1e-3 } else { 1e-5 };
+            assert!(
+                worst <= tol * scale.max(1.0),
+                "{case} at {steps} steps differs from DDIMScheduler by {worst}"
+            );
+        }
+    }
+}
+
+/// The same from the command line: `fewstep sample --model DIR --start noise.npy` draws what
+/// diffusers' DDIM draws from that noise; `fewstep info --model DIR` describes the folder.
+#[test]
+fn sample_and_info_take_a_diffusers_folder() {
+    use crate::common::bin::{fewstep, stderr};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("tutorial-eps");
+    let values = tmp.path().join("v.json");
+    let o = fewstep(&[
+        "sample",
+        "--model",
+        dir.to_str().unwrap(),
+        "--start",
+        dir.join("noise.npy").to_str().unwrap(),
+        "--steps",
+        "4",
+        "--out",
+        tmp.path().join("g.png").to_str().unwrap(),
+        "--values",
+        values.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&values).unwrap()).unwrap();
+    let got: Vec<f32> = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let e = expected("tutorial-eps");
+    let want = &e.get("ddim_4").unwrap().data;
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert_eq!(got.len(), want.len());
+    assert!(
+        worst <= 1e-3,
+        "fewstep sample differs from diffusers by {worst}"
+    );
+    let o = fewstep(&["info", "--model", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("1000 timesteps of linear betas") && out.contains("eps parameterization"),
+        "{out}"
+    );
+    // A noise file of the wrong shape is refused, naming both shapes.
+    let bad = tmp.path().join("bad.npy");
+    std::fs::write(&bad, fewstep::npy::encode(&[1, 1, 16, 16], &[0.0; 256])).unwrap();
+    let o = fewstep(&[
+        "sample",
+        "--model",
+        dir.to_str().unwrap(),
+        "--start",
+        bad.to_str().unwrap(),
+        "--out",
+        tmp.path().join("g.png").to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("--start holds images of 1x16x16; the model makes 3x16x16"));
+}
