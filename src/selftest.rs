@@ -187,6 +187,7 @@ pub async fn run(gpu: &Gpu, seed: u64) -> Report {
             let conv = Conv2d {
                 stride: cs.stride,
                 pad: cs.pad,
+                pad_end: 0,
             };
             let xs = [cs.n, cs.cin, cs.h, cs.w];
             let ws = [cs.cout, cs.cin, cs.ks, cs.ks];

@@ -159,11 +159,11 @@ pub fn unet_config(text: &str, timesteps: usize) -> Result<UNetConfig, ImportErr
     let res_blocks = f.uint("layers_per_block", Some(2))?;
     let mid_scale = f.number("mid_block_scale_factor", 1.0)? as f32;
     let padding = f.uint("downsample_padding", Some(1))?;
-    if padding != 1 {
+    if padding > 1 {
         return Err(Fields::refuse(
             "downsample_padding",
             &Value::from(padding),
-            "1 (downsample_padding 0, google/ddpm-*'s, is not supported yet)",
+            "0 (google/ddpm-*: one row and column at the bottom and right) or 1",
         ));
     }
     for key in ["downsample_type", "upsample_type"] {
@@ -339,6 +339,7 @@ pub fn unet_config(text: &str, timesteps: usize) -> Result<UNetConfig, ImportErr
         }),
         mid_scale,
         center_input,
+        downsample_pad_end: padding == 0,
         noise_schedule: None,
     };
     arch.validate()

@@ -78,6 +78,7 @@ impl Classifier {
             let conv = Conv2d {
                 stride: if i == 0 { 1 } else { 2 },
                 pad: 1,
+                pad_end: 0,
             };
             h = tape.conv2d(&h, &p[k], Some(&p[k + 1]), conv);
             k += 2;

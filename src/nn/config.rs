@@ -55,6 +55,10 @@ pub struct UNetConfig {
     /// The input is mapped to 2 z - 1 before the first convolution (`center_input_sample`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub center_input: bool,
+    /// The stride-2 convolutions pad one row and column at the bottom and right only
+    /// (diffusers' `downsample_padding = 0`, google/ddpm-*'s) instead of one on every side.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub downsample_pad_end: bool,
     /// A discrete noise schedule (an imported diffusers model and its students); None:
     /// fewstep's continuous cosine schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +219,7 @@ impl UNetConfig {
             time_embedding: None,
             mid_scale: 1.0,
             center_input: false,
+            downsample_pad_end: false,
             noise_schedule: None,
         };
         c.validate()?;

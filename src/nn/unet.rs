@@ -136,7 +136,11 @@ impl Builder {
         ConvP {
             w: self.param(format!("{name}.w"), vec![cout, cin, k, k], init),
             b: self.param(format!("{name}.b"), vec![cout], Init::Zeros),
-            conv: Conv2d { stride, pad: k / 2 },
+            conv: Conv2d {
+                stride,
+                pad: k / 2,
+                pad_end: 0,
+            },
         }
     }
     fn dense(&mut self, name: &str, fin: usize, fout: usize) -> DenseP {
@@ -226,7 +230,15 @@ impl Layout {
             let resample = (i + 1 < c.levels()).then(|| {
                 res /= 2;
                 skips.push(width);
-                b.conv(&format!("down.{i}.down"), width, width, 3, 2, false)
+                let mut down = b.conv(&format!("down.{i}.down"), width, width, 3, 2, false);
+                if c.downsample_pad_end {
+                    down.conv = Conv2d {
+                        stride: 2,
+                        pad: 0,
+                        pad_end: 1,
+                    };
+                }
+                down
             });
             down.push(Level { blocks, resample });
         }

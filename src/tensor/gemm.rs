@@ -284,11 +284,14 @@ impl Tensor {
     }
 }
 
-/// Geometry of a 2-D convolution with square kernels, zero padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Geometry of a 2-D convolution with square kernels, zero padding: `pad` on every side, plus
+/// `pad_end` more at the bottom and the right (diffusers' `downsample_padding = 0` pads only
+/// there). The kernels read zeros outside the input, so only the output size depends on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Conv2d {
     pub stride: usize,
     pub pad: usize,
+    pub pad_end: usize,
 }
 
 impl Conv2d {
@@ -296,10 +299,11 @@ impl Conv2d {
         Conv2d {
             stride: 1,
             pad: ks / 2,
+            pad_end: 0,
         }
     }
     pub fn out_size(&self, input: usize, ks: usize) -> usize {
-        (input + 2 * self.pad - ks) / self.stride + 1
+        (input + 2 * self.pad + self.pad_end - ks) / self.stride + 1
     }
 
     fn params(&self, x_shape: &[usize], w_shape: &[usize]) -> GemmParams {
@@ -311,7 +315,8 @@ impl Conv2d {
             x_shape[1]
         );
         assert!(
-            x_shape[2] + 2 * self.pad >= ks && x_shape[3] + 2 * self.pad >= ks,
+            x_shape[2] + 2 * self.pad + self.pad_end >= ks
+                && x_shape[3] + 2 * self.pad + self.pad_end >= ks,
             "input smaller than kernel"
         );
         GemmParams {

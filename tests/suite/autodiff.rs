@@ -172,7 +172,16 @@ fn op_gradients_match_finite_differences() {
             (vec![3], u(3)),
         ],
         |t, v| {
-            let y = t.conv2d(&v[0], &v[1], Some(&v[2]), Conv2d { stride: 2, pad: 1 });
+            let y = t.conv2d(
+                &v[0],
+                &v[1],
+                Some(&v[2]),
+                Conv2d {
+                    stride: 2,
+                    pad: 1,
+                    pad_end: 0,
+                },
+            );
             t.mean_all(&t.mul(&y, &y))
         },
     );
@@ -304,7 +313,16 @@ impl TinyNet {
         let e = tape.linear(&Var::constant(emb.clone()), &p[11], &p[12]);
         let h = tape.add_channel_vector(&h0, &e);
         let h = tape.silu(&tape.group_norm(&h, &p[2], &p[3], 4, 1e-5));
-        let d = tape.silu(&tape.conv2d(&h, &p[4], Some(&p[5]), Conv2d { stride: 2, pad: 1 }));
+        let d = tape.silu(&tape.conv2d(
+            &h,
+            &p[4],
+            Some(&p[5]),
+            Conv2d {
+                stride: 2,
+                pad: 1,
+                pad_end: 0,
+            },
+        ));
         let qkv = tape.conv2d(&d, &p[6], None, Conv2d::same(1));
         let hw = d.shape()[2] * d.shape()[3];
         let qkv = tape.reshape(&qkv, &[n, 24, hw]);

@@ -425,6 +425,7 @@ fn coop_convolutions_are_within_their_f16_bound() {
         let conv = Conv2d {
             stride: c.stride,
             pad: c.pad,
+            pad_end: 0,
         };
         let xs = [c.n, c.cin, c.h, c.w];
         let ws = [c.cout, c.cin, c.ks, c.ks];

@@ -89,7 +89,7 @@ fn forward_difference(case: &str) -> (f32, f32) {
 /// largest value (f32 through ~40 layers on lavapipe; measured 1.4e-6 and 7.5e-7 on 2026-12-06).
 #[test]
 fn imported_networks_compute_what_diffusers_computes() {
-    for case in ["tutorial-eps", "class-v"] {
+    for case in ["tutorial-eps", "class-v", "ddpm-sample"] {
         let (diff, scale) = forward_difference(case);
         eprintln!("{case}: max |fewstep - diffusers| = {diff:.3e} (largest output {scale:.3})");
         assert!(scale > 0.1, "{case}: a degenerate fixture");
@@ -146,8 +146,8 @@ fn refused_config(case: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Stri
 /// supported: never a panic, never a silently different network.
 #[test]
 fn unsupported_configs_are_refused_with_the_field_named() {
-    let e = import_error(&fixture("ddpm-sample"));
-    assert!(e.contains("`downsample_padding` is 0"), "{e}");
+    let e = refused_config("ddpm-sample", |v| v["downsample_padding"] = 2.into());
+    assert!(e.contains("`downsample_padding` is 2"), "{e}");
     type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
@@ -266,7 +266,7 @@ fn weights_and_layouts_that_do_not_fit_are_named() {
 fn ddim_on_an_imported_model_equals_diffusers_step_for_step() {
     use fewstep::diffusion::{load_model, SampleOptions, Sampler, SamplerKind};
     let g = gpu();
-    for case in ["tutorial-eps", "class-v", "zero-snr-x"] {
+    for case in ["tutorial-eps", "class-v", "zero-snr-x", "ddpm-sample"] {
         let (model, _) = load_model(&g, &fixture(case)).unwrap();
         let e = expected(case);
         let noise = e.get("noise").unwrap();
@@ -383,4 +383,112 @@ fn sample_and_info_take_a_diffusers_folder() {
         tmp.path().join("g.png").to_str().unwrap(),
     ]);
     assert!(stderr(&o).contains("--start holds images of 1x16x16; the model makes 3x16x16"));
+}
+
+/// diffusers' `downsample_padding = 0` (google/ddpm-*) pads one row and column at the bottom and
+/// right only: `Conv2d { pad: 0, pad_end: 1 }`. Forward, input and weight gradients equal the f64
+/// reference on an explicitly padded input (tolerance 1e-5: sums of 27 to 96 products of values
+/// in [-1, 1]); the input gradient also equals finite differences of <conv(x), dy> (the
+/// convolution is linear in x, so a central difference is exact but for f32 rounding).
+#[test]
+fn a_convolution_padded_only_at_the_end_equals_the_reference() {
+    use fewstep::reference::ConvShape;
+    use fewstep::tensor::Conv2d;
+    use rand::{Rng, SeedableRng};
+    let g = gpu();
+    let mut r = rand::rngs::StdRng::seed_from_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    let mut uniform =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| r.random_range(-1.0..1.0)).collect() };
+    let (n, cin, h, w, cout) = (2, 3, 8, 6, 4);
+    let conv = Conv2d {
+        stride: 2,
+        pad: 0,
+        pad_end: 1,
+    };
+    // The reference: the same input with a zero row and column appended, no padding.
+    let cs = ConvShape {
+        n,
+        cin,
+        h: h + 1,
+        w: w + 1,
+        cout,
+        ks: 3,
+        stride: 2,
+        pad: 0,
+    };
+    let x = uniform(n * cin * h * w);
+    let wt = uniform(cout * cin * 9);
+    let b = uniform(cout);
+    let mut xp = vec![0f32; cs.x_len()];
+    for i in 0..n * cin {
+        for y in 0..h {
+            for xx in 0..w {
+                xp[(i * (h + 1) + y) * (w + 1) + xx] = x[(i * h + y) * w + xx];
+            }
+        }
+    }
+    let xs = [n, cin, h, w];
+    let ws = [cout, cin, 3, 3];
+    let xt = Tensor::from_slice(&g, &xs, &x);
+    let wt_t = Tensor::from_slice(&g, &ws, &wt);
+    let y = conv.forward(&xt, &wt_t, Some(&Tensor::from_slice(&g, &[cout], &b)));
+    assert_eq!(
+        y.shape(),
+        [n, cout, h / 2, w / 2],
+        "the output halves the input"
+    );
+    let close = |what: &str, got: &[f32], want: &[f64]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-5, "{what}: max |diff| {worst}");
+    };
+    close(
+        "forward",
+        &y.to_vec_blocking().unwrap(),
+        &cs.forward_ref(&xp, &wt, Some(&b)),
+    );
+    let dy = uniform(cs.y_len());
+    let dyt = Tensor::from_slice(&g, y.shape(), &dy);
+    let dx = conv.input_grad(&dyt, &wt_t, &xs).to_vec_blocking().unwrap();
+    let dxp = cs.input_grad_ref(&dy, &wt);
+    let mut want_dx = Vec::with_capacity(dx.len());
+    for i in 0..n * cin {
+        for yy in 0..h {
+            for xx in 0..w {
+                want_dx.push(dxp[(i * (h + 1) + yy) * (w + 1) + xx]);
+            }
+        }
+    }
+    close("input gradient", &dx, &want_dx);
+    let dw = conv.weight_grad(&dyt, &xt, &ws).to_vec_blocking().unwrap();
+    close("weight gradient", &dw, &cs.weight_grad_ref(&dy, &xp));
+    let loss = |xv: &[f32]| -> f64 {
+        conv.forward(&Tensor::from_slice(&g, &xs, xv), &wt_t, None)
+            .to_vec_blocking()
+            .unwrap()
+            .iter()
+            .zip(&dy)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
+    };
+    for i in [0, 7, x.len() / 2, x.len() - 1] {
+        let (mut plus, mut minus) = (x.clone(), x.clone());
+        plus[i] += 0.25;
+        minus[i] -= 0.25;
+        let fd = (loss(&plus) - loss(&minus)) / 0.5;
+        assert!(
+            (fd - dx[i] as f64).abs() <= 1e-4,
+            "x[{i}]: fd {fd}, gradient {}",
+            dx[i]
+        );
+    }
 }

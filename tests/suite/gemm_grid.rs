@@ -100,7 +100,11 @@ fn gemms_over_the_grid_limit_fold_and_match_the_reference() {
             stride: 1,
             pad: 1,
         };
-        let conv = Conv2d { stride: 1, pad: 1 };
+        let conv = Conv2d {
+            stride: 1,
+            pad: 1,
+            pad_end: 0,
+        };
         let x = uniform(&mut r, cs.x_len(), 1.0);
         let w = uniform(&mut r, cs.w_len(), 1.0);
         let dy = uniform(&mut r, cs.y_len(), 1.0);

@@ -141,6 +141,7 @@ fn conv2d_forward_matches_reference() {
             let conv = Conv2d {
                 stride: cs.stride,
                 pad: cs.pad,
+                pad_end: 0,
             };
             let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
             let hw = cs.oh() * cs.ow();
@@ -198,6 +199,7 @@ fn conv2d_backward_matches_reference_and_finite_differences() {
             let conv = Conv2d {
                 stride: cs.stride,
                 pad: cs.pad,
+                pad_end: 0,
             };
             let xs = [cs.n, cs.cin, cs.h, cs.w];
             let ws = [cs.cout, cs.cin, cs.ks, cs.ks];
@@ -1465,6 +1467,7 @@ fn blocked_gemm_conv_passes_match_reference() {
             let conv = Conv2d {
                 stride: cs.stride,
                 pad: cs.pad,
+                pad_end: 0,
             };
             let xs = [cs.n, cs.cin, cs.h, cs.w];
             let ws = [cs.cout, cs.cin, cs.ks, cs.ks];
@@ -1597,7 +1600,11 @@ fn weight_gradient_split_rules_match_reference() {
             for cs in &shapes {
                 let x = uniform(&mut r, cs.x_len(), 1.0);
                 let dy = uniform(&mut r, cs.y_len(), 1.0);
-                let conv = Conv2d { stride: 1, pad: 1 };
+                let conv = Conv2d {
+                    stride: 1,
+                    pad: 1,
+                    pad_end: 0,
+                };
                 let xs = [cs.n, cs.cin, cs.h, cs.w];
                 let ws = [cs.cout, cs.cin, 3, 3];
                 let ys = [cs.n, cs.cout, cs.oh(), cs.ow()];
