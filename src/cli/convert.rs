@@ -15,7 +15,8 @@ use crate::nn::StoreAs;
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// The model file to convert, or a bundled model's name.
+    /// The model file to convert, a bundled model's name, or a diffusers model folder
+    /// (pipeline or unet/ with scheduler/ beside it).
     #[arg(long)]
     model: PathBuf,
     /// Where to write the copy (never the input itself).
@@ -52,10 +53,32 @@ pub fn convert_file(
         inputs.push(("--parent", p));
     }
     crate::output_path::check_file("--out", out, &inputs)?;
-    let bytes = crate::input_file::read_model(model)
-        .with_context(|| format!("cannot read {}", model.display()))?;
-    let (mut meta, tensors) = parse_model(model, &bytes)?;
-    meta.lineage.converted_from_sha256 = Some(sha256_hex(&bytes));
+    let (mut meta, tensors) = if model.is_dir() {
+        // A diffusers folder: one fewstep file of its network, weights and schedule (what the
+        // web page loads fastest), recording the hash of the weights file it came from.
+        anyhow::ensure!(
+            parent.is_none(),
+            "--parent applies to distilled students; {} is a diffusers folder (a teacher)",
+            model.display()
+        );
+        let (mut meta, tensors) = crate::diffusion::model_file::import_diffusers(model)?;
+        let weights = [model.join("unet"), model.to_path_buf()]
+            .iter()
+            .map(|d| d.join(crate::diffusers::WEIGHTS_FILE))
+            .find(|p| p.is_file());
+        if let Some(w) = weights {
+            let bytes = crate::input_file::read(&w, crate::input_file::MODEL_MAX)
+                .with_context(|| format!("cannot read {}", w.display()))?;
+            meta.lineage.converted_from_sha256 = Some(sha256_hex(&bytes));
+        }
+        (meta, tensors)
+    } else {
+        let bytes = crate::input_file::read_model(model)
+            .with_context(|| format!("cannot read {}", model.display()))?;
+        let (mut meta, tensors) = parse_model(model, &bytes)?;
+        meta.lineage.converted_from_sha256 = Some(sha256_hex(&bytes));
+        (meta, tensors)
+    };
     if let Some(p) = parent {
         let pbytes = crate::input_file::read_model(p)
             .with_context(|| format!("cannot read {}", p.display()))?;

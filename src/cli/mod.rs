@@ -353,6 +353,9 @@ fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
         "sha256:     {}",
         crate::diffusion::model_file::sha256_hex(&bytes)
     );
+    if let Some(s) = &meta.arch.noise_schedule {
+        println!("schedule:   {}", s.describe());
+    }
     println!("arch:       {}", serde_json::to_string(&meta.arch)?);
     println!("command:    {}", meta.command);
     manifest_figures(path, &bytes);

@@ -13,7 +13,12 @@ use super::parameterization::Parameterization;
 use crate::gpu::Gpu;
 use crate::nn::{self, tensor_file, FileError, HostTensor, StoreAs, UNet, UNetConfig};
 
+/// The format of fewstep's own models (what every fewstep reads).
 pub const FORMAT_VERSION: u32 = 1;
+/// The format of models whose architecture uses the options of imported diffusers networks
+/// (`UNetConfig::uses_diffusers_options`): a fewstep made before them would ignore those fields
+/// and run a different network, so it must refuse the file instead (it reads only format 1).
+pub const DIFFUSERS_FORMAT_VERSION: u32 = 2;
 /// The safetensors metadata key holding the JSON description.
 pub const META_KEY: &str = "fewstep";
 
@@ -89,7 +94,7 @@ pub enum ModelError {
     #[error("{path}: the model description is unreadable ({detail})")]
     BadMeta { path: String, detail: String },
     #[error(
-        "{path}: written by a newer fewstep (format {found}, this one reads {FORMAT_VERSION})"
+        "{path}: written by a newer fewstep (format {found}, this one reads up to {DIFFUSERS_FORMAT_VERSION})"
     )]
     Version { path: String, found: u32 },
     #[error("{path} does not match the architecture it describes: {detail}")]
@@ -128,9 +133,13 @@ pub fn model_bytes(
 
 fn model_metadata(meta: &ModelMeta) -> HashMap<String, String> {
     let mut md = HashMap::new();
+    let mut meta = meta.clone();
+    if meta.arch.uses_diffusers_options() {
+        meta.format_version = meta.format_version.max(DIFFUSERS_FORMAT_VERSION);
+    }
     md.insert(
         META_KEY.to_string(),
-        serde_json::to_string(meta).expect("metadata serialises"),
+        serde_json::to_string(&meta).expect("metadata serialises"),
     );
     md.insert("format".into(), "fewstep".into());
     md
@@ -152,7 +161,7 @@ pub fn parse_model(path: &Path, bytes: &[u8]) -> Result<(ModelMeta, Vec<HostTens
         .get("format_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(0) as u32;
-    if found > FORMAT_VERSION {
+    if found > DIFFUSERS_FORMAT_VERSION {
         return Err(ModelError::Version { path: shown, found });
     }
     let meta: ModelMeta = serde_json::from_value(value).map_err(|e| ModelError::BadMeta {
@@ -259,7 +268,7 @@ pub fn import_diffusers(path: &Path) -> Result<(ModelMeta, Vec<HostTensor>), Mod
         crate::diffusers::Prediction::Sample => Parameterization::X,
     };
     let meta = ModelMeta {
-        format_version: FORMAT_VERSION,
+        format_version: DIFFUSERS_FORMAT_VERSION,
         image: [m.arch.in_channels, m.arch.height, m.arch.width],
         arch: m.arch,
         parameterization,

@@ -346,6 +346,18 @@ impl UNetConfig {
         Ok(())
     }
 
+    /// Whether any option of imported diffusers networks is set (then model files are written
+    /// in a format that fewstep versions without these options refuse).
+    pub fn uses_diffusers_options(&self) -> bool {
+        self.norm_eps != default_norm_eps()
+            || self.attn_head_dim.is_some()
+            || self.time_embedding.is_some()
+            || self.mid_scale != 1.0
+            || self.center_input
+            || self.downsample_pad_end
+            || self.noise_schedule.is_some()
+    }
+
     /// The width of each level's blocks.
     pub fn widths(&self) -> impl Iterator<Item = usize> + '_ {
         self.mult.iter().map(|m| m * self.ch)

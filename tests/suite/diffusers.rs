@@ -492,3 +492,71 @@ fn a_convolution_padded_only_at_the_end_equals_the_reference() {
         );
     }
 }
+
+/// `fewstep convert --model DIFFUSERS_DIR --out M.safetensors [--f16]` makes one fewstep file
+/// (format 2: a fewstep that predates imported networks refuses it instead of running another
+/// network) that samples what the folder samples: the f32 file exactly as the folder, the f16 file
+/// within f16 rounding.
+#[test]
+fn a_diffusers_folder_converts_to_one_fewstep_file() {
+    use crate::common::bin::{fewstep, stderr};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("class-v");
+    let sample = |model: &Path, name: &str| -> Vec<f32> {
+        let values = tmp.path().join(format!("{name}.json"));
+        let o = fewstep(&[
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "--start",
+            dir.join("noise.npy").to_str().unwrap(),
+            "--class",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+            tmp.path().join(format!("{name}.png")).to_str().unwrap(),
+            "--values",
+            values.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&values).unwrap()).unwrap();
+        v["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let from_folder = sample(&dir, "folder");
+    for (name, extra) in [("f32", None), ("f16", Some("--f16"))] {
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        let mut args = vec![
+            "convert",
+            "--model",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = fewstep(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let file = tensor_file::read(&out).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(&file.metadata["fewstep"]).unwrap();
+        assert_eq!(meta["format_version"], 2, "{meta}");
+        assert_eq!(meta["schedule"], "discrete");
+        let got = sample(&out, name);
+        let worst = got
+            .iter()
+            .zip(&from_folder)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{name} file vs folder: max |diff| {worst:.3e}");
+        let tol = if name == "f32" { 0.0 } else { 0.01 };
+        assert!(
+            worst <= tol,
+            "{name}: the file samples {worst} away from the folder"
+        );
+    }
+}
