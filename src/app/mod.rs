@@ -185,15 +185,12 @@ impl FewstepApp {
             // `--model FILE` natively: a file that is not a bundled name is loaded too.
             if let Some(m) = app.start.model.clone() {
                 if crate::bundled::find(&m).is_none() {
-                    match crate::input_file::read(
-                        std::path::Path::new(&m),
-                        crate::input_file::MODEL_MAX,
-                    ) {
+                    match model_bytes_at(std::path::Path::new(&m)) {
                         Ok(bytes) => {
                             app.loading.expected += 1;
                             engine.send(Job::Load { name: m, bytes });
                         }
-                        Err(e) => app.status = format!("cannot read {m}: {e}"),
+                        Err(e) => app.status = e,
                     }
                 }
             }
@@ -486,16 +483,40 @@ impl events::TextureSink for RenderTextures<'_> {
     }
 }
 
+/// The model file bytes at a path: a model file (by the one reading rule), or a diffusers model
+/// folder made into a fewstep model file in memory (see `crate::diffusers`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn model_bytes_at(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use crate::diffusion::model_file::{import_diffusers, model_bytes};
+    if path.is_dir() {
+        let (meta, tensors) = import_diffusers(path).map_err(|e| e.to_string())?;
+        return model_bytes(
+            &path.display().to_string(),
+            &meta,
+            &tensors,
+            crate::nn::StoreAs::F32,
+        )
+        .map_err(|e| e.to_string());
+    }
+    crate::input_file::read(path, crate::input_file::MODEL_MAX)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
 impl FewstepApp {
     /// Model files dropped on the window (natively a path, on the web the bytes).
     fn take_dropped_files(&mut self, ctx: &egui::Context) {
         let dropped = ctx.input(|i| i.raw.dropped_files.clone());
         for f in dropped {
             let name = f.path().display().to_string();
+            // A path (a model file, or a diffusers folder) by the reading rule; else the bytes.
             #[cfg(not(target_arch = "wasm32"))]
-            match f.bytes() {
-                Ok(bytes) => self.open_model(name, bytes),
-                Err(e) => self.status = format!("cannot read {name}: {e}"),
+            if f.path().as_os_str().is_empty() {
+                match f.bytes() {
+                    Ok(bytes) => self.open_model(name, bytes),
+                    Err(e) => self.status = format!("cannot read {name}: {e}"),
+                }
+            } else {
+                self.open_path(&name)
             }
             #[cfg(target_arch = "wasm32")]
             if let Some(jobs) = self.job_sender() {
@@ -545,12 +566,12 @@ impl FewstepApp {
         ctx.request_repaint();
     }
 
-    /// Reads a model file from a path (natively).
+    /// Opens a model file or a diffusers model folder from a path (natively).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_path(&mut self, path: &str) {
-        match crate::input_file::read(std::path::Path::new(path), crate::input_file::MODEL_MAX) {
+        match model_bytes_at(std::path::Path::new(path)) {
             Ok(bytes) => self.open_model(path.to_string(), bytes),
-            Err(e) => self.status = format!("cannot read {path}: {e}"),
+            Err(e) => self.status = e,
         }
     }
 }

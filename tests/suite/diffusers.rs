@@ -560,3 +560,19 @@ fn a_diffusers_folder_converts_to_one_fewstep_file() {
         );
     }
 }
+
+/// The desktop app opens a diffusers folder like a model file (`fewstep app --model DIR`, the
+/// open field, a dropped folder): the folder becomes the bytes of a fewstep model file in memory,
+/// which the app's engine loads as it loads any model.
+#[test]
+fn the_app_opens_a_diffusers_folder_as_a_model() {
+    let dir = fixture("class-v");
+    let bytes = fewstep::app::model_bytes_at(&dir).unwrap();
+    let (meta, tensors) = fewstep::diffusion::parse_model(&dir, &bytes).unwrap();
+    let imported = import_folder(&dir).unwrap();
+    assert_eq!(meta.arch, imported.arch);
+    assert_eq!(meta.arch.classes, 10, "its classes are listed");
+    assert_eq!(tensors, imported.tensors);
+    let e = fewstep::app::model_bytes_at(&dir.join("nonexistent")).unwrap_err();
+    assert!(e.contains("nonexistent"), "{e}");
+}
