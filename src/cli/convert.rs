@@ -29,6 +29,12 @@ pub struct ConvertArgs {
     /// (checked: it must be the parent itself or a copy `fewstep convert` made of it).
     #[arg(long)]
     parent: Option<PathBuf>,
+    /// fewstep: one model file (--out FILE); diffusers: a pipeline folder (--out DIR, new or
+    /// empty) that `DDIMPipeline.from_pretrained(DIR)` loads and samples as fewstep does (for
+    /// models imported from diffusers and their students: fewstep's own continuous-time models
+    /// have no diffusers equivalent).
+    #[arg(long, default_value = "fewstep", value_parser = ["fewstep", "diffusers"])]
+    format: String,
 }
 
 /// What a conversion wrote.
@@ -117,7 +123,60 @@ pub fn convert_file(
     })
 }
 
+/// Writes `model` as a diffusers pipeline folder `out`.
+fn export_diffusers(model: &Path, out: &Path, f16: bool) -> Result<()> {
+    use crate::diffusers::Prediction;
+    use crate::diffusion::Parameterization;
+    super::sample::check_model_arg(model)?;
+    crate::output_path::check_dir("--out", out)?;
+    if let Ok(mut entries) = std::fs::read_dir(out) {
+        anyhow::ensure!(
+            entries.next().is_none(),
+            "--out {} already holds files; fewstep writes a diffusers folder only into a new or \
+             empty folder",
+            out.display()
+        );
+    }
+    let (meta, tensors) = if model.is_dir() {
+        crate::diffusion::model_file::import_diffusers(model)?
+    } else {
+        let bytes = crate::input_file::read_model(model)
+            .with_context(|| format!("cannot read {}", model.display()))?;
+        parse_model(model, &bytes)?
+    };
+    let prediction = match meta.parameterization {
+        Parameterization::Eps => Prediction::Epsilon,
+        Parameterization::V => Prediction::V,
+        Parameterization::X => Prediction::Sample,
+        Parameterization::Both => anyhow::bail!(
+            "{} predicts x and eps from two heads (`both`), which diffusers' schedulers do not \
+             take: it cannot be written as a diffusers pipeline",
+            model.display()
+        ),
+    };
+    let store = if f16 { StoreAs::F16 } else { StoreAs::F32 };
+    crate::diffusers::export_folder(&meta.arch, prediction, &tensors, out, store)
+        .with_context(|| model.display().to_string())?;
+    eprintln!(
+        "{} ({}) -> {} (a DDIMPipeline folder: unet/, scheduler/ with trailing timesteps{})",
+        model.display(),
+        meta.describe(),
+        out.display(),
+        meta.steps
+            .map(|s| format!("; sample it with num_inference_steps={s}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 pub fn run(args: ConvertArgs) -> Result<()> {
+    if args.format == "diffusers" {
+        anyhow::ensure!(
+            args.parent.is_none(),
+            "--parent re-chains fewstep files; it does not apply to --format diffusers"
+        );
+        return export_diffusers(&args.model, &args.out, args.f16);
+    }
     let c = convert_file(&args.model, &args.out, args.f16, args.parent.as_deref())?;
     eprintln!(
         "{} ({}) -> {} ({:.2} MB, {}; largest rounding change {:.2e}){}",

@@ -8,12 +8,14 @@
 //! (`weights.rs`) are renamed and joined into fewstep's layout; the scheduler config
 //! (`scheduler.rs`) gives the discrete noise schedule and the prediction type.
 
+mod export;
 mod scheduler;
 mod unet;
 mod weights;
 
 use std::path::{Path, PathBuf};
 
+pub use export::{export_folder, ExportError};
 pub use scheduler::{Prediction, SchedulerConfig};
 pub use unet::unet_config;
 pub use weights::map_weights;

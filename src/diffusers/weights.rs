@@ -80,6 +80,19 @@ fn sources(block: &str, param: &str) -> Option<Vec<String>> {
     }
 }
 
+/// The diffusers tensor names a fewstep parameter is made of (one, or q, k and v for `qkv`).
+pub(super) fn diffusers_names(name: &str, levels: usize) -> Vec<String> {
+    let (block, param) =
+        block_path(name, levels).unwrap_or_else(|| panic!("every fewstep parameter maps: {name}"));
+    if param.contains('.') {
+        sources(&block, &param).unwrap_or_else(|| panic!("every fewstep parameter maps: {name}"))
+    } else {
+        // A one-layer block: its own weight and bias.
+        let suffix = if param == "b" { "bias" } else { "weight" };
+        vec![format!("{block}.{suffix}")]
+    }
+}
+
 /// The fewstep parameters of `arch` from a diffusers state dict.
 pub fn map_weights(
     arch: &UNetConfig,
@@ -91,23 +104,14 @@ pub fn map_weights(
         tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
     let mut out = Vec::with_capacity(layout.specs.len());
     for spec in &layout.specs {
-        let (block, param) = block_path(&spec.name, levels)
-            .unwrap_or_else(|| panic!("every fewstep parameter maps: {}", spec.name));
-        let names = if param.contains('.') {
-            sources(&block, &param)
-        } else {
-            // A one-layer block: its own weight and bias.
-            let suffix = if param == "b" { "bias" } else { "weight" };
-            Some(vec![format!("{block}.{suffix}")])
-        }
-        .unwrap_or_else(|| panic!("every fewstep parameter maps: {}", spec.name));
+        let names = diffusers_names(&spec.name, levels);
         let want: usize = spec.shape.iter().product();
         // The class embedding: no bias in diffusers (fewstep's is zero), and its table
         // transposed with a zero "no class" column.
-        let data = if block == "class_embedding" {
+        let data = if spec.name.starts_with("class_emb.") {
             let k = arch.classes;
             let dim = spec.shape[0];
-            if param == "b" {
+            if spec.name == "class_emb.b" {
                 vec![0.0; dim]
             } else {
                 let t = take(&mut by_name, &names[0], k * dim, &[k, dim])?;

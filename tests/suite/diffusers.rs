@@ -576,3 +576,116 @@ fn the_app_opens_a_diffusers_folder_as_a_model() {
     let e = fewstep::app::model_bytes_at(&dir.join("nonexistent")).unwrap_err();
     assert!(e.contains("nonexistent"), "{e}");
 }
+
+/// `fewstep convert --format diffusers` writes a pipeline folder the real diffusers loads
+/// (`DDIMPipeline.from_pretrained`) and samples as fewstep does: the committed folders in
+/// exported/ are what today's fewstep writes, byte for byte; `diffusers_samples.safetensors`
+/// beside each is what diffusers' DDIMScheduler sampled from it (make_fixtures.py
+/// --check-export; on 2026-12-06 it equalled the original pipeline's samples exactly), and
+/// fewstep's samples of the folder equal it. A class model survives the round trip; fewstep's
+/// own continuous-time models are refused with the reason.
+#[test]
+fn exported_pipelines_load_and_sample_in_diffusers_as_in_fewstep() {
+    use crate::common::bin::{fewstep, stderr};
+    use fewstep::diffusion::{load_model, SampleOptions, Sampler, SamplerKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let g = gpu();
+    for case in ["tutorial-eps", "ddpm-sample"] {
+        let out = tmp.path().join(case);
+        let o = fewstep(&[
+            "convert",
+            "--model",
+            fixture(case).to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--format",
+            "diffusers",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let committed = fixture("exported").join(case);
+        for f in [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "scheduler/scheduler_config.json",
+        ] {
+            assert!(
+                std::fs::read(out.join(f)).unwrap() == std::fs::read(committed.join(f)).unwrap(),
+                "{case}: {f} differs from the export diffusers was checked with"
+            );
+        }
+        let (model, _) = load_model(&g, &committed).unwrap();
+        let noise = expected(case).get("noise").unwrap().clone();
+        let want = tensor_file::read(&committed.join("diffusers_samples.safetensors")).unwrap();
+        for steps in [1, 2, 4] {
+            let opts = SampleOptions {
+                steps,
+                count: noise.shape[0],
+                seed: 0,
+                kind: SamplerKind::Ddim,
+                clip: true,
+            };
+            let mut s =
+                Sampler::from_start(opts, Tensor::from_slice(&g, &noise.shape, &noise.data));
+            while !s.is_done() {
+                s.step(&model);
+            }
+            let got = s.z().to_vec_blocking().unwrap();
+            let w = &want.get(&format!("ddim_{steps}")).unwrap().data;
+            let worst = got
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            let tol = if case == "tutorial-eps" { 1e-3 } else { 1e-5 };
+            assert!(
+                worst <= tol,
+                "{case} at {steps} steps: {worst} from diffusers' samples"
+            );
+        }
+    }
+    // A class model: exported and imported again, the same network.
+    let out = tmp.path().join("class-v");
+    let o = fewstep(&[
+        "convert",
+        "--model",
+        fixture("class-v").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "diffusers",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (
+        import_folder(&fixture("class-v")).unwrap(),
+        import_folder(&out).unwrap(),
+    );
+    assert_eq!(a.tensors, b.tensors);
+    assert_eq!(a.arch.classes, b.arch.classes);
+    assert_eq!(a.scheduler.schedule, b.scheduler.schedule);
+    // fewstep's own models have no diffusers equivalent; an existing folder is not written into.
+    let o = fewstep(&[
+        "convert",
+        "--model",
+        "fmnist-4step",
+        "--out",
+        tmp.path().join("own").to_str().unwrap(),
+        "--format",
+        "diffusers",
+    ]);
+    assert!(
+        stderr(&o).contains("continuous cosine schedule"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fewstep(&[
+        "convert",
+        "--model",
+        fixture("class-v").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "diffusers",
+    ]);
+    assert!(stderr(&o).contains("already holds files"), "{}", stderr(&o));
+}
