@@ -66,6 +66,13 @@ pub struct DistillPlan {
 impl DistillPlan {
     /// Checks the step counts against each other and the teacher's description.
     pub fn validate(&self, teacher: &ModelMeta) -> Result<()> {
+        if teacher.arch.noise_schedule.is_some() {
+            bail!(
+                "the teacher was imported from diffusers (a discrete noise schedule): fewstep \
+                 samples, compares, evaluates and converts such models, but does not distill \
+                 them yet (its distillation runs on the continuous cosine schedule)"
+            );
+        }
         let (f, t) = (self.from_steps, self.to_steps);
         if !f.is_power_of_two() || f < 2 {
             bail!(

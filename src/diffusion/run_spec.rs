@@ -488,6 +488,13 @@ impl DistillSpec {
 
 /// A `--teacher` that is neither a file nor a bundled model's name, refused with the names.
 fn check_teacher_exists(teacher: &std::path::Path) -> Result<()> {
+    if teacher.is_dir() {
+        anyhow::bail!(
+            "--teacher {} is a folder: fewstep distills model files; a diffusers pipeline folder \
+             samples, compares and converts, but cannot be distilled yet",
+            teacher.display()
+        );
+    }
     if std::fs::symlink_metadata(teacher).is_err() && !crate::input_file::is_bundled_name(teacher) {
         let names: Vec<&str> = crate::bundled::BUNDLED.iter().map(|b| b.name).collect();
         anyhow::bail!(

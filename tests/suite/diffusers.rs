@@ -689,3 +689,46 @@ fn exported_pipelines_load_and_sample_in_diffusers_as_in_fewstep() {
     ]);
     assert!(stderr(&o).contains("already holds files"), "{}", stderr(&o));
 }
+
+/// Distilling an imported teacher is not built yet: refused with the reason, never run on the
+/// wrong (continuous) schedule.
+#[test]
+fn an_imported_teacher_is_not_distilled_on_the_wrong_schedule() {
+    use crate::common::bin::{fewstep, stderr};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("tutorial-eps");
+    let o = fewstep(&[
+        "distill",
+        "--teacher",
+        dir.to_str().unwrap(),
+        "--out",
+        tmp.path().join("d").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("cannot be distilled yet"),
+        "{}",
+        stderr(&o)
+    );
+    let file = tmp.path().join("t.safetensors");
+    let o = fewstep(&[
+        "convert",
+        "--model",
+        dir.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fewstep(&[
+        "distill",
+        "--teacher",
+        file.to_str().unwrap(),
+        "--from-steps",
+        "8",
+        "--to-steps",
+        "4",
+        "--out",
+        tmp.path().join("d").to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("does not distill"), "{}", stderr(&o));
+    assert!(!tmp.path().join("d").exists());
+}
