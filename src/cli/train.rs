@@ -269,20 +269,7 @@ fn refuse_changed_on_resume(args: &TrainArgs) -> Result<()> {
             ));
         }
     }
-    anyhow::ensure!(
-        changed.is_empty(),
-        "--resume continues {} with the settings it started with, but {} {} given: drop {} to \
-         resume, or start a new run in another --out",
-        args.out.display(),
-        changed.join(", "),
-        if changed.len() == 1 { "was" } else { "were" },
-        if changed.len() == 1 {
-            "that flag"
-        } else {
-            "those flags"
-        },
-    );
-    Ok(())
+    crate::diffusion::run_spec::refuse_changed(&args.out, "run", &changed)
 }
 
 fn shown<T: std::fmt::Display>(v: Option<T>) -> String {

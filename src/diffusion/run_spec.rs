@@ -469,21 +469,28 @@ impl DistillSpec {
         .into_iter()
         .flatten()
         .collect();
-        anyhow::ensure!(
-            changed.is_empty(),
-            "--resume continues {} with the settings it started with, but {} {} given: drop {} \
-             to resume, or start a new distillation in another --out",
-            self.out.display(),
-            changed.join(", "),
-            if changed.len() == 1 { "was" } else { "were" },
-            if changed.len() == 1 {
-                "that flag"
-            } else {
-                "those flags"
-            },
-        );
-        Ok(())
+        refuse_changed(&self.out, "distillation", &changed)
     }
+}
+
+/// The one refusal of a `--resume` given flags whose values differ from the stored run's:
+/// `changed` names each flag with both values; `what` is the kind of run (for "start a new
+/// WHAT in another --out").
+pub fn refuse_changed(out: &std::path::Path, what: &str, changed: &[String]) -> Result<()> {
+    anyhow::ensure!(
+        changed.is_empty(),
+        "--resume continues {} with the settings it started with, but {} {} given: drop {} to \
+         resume, or start a new {what} in another --out",
+        out.display(),
+        changed.join(", "),
+        if changed.len() == 1 { "was" } else { "were" },
+        if changed.len() == 1 {
+            "that flag"
+        } else {
+            "those flags"
+        },
+    );
+    Ok(())
 }
 
 /// A `--teacher` that is neither a file nor a bundled model's name, refused with the names.

@@ -566,20 +566,7 @@ fn refuse_changed_on_resume(args: &RecipeArgs, s: &RecipeSettings) -> Result<()>
             });
         }
     }
-    anyhow::ensure!(
-        changed.is_empty(),
-        "--resume continues the recipe in {} with the settings it started with, but {} {} \
-         given: drop {} to resume, or start a new recipe in another --out",
-        args.out.display(),
-        changed.join(", "),
-        if changed.len() == 1 { "was" } else { "were" },
-        if changed.len() == 1 {
-            "that flag"
-        } else {
-            "those flags"
-        },
-    );
-    Ok(())
+    crate::diffusion::run_spec::refuse_changed(&args.out, "recipe", &changed)
 }
 
 fn bar(len: u64, prefix: &str) -> ProgressBar {
