@@ -45,7 +45,12 @@ pub fn parse_class(arch: &UNetConfig, given: &str) -> Result<u32, String> {
     {
         return Ok(i as u32);
     }
-    if let Ok(i) = given_t.parse::<u32>() {
+    // A class without a name is shown as `class N` (class_name): that is taken back too.
+    let number = wanted
+        .strip_prefix("class ")
+        .filter(|_| arch.class_names.is_empty())
+        .unwrap_or(given_t);
+    if let Ok(i) = number.trim().parse::<u32>() {
         if (i as usize) < arch.classes {
             return Ok(i);
         }

@@ -572,6 +572,12 @@ fn the_app_opens_a_diffusers_folder_as_a_model() {
     let imported = import_folder(&dir).unwrap();
     assert_eq!(meta.arch, imported.arch);
     assert_eq!(meta.arch.classes, 10, "its classes are listed");
+    // Unnamed classes are shown as `class N` and taken back by that name (the page's link).
+    use fewstep::diffusion::guidance::{class_name, parse_class};
+    assert_eq!(class_name(&meta.arch, 3), "class 3");
+    assert_eq!(parse_class(&meta.arch, "class 3"), Ok(3));
+    assert_eq!(parse_class(&meta.arch, "Class 7"), Ok(7));
+    assert!(parse_class(&meta.arch, "class 10").is_err());
     assert_eq!(tensors, imported.tensors);
     let e = fewstep::app::model_bytes_at(&dir.join("nonexistent")).unwrap_err();
     assert!(e.contains("nonexistent"), "{e}");
