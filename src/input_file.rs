@@ -88,6 +88,22 @@ pub fn is_bundled_name(name: &Path) -> bool {
     bundled_bytes(name).is_some()
 }
 
+/// Refuses a model given as `flag` that is neither a path where something exists nor a bundled
+/// model's name, with the bundled names in the message (every command that takes a model says
+/// the same).
+pub fn check_model_exists(flag: &str, path: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(path).is_ok() || is_bundled_name(path) {
+        return Ok(());
+    }
+    let names: Vec<&str> = crate::bundled::BUNDLED.iter().map(|b| b.name).collect();
+    Err(format!(
+        "{flag} {}: no such file, and no bundled model has that name; the bundled models are {}, \
+         or give the path of a .safetensors model file",
+        path.display(),
+        names.join(", ")
+    ))
+}
+
 /// The bytes of a model: the file at `path`, or, where nothing exists there, the bundled model
 /// (or the bundled classifier) of that name.
 pub fn read_model(path: &Path) -> std::io::Result<Vec<u8>> {

@@ -297,9 +297,7 @@ fn info() -> anyhow::Result<()> {
 }
 
 fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
-    if !path.exists() && !crate::input_file::is_bundled_name(path) {
-        anyhow::bail!("{}", sample::unknown_model(&path.display().to_string()));
-    }
+    sample::check_model_arg(path)?;
     if path.is_dir() {
         let (meta, tensors) = crate::diffusion::model_file::import_diffusers(path)?;
         let params: usize = tensors.iter().map(|t| t.data.len()).sum();

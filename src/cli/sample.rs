@@ -151,9 +151,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| crate::bundled::DEFAULT_MODEL.to_string());
     let bundled = crate::bundled::find(&name).filter(|_| !Path::new(&name).exists());
-    if bundled.is_none() && !Path::new(&name).exists() {
-        anyhow::bail!("{}", unknown_model(&name));
-    }
+    check_model_arg(Path::new(&name))?;
     // Refused before any work: an output that is the model, a device, a FIFO or a folder, or
     // whose folder does not exist (it is not created).
     let outputs: Vec<(&str, &Path)> = [
@@ -429,23 +427,9 @@ pub(crate) fn check_steps(steps: usize) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a model argument that is neither a path that exists nor a bundled model's name, with
-/// the bundled names in the message (every command that takes a model says the same).
+/// Refuses a `--model` that is neither a path that exists nor a bundled model's name.
 pub(crate) fn check_model_arg(path: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(path).is_err() && !crate::input_file::is_bundled_name(path) {
-        anyhow::bail!("{}", unknown_model(&path.display().to_string()));
-    }
-    Ok(())
-}
-
-/// The message for a `--model` that is neither a file nor a bundled model's name.
-pub(crate) fn unknown_model(name: &str) -> String {
-    let names: Vec<&str> = crate::bundled::BUNDLED.iter().map(|b| b.name).collect();
-    format!(
-        "--model {name}: no such file, and no bundled model has that name; the bundled models \
-         are {}, or give the path of a .safetensors model file",
-        names.join(", ")
-    )
+    crate::input_file::check_model_exists("--model", path).map_err(anyhow::Error::msg)
 }
 
 fn first(v: &[f32], n: usize) -> Vec<f32> {

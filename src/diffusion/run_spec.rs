@@ -502,15 +502,7 @@ fn check_teacher_exists(teacher: &std::path::Path) -> Result<()> {
             teacher.display()
         );
     }
-    if std::fs::symlink_metadata(teacher).is_err() && !crate::input_file::is_bundled_name(teacher) {
-        let names: Vec<&str> = crate::bundled::BUNDLED.iter().map(|b| b.name).collect();
-        anyhow::bail!(
-            "--teacher {}: no such file, and no bundled model has that name; the bundled models \
-             are {}, or give the path of a .safetensors model file",
-            teacher.display(),
-            names.join(", ")
-        );
-    }
+    crate::input_file::check_model_exists("--teacher", teacher).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
