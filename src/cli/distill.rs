@@ -15,8 +15,10 @@ use crate::diffusion::run_spec::DistillSpec;
 /// [`DistillSpec::plan`].
 #[derive(Args, Debug, Clone)]
 pub struct DistillArgs {
-    /// The teacher: a model file from `fewstep train` (its EMA weights start the first student).
-    /// With --resume: where the teacher is now, when it has moved since the run started.
+    /// The teacher: a model file from `fewstep train` (its EMA weights start the first student),
+    /// or a diffusers `UNet2DModel` pipeline folder (imported into --out as
+    /// diffusers-teacher.safetensors; pass its training data with --data). With --resume: where
+    /// the teacher file is now, when it has moved since the run started.
     #[arg(long)]
     teacher: Option<PathBuf>,
     /// The teacher's sampling steps; a power of 2 (the paper starts at 1024 or 8192) [default: 1024].
@@ -76,6 +78,17 @@ pub struct DistillArgs {
     /// With --guided: updates of stage 1 [default: --updates].
     #[arg(long, value_name = "N")]
     guidance_updates: Option<u64>,
+    /// Updates of the re-parameterisation stage: before the halvings, the student (the
+    /// teacher's weights) learns to give the teacher's x_hat by predicting --student-param.
+    /// Needed for an eps teacher, whose x = (z - sigma eps) / alpha is undefined at the few-step
+    /// end; added by itself for a diffusers eps teacher [default there: --updates]. With
+    /// --guided the guidance stage does it, in --guidance-updates.
+    #[arg(long, value_name = "N")]
+    reparam_updates: Option<u64>,
+    /// What the students predict after re-parameterisation: v (diffusers' v_prediction) or x
+    /// (sample) [default: v].
+    #[arg(long, value_name = "v|x")]
+    student_param: Option<crate::diffusion::Parameterization>,
 }
 
 fn parse_range(s: &str) -> std::result::Result<[f32; 2], String> {
@@ -92,6 +105,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
     let gpu = super::open_gpu()?;
     let mut run = spec.open(&gpu, super::train::recorded_command(std::env::args()))?;
     let plan = run.plan.clone();
+    let stage1 = plan.stage1_name(run.teacher_parameterization());
     let halvings = plan.halvings();
     let total = plan.total_updates();
     let done_before = run.updates_before();
@@ -117,7 +131,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
             let b = multi.add(ProgressBar::new(run.distiller.cfg.updates));
             b.set_style(halving_style.clone());
             b.set_prefix(if steps == 0 {
-                "guidance w".to_string()
+                "stage 1".to_string()
             } else {
                 format!("{} -> {}", steps * 2, steps)
             });
@@ -129,7 +143,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
             if let Some(l) = &line {
                 b.set_message(format!("{:.5}  {:.0} img/s", l.loss, l.images_per_s));
                 let who = if l.student_steps == 0 {
-                    "stage 1 (w as an input)".to_string()
+                    stage1.clone()
                 } else {
                     format!("{}-step student", l.student_steps)
                 };
@@ -153,10 +167,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
     overall.finish();
     eprintln!("cost of each halving (this session):");
     for c in run.costs.iter().filter(|c| c.student_steps == 0) {
-        eprintln!(
-            "  stage 1 (w as an input) {:>7} updates  {:>8.1} s",
-            c.updates, c.seconds
-        );
+        eprintln!("  {stage1} {:>7} updates  {:>8.1} s", c.updates, c.seconds);
     }
     for c in run.costs.iter().filter(|c| c.student_steps > 0) {
         eprintln!(
@@ -201,6 +212,8 @@ impl DistillArgs {
             guided: self.guided,
             guidance_range: self.guidance_range,
             guidance_updates: self.guidance_updates,
+            reparam_updates: self.reparam_updates,
+            student_param: self.student_param,
         }
     }
 }

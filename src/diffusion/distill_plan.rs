@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::distiller::{DistillConfig, Distiller};
 use super::model::Denoiser;
 use super::model_file::ModelMeta;
+use super::parameterization::Parameterization;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::nn::GuidanceRange;
@@ -20,6 +21,25 @@ pub fn model_file_name(steps: usize) -> String {
 
 /// The w-conditioned model stage 1 of guided distillation writes (the halvings' first teacher).
 pub const GUIDED_FILE: &str = "guided-teacher.safetensors";
+/// The re-parameterised model stage 1 of an unguided distillation writes (the halvings' first
+/// teacher).
+pub const REPARAM_FILE: &str = "reparam-teacher.safetensors";
+
+/// Re-parameterisation before the halvings: stage 1 gives the student, initialised from the
+/// teacher, a parameterization a few-step sampler can use (an eps teacher's
+/// x = (z - sigma eps) / alpha is undefined at alpha = 0, the paper's section 4). With
+/// `--guided` the same stage also makes w an input, and its length is `--guidance-updates`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReparamPlan {
+    /// What the students predict: v or x.
+    pub param: Parameterization,
+    /// Updates of stage 1 when it is not also guided distillation's.
+    pub updates: u64,
+}
+
+/// The student parameterization fewstep chooses for an eps teacher (v: see ARCHITECTURE.md,
+/// "Distilling a diffusers model").
+pub const REPARAM_DEFAULT: Parameterization = Parameterization::V;
 
 /// Guided distillation (Meng et al. 2023): stage 1 makes a w-conditioned student of a
 /// classifier-free guided teacher, w ~ U[w_min, w_max]; the halvings then keep w as an input.
@@ -61,19 +81,56 @@ pub struct DistillPlan {
     /// Guided distillation (`--guided`): stage 1 first, then the halvings with w as an input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guided: Option<GuidedPlan>,
+    /// Re-parameterisation (`--reparam-updates`, `--student-param`): stage 1 first (with
+    /// `guided`, one stage does both), then the halvings in the new parameterization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reparam: Option<ReparamPlan>,
 }
 
 impl DistillPlan {
     /// Checks the step counts against each other and the teacher's description.
     pub fn validate(&self, teacher: &ModelMeta) -> Result<()> {
-        if teacher.arch.noise_schedule.is_some() {
-            bail!(
-                "the teacher was imported from diffusers (a discrete noise schedule): fewstep \
-                 samples, compares, evaluates and converts such models, but does not distill \
-                 them yet (its distillation runs on the continuous cosine schedule)"
-            );
-        }
         let (f, t) = (self.from_steps, self.to_steps);
+        if let Some(d) = &teacher.arch.noise_schedule {
+            if f > d.timesteps {
+                bail!(
+                    "--from-steps {f} is more than the teacher's {} timesteps (a diffusers \
+                     model's discrete schedule): choose a power of 2 up to {}",
+                    d.timesteps,
+                    1usize << d.timesteps.ilog2()
+                );
+            }
+        }
+        if let Some(r) = self.reparam {
+            if !matches!(r.param, Parameterization::V | Parameterization::X) {
+                bail!(
+                    "--student-param {}: students predict v or x (what diffusers samples as \
+                     v_prediction or sample)",
+                    r.param
+                );
+            }
+            if self.guided.is_none() && r.updates == 0 {
+                bail!(
+                    "--reparam-updates 0: stage 1 needs at least 1 update (a useful one, hundreds)"
+                );
+            }
+            if teacher.steps.is_some() {
+                bail!(
+                    "{} is a distilled student, which already predicts {}: the \
+                     re-parameterisation stage starts from a teacher",
+                    self.teacher.display(),
+                    teacher.parameterization
+                );
+            }
+            if teacher.parameterization.heads() != r.param.heads() {
+                bail!(
+                    "the teacher predicts {} (two outputs per channel); --student-param {} needs \
+                     one: re-parameterise a v, eps or x teacher",
+                    teacher.parameterization,
+                    r.param
+                );
+            }
+        }
         if !f.is_power_of_two() || f < 2 {
             bail!(
                 "--from-steps {f} is not a power of 2 (>= 2): halvings need 1024, 256, 64, 8, ..."
@@ -106,6 +163,21 @@ impl DistillPlan {
             if !(e.is_finite() && (0.0..1.0).contains(&e)) {
                 bail!("--ema {e} is out of range: give a decay in [0, 1) such as 0.999");
             }
+        }
+        // fewstep's own eps teachers distill as they always have (x_hat's division clamped at
+        // EPS_ALPHA_MIN on the cosine schedule); an imported one is re-parameterised first.
+        let param = self.reparam.map_or(teacher.parameterization, |r| r.param);
+        if teacher.arch.noise_schedule.is_some()
+            && matches!(param, Parameterization::Eps | Parameterization::Both)
+        {
+            bail!(
+                "the teacher predicts {} (diffusers' `epsilon`), which no few-step student can \
+                 use: at alpha -> 0, x = (z - sigma eps) / alpha is undefined (the paper, section \
+                 4). Add --reparam-updates N (a first stage in which the student learns to predict \
+                 v, or x with --student-param x); `fewstep distill` adds it itself for a diffusers \
+                 teacher",
+                teacher.parameterization
+            );
         }
         if let Some(g) = self.guided {
             let a = &teacher.arch;
@@ -181,9 +253,41 @@ impl DistillPlan {
                 .sum::<u64>()
     }
 
-    /// Updates of guided distillation's stage 1 (0 without `--guided`).
+    /// Updates of stage 1 (0 without one).
     pub fn stage1_updates(&self) -> u64 {
-        self.guided.map_or(0, |g| g.updates)
+        match (self.guided, self.reparam) {
+            (Some(g), _) => g.updates,
+            (None, Some(r)) => r.updates,
+            (None, None) => 0,
+        }
+    }
+
+    /// Whether a stage 1 (guidance, re-parameterisation or both) comes before the halvings.
+    pub fn has_stage1(&self) -> bool {
+        self.guided.is_some() || self.reparam.is_some()
+    }
+
+    /// What stage 1 does, in words (progress lines, costs).
+    pub fn stage1_name(&self, teacher: Parameterization) -> String {
+        let reparam = self
+            .reparam
+            .filter(|r| r.param != teacher)
+            .map(|r| format!("{teacher} -> {}", r.param));
+        match (self.guided.is_some(), reparam) {
+            (true, Some(r)) => format!("stage 1 (w as an input, {r})"),
+            (true, None) => "stage 1 (w as an input)".into(),
+            (false, Some(r)) => format!("stage 1 ({r})"),
+            (false, None) => "stage 1".into(),
+        }
+    }
+
+    /// The file stage 1 writes: the halvings' first teacher.
+    pub fn stage1_file(&self) -> &'static str {
+        if self.guided.is_some() {
+            GUIDED_FILE
+        } else {
+            REPARAM_FILE
+        }
     }
 
     /// Updates of the halvings (and stage 1) finished before the one making a `student_steps`
@@ -236,26 +340,33 @@ pub(crate) fn student_meta(
     meta
 }
 
-/// The description of the w-conditioned model stage 1 makes from the teacher described by
-/// `teacher_meta` (file hash `teacher_hash`).
-pub(crate) fn guided_meta(
+/// The description of the model stage 1 makes from the teacher described by `teacher_meta`
+/// (file hash `teacher_hash`): w as an input in `range`, predicting `param`.
+pub(crate) fn stage1_meta(
     teacher_meta: &ModelMeta,
     teacher_hash: &str,
     plan: &DistillPlan,
-    range: GuidanceRange,
+    range: Option<GuidanceRange>,
+    param: Parameterization,
 ) -> ModelMeta {
     let mut meta = teacher_meta.clone();
-    meta.arch.guidance = Some(range);
+    if range.is_some() {
+        meta.arch.guidance = range;
+    }
+    meta.parameterization = param;
     meta.lineage.parent_sha256 = Some(teacher_hash.to_string());
     meta.command = plan.command.clone();
     meta
 }
 
-/// The distiller a plan starts with: stage 1 for a guided plan, else the first halving.
+/// The distiller a plan starts with: stage 1 when it has one, else the first halving.
 pub(crate) fn first_distiller(gpu: &Gpu, teacher: Denoiser, plan: &DistillPlan) -> Distiller {
-    match plan.guided {
-        Some(g) => Distiller::guidance_stage(gpu, teacher, g.range(), guidance_config(plan)),
-        None => Distiller::new(gpu, teacher, halving_config(plan, plan.from_steps)),
+    if plan.has_stage1() {
+        let param = plan.reparam.map_or(teacher.param, |r| r.param);
+        let range = plan.guided.map(|g| g.range());
+        Distiller::first_stage(gpu, teacher, range, param, guidance_config(plan))
+    } else {
+        Distiller::new(gpu, teacher, halving_config(plan, plan.from_steps))
     }
 }
 
@@ -282,9 +393,9 @@ pub(crate) fn finished(
             .net
             .config
             .guidance
-            .expect("stage 1's student takes w");
-        let meta = guided_meta(teacher_meta, teacher_hash, plan, range);
-        return (GUIDED_FILE.to_string(), meta, Some(plan.from_steps));
+            .filter(|_| plan.guided.is_some());
+        let meta = stage1_meta(teacher_meta, teacher_hash, plan, range, d.student.param);
+        return (plan.stage1_file().to_string(), meta, Some(plan.from_steps));
     }
     let steps = d.cfg.student_steps();
     let meta = student_meta(teacher_meta, teacher_hash, plan, steps);

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::distill_plan::{
     check_shape, finished, first_distiller, guidance_config, halving_config,
 };
-pub use super::distill_plan::{model_file_name, DistillPlan, GUIDED_FILE};
+pub use super::distill_plan::{model_file_name, DistillPlan, GUIDED_FILE, REPARAM_FILE};
 use super::distiller::Distiller;
 use super::model::Denoiser;
 use super::model_file::{save_model, sha256_hex, ModelMeta};
@@ -29,6 +29,8 @@ use crate::gpu::Gpu;
 use crate::nn::{self, tensor_file, StoreAs, UNet};
 
 pub const STATE_FILE: &str = "distill-state.safetensors";
+/// A diffusers teacher's import (`--teacher DIR`), the run's teacher.
+pub const IMPORTED_FILE: &str = "diffusers-teacher.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 const STATE_KEY: &str = "fewstep_distill_state";
 
@@ -37,7 +39,11 @@ fn finished_models(dir: &Path) -> Option<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| (n.starts_with("steps-") && n.ends_with(".safetensors")) || n == GUIDED_FILE)
+        .filter(|n| {
+            (n.starts_with("steps-") && n.ends_with(".safetensors"))
+                || n == GUIDED_FILE
+                || n == REPARAM_FILE
+        })
         .collect();
     names.sort();
     (!names.is_empty()).then(|| names.join(", "))
@@ -51,8 +57,8 @@ struct State {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     teacher_sha256: Option<String>,
     teacher_steps: usize,
-    /// In stage 1 of guided distillation (the teacher is the original; `teacher_steps` is
-    /// the first halving's).
+    /// In stage 1 (guidance, re-parameterisation: the teacher is the original; `teacher_steps`
+    /// is the first halving's).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     guidance_stage: bool,
     update: u64,
@@ -60,10 +66,10 @@ struct State {
 }
 
 impl State {
-    /// Whether the original teacher teaches the stage in progress: stage 1 of a guided run,
-    /// else the first halving.
+    /// Whether the original teacher teaches the stage in progress: stage 1 when the plan has
+    /// one, else the first halving.
     fn original_teaches(&self) -> bool {
-        if self.plan.guided.is_some() {
+        if self.plan.has_stage1() {
             self.guidance_stage
         } else {
             self.teacher_steps == self.plan.from_steps
@@ -151,12 +157,26 @@ impl DistillRun {
         Ok(())
     }
 
-    pub fn create(gpu: &Gpu, dir: &Path, plan: DistillPlan, data: Dataset) -> Result<DistillRun> {
+    pub fn create(
+        gpu: &Gpu,
+        dir: &Path,
+        mut plan: DistillPlan,
+        data: Dataset,
+    ) -> Result<DistillRun> {
         // Checked before the lock (what the folder holds says more than "in use") and again
         // under it (another run may have started there since).
         Self::check_dir(dir)?;
         let claim = super::run_dir::RunDir::claim(dir, RunKind::Distill, &plan.command)?;
         Self::check_dir(dir)?;
+        if plan.teacher.is_dir() {
+            // A diffusers folder: its import, written once into the run, is the teacher from
+            // here on (hashed, resumed from, and independent of later edits to the folder).
+            let (mut meta, tensors) = super::model_file::import_diffusers(&plan.teacher)?;
+            meta.dataset = plan.dataset.clone();
+            let copy = dir.join(IMPORTED_FILE);
+            save_model(&copy, &meta, &tensors, StoreAs::F32)?;
+            plan.teacher = std::fs::canonicalize(&copy).unwrap_or(copy);
+        }
         let (teacher, meta, hash) = load_teacher(gpu, &plan.teacher)?;
         plan.validate(&meta)?;
         check_shape(&teacher, &data)?;
@@ -274,8 +294,14 @@ impl DistillRun {
         check_shape(&teacher, &data)?;
         let err = |e: String| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display());
         let mut arch = teacher.net.config.clone();
+        let mut param = teacher.param;
         let cfg = if state.guidance_stage {
-            arch.guidance = plan.guided.map(|g| g.range());
+            if let Some(g) = plan.guided {
+                arch.guidance = Some(g.range());
+            }
+            if let Some(r) = plan.reparam {
+                param = r.param;
+            }
             guidance_config(&plan)
         } else {
             halving_config(&plan, state.teacher_steps)
@@ -287,7 +313,7 @@ impl DistillRun {
         };
         let student = Denoiser {
             net: UNet::from_params(arch, part("param.")?)?,
-            param: teacher.param,
+            param,
         };
         let mut d = Distiller::with_student(gpu, teacher, student, cfg, state.update);
         d.opt.m = part("adam_m.")?;
@@ -315,6 +341,11 @@ impl DistillRun {
             state.wall_seconds,
             claim,
         ))
+    }
+
+    /// What the teacher of the stage in progress predicts.
+    pub fn teacher_parameterization(&self) -> super::Parameterization {
+        self.teacher_meta.parameterization
     }
 
     pub fn wall_seconds(&self) -> f64 {
@@ -462,8 +493,8 @@ impl DistillRun {
 /// the previous student in `dir`.
 fn halving_teacher(dir: &Path, state: &State, teacher: Option<&Path>) -> PathBuf {
     let original = state.original_teaches();
-    if state.plan.guided.is_some() && !original && state.teacher_steps == state.plan.from_steps {
-        dir.join(GUIDED_FILE)
+    if state.plan.has_stage1() && !original && state.teacher_steps == state.plan.from_steps {
+        dir.join(state.plan.stage1_file())
     } else if original {
         teacher.map_or_else(|| state.plan.teacher.clone(), Path::to_path_buf)
     } else {

@@ -13,9 +13,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::model::{per_sample, Denoiser};
+use super::parameterization::Parameterization;
 use super::parameterization::Weighting;
-use super::sampler::ddim_coef;
-use super::schedule::alpha_sigma;
+use super::schedule::Schedule;
 use super::trainer::step_rng;
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
@@ -72,25 +72,39 @@ pub fn substep_times(t: f64, student_steps: usize) -> (f64, f64) {
     (t - 0.5 * h, (t - h).max(0.0))
 }
 
-/// x_tilde = a * z_t'' + b * z_t; returns (a, b). At t'' = 0: (1, 0).
+/// x_tilde = a * z_t'' + b * z_t on the cosine schedule; returns (a, b). At t'' = 0: (1, 0).
 pub fn target_coef(t: f64, t2: f64) -> (f64, f64) {
-    let (at, st) = alpha_sigma(t);
-    let (a2, s2) = alpha_sigma(t2);
+    target_coef_in(&Schedule::Cosine, t, t2)
+}
+
+/// [`target_coef`] on any schedule.
+pub fn target_coef_in(schedule: &Schedule, t: f64, t2: f64) -> (f64, f64) {
+    let (at, st) = schedule.alpha_sigma(t);
+    let (a2, s2) = schedule.alpha_sigma(t2);
     let r = s2 / st;
     let denom = a2 - r * at;
     (1.0 / denom, -r / denom)
 }
 
-/// Per-sample DDIM steps t[i] -> s[i] of a batch, given x_hat.
-pub fn ddim_step(z: &Tensor, x_hat: &Tensor, t: &[f64], s: &[f64]) -> Tensor {
+/// Per-sample DDIM steps t[i] -> s[i] of a batch on `schedule`, given x_hat (no clipping: the
+/// paper's teacher steps).
+pub fn ddim_step(schedule: &Schedule, z: &Tensor, x_hat: &Tensor, t: &[f64], s: &[f64]) -> Tensor {
     let gpu = z.gpu();
-    let (cz, cx): (Vec<f64>, Vec<f64>) = t.iter().zip(s).map(|(&a, &b)| ddim_coef(a, b)).unzip();
+    let (cz, cx): (Vec<f64>, Vec<f64>) = t
+        .iter()
+        .zip(s)
+        .map(|(&a, &b)| schedule.ddim_coef(a, b))
+        .unzip();
     z.per_sample_axpby(&per_sample(gpu, &cz), Some((x_hat, &per_sample(gpu, &cx))))
 }
 
-/// The distillation target for z_t at per-sample times t (student grid of `student_steps`).
+/// The distillation target for z_t at per-sample times t (student grid of `student_steps`) on
+/// the teacher's `schedule`. On a discrete schedule the times are grid points whose timesteps
+/// are diffusers' trailing grids: a 4-step student at 999, 749, 499, 249, its 8-step teacher
+/// also at 874, 624, 374, 124.
 pub fn distill_target(
     teacher: &dyn Teacher,
+    schedule: &Schedule,
     z_t: &Tensor,
     t: &[f64],
     cond: &NetCond,
@@ -100,13 +114,13 @@ pub fn distill_target(
     let (t1, t2): (Vec<f64>, Vec<f64>) =
         t.iter().map(|&ti| substep_times(ti, student_steps)).unzip();
     let x1 = guided_x_hat(teacher, z_t, t, cond);
-    let z1 = ddim_step(z_t, &x1, t, &t1);
+    let z1 = ddim_step(schedule, z_t, &x1, t, &t1);
     let x2 = guided_x_hat(teacher, &z1, &t1, cond);
-    let z2 = ddim_step(&z1, &x2, &t1, &t2);
+    let z2 = ddim_step(schedule, &z1, &x2, &t1, &t2);
     let (a, b): (Vec<f64>, Vec<f64>) = t
         .iter()
         .zip(&t2)
-        .map(|(&ti, &t2i)| target_coef(ti, t2i))
+        .map(|(&ti, &t2i)| target_coef_in(schedule, ti, t2i))
         .unzip();
     z2.per_sample_axpby(&per_sample(gpu, &a), Some((z_t, &per_sample(gpu, &b))))
 }
@@ -127,9 +141,11 @@ pub struct DistillConfig {
     /// result); early on min(decay, (1 + n) / (10 + n)) after n updates, as in training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f32>,
-    /// Stage 1 of guided distillation (Meng et al.): no halving; the w-conditioned student
-    /// learns the guided teacher's x_hat_w at continuous t in [0, 1] (`teacher_steps` is then
-    /// the step count the stage-1 model is first halved from).
+    /// Stage 1, before the halvings (no halving itself): the student learns the teacher's x_hat
+    /// at continuous t in [0, 1] through a new parameterization (re-parameterisation of an eps
+    /// teacher), with w as an input (guided distillation, Meng et al.: the guided teacher's
+    /// x_hat_w), or both. `teacher_steps` is then the step count the stage-1 model is first
+    /// halved from.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub guidance_stage: bool,
 }
@@ -138,7 +154,7 @@ impl DistillConfig {
     pub fn student_steps(&self) -> usize {
         self.teacher_steps / 2
     }
-    /// The student's step count, 0 in guided distillation's stage 1 (what metrics lines,
+    /// The student's step count, 0 in stage 1 (what metrics lines,
     /// costs and the in-memory students record).
     pub fn phase(&self) -> usize {
         if self.guidance_stage {
@@ -159,7 +175,7 @@ impl DistillConfig {
 
 /// Noise streams of distillation, apart from the teacher training's.
 const DISTILL_STREAMS: u64 = 1 << 48;
-/// Streams of guided distillation's stage 1, apart from every halving's.
+/// Streams of stage 1 (guidance, re-parameterisation), apart from every halving's.
 const GUIDANCE_STAGE_STREAMS: u64 = 1 << 47;
 
 /// The labels of the data set images `indices` (`None` for every one when the model is
@@ -184,8 +200,29 @@ pub fn guidance_student(
     range: crate::nn::GuidanceRange,
     seed: u64,
 ) -> Denoiser {
+    stage1_student(gpu, teacher, Some(range), teacher.param, seed)
+}
+
+/// Stage 1's student: the teacher's weights read through `param` (the network outputs as many
+/// channels for v, eps and x, so the weights carry over; its first outputs are the teacher's
+/// read the new way, which stage 1 corrects), taking w as an input in `guidance` (fresh
+/// weights for the guidance embedding, its last layer zero).
+pub fn stage1_student(
+    gpu: &Gpu,
+    teacher: &Denoiser,
+    guidance: Option<crate::nn::GuidanceRange>,
+    param: Parameterization,
+    seed: u64,
+) -> Denoiser {
+    assert_eq!(
+        param.heads(),
+        teacher.param.heads(),
+        "a re-parameterisation keeps the network's outputs"
+    );
     let mut arch = teacher.net.config.clone();
-    arch.guidance = Some(range);
+    if guidance.is_some() {
+        arch.guidance = guidance;
+    }
     let fresh = UNet::new(gpu, arch.clone(), seed ^ 0x6775_6964_6564).expect("teacher's config");
     let t = &teacher.net;
     let params = fresh
@@ -202,7 +239,7 @@ pub fn guidance_student(
         .collect();
     Denoiser {
         net: UNet::from_params(arch, params).expect("teacher's config"),
-        param: teacher.param,
+        param,
     }
 }
 
@@ -218,6 +255,8 @@ pub struct Distiller {
     pub cfg: DistillConfig,
     pub teacher: Box<dyn Teacher>,
     pub student: Denoiser,
+    /// The teacher's and student's noise schedule.
+    pub schedule: Schedule,
     pub opt: Adam,
     /// The EMA of the student's weights (with `cfg.ema_decay`): what the halving gives.
     pub ema: Option<Vec<Tensor>>,
@@ -236,7 +275,7 @@ impl Distiller {
         );
         assert!(
             !cfg.guidance_stage,
-            "stage 1 of guided distillation starts with Distiller::guidance_stage"
+            "stage 1 starts with Distiller::first_stage"
         );
         let params: Vec<Tensor> = teacher.net.params.iter().map(|p| p.deep_clone()).collect();
         let student = Denoiser {
@@ -254,9 +293,24 @@ impl Distiller {
         range: crate::nn::GuidanceRange,
         cfg: DistillConfig,
     ) -> Distiller {
+        let param = teacher.param;
+        Self::first_stage(gpu, teacher, Some(range), param, cfg)
+    }
+
+    /// Stage 1: a student of `teacher` that predicts `param` and, with `guidance`, takes w in
+    /// that range as an input (the teacher class-conditional).
+    pub fn first_stage(
+        gpu: &Gpu,
+        teacher: Denoiser,
+        guidance: Option<crate::nn::GuidanceRange>,
+        param: Parameterization,
+        cfg: DistillConfig,
+    ) -> Distiller {
         assert!(cfg.guidance_stage, "a stage-1 configuration");
-        assert!(teacher.is_conditional() && !teacher.takes_guidance());
-        let student = guidance_student(gpu, &teacher, range, cfg.seed);
+        if guidance.is_some() {
+            assert!(teacher.is_conditional() && !teacher.takes_guidance());
+        }
+        let student = stage1_student(gpu, &teacher, guidance, param, cfg.seed);
         Self::with_student(gpu, teacher, student, cfg, 0)
     }
 
@@ -274,6 +328,7 @@ impl Distiller {
             .map(|_| student.net.params.iter().map(|p| p.deep_clone()).collect());
         Distiller {
             ema,
+            schedule: Schedule::of(&student.net.config),
             batcher: Batcher::new(cfg.seed ^ ((cfg.teacher_steps as u64) << 32), cfg.batch),
             cfg,
             teacher,
@@ -344,17 +399,32 @@ impl Distiller {
                 None => Vec::new(),
             },
         };
-        let (alpha, sigma): (Vec<f64>, Vec<f64>) = t.iter().map(|&ti| alpha_sigma(ti)).unzip();
+        let (alpha, sigma): (Vec<f64>, Vec<f64>) =
+            t.iter().map(|&ti| self.schedule.alpha_sigma(ti)).unzip();
         let eps = Tensor::randn(&gpu, &[b, c, h, w], self.cfg.seed, stream);
         let z = x.per_sample_axpby(
             &per_sample(&gpu, &alpha),
             Some((&eps, &per_sample(&gpu, &sigma))),
         );
         let target = if stage1 {
-            // Stage 1's target: the guided teacher's x_hat_w, two evaluations of the teacher.
-            guided_x_hat(self.teacher.as_ref(), &z, &t, &cond)
+            // Stage 1's target: the (guided) teacher's x_hat(_w), two evaluations of the teacher
+            // with guidance. An imported teacher's x_hat is clipped as its sampler clips it: an
+            // eps teacher's x_hat = (z - sigma eps) / alpha near alpha = 0 magnifies its error
+            // (1 / alpha = 157 at timestep 999 of DDPM's linear betas) where its DDIM would clip.
+            let x = guided_x_hat(self.teacher.as_ref(), &z, &t, &cond);
+            match self.schedule.clip() {
+                Some(r) => x.clamp(-r, r),
+                None => x,
+            }
         } else {
-            distill_target(self.teacher.as_ref(), &z, &t, &cond, n_student)
+            distill_target(
+                self.teacher.as_ref(),
+                &self.schedule,
+                &z,
+                &t,
+                &cond,
+                n_student,
+            )
         };
         DistillBatch { z, t, cond, target }
     }
@@ -363,7 +433,10 @@ impl Distiller {
     pub fn step(&mut self, data: &Dataset) {
         let gpu = self.gpu().clone();
         let DistillBatch { z, t, cond, target } = self.batch(data);
-        let weight: Vec<f64> = t.iter().map(|&ti| Weighting::SnrTrunc.weight(ti)).collect();
+        let weight: Vec<f64> = t
+            .iter()
+            .map(|&ti| Weighting::SnrTrunc.weight_at_logsnr(self.schedule.logsnr(ti)))
+            .collect();
         let tape = Tape::new();
         let p = self.student.net.vars(&tape, true);
         let x_hat = self.student.x_hat(&tape, &p, &z, &t, &cond, None);

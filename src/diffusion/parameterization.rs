@@ -159,7 +159,12 @@ impl Weighting {
 
     /// The weight at time t, from the clamped logsnr (finite at t = 0 and t = 1).
     pub fn weight(self, t: f64) -> f64 {
-        let snr = logsnr(t).exp();
+        self.weight_at_logsnr(logsnr(t))
+    }
+
+    /// The weight at a (clamped) logsnr, of any schedule.
+    pub fn weight_at_logsnr(self, logsnr: f64) -> f64 {
+        let snr = logsnr.exp();
         match self {
             Weighting::SnrTrunc => snr.max(1.0),
             Weighting::VMse => snr + 1.0,

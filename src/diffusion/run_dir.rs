@@ -42,6 +42,8 @@ impl RunKind {
             RunKind::Distill => {
                 name == "distill-state.safetensors"
                     || name == super::distill_plan::GUIDED_FILE
+                    || name == super::distill_plan::REPARAM_FILE
+                    || name == super::distill_run::IMPORTED_FILE
                     || (name.starts_with("steps-") && name.ends_with(".safetensors"))
             }
             RunKind::Recipe => name == "recipe.json",

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::distill_plan::{ReparamPlan, REPARAM_DEFAULT};
 use super::distill_run::{DistillPlan, DistillRun};
-use super::model_file::parse_model;
+use super::model_file::{import_diffusers, parse_model, ModelMeta};
 use super::train_run::{RunOptions, TrainRun};
 use super::{Parameterization, TrainConfig, Weighting};
 use crate::data::{DataSpec, Dataset, Split};
@@ -274,6 +275,11 @@ pub struct DistillSpec {
     pub guidance_range: Option<[f32; 2]>,
     /// Guided: updates of stage 1; default: as many as a halving's.
     pub guidance_updates: Option<u64>,
+    /// Updates of the re-parameterisation stage; default: as many as a halving's, for a
+    /// teacher that predicts eps on a discrete (diffusers) schedule; none otherwise.
+    pub reparam_updates: Option<u64>,
+    /// What the students predict after re-parameterisation: v (default) or x.
+    pub student_param: Option<Parameterization>,
 }
 
 impl DistillSpec {
@@ -313,7 +319,42 @@ impl DistillSpec {
                     updates: self.guidance_updates.unwrap_or(updates),
                 }
             }),
+            reparam: None,
         }
+    }
+
+    /// The re-parameterisation stage these settings ask for, or the teacher needs: an eps
+    /// teacher on a discrete (diffusers) schedule gets one unless told otherwise.
+    pub fn reparam_plan(&self, teacher: &ModelMeta, updates: u64) -> Option<ReparamPlan> {
+        let needed = teacher.arch.noise_schedule.is_some()
+            && matches!(teacher.parameterization, Parameterization::Eps);
+        (needed || self.reparam_updates.is_some() || self.student_param.is_some()).then(|| {
+            ReparamPlan {
+                param: self.student_param.unwrap_or(REPARAM_DEFAULT),
+                updates: self.reparam_updates.unwrap_or(updates),
+            }
+        })
+    }
+
+    /// The plan of a new distillation of the teacher `meta` describes.
+    fn plan_for(&self, teacher: PathBuf, meta: &ModelMeta, command: String) -> Result<DistillPlan> {
+        if self.data.is_none() && meta.dataset.starts_with("diffusers:") {
+            anyhow::bail!(
+                "{} is a diffusers model, which names no data set: pass the data it was trained \
+                 on with --data (fashion-mnist, mnist, cifar10:DIR or images:DIR)",
+                teacher.display()
+            );
+        }
+        let mut plan = self.plan(teacher, &meta.dataset, &meta.arch.preset, command);
+        plan.reparam = self.reparam_plan(meta, plan.updates);
+        if self.guided && self.reparam_updates.is_some() {
+            anyhow::bail!(
+                "--reparam-updates with --guided: one stage 1 both makes w an input and \
+                 re-parameterises, and its length is --guidance-updates; drop --reparam-updates"
+            );
+        }
+        plan.validate(meta)?;
+        Ok(plan)
     }
 
     /// Refuses settings that would distill nothing, or a directory that would lose finished
@@ -328,12 +369,8 @@ impl DistillSpec {
         let Some(teacher) = self.teacher.clone() else {
             anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
         };
-        check_teacher_exists(&teacher)?;
-        let bytes = crate::input_file::read_model(&teacher)
-            .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
-        let (meta, _) = parse_model(&teacher, &bytes)?;
-        self.plan(teacher, &meta.dataset, &meta.arch.preset, String::new())
-            .validate(&meta)?;
+        let meta = read_teacher(&teacher)?;
+        self.plan_for(teacher, &meta, String::new())?;
         DistillRun::check_dir(&self.out)
     }
 
@@ -355,14 +392,10 @@ impl DistillSpec {
         let Some(teacher) = self.teacher.clone() else {
             anyhow::bail!("--teacher FILE is required (a model file from `fewstep train`)");
         };
-        check_teacher_exists(&teacher)?;
-        let bytes = crate::input_file::read_model(&teacher)
-            .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
-        let (meta, _) = parse_model(&teacher, &bytes)?;
+        let meta = read_teacher(&teacher)?;
         // Stored absolute, so that a resume works from any working directory.
         let teacher = std::fs::canonicalize(&teacher).unwrap_or(teacher);
-        let plan = self.plan(teacher, &meta.dataset, &meta.arch.preset, command);
-        plan.validate(&meta)?;
+        let plan = self.plan_for(teacher, &meta, command)?;
         DistillRun::check_dir(&self.out)?;
         let data = load_data(&plan.dataset, meta.arch.width)?;
         eprintln!(
@@ -465,6 +498,18 @@ impl DistillSpec {
                 self.guidance_updates,
                 stored.guided.map_or(0, |g| g.updates),
             ),
+            differs(
+                "--reparam-updates",
+                self.reparam_updates,
+                stored.reparam.map_or(0, |r| r.updates),
+            ),
+            differs(
+                "--student-param",
+                self.student_param.map(|p| p.to_string()).as_deref(),
+                stored
+                    .reparam
+                    .map_or("(none: no re-parameterisation)", |r| r.param.name()),
+            ),
         ]
         .into_iter()
         .flatten()
@@ -494,16 +539,15 @@ pub fn refuse_changed(out: &std::path::Path, what: &str, changed: &[String]) -> 
 }
 
 /// A `--teacher` that is neither a file nor a bundled model's name, refused with the names.
-fn check_teacher_exists(teacher: &std::path::Path) -> Result<()> {
+/// The description of `--teacher`: a model file, a bundled model's name, or a diffusers folder.
+fn read_teacher(teacher: &std::path::Path) -> Result<ModelMeta> {
     if teacher.is_dir() {
-        anyhow::bail!(
-            "--teacher {} is a folder: fewstep distills model files; a diffusers pipeline folder \
-             samples, compares and converts, but cannot be distilled yet",
-            teacher.display()
-        );
+        return Ok(import_diffusers(teacher)?.0);
     }
     crate::input_file::check_model_exists("--teacher", teacher).map_err(anyhow::Error::msg)?;
-    Ok(())
+    let bytes = crate::input_file::read_model(teacher)
+        .map_err(|e| anyhow::anyhow!("cannot read --teacher {}: {e}", teacher.display()))?;
+    Ok(parse_model(teacher, &bytes)?.0)
 }
 
 /// Loads the training split of a `--data` argument (`image_size` applies to images:DIR).

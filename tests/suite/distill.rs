@@ -10,7 +10,7 @@ use fewstep::diffusion::distiller::{
     ddim_step, distill_target, substep_times, target_coef, DistillConfig, Distiller, Teacher,
 };
 use fewstep::diffusion::sampler::ddim_coef;
-use fewstep::diffusion::schedule::alpha_sigma;
+use fewstep::diffusion::schedule::{alpha_sigma, Schedule};
 use fewstep::diffusion::{
     Denoiser, Parameterization, SampleOptions, Sampler, SamplerKind, TrainConfig, Trainer,
     Weighting,
@@ -75,6 +75,7 @@ fn one_student_step_to_the_target_lands_on_the_teachers_two_steps() {
     let zt = Tensor::from_slice(&g, &[n, 1, 4, 4], &z);
     let target = distill_target(
         &StandIn,
+        &Schedule::Cosine,
         &zt,
         &t,
         &fewstep::nn::NetCond::NONE,
@@ -108,7 +109,9 @@ fn one_student_step_to_the_target_lands_on_the_teachers_two_steps() {
         .iter()
         .map(|&ti| substep_times(ti, student_steps).1)
         .collect();
-    let one = ddim_step(&zt, &target, &t, &t2).to_vec_blocking().unwrap();
+    let one = ddim_step(&Schedule::Cosine, &zt, &target, &t, &t2)
+        .to_vec_blocking()
+        .unwrap();
     assert_close("student one step", &one, &want_z2, GPU_ATOL, GPU_RTOL);
 }
 
@@ -279,6 +282,7 @@ fn student_ema_is_what_the_file_holds_and_off_leaves_the_student_itself() {
             command: "test".into(),
             ema,
             guided: None,
+            reparam: None,
         };
         let out = tmp.path().join(format!("ema-{ema:?}"));
         let mut run = DistillRun::create(&g, &out, plan, data.clone()).unwrap();
@@ -385,6 +389,7 @@ fn resume_case(ema: Option<f32>) {
         command: "test".into(),
         ema,
         guided: None,
+        reparam: None,
     };
     let straight = tmp.path().join("a");
     let mut a = DistillRun::create(&g, &straight, plan.clone(), data.clone()).unwrap();

@@ -75,6 +75,7 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
                     w_max: 3.0,
                     updates: 2,
                 }),
+                reparam: None,
             };
             let dir = tmp.path().join(format!("files-{ema:?}-{guided}"));
             let mut on_disk = DistillRun::create(&g, &dir, plan.clone(), data.clone()).unwrap();

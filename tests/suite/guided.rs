@@ -9,7 +9,7 @@ use fewstep::diffusion::distiller::{
     distill_target, guidance_student, guided_x_hat, substep_times, DistillBatch, Distiller, Teacher,
 };
 use fewstep::diffusion::sampler::ddim_coef;
-use fewstep::diffusion::schedule::alpha_sigma;
+use fewstep::diffusion::schedule::{alpha_sigma, Schedule};
 use fewstep::diffusion::{Denoiser, DistillConfig, Parameterization};
 use fewstep::gpu::Gpu;
 use fewstep::nn::{GuidanceRange, NetCond, UNet, UNetConfig};
@@ -369,7 +369,7 @@ fn guided_halving_target_matches_the_reference() {
         labels: vec![Some(0), Some(2), Some(1), Some(0)],
         w: vec![0.0, 1.5, 3.0, 4.0],
     };
-    let target = distill_target(&WStandIn, &zt, &t, &cond, student_steps);
+    let target = distill_target(&WStandIn, &Schedule::Cosine, &zt, &t, &cond, student_steps);
     // One evaluation per teacher step (w is an input), not guidance's two.
     let x = guided_x_hat(&WStandIn, &zt, &t, &cond);
     let xs = host(&x);

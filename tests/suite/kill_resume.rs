@@ -323,6 +323,46 @@ fn distill_killed_at_random_moments_resumes_to_identical_files() {
     assert!(!dir.join("distill-state.safetensors").exists());
 }
 
+/// Issue 32: a diffusers teacher's distillation (the folder imported into the run, stage 1
+/// re-parameterising eps to v, then the halvings on the discrete schedule) killed at random
+/// moments resumes to the same files.
+#[test]
+fn distill_of_a_diffusers_teacher_killed_at_random_moments_resumes_to_identical_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let data = format!("images:{}", imgs.display());
+    let teacher =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers/tutorial-eps");
+    let make = |out: &Path, resume: bool| {
+        let mut a = distill_args(&teacher, out, resume);
+        if !resume {
+            a.extend(strings(&["--data", &data]));
+        }
+        a
+    };
+    let job = Job {
+        state_file: "distill-state.safetensors",
+        finished: &[
+            "diffusers-teacher.safetensors",
+            "reparam-teacher.safetensors",
+            "steps-4.safetensors",
+            "steps-2.safetensors",
+            "steps-1.safetensors",
+        ],
+        args: &make,
+    };
+    let reference = tmp.path().join("reference");
+    let took = job.run_to_end(&reference);
+    job.kill_cycles(tmp.path(), &reference, took, 19);
+    let dir = tmp.path().join("killed-0");
+    assert_eq!(logged_updates(&dir), logged_updates(&reference));
+    assert!(
+        logged_updates(&dir).iter().any(|&(steps, _)| steps == 0),
+        "stage 1 logged"
+    );
+}
+
 /// A size-limited tmpfs mounted for a test, unmounted when dropped. None where the platform
 /// does not allow mounting (not root, or no CAP_SYS_ADMIN in the container).
 struct SmallDisk(PathBuf);

@@ -11,6 +11,7 @@ mod common;
 mod coop;
 mod data;
 mod diffusers;
+mod diffusers_distill;
 mod diffusion;
 mod distill;
 mod distill_memory;

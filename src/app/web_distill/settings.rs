@@ -48,6 +48,7 @@ impl Settings {
             command: self.command(teacher_file),
             ema: None,
             guided: None,
+            reparam: None,
         }
     }
 
