@@ -48,11 +48,18 @@ impl MemoryDistill {
     /// Starts at the teacher whose file bytes are `teacher_file` (`plan.teacher` only names it).
     pub fn new(
         gpu: &Gpu,
-        plan: DistillPlan,
+        mut plan: DistillPlan,
         teacher_file: &[u8],
         data: Dataset,
     ) -> Result<MemoryDistill> {
         let (teacher, meta) = load_model_bytes(gpu, &plan.teacher, teacher_file)?;
+        if plan.reparam.is_none() && super::distill_plan::needs_reparam(&meta) {
+            // As `fewstep distill` does for a diffusers eps teacher (a converted file).
+            plan.reparam = Some(super::distill_plan::ReparamPlan {
+                param: super::distill_plan::REPARAM_DEFAULT,
+                updates: plan.updates,
+            });
+        }
         plan.validate(&meta)?;
         check_shape(&teacher, &data)?;
         let distiller = first_distiller(gpu, teacher, &plan);

@@ -37,6 +37,14 @@ pub struct ReparamPlan {
     pub updates: u64,
 }
 
+/// Whether a teacher must be re-parameterised before any halving: it predicts eps on a discrete
+/// (diffusers) schedule. `fewstep distill` and the web page's Train tab then add a stage 1 of
+/// [`REPARAM_DEFAULT`] with as many updates as a halving unless told otherwise.
+pub fn needs_reparam(teacher: &ModelMeta) -> bool {
+    teacher.arch.noise_schedule.is_some()
+        && matches!(teacher.parameterization, Parameterization::Eps)
+}
+
 /// The student parameterization fewstep chooses for an eps teacher (v: see ARCHITECTURE.md,
 /// "Distilling a diffusers model").
 pub const REPARAM_DEFAULT: Parameterization = Parameterization::V;

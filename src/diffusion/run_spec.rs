@@ -326,8 +326,7 @@ impl DistillSpec {
     /// The re-parameterisation stage these settings ask for, or the teacher needs: an eps
     /// teacher on a discrete (diffusers) schedule gets one unless told otherwise.
     pub fn reparam_plan(&self, teacher: &ModelMeta, updates: u64) -> Option<ReparamPlan> {
-        let needed = teacher.arch.noise_schedule.is_some()
-            && matches!(teacher.parameterization, Parameterization::Eps);
+        let needed = super::distill_plan::needs_reparam(teacher);
         (needed || self.reparam_updates.is_some() || self.student_param.is_some()).then(|| {
             ReparamPlan {
                 param: self.student_param.unwrap_or(REPARAM_DEFAULT),
