@@ -41,19 +41,16 @@ async function storedManifest() {
   }
 }
 
-// files.json from the network, network-first: on a network failure, a timeout or a server error the
-// stored copy. A 404 means the site has no manifest (a developer serving the repository root):
-// nothing is cached then, and what an earlier site left here is dropped.
+// files.json from the network, network-first: on a network failure, a timeout, a server error, a
+// 404 or a broken file the stored copy. A deploy that lost files.json must not erase what a
+// visitor kept for offline use; a site that never had one (a developer serving the repository
+// root) has nothing stored, so nothing is cached. (The page's "Clear the cache" empties it.)
 async function refreshManifest() {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), MANIFEST_TIMEOUT_MS);
   let text;
   try {
     const res = await fetch(urlOf(MANIFEST), { cache: 'no-store', signal: abort.signal });
-    if (res.status === 404) {
-      await caches.delete(CACHE);
-      return null;
-    }
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     text = await res.text(); // inside the timeout too: a stalled body counts as offline
   } catch {

@@ -14,7 +14,9 @@
 //  d. window.fewstepCacheInfo() lists the files and sizes; fewstepCacheClear() empties the cache;
 //  e. Chromium's installability check (CDP Page.getInstallabilityErrors) finds nothing missing;
 //  f. a store that fails (quota cut to 1 MB over CDP) still answers the page in full and reaches
-//     window.fewstepCacheErrors.
+//     window.fewstepCacheErrors;
+//  g. a deploy that lost files.json (404): the page works and the cache keeps every file; then
+//     offline, the page still works; then files.json is back and a reload fetches no listed file.
 // Usage: FEWSTEP_SITE=target/site node .ci/browser/offline.mjs
 import { chromium } from 'playwright-core';
 import crypto from 'node:crypto';
@@ -205,6 +207,28 @@ try {
     `${served().map((r) => r.path).join(', ')}) and loaded ${third.status?.models.length} models in ${third.secs.toFixed(1)} s`);
   const notNew = await waitStored([CHANGED], changed);
   check(notNew.length === 0, `the cache now holds the new ${CHANGED} (new hash)`);
+
+  // g. files.json answers 404 (a deploy that lost it), then the network goes, then it is back.
+  fs.renameSync(manifestFile, `${manifestFile}.away`);
+  net.log = [];
+  const lost = await visit(`${origin}${BASE}index.html?${QUERY}`);
+  const lostMissing = await waitStored(listed, changed);
+  check(!lost.error && lost.status?.models.length === 4 && lostMissing.length === 0
+    && net.log.some((r) => r.path === 'files.json' && r.status === 404),
+    `files.json answering 404: the page loaded ${lost.status?.models.length} models and the cache still holds ` +
+    `all ${listed.length} files${lostMissing.length ? `; gone: ${lostMissing.join(', ')}` : ''}`);
+  net.refuse = true; net.log = [];
+  const lostOffline = await visit(`${origin}${BASE}index.html?${QUERY}`);
+  check(!lostOffline.error && lostOffline.status?.models.length === 4 && served().length === 0,
+    `then offline: the page loaded ${lostOffline.status?.models.length} models from the cache in ` +
+    `${lostOffline.secs.toFixed(1)} s${lostOffline.error ? `; error: ${lostOffline.error}` : ''}`);
+  net.refuse = false;
+  fs.renameSync(`${manifestFile}.away`, manifestFile);
+  net.log = [];
+  const back = await visit(`${origin}${BASE}index.html?${QUERY}`);
+  const refetched = served().map((r) => r.path).filter((p) => listed.includes(p));
+  check(!back.error && back.status?.models.length === 4 && refetched.length === 0,
+    `files.json back (200): the reload fetched none of the listed files (${refetched.join(', ') || 'none'})`);
 
   // e. Installability, as Chromium judges it (the worker, the web manifest, its icons).
   const cdp = await browser.newCDPSession(page);

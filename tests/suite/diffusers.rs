@@ -593,62 +593,17 @@ fn the_app_opens_a_diffusers_folder_as_a_model() {
 #[test]
 fn exported_pipelines_load_and_sample_in_diffusers_as_in_fewstep() {
     use crate::common::bin::{fewstep, stderr};
-    use fewstep::diffusion::{load_model, SampleOptions, Sampler, SamplerKind};
     let tmp = tempfile::tempdir().unwrap();
-    let g = gpu();
     for case in ["tutorial-eps", "ddpm-sample"] {
-        let out = tmp.path().join(case);
-        let o = fewstep(&[
-            "convert",
-            "--model",
-            fixture(case).to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--format",
-            "diffusers",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let committed = fixture("exported").join(case);
-        for f in [
-            "model_index.json",
-            "unet/config.json",
-            "unet/diffusion_pytorch_model.safetensors",
-            "scheduler/scheduler_config.json",
-        ] {
-            assert!(
-                std::fs::read(out.join(f)).unwrap() == std::fs::read(committed.join(f)).unwrap(),
-                "{case}: {f} differs from the export diffusers was checked with"
-            );
-        }
-        let (model, _) = load_model(&g, &committed).unwrap();
-        let noise = expected(case).get("noise").unwrap().clone();
-        let want = tensor_file::read(&committed.join("diffusers_samples.safetensors")).unwrap();
-        for steps in [1, 2, 4] {
-            let opts = SampleOptions {
-                steps,
-                count: noise.shape[0],
-                seed: 0,
-                kind: SamplerKind::Ddim,
-                clip: true,
-            };
-            let mut s =
-                Sampler::from_start(opts, Tensor::from_slice(&g, &noise.shape, &noise.data));
-            while !s.is_done() {
-                s.step(&model);
-            }
-            let got = s.z().to_vec_blocking().unwrap();
-            let w = &want.get(&format!("ddim_{steps}")).unwrap().data;
-            let worst = got
-                .iter()
-                .zip(w)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            let tol = if case == "tutorial-eps" { 1e-3 } else { 1e-5 };
-            assert!(
-                worst <= tol,
-                "{case} at {steps} steps: {worst} from diffusers' samples"
-            );
-        }
+        let e = expected(case);
+        let tol = if case == "tutorial-eps" { 1e-3 } else { 1e-5 };
+        export_matches_diffusers(
+            &fixture(case),
+            case,
+            &tmp.path().join(case),
+            e.get("noise").unwrap(),
+            tol,
+        );
     }
     // A class model: exported and imported again, the same network.
     let out = tmp.path().join("class-v");
@@ -694,4 +649,69 @@ fn exported_pipelines_load_and_sample_in_diffusers_as_in_fewstep() {
         "diffusers",
     ]);
     assert!(stderr(&o).contains("already holds files"), "{}", stderr(&o));
+}
+
+/// Exports `model` with `convert --format diffusers` into `out`, checks the folder equals the
+/// committed `exported/CASE` byte for byte, and that fewstep's DDIM samples of that folder from
+/// `noise` at 1, 2 and 4 steps equal what the stock `DDIMPipeline` sampled from it
+/// (diffusers_samples.safetensors, made by make_fixtures.py --check-export) within `tol`.
+pub(crate) fn export_matches_diffusers(
+    model: &Path,
+    case: &str,
+    out: &Path,
+    noise: &fewstep::nn::HostTensor,
+    tol: f32,
+) {
+    use crate::common::bin::{fewstep, stderr};
+    use fewstep::diffusion::{load_model, SampleOptions, Sampler, SamplerKind};
+    let o = fewstep(&[
+        "convert",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "diffusers",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let committed = fixture("exported").join(case);
+    for f in [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == std::fs::read(committed.join(f)).unwrap(),
+            "{case}: {f} differs from the export diffusers was checked with"
+        );
+    }
+    let g = gpu();
+    let (model, _) = load_model(&g, &committed).unwrap();
+    let want = tensor_file::read(&committed.join("diffusers_samples.safetensors")).unwrap();
+    for steps in [1, 2, 4] {
+        let opts = SampleOptions {
+            steps,
+            count: noise.shape[0],
+            seed: 0,
+            kind: SamplerKind::Ddim,
+            clip: true,
+        };
+        let mut s = Sampler::from_start(opts, Tensor::from_slice(&g, &noise.shape, &noise.data));
+        while !s.is_done() {
+            s.step(&model);
+        }
+        let got = s.z().to_vec_blocking().unwrap();
+        let w = &want.get(&format!("ddim_{steps}")).unwrap().data;
+        let worst = got
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{case} exported, {steps} steps: max |diff| {worst:e} from diffusers");
+        assert!(
+            worst <= tol,
+            "{case} at {steps} steps: {worst} from diffusers' samples"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use crate::common::{assert_close, gpu, rng, uniform};
 use fewstep::diffusers::import_folder;
 use fewstep::diffusion::distiller::{distill_target, Teacher};
 use fewstep::diffusion::schedule::Schedule;
-use fewstep::diffusion::{load_model, Parameterization, SampleOptions, Sampler, SamplerKind};
+use fewstep::diffusion::{load_model, Parameterization};
 use fewstep::nn::tensor_file;
 use fewstep::tensor::Tensor;
 
@@ -204,61 +204,14 @@ fn a_diffusers_eps_teacher_distills_to_v_students() {
 #[test]
 fn an_exported_student_samples_in_diffusers_as_in_fewstep() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("student");
-    let o = fewstep(&[
-        "convert",
-        "--model",
-        fixture("students/tutorial-eps-2step.safetensors")
-            .to_str()
-            .unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--format",
-        "diffusers",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let committed = fixture("exported/tutorial-eps-2step");
-    for f in [
-        "model_index.json",
-        "unet/config.json",
-        "unet/diffusion_pytorch_model.safetensors",
-        "scheduler/scheduler_config.json",
-    ] {
-        assert!(
-            std::fs::read(out.join(f)).unwrap() == std::fs::read(committed.join(f)).unwrap(),
-            "{f} differs from the export diffusers was checked with"
-        );
-    }
-    let g = gpu();
-    let (model, _) = load_model(&g, &committed).unwrap();
-    let noise =
-        fewstep::npy::parse(&std::fs::read(fixture("tutorial-eps/noise.npy")).unwrap()).unwrap();
-    let want = tensor_file::read(&committed.join("diffusers_samples.safetensors")).unwrap();
-    for steps in [1, 2, 4] {
-        let opts = SampleOptions {
-            steps,
-            count: noise.shape[0],
-            seed: 0,
-            kind: SamplerKind::Ddim,
-            clip: true,
-        };
-        let mut s = Sampler::from_start(opts, Tensor::from_slice(&g, &noise.shape, &noise.data));
-        while !s.is_done() {
-            s.step(&model);
-        }
-        let got = s.z().to_vec_blocking().unwrap();
-        let w = &want.get(&format!("ddim_{steps}")).unwrap().data;
-        let worst = got
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        eprintln!("exported 2-step student at {steps} steps: max |diff| {worst:e} from diffusers");
-        assert!(
-            worst <= 1e-5,
-            "{steps} steps: {worst} from diffusers' samples"
-        );
-    }
+    let e = tensor_file::read(&fixture("tutorial-eps/expected.safetensors")).unwrap();
+    crate::diffusers::export_matches_diffusers(
+        &fixture("students/tutorial-eps-2step.safetensors"),
+        "tutorial-eps-2step",
+        &tmp.path().join("student"),
+        e.get("noise").unwrap(),
+        1e-5,
+    );
 }
 
 /// A class-conditional diffusers teacher (the class-v fixture: v_prediction, 10 classes)
