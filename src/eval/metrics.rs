@@ -68,8 +68,8 @@ pub struct EvalRow {
     pub per_class_accuracy: Vec<f64>,
 }
 
-/// `n` DDIM samples (clipped) in batches of 250, seeds `seed`, `seed + 1`, ... per batch; and the
-/// milliseconds per image.
+/// `n` DDIM samples (clipped) in batches of 250, seeds `seed`, `seed + 1`, ... per batch (each in
+/// as many passes as the adapter needs, the same images); and the milliseconds per image.
 pub fn sample_all(m: &Denoiser, steps: usize, n: usize, seed: u64) -> Result<(Vec<f32>, f64)> {
     sample_asking(m, steps, n, seed, None)
 }
@@ -88,32 +88,58 @@ pub fn sample_asking(
     seed: u64,
     ask: Option<(usize, f64)>,
 ) -> Result<(Vec<f32>, f64)> {
+    // A batch of 250 may not fit one pass (an imported network's multi-head attention scores
+    // are [images x heads, hw, hw]): it then runs in passes that draw the same noise
+    // (`Sampler::new_from`), so the samples do not depend on the adapter.
+    let per_pass = crate::diffusion::images_per_pass(m).images;
+    sample_in_passes_of(m, steps, n, seed, ask, per_pass)
+}
+
+/// [`sample_asking`] with passes of at most `per_pass` images (a multiple of 4): the same images
+/// for any `per_pass`.
+pub fn sample_in_passes_of(
+    m: &Denoiser,
+    steps: usize,
+    n: usize,
+    seed: u64,
+    ask: Option<(usize, f64)>,
+    per_pass: usize,
+) -> Result<(Vec<f32>, f64)> {
+    assert!(
+        per_pass >= 4 && per_pass % 4 == 0,
+        "passes of a multiple of 4 images"
+    );
+    let per_pass = per_pass.min(250);
     let mut out = vec![];
     let start = Instant::now();
     for (b, first) in (0..n).step_by(250).enumerate() {
         let count = (n - first).min(250);
-        let opts = SampleOptions {
-            steps,
-            count,
-            seed: seed + b as u64,
-            kind: SamplerKind::Ddim,
-            clip: true,
-        };
-        let cond = match ask {
-            Some((classes, w)) => crate::nn::NetCond {
-                labels: (first..first + count)
-                    .map(|i| Some((i % classes) as u32))
-                    .collect(),
-                w: vec![w as f32; count],
-            },
-            None => crate::nn::NetCond::NONE,
-        };
-        out.extend(
-            Sampler::new(m, opts)
-                .with_cond(cond)
-                .run(m)
-                .to_vec_blocking()?,
-        );
+        for part in (0..count).step_by(per_pass) {
+            let k = (count - part).min(per_pass);
+            let opts = SampleOptions {
+                steps,
+                count: k,
+                seed: seed + b as u64,
+                kind: SamplerKind::Ddim,
+                clip: true,
+            };
+            let from = first + part;
+            let cond = match ask {
+                Some((classes, w)) => crate::nn::NetCond {
+                    labels: (from..from + k)
+                        .map(|i| Some((i % classes) as u32))
+                        .collect(),
+                    w: vec![w as f32; k],
+                },
+                None => crate::nn::NetCond::NONE,
+            };
+            out.extend(
+                Sampler::new_from(m, opts, part)
+                    .with_cond(cond)
+                    .run(m)
+                    .to_vec_blocking()?,
+            );
+        }
     }
     Ok((out, start.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64))
 }
