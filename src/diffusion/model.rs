@@ -42,16 +42,8 @@ impl Denoiser {
     /// (alpha_t, sigma_t) of each time under the model's schedule: the cosine schedule, or an
     /// imported model's discrete one.
     pub fn alpha_sigma(&self, t: &[f64]) -> Vec<(f64, f64)> {
-        match &self.net.config.noise_schedule {
-            None => t
-                .iter()
-                .map(|&ti| super::schedule::alpha_sigma(ti))
-                .collect(),
-            Some(d) => {
-                let acp = d.alphas_cumprod();
-                t.iter().map(|&ti| d.alpha_sigma_in(&acp, ti)).collect()
-            }
-        }
+        let schedule = super::schedule::Schedule::of(&self.net.config);
+        t.iter().map(|&ti| schedule.alpha_sigma(ti)).collect()
     }
 
     /// x_hat from a network output: cz * z + c0 * head0 (+ c1 * head1).

@@ -223,14 +223,10 @@ impl Sampler {
                     )
                     .axpby(1.0, &raw, -(ss * at / st) as f32)
             }
-            (SamplerKind::Ancestral, schedule) => {
-                let (cz, cx, std) = match schedule {
-                    None => ancestral_coef(t, s),
-                    Some(d) => {
-                        let acp = d.alphas_cumprod();
-                        ancestral_coef_ab(d.alpha_sigma_in(&acp, t), d.alpha_sigma_in(&acp, s))
-                    }
-                };
+            (SamplerKind::Ancestral, _) => {
+                let schedule = super::schedule::Schedule::of(&model.net.config);
+                let (cz, cx, std) =
+                    ancestral_coef_ab(schedule.alpha_sigma(t), schedule.alpha_sigma(s));
                 let mean = self.z.per_sample_axpby(
                     &per_sample(&gpu, &vec![cz; n]),
                     Some((&x, &per_sample(&gpu, &vec![cx; n]))),

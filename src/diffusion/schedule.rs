@@ -23,7 +23,11 @@ pub fn alpha_sigma(t: f64) -> (f64, f64) {
 /// log(alpha^2 / sigma^2) = -2 log tan(pi t / 2), clamped to [-LOGSNR_MAX, LOGSNR_MAX] so both
 /// ends are finite.
 pub fn logsnr(t: f64) -> f64 {
-    let (a, s) = alpha_sigma(t);
+    logsnr_of(alpha_sigma(t))
+}
+
+/// log(alpha^2 / sigma^2) of an (alpha, sigma) pair of any schedule, clamped as [`logsnr`].
+fn logsnr_of((a, s): (f64, f64)) -> f64 {
     if s == 0.0 {
         return LOGSNR_MAX;
     }
@@ -76,19 +80,7 @@ impl Schedule {
 
     /// log(alpha^2 / sigma^2), clamped to [-LOGSNR_MAX, LOGSNR_MAX] as [`logsnr`] is.
     pub fn logsnr(&self, t: f64) -> f64 {
-        match self {
-            Schedule::Cosine => logsnr(t),
-            Schedule::Discrete { .. } => {
-                let (a, s) = self.alpha_sigma(t);
-                if s == 0.0 {
-                    LOGSNR_MAX
-                } else if a == 0.0 {
-                    -LOGSNR_MAX
-                } else {
-                    (2.0 * (a / s).ln()).clamp(-LOGSNR_MAX, LOGSNR_MAX)
-                }
-            }
-        }
+        logsnr_of(self.alpha_sigma(t))
     }
 
     /// DDIM from t to s without clipping: (coefficient on z_t, coefficient on x_hat), as

@@ -106,7 +106,7 @@ pub fn sample_in_passes_of(
     per_pass: usize,
 ) -> Result<(Vec<f32>, f64)> {
     assert!(
-        per_pass >= 4 && per_pass % 4 == 0,
+        per_pass >= 4 && per_pass.is_multiple_of(4),
         "passes of a multiple of 4 images"
     );
     let per_pass = per_pass.min(250);
