@@ -12,7 +12,7 @@ use super::weights::diffusers_names;
 use super::Prediction;
 use crate::nn::noise_schedule::BetaSchedule;
 use crate::nn::tensor_file::{self, HostTensor, StoreAs};
-use crate::nn::UNetConfig;
+use crate::nn::{MidAttention, UNetConfig};
 
 /// A number as diffusers' configs write it: whole numbers without a fraction, and an f32 setting
 /// by its shortest decimal (1e-5, not 9.999999747378752e-6).
@@ -128,37 +128,62 @@ pub fn export_folder(
     let levels = arch.levels();
     let widths: Vec<usize> = arch.widths().collect();
     let attn = |i: usize| arch.attn_res.contains(&(arch.height >> i));
+    // Resampling by res blocks: its own block type without attention; with attention, the one
+    // downsample_type/upsample_type of the whole network, which must then fit every level.
+    let resampling = |flags: &dyn Fn(usize) -> bool, what: &str| {
+        let attn_levels: Vec<bool> = (0..levels).filter(|&i| attn(i)).map(flags).collect();
+        if attn_levels.windows(2).any(|w| w[0] != w[1]) {
+            return Err(ExportError::Unsupported(format!(
+                "its attention levels resample both ways, and UNet2DModel has one {what} for \
+                 all of them"
+            )));
+        }
+        Ok(if attn_levels.first() == Some(&true) {
+            "resnet"
+        } else {
+            "conv"
+        })
+    };
+    let down_type = resampling(&|i| arch.resnet_down_at(i), "downsample_type")?;
+    let up_type = resampling(&|i| arch.resnet_up_at(i), "upsample_type")?;
     let down: Vec<&str> = (0..levels)
-        .map(|i| {
-            if attn(i) {
-                "AttnDownBlock2D"
-            } else {
-                "DownBlock2D"
-            }
+        .map(|i| match (attn(i), arch.resnet_down_at(i)) {
+            (true, _) => "AttnDownBlock2D",
+            (false, true) => "ResnetDownsampleBlock2D",
+            (false, false) => "DownBlock2D",
         })
         .collect();
     let up: Vec<&str> = (0..levels)
         .rev()
-        .map(|i| {
-            if attn(i) {
-                "AttnUpBlock2D"
-            } else {
-                "UpBlock2D"
-            }
+        .map(|i| match (attn(i), arch.resnet_up_at(i)) {
+            (true, _) => "AttnUpBlock2D",
+            (false, true) => "ResnetUpsampleBlock2D",
+            (false, false) => "UpBlock2D",
         })
         .collect();
+    // diffusers' middle block: with scale_shift its attention has a norm only when
+    // attn_norm_num_groups is given.
+    let attn_norm_groups = match (arch.mid_attention, arch.time_scale_shift) {
+        (MidAttention::Normed, true) => Some(arch.groups),
+        (MidAttention::Unnormed, false) => {
+            return unsupported(
+                "its middle attention has no norm, which UNet2DModel has only with scale_shift",
+            )
+        }
+        _ => None,
+    };
     let unet: Map<String, Value> = json!({
         "_class_name": "UNet2DModel",
         "act_fn": "silu",
-        "add_attention": true,
+        "add_attention": arch.mid_attention != MidAttention::None,
         "attention_head_dim": arch.attn_head_dim,
-        "attn_norm_num_groups": null,
+        "attn_norm_num_groups": attn_norm_groups,
         "block_out_channels": widths,
         "center_input_sample": arch.center_input,
         "class_embed_type": null,
         "down_block_types": down,
         "downsample_padding": if arch.downsample_pad_end { 0 } else { 1 },
-        "downsample_type": "conv",
+        "downsample_type": down_type,
         "dropout": short(arch.dropout as f64, true),
         "flip_sin_to_cos": te.flip_sin_to_cos,
         "freq_shift": short(te.freq_shift, false),
@@ -171,12 +196,12 @@ pub fn export_folder(
         "num_class_embeds": if classes > 0 { Some(classes) } else { None },
         "num_train_timesteps": null,
         "out_channels": arch.out_channels,
-        "resnet_time_scale_shift": "default",
+        "resnet_time_scale_shift": if arch.time_scale_shift { "scale_shift" } else { "default" },
         "sample_size": if arch.height == arch.width { json!(arch.height) } else { json!([arch.height, arch.width]) },
         "time_embedding_dim": null,
         "time_embedding_type": "positional",
         "up_block_types": up,
-        "upsample_type": "conv",
+        "upsample_type": up_type,
     })
     .as_object()
     .cloned()

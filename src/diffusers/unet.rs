@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::ImportError;
 use crate::nn::config::TimeEmbedding;
-use crate::nn::UNetConfig;
+use crate::nn::{MidAttention, UNetConfig};
 
 /// What `unet/config.json` may hold beyond the fields read below: diffusers' bookkeeping.
 const IGNORED: &[&str] = &[
@@ -166,14 +166,9 @@ pub fn unet_config(text: &str, timesteps: usize) -> Result<UNetConfig, ImportErr
             "0 (google/ddpm-*: one row and column at the bottom and right) or 1",
         ));
     }
-    for key in ["downsample_type", "upsample_type"] {
-        f.choice(
-            key,
-            "conv",
-            &["conv"],
-            "\"conv\" (resnet resampling is not supported yet)",
-        )?;
-    }
+    let [down_type, up_type] = ["downsample_type", "upsample_type"]
+        .map(|key| f.choice(key, "conv", &["conv", "resnet"], "\"conv\" or \"resnet\""));
+    let (down_type, up_type) = (down_type?, up_type?);
     let dropout = f.number("dropout", 0.0)? as f32;
     f.choice("act_fn", "silu", &["silu", "swish"], "\"silu\"")?;
     let head_dim = match f.get("attention_head_dim") {
@@ -186,7 +181,8 @@ pub fn unet_config(text: &str, timesteps: usize) -> Result<UNetConfig, ImportErr
         ),
     };
     let groups = f.uint("norm_num_groups", Some(32))?;
-    if let Some(v) = f.get("attn_norm_num_groups") {
+    let attn_groups = f.get("attn_norm_num_groups");
+    if let Some(v) = attn_groups {
         if v.as_u64() != Some(groups as u64) {
             return Err(Fields::refuse(
                 "attn_norm_num_groups",
@@ -196,21 +192,21 @@ pub fn unet_config(text: &str, timesteps: usize) -> Result<UNetConfig, ImportErr
         }
     }
     let norm_eps = f.number("norm_eps", 1e-5)? as f32;
-    f.choice(
+    let scale_shift = f.choice(
         "resnet_time_scale_shift",
         "default",
-        &["default"],
-        "\"default\" (scale_shift is not supported yet)",
-    )?;
-    if let Some(v) = f.get("add_attention") {
-        if v.as_bool() != Some(true) {
-            return Err(Fields::refuse(
-                "add_attention",
-                v,
-                "true (a middle block without attention is not supported yet)",
-            ));
-        }
-    }
+        &["default", "scale_shift"],
+        "\"default\" or \"scale_shift\" (the spatial norm of VQ models is not supported)",
+    )? == "scale_shift";
+    // diffusers' UNetMidBlock2D: without attn_norm_num_groups, its attention has a group norm
+    // only when the res blocks add the time embedding ("default").
+    let mid_attention = if !f.boolean("add_attention", true)? {
+        MidAttention::None
+    } else if scale_shift && attn_groups.is_none() {
+        MidAttention::Unnormed
+    } else {
+        MidAttention::Normed
+    };
     if let Some(v) = f.get("class_embed_type") {
         return Err(Fields::refuse(
             "class_embed_type",
@@ -262,29 +258,38 @@ pub fn unet_config(text: &str, timesteps: usize) -> Result<UNetConfig, ImportErr
         });
     }
     let mut attn_levels = Vec::new();
+    let (mut resnet_down, mut resnet_up) = (vec![false; levels], vec![false; levels]);
     for (i, d) in down.iter().enumerate() {
-        let attn = match d.as_str() {
-            "DownBlock2D" => false,
-            "AttnDownBlock2D" => true,
-            _ => return Err(Fields::refuse(
-                "down_block_types",
-                &Value::from(d.as_str()),
-                "DownBlock2D or AttnDownBlock2D (ResnetDownsampleBlock2D is not supported yet; \
-                     cross-attention blocks belong to text-conditioned models)",
-            )),
+        // diffusers reads "UNetResDownBlock2D" as "DownBlock2D", and downsample_type only in
+        // attention blocks.
+        let (attn, resnet) = match d.strip_prefix("UNetRes").unwrap_or(d) {
+            "DownBlock2D" => (false, false),
+            "ResnetDownsampleBlock2D" => (false, true),
+            "AttnDownBlock2D" => (true, down_type == "resnet"),
+            _ => {
+                return Err(Fields::refuse(
+                    "down_block_types",
+                    &Value::from(d.as_str()),
+                    "DownBlock2D, AttnDownBlock2D or ResnetDownsampleBlock2D (cross-attention \
+                     blocks belong to text-conditioned models)",
+                ))
+            }
         };
+        resnet_down[i] = resnet;
         let u = &up[levels - 1 - i];
-        let up_attn = match u.as_str() {
-            "UpBlock2D" => false,
-            "AttnUpBlock2D" => true,
+        let (up_attn, resnet) = match u.strip_prefix("UNetRes").unwrap_or(u) {
+            "UpBlock2D" => (false, false),
+            "ResnetUpsampleBlock2D" => (false, true),
+            "AttnUpBlock2D" => (true, up_type == "resnet"),
             _ => {
                 return Err(Fields::refuse(
                     "up_block_types",
                     &Value::from(u.as_str()),
-                    "UpBlock2D or AttnUpBlock2D (ResnetUpsampleBlock2D is not supported yet)",
+                    "UpBlock2D, AttnUpBlock2D or ResnetUpsampleBlock2D",
                 ))
             }
         };
+        resnet_up[i] = resnet;
         if attn != up_attn {
             return Err(Fields::refuse(
                 "up_block_types",
@@ -341,6 +346,18 @@ pub fn unet_config(text: &str, timesteps: usize) -> Result<UNetConfig, ImportErr
         center_input,
         downsample_pad_end: padding == 0,
         noise_schedule: None,
+        time_scale_shift: scale_shift,
+        resnet_down: if resnet_down.contains(&true) {
+            resnet_down
+        } else {
+            Vec::new()
+        },
+        resnet_up: if resnet_up.contains(&true) {
+            resnet_up
+        } else {
+            Vec::new()
+        },
+        mid_attention,
     };
     arch.validate()
         .map_err(|e| ImportError::Network(e.to_string()))?;

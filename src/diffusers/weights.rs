@@ -35,6 +35,15 @@ fn block_path(name: &str, levels: usize) -> Option<(String, String)> {
             ),
             rest(3),
         ),
+        // A resampling res block (`down.0.down.conv1.w`): the block's one resampler.
+        ["down", i, "down", ..] => (format!("down_blocks.{i}.downsamplers.0"), rest(3)),
+        ["up", i, "up", ..] => (
+            format!(
+                "up_blocks.{}.upsamplers.0",
+                levels - 1 - i.parse::<usize>().ok()?
+            ),
+            rest(3),
+        ),
         [dir @ ("down" | "up"), i, j, kind @ ("res" | "attn"), ..] => {
             let i: usize = i.parse().ok()?;
             let (blocks, i) = if *dir == "down" {

@@ -13,7 +13,7 @@ pub struct UNetConfig {
     pub mult: Vec<usize>,
     pub res_blocks: usize,
     /// Resolutions (feature-map height) with self-attention after each res block; the middle
-    /// block always has attention.
+    /// block's attention is [`mid_attention`](Self::mid_attention).
     pub attn_res: Vec<usize>,
     pub groups: usize,
     pub in_channels: usize,
@@ -63,6 +63,43 @@ pub struct UNetConfig {
     /// fewstep's continuous cosine schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_schedule: Option<super::noise_schedule::DiscreteSchedule>,
+    /// The res blocks' time embedding scales and shifts the second group norm's output,
+    /// h * (1 + scale) + shift, instead of being added before it (diffusers'
+    /// `resnet_time_scale_shift = "scale_shift"`, the improved-DDPM block).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub time_scale_shift: bool,
+    /// Per level (in `mult` order): the level's resampling is a res block that average-pools
+    /// (down) or nearest-upsamples (up) inside it, diffusers' `ResnetDownsampleBlock2D` /
+    /// `ResnetUpsampleBlock2D` or `downsample_type`/`upsample_type = "resnet"`, instead of a
+    /// stride-2 or an upsample-then-convolution. Empty: none. The last down level and the first
+    /// up level do not resample; their entry only names the block type an export writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resnet_down: Vec<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resnet_up: Vec<bool>,
+    /// The middle block's attention.
+    #[serde(default, skip_serializing_if = "MidAttention::is_default")]
+    pub mid_attention: MidAttention,
+}
+
+/// The attention between the middle block's two res blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MidAttention {
+    /// Attention after a group norm (fewstep's networks, and diffusers' by default).
+    #[default]
+    Normed,
+    /// Attention without a norm before it (diffusers with `scale_shift` and no
+    /// `attn_norm_num_groups`).
+    Unnormed,
+    /// No attention (`add_attention = false`).
+    None,
+}
+
+impl MidAttention {
+    fn is_default(&self) -> bool {
+        *self == MidAttention::Normed
+    }
 }
 
 /// The sinusoidal time embedding of a network imported from diffusers (`Timesteps`): the
@@ -221,6 +258,10 @@ impl UNetConfig {
             center_input: false,
             downsample_pad_end: false,
             noise_schedule: None,
+            time_scale_shift: false,
+            resnet_down: Vec::new(),
+            resnet_up: Vec::new(),
+            mid_attention: MidAttention::Normed,
         };
         c.validate()?;
         Ok(c)
@@ -317,6 +358,18 @@ impl UNetConfig {
                 );
             }
         }
+        for (field, v) in [
+            ("resnet_down", &self.resnet_down),
+            ("resnet_up", &self.resnet_up),
+        ] {
+            if !v.is_empty() && v.len() != self.mult.len() {
+                return bad(
+                    field,
+                    format!("{} entries for {} levels", v.len(), self.mult.len()),
+                    "expected one entry per level, or none",
+                );
+            }
+        }
         if let Some(sch) = &self.noise_schedule {
             if let Err(detail) = sch.check() {
                 return bad(
@@ -356,6 +409,19 @@ impl UNetConfig {
             || self.center_input
             || self.downsample_pad_end
             || self.noise_schedule.is_some()
+            || self.time_scale_shift
+            || !self.resnet_down.is_empty()
+            || !self.resnet_up.is_empty()
+            || self.mid_attention != MidAttention::Normed
+    }
+
+    /// Whether level `i`'s down resampling is a res block (see [`resnet_down`](Self::resnet_down)).
+    pub fn resnet_down_at(&self, i: usize) -> bool {
+        self.resnet_down.get(i).copied().unwrap_or(false)
+    }
+    /// Whether level `i`'s up resampling is a res block (see [`resnet_up`](Self::resnet_up)).
+    pub fn resnet_up_at(&self, i: usize) -> bool {
+        self.resnet_up.get(i).copied().unwrap_or(false)
     }
 
     /// The width of each level's blocks.

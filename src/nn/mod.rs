@@ -8,7 +8,7 @@ pub mod tensor_file;
 pub mod unet;
 mod weights;
 
-pub use config::{ConfigError, GuidanceRange, UNetConfig, PRESETS};
+pub use config::{ConfigError, GuidanceRange, MidAttention, UNetConfig, PRESETS};
 pub use tensor_file::{FileError, HostTensor, LoadedFile, StoreAs};
 pub use unet::{one_hot, DropoutNoise, Layout, NetCond, UNet};
 pub use weights::{check_tensors, read_tensors, upload_tensors};

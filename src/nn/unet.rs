@@ -7,7 +7,7 @@
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
-use super::config::{ConfigError, UNetConfig};
+use super::config::{ConfigError, MidAttention, UNetConfig};
 use crate::gpu::Gpu;
 use crate::tensor::{Conv2d, Tape, Tensor, Var};
 
@@ -66,23 +66,43 @@ struct NormP {
 struct ResP {
     norm1: NormP,
     conv1: ConvP,
+    /// The time embedding's projection: [cout] added after conv1, or [2 cout] that scale and
+    /// shift norm2's output (`scale_shift`).
     emb: DenseP,
+    scale_shift: bool,
     norm2: NormP,
     conv2: ConvP,
     skip: Option<ConvP>,
+    /// A resampling res block: both paths are resized after norm1's activation.
+    resize: Resize,
+}
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Resize {
+    Keep,
+    /// 2x2 average pooling.
+    Down,
+    /// Nearest-neighbour x2.
+    Up,
 }
 #[derive(Clone, Debug)]
 struct AttnP {
-    norm: NormP,
+    /// None: attention on the block's input itself (diffusers' scale_shift middle block).
+    norm: Option<NormP>,
     qkv: ConvP,
     proj: ConvP,
     ch: usize,
 }
 #[derive(Clone, Debug)]
+enum Resample {
+    /// Down path: the stride-2 conv; up path: the conv after nearest x2.
+    Conv(ConvP),
+    /// A res block that resizes inside (see [`Resize`]).
+    Res(ResP),
+}
+#[derive(Clone, Debug)]
 struct Level {
     blocks: Vec<(ResP, Option<AttnP>)>,
-    /// Down path: the stride-2 conv; up path: the conv after nearest x2.
-    resample: Option<ConvP>,
+    resample: Option<Resample>,
 }
 
 /// The parameter list and the block structure of one configuration.
@@ -99,7 +119,7 @@ pub struct Layout {
     /// to the teacher's conditional model.
     wemb: Option<[DenseP; 2]>,
     down: Vec<Level>,
-    mid: (ResP, AttnP, ResP),
+    mid: (ResP, Option<AttnP>, ResP),
     up: Vec<Level>,
     out_norm: NormP,
     out_conv: ConvP,
@@ -109,6 +129,7 @@ struct Builder {
     specs: Vec<ParamSpec>,
     groups: usize,
     temb_ch: usize,
+    scale_shift: bool,
 }
 
 impl Builder {
@@ -170,18 +191,37 @@ impl Builder {
         })
     }
     fn res(&mut self, name: &str, cin: usize, cout: usize) -> Result<ResP, ConfigError> {
+        self.res_resize(name, cin, cout, Resize::Keep)
+    }
+    fn res_resize(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        resize: Resize,
+    ) -> Result<ResP, ConfigError> {
+        let emb_out = if self.scale_shift { 2 * cout } else { cout };
         Ok(ResP {
             norm1: self.norm(&format!("{name}.norm1"), cin, "a res block's input")?,
             conv1: self.conv(&format!("{name}.conv1"), cin, cout, 3, 1, false),
-            emb: self.dense(&format!("{name}.emb"), self.temb_ch, cout),
+            emb: self.dense(&format!("{name}.emb"), self.temb_ch, emb_out),
+            scale_shift: self.scale_shift,
             norm2: self.norm(&format!("{name}.norm2"), cout, "a res block's width")?,
             conv2: self.conv(&format!("{name}.conv2"), cout, cout, 3, 1, true),
             skip: (cin != cout).then(|| self.conv(&format!("{name}.skip"), cin, cout, 1, 1, false)),
+            resize,
         })
     }
     fn attn(&mut self, name: &str, ch: usize) -> Result<AttnP, ConfigError> {
+        self.attn_normed(name, ch, true)
+    }
+    fn attn_normed(&mut self, name: &str, ch: usize, normed: bool) -> Result<AttnP, ConfigError> {
         Ok(AttnP {
-            norm: self.norm(&format!("{name}.norm"), ch, "an attention block's width")?,
+            norm: if normed {
+                Some(self.norm(&format!("{name}.norm"), ch, "an attention block's width")?)
+            } else {
+                None
+            },
             qkv: self.conv(&format!("{name}.qkv"), ch, 3 * ch, 1, 1, false),
             proj: self.conv(&format!("{name}.proj"), ch, ch, 1, 1, true),
             ch,
@@ -196,6 +236,7 @@ impl Layout {
             specs: Vec::new(),
             groups: c.groups,
             temb_ch: 4 * c.ch,
+            scale_shift: c.time_scale_shift,
         };
         let temb = [
             b.dense("temb.0", c.ch, 4 * c.ch),
@@ -227,26 +268,35 @@ impl Layout {
                 blocks.push((r, a));
                 skips.push(width);
             }
-            let resample = (i + 1 < c.levels()).then(|| {
+            let resample = if i + 1 < c.levels() {
                 res /= 2;
                 skips.push(width);
-                let mut down = b.conv(&format!("down.{i}.down"), width, width, 3, 2, false);
-                if c.downsample_pad_end {
-                    down.conv = Conv2d {
-                        stride: 2,
-                        pad: 0,
-                        pad_end: 1,
-                    };
-                }
-                down
-            });
+                let name = format!("down.{i}.down");
+                Some(if c.resnet_down_at(i) {
+                    Resample::Res(b.res_resize(&name, width, width, Resize::Down)?)
+                } else {
+                    let mut down = b.conv(&name, width, width, 3, 2, false);
+                    if c.downsample_pad_end {
+                        down.conv = Conv2d {
+                            stride: 2,
+                            pad: 0,
+                            pad_end: 1,
+                        };
+                    }
+                    Resample::Conv(down)
+                })
+            } else {
+                None
+            };
             down.push(Level { blocks, resample });
         }
-        let mid = (
-            b.res("mid.res1", width, width)?,
-            b.attn("mid.attn", width)?,
-            b.res("mid.res2", width, width)?,
-        );
+        let mid_res1 = b.res("mid.res1", width, width)?;
+        let mid_attn = match c.mid_attention {
+            MidAttention::Normed => Some(b.attn("mid.attn", width)?),
+            MidAttention::Unnormed => Some(b.attn_normed("mid.attn", width, false)?),
+            MidAttention::None => None,
+        };
+        let mid = (mid_res1, mid_attn, b.res("mid.res2", width, width)?);
         let mut up = Vec::new();
         for (i, &m) in c.mult.iter().enumerate().rev() {
             let mut blocks = Vec::new();
@@ -261,10 +311,17 @@ impl Layout {
                 };
                 blocks.push((r, a));
             }
-            let resample = (i > 0).then(|| {
+            let resample = if i > 0 {
                 res *= 2;
-                b.conv(&format!("up.{i}.up"), width, width, 3, 1, false)
-            });
+                let name = format!("up.{i}.up");
+                Some(if c.resnet_up_at(i) {
+                    Resample::Res(b.res_resize(&name, width, width, Resize::Up)?)
+                } else {
+                    Resample::Conv(b.conv(&name, width, width, 3, 1, false))
+                })
+            } else {
+                None
+            };
             up.push(Level { blocks, resample });
         }
         debug_assert!(skips.is_empty());
@@ -491,10 +548,12 @@ impl UNet {
                 }
                 hs.push(h.clone());
             }
-            if let Some(d) = level.resample {
-                h = f.conv(&h, d);
-                hs.push(h.clone());
+            match &level.resample {
+                Some(Resample::Conv(d)) => h = f.conv(&h, *d),
+                Some(Resample::Res(r)) => h = f.res(&h, &emb_act, r),
+                None => continue,
             }
+            hs.push(h.clone());
         }
         // The middle block divides each residual sum by mid_scale (diffusers'
         // mid_block_scale_factor; 1 for fewstep's own networks, where no op is recorded).
@@ -506,7 +565,9 @@ impl UNet {
             }
         };
         h = mid_scaled(f.res(&h, &emb_act, &l.mid.0));
-        h = mid_scaled(f.attn(&h, &l.mid.1));
+        if let Some(a) = &l.mid.1 {
+            h = mid_scaled(f.attn(&h, a));
+        }
         h = mid_scaled(f.res(&h, &emb_act, &l.mid.2));
         for level in &l.up {
             for (r, a) in &level.blocks {
@@ -516,8 +577,10 @@ impl UNet {
                     h = f.attn(&h, a);
                 }
             }
-            if let Some(u) = level.resample {
-                h = f.conv(&tape.upsample2x(&h), u);
+            match &level.resample {
+                Some(Resample::Conv(u)) => h = f.conv(&tape.upsample2x(&h), *u),
+                Some(Resample::Res(r)) => h = f.res(&h, &emb_act, r),
+                None => {}
             }
         }
         let h = f.norm_silu(&h, l.out_norm);
@@ -615,12 +678,36 @@ impl Fwd<'_> {
     }
     fn res(&mut self, x: &Var, emb_act: &Var, r: &ResP) -> Var {
         let t = self.tape;
-        let h = self.conv_add_channels(
-            &self.norm_silu(x, r.norm1),
-            r.conv1,
-            &self.dense(emb_act, r.emb),
-        );
-        let mut h = self.norm_silu(&h, r.norm2);
+        let resize = |v: &Var| match r.resize {
+            Resize::Keep => v.clone(),
+            Resize::Down => t.avg_pool2x(v),
+            Resize::Up => t.upsample2x(v),
+        };
+        let a = resize(&self.norm_silu(x, r.norm1));
+        let x = &resize(x);
+        let emb = self.dense(emb_act, r.emb);
+        let mut h = if r.scale_shift {
+            // norm2(conv1(a)) * (1 + scale) + shift, scale and shift the halves of emb.
+            let h = self.conv(&a, r.conv1);
+            let h = t.group_norm(
+                &h,
+                &self.p[r.norm2.g],
+                &self.p[r.norm2.b],
+                self.groups,
+                self.eps,
+            );
+            let c = h.shape()[1];
+            let emb = t.reshape(&emb, &[emb.shape()[0], 2 * c, 1, 1]);
+            let flat = |v: Var| t.reshape(&v, &[v.shape()[0], c]);
+            let scale = flat(t.slice_channels(&emb, 0, c));
+            let shift = flat(t.slice_channels(&emb, c, c));
+            let ones = Tensor::full(h.value.gpu(), h.shape(), 1.0);
+            let factor = t.add_channel_vector(&Var::constant(ones), &scale);
+            t.silu(&t.add_channel_vector(&t.mul(&h, &factor), &shift))
+        } else {
+            let h = self.conv_add_channels(&a, r.conv1, &emb);
+            self.norm_silu(&h, r.norm2)
+        };
         if let Some((d, p)) = self.dropout {
             let noise = Tensor::randn(h.value.gpu(), h.shape(), d.seed, d.stream + self.blocks_run);
             // Drop where noise <= Phi^-1(p): probability p.
@@ -642,16 +729,11 @@ impl Fwd<'_> {
         let t = self.tape;
         let s = x.shape().to_vec();
         let (n, hw) = (s[0], s[2] * s[3]);
-        let qkv = self.conv(
-            &t.group_norm(
-                x,
-                &self.p[a.norm.g],
-                &self.p[a.norm.b],
-                self.groups,
-                self.eps,
-            ),
-            a.qkv,
-        );
+        let normed = match a.norm {
+            Some(norm) => t.group_norm(x, &self.p[norm.g], &self.p[norm.b], self.groups, self.eps),
+            None => x.clone(),
+        };
+        let qkv = self.conv(&normed, a.qkv);
         let qkv = t.reshape(&qkv, &[n, 3 * a.ch, hw, 1]);
         // Heads are consecutive channel slices: [n, ch, hw] read as [n * heads, head_dim, hw].
         let d = self.head_dim.unwrap_or(a.ch);

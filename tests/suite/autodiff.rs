@@ -98,6 +98,35 @@ fn attention_matches_reference() {
     assert_close("attention", &out, &want, ATTN_ATOL, ATTN_RTOL);
 }
 
+/// 2x2 average pooling against a plain CPU mean of each block (f64), on odd channel counts and
+/// non-square sides. Tolerance: 1e-6 (four f32 values summed and quartered).
+#[test]
+fn average_pooling_matches_reference() {
+    let g = gpu();
+    let mut r = rng("avg_pool");
+    let (n, c, h, w) = (3, 5, 6, 10);
+    let x = uniform(&mut r, n * c * h * w, 2.0);
+    let tape = Tape::new();
+    let y = tape.avg_pool2x(&Var::constant(Tensor::from_slice(&g, &[n, c, h, w], &x)));
+    assert_eq!(y.shape(), &[n, c, h / 2, w / 2]);
+    let mut want = Vec::new();
+    for p in 0..n * c {
+        for i in 0..h / 2 {
+            for j in 0..w / 2 {
+                let at = |di: usize, dj: usize| x[p * h * w + (2 * i + di) * w + 2 * j + dj] as f64;
+                want.push((at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4.0);
+            }
+        }
+    }
+    assert_close(
+        "avg pool",
+        &y.value.to_vec_blocking().unwrap(),
+        &want,
+        1e-6,
+        1e-6,
+    );
+}
+
 #[test]
 fn op_gradients_match_finite_differences() {
     let g = gpu();
@@ -246,6 +275,32 @@ fn op_gradients_match_finite_differences() {
             let cat = t.concat_channels(&up, &up);
             let y = t.mul(&cat, &cat);
             t.mean_all(&t.sub(&y, &t.scale(&cat, 0.5)))
+        },
+    );
+    check_grads(
+        &g,
+        &mut r,
+        "average pooling",
+        &[(vec![2, 3, 8, 8], u(384))],
+        |t, v| {
+            let y = t.avg_pool2x(&v[0]);
+            dotp(t, &t.mul(&y, &y), &probe_t)
+        },
+    );
+    check_grads(
+        &g,
+        &mut r,
+        "scale and shift per image and channel (diffusers' scale_shift, composed)",
+        &[
+            (vec![2, 3, 4, 4], u(96)),
+            (vec![2, 3], u(6)),
+            (vec![2, 3], u(6)),
+        ],
+        |t, v| {
+            let ones = Var::constant(Tensor::full(&g, &[2, 3, 4, 4], 1.0));
+            let factor = t.add_channel_vector(&ones, &v[1]);
+            let y = t.add_channel_vector(&t.mul(&v[0], &factor), &v[2]);
+            dotp(t, &t.mul(&y, &y), &probe_t)
         },
     );
     let target = u(2 * 3 * 16);

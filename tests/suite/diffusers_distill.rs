@@ -279,7 +279,8 @@ fn a_class_conditional_diffusers_teacher_distills_guided() {
 }
 
 /// The web page's in-memory distillation of a converted diffusers eps teacher re-parameterises
-/// it first, as `fewstep distill` does: its first model is the v teacher of the halvings.
+/// it first, as `fewstep distill` does: its first model is the v teacher of the halvings. Also
+/// for the improved-DDPM blocks (scale_shift, resampling res blocks), which every student keeps.
 #[test]
 fn the_in_memory_distillation_re_parameterises_a_diffusers_eps_teacher() {
     use fewstep::data::Dataset;
@@ -287,45 +288,60 @@ fn the_in_memory_distillation_re_parameterises_a_diffusers_eps_teacher() {
     use fewstep::diffusion::distill_run::DistillPlan;
     use fewstep::diffusion::model_file::{import_diffusers, model_bytes};
     let g = gpu();
-    let (meta, tensors) = import_diffusers(&fixture("tutorial-eps")).unwrap();
-    let file = model_bytes("t.safetensors", &meta, &tensors, fewstep::nn::StoreAs::F32).unwrap();
-    let plan = DistillPlan {
-        teacher: "t.safetensors".into(),
-        from_steps: 4,
-        to_steps: 2,
-        updates: 2,
-        final_updates: 2,
-        batch: 2,
-        lr: 1e-3,
-        seed: 1,
-        checkpoint_every: 0,
-        log_every: 1,
-        dataset: "synthetic".into(),
-        command: "test".into(),
-        ema: None,
-        guided: None,
-        reparam: None,
-    };
-    let data = Dataset::synthetic_patterns(4, 3, 16, 16);
-    let mut run = MemoryDistill::new(&g, plan, &file, data).unwrap();
-    let mut names = Vec::new();
-    loop {
-        if let Advanced::Halving { student, done } = pollster::block_on(run.advance()).unwrap() {
-            let (model, _) = fewstep::diffusion::load_model_bytes(
-                &g,
-                std::path::Path::new(&student.name),
-                &student.file,
-            )
-            .unwrap();
-            assert_eq!(model.param, Parameterization::V, "{}", student.name);
-            names.push(student.name);
-            if done {
-                break;
+    for case in ["tutorial-eps", "resnet-scale-shift"] {
+        let (meta, tensors) = import_diffusers(&fixture(case)).unwrap();
+        let file =
+            model_bytes("t.safetensors", &meta, &tensors, fewstep::nn::StoreAs::F32).unwrap();
+        let plan = DistillPlan {
+            teacher: "t.safetensors".into(),
+            from_steps: 4,
+            to_steps: 2,
+            updates: 2,
+            final_updates: 2,
+            batch: 2,
+            lr: 1e-3,
+            seed: 1,
+            checkpoint_every: 0,
+            log_every: 1,
+            dataset: "synthetic".into(),
+            command: "test".into(),
+            ema: None,
+            guided: None,
+            reparam: None,
+        };
+        let data = Dataset::synthetic_patterns(4, 3, 16, 16);
+        let mut run = MemoryDistill::new(&g, plan, &file, data).unwrap();
+        let mut names = Vec::new();
+        loop {
+            if let Advanced::Halving { student, done } = pollster::block_on(run.advance()).unwrap()
+            {
+                let (model, _) = fewstep::diffusion::load_model_bytes(
+                    &g,
+                    std::path::Path::new(&student.name),
+                    &student.file,
+                )
+                .unwrap();
+                assert_eq!(model.param, Parameterization::V, "{}", student.name);
+                assert_eq!(
+                    model.net.config,
+                    {
+                        let mut a = meta.arch.clone();
+                        a.out_channels = model.net.config.out_channels;
+                        a
+                    },
+                    "{case}: {} keeps the teacher's network",
+                    student.name
+                );
+                names.push(student.name);
+                if done {
+                    break;
+                }
             }
         }
+        assert_eq!(
+            names,
+            ["reparam-teacher.safetensors", "steps-2.safetensors"],
+            "{case}"
+        );
     }
-    assert_eq!(
-        names,
-        ["reparam-teacher.safetensors", "steps-2.safetensors"]
-    );
 }

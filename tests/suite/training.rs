@@ -62,10 +62,58 @@ pub fn unet_gradient_check(
     fd_family: fewstep::gpu::KernelVariant,
     (atol, rtol): (f64, f64),
 ) {
-    assert_eq!(g.set_variant(grad_family), grad_family);
-    let mut r = rng("unet fd");
     let mut cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
     cfg.attn_res = vec![4]; // attention in the up/down path too, not only the middle
+                            // A few parameters from every part of the network.
+    let picks = [
+        "temb.0.w",
+        "conv_in.w",
+        "down.0.0.res.conv1.w",
+        "down.1.0.attn.qkv.w",
+        "mid.attn.proj.w",
+        "mid.res1.norm1.g",
+        "up.1.1.res.skip.w",
+        "up.0.1.res.emb.b",
+        "out.conv.w",
+    ];
+    gradient_check_of(g, cfg, &picks, grad_family, fd_family, (atol, rtol));
+}
+
+/// The blocks of imported diffusers networks: the time embedding scaling and shifting norm2's
+/// output (scale_shift), resampling by res blocks (average pooling down, nearest up), a middle
+/// attention without a norm. The gradient against central differences, as for `tiny`.
+#[test]
+fn diffusers_blocks_gradient_matches_finite_differences() {
+    let g = gpu();
+    let v = g.variant();
+    let mut cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
+    cfg.time_scale_shift = true;
+    cfg.resnet_down = vec![true, false];
+    cfg.resnet_up = vec![false, true];
+    cfg.mid_attention = fewstep::nn::MidAttention::Unnormed;
+    let picks = [
+        "conv_in.w",
+        "down.0.down.conv1.w",
+        "down.0.down.emb.w",
+        "down.0.0.res.norm2.b",
+        "mid.attn.qkv.w",
+        "up.1.up.norm1.g",
+        "up.1.up.emb.b",
+        "up.0.1.res.emb.w",
+    ];
+    gradient_check_of(&g, cfg, &picks, v, v, (FD_ATOL, FD_RTOL));
+}
+
+fn gradient_check_of(
+    g: &fewstep::gpu::Gpu,
+    cfg: UNetConfig,
+    picks: &[&str],
+    grad_family: fewstep::gpu::KernelVariant,
+    fd_family: fewstep::gpu::KernelVariant,
+    (atol, rtol): (f64, f64),
+) {
+    assert_eq!(g.set_variant(grad_family), grad_family);
+    let mut r = rng("unet fd");
     let model = Denoiser {
         net: randomised(g, cfg, r.random()),
         param: Parameterization::V,
@@ -89,26 +137,15 @@ pub fn unet_gradient_check(
     let (tape, loss) = loss_of(&model.net, true);
     let (grads, _) = tape.backward(&loss, None);
     let specs = &model.net.layout.specs;
-    // A few parameters from every part of the network.
-    let picks: Vec<usize> = [
-        "temb.0.w",
-        "conv_in.w",
-        "down.0.0.res.conv1.w",
-        "down.1.0.attn.qkv.w",
-        "mid.attn.proj.w",
-        "mid.res1.norm1.g",
-        "up.1.1.res.skip.w",
-        "up.0.1.res.emb.b",
-        "out.conv.w",
-    ]
-    .iter()
-    .map(|n| {
-        specs
-            .iter()
-            .position(|s| s.name == *n)
-            .unwrap_or_else(|| panic!("no {n}"))
-    })
-    .collect();
+    let picks: Vec<usize> = picks
+        .iter()
+        .map(|n| {
+            specs
+                .iter()
+                .position(|s| s.name == *n)
+                .unwrap_or_else(|| panic!("no {n}"))
+        })
+        .collect();
     let mut worst = 0.0f64;
     for &pi in &picks {
         let grad = grads

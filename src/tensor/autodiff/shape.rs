@@ -9,6 +9,13 @@ impl Tape {
         self.record(x.value.upsample2x(), [x], UpsampleBack)
     }
 
+    /// 2x2 average pooling with stride 2 of [N, C, H, W] (even sides): the mean of each block,
+    /// (sum of four) * 0.25 as torch's `avg_pool2d` computes it. The sum of each block is
+    /// upsampling's backward, and this op's backward is a quarter of upsampling.
+    pub fn avg_pool2x(&self, x: &Var) -> Var {
+        self.record(x.value.upsample2x_grad().scale(0.25), [x], AvgPoolBack)
+    }
+
     pub fn concat_channels(&self, a: &Var, b: &Var) -> Var {
         let y = Tensor::concat_channels(&[&a.value, &b.value]);
         self.record(
@@ -51,6 +58,14 @@ struct UpsampleBack;
 impl Backward<1> for UpsampleBack {
     fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
         [Some(g.upsample2x_grad())]
+    }
+}
+
+struct AvgPoolBack;
+
+impl Backward<1> for AvgPoolBack {
+    fn backward(&self, g: &Tensor, _needs: [bool; 1]) -> [Option<Tensor>; 1] {
+        [Some(g.upsample2x().scale(0.25))]
     }
 }
 
