@@ -60,6 +60,12 @@ pub enum Job {
         name: String,
         error: String,
     },
+    /// A file was taken but makes no model yet (one of a diffusers pipeline's files, dropped
+    /// before the others): `note` says what else is needed.
+    Held {
+        name: String,
+        note: String,
+    },
     /// The loader is on `current` (shown next to the progress bar); `bytes`: (fetched so far,
     /// all files together) where the loader counts bytes (the web page); `cached`: the file
     /// came from the page's cache, not the network.
@@ -98,6 +104,10 @@ pub enum Event {
     LoadFailed {
         name: String,
         error: String,
+    },
+    Held {
+        name: String,
+        note: String,
     },
     /// Step `step` (1-based) of row `row` is done: z_t after it and the model's x_hat.
     Step {
@@ -288,6 +298,7 @@ impl Worker {
                 }
             }
             Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
+            Job::Held { name, note } => self.emit(Event::Held { name, note }),
             Job::Progress {
                 current,
                 bytes,

@@ -56,6 +56,11 @@ impl AppState {
                 *status = format!("could not load {name}: {error}");
                 applied.model_handled = true;
             }
+            Event::Held { name, note } => {
+                loading.done += 1;
+                loading.expected = loading.expected.max(loading.done);
+                *status = format!("{name}: {note}");
+            }
             Event::Progress {
                 current,
                 bytes,

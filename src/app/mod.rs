@@ -198,12 +198,12 @@ impl FewstepApp {
         #[cfg(target_arch = "wasm32")]
         {
             // `?model=PATH.safetensors` that is no bundled name: a model file hosted beside the
-            // page (same origin), fetched after the bundled ones, as `--model FILE` natively.
-            let extra = app
-                .start
-                .model
-                .clone()
-                .filter(|m| crate::bundled::find(m).is_none() && m.ends_with(".safetensors"));
+            // page (same origin), fetched after the bundled ones, as `--model FILE` natively;
+            // `?model=FOLDER/`: a diffusers pipeline folder hosted there.
+            let extra = app.start.model.clone().filter(|m| {
+                crate::bundled::find(m).is_none()
+                    && (m.ends_with(".safetensors") || web_page::names_a_folder(m))
+            });
             if extra.is_some() {
                 app.loading.expected += 1;
             }
@@ -483,11 +483,35 @@ impl events::TextureSink for RenderTextures<'_> {
     }
 }
 
+/// Where the model a path belongs to is: the path itself, or for one of a diffusers pipeline's
+/// files (dropped or opened by itself) the folder it is part of.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn model_path_of(path: &std::path::Path) -> std::path::PathBuf {
+    use crate::diffusers::PipelineFiles;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+    match name {
+        Some(n) if path.is_file() && PipelineFiles::is_part(&n) => {
+            let folder = path.parent().unwrap_or(std::path::Path::new("."));
+            // scheduler/scheduler_config.json belongs to the pipeline folder above it; the
+            // others to unet/ (a bare unet/ folder is read with scheduler/ beside it) or the
+            // pipeline folder itself (model_index.json).
+            if n == "scheduler_config.json" {
+                folder.parent().unwrap_or(folder).to_path_buf()
+            } else {
+                folder.to_path_buf()
+            }
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The model file bytes at a path: a model file (by the one reading rule), or a diffusers model
-/// folder made into a fewstep model file in memory (see `crate::diffusers`).
+/// folder (or one of its files) made into a fewstep model file in memory (see
+/// `crate::diffusers`).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn model_bytes_at(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use crate::diffusion::model_file::{import_diffusers, model_bytes};
+    let path = &model_path_of(path);
     if path.is_dir() {
         let (meta, tensors) = import_diffusers(path).map_err(|e| e.to_string())?;
         return model_bytes(
@@ -506,16 +530,20 @@ impl FewstepApp {
     /// Model files dropped on the window (natively a path, on the web the bytes).
     fn take_dropped_files(&mut self, ctx: &egui::Context) {
         let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        // Natively, the files of one diffusers pipeline dropped together open it once.
+        #[cfg(not(target_arch = "wasm32"))]
+        let mut opened = std::collections::HashSet::new();
         for f in dropped {
             let name = f.path().display().to_string();
-            // A path (a model file, or a diffusers folder) by the reading rule; else the bytes.
+            // A path (a model file, or a diffusers folder or one of its files) by the reading
+            // rule; else the bytes.
             #[cfg(not(target_arch = "wasm32"))]
             if f.path().as_os_str().is_empty() {
                 match f.bytes() {
                     Ok(bytes) => self.open_model(name, bytes),
                     Err(e) => self.status = format!("cannot read {name}: {e}"),
                 }
-            } else {
+            } else if opened.insert(model_path_of(f.path())) {
                 self.open_path(&name)
             }
             #[cfg(target_arch = "wasm32")]
@@ -523,11 +551,18 @@ impl FewstepApp {
                 self.loading.expected += 1;
                 wasm_bindgen_futures::spawn_local(async move {
                     let job = match f.bytes_async().await {
+                        // A diffusers pipeline's files arrive one by one: kept until all have.
+                        Ok(bytes) if crate::diffusers::PipelineFiles::is_part(&name) => {
+                            web_page::pipeline_part(name, bytes)
+                        }
                         Ok(bytes) => {
                             web_distill::remember_file(&name, &bytes);
                             Job::Load { name, bytes }
                         }
-                        Err(error) => Job::LoadError { name, error },
+                        Err(error) => {
+                            let error = web_page::explain_unreadable_drop(&name, error);
+                            Job::LoadError { name, error }
+                        }
                     };
                     let _ = jobs.unbounded_send(job);
                 });

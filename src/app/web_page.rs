@@ -422,7 +422,12 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
         }
         if let Some(path) = extra {
             page_status(Some(&format!("Loading {path}…")));
-            let job = match fetch_bytes(&path, |_, _| {}).await {
+            let fetched = if names_a_folder(&path) {
+                fetch_pipeline(&path).await
+            } else {
+                fetch_bytes(&path, |_, _| {}).await
+            };
+            let job = match fetched {
                 Ok(bytes) => {
                     super::web_distill::remember_file(&path, &bytes);
                     Job::Load { name: path, bytes }
@@ -435,7 +440,90 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
     });
 }
 
-/// Opens the browser's file picker; the chosen model file goes to the worker.
+/// Whether `?model=` names a folder (a diffusers pipeline hosted beside the page) rather than a
+/// model file: it ends with a slash.
+pub(crate) fn names_a_folder(path: &str) -> bool {
+    path.ends_with('/')
+}
+
+/// A diffusers pipeline folder hosted beside the page: its unet config, weights and scheduler
+/// config fetched and made into a fewstep model file, as `--model FOLDER` does natively.
+async fn fetch_pipeline(folder: &str) -> Result<Vec<u8>, String> {
+    use crate::diffusers::PipelineParts;
+    let text = |bytes: Vec<u8>, file: &str| {
+        String::from_utf8(bytes).map_err(|_| format!("{folder}{file} is not UTF-8 text"))
+    };
+    let get = |file: &'static str| async move {
+        fetch_bytes(&format!("{folder}{file}"), |_, _| {}).await
+    };
+    let unet_config = text(get("unet/config.json").await?, "unet/config.json")?;
+    let scheduler_config = text(
+        get("scheduler/scheduler_config.json").await?,
+        "scheduler/scheduler_config.json",
+    )?;
+    let weights = get("unet/diffusion_pytorch_model.safetensors").await?;
+    let parts = PipelineParts {
+        unet_config,
+        scheduler_config,
+        weights,
+    };
+    crate::diffusion::model_file::pipeline_model_bytes(&parts, folder).map_err(|e| e.to_string())
+}
+
+thread_local! {
+    /// The files of a diffusers pipeline dropped so far (a browser gives a page the files of a
+    /// drop, not their folders).
+    static PIPELINE: RefCell<crate::diffusers::PipelineFiles> = RefCell::default();
+}
+
+/// One of a diffusers pipeline's files, dropped on the page: kept until the unet config, its
+/// weights and the scheduler config have all arrived (in one drop or several), then the model.
+pub(crate) fn pipeline_part(name: String, bytes: Vec<u8>) -> Job {
+    PIPELINE.with(|p| {
+        let mut p = p.borrow_mut();
+        if let Err(e) = p.add(&name, bytes) {
+            return Job::LoadError {
+                name,
+                error: e.to_string(),
+            };
+        }
+        let Some(parts) = p.take_complete() else {
+            return Job::Held {
+                name,
+                note: p.waiting_note(),
+            };
+        };
+        let model = crate::diffusers::model_name(&parts.unet_config, "dropped diffusers pipeline");
+        match crate::diffusion::model_file::pipeline_model_bytes(&parts, &model) {
+            Ok(bytes) => {
+                super::web_distill::remember_file(&model, &bytes);
+                Job::Load { name: model, bytes }
+            }
+            Err(e) => Job::LoadError {
+                name: model,
+                error: e.to_string(),
+            },
+        }
+    })
+}
+
+/// A dropped item the browser could not read: a folder, most likely (a page is given the files
+/// of a drop, never a folder's contents), which gets a message saying what works instead.
+pub(crate) fn explain_unreadable_drop(name: &str, error: String) -> String {
+    if name.contains('.') {
+        return error;
+    }
+    format!(
+        "{name} looks like a folder, and a browser gives a web page only the files of a drop: \
+         drop the files inside a diffusers pipeline folder instead (unet/config.json, \
+         unet/diffusion_pytorch_model.safetensors and scheduler/scheduler_config.json, together \
+         or one after another), or host the folder beside the page and open \
+         ?model={name}/ ({error})"
+    )
+}
+
+/// Opens the browser's file picker; the chosen model files go to the worker (several at once:
+/// a diffusers pipeline's files are picked together).
 pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
     let Some(document) = web_sys::window().and_then(|w| w.document()) else {
         return;
@@ -447,26 +535,34 @@ pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
         return;
     };
     input.set_type("file");
-    input.set_accept(".safetensors");
+    input.set_accept(".safetensors,.json");
+    input.set_multiple(true);
     let picked = input.clone();
     let on_change: Closure<dyn FnMut()> = Closure::once(move || {
-        let Some(file) = picked.files().and_then(|f| f.get(0)) else {
+        let Some(files) = picked.files() else {
             return;
         };
+        let files: Vec<web_sys::File> = (0..files.length()).filter_map(|i| files.get(i)).collect();
         wasm_bindgen_futures::spawn_local(async move {
-            let name = file.name();
-            let job = match JsFuture::from(file.array_buffer()).await {
-                Ok(buf) => {
-                    let bytes = js_sys::Uint8Array::new(&buf).to_vec();
-                    super::web_distill::remember_file(&name, &bytes);
-                    Job::Load { name, bytes }
-                }
-                Err(e) => Job::LoadError {
-                    name,
-                    error: format!("{e:?}"),
-                },
-            };
-            let _ = jobs.unbounded_send(job);
+            for file in files {
+                let name = file.name();
+                let job = match JsFuture::from(file.array_buffer()).await {
+                    Ok(buf) => {
+                        let bytes = js_sys::Uint8Array::new(&buf).to_vec();
+                        if crate::diffusers::PipelineFiles::is_part(&name) {
+                            pipeline_part(name, bytes)
+                        } else {
+                            super::web_distill::remember_file(&name, &bytes);
+                            Job::Load { name, bytes }
+                        }
+                    }
+                    Err(e) => Job::LoadError {
+                        name,
+                        error: format!("{e:?}"),
+                    },
+                };
+                let _ = jobs.unbounded_send(job);
+            }
         });
     });
     input.set_onchange(Some(on_change.as_ref().unchecked_ref()));

@@ -9,6 +9,7 @@
 //! (`scheduler.rs`) gives the discrete noise schedule and the prediction type.
 
 mod export;
+mod parts;
 mod scheduler;
 mod unet;
 mod weights;
@@ -16,6 +17,7 @@ mod weights;
 use std::path::{Path, PathBuf};
 
 pub use export::{export_folder, ExportError};
+pub use parts::{model_name, PipelineFiles, PipelineParts};
 pub use scheduler::{Prediction, SchedulerConfig};
 pub use unet::unet_config;
 pub use weights::map_weights;
@@ -107,40 +109,59 @@ pub fn import_folder(path: &Path) -> Result<Imported, ImportError> {
             }
         })
     };
-    let scheduler =
-        SchedulerConfig::parse(&read_text(scheduler_dir.join("scheduler_config.json"))?)?;
-    let mut arch = unet_config(
-        &read_text(unet_dir.join("config.json"))?,
-        scheduler.num_train_timesteps(),
-    )?;
-    arch.noise_schedule = Some(scheduler.schedule.clone());
+    let scheduler_config = read_text(scheduler_dir.join("scheduler_config.json"))?;
+    let unet_config = read_text(unet_dir.join("config.json"))?;
     let weights = unet_dir.join(WEIGHTS_FILE);
     if !weights.is_file() {
-        let pickled = unet_dir.join("diffusion_pytorch_model.bin").exists();
+        let pickled = unet_dir.join(parts::PICKLED_WEIGHTS).exists();
         return Err(ImportError::Layout(format!(
             "{} is missing{}",
             weights.display(),
             if pickled {
-                "; the folder has PyTorch pickle weights (diffusion_pytorch_model.bin), which \
-                 fewstep does not read: save the pipeline again with diffusers' \
-                 save_pretrained(DIR, safe_serialization=True)"
+                format!("; {}", parts::pickled())
             } else {
-                ""
+                String::new()
             }
         )));
     }
-    let file = crate::nn::tensor_file::read(&weights).map_err(|e| ImportError::Read {
-        path: weights.clone(),
-        detail: e.to_string(),
+    let bytes = crate::input_file::read(&weights, crate::input_file::MODEL_MAX).map_err(|e| {
+        ImportError::Read {
+            path: weights.clone(),
+            detail: e.to_string(),
+        }
+    })?;
+    let parts = PipelineParts {
+        unet_config,
+        scheduler_config,
+        weights: bytes,
+    };
+    import_parts(&parts, &weights, path)
+}
+
+/// A diffusers model from its files' contents; `weights_path` names the weights in messages,
+/// `folder` is where the files came from.
+pub fn import_parts(
+    parts: &PipelineParts,
+    weights_path: &Path,
+    folder: &Path,
+) -> Result<Imported, ImportError> {
+    let scheduler = SchedulerConfig::parse(&parts.scheduler_config)?;
+    let mut arch = unet_config(&parts.unet_config, scheduler.num_train_timesteps())?;
+    arch.noise_schedule = Some(scheduler.schedule.clone());
+    let file = crate::nn::tensor_file::parse(weights_path, &parts.weights).map_err(|e| {
+        ImportError::Read {
+            path: weights_path.to_path_buf(),
+            detail: e.to_string(),
+        }
     })?;
     let tensors = map_weights(&arch, file.tensors).map_err(|e| match e {
-        ImportError::Weights(d) => ImportError::Weights(format!("{}: {d}", weights.display())),
+        ImportError::Weights(d) => ImportError::Weights(format!("{}: {d}", weights_path.display())),
         other => other,
     })?;
     Ok(Imported {
         arch,
         tensors,
         scheduler,
-        folder: path.to_path_buf(),
+        folder: folder.to_path_buf(),
     })
 }

@@ -262,6 +262,30 @@ pub fn import_diffusers(path: &Path) -> Result<(ModelMeta, Vec<HostTensor>), Mod
         path: path.display().to_string(),
         detail: e.to_string(),
     })?;
+    Ok(imported_model(m, &path.display().to_string()))
+}
+
+/// A diffusers pipeline from its files' contents (dropped on the web page, or fetched from
+/// beside it) as a fewstep model file in memory, what `import_diffusers` makes of a folder;
+/// `source` says where the files came from.
+pub fn pipeline_model_bytes(
+    parts: &crate::diffusers::PipelineParts,
+    source: &str,
+) -> Result<Vec<u8>, ModelError> {
+    let weights = Path::new(source)
+        .join("unet")
+        .join(crate::diffusers::WEIGHTS_FILE);
+    let m = crate::diffusers::import_parts(parts, &weights, Path::new(source)).map_err(|e| {
+        ModelError::Diffusers {
+            path: source.to_string(),
+            detail: e.to_string(),
+        }
+    })?;
+    let (meta, tensors) = imported_model(m, source);
+    model_bytes(source, &meta, &tensors, StoreAs::F32)
+}
+
+fn imported_model(m: crate::diffusers::Imported, source: &str) -> (ModelMeta, Vec<HostTensor>) {
     let parameterization = match m.scheduler.prediction {
         crate::diffusers::Prediction::Epsilon => Parameterization::Eps,
         crate::diffusers::Prediction::V => Parameterization::V,
@@ -275,11 +299,11 @@ pub fn import_diffusers(path: &Path) -> Result<(ModelMeta, Vec<HostTensor>), Mod
         schedule: "discrete".into(),
         steps: None,
         lineage: Lineage::default(),
-        dataset: format!("diffusers:{}", path.display()),
+        dataset: format!("diffusers:{source}"),
         training_steps: 0,
-        command: format!("imported from the diffusers folder {}", path.display()),
+        command: format!("imported from the diffusers folder {source}"),
     };
-    Ok((meta, m.tensors))
+    (meta, m.tensors)
 }
 
 /// Loads a model file, a bundled model by its name (see [`crate::input_file::read_model`]), or

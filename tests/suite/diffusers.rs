@@ -806,3 +806,40 @@ pub(crate) fn export_matches_diffusers(
         );
     }
 }
+
+/// The web page builds a model from a pipeline's files (dropped one by one, or fetched from a
+/// folder hosted beside it) exactly as `--model DIR` builds it from the folder; natively one of
+/// the pipeline's files opens the pipeline it belongs to.
+#[test]
+fn a_pipelines_files_make_the_model_its_folder_makes() {
+    use fewstep::diffusers::PipelineFiles;
+    use fewstep::diffusion::model_file::{import_diffusers, parse_model, pipeline_model_bytes};
+    let dir = fixture("resnet-scale-shift");
+    let mut files = PipelineFiles::default();
+    for f in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+    ] {
+        assert!(files.take_complete().is_none(), "complete before {f}");
+        files.add(f, std::fs::read(dir.join(f)).unwrap()).unwrap();
+    }
+    let parts = files.take_complete().expect("all parts");
+    let bytes = pipeline_model_bytes(&parts, "dropped").unwrap();
+    let (meta, tensors) = parse_model(Path::new("dropped"), &bytes).unwrap();
+    let (want_meta, want) = import_diffusers(&dir).unwrap();
+    assert_eq!(meta.arch, want_meta.arch);
+    assert_eq!(meta.parameterization, want_meta.parameterization);
+    assert_eq!(tensors, want);
+    // Natively: a pipeline's file stands for its pipeline.
+    for f in [
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+        "model_index.json",
+    ] {
+        let bytes = fewstep::app::model_bytes_at(&dir.join(f)).unwrap();
+        let (m, t) = parse_model(Path::new(f), &bytes).unwrap();
+        assert_eq!((m.arch, t), (want_meta.arch.clone(), want.clone()), "{f}");
+    }
+}
