@@ -62,7 +62,7 @@ try {
     return s.loadingDone === s.loadingExpected && /diffusers/.test(s.models.join());
   });
   const added = whole ? whole.models.filter((m) => !before.models.includes(m)) : [];
-  check(whole && added.length === 1 && /diffusers/.test(added[0]) && !/could not/.test(whole.status),
+  check(whole && added.length === 1 && /diffusers/.test(added[0]) && whole.status === `opened ${added[0]}`,
     `the rest of the pipeline's files add it as one model: ${JSON.stringify(added)} ` +
     `(status "${whole?.status}", ${whole?.loadingDone} of ${whole?.loadingExpected} files handled)`);
 } finally {

@@ -41,6 +41,10 @@ impl AppState {
                 loading.done += 1;
                 loading.expected = loading.expected.max(loading.done);
                 let name = info.name.clone();
+                if std::mem::take(&mut loading.held) {
+                    // The held files made this model: the note asking for more is done.
+                    *status = format!("opened {name}");
+                }
                 self.add_model(*info);
                 if options_applied {
                     // A model the user opened: show it.
@@ -59,6 +63,7 @@ impl AppState {
             Event::Held { name, note } => {
                 loading.done += 1;
                 loading.expected = loading.expected.max(loading.done);
+                loading.held = true;
                 *status = format!("{name}: {note}");
             }
             Event::Progress {

@@ -57,6 +57,8 @@ pub struct Loading {
     pub bytes: Option<(u64, u64)>,
     /// The file being loaded comes from the page's cache (a visit before this one).
     pub cached: bool,
+    /// The status line says a file is held until the rest of its pipeline arrives.
+    pub held: bool,
 }
 
 pub struct FewstepApp {

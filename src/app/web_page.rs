@@ -474,6 +474,7 @@ thread_local! {
     /// The files of a diffusers pipeline dropped so far (a browser gives a page the files of a
     /// drop, not their folders).
     static PIPELINE: RefCell<crate::diffusers::PipelineFiles> = RefCell::default();
+    static DROPPED_PIPELINES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// One of a diffusers pipeline's files, dropped on the page: kept until the unet config, its
@@ -493,7 +494,13 @@ pub(crate) fn pipeline_part(name: String, bytes: Vec<u8>) -> Job {
                 note: p.waiting_note(),
             };
         };
-        let model = crate::diffusers::model_name(&parts.unet_config, "dropped diffusers pipeline");
+        // Several dropped pipelines without a recorded name are told apart by a number.
+        let dropped = DROPPED_PIPELINES.with(|n| n.replace(n.get() + 1) + 1);
+        let fallback = match dropped {
+            1 => "dropped diffusers pipeline".to_string(),
+            n => format!("dropped diffusers pipeline {n}"),
+        };
+        let model = crate::diffusers::model_name(&parts.unet_config, &fallback);
         match crate::diffusion::model_file::pipeline_model_bytes(&parts, &model) {
             Ok(bytes) => {
                 super::web_distill::remember_file(&model, &bytes);
