@@ -99,6 +99,12 @@ pub async fn run(gpu: &Gpu, seed: u64) -> Report {
     }
     let mut notes = Vec::new();
     if g.coop_sizes().is_some() {
+        // Whatever an earlier run cached: this is where a user asks whether the family works.
+        let passed = g.recheck_coop();
+        notes.push(format!(
+            "tensor cores (the coop GEMM family): self-check run afresh, ignoring the cache: {}",
+            if passed { "passed" } else { "failed" }
+        ));
         variants.push(KernelVariant::Coop);
     } else {
         notes.push(format!(

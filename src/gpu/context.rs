@@ -20,7 +20,8 @@ pub enum KernelVariant {
     /// f32 only, no subgroups: browsers can run it too.
     Blocked,
     /// Cooperative matrices (tensor cores, gemm_coop.wgsl): f16 operands, f32 accumulation, on
-    /// adapters with wgpu's `EXPERIMENTAL_COOPERATIVE_MATRIX` (Vulkan) that pass fewstep's
+    /// adapters with wgpu's `EXPERIMENTAL_COOPERATIVE_MATRIX` (Vulkan's VK_KHR_cooperative_matrix;
+    /// wgpu 30 also maps Metal's simdgroup matrices, never measured here) that pass fewstep's
     /// self-check (tensor/coop_check.rs); the blocked family runs where they fail it.
     Coop,
 }
@@ -586,7 +587,12 @@ impl Gpu {
     fn coop_config(adapter: &wgpu::Adapter, wanted: wgpu::Features) -> Result<(u32, u32), String> {
         let has = adapter.features();
         if !has.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-            return Err("the adapter offers no cooperative matrices (wgpu offers them on Vulkan only; WebGPU, Metal and DX12 have none in wgpu 30)".into());
+            return Err(
+                "the adapter offers no cooperative matrices (wgpu 30 offers them on \
+                        Vulkan drivers with VK_KHR_cooperative_matrix and on Metal's simdgroup \
+                        matrices, Apple7 GPUs and later; DX12 and WebGPU have none)"
+                    .into(),
+            );
         }
         if !has.contains(wgpu::Features::SHADER_F16) {
             return Err("the adapter has no f16 in shaders".into());
@@ -624,15 +630,8 @@ impl Gpu {
             return false;
         };
         let known = self.0.coop_verdict.borrow().clone();
-        let verdict = known.unwrap_or_else(|| {
-            let clean = self.fault().is_ok();
-            let v = crate::tensor::coop_check::verdict(self, s, sg, self.0.coop_fault.get());
-            if v.is_err() && clean {
-                self.forget_coop_kernel_fault();
-            }
-            *self.0.coop_verdict.borrow_mut() = Some(v.clone());
-            v
-        });
+        let verdict =
+            known.unwrap_or_else(|| self.check_coop(s, sg, crate::tensor::coop_check::Cached::Use));
         match verdict {
             Ok(()) => {
                 self.0.variant.set(KernelVariant::Coop);
@@ -649,6 +648,40 @@ impl Gpu {
                 false
             }
         }
+    }
+
+    /// Runs the cooperative-matrix self-check (or takes its cached verdict) and keeps the
+    /// verdict for this device.
+    fn check_coop(
+        &self,
+        s: u32,
+        sg: u32,
+        cached: crate::tensor::coop_check::Cached,
+    ) -> Result<(), String> {
+        let clean = self.fault().is_ok();
+        let v = crate::tensor::coop_check::verdict(self, s, sg, self.0.coop_fault.get(), cached);
+        if v.is_err() && clean {
+            self.forget_coop_kernel_fault();
+        }
+        *self.0.coop_verdict.borrow_mut() = Some(v.clone());
+        v
+    }
+
+    /// Checks the cooperative-matrix family afresh, whatever the cache says (`fewstep
+    /// selftest`), caches what it found, and settles the family on it as [`Gpu::settle_coop`]
+    /// does. Returns whether the family passed; false where the device has no cooperative
+    /// matrices.
+    pub fn recheck_coop(&self) -> bool {
+        let Some((s, sg)) = self.0.coop.get() else {
+            return false;
+        };
+        let passed = self
+            .check_coop(s, sg, crate::tensor::coop_check::Cached::Ignore)
+            .is_ok();
+        if self.variant() == KernelVariant::Coop {
+            self.settle_coop();
+        }
+        passed
     }
 
     /// A cooperative-matrix kernel that a driver refuses to build records a kernel fault, which

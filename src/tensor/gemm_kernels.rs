@@ -68,7 +68,7 @@ pub(crate) enum Loader {
 
 impl Loader {
     /// Every operand layout a GEMM launch can use.
-    const ALL: [Loader; 7] = [
+    pub(crate) const ALL: [Loader; 7] = [
         Loader::Matmul {
             trans_a: false,
             trans_b: false,

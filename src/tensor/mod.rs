@@ -25,7 +25,7 @@ use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError};
 
 pub use autodiff::{attention, Tape, Var};
 #[cfg(not(target_arch = "wasm32"))]
-pub use coop_check::cache_file as coop_check_cache_file;
+pub use coop_check::{cache_file as coop_check_cache_file, key_of as coop_check_key};
 pub use gemm::{census as gemm_census, Conv2d, MatmulOpts, Residual};
 pub use meter::LossMeter;
 pub use norm::GroupNormStats;

@@ -584,6 +584,49 @@ fn the_self_check_fails_a_wrong_product_and_the_blocked_family_runs() {
     assert_eq!(again, cached);
 }
 
+/// A cached verdict stands until someone asks: with a failure planted under this adapter's key
+/// (in a cache folder of its own, so the other tests keep theirs), `fewstep info` reports the
+/// planted reason as the cached verdict, and `fewstep selftest` checks afresh, passes, and caches
+/// the pass over it.
+#[test]
+fn selftest_checks_afresh_whatever_the_cache_says() {
+    let test = "selftest_checks_afresh_whatever_the_cache_says";
+    let Some(good) = coop_gpu_or_skip(test) else {
+        return;
+    };
+    let key = fewstep::tensor::coop_check_key(&good).expect("a key");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("coop-check.tsv");
+    std::fs::write(&file, format!("{key}\tfail\tplanted by a test\n")).unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fewstep"))
+            .args(args)
+            .env("FEWSTEP_CACHE_DIR", dir.path())
+            .env("FEWSTEP_KERNELS", "coop")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("$ fewstep {}\n{text}", args.join(" "));
+        text
+    };
+    let info = run(&["info"]);
+    assert!(
+        info.contains("planted by a test (cached verdict)"),
+        "info did not use the cached verdict:\n{info}"
+    );
+    let report = run(&["selftest"]);
+    assert!(
+        report.contains("self-check run afresh, ignoring the cache: passed"),
+        "{report}"
+    );
+    let cached = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(cached, format!("{key}\tok\n"));
+}
+
 /// The f32 family this adapter runs when cooperative matrices are off.
 fn f32_family(g: &Gpu) -> KernelVariant {
     if g.has_subgroups() {
