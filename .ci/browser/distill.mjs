@@ -99,7 +99,7 @@ try {
     requestAnimationFrame(tick);
   }));
   const during = await page.evaluate(() => window.fewstepDistilled());
-  // The mid-run picture is for the README, not a check: while SwiftShader runs a long GPU task
+  // The mid-run picture is for docs/app-and-web.md, not a check: while SwiftShader runs a long GPU task
   // on a busy 2-core machine the compositor may not produce a frame for a while (30 s was not
   // always enough), so wait longer and go on without it if it still does not come.
   await page.screenshot({ path: path.join(root, 'target/web-distill-running.png'), timeout: 180_000 })

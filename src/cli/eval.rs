@@ -64,7 +64,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(
         args.samples >= 2,
         "--samples {} is too few: the Fréchet distance needs at least 2 images per row (its \
-         covariance); 1000 is the default, 500 is what the README's table used",
+         covariance); 1000 is the default, 500 is what docs/bundled-models.md's table used",
         args.samples
     );
     for (flag, n) in [

@@ -45,8 +45,8 @@ pub fn needs_reparam(teacher: &ModelMeta) -> bool {
         && matches!(teacher.parameterization, Parameterization::Eps)
 }
 
-/// The student parameterization fewstep chooses for an eps teacher (v: README.md,
-/// "Distill a diffusers model", has the figures).
+/// The student parameterization fewstep chooses for an eps teacher (v: docs/diffusers.md,
+/// "Why v and not x", has the figures).
 pub const REPARAM_DEFAULT: Parameterization = Parameterization::V;
 
 /// Guided distillation (Meng et al. 2023): stage 1 makes a w-conditioned student of a

@@ -84,7 +84,7 @@ pub(crate) fn gemm_core(gpu: &Gpu, m: u32, n: u32, batch: u32) -> GemmCore {
 /// How the weight gradient splits K: the forced rule if set, else per family. The blocked
 /// family (real GPUs) aims for 2048 workgroups of chunks >= 256: on an H100 a `tiny`
 /// weight gradient had ~150 workgroups of 64 threads and spent 4 us per K step waiting on
-/// memory (README, Benchmarks). The others keep 512 workgroups of chunks >= 1024 (on CPU
+/// memory (BENCHMARKS.md). The others keep 512 workgroups of chunks >= 1024 (on CPU
 /// adapters more chunks only add partial sums to add up).
 pub fn split_k(gpu: &Gpu) -> SplitK {
     gpu.split_k_override().unwrap_or(match gpu.variant() {

@@ -86,7 +86,7 @@ pub struct TrainSettings {
 }
 
 impl Default for TrainSettings {
-    /// A `tiny` teacher: a few thousand updates draw recognisable garments (README); 2,000 of
+    /// A `tiny` teacher: a few thousand updates draw recognisable garments (docs/app-and-web.md); 2,000 of
     /// batch 32 take minutes on a laptop GPU.
     fn default() -> Self {
         TrainSettings {

@@ -101,7 +101,7 @@ pub struct RecipeArgs {
     /// Stop after this stage (train, distill or eval); --resume continues.
     #[arg(long)]
     stop_after: Option<String>,
-    /// The guided family (README, Classes and guidance): a class-conditional teacher trained
+    /// The guided family (docs/guidance.md): a class-conditional teacher trained
     /// with label dropout (`train --classes --uncond-prob 0.1`; labelled data), `distill
     /// --guided` (stage 1, then the halvings with w as an input), eval at w = 0, 1, 2, 4 (the
     /// manifest shows w = 2).
