@@ -22,13 +22,19 @@ use crate::gpu::{Gpu, GpuOptions};
 /// Environment: FEWSTEP_BACKEND (vulkan, metal, dx12, gl) and FEWSTEP_ADAPTER (part of an
 /// adapter's name) choose the GPU; FEWSTEP_KERNELS=blocked|subgroup|tiled|coop forces a GEMM
 /// kernel family (coop: tensor cores, f16 operands, after a self-check) and
-/// FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN the blocked family's tile; FEWSTEP_PRECISION=f32 keeps f32
-/// everywhere (`fewstep info` shows which runs and why).
+/// FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN the blocked family's tile; FEWSTEP_PRECISION=f32|mixed is
+/// --precision's default (`fewstep info` shows which runs and why).
 #[derive(Parser)]
 #[command(name = "fewstep", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// GEMM precision: f32 (the default: the same numbers on every adapter, in the desktop app
+    /// and in the browser) or mixed (f16 operands with f32 accumulation on cooperative matrices,
+    /// where the adapter has them and they pass fewstep's self-check; their speed has not been
+    /// measured on a GPU yet). Overrides FEWSTEP_PRECISION.
+    #[arg(long, global = true, value_name = "f32|mixed")]
+    precision: Option<crate::gpu::Precision>,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +104,9 @@ pub fn main() -> std::process::ExitCode {
     let cmd = flags_take_negative_numbers(Cli::command());
     let matches = cmd.clone().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(p) = cli.precision {
+        crate::gpu::set_precision_flag(p);
+    }
     // What was typed, as opposed to defaults: a resumed run refuses a typed flag it would ignore.
     if let Some((name, m)) = matches.subcommand() {
         let sub = cmd.find_subcommand(name).expect("a parsed subcommand");

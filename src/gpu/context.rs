@@ -295,14 +295,28 @@ impl std::str::FromStr for SplitK {
     }
 }
 
-/// What the GEMMs' operands may be rounded to (FEWSTEP_PRECISION).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the GEMMs' operands may be rounded to (`--precision`, FEWSTEP_PRECISION).
+///
+/// The default is f32: the same numbers from the command line, the desktop app and the browser
+/// on every adapter, and the cooperative-matrix family's speed has not been measured on any
+/// GPU yet (only its correctness, on Mesa's lavapipe). Mixed is asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// f16 operands with f32 accumulation where the adapter has cooperative matrices (the
-    /// default).
+    /// f16 operands with f32 accumulation where the adapter has cooperative matrices that pass
+    /// fewstep's self-check; f32 elsewhere.
     Mixed,
     /// f32 everywhere: the cooperative-matrix family is never used.
+    #[default]
     F32,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Mixed => "mixed",
+            Precision::F32 => "f32",
+        }
+    }
 }
 
 impl std::str::FromStr for Precision {
@@ -312,8 +326,8 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "mixed" | "f16" => Ok(Precision::Mixed),
             _ => Err(format!(
-                "FEWSTEP_PRECISION='{s}' is not a precision: use f32 (f32 everywhere) or mixed \
-                 (f16 GEMM operands on cooperative matrices where the adapter has them)"
+                "'{s}' is not a precision: use f32 (f32 everywhere, the default) or mixed (f16 \
+                 GEMM operands on cooperative matrices where the adapter has them)"
             )),
         }
     }
@@ -336,7 +350,8 @@ pub struct GpuOptions {
     pub split_k: Option<SplitK>,
     /// Whether launches reuse buffers given back in the same batch (gpu/pool.rs).
     pub pool_reuse: Option<PoolReuse>,
-    /// FEWSTEP_PRECISION: `F32` keeps cooperative matrices off (`None`: mixed where offered).
+    /// `--precision` or FEWSTEP_PRECISION (`None`: f32, the default; FEWSTEP_KERNELS=coop
+    /// asks for mixed).
     pub precision: Option<Precision>,
     /// FEWSTEP_TEST_COOP_FAULT=1: the cooperative-matrix self-check runs a kernel that reads B
     /// column-major (tests prove that the check then fails and the blocked family runs).
@@ -345,7 +360,26 @@ pub struct GpuOptions {
     env_errors: Vec<String>,
 }
 
+/// `--precision` as the command line gave it: every device this process opens from the
+/// environment ([`GpuOptions::from_env`]) takes it over FEWSTEP_PRECISION.
+static PRECISION_FLAG: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
+
+/// Records the command line's `--precision` for the devices this process opens (once).
+pub fn set_precision_flag(p: Precision) {
+    let _ = PRECISION_FLAG.set(p);
+}
+
 impl GpuOptions {
+    /// The precision these options ask for: `precision`, else mixed where FEWSTEP_KERNELS=coop,
+    /// else f32.
+    pub fn effective_precision(&self) -> Precision {
+        match (self.precision, self.variant) {
+            (Some(p), _) => p,
+            (None, Some(KernelVariant::Coop)) => Precision::Mixed,
+            (None, _) => Precision::F32,
+        }
+    }
+
     pub fn from_env() -> Self {
         let var = |k: &str| {
             #[cfg(not(target_arch = "wasm32"))]
@@ -369,13 +403,16 @@ impl GpuOptions {
         let gemm_tile = parse(var("FEWSTEP_GEMM_TILE"), &mut env_errors);
         let split_k = parse(var("FEWSTEP_SPLIT_K"), &mut env_errors);
         let pool_reuse = parse(var("FEWSTEP_POOL_REUSE"), &mut env_errors);
-        let precision = parse(var("FEWSTEP_PRECISION"), &mut env_errors);
+        let precision = PRECISION_FLAG
+            .get()
+            .copied()
+            .or_else(|| parse(var("FEWSTEP_PRECISION"), &mut env_errors));
         let backends = var("FEWSTEP_BACKEND")
             .and_then(|s| parse_backends(&s).map_err(|e| env_errors.push(e)).ok());
         if precision == Some(Precision::F32) && variant == Some(KernelVariant::Coop) {
             env_errors.push(
-                "FEWSTEP_KERNELS=coop runs f16 operands, FEWSTEP_PRECISION=f32 forbids them: \
-                 unset one"
+                "FEWSTEP_KERNELS=coop runs f16 operands, precision f32 (--precision or \
+                 FEWSTEP_PRECISION) forbids them: drop one"
                     .into(),
             );
         }
@@ -485,8 +522,12 @@ impl Gpu {
                 })?;
         let info = adapter.get_info();
         let mut features = Self::wanted_features(&adapter);
-        let coop = if opts.precision == Some(Precision::F32) {
-            Err("FEWSTEP_PRECISION=f32".to_string())
+        let mixed = opts.effective_precision() == Precision::Mixed;
+        let coop = if !mixed {
+            Err(match opts.precision {
+                Some(Precision::F32) => "precision f32 was asked for".to_string(),
+                _ => "precision f32 is the default; --precision mixed asks for them".to_string(),
+            })
         } else {
             Self::coop_config(&adapter, features)
         };
@@ -526,12 +567,9 @@ impl Gpu {
             Ok(sizes) => gpu.0.coop.set(Some(sizes)),
             Err(why) => *gpu.0.coop_absent.borrow_mut() = why,
         }
-        // The family from_device chose knew nothing of cooperative matrices: GPUs take them
-        // (after the self-check), and FEWSTEP_KERNELS=coop asks for them anywhere.
-        let gpu_adapter = gpu.info().device_type != wgpu::DeviceType::Cpu;
-        if want == Some(KernelVariant::Coop)
-            || (want.is_none() && gpu_adapter && gpu.0.coop.get().is_some())
-        {
+        // The family from_device chose knew nothing of cooperative matrices: mixed precision
+        // takes them where the adapter has them (after the self-check).
+        if want == Some(KernelVariant::Coop) || (want.is_none() && gpu.0.coop.get().is_some()) {
             gpu.settle_coop();
         }
         if let Some(v) = opts.variant.filter(|&v| v == gpu.variant()) {

@@ -13,7 +13,8 @@ mod readback;
 
 pub use batch::{Binding, Dispatch};
 pub use context::{
-    FaultWatch, GemmTile, Gpu, GpuError, GpuOptions, KernelVariant, Precision, SplitK,
+    set_precision_flag, FaultWatch, GemmTile, Gpu, GpuError, GpuOptions, KernelVariant, Precision,
+    SplitK,
 };
 pub use pipelines::{declared_bindings, BindingKind, KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolReuse, PoolStats};

@@ -147,13 +147,14 @@ pub fn describe_precision(gpu: &Gpu) -> String {
         (KernelVariant::Coop, Some((s, _)), _) => format!(
             "mixed: GEMM operands rounded to f16 (gradient operands first scaled by a power of 2), \
              f32 accumulation on {s}x{s} cooperative matrices; everything else f32 \
-             (FEWSTEP_PRECISION=f32 keeps f32 everywhere)"
+             (--precision f32, the default, keeps f32 everywhere)"
         ),
         (_, Some(_), Some(Err(why))) => {
             format!("f32 everywhere (cooperative matrices failed the self-check: {why})")
         }
         (_, Some((s, _)), _) => format!(
-            "f32 everywhere ({s}x{s} cooperative matrices available: FEWSTEP_KERNELS=coop uses them)"
+            "f32 everywhere ({s}x{s} cooperative matrices available, the family set aside by the \
+             program)"
         ),
         (_, None, _) => format!(
             "f32 everywhere (no cooperative matrices: {})",
