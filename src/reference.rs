@@ -1,7 +1,7 @@
 //! Plain CPU references with f64 accumulation: what every kernel is checked against, in the test
 //! suite and in the browser self-test (so both compare with one definition).
 
-/// C[b] = op(A[b]) op(B[b]); A [batch, M, K] or [batch, K, M] when trans_a; B likewise.
+/// C\[b\] = op(A\[b\]) op(B\[b\]); A [batch, M, K] or [batch, K, M] when trans_a; B likewise.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_ref(
     a: &[f32],

@@ -2,7 +2,7 @@
 //! count, watch the image form step by step, put step counts side by side.
 //!
 //! GPU work runs in [`engine`] (a thread natively, a task on the web) on eframe's own device;
-//! [`state`] holds everything the UI shows, without a window; [`ui`] draws it.
+//! [`state`] holds everything the UI shows, without a window; `ui` draws it.
 
 pub mod engine;
 pub mod events;

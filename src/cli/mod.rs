@@ -46,12 +46,16 @@ enum Command {
     App(AppArgs),
     /// Print the GPU adapter, backend, driver, features and the limits that matter; with
     /// --model, describe a model file instead (architecture, parameters, lineage).
+    ///
+    /// Example: fewstep info --model fmnist-4step
     Info {
         /// A model file to describe.
         #[arg(long)]
         model: Option<std::path::PathBuf>,
     },
     /// Measure speed; prints a table, or one JSON object per line with --json.
+    ///
+    /// Example: fewstep bench train --preset small --batch 64
     Bench(bench::BenchArgs),
     /// Train a diffusion model (the teacher) on a data set: Algorithm 1 of the paper.
     ///
@@ -77,6 +81,8 @@ enum Command {
     /// Example: fewstep eval --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --samples 1000 --json
     Eval(eval::EvalArgs),
     /// Train the evaluation classifier (its features give `eval` its Fréchet distance).
+    ///
+    /// Example: fewstep train-classifier --data fashion-mnist --out classifier.safetensors
     TrainClassifier(train_classifier::TrainClassifierArgs),
     /// Rewrite a model file in f16 (half the size, for the web) or f32.
     ///
@@ -89,6 +95,8 @@ enum Command {
     /// Example: fewstep recipe --preset quick --out runs/recipe
     Recipe(recipe::RecipeArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
+    ///
+    /// Example: fewstep selftest --precision mixed
     Selftest {
         /// Print the full report as JSON.
         #[arg(long)]

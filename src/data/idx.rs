@@ -226,7 +226,7 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
 }
 
 /// A Fashion-MNIST-style data set from the bytes of its gzip-compressed IDX image and label
-/// files (what the web page fetches: assets/fmnist-10k); `name` and `flip` as in [`load`], which
+/// files (what the web page fetches: assets/fmnist-10k); `name` and `flip` as in `load`, which
 /// builds its data set the same way.
 pub fn from_gz_bytes(
     name: &str,

@@ -86,7 +86,7 @@ pub fn target_coef_in(schedule: &Schedule, t: f64, t2: f64) -> (f64, f64) {
     (1.0 / denom, -r / denom)
 }
 
-/// Per-sample DDIM steps t[i] -> s[i] of a batch on `schedule`, given x_hat (no clipping: the
+/// Per-sample DDIM steps t\[i\] -> s\[i\] of a batch on `schedule`, given x_hat (no clipping: the
 /// paper's teacher steps).
 pub fn ddim_step(schedule: &Schedule, z: &Tensor, x_hat: &Tensor, t: &[f64], s: &[f64]) -> Tensor {
     let gpu = z.gpu();

@@ -10,7 +10,7 @@ pub struct Denoiser {
     pub param: Parameterization,
 }
 
-/// Per-sample values uploaded as [N] vectors.
+/// Per-sample values uploaded as \[N\] vectors.
 pub fn per_sample(gpu: &crate::gpu::Gpu, v: &[f64]) -> Tensor {
     let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
     Tensor::from_slice(gpu, &[f.len()], &f)

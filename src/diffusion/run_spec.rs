@@ -22,7 +22,7 @@ use crate::tensor::AdamConfig;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainSpec {
-    /// fashion-mnist[:DIR], mnist[:DIR], cifar10:DIR or images:DIR.
+    /// fashion-mnist\[:DIR\], mnist\[:DIR\], cifar10:DIR or images:DIR.
     pub data: String,
     /// tiny, small or cifar.
     pub preset: String,

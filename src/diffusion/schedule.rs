@@ -1,5 +1,5 @@
 //! The variance-preserving cosine schedule, continuous time (ARCHITECTURE.md, Formulas), in f64 on
-//! the CPU: per-sample coefficients are computed here and uploaded as small [N] vectors.
+//! the CPU: per-sample coefficients are computed here and uploaded as small \[N\] vectors.
 
 use std::f64::consts::FRAC_PI_2;
 

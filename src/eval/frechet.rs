@@ -3,7 +3,7 @@
 //! with Tr (S1 S2)^(1/2) = Tr (S1^(1/2) S2 S1^(1/2))^(1/2), a symmetric matrix whose eigenvalues
 //! come from a cyclic Jacobi solver (f64, CPU: the matrices are 128 x 128).
 
-/// Mean [d] and covariance [d x d] (row-major) of `n` rows of `d` features.
+/// Mean \[d\] and covariance [d x d] (row-major) of `n` rows of `d` features.
 pub fn mean_cov(x: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
     let n = x.len() / d;
     let mut mu = vec![0f64; d];

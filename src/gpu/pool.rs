@@ -40,7 +40,7 @@ pub struct PoolStats {
     pub created: u64,
     pub reused: u64,
     pub bytes_created: u64,
-    /// The largest buffer (size class) handed out since [`BufferPool::reset_largest`].
+    /// The largest buffer (size class) handed out since `BufferPool::reset_largest`.
     pub largest_taken: u64,
 }
 

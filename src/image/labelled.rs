@@ -9,7 +9,7 @@ use super::paint::{paint, BACKGROUND};
 const TEXT_COLOR: [u8; 3] = [225, 225, 225];
 
 /// Rows of images with a text label at the left of each row (e.g. "4 steps"), and an optional
-/// title line at the top; returns the image. rows[i] = (label, data for k images of [c,h,w]).
+/// title line at the top; returns the image. rows\[i\] = (label, data for k images of \[c,h,w\]).
 /// Rows may hold different numbers of images; the picture is as wide as the longest.
 pub fn labelled_rows(
     title: Option<&str>,

@@ -178,7 +178,7 @@ pub(crate) fn verdict(gpu: &Gpu, s: u32, sg: u32, fault: bool, cached: Cached) -
     c.verdict
 }
 
-/// The cache key of `gpu`'s verdict (see [`cache_key`]), where it has cooperative matrices.
+/// The cache key of `gpu`'s verdict (see `cache_key`), where it has cooperative matrices.
 pub fn key_of(gpu: &Gpu) -> Option<String> {
     gpu.coop_sizes().map(|(s, sg)| cache_key(gpu, s, sg))
 }

@@ -203,8 +203,8 @@ impl Tensor {
         });
     }
 
-    /// out[s, ..] = self[s, ..] * sa[s] + y[s, ..] * sb[s], for per-sample scalars sa, sb of
-    /// shape [N] (N = the first dimension). Without `y` the second term is absent.
+    /// out[s, ..] = self[s, ..] * sa\[s\] + y[s, ..] * sb\[s\], for per-sample scalars sa, sb of
+    /// shape \[N\] (N = the first dimension). Without `y` the second term is absent.
     pub fn per_sample_axpby(&self, sa: &Tensor, y: Option<(&Tensor, &Tensor)>) -> Tensor {
         let gpu = self.gpu();
         let n = self.shape()[0];
@@ -238,7 +238,7 @@ impl Tensor {
         out
     }
 
-    /// out[s, c, p] = self[s, c, p] + v[s, c] (v: [N, C], per sample) or + v[c] (v: [C], shared).
+    /// out[s, c, p] = self[s, c, p] + v[s, c] (v: [N, C], per sample) or + v\[c\] (v: \[C\], shared).
     pub fn add_channel_vector(&self, v: &Tensor) -> Tensor {
         let gpu = self.gpu();
         let (n, c) = (self.shape()[0], self.shape()[1]);

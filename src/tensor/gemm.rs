@@ -335,7 +335,7 @@ impl Conv2d {
         }
     }
 
-    /// y = conv(x, w) + bias; x [N, Cin, H, W], w [Cout, Cin, ks, ks], bias [Cout].
+    /// y = conv(x, w) + bias; x [N, Cin, H, W], w [Cout, Cin, ks, ks], bias \[Cout\].
     pub fn forward(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
         self.forward_add(x, w, bias, None)
     }

@@ -17,7 +17,7 @@ impl LossMeter {
         }
     }
 
-    /// Adds a [1] loss tensor (recorded, not read).
+    /// Adds a \[1\] loss tensor (recorded, not read).
     pub fn add(&mut self, loss: &Tensor) {
         self.sum.axpby_inplace(1.0, loss, 1.0);
         self.terms += 1;

@@ -104,7 +104,7 @@ fn nchw(x: &Tensor) -> (usize, usize, usize) {
 }
 
 impl Tensor {
-    /// Group norm over [N, C, ...] with per-channel affine gamma, beta ([C]).
+    /// Group norm over [N, C, ...] with per-channel affine gamma, beta (\[C\]).
     pub fn group_norm(
         &self,
         gamma: &Tensor,

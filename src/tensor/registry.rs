@@ -63,7 +63,7 @@ impl KernelDef {
     }
 }
 
-/// A variant rendered for checking: what [`crate::gpu::PipelineCache`] would compile.
+/// A variant rendered for checking: what `gpu::pipelines::PipelineCache` would compile.
 pub struct Variant {
     pub key: KernelKey,
     /// The full WGSL text (constants prepended).

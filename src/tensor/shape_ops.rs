@@ -165,7 +165,7 @@ pub(crate) fn reduce_into(
 }
 
 impl Tensor {
-    /// Sum (times `scale`) of each sample: [N, ...] -> [N].
+    /// Sum (times `scale`) of each sample: [N, ...] -> \[N\].
     pub fn sum_per_sample(&self, scale: f32) -> Tensor {
         let n = self.shape()[0];
         let out = Tensor::empty(self.gpu(), &[n]);
@@ -184,7 +184,7 @@ impl Tensor {
         let len = self.numel() / self.shape()[0].max(1);
         self.sum_per_sample(1.0 / len as f32)
     }
-    /// Sum of everything (times `scale`) as a [1] tensor.
+    /// Sum of everything (times `scale`) as a \[1\] tensor.
     pub fn sum_all(&self, scale: f32) -> Tensor {
         let out = Tensor::empty(self.gpu(), &[1]);
         reduce_into(
@@ -201,7 +201,7 @@ impl Tensor {
     pub fn mean_all(&self) -> Tensor {
         self.sum_all(1.0 / self.numel() as f32)
     }
-    /// [N, C, ...] summed over samples and pixels: [C] (bias gradients).
+    /// [N, C, ...] summed over samples and pixels: \[C\] (bias gradients).
     pub fn sum_per_channel(&self) -> Tensor {
         let (n, c) = (self.shape()[0], self.shape()[1]);
         let out = Tensor::empty(self.gpu(), &[c]);
@@ -243,7 +243,7 @@ impl Tensor {
             offset,
         );
     }
-    /// Dot product of two same-shaped tensors as a [1] tensor.
+    /// Dot product of two same-shaped tensors as a \[1\] tensor.
     pub fn dot(&self, other: &Tensor) -> Tensor {
         assert_eq!(self.numel(), other.numel());
         let out = Tensor::empty(self.gpu(), &[1]);
@@ -336,7 +336,7 @@ impl Tensor {
         out
     }
 
-    /// Sinusoidal embedding of per-sample scalars t [N] (times `scale`): [N, dim].
+    /// Sinusoidal embedding of per-sample scalars t \[N\] (times `scale`): [N, dim].
     pub fn sinusoidal_embedding(&self, dim: usize, scale: f32) -> Tensor {
         let gpu = self.gpu();
         let n = self.numel();
@@ -357,7 +357,7 @@ impl Tensor {
         out
     }
 
-    /// Per-sample weighted mean squared error: out[s] = w[s] * mean((self - target)^2 over sample s).
+    /// Per-sample weighted mean squared error: out\[s\] = w\[s\] * mean((self - target)^2 over sample s).
     pub fn weighted_mse_per_sample(&self, target: &Tensor, w: &Tensor) -> Tensor {
         let gpu = self.gpu();
         assert_eq!(self.shape(), target.shape());
@@ -445,8 +445,8 @@ fn channel_pack2(mode: u32, a: &Tensor, b: &Tensor, c: &Tensor) {
 }
 
 impl Tensor {
-    /// Softmax cross-entropy of logits [N, K] against labels [N] (class indices as f32):
-    /// (per-row loss [N], gradient of the mean loss with respect to the logits [N, K]).
+    /// Softmax cross-entropy of logits [N, K] against labels \[N\] (class indices as f32):
+    /// (per-row loss \[N\], gradient of the mean loss with respect to the logits [N, K]).
     pub fn cross_entropy(&self, labels: &Tensor) -> (Tensor, Tensor) {
         let gpu = self.gpu();
         let (n, k) = (self.shape()[0], self.shape()[1]);

@@ -39,16 +39,18 @@ fn copy_fixture(case: &str, dir: &Path) -> PathBuf {
     to
 }
 
-/// `UNet2DModel(x, timesteps, class_labels)` through fewstep's network: the largest difference
-/// and the largest output, over both images.
-fn forward_difference(case: &str) -> (f32, f32) {
-    let g = gpu();
+/// A fixture's imported network, its expected outputs, and the forward pass's inputs (x as z, and
+/// the timesteps as fewstep's t).
+fn imported_with_inputs(
+    g: &fewstep::gpu::Gpu,
+    case: &str,
+) -> (UNet, tensor_file::LoadedFile, Tensor, Vec<f32>) {
     let m = import_folder(&fixture(case)).unwrap();
     let refs: Vec<_> = m.tensors.iter().collect();
-    let net = UNet::from_params(m.arch.clone(), fewstep::nn::upload_tensors(&g, &refs)).unwrap();
+    let net = UNet::from_params(m.arch.clone(), fewstep::nn::upload_tensors(g, &refs)).unwrap();
     let e = expected(case);
     let x = e.get("x").unwrap();
-    let z = Tensor::from_slice(&g, &x.shape, &x.data);
+    let z = Tensor::from_slice(g, &x.shape, &x.data);
     // fewstep's t in [0, 1] for diffusers' integer timestep T: t = (T + 1) / timesteps.
     let steps = m.scheduler.num_train_timesteps() as f32;
     let t: Vec<f32> = e
@@ -58,6 +60,14 @@ fn forward_difference(case: &str) -> (f32, f32) {
         .iter()
         .map(|&ts| (ts + 1.0) / steps)
         .collect();
+    (net, e, z, t)
+}
+
+/// `UNet2DModel(x, timesteps, class_labels)` through fewstep's network: the largest difference
+/// and the largest output, over both images.
+fn forward_difference(case: &str) -> (f32, f32) {
+    let g = gpu();
+    let (net, e, z, t) = imported_with_inputs(&g, case);
     let cond = match e.get("class_labels") {
         Some(l) => NetCond {
             labels: l.data.iter().map(|&c| Some(c as u32)).collect(),
@@ -117,21 +127,7 @@ fn imported_networks_compute_what_diffusers_computes() {
 fn imported_networks_backpropagate_what_torch_does() {
     let g = gpu();
     for case in ["resnet-scale-shift", "no-mid-attention"] {
-        let m = import_folder(&fixture(case)).unwrap();
-        let refs: Vec<_> = m.tensors.iter().collect();
-        let net =
-            UNet::from_params(m.arch.clone(), fewstep::nn::upload_tensors(&g, &refs)).unwrap();
-        let e = expected(case);
-        let x = e.get("x").unwrap();
-        let z = Tensor::from_slice(&g, &x.shape, &x.data);
-        let steps = m.scheduler.num_train_timesteps() as f32;
-        let t: Vec<f32> = e
-            .get("timesteps")
-            .unwrap()
-            .data
-            .iter()
-            .map(|&ts| (ts + 1.0) / steps)
-            .collect();
+        let (net, e, z, t) = imported_with_inputs(&g, case);
         let probe = e.get("probe").unwrap();
         let tape = Tape::new();
         let vars = net.vars(&tape, true);

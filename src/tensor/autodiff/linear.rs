@@ -18,7 +18,7 @@ impl Tape {
         )
     }
 
-    /// x [N, in] W^T + b with W [out, in], b [out].
+    /// x [N, in] W^T + b with W [out, in], b \[out\].
     pub fn linear(&self, x: &Var, w: &Var, b: &Var) -> Var {
         let o = MatmulOpts {
             trans_b: true,

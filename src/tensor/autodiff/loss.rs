@@ -5,7 +5,7 @@ use super::{Backward, Tape, Var};
 use crate::tensor::Tensor;
 
 impl Tape {
-    /// Per-sample w[s] * mean((x - target)^2) -> [N]; target and w are constants.
+    /// Per-sample w\[s\] * mean((x - target)^2) -> \[N\]; target and w are constants.
     pub fn weighted_mse(&self, x: &Var, target: &Tensor, w: &Tensor) -> Var {
         let y = x.value.weighted_mse_per_sample(target, w);
         self.record(
@@ -19,7 +19,7 @@ impl Tape {
         )
     }
 
-    /// Mean softmax cross-entropy of logits [N, K] against constant labels [N] -> [1].
+    /// Mean softmax cross-entropy of logits [N, K] against constant labels \[N\] -> \[1\].
     pub fn cross_entropy_mean(&self, logits: &Var, labels: &Tensor) -> Var {
         let (per_row, grad) = logits.value.cross_entropy(labels);
         self.record(
@@ -32,7 +32,7 @@ impl Tape {
         )
     }
 
-    /// Mean of all elements -> [1].
+    /// Mean of all elements -> \[1\].
     pub fn mean_all(&self, x: &Var) -> Var {
         self.record(
             x.value.mean_all(),

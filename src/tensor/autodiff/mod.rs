@@ -1,7 +1,7 @@
 //! Reverse-mode automatic differentiation with a tape.
 //!
 //! Design: every differentiable op runs its forward kernel immediately (recording launches into the
-//! current batch) and, when an input needs a gradient, pushes one [`Node`] onto the [`Tape`]: the
+//! current batch) and, when an input needs a gradient, pushes one `Node` onto the [`Tape`]: the
 //! ids of its inputs and a small struct implementing [`Backward`] that owns exactly the tensors the
 //! backward pass needs (its typed saved state). `Tape::backward` walks the nodes in reverse and
 //! launches each op's backward kernels, summing gradients per variable.

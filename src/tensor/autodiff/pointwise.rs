@@ -42,7 +42,7 @@ impl Tape {
         )
     }
 
-    /// x[s, c, ..] + v[s, c] (per sample) or + v[c].
+    /// x[s, c, ..] + v[s, c] (per sample) or + v\[c\].
     pub fn add_channel_vector(&self, x: &Var, v: &Var) -> Var {
         let per_sample = v.value.numel() != x.value.shape()[1];
         self.record(
@@ -55,7 +55,7 @@ impl Tape {
         )
     }
 
-    /// x[s, ..] * sa[s] with constant per-sample scalars.
+    /// x[s, ..] * sa\[s\] with constant per-sample scalars.
     pub fn per_sample_scale(&self, x: &Var, sa: &Tensor) -> Var {
         self.record(
             x.value.per_sample_axpby(sa, None),
