@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         trainer.model.net.param_count(),
         gpu.info().name
     );
-    for update in 1..=20 {
+    for update in 1..=20u32 {
         trainer.step(&data); // Algorithm 1: one recorded batch, one submit
         if update.is_multiple_of(5) {
             let loss = pollster::block_on(trainer.take_mean_loss())?.unwrap_or(f32::NAN);
