@@ -102,6 +102,9 @@ fn parse_range(s: &str) -> std::result::Result<[f32; 2], String> {
 pub fn run(args: DistillArgs) -> Result<()> {
     let spec = args.spec();
     spec.check()?;
+    if args.resume {
+        crate::diffusion::distill_run::apply_recorded_precision(&args.out);
+    }
     let gpu = super::open_gpu()?;
     let mut run = spec.open(&gpu, super::train::recorded_command(std::env::args()))?;
     let plan = run.plan.clone();

@@ -100,6 +100,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(w) = spec.short_run_warning() {
         eprintln!("{w}");
     }
+    if args.resume {
+        crate::diffusion::train_run::apply_recorded_precision(&args.out);
+    }
     let gpu = super::open_gpu()?;
     let command = recorded_command(std::env::args());
     let mut run = spec.open(&gpu, command)?;
@@ -220,7 +223,8 @@ fn refuse_changed_on_resume(args: &TrainArgs) -> Result<()> {
     let mut changed = Vec::new();
     for id in &args.given {
         let (given, stored): (String, String) = match id.as_str() {
-            "out" | "resume" | "steps" | "max_minutes" => continue,
+            // --precision is checked against the recorded one by the run itself.
+            "out" | "resume" | "steps" | "max_minutes" | "precision" => continue,
             "data" => (args.data.clone(), opts.dataset.clone()),
             "preset" => (args.preset.clone(), arch.preset.clone()),
             "batch" => (args.batch.to_string(), train.batch.to_string()),

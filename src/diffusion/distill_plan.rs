@@ -402,11 +402,14 @@ pub(crate) fn finished(
             .config
             .guidance
             .filter(|_| plan.guided.is_some());
-        let meta = stage1_meta(teacher_meta, teacher_hash, plan, range, d.student.param);
+        let mut meta = stage1_meta(teacher_meta, teacher_hash, plan, range, d.student.param);
+        meta.precision = d.gpu().precision();
         return (plan.stage1_file().to_string(), meta, Some(plan.from_steps));
     }
     let steps = d.cfg.student_steps();
-    let meta = student_meta(teacher_meta, teacher_hash, plan, steps);
+    let mut meta = student_meta(teacher_meta, teacher_hash, plan, steps);
+    // This file was computed by this device, whatever its teacher was made in.
+    meta.precision = d.gpu().precision();
     let next = (steps > plan.to_steps).then_some(steps);
     (model_file_name(steps), meta, next)
 }

@@ -25,7 +25,7 @@ use super::model::Denoiser;
 use super::model_file::{save_model, sha256_hex, ModelMeta};
 use super::run_dir::RunKind;
 use crate::data::Dataset;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Precision};
 use crate::nn::{self, tensor_file, StoreAs, UNet};
 
 pub const STATE_FILE: &str = "distill-state.safetensors";
@@ -63,6 +63,9 @@ struct State {
     guidance_stage: bool,
     update: u64,
     wall_seconds: f64,
+    /// What the run computes in (absent: f32, as every run before `--precision` existed).
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    precision: Precision,
 }
 
 impl State {
@@ -261,6 +264,7 @@ impl DistillRun {
         let claim = super::run_dir::RunDir::claim(dir, RunKind::Distill, &state.plan.command)?;
         // Read again under the lock: the checkpoint the run continues from.
         let (state, file) = read_state(dir)?;
+        super::run_precision::check_resume(state.precision, gpu, &dir.join(STATE_FILE))?;
         let teacher_path = halving_teacher(dir, &state, teacher);
         let mut plan = state.plan.clone();
         let bytes = crate::input_file::read_model(&teacher_path)
@@ -448,6 +452,7 @@ impl DistillRun {
             guidance_stage: d.cfg.guidance_stage,
             update: d.update,
             wall_seconds: self.wall_seconds(),
+            precision: d.gpu().precision(),
         };
         let mut md = std::collections::HashMap::new();
         md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);
@@ -514,6 +519,12 @@ fn unreadable_teacher(path: &Path, state: &State, e: std::io::Error) -> anyhow::
             path.display()
         )
     }
+}
+
+/// Before `--resume` opens its device: continue in the precision the run in `dir` was made in
+/// (see [`super::run_precision`]).
+pub fn apply_recorded_precision(dir: &Path) {
+    super::run_precision::apply_recorded(&dir.join(STATE_FILE), STATE_KEY);
 }
 
 fn read_state(dir: &Path) -> Result<(State, tensor_file::LoadedFile)> {

@@ -16,6 +16,8 @@ pub mod run_dir;
 #[cfg(not(target_arch = "wasm32"))]
 mod run_files;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod run_precision;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod run_spec;
 pub mod sampler;
 pub mod schedule;

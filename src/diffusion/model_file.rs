@@ -52,6 +52,10 @@ pub struct ModelMeta {
     pub dataset: String,
     pub training_steps: u64,
     pub command: String,
+    /// What the run that made this file computed in (`--precision`); absent: f32, the default,
+    /// and every file made before the option existed.
+    #[serde(default, skip_serializing_if = "crate::gpu::Precision::is_default")]
+    pub precision: crate::gpu::Precision,
 }
 
 impl ModelMeta {
@@ -69,8 +73,13 @@ impl ModelMeta {
                 g.w_min, g.w_max
             ),
         };
+        let precision = if self.precision.is_default() {
+            String::new()
+        } else {
+            format!(", computed in {} precision", self.precision.name())
+        };
         format!(
-            "{kind}: preset {}, {}x{}x{} images, {} parameterization{classes}, data {}, {} training updates",
+            "{kind}: preset {}, {}x{}x{} images, {} parameterization{classes}, data {}, {} training updates{precision}",
             self.arch.preset,
             self.image[0],
             self.image[1],
@@ -302,6 +311,7 @@ fn imported_model(m: crate::diffusers::Imported, source: &str) -> (ModelMeta, Ve
         dataset: format!("diffusers:{source}"),
         training_steps: 0,
         command: format!("imported from the diffusers folder {source}"),
+        precision: Default::default(),
     };
     (meta, m.tensors)
 }

@@ -22,7 +22,7 @@ use super::run_dir::RunKind;
 use super::sampler::{SampleOptions, Sampler, SamplerKind};
 use super::trainer::{TrainConfig, Trainer};
 use crate::data::Dataset;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Precision};
 use crate::nn::{tensor_file, StoreAs, UNetConfig};
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -53,6 +53,9 @@ struct RunState {
     options: RunOptions,
     step: u64,
     wall_seconds: f64,
+    /// What the run computes in (absent: f32, as every run before `--precision` existed).
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    precision: Precision,
 }
 
 /// One line of metrics.jsonl.
@@ -161,6 +164,7 @@ impl TrainRun {
         let claim = super::run_dir::RunDir::claim(dir, RunKind::Train, &state.options.command)?;
         // Read again under the lock: the checkpoint the run continues from.
         let (state, file) = read_state(dir)?;
+        super::run_precision::check_resume(state.precision, gpu, &dir.join(STATE_FILE))?;
         let trainer = Trainer::restore(gpu, state.arch.clone(), state.train, state.step, &file)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display()))?;
         // The run may continue on another adapter than the one it started on.
@@ -271,6 +275,7 @@ impl TrainRun {
             options: self.options.clone(),
             step: tr.step,
             wall_seconds: self.wall_seconds(),
+            precision: tr.gpu().precision(),
         };
         let mut md = std::collections::HashMap::new();
         md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);
@@ -333,6 +338,12 @@ fn model_without_state(dir: &Path) -> String {
          {MODEL_FILE} elsewhere, or choose another --out",
         dir.display()
     )
+}
+
+/// Before `--resume` opens its device: continue in the precision the run in `dir` was made in
+/// (see [`super::run_precision`]).
+pub fn apply_recorded_precision(dir: &Path) {
+    super::run_precision::apply_recorded(&dir.join(STATE_FILE), STATE_KEY);
 }
 
 fn read_state(dir: &Path) -> Result<(RunState, tensor_file::LoadedFile)> {

@@ -206,6 +206,7 @@ impl Trainer {
             dataset: dataset.to_string(),
             training_steps: self.step,
             command: command.to_string(),
+            precision: self.gpu().precision(),
         }
     }
 

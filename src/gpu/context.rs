@@ -300,7 +300,8 @@ impl std::str::FromStr for SplitK {
 /// The default is f32: the same numbers from the command line, the desktop app and the browser
 /// on every adapter, and the cooperative-matrix family's speed has not been measured on any
 /// GPU yet (only its correctness, on Mesa's lavapipe). Mixed is asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f16 operands with f32 accumulation where the adapter has cooperative matrices that pass
     /// fewstep's self-check; f32 elsewhere.
@@ -311,6 +312,10 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Whether this is the default (f32): what runs and model files leave unwritten.
+    pub fn is_default(&self) -> bool {
+        *self == Precision::F32
+    }
     pub fn name(self) -> &'static str {
         match self {
             Precision::Mixed => "mixed",
@@ -367,6 +372,11 @@ static PRECISION_FLAG: std::sync::OnceLock<Precision> = std::sync::OnceLock::new
 /// Records the command line's `--precision` for the devices this process opens (once).
 pub fn set_precision_flag(p: Precision) {
     let _ = PRECISION_FLAG.set(p);
+}
+
+/// The precision the user asked for: `--precision`, else FEWSTEP_PRECISION (None: neither).
+pub fn asked_precision() -> Option<Precision> {
+    GpuOptions::from_env().precision
 }
 
 impl GpuOptions {
@@ -963,6 +973,15 @@ impl Gpu {
     }
     pub fn variant(&self) -> KernelVariant {
         self.0.variant.get()
+    }
+    /// The precision this device computes in: mixed while the cooperative-matrix family runs,
+    /// else f32.
+    pub fn precision(&self) -> Precision {
+        if self.variant() == KernelVariant::Coop {
+            Precision::Mixed
+        } else {
+            Precision::F32
+        }
     }
     /// Switches the GEMM family; falls back to `Tiled` where subgroups are unavailable, and to
     /// `Blocked` where cooperative matrices are absent or fail their self-check.

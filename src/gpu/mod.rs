@@ -13,8 +13,8 @@ mod readback;
 
 pub use batch::{Binding, Dispatch};
 pub use context::{
-    set_precision_flag, FaultWatch, GemmTile, Gpu, GpuError, GpuOptions, KernelVariant, Precision,
-    SplitK,
+    asked_precision, set_precision_flag, FaultWatch, GemmTile, Gpu, GpuError, GpuOptions,
+    KernelVariant, Precision, SplitK,
 };
 pub use pipelines::{declared_bindings, BindingKind, KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolReuse, PoolStats};

@@ -553,3 +553,47 @@ fn bench_sample_lists_and_profiles_a_step() {
         );
     }
 }
+
+/// A run made in mixed precision (its state says so) is not continued in f32 on a device whose
+/// cooperative matrices are missing: `--resume` asks for mixed by itself, finds no family to run
+/// it, and refuses with the reason instead of ending with different files. Here the state of an
+/// f32 run is marked mixed (this adapter has no cooperative matrices; tests/suite/coop.rs runs a
+/// real mixed run on Mesa 26).
+#[test]
+fn a_mixed_run_is_not_resumed_in_f32() {
+    use fewstep::nn::tensor_file;
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    write_images(&imgs);
+    let run = tmp.path().join("run");
+    let args = common::bin::tiny_train_args(&imgs, &run, &["--steps", "2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(fewstep(&args).status.success());
+    let state = run.join("state.safetensors");
+    let file = tensor_file::read(&state).unwrap();
+    let mut md = file.metadata.clone();
+    let mut json: serde_json::Value = serde_json::from_str(&md["fewstep_state"]).unwrap();
+    assert!(
+        json.get("precision").is_none(),
+        "f32 is not written: {json}"
+    );
+    json["precision"] = "mixed".into();
+    md.insert("fewstep_state".into(), json.to_string());
+    tensor_file::write(&state, &file.tensors, md, tensor_file::StoreAs::F32).unwrap();
+    let o = fewstep(&[
+        "train",
+        "--resume",
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "4",
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("resuming in mixed precision")
+            && err.contains("was made in mixed precision, and this device computes in f32")
+            && err.contains("the cooperative-matrix family does not run on this device"),
+        "{err}"
+    );
+}

@@ -940,3 +940,77 @@ fn coop_pipelines_are_registered() {
         missing.join("\n")
     );
 }
+
+/// `--precision mixed` runs the coop family and a run records it: its model file says so,
+/// `--resume` without the flag continues in mixed and ends with the bytes of an uninterrupted
+/// run, and `--resume --precision f32` is refused, naming the flag.
+#[test]
+fn a_mixed_precision_run_records_it_and_resumes_in_it() {
+    let test = "a_mixed_precision_run_records_it_and_resumes_in_it";
+    if coop_gpu_or_skip(test).is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    crate::common::bin::write_images(&imgs);
+    let run = |args: Vec<String>| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fewstep"))
+            .args(&args)
+            .env_remove("FEWSTEP_KERNELS")
+            .env_remove("FEWSTEP_PRECISION")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        eprintln!("$ fewstep {}\n{err}", args.join(" "));
+        (
+            o.status.success(),
+            err + &String::from_utf8_lossy(&o.stdout),
+        )
+    };
+    let args = |out: &std::path::Path, steps: &str| {
+        crate::common::bin::tiny_train_args(&imgs, out, &["--precision", "mixed", "--steps", steps])
+    };
+    let straight = tmp.path().join("straight");
+    assert!(run(args(&straight, "4")).0);
+    let part = tmp.path().join("part");
+    assert!(run(args(&part, "2")).0);
+    let resume = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "train",
+            "--resume",
+            "--out",
+            part.to_str().unwrap(),
+            "--steps",
+            "4",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        run(a)
+    };
+    let (ok, text) = resume(&["--precision", "f32"]);
+    assert!(
+        !ok && text.contains("was made in mixed precision") && text.contains("--precision mixed"),
+        "{text}"
+    );
+    let (ok, text) = resume(&[]);
+    assert!(ok && text.contains("resuming in mixed precision"), "{text}");
+    // The same model but for the command line each run recorded (--steps 4 and --steps 2).
+    let model = |dir: &std::path::Path| {
+        let path = dir.join("model.safetensors");
+        let (mut meta, tensors) =
+            fewstep::diffusion::parse_model(&path, &std::fs::read(&path).unwrap()).unwrap();
+        meta.command.clear();
+        (meta, tensors)
+    };
+    assert!(
+        model(&straight) == model(&part),
+        "a resumed mixed run differs from an uninterrupted one"
+    );
+    let (ok, text) = run(vec![
+        "info".into(),
+        "--model".into(),
+        straight.join("model.safetensors").to_str().unwrap().into(),
+    ]);
+    assert!(ok && text.contains("computed in mixed precision"), "{text}");
+}

@@ -270,6 +270,7 @@ fn meta_for(cfg: &UNetConfig) -> ModelMeta {
         dataset: "synthetic".into(),
         training_steps: 7,
         command: "test".into(),
+        precision: Default::default(),
     }
 }
 

@@ -242,6 +242,7 @@ fn random_teacher(g: &fewstep::gpu::Gpu, dir: &std::path::Path) -> std::path::Pa
         dataset: "synthetic".into(),
         training_steps: 0,
         command: "test".into(),
+        precision: Default::default(),
     };
     save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
     teacher
@@ -372,6 +373,7 @@ fn resume_case(ema: Option<f32>) {
         dataset: "synthetic".into(),
         training_steps: 0,
         command: "test".into(),
+        precision: Default::default(),
     };
     save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
     let plan = DistillPlan {

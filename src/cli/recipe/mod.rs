@@ -536,7 +536,7 @@ fn refuse_changed_on_resume(args: &RecipeArgs, s: &RecipeSettings) -> Result<()>
     let mut changed = Vec::new();
     for id in &args.given {
         let (given, stored): (String, String) = match id.as_str() {
-            "out" | "resume" | "stop_after" => continue,
+            "out" | "resume" | "stop_after" | "precision" => continue,
             "preset" => (args.preset.clone(), s.preset.clone()),
             "data" => (opt(&args.data), s.data.clone()),
             "image_size" => (opt(&args.image_size), opt(&s.image_size)),
