@@ -5,7 +5,9 @@
 // worker's scope, so the site may live under a sub-path (GitHub Pages: /user/repo/).
 // Responses carry `x-fewstep-cache: hit` (from the cache), `stored` (from the network, copied into
 // the cache) or `offline` (network down: an older cached copy); anything files.json does not list
-// is left to the network untouched.
+// is left to the network untouched. The wasm and its JavaScript glue are one build's pair
+// (wasm-bindgen's imports change between builds): the page gets both new or both old, never one
+// of each (SETS).
 
 const SCOPE = new URL(self.registration.scope); // ends with '/'
 // One cache per site: two sites on one origin (GitHub Pages) must not prune each other's files.
@@ -15,6 +17,14 @@ const MANIFEST = 'files.json';
 const MANIFEST_TIMEOUT_MS = 3000;
 
 const urlOf = (path) => new URL(path, SCOPE).href;
+
+// Files that must come from the same build. A member is answered only once every member's new
+// bytes have arrived (and are stored, quota permitting); otherwise the old copies of all of them.
+const SETS = [['web/pkg/fewstep.js', 'web/pkg/fewstep_bg.wasm']];
+const setOf = (path) => SETS.find((set) => set.includes(path));
+// Members a set's refresh stored for the page before it asked for them: answered as `stored`
+// (they came from the network during this visit), once.
+const storedForPage = new Map();
 
 // The manifest as last read: `manifestP` a promise of it (null: this site has none), `manifest`
 // its value once settled, so that the fetch handler can leave unlisted requests alone without
@@ -135,11 +145,71 @@ async function store(cache, path, entry, res, body) {
   }
 }
 
+// A member of a set: every stale member is fetched into memory and checked against files.json
+// before anything is stored or answered. A member that does not arrive, or arrives with other
+// bytes than files.json lists (a server still sending the old build), leaves the old set in
+// place, answered as `offline`.
+async function answerSet(path, set, m, cache) {
+  const current = async (p) => {
+    const cached = await cache.match(urlOf(p));
+    return { p, cached, fresh: cached && cached.headers.get('x-fewstep-sha256') === m.files[p].sha256 };
+  };
+  const early = storedForPage.get(path);
+  storedForPage.delete(path);
+  if (early && early.sha256 === m.files[path].sha256) return early.response;
+  const members = await Promise.all(set.filter((p) => m.files[p]).map(current));
+  const mine = members.find((x) => x.p === path);
+  if (members.every((x) => x.fresh)) return mine.cached;
+  const arrived = [];
+  let failed = null;
+  for (const x of members.filter((x) => !x.fresh)) {
+    try {
+      const res = await fetch(urlOf(x.p), { cache: 'no-cache' });
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+      const bytes = await res.arrayBuffer();
+      const sha256 = hex(await crypto.subtle.digest('SHA-256', bytes));
+      if (sha256 !== m.files[x.p].sha256) {
+        throw new Error(`the server sent bytes with SHA-256 ${sha256}, files.json lists ${m.files[x.p].sha256}`);
+      }
+      arrived.push({ p: x.p, res, bytes, sha256 });
+    } catch (e) {
+      failed = { p: x.p, e };
+      break;
+    }
+  }
+  if (failed) {
+    if (!(failed.e instanceof TypeError)) report(failed.p, failed.e); // a TypeError: no network
+    if (members.every((x) => x.cached)) {
+      return new Response(mine.cached.body, { status: 200, statusText: mine.cached.statusText, headers: plainHeaders(mine.cached, 'offline') });
+    }
+    throw failed.e; // nothing older to fall back on
+  }
+  let answer = mine.cached;
+  for (const a of arrived) {
+    const headers = plainHeaders(a.res, 'hit');
+    headers.set('content-length', String(a.bytes.byteLength));
+    headers.set('x-fewstep-sha256', a.sha256);
+    try {
+      await cache.put(urlOf(a.p), new Response(a.bytes, { status: 200, statusText: a.res.statusText, headers }));
+    } catch (e) {
+      report(a.p, e); // not kept (a full quota): the page still gets the bytes
+    }
+    const pageHeaders = plainHeaders(a.res, 'stored');
+    pageHeaders.set('content-length', String(a.bytes.byteLength));
+    const forPage = new Response(a.bytes, { status: 200, statusText: a.res.statusText, headers: pageHeaders });
+    if (a.p === path) answer = forPage;
+    else storedForPage.set(a.p, { sha256: a.sha256, response: forPage });
+  }
+  return answer;
+}
+
 async function answer(event, path, request) {
   const m = await manifestP;
   const entry = m && m.files[path];
   if (!entry) return fetch(request); // not ours after all (the manifest was still being read)
   const cache = await caches.open(CACHE);
+  const set = setOf(path);
+  if (set) return answerSet(path, set, m, cache);
   const cached = await cache.match(urlOf(path));
   if (cached && cached.headers.get('x-fewstep-sha256') === entry.sha256) return cached; // stored as 'hit'
   let res;

@@ -16,7 +16,10 @@
 //  f. a store that fails (quota cut to 1 MB over CDP) still answers the page in full and reaches
 //     window.fewstepCacheErrors;
 //  g. a deploy that lost files.json (404): the page works and the cache keeps every file; then
-//     offline, the page still works; then files.json is back and a reload fetches no listed file.
+//     offline, the page still works; then files.json is back and a reload fetches no listed file;
+//  h. a new build (the wasm and its JavaScript glue both changed) whose wasm does not arrive: the
+//     page runs the old pair (both answered `offline`), never the new glue with the old wasm, and
+//     the cache keeps the old pair; once the wasm arrives, the reload gets the new pair.
 // Usage: FEWSTEP_SITE=target/site node .ci/browser/offline.mjs
 import { chromium } from 'playwright-core';
 import crypto from 'node:crypto';
@@ -45,11 +48,11 @@ const types = {
   '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json',
   '.webmanifest': 'application/manifest+json', '.png': 'image/png', '.safetensors': 'application/octet-stream',
 };
-const net = { refuse: false, log: [] };
+const net = { refuse: false, refusePaths: new Set(), log: [] };
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://127.0.0.1');
   const rel = url.pathname.startsWith(BASE) ? decodeURIComponent(url.pathname.slice(BASE.length)) || 'index.html' : null;
-  if (net.refuse) { net.log.push({ path: rel ?? url.pathname, status: 'refused', bytes: 0 }); req.socket.destroy(); return; }
+  if (net.refuse || net.refusePaths.has(rel)) { net.log.push({ path: rel ?? url.pathname, status: 'refused', bytes: 0 }); req.socket.destroy(); return; }
   const file = rel === null ? null : path.join(site, path.normalize(rel));
   if (!file || !file.startsWith(site) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
     net.log.push({ path: rel ?? url.pathname, status: 404, bytes: 0 });
@@ -230,6 +233,34 @@ try {
   check(!back.error && back.status?.models.length === 4 && refetched.length === 0,
     `files.json back (200): the reload fetched none of the listed files (${refetched.join(', ') || 'none'})`);
 
+  // h. A new build whose wasm does not arrive (its glue does).
+  const glue = 'web/pkg/fewstep.js', wasm = 'web/pkg/fewstep_bg.wasm';
+  const before = await page.evaluate(cachedHashes);
+  fs.appendFileSync(path.join(site, glue), '\n// rebuilt (offline.mjs, step h)\n');
+  // A custom section (id 0, 8 bytes: the name's length 7 and "fewstep"): a valid, different wasm.
+  fs.appendFileSync(path.join(site, wasm), Buffer.concat([Buffer.from([0, 8, 7]), Buffer.from('fewstep')]));
+  const entryOf = (p) => {
+    const bytes = fs.readFileSync(path.join(site, p));
+    return { sha256: crypto.createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
+  };
+  const rebuilt = { ...changed, [glue]: entryOf(glue), [wasm]: entryOf(wasm) };
+  fs.writeFileSync(manifestFile, JSON.stringify({ version: 1, files: rebuilt }));
+  net.refusePaths = new Set([wasm]); net.log = [];
+  const half = await visit(`${origin}${BASE}index.html?${QUERY}`);
+  const kept = await page.evaluate(cachedHashes);
+  check(!half.error && half.status?.models.length === 4 && headers[glue] === 'offline' && headers[wasm] === 'offline'
+    && kept[glue] === before[glue] && kept[wasm] === before[wasm],
+    `a new build whose wasm is refused: the page ran the old pair (glue ${headers[glue]}, wasm ${headers[wasm]}), ` +
+    `${half.status?.models.length} models; the cache kept the old pair: ${kept[glue] === before[glue] && kept[wasm] === before[wasm]}` +
+    `${half.error ? `; error: ${half.error}` : ''}`);
+  net.refusePaths = new Set(); net.log = [];
+  const whole = await visit(`${origin}${BASE}index.html?${QUERY}`);
+  const newPair = await waitStored([glue, wasm], rebuilt);
+  check(!whole.error && whole.status?.models.length === 4 && headers[glue] === 'stored' && headers[wasm] === 'stored'
+    && newPair.length === 0,
+    `once the wasm arrives, the reload got the new pair (glue ${headers[glue]}, wasm ${headers[wasm]}) and the cache ` +
+    `holds it${newPair.length ? `; not yet: ${newPair.join(', ')}` : ''}${whole.error ? `; error: ${whole.error}` : ''}`);
+
   // e. Installability, as Chromium judges it (the worker, the web manifest, its icons).
   const cdp = await browser.newCDPSession(page);
   const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors');
@@ -241,7 +272,7 @@ try {
   // d. What the app will show, and clearing.
   const info = await page.evaluate(() => window.fewstepCacheInfo());
   const sizes = Object.fromEntries(info.files.map((f) => [f.path, f.bytes]));
-  check(listed.every((p) => sizes[p] === changed[p].bytes) && 'files.json' in sizes
+  check(listed.every((p) => sizes[p] === rebuilt[p].bytes) && 'files.json' in sizes
     && info.bytes === info.files.reduce((n, f) => n + f.bytes, 0) && info.errors.length === 0,
     `fewstepCacheInfo(): ${info.files.length} files, ${mb(info.bytes)} (usage ${info.usage === null ? null : mb(info.usage)}, ` +
     `quota ${info.quota === null ? null : mb(info.quota)}, persisted ${info.persisted}, ${info.errors.length} errors)`);
