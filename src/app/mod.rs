@@ -553,14 +553,7 @@ impl FewstepApp {
                 self.loading.expected += 1;
                 wasm_bindgen_futures::spawn_local(async move {
                     let job = match f.bytes_async().await {
-                        // A diffusers pipeline's files arrive one by one: kept until all have.
-                        Ok(bytes) if crate::diffusers::PipelineFiles::is_part(&name) => {
-                            web_page::pipeline_part(name, bytes)
-                        }
-                        Ok(bytes) => {
-                            web_distill::remember_file(&name, &bytes);
-                            Job::Load { name, bytes }
-                        }
+                        Ok(bytes) => web_page::opened_file(name, bytes),
                         Err(error) => {
                             let error = web_page::explain_unreadable_drop(&name, error);
                             Job::LoadError { name, error }

@@ -477,9 +477,19 @@ thread_local! {
     static DROPPED_PIPELINES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// A file the visitor opened (dropped or picked): a model file is kept by name and loaded; one
+/// of a diffusers pipeline's files waits for the rest ([`pipeline_part`]).
+pub(crate) fn opened_file(name: String, bytes: Vec<u8>) -> Job {
+    if crate::diffusers::PipelineFiles::is_part(&name) {
+        return pipeline_part(name, bytes);
+    }
+    super::web_distill::remember_file(&name, &bytes);
+    Job::Load { name, bytes }
+}
+
 /// One of a diffusers pipeline's files, dropped on the page: kept until the unet config, its
 /// weights and the scheduler config have all arrived (in one drop or several), then the model.
-pub(crate) fn pipeline_part(name: String, bytes: Vec<u8>) -> Job {
+fn pipeline_part(name: String, bytes: Vec<u8>) -> Job {
     PIPELINE.with(|p| {
         let mut p = p.borrow_mut();
         if let Err(e) = p.add(&name, bytes) {
@@ -554,15 +564,7 @@ pub(crate) fn pick_file(jobs: UnboundedSender<Job>) {
             for file in files {
                 let name = file.name();
                 let job = match JsFuture::from(file.array_buffer()).await {
-                    Ok(buf) => {
-                        let bytes = js_sys::Uint8Array::new(&buf).to_vec();
-                        if crate::diffusers::PipelineFiles::is_part(&name) {
-                            pipeline_part(name, bytes)
-                        } else {
-                            super::web_distill::remember_file(&name, &bytes);
-                            Job::Load { name, bytes }
-                        }
-                    }
+                    Ok(buf) => opened_file(name, js_sys::Uint8Array::new(&buf).to_vec()),
                     Err(e) => Job::LoadError {
                         name,
                         error: format!("{e:?}"),
