@@ -203,6 +203,9 @@ pub fn spawn(shared: SharedDevice, repaint: eframe::egui::Context) -> EngineHand
     let make_worker = move || {
         let gpu =
             Gpu::from_device_watched(shared.device, shared.queue, shared.info, None, shared.fault);
+        // As `fewstep sample` does, so the command shown under a run makes the same picture
+        // (tuning waits on the GPU: natively only, tensor/tuner).
+        gpu.set_tuning(crate::gpu::GpuOptions::for_runs().tunes(gpu.info()));
         Worker {
             painter: GridPainter::new(&gpu),
             gpu,

@@ -151,7 +151,7 @@ fn train(
     stop: &AtomicBool,
     send: &dyn Fn(Msg),
 ) -> anyhow::Result<String> {
-    let gpu = Gpu::new_blocking(GpuOptions::from_env())?;
+    let gpu = Gpu::new_blocking(GpuOptions::for_runs())?;
     let mut run = spec.open(&gpu, command)?;
     let total = run.options.total_steps;
     send(Msg::Started {
@@ -197,7 +197,7 @@ fn distill(
     stop: &AtomicBool,
     send: &dyn Fn(Msg),
 ) -> anyhow::Result<String> {
-    let gpu = Gpu::new_blocking(GpuOptions::from_env())?;
+    let gpu = Gpu::new_blocking(GpuOptions::for_runs())?;
     let mut run = spec.open(&gpu, command)?;
     let plan = run.plan.clone();
     let halvings = plan.halvings();

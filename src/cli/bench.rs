@@ -39,6 +39,11 @@ pub struct BenchArgs {
     /// sample: images sampled together.
     #[arg(long, default_value_t = 16)]
     count: usize,
+    /// train: time each preset with the fixed kernel rule, then tune its GEMMs afresh (the
+    /// cost is printed; nothing is read from or written to the plan cache) and time it again
+    /// with the tuned plan, on the same device.
+    #[arg(long)]
+    tuned: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,9 +132,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let s = args.seconds;
     match args.what {
         BenchWhat::Kernels => {}
+        BenchWhat::Train if args.tuned => {
+            let p = super::bench_model::presets(&gpu, &args.preset);
+            let show = (args.launches, args.profile);
+            return super::bench_model::train_rule_vs_tuned(
+                &gpu, &p, args.batch, s, args.json, show,
+            );
+        }
         BenchWhat::Train => {
             let p = super::bench_model::presets(&gpu, &args.preset);
-            return super::bench_model::train(
+            super::bench_model::train(
                 &gpu,
                 &p,
                 args.batch,
@@ -137,7 +149,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 args.json,
                 args.launches,
                 args.profile,
-            );
+            )?;
+            return Ok(());
         }
         BenchWhat::Sample => {
             let p = super::bench_model::presets(&gpu, &args.preset);

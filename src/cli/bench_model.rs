@@ -113,6 +113,47 @@ pub(super) fn emit(json: bool, v: serde_json::Value, text: String) {
     }
 }
 
+/// `bench train --tuned`: each preset timed with the fixed rule, then tuned afresh (not
+/// cached) and timed with the plan, on one device; the ratio and the tuning's cost.
+pub fn train_rule_vs_tuned(
+    gpu: &Gpu,
+    presets: &[String],
+    batch: usize,
+    seconds: f64,
+    json: bool,
+    (launches, profile): (bool, bool),
+) -> Result<()> {
+    use crate::tensor::tuner;
+    for preset in presets {
+        let one = std::slice::from_ref(preset);
+        gpu.set_tuning(false);
+        let rule = train(gpu, one, batch, seconds, json, launches, profile)?[0];
+        gpu.set_tuning(true);
+        tuner::start_afresh(gpu, false);
+        let tuned = train(gpu, one, batch, seconds, json, launches, profile)?[0];
+        let log = tuner::tuned(gpu);
+        let tuning: f64 = log.iter().map(|t| t.tuning_seconds).sum();
+        gpu.set_tuning(false);
+        emit(
+            json,
+            serde_json::json!({
+                "bench": "train_rule_vs_tuned", "preset": preset, "batch": batch,
+                "rule_ms_per_step": round3(rule), "tuned_ms_per_step": round3(tuned),
+                "speedup": round3(rule / tuned), "problems_tuned": log.len(),
+                "tuning_seconds": round3(tuning), "adapter": gpu.info().name,
+            }),
+            format!(
+                "train  {preset:<6} fixed rule {rule:.1} ms/update, tuned {tuned:.1} ms/update \
+                 ({:.2}x); tuning {} GEMM problems took {tuning:.1} s",
+                rule / tuned,
+                log.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Times training updates of each preset; returns ms per update, per preset.
 pub fn train(
     gpu: &Gpu,
     presets: &[String],
@@ -121,7 +162,8 @@ pub fn train(
     json: bool,
     launches: bool,
     profile: bool,
-) -> Result<()> {
+) -> Result<Vec<f64>> {
+    let mut per_preset = Vec::new();
     for preset in presets {
         let arch = arch(preset)?;
         let [c, h, w] = image_of(preset);
@@ -158,6 +200,7 @@ pub fn train(
             bind_groups_reused,
         } = t;
         let ips = batch as f64 * 1e3 / ms;
+        per_preset.push(ms);
         emit(
             json,
             serde_json::json!({
@@ -194,7 +237,7 @@ pub fn train(
             )?;
         }
     }
-    Ok(())
+    Ok(per_preset)
 }
 
 /// The launch histogram of one update or step: a JSON row, or a line per kernel.

@@ -12,6 +12,7 @@ mod recipe;
 mod sample;
 pub(crate) mod train;
 mod train_classifier;
+mod tune;
 
 use clap::{Parser, Subcommand};
 
@@ -94,6 +95,12 @@ enum Command {
     ///
     /// Example: fewstep recipe --preset quick --out runs/recipe
     Recipe(recipe::RecipeArgs),
+    /// Time every GEMM kernel a model's training update and sampling step meet on this adapter
+    /// and keep the fastest for each (runs otherwise tune what they meet, once; FEWSTEP_TUNE=off
+    /// keeps the fixed rule). Prints the plan next to the rule's choice.
+    ///
+    /// Example: fewstep tune --preset small
+    Tune(tune::TuneArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
     ///
     /// Example: fewstep selftest --precision mixed
@@ -142,6 +149,7 @@ pub fn main() -> std::process::ExitCode {
         Command::TrainClassifier(args) => train_classifier::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Recipe(args) => recipe::run(args),
+        Command::Tune(args) => tune::run(args),
         Command::Selftest { json, seed } => selftest(json, seed),
     };
     match result {
@@ -296,7 +304,7 @@ pub(crate) fn log_when_not_a_terminal(line: &str) {
 }
 
 pub(crate) fn open_gpu() -> anyhow::Result<Gpu> {
-    Ok(Gpu::new_blocking(GpuOptions::from_env())?)
+    Ok(Gpu::new_blocking(GpuOptions::for_runs())?)
 }
 
 fn info() -> anyhow::Result<()> {
@@ -310,7 +318,33 @@ fn info() -> anyhow::Result<()> {
         "precision: {}",
         crate::tensor::kernel_policy::describe_precision(&gpu)
     );
+    print_plan(&gpu);
     Ok(())
+}
+
+/// The tuned kernel plan of this adapter: where it is kept and its entries.
+fn print_plan(gpu: &Gpu) {
+    use crate::tensor::tuner;
+    let kept = tuner::cache_file().map_or("not kept (no cache folder)".into(), |f| {
+        format!("kept in {}", f.display())
+    });
+    if !gpu.tunes() {
+        println!(
+            "plan:      off (FEWSTEP_TUNE=off or a forced family, tile or split): the fixed rule \
+             above; a plan would be {kept}"
+        );
+        return;
+    }
+    let plan = tuner::plan(gpu);
+    println!(
+        "plan:      {} GEMM problems tuned on this adapter, {kept} (runs tune what they meet \
+         once; `fewstep tune` up front){}",
+        plan.len(),
+        if plan.is_empty() { "" } else { ":" }
+    );
+    for (bucket, choice) in plan {
+        println!("           {bucket:<36} {choice}");
+    }
 }
 
 fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {

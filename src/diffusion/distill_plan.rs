@@ -404,12 +404,14 @@ pub(crate) fn finished(
             .filter(|_| plan.guided.is_some());
         let mut meta = stage1_meta(teacher_meta, teacher_hash, plan, range, d.student.param);
         meta.precision = d.gpu().precision();
+        meta.kernel_plan = crate::tensor::tuner::recorded(d.gpu());
         return (plan.stage1_file().to_string(), meta, Some(plan.from_steps));
     }
     let steps = d.cfg.student_steps();
     let mut meta = student_meta(teacher_meta, teacher_hash, plan, steps);
     // This file was computed by this device, whatever its teacher was made in.
     meta.precision = d.gpu().precision();
+    meta.kernel_plan = crate::tensor::tuner::recorded(d.gpu());
     let next = (steps > plan.to_steps).then_some(steps);
     (model_file_name(steps), meta, next)
 }

@@ -66,6 +66,10 @@ struct State {
     /// What the run computes in (absent: f32, as every run before `--precision` existed).
     #[serde(default, skip_serializing_if = "Precision::is_default")]
     precision: Precision,
+    /// The GEMM kernel each problem bucket ran on (tensor/tuner), so a resumed run launches
+    /// the same ones whatever the plan cache says by then; absent: the fixed rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kernel_plan: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl State {
@@ -265,6 +269,11 @@ impl DistillRun {
         // Read again under the lock: the checkpoint the run continues from.
         let (state, file) = read_state(dir)?;
         super::run_precision::check_resume(state.precision, gpu, &dir.join(STATE_FILE))?;
+        super::run_precision::continue_plan(
+            state.kernel_plan.as_ref(),
+            gpu,
+            &dir.join(STATE_FILE),
+        )?;
         let teacher_path = halving_teacher(dir, &state, teacher);
         let mut plan = state.plan.clone();
         let bytes = crate::input_file::read_model(&teacher_path)
@@ -453,6 +462,7 @@ impl DistillRun {
             update: d.update,
             wall_seconds: self.wall_seconds(),
             precision: d.gpu().precision(),
+            kernel_plan: crate::tensor::tuner::recorded(d.gpu()),
         };
         let mut md = std::collections::HashMap::new();
         md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);

@@ -56,6 +56,10 @@ pub struct ModelMeta {
     /// and every file made before the option existed.
     #[serde(default, skip_serializing_if = "crate::gpu::Precision::is_default")]
     pub precision: crate::gpu::Precision,
+    /// The GEMM kernel each problem bucket of the run that made this file ran on (tensor/tuner);
+    /// absent: the fixed rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_plan: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl ModelMeta {
@@ -312,6 +316,7 @@ fn imported_model(m: crate::diffusers::Imported, source: &str) -> (ModelMeta, Ve
         training_steps: 0,
         command: format!("imported from the diffusers folder {source}"),
         precision: Default::default(),
+        kernel_plan: None,
     };
     (meta, m.tensors)
 }

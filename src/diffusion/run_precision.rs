@@ -1,6 +1,8 @@
-//! The precision a run computes in, kept with its checkpoint: a run resumed in another precision
-//! would not end with the files an uninterrupted run writes, so `--resume` continues in the
-//! recorded one (the command line applies it before opening the device) and refuses otherwise.
+//! The precision a run computes in and the GEMM kernels it ran (tensor/tuner's plan), kept with
+//! its checkpoint: a run resumed in another precision, or on other kernels, would not end with
+//! the files an uninterrupted run writes, so `--resume` continues in the recorded precision (the
+//! command line applies it before opening the device; another is refused) and with the
+//! recorded kernels.
 
 use std::io::Read;
 use std::path::Path;
@@ -36,6 +38,17 @@ pub fn check_resume(recorded: Precision, gpu: &Gpu, state: &Path) -> Result<()> 
         recorded.name(),
         now.name()
     )
+}
+
+/// Continues with the kernels the run recorded in `state` (`None`: the fixed rule, as every
+/// run before the tuner).
+pub fn continue_plan(
+    recorded: Option<&std::collections::BTreeMap<String, String>>,
+    gpu: &Gpu,
+    state: &Path,
+) -> Result<()> {
+    crate::tensor::tuner::install(gpu, recorded)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", state.display()))
 }
 
 /// The precision recorded under `key` (a JSON object with a `precision` field) in the

@@ -56,6 +56,10 @@ struct RunState {
     /// What the run computes in (absent: f32, as every run before `--precision` existed).
     #[serde(default, skip_serializing_if = "Precision::is_default")]
     precision: Precision,
+    /// The GEMM kernel each problem bucket ran on (tensor/tuner), so a resumed run launches
+    /// the same ones whatever the plan cache says by then; absent: the fixed rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kernel_plan: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One line of metrics.jsonl.
@@ -165,6 +169,11 @@ impl TrainRun {
         // Read again under the lock: the checkpoint the run continues from.
         let (state, file) = read_state(dir)?;
         super::run_precision::check_resume(state.precision, gpu, &dir.join(STATE_FILE))?;
+        super::run_precision::continue_plan(
+            state.kernel_plan.as_ref(),
+            gpu,
+            &dir.join(STATE_FILE),
+        )?;
         let trainer = Trainer::restore(gpu, state.arch.clone(), state.train, state.step, &file)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display()))?;
         // The run may continue on another adapter than the one it started on.
@@ -276,6 +285,7 @@ impl TrainRun {
             step: tr.step,
             wall_seconds: self.wall_seconds(),
             precision: tr.gpu().precision(),
+            kernel_plan: crate::tensor::tuner::recorded(tr.gpu()),
         };
         let mut md = std::collections::HashMap::new();
         md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);

@@ -207,6 +207,7 @@ impl Trainer {
             training_steps: self.step,
             command: command.to_string(),
             precision: self.gpu().precision(),
+            kernel_plan: crate::tensor::tuner::recorded(self.gpu()),
         }
     }
 

@@ -361,6 +361,12 @@ pub struct GpuOptions {
     /// FEWSTEP_TEST_COOP_FAULT=1: the cooperative-matrix self-check runs a kernel that reads B
     /// column-major (tests prove that the check then fails and the blocked family runs).
     pub coop_fault: bool,
+    /// FEWSTEP_TUNE=on|off: whether GEMMs are timed on this adapter and the fastest kept
+    /// (`None`: [`Self::tune_by_default`] on GPUs).
+    pub tune: Option<bool>,
+    /// Whether GPUs tune without FEWSTEP_TUNE: the command line and the app ([`Self::for_runs`]);
+    /// not the library.
+    pub tune_by_default: bool,
     /// Environment values that could not be parsed: [`Gpu::new`] refuses to start with them.
     env_errors: Vec<String>,
 }
@@ -390,6 +396,26 @@ impl GpuOptions {
         }
     }
 
+    /// [`Self::from_env`] for the command line and the app: GEMMs are tuned on GPUs unless
+    /// FEWSTEP_TUNE=off (or a family, tile or split is forced). CPU adapters keep the rule
+    /// measured on lavapipe unless FEWSTEP_TUNE=on: compiling every candidate kernel costs
+    /// minutes there the first time (BENCHMARKS.md).
+    pub fn for_runs() -> Self {
+        let mut o = Self::from_env();
+        o.tune_by_default = !cfg!(target_arch = "wasm32");
+        o
+    }
+
+    /// Whether a device on an adapter like `info` opened with these options tunes its GEMMs:
+    /// asked for (or by default on a GPU), and no family, tile or split forced.
+    pub fn tunes(&self, info: &wgpu::AdapterInfo) -> bool {
+        let default = self.tune_by_default && info.device_type != wgpu::DeviceType::Cpu;
+        self.tune.unwrap_or(default)
+            && self.variant.is_none()
+            && self.gemm_tile.is_none()
+            && self.split_k.is_none()
+    }
+
     pub fn from_env() -> Self {
         let var = |k: &str| {
             #[cfg(not(target_arch = "wasm32"))]
@@ -413,6 +439,17 @@ impl GpuOptions {
         let gemm_tile = parse(var("FEWSTEP_GEMM_TILE"), &mut env_errors);
         let split_k = parse(var("FEWSTEP_SPLIT_K"), &mut env_errors);
         let pool_reuse = parse(var("FEWSTEP_POOL_REUSE"), &mut env_errors);
+        let tune = var("FEWSTEP_TUNE").and_then(|v| match v.as_str() {
+            "on" | "1" => Some(true),
+            "off" | "0" => Some(false),
+            _ => {
+                env_errors.push(format!(
+                    "FEWSTEP_TUNE='{v}': give on (time the GEMM kernels on this adapter and keep \
+                     the fastest) or off (the fixed rule), or unset it"
+                ));
+                None
+            }
+        });
         let precision = PRECISION_FLAG
             .get()
             .copied()
@@ -435,6 +472,8 @@ impl GpuOptions {
             pool_reuse,
             precision,
             coop_fault: var("FEWSTEP_TEST_COOP_FAULT").is_some_and(|v| v == "1"),
+            tune,
+            tune_by_default: false,
             env_errors,
         }
     }
@@ -498,6 +537,11 @@ pub(crate) struct GpuInner {
     pub submit_seconds: Cell<f64>,
     pub pool: Rc<BufferPool>,
     pub batch: RefCell<Batch>,
+    /// Whether GEMMs this device has not met before are timed and the fastest kept (off where
+    /// a family, tile or split is forced: see gpu/selection_slot.rs).
+    pub tune: Cell<bool>,
+    /// The kernel selection's own state (tensor/tuner): the device layer only keeps it.
+    pub selection: RefCell<Option<Box<dyn std::any::Any>>>,
 }
 
 /// A cheap handle (one `Rc`) to the device, its queue, and the shared caches.
@@ -604,6 +648,7 @@ impl Gpu {
         if let Some(r) = opts.pool_reuse {
             gpu.0.pool.set_reuse(r);
         }
+        gpu.0.tune.set(opts.tunes(gpu.info()));
         Ok(gpu)
     }
 
@@ -844,6 +889,8 @@ impl Gpu {
             ),
             coop_verdict: RefCell::new(None),
             coop_fault: Cell::new(false),
+            tune: Cell::new(false),
+            selection: RefCell::new(None),
         }))
     }
 
@@ -999,6 +1046,7 @@ impl Gpu {
             *self.0.variant_reason.borrow_mut() = format!("set to {} by the program", v.name());
         }
         self.0.variant.set(v);
+        self.0.tune.set(false);
         v
     }
     /// Why the current GEMM family runs.
@@ -1010,6 +1058,7 @@ impl Gpu {
     pub fn set_gemm_tile(&self, tile: Option<GemmTile>) -> Result<(), String> {
         if let Some(t) = tile {
             t.check(&self.0.limits)?;
+            self.0.tune.set(false);
         }
         self.0.gemm_tile.set(tile);
         Ok(())
@@ -1028,6 +1077,9 @@ impl Gpu {
     }
     /// Forces the weight gradient's split along K (`None`: the family's rule).
     pub fn set_split_k(&self, rule: Option<SplitK>) {
+        if rule.is_some() {
+            self.0.tune.set(false);
+        }
         self.0.split_k.set(rule);
     }
     /// Records the family and tile of a GEMM being launched (read back by [`Self::last_gemm`]).

@@ -10,6 +10,7 @@ mod pipelines;
 mod pool;
 mod profile;
 mod readback;
+mod selection_slot;
 
 pub use batch::{Binding, Dispatch};
 pub use context::{

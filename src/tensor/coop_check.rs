@@ -189,6 +189,12 @@ pub fn cache_file() -> Option<std::path::PathBuf> {
     cache::file()
 }
 
+/// The folder fewstep's caches live in (native; `None` without a home or cache folder).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn cache_dir() -> Option<std::path::PathBuf> {
+    cache::dir()
+}
+
 /// Adapter, driver, matrix and subgroup size, the versions that compile the kernels, and a hash
 /// of the full text of every kernel the verdict vouches for: each checked tile's GEMM with every
 /// loader (the matmul layouts the check runs and the convolution loaders spliced in the same way)
@@ -224,7 +230,7 @@ pub(crate) fn cache_key(gpu: &Gpu, s: u32, sg: u32) -> String {
 
 /// fewstep's version and the wgpu and naga versions it was built with (from Cargo.lock: a new
 /// shader compiler may build the same text into different code).
-fn compiler_versions() -> String {
+pub(crate) fn compiler_versions() -> String {
     let lock = include_str!("../../Cargo.lock");
     let version = |name: &str| {
         let at = lock.find(&format!("\nname = \"{name}\"\nversion = \""))?;

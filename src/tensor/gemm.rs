@@ -8,6 +8,7 @@ use super::gemm_kernels::{
     SplitSumParams,
 };
 use super::params::WgslParams;
+use super::tuner::{self, Choice, Problem};
 use super::{stand_in, Tensor};
 use crate::gpu::{Dispatch, Gpu};
 
@@ -20,6 +21,9 @@ struct Adds<'a> {
     bias: Option<&'a Tensor>,
     residual: Option<Residual<'a>>,
     gradients: (bool, bool),
+    /// The coop core's SCALE_BITS for these operands, taken already ([`Conv2d::backward`]
+    /// takes dy's once for both passes); `None`: taken by the launch.
+    scale: Option<&'a Tensor>,
 }
 
 /// What a convolution adds to its output in the same launch, besides its bias.
@@ -38,16 +42,19 @@ fn launch(
     operands: (&Tensor, &Tensor, &Tensor),
     adds: Adds,
 ) {
-    // The weight gradient's batch is its split-K count, chosen from the tile (split_k_parts).
-    let tile_batch = if loader == Loader::ConvWeightGrad {
-        1
-    } else {
-        p.batch
+    let problem = Problem {
+        loader,
+        m: p.m,
+        n: p.n,
+        k: p.k,
+        batch: p.batch,
     };
-    let core = super::kernel_policy::gemm_core(gpu, p.m, p.n, tile_batch);
-    gpu.note_gemm(gpu.variant(), core.tile());
+    let choice = tuner::choose(gpu, problem, &mut |c| {
+        launch_on(gpu, c.core, false, loader, p, operands, adds)
+    });
+    gpu.note_gemm(choice.core.family(), choice.core.tile());
     census::note(loader, operands.0, operands.1, adds.gradients);
-    launch_on(gpu, core, false, loader, p, operands, adds);
+    launch_on(gpu, choice.core, false, loader, p, operands, adds);
 }
 
 /// [`launch`] on a given core (the cooperative-matrix self-check runs each tile itself);
@@ -63,6 +70,7 @@ fn launch_on(
         bias,
         residual,
         gradients,
+        scale,
     }: Adds,
 ) {
     let (bm, bn, ..) = core.tile();
@@ -95,7 +103,10 @@ fn launch_on(
     let workgroups = fold_grid(gpu, &mut p, workgroups);
     let mut buffers = vec![a.bind(), b.bind(), c.bind(), bias_bind, res_bind];
     if matches!(core, GemmCore::Coop(_)) {
-        buffers.push(scale_bits(gpu, [(gradients.0, a), (gradients.1, b)]));
+        buffers.push(match scale {
+            Some(bits) => bits.bind(),
+            None => scale_bits(gpu, [(gradients.0, a), (gradients.1, b)]),
+        });
     }
     gpu.dispatch(Dispatch {
         pipeline,
@@ -114,25 +125,29 @@ fn scale_bits(gpu: &Gpu, operands: [(bool, &Tensor); 2]) -> crate::gpu::Binding 
     }
     let bits = Tensor::zeros(gpu, &[2]);
     for (slot, (marked, t)) in operands.iter().enumerate() {
-        if !*marked {
-            continue;
+        if *marked {
+            abs_max_into(gpu, t, &bits, slot as u32);
         }
-        let len = t.numel() as u32;
-        gpu.dispatch(Dispatch {
-            pipeline: super::pipeline_of(gpu, abs_max_def()),
-            params: AbsMaxParams {
-                len,
-                slot: slot as u32,
-                ..Default::default()
-            }
-            .bytes(),
-            buffers: vec![t.bind(), bits.bind()],
-            // Up to 8 values per invocation before the grid-stride loop wraps, at most 1024
-            // workgroups.
-            workgroups: [len.div_ceil(256 * 8).clamp(1, 1024), 1, 1],
-        });
     }
     bits.bind()
+}
+
+/// Writes the largest |value| of `t` (as f32 bits) into element `slot` of `bits`.
+fn abs_max_into(gpu: &Gpu, t: &Tensor, bits: &Tensor, slot: u32) {
+    let len = t.numel() as u32;
+    gpu.dispatch(Dispatch {
+        pipeline: super::pipeline_of(gpu, abs_max_def()),
+        params: AbsMaxParams {
+            len,
+            slot,
+            ..Default::default()
+        }
+        .bytes(),
+        buffers: vec![t.bind(), bits.bind()],
+        // Up to 8 values per invocation before the grid-stride loop wraps, at most 1024
+        // workgroups.
+        workgroups: [len.div_ceil(256 * 8).clamp(1, 1024), 1, 1],
+    });
 }
 
 /// Options of [`Tensor::matmul_with`].
@@ -273,6 +288,7 @@ impl Tensor {
             bias: bias_per_col,
             residual: None,
             gradients: o.gradients,
+            scale: None,
         };
         match on {
             None => launch(self.gpu(), loader, p, (self, b, &c), adds),
@@ -377,13 +393,53 @@ impl Conv2d {
                 bias,
                 residual,
                 gradients: (false, false),
+                scale: None,
             },
         );
         y
     }
 
+    /// dL/dx and dL/dw given dL/dy, each where asked for. On the cooperative-matrix family
+    /// dy's largest |value| (its f16 scaling) is taken once for both passes.
+    pub fn backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
+        (need_x, need_w): (bool, bool),
+    ) -> (Option<Tensor>, Option<Tensor>) {
+        let gpu = dy.gpu();
+        let shared =
+            (need_x && need_w && gpu.variant() == crate::gpu::KernelVariant::Coop).then(|| {
+                // dy is the weight gradient's A (slot 0) and the input gradient's B (slot 1).
+                let as_a = Tensor::zeros(gpu, &[2]);
+                abs_max_into(gpu, dy, &as_a, 0);
+                let as_b = Tensor::zeros(gpu, &[2]);
+                gpu.copy(as_a.bind(), 0, as_b.bind(), 4, 4);
+                (as_a, as_b)
+            });
+        let (for_w, for_x) = match &shared {
+            Some((a, b)) => (Some(a), Some(b)),
+            None => (None, None),
+        };
+        (
+            need_x.then(|| self.input_grad_scaled(dy, w, x.shape(), for_x)),
+            need_w.then(|| self.weight_grad_scaled(dy, x, w.shape(), for_w)),
+        )
+    }
+
     /// dL/dx given dL/dy.
     pub fn input_grad(&self, dy: &Tensor, w: &Tensor, x_shape: &[usize]) -> Tensor {
+        self.input_grad_scaled(dy, w, x_shape, None)
+    }
+
+    fn input_grad_scaled(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: &[usize],
+        scale: Option<&Tensor>,
+    ) -> Tensor {
         let mut p = self.params(x_shape, w.shape());
         assert_eq!(
             dy.shape(),
@@ -400,6 +456,7 @@ impl Conv2d {
             (w, dy, &dx),
             Adds {
                 gradients: (false, true),
+                scale,
                 ..Adds::default()
             },
         );
@@ -408,6 +465,16 @@ impl Conv2d {
 
     /// dL/dw given dL/dy and the forward input x.
     pub fn weight_grad(&self, dy: &Tensor, x: &Tensor, w_shape: &[usize]) -> Tensor {
+        self.weight_grad_scaled(dy, x, w_shape, None)
+    }
+
+    fn weight_grad_scaled(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w_shape: &[usize],
+        scale: Option<&Tensor>,
+    ) -> Tensor {
         let mut p = self.params(x.shape(), w_shape);
         assert_eq!(
             dy.shape(),
@@ -416,49 +483,65 @@ impl Conv2d {
         p.m = p.cout;
         p.n = p.cin * p.ks * p.ks;
         p.k_total = x.shape()[0] as u32 * p.oh * p.ow;
-        let gpu = dy.gpu();
-        let parts = split_k_parts(gpu, p.m, p.n, p.k_total);
-        p.k = p.k_total.div_ceil(parts);
-        p.batch = parts;
-        p.sc = p.m * p.n;
-        if parts == 1 {
-            let dw = Tensor::empty(gpu, w_shape);
-            launch(
-                gpu,
-                Loader::ConvWeightGrad,
-                p,
-                (dy, x, &dw),
-                Adds {
-                    gradients: (true, false),
-                    ..Adds::default()
-                },
-            );
-            return dw;
-        }
-        let partial = Tensor::empty(gpu, &[parts as usize, p.sc as usize]);
-        launch(
-            gpu,
-            Loader::ConvWeightGrad,
-            p,
-            (dy, x, &partial),
-            Adds {
-                gradients: (true, false),
-                ..Adds::default()
-            },
-        );
-        split_sum(&partial, w_shape)
+        let problem = Problem {
+            loader: Loader::ConvWeightGrad,
+            m: p.m,
+            n: p.n,
+            k: p.k_total,
+            batch: 1,
+        };
+        let choice = tuner::choose(dy.gpu(), problem, &mut |c| {
+            weight_grad_on(c, p, dy, x, w_shape, scale);
+        });
+        dy.gpu().note_gemm(choice.core.family(), choice.core.tile());
+        census::note(Loader::ConvWeightGrad, dy, x, (true, false));
+        weight_grad_on(choice, p, dy, x, w_shape, scale)
     }
 }
 
-/// How many K chunks a GEMM with a small M x N and a long K is split into: about the rule's
-/// workgroups (enough to fill a large GPU, `Gpu::split_k`), chunks no shorter than its minimum.
-fn split_k_parts(gpu: &Gpu, m: u32, n: u32, k: u32) -> u32 {
-    let (bm, bn, ..) = super::kernel_policy::gemm_core(gpu, m, n, 1).tile();
-    let tiles = m.div_ceil(bm) * n.div_ceil(bn);
-    let rule = super::kernel_policy::split_k(gpu);
-    k.div_ceil(rule.min_chunk)
-        .min(rule.workgroups.div_ceil(tiles))
-        .max(1)
+/// The weight gradient on one kernel, K split into `choice.parts` slices (summed after).
+fn weight_grad_on(
+    choice: Choice,
+    mut p: GemmParams,
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    scale: Option<&Tensor>,
+) -> Tensor {
+    let gpu = dy.gpu();
+    let parts = choice.parts.clamp(1, p.k_total.max(1));
+    p.k = p.k_total.div_ceil(parts);
+    p.batch = parts;
+    p.sc = p.m * p.n;
+    let adds = Adds {
+        gradients: (true, false),
+        scale,
+        ..Adds::default()
+    };
+    if parts == 1 {
+        let dw = Tensor::empty(gpu, w_shape);
+        launch_on(
+            gpu,
+            choice.core,
+            false,
+            Loader::ConvWeightGrad,
+            p,
+            (dy, x, &dw),
+            adds,
+        );
+        return dw;
+    }
+    let partial = Tensor::empty(gpu, &[parts as usize, p.sc as usize]);
+    launch_on(
+        gpu,
+        choice.core,
+        false,
+        Loader::ConvWeightGrad,
+        p,
+        (dy, x, &partial),
+        adds,
+    );
+    split_sum(&partial, w_shape)
 }
 
 /// Sums the slices of `partial` [parts, len] into one tensor of `shape` (len values).

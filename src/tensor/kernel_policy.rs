@@ -38,6 +38,24 @@ pub fn blocked_tile_rule() -> Vec<GemmTile> {
     out
 }
 
+/// The blocked tiles worth timing for M rows: the rule's tiles for M and for the next smaller
+/// row class (a tile with fewer rows can win when more workgroups fill the device better).
+pub(crate) fn blocked_tile_candidates(m: u32) -> Vec<GemmTile> {
+    let row = TILE_RULE
+        .iter()
+        .position(|(rows, _)| m <= *rows)
+        .unwrap_or(TILE_RULE.len() - 1);
+    let mut out: Vec<GemmTile> = Vec::new();
+    for (_, list) in &TILE_RULE[row.saturating_sub(1)..=row] {
+        for t in list.iter() {
+            if !out.contains(t) {
+                out.push(*t);
+            }
+        }
+    }
+    out
+}
+
 /// The blocked family's tile shape for an M x N output (times `batch` independent ones): the
 /// forced one if set, else by M: <= 16 rows 16x128 (or 16x64), <= 32 rows 32x128 (32x64),
 /// <= 64 rows 64x128 (64x64), more 128x128 (128x64, 64x64): the first of these that gives at
@@ -97,6 +115,18 @@ pub fn split_k(gpu: &Gpu) -> SplitK {
             min_chunk: 1024,
         },
     })
+}
+
+/// How many K chunks the weight gradient (M x N, K long) is split into on `core`: about the
+/// rule's workgroups (enough to fill a large GPU, [`split_k`]), chunks no shorter than its
+/// minimum.
+pub(crate) fn split_k_parts(gpu: &Gpu, core: GemmCore, m: u32, n: u32, k: u32) -> u32 {
+    let (bm, bn, ..) = core.tile();
+    let tiles = m.div_ceil(bm) * n.div_ceil(bn);
+    let rule = split_k(gpu);
+    k.div_ceil(rule.min_chunk)
+        .min(rule.workgroups.div_ceil(tiles))
+        .max(1)
 }
 
 /// Whether row softmax runs a row per invocation (no barriers: CPU adapters, where a

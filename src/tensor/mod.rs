@@ -18,6 +18,7 @@ pub(crate) mod params;
 mod random;
 pub mod registry;
 mod shape_ops;
+pub mod tuner;
 
 use std::rc::Rc;
 

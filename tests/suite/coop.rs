@@ -599,7 +599,7 @@ fn selftest_checks_afresh_whatever_the_cache_says() {
     let file = dir.path().join("coop-check.tsv");
     std::fs::write(&file, format!("{key}\tfail\tplanted by a test\n")).unwrap();
     let run = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        let o = crate::common::bin::command()
             .args(args)
             .env("FEWSTEP_CACHE_DIR", dir.path())
             .env("FEWSTEP_KERNELS", "coop")
@@ -954,7 +954,7 @@ fn a_mixed_precision_run_records_it_and_resumes_in_it() {
     let imgs = tmp.path().join("imgs");
     crate::common::bin::write_images(&imgs);
     let run = |args: Vec<String>| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        let o = crate::common::bin::command()
             .args(&args)
             .env_remove("FEWSTEP_KERNELS")
             .env_remove("FEWSTEP_PRECISION")
@@ -1013,4 +1013,72 @@ fn a_mixed_precision_run_records_it_and_resumes_in_it() {
         straight.join("model.safetensors").to_str().unwrap().into(),
     ]);
     assert!(ok && text.contains("computed in mixed precision"), "{text}");
+}
+
+/// The tuner times cooperative-matrix tiles only where they passed their self-check: with the
+/// check's deliberate fault, a clock that calls them fastest still gets an f32 family's kernel;
+/// without it, the clock's favourite coop tile runs, and computes the exact product (small
+/// integers: exact in f16, their sums exact in f32).
+#[test]
+fn a_coop_tile_that_fails_its_self_check_is_never_tuned_in() {
+    let test = "a_coop_tile_that_fails_its_self_check_is_never_tuned_in";
+    if coop_gpu_or_skip(test).is_none() {
+        return;
+    }
+    let mut rng = crate::common::rng(test);
+    let (m, k, n) = (40, 70, 90);
+    let ints = |rng: &mut rand::rngs::StdRng, len: usize| -> Vec<f32> {
+        use rand::Rng;
+        (0..len)
+            .map(|_| rng.random_range(-3i32..=3) as f32)
+            .collect()
+    };
+    let a = ints(&mut rng, m * k);
+    let b = ints(&mut rng, k * n);
+    let mut want = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|l| (a[i * k + l] * b[l * n + j]) as f64).sum();
+        }
+    }
+    for fault in [false, true] {
+        let mut opts = GpuOptions::from_env();
+        opts.variant = None;
+        opts.precision = Some(fewstep::gpu::Precision::Mixed);
+        opts.tune = Some(true);
+        opts.coop_fault = fault;
+        let gpu = Gpu::new_blocking(opts).unwrap();
+        assert_eq!(
+            gpu.variant() == KernelVariant::Coop,
+            !fault,
+            "fault {fault}"
+        );
+        fewstep::tensor::tuner::start_afresh(&gpu, false);
+        let timed = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+        let t2 = timed.clone();
+        fewstep::tensor::tuner::set_clock(
+            &gpu,
+            Some(Box::new(move |_: &str, c: &str| {
+                t2.borrow_mut().push(c.to_string());
+                if c.starts_with("coop") {
+                    1e-4
+                } else {
+                    1e-3
+                }
+            })),
+        );
+        let got = Tensor::from_slice(&gpu, &[m, k], &a)
+            .matmul(&Tensor::from_slice(&gpu, &[k, n], &b))
+            .to_vec_blocking()
+            .unwrap();
+        crate::common::assert_close(test, &got, &want, 0.0, 0.0);
+        let family = gpu.last_gemm().unwrap().0;
+        let coop_timed = timed.borrow().iter().any(|c| c.starts_with("coop"));
+        if fault {
+            assert_ne!(family, KernelVariant::Coop, "a failed coop tile was picked");
+            assert!(!coop_timed, "coop tiles were timed: {:?}", timed.borrow());
+        } else {
+            assert_eq!(family, KernelVariant::Coop, "the clock's fastest runs");
+        }
+    }
 }

@@ -271,6 +271,7 @@ fn meta_for(cfg: &UNetConfig) -> ModelMeta {
         training_steps: 7,
         command: "test".into(),
         precision: Default::default(),
+        kernel_plan: None,
     }
 }
 

@@ -243,6 +243,7 @@ fn random_teacher(g: &fewstep::gpu::Gpu, dir: &std::path::Path) -> std::path::Pa
         training_steps: 0,
         command: "test".into(),
         precision: Default::default(),
+        kernel_plan: None,
     };
     save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
     teacher
@@ -374,6 +375,7 @@ fn resume_case(ema: Option<f32>) {
         training_steps: 0,
         command: "test".into(),
         precision: Default::default(),
+        kernel_plan: None,
     };
     save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
     let plan = DistillPlan {

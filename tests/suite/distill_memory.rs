@@ -53,6 +53,7 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
             training_steps: 0,
             command: "test".into(),
             precision: Default::default(),
+            kernel_plan: None,
         };
         save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
         let teacher_file = std::fs::read(&teacher).unwrap();

@@ -8,7 +8,7 @@
 use crate::common;
 use common::bin::{fewstep, fewstep_in, stderr, write_images};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Runs `args`, expects a failure, no panic, and `needle` in the message; returns stderr.
@@ -26,7 +26,7 @@ fn fails_with_env(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
 }
 
 fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fewstep"));
+    let mut c = crate::common::bin::command();
     c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
     for (k, v) in env {
         c.env(k, v);
@@ -457,7 +457,7 @@ fn a_run_folder_belongs_to_one_run() {
         "--out",
         s(&x),
     ];
-    let mut first = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+    let mut first = crate::common::bin::command()
         .args(args)
         .stderr(Stdio::null())
         .spawn()
@@ -874,7 +874,7 @@ fn only_regular_files_are_read() {
         vec!["train", "--data", &idx_data, "--out", s(&t)],
     ];
     for args in cases {
-        let child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        let child = crate::common::bin::command()
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -892,7 +892,7 @@ fn only_regular_files_are_read() {
 /// `fewstep info | true` panicked on the broken pipe; it ends quietly, as Unix tools do.
 #[test]
 fn a_closed_pipe_ends_quietly() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+    let mut child = crate::common::bin::command()
         .arg("info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,7 +7,7 @@ use common::*;
 use fewstep::gpu::{GpuError, KernelKey, KernelSource};
 use fewstep::tensor::Tensor;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 #[test]
 fn an_invalid_kernel_is_an_error_naming_its_variant() {
@@ -54,7 +54,7 @@ fn a_failed_job_leaves_nothing_for_the_next() {
 }
 
 fn train(imgs: &Path, out: &Path, extra: &[&str], lose_at: Option<u64>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fewstep"));
+    let mut cmd = crate::common::bin::command();
     let mut words = vec!["--steps", "6"];
     words.extend_from_slice(extra);
     cmd.args(common::bin::tiny_train_args(imgs, out, &words));

@@ -146,7 +146,7 @@ impl<'a> Job<'a> {
         let lines = || std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count());
         let target = lines() + after_updates;
         let args = (self.args)(out, resume);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        let mut child = crate::common::bin::command()
             .args(&args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
@@ -494,7 +494,7 @@ fn distill_resume_works_from_anywhere_and_refuses_changed_settings() {
     let log = tmp.path().join("log");
     let state = work.join("run").join("distill-state.safetensors");
     while !state.exists() {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        let mut child = crate::common::bin::command()
             .args(&start)
             .current_dir(&work)
             .stderr(std::fs::File::create(&log).unwrap())

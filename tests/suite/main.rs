@@ -33,4 +33,5 @@ mod profile;
 mod runs_survive;
 mod stand_in;
 mod training;
+mod tuner;
 mod ui;

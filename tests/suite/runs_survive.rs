@@ -5,7 +5,7 @@
 use crate::common;
 use common::bin::{fewstep, write_images};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// `fewstep train` on the images in `imgs` (tiny, 8x8, batch 4) into `out`; `extra` first.
 fn train(imgs: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -23,7 +23,7 @@ const STEPS: &str = "12";
 /// checkpoint's state is on disk, optionally removes the model file too (a kill between the
 /// state and the model), and resumes it to the end.
 fn killed_and_resumed(imgs: &Path, out: &Path, drop_model: bool) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+    let mut child = crate::common::bin::command()
         .args(common::bin::tiny_train_args(imgs, out, &["--steps", STEPS]))
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -76,10 +76,8 @@ struct ConvBack {
 
 impl Backward<2> for ConvBack {
     fn backward(&self, g: &Tensor, [need_x, need_w]: [bool; 2]) -> [Option<Tensor>; 2] {
-        [
-            need_x.then(|| self.conv.input_grad(g, &self.w, self.x.shape())),
-            need_w.then(|| self.conv.weight_grad(g, &self.x, self.w.shape())),
-        ]
+        let (dx, dw) = self.conv.backward(g, &self.x, &self.w, (need_x, need_w));
+        [dx, dw]
     }
 }
 

@@ -3,6 +3,15 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The `fewstep` binary with the fixed kernel rule (FEWSTEP_TUNE=off): tests compare numbers
+/// across processes, which a plan each measured for itself could make differ; the tuner's own
+/// tests turn it on.
+pub fn command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fewstep"));
+    c.env("FEWSTEP_TUNE", "off");
+    c
+}
+
 /// Runs `fewstep ARGS` from the package root and echoes what it printed (shown when a test fails).
 pub fn fewstep(args: &[&str]) -> Output {
     fewstep_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
@@ -10,7 +19,7 @@ pub fn fewstep(args: &[&str]) -> Output {
 
 /// Runs `fewstep ARGS` from `cwd` (relative paths in ARGS are relative to it), echoing its output.
 pub fn fewstep_in(cwd: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+    let out = command()
         .args(args)
         .current_dir(cwd)
         .output()

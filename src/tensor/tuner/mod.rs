@@ -1,0 +1,472 @@
+//! The GEMM tuner: which kernel a matrix product or convolution pass runs, chosen by measuring
+//! on this adapter. The first time a run meets a problem bucket (layout, M, N, K, batch rounded
+//! up to powers of 2: [`Problem::bucket`]) every candidate the adapter can run is timed on the
+//! problem's own operands — the tiled, subgroup and blocked families with each tile, the
+//! cooperative-matrix tiles where mixed precision was asked for and they passed their
+//! self-check, and for the weight gradient the splits of K — and the fastest is kept: in this
+//! device's plan, in the plan cache (per adapter, driver, precision, versions and the text of
+//! every candidate kernel: [`plan_cache`]) and in the run's state, so a resumed run launches
+//! the kernels the interrupted one did whatever the cache says by then.
+//!
+//! Off (the library's default, FEWSTEP_TUNE=off, or a family, tile or split forced) every
+//! launch takes the fixed rule of `kernel_policy`. The command line and the app tune.
+//!
+//! Timing: GPU timestamps where the adapter has them, else submit and wait; a test replaces
+//! the clock with made-up times ([`set_clock`]). Tuning runs only natively: it waits on the
+//! GPU, which a browser tab cannot do in the middle of a step (the web takes the rule).
+
+mod choice;
+mod plan_cache;
+
+use std::cell::RefMut;
+use std::collections::BTreeMap;
+
+pub(crate) use choice::{Choice, Problem};
+
+use super::gemm_kernels::{GemmCore, Loader};
+use crate::gpu::{Gpu, KernelVariant};
+
+/// Made-up times: seconds for (bucket, candidate), in place of measuring.
+pub type Clock = Box<dyn FnMut(&str, &str) -> f64>;
+
+/// Called with each bucket as it is tuned.
+pub type OnTuned = Box<dyn FnMut(&Tuned)>;
+
+/// What one tuned bucket found (the table `fewstep tune` prints).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Tuned {
+    pub bucket: String,
+    /// M x N x K (batch) of the problem that was timed.
+    pub timed: String,
+    pub chosen: String,
+    pub seconds: f64,
+    pub rule: String,
+    pub rule_seconds: f64,
+    pub candidates: usize,
+    /// Wall time the tuning of this bucket took (compiles included).
+    pub tuning_seconds: f64,
+}
+
+/// The selection state a device keeps (in its [`Gpu::selection_slot`]).
+#[derive(Default)]
+struct State {
+    /// The plan: bucket -> choice, from the cache, from a run's recorded plan, or measured.
+    plan: BTreeMap<String, Choice>,
+    /// Entries installed from a run's recorded plan: used whatever else says.
+    pinned: BTreeMap<String, Choice>,
+    /// What this process's launches used from the plan (what a run records).
+    used: BTreeMap<String, Choice>,
+    /// Whether the plan cache was read (once per device).
+    loaded: bool,
+    /// Whether the cache is neither read nor written (`fewstep tune` measures afresh; tests).
+    ignore_cache: bool,
+    clock: Option<Clock>,
+    log: Vec<Tuned>,
+    on_tuned: Option<OnTuned>,
+    /// Whether this process said it tunes (once).
+    announced: bool,
+    /// The cache key of this device (computed once).
+    key: Option<String>,
+    /// The kernels (core, layout, split or not) launched once already by the tuner.
+    warm: std::collections::HashSet<String>,
+    /// [`cores`] for the family the device ran when they were listed.
+    cores: Option<(KernelVariant, Vec<GemmCore>)>,
+}
+
+fn state(gpu: &Gpu) -> RefMut<'_, State> {
+    let mut slot = gpu.selection_slot().borrow_mut();
+    if slot.as_ref().is_none_or(|s| !s.is::<State>()) {
+        *slot = Some(Box::new(State {
+            clock: test_clock(),
+            ..State::default()
+        }));
+    }
+    RefMut::map(slot, |s| {
+        s.as_mut()
+            .and_then(|b| b.downcast_mut::<State>())
+            .expect("the selection slot holds the tuner's state")
+    })
+}
+
+/// The fixed rule's choice (`kernel_policy`): what runs with tuning off.
+pub(crate) fn rule(gpu: &Gpu, p: Problem) -> Choice {
+    use super::kernel_policy::{gemm_core, split_k_parts};
+    if p.loader == Loader::ConvWeightGrad {
+        let core = gemm_core(gpu, p.m, p.n, 1);
+        return Choice {
+            core,
+            parts: split_k_parts(gpu, core, p.m, p.n, p.k),
+        };
+    }
+    Choice::new(gemm_core(gpu, p.m, p.n, p.batch))
+}
+
+/// The kernel problem `p` runs on: the pinned or planned choice for its bucket, else (tuning
+/// on) the fastest candidate, measured now by calling `run` with each (it must launch the
+/// problem with that choice; its outputs are overwritten by the real launch after), else the
+/// rule's.
+pub(crate) fn choose(gpu: &Gpu, p: Problem, run: &mut dyn FnMut(Choice)) -> Choice {
+    let on = gpu.tunes();
+    if !on && state_is_empty(gpu) {
+        return rule(gpu, p);
+    }
+    let bucket = p.bucket();
+    let known = {
+        let mut s = state(gpu);
+        if on && !s.loaded {
+            s.loaded = true;
+            if !s.ignore_cache {
+                let key = device_key(gpu, &mut s);
+                let cached = plan_cache::read(&key);
+                for (b, c) in cached {
+                    s.plan.entry(b).or_insert(c);
+                }
+            }
+        }
+        let c = s
+            .pinned
+            .get(&bucket)
+            .or_else(|| on.then(|| s.plan.get(&bucket)).flatten())
+            .copied();
+        c.filter(|c| fits(gpu, &mut s, p, *c))
+    };
+    let choice = match known {
+        Some(c) => c,
+        None if on && cfg!(not(target_arch = "wasm32")) => tune(gpu, p, &bucket, run),
+        None => return rule(gpu, p),
+    };
+    state(gpu).used.insert(bucket, choice);
+    choice
+}
+
+fn state_is_empty(gpu: &Gpu) -> bool {
+    let slot = gpu.selection_slot().borrow();
+    match slot.as_ref().and_then(|b| b.downcast_ref::<State>()) {
+        None => true,
+        Some(s) => s.pinned.is_empty(),
+    }
+}
+
+/// Whether `c` can run `p` on this device: a plan made elsewhere, or for another precision, may
+/// name a kernel this device does not have. A weight gradient's split, measured on another
+/// problem of the bucket, need only be no longer than K.
+fn fits(gpu: &Gpu, s: &mut State, p: Problem, c: Choice) -> bool {
+    let v = gpu.variant();
+    if s.cores.as_ref().is_none_or(|(family, _)| *family != v) {
+        s.cores = Some((v, cores(gpu)));
+    }
+    let known = s.cores.as_ref().is_some_and(|(_, l)| l.contains(&c.core));
+    known && (c.parts == 1 || (p.loader == Loader::ConvWeightGrad && c.parts <= p.k.max(1)))
+}
+
+/// The kernels this device can run a GEMM on: tiled; subgroup where subgroups have a fixed
+/// size (not in a browser); every blocked tile the rule knows that fits the limits; and the
+/// cooperative-matrix tiles where the device runs that family (mixed precision, self-check
+/// passed).
+pub(crate) fn cores(gpu: &Gpu) -> Vec<GemmCore> {
+    let mut v = vec![GemmCore::Tiled];
+    let info = gpu.info();
+    let browser = cfg!(target_arch = "wasm32") || info.backend == wgpu::Backend::BrowserWebGpu;
+    if gpu.has_subgroups() && !browser && info.subgroup_min_size == info.subgroup_max_size {
+        v.push(GemmCore::Subgroup {
+            sg: gpu.subgroup_size(),
+        });
+    }
+    for t in super::kernel_policy::blocked_tile_rule() {
+        if t.check(gpu.limits()).is_ok() {
+            v.push(GemmCore::Blocked(t));
+        }
+    }
+    if gpu.variant() == KernelVariant::Coop {
+        if let Some((s, sg)) = gpu.coop_sizes() {
+            for t in super::coop_check::checked_tiles(gpu, s, sg) {
+                v.push(GemmCore::Coop(t));
+            }
+        }
+    }
+    v
+}
+
+/// The choices first timed for `p`: each core (of the blocked family the tiles worth timing
+/// for its M), the weight gradient split as the rule would split it on that core.
+pub(crate) fn candidates(gpu: &Gpu, p: Problem) -> Vec<Choice> {
+    let tiles = super::kernel_policy::blocked_tile_candidates(p.m);
+    cores(gpu)
+        .into_iter()
+        .filter(|core| match core {
+            GemmCore::Blocked(t) => tiles.contains(t),
+            _ => true,
+        })
+        .map(|core| match p.loader {
+            Loader::ConvWeightGrad => Choice {
+                core,
+                parts: super::kernel_policy::split_k_parts(gpu, core, p.m, p.n, p.k),
+            },
+            _ => Choice::new(core),
+        })
+        .collect()
+}
+
+/// The other splits of K tried on the fastest core for a weight gradient: none, and as each
+/// split rule (real GPUs: ~2048 workgroups of chunks >= 256; CPU adapters: ~512 of >= 1024)
+/// would split it.
+fn other_splits(p: Problem, best: Choice) -> Vec<Choice> {
+    if p.loader != Loader::ConvWeightGrad {
+        return Vec::new();
+    }
+    let (bm, bn, ..) = best.core.tile();
+    let tiles = p.m.div_ceil(bm) * p.n.div_ceil(bn);
+    let mut out: Vec<Choice> = Vec::new();
+    let mut add = |parts: u32| {
+        let c = Choice {
+            core: best.core,
+            parts,
+        };
+        if c != best && !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    add(1);
+    for (workgroups, min_chunk) in [(2048u32, 256u32), (512, 1024)] {
+        add(p
+            .k
+            .div_ceil(min_chunk)
+            .min(workgroups.div_ceil(tiles))
+            .max(1));
+    }
+    out
+}
+
+/// Times the candidates for `p` and keeps the fastest (in the plan, the cache and the log):
+/// each core once (its kernel compiled first, untimed), the two fastest once more, then the
+/// fastest core with K split otherwise. If the device faults, the rule's choice runs and
+/// nothing is kept.
+fn tune(gpu: &Gpu, p: Problem, bucket: &str, run: &mut dyn FnMut(Choice)) -> Choice {
+    let started = web_time::Instant::now();
+    let rule_choice = rule(gpu, p);
+    announce(gpu);
+    // What was recorded before this launch is not the candidates' to pay for.
+    gpu.flush();
+    let mut clock = state(gpu).clock.take();
+    let mut warm = std::mem::take(&mut state(gpu).warm);
+    let mut time = |c: Choice, run: &mut dyn FnMut(Choice)| -> f64 {
+        if let Some(clock) = clock.as_mut() {
+            return clock(bucket, &c.to_string());
+        }
+        // A kernel's first launch builds it (some drivers only then): not timed.
+        if warm.insert(format!("{:?} {:?} {}", c.core, p.loader, c.parts > 1)) {
+            run(c);
+            if gpu.finish_blocking().is_err() {
+                return f64::INFINITY;
+            }
+        }
+        measure(gpu, &mut || run(c))
+    };
+    let mut times: Vec<(Choice, f64)> = Vec::new();
+    let mut list = candidates(gpu, p);
+    if !list.contains(&rule_choice) {
+        list.insert(0, rule_choice);
+    }
+    for &c in &list {
+        times.push((c, time(c, run)));
+    }
+    times.sort_by(|a, b| a.1.total_cmp(&b.1));
+    // One launch's time is noisy: the two closest again.
+    for entry in times.iter_mut().take(2) {
+        let again = time(entry.0, run);
+        entry.1 = entry.1.min(again);
+    }
+    times.sort_by(|a, b| a.1.total_cmp(&b.1));
+    for c in other_splits(p, times[0].0) {
+        let t = time(c, run);
+        times.push((c, t));
+    }
+    state(gpu).clock = clock;
+    state(gpu).warm = warm;
+    if gpu.fault().is_err() {
+        return rule_choice;
+    }
+    let &(best, seconds) = times
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("at least one candidate");
+    let rule_seconds = times
+        .iter()
+        .filter(|(c, _)| *c == rule_choice)
+        .map(|(_, t)| *t)
+        .fold(f64::INFINITY, f64::min);
+    let record = Tuned {
+        bucket: bucket.to_string(),
+        timed: format!("{}x{}x{} ({})", p.m, p.n, p.k, p.batch),
+        chosen: best.to_string(),
+        seconds,
+        rule: rule_choice.to_string(),
+        rule_seconds,
+        candidates: times.len(),
+        tuning_seconds: started.elapsed().as_secs_f64(),
+    };
+    let mut s = state(gpu);
+    s.plan.insert(bucket.to_string(), best);
+    if !s.ignore_cache {
+        let key = device_key(gpu, &mut s);
+        plan_cache::store(&key, bucket, &best);
+    }
+    if let Some(f) = s.on_tuned.as_mut() {
+        f(&record);
+    }
+    s.log.push(record);
+    best
+}
+
+/// Seconds one launch of `run` takes: GPU timestamps where the adapter has them (and nothing
+/// else is profiling), else wall time from the launch to the end of the wait. Infinite if the
+/// device faulted.
+fn measure(gpu: &Gpu, run: &mut dyn FnMut()) -> f64 {
+    let stamps = gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY) && !gpu.profiling();
+    if stamps {
+        let _ = gpu.set_profiling(true);
+    }
+    let t0 = web_time::Instant::now();
+    run();
+    let waited = gpu.finish_blocking();
+    let mut seconds = t0.elapsed().as_secs_f64();
+    if stamps {
+        let gpu_seconds: f64 = gpu.profile().iter().map(|r| r.1).sum();
+        let _ = gpu.set_profiling(false);
+        if gpu_seconds > 0.0 {
+            seconds = gpu_seconds;
+        }
+    }
+    if waited.is_err() {
+        return f64::INFINITY;
+    }
+    seconds
+}
+
+/// Says once per process that this run tunes, and where the plan is kept.
+fn announce(gpu: &Gpu) {
+    let mut s = state(gpu);
+    if s.announced || s.clock.is_some() || s.on_tuned.is_some() {
+        return;
+    }
+    s.announced = true;
+    let kept = match (s.ignore_cache, plan_cache::file()) {
+        (false, Some(f)) => format!("kept in {}", f.display()),
+        _ => "not kept".into(),
+    };
+    eprintln!(
+        "tuning the GEMM kernels this run meets on {}, once ({kept}; FEWSTEP_TUNE=off keeps \
+         the fixed rule; `fewstep tune` tunes up front)",
+        gpu.info().name
+    );
+}
+
+fn device_key(gpu: &Gpu, s: &mut State) -> String {
+    s.key
+        .get_or_insert_with(|| plan_cache::device_key(gpu))
+        .clone()
+}
+
+/// FEWSTEP_TEST_TUNE_CLOCK=SEED: made-up times, a fixed pseudo-random function of the seed,
+/// bucket and candidate, in place of measuring (the command line's tests: a plan that differs
+/// from the rule, the same in every process, at no cost).
+fn test_clock() -> Option<Clock> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let seed: u64 = std::env::var("FEWSTEP_TEST_TUNE_CLOCK")
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(Box::new(move |bucket: &str, candidate: &str| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for b in bucket.bytes().chain([0]).chain(candidate.bytes()) {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+            1e-3 * (1.0 + (h >> 11) as f64 / (1u64 << 53) as f64)
+        }))
+    }
+    #[cfg(target_arch = "wasm32")]
+    None
+}
+
+/// Replaces measuring with made-up times (tests).
+pub fn set_clock(gpu: &Gpu, clock: Option<Clock>) {
+    state(gpu).clock = clock;
+}
+
+/// Forgets the plan (and the pinned entries) without reading the cache: the next problems are
+/// timed afresh; what is measured is stored in the cache when `store` (`fewstep tune`), not
+/// (`bench train --tuned`, tests).
+pub fn start_afresh(gpu: &Gpu, store: bool) {
+    let mut s = state(gpu);
+    s.plan.clear();
+    s.pinned.clear();
+    s.used.clear();
+    s.loaded = true;
+    s.ignore_cache = !store;
+    s.log.clear();
+}
+
+/// Called with each bucket as it is tuned (`fewstep tune`'s progress).
+pub fn on_tuned(gpu: &Gpu, f: Option<OnTuned>) {
+    state(gpu).on_tuned = f;
+}
+
+/// What this process tuned, in order.
+pub fn tuned(gpu: &Gpu) -> Vec<Tuned> {
+    state(gpu).log.clone()
+}
+
+/// Where the plan cache is, if anywhere.
+pub fn cache_file() -> Option<std::path::PathBuf> {
+    plan_cache::file()
+}
+
+/// This device's plan as text (bucket, choice), the cache's entries included once read.
+pub fn plan(gpu: &Gpu) -> Vec<(String, String)> {
+    let mut s = state(gpu);
+    if gpu.tunes() && !s.loaded && !s.ignore_cache {
+        s.loaded = true;
+        let key = device_key(gpu, &mut s);
+        for (b, c) in plan_cache::read(&key) {
+            s.plan.entry(b).or_insert(c);
+        }
+    }
+    let mut all = s.plan.clone();
+    all.extend(s.pinned.clone());
+    all.into_iter().map(|(b, c)| (b, c.to_string())).collect()
+}
+
+/// The plan a run records with its state: `None` where tuning is off (every launch took the
+/// rule), else each bucket this process launched with the choice it used.
+pub fn recorded(gpu: &Gpu) -> Option<BTreeMap<String, String>> {
+    let s = state(gpu);
+    if !gpu.tunes() && s.pinned.is_empty() {
+        return None;
+    }
+    let mut all: BTreeMap<String, String> = s
+        .pinned
+        .iter()
+        .map(|(b, c)| (b.clone(), c.to_string()))
+        .collect();
+    all.extend(s.used.iter().map(|(b, c)| (b.clone(), c.to_string())));
+    Some(all)
+}
+
+/// Continues with the plan a run recorded: `None` (the run took the rule) turns tuning off;
+/// entries are used for their buckets whatever the cache says. An entry that names no kernel
+/// of this version is refused.
+pub fn install(gpu: &Gpu, recorded: Option<&BTreeMap<String, String>>) -> Result<(), String> {
+    let Some(entries) = recorded else {
+        gpu.set_tuning(false);
+        return Ok(());
+    };
+    let mut s = state(gpu);
+    for (bucket, text) in entries {
+        let c: Choice = text
+            .parse()
+            .map_err(|e| format!("the recorded kernel plan's entry for {bucket}: {e}"))?;
+        s.pinned.insert(bucket.clone(), c);
+    }
+    Ok(())
+}
