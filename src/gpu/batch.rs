@@ -159,13 +159,14 @@ impl Batch {
         }
     }
 
-    /// Starts (with fresh totals) or stops timing each launch with timestamp queries; the
-    /// device must have `Features::TIMESTAMP_QUERY`.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    /// Whether launches are being timed.
     pub fn profiling(&self) -> bool {
         self.profiler.is_some()
     }
 
+    /// Starts (with fresh totals) or stops timing each launch with timestamp queries; the
+    /// device must have `Features::TIMESTAMP_QUERY`.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub fn set_profiling(&mut self, on: bool) {
         self.profiler = on.then(Profiler::new);
     }

@@ -40,6 +40,7 @@ pub fn blocked_tile_rule() -> Vec<GemmTile> {
 
 /// The blocked tiles worth timing for M rows: the rule's tiles for M and for the next smaller
 /// row class (a tile with fewer rows can win when more workgroups fill the device better).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn blocked_tile_candidates(m: u32) -> Vec<GemmTile> {
     let row = TILE_RULE
         .iter()

@@ -15,8 +15,13 @@
 //! the clock with made-up times ([`set_clock`]). Tuning runs only natively: it waits on the
 //! GPU, which a browser tab cannot do in the middle of a step (the web takes the rule).
 
+// The browser never tunes (tuning waits on the GPU): what only tuning uses is idle there.
+#![cfg_attr(target_arch = "wasm32", allow(dead_code, unused_variables))]
+
 mod choice;
 mod plan_cache;
+#[cfg(not(target_arch = "wasm32"))]
+mod tune;
 
 use std::cell::RefMut;
 use std::collections::BTreeMap;
@@ -132,7 +137,8 @@ pub(crate) fn choose(gpu: &Gpu, p: Problem, run: &mut dyn FnMut(Choice)) -> Choi
     };
     let choice = match known {
         Some(c) => c,
-        None if on && cfg!(not(target_arch = "wasm32")) => tune(gpu, p, &bucket, run),
+        #[cfg(not(target_arch = "wasm32"))]
+        None if on => tune::tune(gpu, p, &bucket, run),
         None => return rule(gpu, p),
     };
     state(gpu).used.insert(bucket, choice);
@@ -205,160 +211,6 @@ pub(crate) fn candidates(gpu: &Gpu, p: Problem) -> Vec<Choice> {
             _ => Choice::new(core),
         })
         .collect()
-}
-
-/// The other splits of K tried on the fastest core for a weight gradient: none, and as each
-/// split rule (real GPUs: ~2048 workgroups of chunks >= 256; CPU adapters: ~512 of >= 1024)
-/// would split it.
-fn other_splits(p: Problem, best: Choice) -> Vec<Choice> {
-    if p.loader != Loader::ConvWeightGrad {
-        return Vec::new();
-    }
-    let (bm, bn, ..) = best.core.tile();
-    let tiles = p.m.div_ceil(bm) * p.n.div_ceil(bn);
-    let mut out: Vec<Choice> = Vec::new();
-    let mut add = |parts: u32| {
-        let c = Choice {
-            core: best.core,
-            parts,
-        };
-        if c != best && !out.contains(&c) {
-            out.push(c);
-        }
-    };
-    add(1);
-    for (workgroups, min_chunk) in [(2048u32, 256u32), (512, 1024)] {
-        add(p
-            .k
-            .div_ceil(min_chunk)
-            .min(workgroups.div_ceil(tiles))
-            .max(1));
-    }
-    out
-}
-
-/// Times the candidates for `p` and keeps the fastest (in the plan, the cache and the log):
-/// each core once (its kernel compiled first, untimed), the two fastest once more, then the
-/// fastest core with K split otherwise. If the device faults, the rule's choice runs and
-/// nothing is kept.
-fn tune(gpu: &Gpu, p: Problem, bucket: &str, run: &mut dyn FnMut(Choice)) -> Choice {
-    let started = web_time::Instant::now();
-    let rule_choice = rule(gpu, p);
-    announce(gpu);
-    // What was recorded before this launch is not the candidates' to pay for.
-    gpu.flush();
-    let mut clock = state(gpu).clock.take();
-    let mut warm = std::mem::take(&mut state(gpu).warm);
-    let mut time = |c: Choice, run: &mut dyn FnMut(Choice)| -> f64 {
-        if let Some(clock) = clock.as_mut() {
-            return clock(bucket, &c.to_string());
-        }
-        // A kernel's first launch builds it (some drivers only then): not timed.
-        if warm.insert(format!("{:?} {:?} {}", c.core, p.loader, c.parts > 1)) {
-            run(c);
-            if gpu.finish_blocking().is_err() {
-                return f64::INFINITY;
-            }
-        }
-        measure(gpu, &mut || run(c))
-    };
-    let mut times: Vec<(Choice, f64)> = Vec::new();
-    let mut list = candidates(gpu, p);
-    if !list.contains(&rule_choice) {
-        list.insert(0, rule_choice);
-    }
-    for &c in &list {
-        times.push((c, time(c, run)));
-    }
-    times.sort_by(|a, b| a.1.total_cmp(&b.1));
-    // One launch's time is noisy: the two closest again.
-    for entry in times.iter_mut().take(2) {
-        let again = time(entry.0, run);
-        entry.1 = entry.1.min(again);
-    }
-    times.sort_by(|a, b| a.1.total_cmp(&b.1));
-    for c in other_splits(p, times[0].0) {
-        let t = time(c, run);
-        times.push((c, t));
-    }
-    state(gpu).clock = clock;
-    state(gpu).warm = warm;
-    if gpu.fault().is_err() {
-        return rule_choice;
-    }
-    let &(best, seconds) = times
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("at least one candidate");
-    let rule_seconds = times
-        .iter()
-        .filter(|(c, _)| *c == rule_choice)
-        .map(|(_, t)| *t)
-        .fold(f64::INFINITY, f64::min);
-    let record = Tuned {
-        bucket: bucket.to_string(),
-        timed: format!("{}x{}x{} ({})", p.m, p.n, p.k, p.batch),
-        chosen: best.to_string(),
-        seconds,
-        rule: rule_choice.to_string(),
-        rule_seconds,
-        candidates: times.len(),
-        tuning_seconds: started.elapsed().as_secs_f64(),
-    };
-    let mut s = state(gpu);
-    s.plan.insert(bucket.to_string(), best);
-    if !s.ignore_cache {
-        let key = device_key(gpu, &mut s);
-        plan_cache::store(&key, bucket, &best);
-    }
-    if let Some(f) = s.on_tuned.as_mut() {
-        f(&record);
-    }
-    s.log.push(record);
-    best
-}
-
-/// Seconds one launch of `run` takes: GPU timestamps where the adapter has them (and nothing
-/// else is profiling), else wall time from the launch to the end of the wait. Infinite if the
-/// device faulted.
-fn measure(gpu: &Gpu, run: &mut dyn FnMut()) -> f64 {
-    let stamps = gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY) && !gpu.profiling();
-    if stamps {
-        let _ = gpu.set_profiling(true);
-    }
-    let t0 = web_time::Instant::now();
-    run();
-    let waited = gpu.finish_blocking();
-    let mut seconds = t0.elapsed().as_secs_f64();
-    if stamps {
-        let gpu_seconds: f64 = gpu.profile().iter().map(|r| r.1).sum();
-        let _ = gpu.set_profiling(false);
-        if gpu_seconds > 0.0 {
-            seconds = gpu_seconds;
-        }
-    }
-    if waited.is_err() {
-        return f64::INFINITY;
-    }
-    seconds
-}
-
-/// Says once per process that this run tunes, and where the plan is kept.
-fn announce(gpu: &Gpu) {
-    let mut s = state(gpu);
-    if s.announced || s.clock.is_some() || s.on_tuned.is_some() {
-        return;
-    }
-    s.announced = true;
-    let kept = match (s.ignore_cache, plan_cache::file()) {
-        (false, Some(f)) => format!("kept in {}", f.display()),
-        _ => "not kept".into(),
-    };
-    eprintln!(
-        "tuning the GEMM kernels this run meets on {}, once ({kept}; FEWSTEP_TUNE=off keeps \
-         the fixed rule; `fewstep tune` tunes up front)",
-        gpu.info().name
-    );
 }
 
 fn device_key(gpu: &Gpu, s: &mut State) -> String {
