@@ -50,6 +50,9 @@ impl RowSpec {
 }
 
 pub enum Job {
+    /// The device's cooperative matrices (`app::device_coop`): with sizes, the worker settles
+    /// the coop family on its self-check, as `fewstep sample --precision mixed` does.
+    Coop(Result<(u32, u32), String>),
     Load {
         name: String,
         bytes: Vec<u8>,
@@ -287,6 +290,9 @@ impl Worker {
     async fn handle(&mut self, job: Job) {
         match job {
             Job::Load { name, bytes } => self.load(name, bytes),
+            Job::Coop(coop) => {
+                self.gpu.adopt_coop(coop);
+            }
             Job::TestFrames { run, row, steps } => {
                 if let Err(e) = self.test_frames(run, &row, steps).await {
                     self.emit(Event::Failed {

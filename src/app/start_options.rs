@@ -229,6 +229,10 @@ impl StartOptions {
         if let Some(w) = self.guidance {
             c += &format!(" --guidance {w}");
         }
+        // The app computes in what `fewstep app --precision` asked for: the command repeats it.
+        if crate::gpu::asked_precision() == Some(crate::gpu::Precision::Mixed) {
+            c += " --precision mixed";
+        }
         c + " --out sample.png"
     }
 }

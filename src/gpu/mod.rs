@@ -6,6 +6,11 @@
 
 mod batch;
 mod context;
+mod coop_device;
+mod family;
+mod fault;
+mod kernel_choice;
+mod options;
 mod pipelines;
 mod pool;
 mod profile;
@@ -13,10 +18,10 @@ mod readback;
 mod selection_slot;
 
 pub use batch::{Binding, Dispatch};
-pub use context::{
-    asked_precision, set_precision_flag, FaultWatch, GemmTile, Gpu, GpuError, GpuOptions,
-    KernelVariant, Precision, SplitK,
-};
+pub use context::Gpu;
+pub use fault::{FaultWatch, GpuError};
+pub use kernel_choice::{GemmTile, KernelVariant, Precision, SplitK};
+pub use options::{asked_precision, set_precision_flag, GpuOptions};
 pub use pipelines::{declared_bindings, BindingKind, KernelKey, KernelSource};
 pub use pool::{GpuBuffer, PoolReuse, PoolStats};
 

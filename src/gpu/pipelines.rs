@@ -177,7 +177,7 @@ impl PipelineCache {
     pub fn get(
         &self,
         device: &wgpu::Device,
-        fault: &super::context::FaultSlot,
+        fault: &super::fault::FaultSlot,
         key: &KernelKey,
         source: impl FnOnce() -> KernelSource,
     ) -> Rc<wgpu::ComputePipeline> {
@@ -191,9 +191,9 @@ impl PipelineCache {
             let fault = fault.clone();
             let kernel = key.label();
             move |message: String| {
-                super::context::record_fault(
+                super::fault::record_fault(
                     &fault,
-                    super::context::Fault::Kernel {
+                    super::fault::Fault::Kernel {
                         kernel: kernel.clone(),
                         message,
                     },

@@ -1082,3 +1082,123 @@ fn a_coop_tile_that_fails_its_self_check_is_never_tuned_in() {
         }
     }
 }
+
+/// A driver that loses the device during the coop self-check leaves a usable device: a fresh
+/// one without cooperative matrices, computing in f32, with the reason where `fewstep info`
+/// shows it.
+#[test]
+fn a_device_lost_during_the_self_check_is_replaced_by_a_fresh_one() {
+    let test = "a_device_lost_during_the_self_check_is_replaced_by_a_fresh_one";
+    if coop_gpu_or_skip(test).is_none() {
+        return;
+    }
+    let mut opts = GpuOptions::from_env();
+    opts.variant = None;
+    opts.precision = Some(fewstep::gpu::Precision::Mixed);
+    opts.coop_lose = true;
+    let gpu = Gpu::new_blocking(opts).expect("a fresh device");
+    assert!(gpu.fault().is_ok(), "the fresh device is not the lost one");
+    assert_eq!(gpu.coop_sizes(), None);
+    assert_ne!(gpu.variant(), KernelVariant::Coop);
+    assert_eq!(gpu.precision(), fewstep::gpu::Precision::F32);
+    let info = fewstep::tensor::kernel_policy::describe_precision(&gpu);
+    assert!(
+        info.contains("lost the device during their self-check"),
+        "{info}"
+    );
+    let a = Tensor::from_slice(&gpu, &[2, 3], &[1., 2., 3., 4., 5., 6.]);
+    let b = Tensor::from_slice(&gpu, &[3, 1], &[1., 1., 1.]);
+    assert_eq!(a.matmul(&b).to_vec_blocking().unwrap(), vec![6., 15.]);
+}
+
+/// The app asks for the command line's device features (`app::device_descriptor`): with
+/// `--precision mixed` its engine settles the coop family and samples exactly what `fewstep
+/// sample --precision mixed` samples (the same kernels), which differs from f32's samples.
+#[test]
+fn the_app_samples_what_fewstep_sample_does_in_mixed_precision() {
+    use fewstep::app::engine::{self, Event, Job, SharedDevice};
+    use fewstep::diffusion::{load_model_bytes, SampleOptions, Sampler, SamplerKind};
+    let test = "the_app_samples_what_fewstep_sample_does_in_mixed_precision";
+    if coop_gpu_or_skip(test).is_none() {
+        return;
+    }
+    let (adapter, _) = coop_adapter().unwrap();
+    let mut opts = GpuOptions::from_env();
+    opts.variant = None;
+    opts.precision = Some(fewstep::gpu::Precision::Mixed);
+    let desc = fewstep::app::device_descriptor_for(&adapter, &opts);
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).unwrap();
+    let handle = engine::spawn(
+        SharedDevice {
+            device,
+            queue,
+            info: adapter.get_info(),
+            fault: None,
+        },
+        eframe::egui::Context::default(),
+    );
+    handle.send(Job::Coop(fewstep::app::device_coop_for(&adapter, &opts)));
+    let b = fewstep::bundled::find("fmnist-4step").unwrap();
+    handle.send(Job::Load {
+        name: b.name.into(),
+        bytes: b.bytes().to_vec(),
+    });
+    let sample = SampleOptions {
+        steps: 4,
+        count: 3,
+        seed: 7,
+        kind: SamplerKind::Ddim,
+        clip: true,
+    };
+    handle.send(Job::Run {
+        run: 1,
+        rows: vec![engine::RowSpec {
+            model: 0,
+            opts: sample,
+            label: "4 distilled".into(),
+            class: None,
+            guidance: 0.0,
+            strip: None,
+        }],
+        draw_steps: false,
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let app = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let done = handle.drain().into_iter().find_map(|e| match e {
+            Event::RowDone { samples, .. } => Some(Ok(samples)),
+            Event::Failed { error, .. } => Some(Err(error)),
+            _ => None,
+        });
+        if let Some(r) = done {
+            break r.expect("the app's run");
+        }
+    };
+    // `fewstep sample --precision mixed`: a device from Gpu::new with the same options.
+    let cli = |precision| {
+        let mut o = opts.clone();
+        o.precision = Some(precision);
+        let gpu = Gpu::new_blocking(o).unwrap();
+        let (model, _) = load_model_bytes(&gpu, std::path::Path::new(b.file), b.bytes()).unwrap();
+        let x = Sampler::new(&model, sample)
+            .run(&model)
+            .to_vec_blocking()
+            .unwrap();
+        (gpu.variant(), x)
+    };
+    let (family, mixed) = cli(fewstep::gpu::Precision::Mixed);
+    assert_eq!(family, KernelVariant::Coop);
+    assert!(
+        app == mixed,
+        "the app's samples differ from fewstep sample's"
+    );
+    let (_, f32s) = cli(fewstep::gpu::Precision::F32);
+    assert!(
+        app != f32s,
+        "mixed precision computed nothing in f16: the check above proves nothing"
+    );
+}
