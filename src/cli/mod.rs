@@ -329,10 +329,15 @@ fn print_plan(gpu: &Gpu) {
         format!("kept in {}", f.display())
     });
     if !gpu.tunes() {
-        println!(
-            "plan:      off (FEWSTEP_TUNE=off or a forced family, tile or split): the fixed rule \
-             above; a plan would be {kept}"
-        );
+        let opts = GpuOptions::for_runs();
+        let why = if opts.tune == Some(false) {
+            "FEWSTEP_TUNE=off"
+        } else if opts.variant.is_some() || opts.gemm_tile.is_some() || opts.split_k.is_some() {
+            "FEWSTEP_KERNELS, FEWSTEP_GEMM_TILE or FEWSTEP_SPLIT_K forces the kernels"
+        } else {
+            "a CPU adapter keeps the rule measured on lavapipe; FEWSTEP_TUNE=on tunes"
+        };
+        println!("plan:      off ({why}): the fixed rule above; a plan would be {kept}");
         return;
     }
     let plan = tuner::plan(gpu);

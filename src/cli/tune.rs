@@ -114,7 +114,11 @@ fn one_update(
     param: Parameterization,
     batch: usize,
 ) -> Result<()> {
-    let data = Dataset::synthetic_patterns(8, c, h, w);
+    let mut data = Dataset::synthetic_patterns(8, c, h, w);
+    if arch.classes > 0 {
+        // A class-conditional network's update embeds labels: any will do for timing.
+        data.labels = Some((0..data.len()).map(|i| (i % arch.classes) as u8).collect());
+    }
     let cfg = TrainConfig {
         param,
         weighting: Weighting::SnrTrunc,
@@ -212,4 +216,10 @@ fn report(gpu: &Gpu, name: &str, rows: &[Tuned], seconds: f64, json: bool) {
         chosen * 1e3,
         rule / chosen
     );
+    if gpu.info().device_type == wgpu::DeviceType::Cpu {
+        println!(
+            "This is a CPU adapter: runs keep the fixed rule unless FEWSTEP_TUNE=on, which makes \
+             them use this plan."
+        );
+    }
 }

@@ -71,7 +71,7 @@ pub struct FaultWatch {
 }
 
 impl FaultWatch {
-    /// The device's first fault as an error, if any (see [`Gpu::fault`]).
+    /// The device's first fault as an error, if any (see [`super::Gpu::fault`]).
     pub fn error(&self) -> Option<GpuError> {
         let f = self.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let adapter = self.adapter.clone();

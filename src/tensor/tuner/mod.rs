@@ -1,11 +1,11 @@
 //! The GEMM tuner: which kernel a matrix product or convolution pass runs, chosen by measuring
 //! on this adapter. The first time a run meets a problem bucket (layout, M, N, K, batch rounded
-//! up to powers of 2: [`Problem::bucket`]) every candidate the adapter can run is timed on the
+//! up to powers of 2: `Problem::bucket`) every candidate the adapter can run is timed on the
 //! problem's own operands — the tiled, subgroup and blocked families with each tile, the
 //! cooperative-matrix tiles where mixed precision was asked for and they passed their
 //! self-check, and for the weight gradient the splits of K — and the fastest is kept: in this
 //! device's plan, in the plan cache (per adapter, driver, precision, versions and the text of
-//! every candidate kernel: [`plan_cache`]) and in the run's state, so a resumed run launches
+//! every candidate kernel: `plan_cache`) and in the run's state, so a resumed run launches
 //! the kernels the interrupted one did whatever the cache says by then.
 //!
 //! Off (the library's default, FEWSTEP_TUNE=off, or a family, tile or split forced) every
