@@ -92,12 +92,21 @@ try {
   // Responsiveness: count animation frames over 10 s while the run goes on. A page blocked by the
   // run would give at most one; SwiftShader on a busy 2-core machine gives a frame every second or
   // few (3-4 frames in 3 s on a quiet machine; 1 in 3 s and 3 in 10 s on a loaded one), so 10 s
-  // and >= 2: the first frame and at least one more while the run goes on.
-  const frames = await page.evaluate(() => new Promise((done) => {
-    let n = 0; const t = performance.now();
-    const tick = () => { n++; if (performance.now() - t < 10000) requestAnimationFrame(tick); else done(n); };
-    requestAnimationFrame(tick);
-  }));
+  // and >= 2: the first frame and at least one more while the run goes on. A window can fall on
+  // one long GPU task (building the kernels; on 2026-12-07 1 frame in 10 s, twice, with builds that
+  // pass at other times), so up to three windows while the run lasts: the best counts. A page the
+  // run blocks throughout still gives at most one in each.
+  const windows = [];
+  for (let w = 0; w < 3; w++) {
+    windows.push(await page.evaluate(() => new Promise((done) => {
+      let n = 0; const t = performance.now();
+      const tick = () => { n++; if (performance.now() - t < 10000) requestAnimationFrame(tick); else done(n); };
+      requestAnimationFrame(tick);
+    })));
+    const now = await page.evaluate(() => window.fewstepDistilled());
+    if (windows[w] >= 2 || now?.ended) break;
+  }
+  const frames = Math.max(...windows);
   const during = await page.evaluate(() => window.fewstepDistilled());
   // The mid-run picture is for docs/app-and-web.md, not a check: while SwiftShader runs a long GPU task
   // on a busy 2-core machine the compositor may not produce a frame for a while (30 s was not
@@ -116,6 +125,7 @@ try {
   check(run?.preview?.startsWith('fmnist-4step-to-2step: 8 samples in 2 steps'),
     `the tab shows a preview grid of the new student: "${run?.preview}"`);
   check(frames >= 2, `the page kept drawing while it trained: ${frames} animation frames in 10 s ` +
+    `(windows: ${windows.join(', ')}) ` +
     `(the run was at update ${during?.done} of ${during?.total}${during?.ended ? ', already ended' : ''})`);
   // The student joins the model list (Sample, Compare): the worker loads it after the run.
   await page.waitForFunction(() => window.fewstepStatus()?.models.includes('fmnist-4step-to-2step'),

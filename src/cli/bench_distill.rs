@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 
-use super::bench_model::{arch, emit, image_of, time_updates};
+use super::bench_model::{arch, image_of, time_updates};
+use super::bench_print::emit;
 use crate::data::Dataset;
 use crate::diffusion::{DistillConfig, Distiller, Parameterization};
 use crate::gpu::Gpu;

@@ -13,6 +13,8 @@ use crate::gpu::Gpu;
 use crate::nn::UNetConfig;
 use crate::tensor::AdamConfig;
 
+use super::bench_print::emit;
+
 /// The presets to measure: those asked for, or every preset that fits the adapter (the cifar
 /// net is left out on CPU adapters, where one update takes minutes).
 pub fn presets(gpu: &Gpu, asked: &[String]) -> Vec<String> {
@@ -103,14 +105,6 @@ pub(super) fn time_updates(gpu: &Gpu, seconds: f64, mut update: impl FnMut()) ->
 /// MiB of pooled buffers created since the pool held `bytes0`.
 fn pool_mib(gpu: &Gpu, bytes0: u64) -> f64 {
     (gpu.pool_stats().bytes_created - bytes0) as f64 / (1u64 << 20) as f64
-}
-
-pub(super) fn emit(json: bool, v: serde_json::Value, text: String) {
-    if json {
-        println!("{v}");
-    } else {
-        println!("{text}");
-    }
 }
 
 /// `bench train --tuned`: each preset timed with the fixed rule, then tuned afresh (not

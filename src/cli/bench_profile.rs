@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::bench_model::emit;
+use super::bench_print::emit;
 use crate::gpu::Gpu;
 
 /// Updates timed under profiling (after the un-profiled measurement, so it is not slowed down).

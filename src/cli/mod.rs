@@ -3,6 +3,7 @@
 mod bench;
 mod bench_distill;
 mod bench_model;
+mod bench_print;
 mod bench_profile;
 mod compare;
 mod convert;

@@ -29,8 +29,7 @@ use crate::gpu::{Gpu, Precision};
 use crate::nn::{self, tensor_file, StoreAs, UNet};
 
 pub const STATE_FILE: &str = "distill-state.safetensors";
-/// A diffusers teacher's import (`--teacher DIR`), the run's teacher.
-pub const IMPORTED_FILE: &str = "diffusers-teacher.safetensors";
+pub use super::run_dir::IMPORTED_FILE;
 pub const METRICS_FILE: &str = "metrics.jsonl";
 const STATE_KEY: &str = "fewstep_distill_state";
 

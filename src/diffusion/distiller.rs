@@ -16,55 +16,13 @@ use super::model::{per_sample, Denoiser};
 use super::parameterization::Parameterization;
 use super::parameterization::Weighting;
 use super::schedule::Schedule;
-use super::trainer::step_rng;
+use super::trainer::{batch_labels, step_rng};
 use crate::data::{Batcher, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::nn::{NetCond, UNet};
 use crate::tensor::{Adam, AdamConfig, GradClip, LossMeter, Tape, Tensor};
 
-/// Anything that gives one evaluation's x_hat(z, t, cond) without gradients: a model, or a
-/// stand-in in tests. Guidance is formed on top of it by [`guided_x_hat`].
-pub trait Teacher {
-    /// One evaluation for the classes in `cond` (and its w, when [`takes_guidance`]).
-    ///
-    /// [`takes_guidance`]: Teacher::takes_guidance
-    fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor;
-    /// Whether w is an input (a guided-distillation student): guidance in one evaluation.
-    fn takes_guidance(&self) -> bool {
-        false
-    }
-}
-
-impl Teacher for Denoiser {
-    fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
-        self.predict_cond(z, t, cond)
-    }
-    fn takes_guidance(&self) -> bool {
-        Denoiser::takes_guidance(self)
-    }
-}
-
-/// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none), per sample
-/// (labels and w in `cond`), combined in x space; a teacher that takes w gives it in one
-/// evaluation. Every parameterization's x_hat is cz z + c0 head0 (+ c1 head1) with
-/// coefficients that depend on t only, and (1 + w) - w = 1, so combining x_hat equals
-/// combining the raw outputs (v, eps, or both heads) before forming x_hat: one formula serves
-/// all four. With every w = 0 it is one plain (conditional) evaluation.
-pub fn guided_x_hat(teacher: &dyn Teacher, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
-    if teacher.takes_guidance() || cond.w.iter().all(|&w| w == 0.0) {
-        return teacher.x_hat(z, t, cond);
-    }
-    let plain = NetCond {
-        labels: cond.labels.clone(),
-        w: Vec::new(),
-    };
-    let x_c = teacher.x_hat(z, t, &plain);
-    let x_u = teacher.x_hat(z, t, &NetCond::NONE);
-    let gpu = z.gpu();
-    let a: Vec<f64> = cond.w.iter().map(|&w| 1.0 + w as f64).collect();
-    let b: Vec<f64> = cond.w.iter().map(|&w| -(w as f64)).collect();
-    x_c.per_sample_axpby(&per_sample(gpu, &a), Some((&x_u, &per_sample(gpu, &b))))
-}
+pub use super::guidance::{guided_x_hat, Teacher};
 
 /// The half-step and full-step times of a student step at t for a student with `student_steps`.
 pub fn substep_times(t: f64, student_steps: usize) -> (f64, f64) {
@@ -177,19 +135,6 @@ impl DistillConfig {
 const DISTILL_STREAMS: u64 = 1 << 48;
 /// Streams of stage 1 (guidance, re-parameterisation), apart from every halving's.
 const GUIDANCE_STAGE_STREAMS: u64 = 1 << 47;
-
-/// The labels of the data set images `indices` (`None` for every one when the model is
-/// unconditional). The caller checked that a conditional model's data has labels in range.
-pub fn batch_labels(data: &Dataset, indices: &[usize], classes: usize) -> Vec<Option<u32>> {
-    if classes == 0 {
-        return Vec::new();
-    }
-    let labels = data
-        .labels
-        .as_ref()
-        .expect("a class-conditional model's data set has labels (checked when the run opened)");
-    indices.iter().map(|&i| Some(labels[i] as u32)).collect()
-}
 
 /// A w-conditioned student for stage 1 of guided distillation: the teacher's weights, plus the
 /// guidance embedding's fresh ones (its last layer zero, so it starts as the teacher's

@@ -1,8 +1,65 @@
-//! Asking a class-conditional model for a class: parsing a class by name or number, naming it,
-//! and checking a guidance weight against what the model can do. Shared by the command line and
-//! the app so both refuse the same things with the same words.
+//! Classifier-free guidance: the guided x_hat from a conditional and an unconditional
+//! evaluation (what the sampler and the distiller's teacher use), and asking a class-conditional
+//! model for a class: parsing a class by name or number, naming it, and checking a guidance
+//! weight against what the model can do (shared by the command line and the app so both refuse
+//! the same things with the same words).
 
-use crate::nn::UNetConfig;
+use super::model::{per_sample, Denoiser};
+use crate::nn::{NetCond, UNetConfig};
+use crate::tensor::Tensor;
+
+/// Anything that gives one evaluation's x_hat(z, t, cond) without gradients: a model, or a
+/// stand-in in tests. Guidance is formed on top of it by [`guided_x_hat`].
+pub trait Teacher {
+    /// One evaluation for the classes in `cond` (and its w, when [`takes_guidance`]).
+    ///
+    /// [`takes_guidance`]: Teacher::takes_guidance
+    fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor;
+    /// Whether w is an input (a guided-distillation student): guidance in one evaluation.
+    fn takes_guidance(&self) -> bool {
+        false
+    }
+}
+
+impl Teacher for Denoiser {
+    fn x_hat(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
+        self.predict_cond(z, t, cond)
+    }
+    fn takes_guidance(&self) -> bool {
+        Denoiser::takes_guidance(self)
+    }
+}
+
+/// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none), per sample
+/// (labels and w in `cond`), combined in x space; a teacher that takes w gives it in one
+/// evaluation. Every parameterization's x_hat is cz z + c0 head0 (+ c1 head1) with
+/// coefficients that depend on t only, and (1 + w) - w = 1, so combining x_hat equals
+/// combining the raw outputs (v, eps, or both heads) before forming x_hat: one formula serves
+/// all four. With every w = 0 it is one plain (conditional) evaluation.
+pub fn guided_x_hat(teacher: &dyn Teacher, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
+    if teacher.takes_guidance() || cond.w.iter().all(|&w| w == 0.0) {
+        return teacher.x_hat(z, t, cond);
+    }
+    let plain = NetCond {
+        labels: cond.labels.clone(),
+        w: Vec::new(),
+    };
+    let x_c = teacher.x_hat(z, t, &plain);
+    let x_u = teacher.x_hat(z, t, &NetCond::NONE);
+    let gpu = z.gpu();
+    let a: Vec<f64> = cond.w.iter().map(|&w| 1.0 + w as f64).collect();
+    let b: Vec<f64> = cond.w.iter().map(|&w| -(w as f64)).collect();
+    x_c.per_sample_axpby(&per_sample(gpu, &a), Some((&x_u, &per_sample(gpu, &b))))
+}
+
+impl Denoiser {
+    /// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none) per sample
+    /// ([`guided_x_hat`]); one evaluation for a model that
+    /// takes w, or when every w is 0.
+    pub fn guided(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
+        guided_x_hat(self, z, t, cond)
+    }
+}
 
 /// The name shown for class `label` of a model: its stored name, else its number.
 pub fn class_name(arch: &UNetConfig, label: u32) -> String {

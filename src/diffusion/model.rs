@@ -98,11 +98,4 @@ impl Denoiser {
     pub fn takes_guidance(&self) -> bool {
         self.net.config.guidance.is_some()
     }
-
-    /// The classifier-free guided x_hat_w = (1 + w) x_hat(z, c) - w x_hat(z, none) per sample
-    /// ([`guided_x_hat`](super::distiller::guided_x_hat)); one evaluation for a model that
-    /// takes w, or when every w is 0.
-    pub fn guided(&self, z: &Tensor, t: &[f64], cond: &NetCond) -> Tensor {
-        super::distiller::guided_x_hat(self, z, t, cond)
-    }
 }

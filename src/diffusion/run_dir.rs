@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// A diffusers teacher's import (`--teacher DIR`), the run's teacher.
+pub const IMPORTED_FILE: &str = "diffusers-teacher.safetensors";
+
 pub const RUN_FILE: &str = "fewstep-run.json";
 pub const LOCK_FILE: &str = ".fewstep-lock";
 
@@ -43,7 +46,7 @@ impl RunKind {
                 name == "distill-state.safetensors"
                     || name == super::distill_plan::GUIDED_FILE
                     || name == super::distill_plan::REPARAM_FILE
-                    || name == super::distill_run::IMPORTED_FILE
+                    || name == IMPORTED_FILE
                     || (name.starts_with("steps-") && name.ends_with(".safetensors"))
             }
             RunKind::Recipe => name == "recipe.json",

@@ -138,7 +138,7 @@ impl Trainer {
         let indices = self.batcher.fill(data, self.step, &mut self.host);
         let x = Tensor::from_slice(&gpu, &[b, c, h, w], &self.host);
         let classes = self.model.net.config.classes;
-        let mut labels = super::distiller::batch_labels(data, &indices, classes);
+        let mut labels = batch_labels(data, &indices, classes);
         if !labels.is_empty() && self.cfg.uncond_prob > 0.0 {
             // Its own per-step generator: t and eps draws are what they are without dropout.
             let mut drop = step_rng(self.cfg.seed, self.step, 3);
@@ -259,4 +259,17 @@ impl Trainer {
         tr.opt.step = step;
         Ok(tr)
     }
+}
+
+/// The labels of the data set images `indices` (`None` for every one when the model is
+/// unconditional). The caller checked that a conditional model's data has labels in range.
+pub fn batch_labels(data: &Dataset, indices: &[usize], classes: usize) -> Vec<Option<u32>> {
+    if classes == 0 {
+        return Vec::new();
+    }
+    let labels = data
+        .labels
+        .as_ref()
+        .expect("a class-conditional model's data set has labels (checked when the run opened)");
+    indices.iter().map(|&i| Some(labels[i] as u32)).collect()
 }

@@ -4,6 +4,7 @@
 //! Everything here is single-threaded (`Rc`, `RefCell`): wgpu's handles are not `Send` on the web,
 //! and a training step is one thread's sequence of launches anyway.
 
+mod adapter;
 mod batch;
 mod context;
 mod coop_device;

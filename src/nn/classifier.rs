@@ -7,7 +7,7 @@
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
 
-use super::unet::{Init, ParamSpec};
+use super::layout::{Init, ParamSpec};
 use crate::gpu::Gpu;
 use crate::tensor::{Conv2d, MatmulOpts, Tape, Tensor, Var};
 

@@ -428,28 +428,4 @@ impl UNetConfig {
     pub fn widths(&self) -> impl Iterator<Item = usize> + '_ {
         self.mult.iter().map(|m| m * self.ch)
     }
-
-    /// Checks that every shape works out: sizes in range, sizes divide, widths split into
-    /// groups.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.check_sizes()?;
-        let div = 1 << (self.levels() - 1);
-        if !self.height.is_multiple_of(div)
-            || !self.width.is_multiple_of(div)
-            || self.height == 0
-            || self.width == 0
-        {
-            return Err(ConfigError::ImageSize {
-                h: self.height,
-                w: self.width,
-                levels: self.levels(),
-                div,
-            });
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ConfigError::Dropout(self.dropout));
-        }
-        // Every group norm's width must split into groups; the layout builder checks each.
-        super::unet::Layout::new(self).map(|_| ())
-    }
 }

@@ -3,14 +3,16 @@
 
 pub mod classifier;
 pub mod config;
+pub mod layout;
 pub mod noise_schedule;
 pub mod tensor_file;
 pub mod unet;
 mod weights;
 
 pub use config::{ConfigError, GuidanceRange, MidAttention, UNetConfig, PRESETS};
+pub use layout::Layout;
 pub use tensor_file::{FileError, HostTensor, LoadedFile, StoreAs};
-pub use unet::{one_hot, DropoutNoise, Layout, NetCond, UNet};
+pub use unet::{one_hot, DropoutNoise, NetCond, UNet};
 pub use weights::{check_tensors, read_tensors, upload_tensors};
 
 use crate::tensor::{Tape, Tensor, Var};

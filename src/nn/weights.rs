@@ -1,7 +1,7 @@
 //! Moving a parameter list between the GPU and named host tensors, checked against a layout.
 
+use super::layout::ParamSpec;
 use super::tensor_file::HostTensor;
-use super::unet::ParamSpec;
 use crate::gpu::{Gpu, GpuError};
 use crate::tensor::Tensor;
 

@@ -28,6 +28,7 @@ mod interpolate;
 mod kernel_registry;
 mod kernels;
 mod kill_resume;
+mod layers;
 mod pool_reuse;
 mod profile;
 mod runs_survive;
