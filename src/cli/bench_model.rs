@@ -36,6 +36,23 @@ pub(super) fn image_of(preset: &str) -> [usize; 3] {
     }
 }
 
+/// The training configuration of updates run to time them (or to meet their GEMMs): synthetic
+/// data, no warm-up.
+pub(super) fn timing_config(param: Parameterization, batch: usize) -> TrainConfig {
+    TrainConfig {
+        param,
+        weighting: Weighting::SnrTrunc,
+        batch,
+        lr: 1e-4,
+        warmup: 0,
+        ema_decay: 0.9999,
+        grad_clip: 1.0,
+        seed: 0,
+        adam: AdamConfig::default(),
+        uncond_prob: 0.0,
+    }
+}
+
 pub(super) fn arch(preset: &str) -> Result<UNetConfig> {
     let [c, h, w] = image_of(preset);
     Ok(UNetConfig::preset(preset, c, h, w, 1)?)
@@ -166,18 +183,7 @@ pub fn train(
         let arch = arch(preset)?;
         let [c, h, w] = image_of(preset);
         let data = Dataset::synthetic_patterns(8, c, h, w);
-        let cfg = TrainConfig {
-            param: Parameterization::V,
-            weighting: Weighting::SnrTrunc,
-            batch,
-            lr: 1e-4,
-            warmup: 0,
-            ema_decay: 0.9999,
-            grad_clip: 1.0,
-            seed: 0,
-            adam: AdamConfig::default(),
-            uncond_prob: 0.0,
-        };
+        let cfg = timing_config(Parameterization::V, batch);
         let params = crate::nn::Layout::new(&arch)?.param_count();
         // What this preset's updates allocate, from an empty pool (weights, optimizer state,
         // activations, gradients, uploads): the GPU memory a training run of it needs.

@@ -8,14 +8,10 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::Dataset;
-use crate::diffusion::{
-    Denoiser, Parameterization, SampleOptions, Sampler, SamplerKind, TrainConfig, Trainer,
-    Weighting,
-};
+use crate::diffusion::{Denoiser, Parameterization, SampleOptions, Sampler, SamplerKind, Trainer};
 use crate::gpu::Gpu;
 use crate::nn::UNetConfig;
 use crate::tensor::tuner::{self, Tuned};
-use crate::tensor::AdamConfig;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -119,18 +115,7 @@ fn one_update(
         // A class-conditional network's update embeds labels: any will do for timing.
         data.labels = Some((0..data.len()).map(|i| (i % arch.classes) as u8).collect());
     }
-    let cfg = TrainConfig {
-        param,
-        weighting: Weighting::SnrTrunc,
-        batch,
-        lr: 1e-4,
-        warmup: 0,
-        ema_decay: 0.9999,
-        grad_clip: 1.0,
-        seed: 0,
-        adam: AdamConfig::default(),
-        uncond_prob: 0.0,
-    };
+    let cfg = super::bench_model::timing_config(param, batch);
     let mut tr = Trainer::new(gpu, arch, cfg)?;
     crate::diffusion::sampler::check_batch(&tr.model, batch, "--batch")
         .map_err(anyhow::Error::msg)?;

@@ -40,14 +40,17 @@ pub fn check_resume(recorded: Precision, gpu: &Gpu, state: &Path) -> Result<()> 
     )
 }
 
-/// Continues with the kernels the run recorded in `state` (`None`: the fixed rule, as every
+/// Before a resumed run's first launch: refuses another precision ([`check_resume`]) and
+/// continues with the kernels the run recorded in `state` (`None`: the fixed rule, as every
 /// run before the tuner).
-pub fn continue_plan(
-    recorded: Option<&std::collections::BTreeMap<String, String>>,
+pub fn continue_run(
+    precision: Precision,
+    kernel_plan: Option<&std::collections::BTreeMap<String, String>>,
     gpu: &Gpu,
     state: &Path,
 ) -> Result<()> {
-    crate::tensor::tuner::install(gpu, recorded)
+    check_resume(precision, gpu, state)?;
+    crate::tensor::tuner::install(gpu, kernel_plan)
         .map_err(|e| anyhow::anyhow!("{}: {e}", state.display()))
 }
 

@@ -168,8 +168,8 @@ impl TrainRun {
         let claim = super::run_dir::RunDir::claim(dir, RunKind::Train, &state.options.command)?;
         // Read again under the lock: the checkpoint the run continues from.
         let (state, file) = read_state(dir)?;
-        super::run_precision::check_resume(state.precision, gpu, &dir.join(STATE_FILE))?;
-        super::run_precision::continue_plan(
+        super::run_precision::continue_run(
+            state.precision,
             state.kernel_plan.as_ref(),
             gpu,
             &dir.join(STATE_FILE),

@@ -195,6 +195,9 @@ pub(crate) fn cache_dir() -> Option<std::path::PathBuf> {
     cache::dir()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use cache::replace_line as replace_cache_line;
+
 /// Adapter, driver, matrix and subgroup size, the versions that compile the kernels, and a hash
 /// of the full text of every kernel the verdict vouches for: each checked tile's GEMM with every
 /// loader (the matmul layouts the check runs and the convolution loaders spliced in the same way)
@@ -301,16 +304,25 @@ mod cache {
     /// Adds or replaces this adapter's line; a cache that cannot be written only costs the
     /// check again next time.
     fn write(path: &Path, key: &str, v: &Verdict) {
+        let line = match v {
+            Ok(()) => format!("{key}\tok"),
+            Err(why) => format!("{key}\tfail\t{}", why.replace(['\t', '\n'], " ")),
+        };
+        replace_line(path, &[key], &line);
+    }
+
+    /// Replaces the lines of the tab-separated cache `path` whose first fields are `fields`
+    /// with `line` (atomically: another process reads the old file or the new one); a cache
+    /// that cannot be written only costs measuring or checking again next time.
+    pub fn replace_line(path: &Path, fields: &[&str], line: &str) {
         let old = std::fs::read_to_string(path).unwrap_or_default();
         let mut text: String = old
             .lines()
-            .filter(|l| l.split('\t').next() != Some(key))
+            .filter(|l| !l.split('\t').take(fields.len()).eq(fields.iter().copied()))
             .map(|l| format!("{l}\n"))
             .collect();
-        match v {
-            Ok(()) => text += &format!("{key}\tok\n"),
-            Err(why) => text += &format!("{key}\tfail\t{}\n", why.replace(['\t', '\n'], " ")),
-        }
+        text += line;
+        text.push('\n');
         if let Some(d) = path.parent() {
             let _ = std::fs::create_dir_all(d);
         }

@@ -996,13 +996,7 @@ fn a_mixed_precision_run_records_it_and_resumes_in_it() {
     let (ok, text) = resume(&[]);
     assert!(ok && text.contains("resuming in mixed precision"), "{text}");
     // The same model but for the command line each run recorded (--steps 4 and --steps 2).
-    let model = |dir: &std::path::Path| {
-        let path = dir.join("model.safetensors");
-        let (mut meta, tensors) =
-            fewstep::diffusion::parse_model(&path, &std::fs::read(&path).unwrap()).unwrap();
-        meta.command.clear();
-        (meta, tensors)
-    };
+    let model = crate::common::bin::model_of_run;
     assert!(
         model(&straight) == model(&part),
         "a resumed mixed run differs from an uninterrupted one"

@@ -268,13 +268,7 @@ fn a_resume_with_the_plan_cache_deleted_is_byte_identical() {
         rule_choices < plan.len(),
         "the plan differs from the rule somewhere: {plan:?}"
     );
-    let model = |dir: &std::path::Path| {
-        let path = dir.join("model.safetensors");
-        let (mut meta, tensors) =
-            fewstep::diffusion::parse_model(&path, &std::fs::read(&path).unwrap()).unwrap();
-        meta.command.clear();
-        (meta, tensors)
-    };
+    let model = crate::common::bin::model_of_run;
     assert!(
         model(&straight) == model(&part),
         "a resumed tuned run differs from an uninterrupted one"

@@ -118,15 +118,8 @@ pub(crate) fn choose(gpu: &Gpu, p: Problem, run: &mut dyn FnMut(Choice)) -> Choi
     let bucket = p.bucket();
     let known = {
         let mut s = state(gpu);
-        if on && !s.loaded {
-            s.loaded = true;
-            if !s.ignore_cache {
-                let key = device_key(gpu, &mut s);
-                let cached = plan_cache::read(&key);
-                for (b, c) in cached {
-                    s.plan.entry(b).or_insert(c);
-                }
-            }
+        if on {
+            load_cache(gpu, &mut s);
         }
         let c = s
             .pinned
@@ -213,6 +206,20 @@ pub(crate) fn candidates(gpu: &Gpu, p: Problem) -> Vec<Choice> {
         .collect()
 }
 
+/// Adds the cached plan of this device to `s.plan` (once; what was measured here wins).
+fn load_cache(gpu: &Gpu, s: &mut State) {
+    if s.loaded {
+        return;
+    }
+    s.loaded = true;
+    if !s.ignore_cache {
+        let key = device_key(gpu, s);
+        for (b, c) in plan_cache::read(&key) {
+            s.plan.entry(b).or_insert(c);
+        }
+    }
+}
+
 fn device_key(gpu: &Gpu, s: &mut State) -> String {
     s.key
         .get_or_insert_with(|| plan_cache::device_key(gpu))
@@ -277,12 +284,8 @@ pub fn cache_file() -> Option<std::path::PathBuf> {
 /// This device's plan as text (bucket, choice), the cache's entries included once read.
 pub fn plan(gpu: &Gpu) -> Vec<(String, String)> {
     let mut s = state(gpu);
-    if gpu.tunes() && !s.loaded && !s.ignore_cache {
-        s.loaded = true;
-        let key = device_key(gpu, &mut s);
-        for (b, c) in plan_cache::read(&key) {
-            s.plan.entry(b).or_insert(c);
-        }
+    if gpu.tunes() {
+        load_cache(gpu, &mut s);
     }
     let mut all = s.plan.clone();
     all.extend(s.pinned.clone());

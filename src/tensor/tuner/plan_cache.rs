@@ -107,8 +107,7 @@ mod native {
             .collect()
     }
 
-    /// Adds or replaces one entry (atomically: another process reads the old file or the new
-    /// one); a cache that cannot be written only costs measuring again next time.
+    /// Adds or replaces one entry.
     pub fn store(key: &str, bucket: &str, choice: &Choice) {
         if let Some(path) = file() {
             store_in(&path, key, bucket, choice);
@@ -116,20 +115,8 @@ mod native {
     }
 
     pub fn store_in(path: &Path, key: &str, bucket: &str, choice: &Choice) {
-        let old = std::fs::read_to_string(path).unwrap_or_default();
-        let mut text: String = old
-            .lines()
-            .filter(|l| {
-                let mut f = l.split('\t');
-                (f.next(), f.next()) != (Some(key), Some(bucket))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text += &format!("{key}\t{bucket}\t{choice}\n");
-        if let Some(d) = path.parent() {
-            let _ = std::fs::create_dir_all(d);
-        }
-        let _ = crate::atomic_file::write(path, text.as_bytes());
+        let line = format!("{key}\t{bucket}\t{choice}");
+        crate::tensor::coop_check::replace_cache_line(path, &[key, bucket], &line);
     }
 
     #[cfg(test)]

@@ -78,3 +78,13 @@ pub fn tiny_train_args(imgs: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     args.push(out.to_str().unwrap().to_string());
     args
 }
+
+/// A run's model file as read, its command line left out (two runs that differ only in the
+/// `--steps` they were given record different commands).
+pub fn model_of_run(dir: &Path) -> (fewstep::diffusion::ModelMeta, Vec<fewstep::nn::HostTensor>) {
+    let path = dir.join("model.safetensors");
+    let (mut meta, tensors) =
+        fewstep::diffusion::parse_model(&path, &std::fs::read(&path).unwrap()).unwrap();
+    meta.command.clear();
+    (meta, tensors)
+}
