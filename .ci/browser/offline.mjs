@@ -15,8 +15,9 @@
 //  e. Chromium's installability check (CDP Page.getInstallabilityErrors) finds nothing missing;
 //  f. a store that fails (quota cut to 1 MB over CDP) still answers the page in full and reaches
 //     window.fewstepCacheErrors;
-//  g. a deploy that lost files.json (404): the page works and the cache keeps every file; then
-//     offline, the page still works; then files.json is back and a reload fetches no listed file;
+//  g. a deploy that lost files.json (404): the page works, the cache keeps every file and the
+//     model kept in the browser's storage is listed; then offline, the page still works with it;
+//     then files.json is back and a reload fetches no listed file;
 //  h. a new build (the wasm and its JavaScript glue both changed) whose wasm does not arrive: the
 //     page runs the old pair (both answered `offline`), never the new glue with the old wasm, and
 //     the cache keeps the old pair; once the wasm arrives, the reload gets the new pair.
@@ -32,6 +33,7 @@ const source = path.resolve(root, process.env.FEWSTEP_SITE ?? 'target/site');
 const BASE = '/user/fewstep/';
 const QUERY = 'model=fmnist-4step&steps=4&seed=1&count=4';
 const CHANGED = 'assets/fmnist-steps-1.f16.safetensors';
+const KEPT = 'kept.safetensors'; // step g: opened by a link once, then only in the browser's storage
 const LOAD_TIMEOUT = 600_000; // a page load on SwiftShader takes tens of seconds, more on a busy machine
 
 let failed = 0, passed = 0;
@@ -128,15 +130,18 @@ try {
   });
   const headerCount = (paths, value) => paths.filter((p) => headers[p] === value).length;
   // Opens `url` and waits until every model is loaded and the page's own 4-step run has ended.
-  const visit = async (url) => {
+  // The models a visit waits for: the 4 bundled ones, and from step g on the one kept in the
+  // browser's storage.
+  let expectModels = 4;
+  const visit = async (url, want = expectModels) => {
     headers = {};
     const t0 = Date.now();
     await page.goto(url, { timeout: LOAD_TIMEOUT });
-    await page.waitForFunction(() => {
+    await page.waitForFunction((want) => {
       if (window.fewstepError) return true;
       const s = window.fewstepStatus?.(), r = window.fewstepResult?.();
-      return s && r && s.loadingDone >= s.loadingExpected && s.models.length === 4;
-    }, null, { timeout: LOAD_TIMEOUT, polling: 500 });
+      return s && r && s.loadingDone >= s.loadingExpected && s.models.length === want;
+    }, want, { timeout: LOAD_TIMEOUT, polling: 500 });
     const got = await page.evaluate(() => ({ error: window.fewstepError ?? null, status: window.fewstepStatus(),
       statusTexts: window.__statusTexts,
       result: window.fewstepResult(), controller: navigator.serviceWorker.controller?.scriptURL ?? null }));
@@ -211,18 +216,29 @@ try {
   const notNew = await waitStored([CHANGED], changed);
   check(notNew.length === 0, `the cache now holds the new ${CHANGED} (new hash)`);
 
-  // g. files.json answers 404 (a deploy that lost it), then the network goes, then it is back.
+  // g. files.json answers 404 (a deploy that lost it), then the network goes, then it is back;
+  // a model opened by a link before (hosted beside the page, not in files.json) is kept in the
+  // browser's storage (web/store.js) and listed on every visit of the three.
+  fs.copyFileSync(path.join(site, 'assets/fmnist-steps-1.f16.safetensors'), path.join(site, KEPT));
+  await visit(`${origin}${BASE}index.html?model=${KEPT}&steps=1&seed=1&count=4`, 5);
+  for (const t0 = Date.now(); Date.now() - t0 < 60_000; await new Promise((ok) => setTimeout(ok, 500))) {
+    if ((await page.evaluate(() => window.fewstepStatus()))?.kept?.models?.[KEPT]) break;
+  }
+  fs.rmSync(path.join(site, KEPT));
+  expectModels = 5;
+  const listsKept = (v) => v.status?.models.includes(KEPT);
   fs.renameSync(manifestFile, `${manifestFile}.away`);
   net.log = [];
   const lost = await visit(`${origin}${BASE}index.html?${QUERY}`);
   const lostMissing = await waitStored(listed, changed);
-  check(!lost.error && lost.status?.models.length === 4 && lostMissing.length === 0
+  check(!lost.error && lost.status?.models.length === expectModels && listsKept(lost) && lostMissing.length === 0
     && net.log.some((r) => r.path === 'files.json' && r.status === 404),
     `files.json answering 404: the page loaded ${lost.status?.models.length} models and the cache still holds ` +
     `all ${listed.length} files${lostMissing.length ? `; gone: ${lostMissing.join(', ')}` : ''}`);
   net.refuse = true; net.log = [];
   const lostOffline = await visit(`${origin}${BASE}index.html?${QUERY}`);
-  check(!lostOffline.error && lostOffline.status?.models.length === 4 && served().length === 0,
+  check(!lostOffline.error && lostOffline.status?.models.length === expectModels && listsKept(lostOffline)
+    && served().length === 0,
     `then offline: the page loaded ${lostOffline.status?.models.length} models from the cache in ` +
     `${lostOffline.secs.toFixed(1)} s${lostOffline.error ? `; error: ${lostOffline.error}` : ''}`);
   net.refuse = false;
@@ -230,7 +246,7 @@ try {
   net.log = [];
   const back = await visit(`${origin}${BASE}index.html?${QUERY}`);
   const refetched = served().map((r) => r.path).filter((p) => listed.includes(p));
-  check(!back.error && back.status?.models.length === 4 && refetched.length === 0,
+  check(!back.error && back.status?.models.length === expectModels && listsKept(back) && refetched.length === 0,
     `files.json back (200): the reload fetched none of the listed files (${refetched.join(', ') || 'none'})`);
 
   // h. A new build whose wasm does not arrive (its glue does).
@@ -248,7 +264,7 @@ try {
   net.refusePaths = new Set([wasm]); net.log = [];
   const half = await visit(`${origin}${BASE}index.html?${QUERY}`);
   const kept = await page.evaluate(cachedHashes);
-  check(!half.error && half.status?.models.length === 4 && headers[glue] === 'offline' && headers[wasm] === 'offline'
+  check(!half.error && half.status?.models.length === expectModels && headers[glue] === 'offline' && headers[wasm] === 'offline'
     && kept[glue] === before[glue] && kept[wasm] === before[wasm],
     `a new build whose wasm is refused: the page ran the old pair (glue ${headers[glue]}, wasm ${headers[wasm]}), ` +
     `${half.status?.models.length} models; the cache kept the old pair: ${kept[glue] === before[glue] && kept[wasm] === before[wasm]}` +
@@ -256,7 +272,7 @@ try {
   net.refusePaths = new Set(); net.log = [];
   const whole = await visit(`${origin}${BASE}index.html?${QUERY}`);
   const newPair = await waitStored([glue, wasm], rebuilt);
-  check(!whole.error && whole.status?.models.length === 4 && headers[glue] === 'stored' && headers[wasm] === 'stored'
+  check(!whole.error && whole.status?.models.length === expectModels && headers[glue] === 'stored' && headers[wasm] === 'stored'
     && newPair.length === 0,
     `once the wasm arrives, the reload got the new pair (glue ${headers[glue]}, wasm ${headers[wasm]}) and the cache ` +
     `holds it${newPair.length ? `; not yet: ${newPair.join(', ')}` : ''}${whole.error ? `; error: ${whole.error}` : ''}`);

@@ -69,6 +69,11 @@ pub enum Job {
         name: String,
         note: String,
     },
+    /// The loader found `more` models to load beyond those counted at the start (the web
+    /// page's kept models), sent before any of them.
+    Expect {
+        more: usize,
+    },
     /// The loader is on `current` (shown next to the progress bar); `bytes`: (fetched so far,
     /// all files together) where the loader counts bytes (the web page); `cached`: the file
     /// came from the page's cache, not the network.
@@ -99,6 +104,9 @@ pub enum Job {
 
 pub enum Event {
     Loaded(Box<ModelInfo>),
+    Expect {
+        more: usize,
+    },
     Progress {
         current: String,
         bytes: Option<(u64, u64)>,
@@ -308,6 +316,7 @@ impl Worker {
             }
             Job::LoadError { name, error } => self.emit(Event::LoadFailed { name, error }),
             Job::Held { name, note } => self.emit(Event::Held { name, note }),
+            Job::Expect { more } => self.emit(Event::Expect { more }),
             Job::Progress {
                 current,
                 bytes,

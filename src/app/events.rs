@@ -60,6 +60,7 @@ impl AppState {
                 *status = format!("could not load {name}: {error}");
                 applied.model_handled = true;
             }
+            Event::Expect { more } => loading.expected += more,
             Event::Held { name, note } => {
                 loading.done += 1;
                 loading.expected = loading.expected.max(loading.done);

@@ -29,6 +29,8 @@ mod web_cache;
 pub mod web_distill;
 #[cfg(target_arch = "wasm32")]
 pub mod web_page;
+#[cfg(target_arch = "wasm32")]
+mod web_store;
 
 use eframe::{egui, egui_wgpu};
 
@@ -188,7 +190,14 @@ impl FewstepApp {
             if extra.is_some() {
                 app.loading.expected += 1;
             }
-            crate::app::web_page::fetch_bundled(engine.job_sender(), extra.clone());
+            // After a device loss the kept models come from memory (below), not storage.
+            crate::app::web_page::fetch_bundled(
+                engine.job_sender(),
+                extra.clone(),
+                !app.start.recovered,
+            );
+            web_distill::look_for_interrupted(&cc.egui_ctx);
+            app.web_train.checkpoint_every = app.start.checkpoint;
             if app.start.recovered {
                 // On a new device after a loss: the models opened or made before come back
                 // (the bundled ones come from the page's cache), and a lost run is offered.
@@ -628,6 +637,11 @@ impl eframe::App for FewstepApp {
         #[cfg(target_arch = "wasm32")]
         if let Some((steps, count)) = web_page::take_test_scrub() {
             self.start_test_frames(steps, count);
+        }
+        #[cfg(target_arch = "wasm32")]
+        if web_distill::offer_appeared() && !self.web_train.running() {
+            // A run the last page left: the Train tab offers to resume it.
+            self.tab = Tab::Train;
         }
         ui::draw(self, ui);
         #[cfg(target_arch = "wasm32")]

@@ -32,6 +32,9 @@ pub struct StartOptions {
     pub distill: Option<DistillStart>,
     /// On the web: train a teacher in the Train tab (`train=tiny&updates=…&batch=…&lr=…&seed=…`).
     pub train: Option<TrainStart>,
+    /// On the web: the Train tab's run checkpoints every this many updates (`checkpoint=N`;
+    /// 0: never) instead of by time (tests, and a visitor who wants more or fewer).
+    pub checkpoint: Option<u64>,
     /// On the web: the page recreated the app on a new device after losing one (not from the
     /// address): models kept before come back, a lost run is offered again.
     pub recovered: bool,
@@ -112,6 +115,7 @@ impl StartOptions {
                 "run" => run = Some(switch(&v)?),
                 "distill" => distill.teacher = v.clone(),
                 "train" => train = Some(v.clone()),
+                "checkpoint" => o.checkpoint = Some(number(&v)?),
                 "from" => distill.from_steps = Some(number(&v)?),
                 "to" => distill.to_steps = Some(number(&v)?),
                 "updates" => distill.updates = Some(number(&v)?),

@@ -564,78 +564,87 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         {
             ui.separator();
             crate::app::web_cache::show(ui);
+            crate::app::web_store::show(ui);
         }
         ui.separator();
         let mut clicked = None;
         let mut removed = None;
-        // Both ways: the table is wider than a phone (its columns scroll, not the page).
-        egui::ScrollArea::both().show(ui, |ui| {
-            egui::Grid::new("models")
-                .striped(true)
-                .num_columns(9)
-                .show(ui, |ui| {
-                    for h in [
-                        "",
-                        "name",
-                        "steps",
-                        "preset / parameters",
-                        "classes",
-                        "data",
-                        "lineage",
-                        "file",
-                        "eval (bundled: assets/manifest.json)",
-                    ] {
-                        ui.label(RichText::new(h).strong());
-                    }
-                    ui.end_row();
-                    for (i, m) in app.state.models.iter().enumerate() {
-                        if ui
-                            .small_button("Remove")
-                            .on_hover_text("remove from the list (its file bytes are let go)")
-                            .clicked()
-                        {
-                            removed = Some(i);
+        // Both ways: the table is wider than a phone (its columns scroll, not the page). It
+        // takes the rest of the tab, so that the floating horizontal bar sits at the tab's foot
+        // instead of over the last model's row (its Remove button could not be clicked).
+        egui::ScrollArea::both()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                egui::Grid::new("models")
+                    .striped(true)
+                    .num_columns(9)
+                    .show(ui, |ui| {
+                        for h in [
+                            "",
+                            "name",
+                            "steps",
+                            "preset / parameters",
+                            "classes",
+                            "data",
+                            "lineage",
+                            "file",
+                            "eval (bundled: assets/manifest.json)",
+                        ] {
+                            ui.label(RichText::new(h).strong());
                         }
-                        let sel = app.state.selected == Some(i);
-                        if ui.selectable_label(sel, &m.name).clicked() {
-                            clicked = Some(i);
-                        }
-                        ui.label(match m.meta.steps {
-                            Some(k) => k.to_string(),
-                            None => "teacher".into(),
-                        });
-                        ui.label(format!(
-                            "{}, {:.2} M, {}x{}x{}",
-                            m.meta.arch.preset,
-                            m.params as f64 / 1e6,
-                            m.meta.image[0],
-                            m.meta.image[1],
-                            m.meta.image[2]
-                        ));
-                        ui.label(model_classes(&m.meta.arch));
-                        ui.label(format!(
-                            "{} ({} updates)",
-                            m.meta.dataset, m.meta.training_steps
-                        ));
-                        let path = &m.meta.lineage.steps_path;
-                        ui.label(if path.is_empty() {
-                            "trained".to_string()
-                        } else {
-                            format!(
-                                "{} halvings: {}",
-                                m.meta.lineage.halvings,
-                                path.iter()
-                                    .map(|s| s.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(" -> ")
-                            )
-                        });
-                        ui.label(format!("{:.1} MB", m.file_bytes as f64 / 1e6));
-                        ui.label(crate::bundled::figures(&m.name).unwrap_or_default());
                         ui.end_row();
-                    }
-                });
-        });
+                        for (i, m) in app.state.models.iter().enumerate() {
+                            let remove = ui
+                                .small_button("Remove")
+                                .on_hover_text("remove from the list (its file bytes are let go)");
+                            #[cfg(target_arch = "wasm32")]
+                            crate::app::web_page::publish_rect(
+                                format!("remove:{}", m.name),
+                                remove.rect,
+                            );
+                            if remove.clicked() {
+                                removed = Some(i);
+                            }
+                            let sel = app.state.selected == Some(i);
+                            if ui.selectable_label(sel, &m.name).clicked() {
+                                clicked = Some(i);
+                            }
+                            ui.label(match m.meta.steps {
+                                Some(k) => k.to_string(),
+                                None => "teacher".into(),
+                            });
+                            ui.label(format!(
+                                "{}, {:.2} M, {}x{}x{}",
+                                m.meta.arch.preset,
+                                m.params as f64 / 1e6,
+                                m.meta.image[0],
+                                m.meta.image[1],
+                                m.meta.image[2]
+                            ));
+                            ui.label(model_classes(&m.meta.arch));
+                            ui.label(format!(
+                                "{} ({} updates)",
+                                m.meta.dataset, m.meta.training_steps
+                            ));
+                            let path = &m.meta.lineage.steps_path;
+                            ui.label(if path.is_empty() {
+                                "trained".to_string()
+                            } else {
+                                format!(
+                                    "{} halvings: {}",
+                                    m.meta.lineage.halvings,
+                                    path.iter()
+                                        .map(|s| s.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(" -> ")
+                                )
+                            });
+                            ui.label(format!("{:.1} MB", m.file_bytes as f64 / 1e6));
+                            ui.label(crate::bundled::figures(&m.name).unwrap_or_default());
+                            ui.end_row();
+                        }
+                    });
+            });
         if let Some(i) = clicked {
             app.state.select(i);
         }

@@ -20,15 +20,15 @@ thread_local! {
     /// The adapter's name from the page's own WebGPU lookup, once it answers.
     static ADAPTER: RefCell<Option<String>> = const { RefCell::new(None) };
     /// Where some widgets were drawn last (CSS pixels), for the page's tests to click them.
-    static RECTS: RefCell<std::collections::BTreeMap<&'static str, eframe::egui::Rect>> =
+    static RECTS: RefCell<std::collections::BTreeMap<String, eframe::egui::Rect>> =
         const { RefCell::new(std::collections::BTreeMap::new()) };
     /// eframe's device (shared by the engine and the Train tab), for the lost-device test hook.
     static DEVICE: RefCell<Option<wgpu::Device>> = const { RefCell::new(None) };
 }
 
 /// Records where a widget was drawn (published in `fewstep_status()` as `rects`).
-pub(crate) fn publish_rect(name: &'static str, rect: eframe::egui::Rect) {
-    RECTS.with(|r| r.borrow_mut().insert(name, rect));
+pub(crate) fn publish_rect(name: impl Into<String>, rect: eframe::egui::Rect) {
+    RECTS.with(|r| r.borrow_mut().insert(name.into(), rect));
 }
 
 thread_local! {
@@ -273,6 +273,7 @@ pub(crate) fn publish_status(
         "loadingExpected": expected,
         "models": models,
         "cache": super::web_cache::status_json(),
+        "kept": super::web_store::status_json(),
         // How far right anything was laid out, against the page's width (CSS pixels): more
         // than the width means something runs past the edge (a phone's 390 px).
         "usedRight": ctx.globally_used_rect().max.x,
@@ -368,10 +369,25 @@ fn page_status(text: Option<&str>) {
 }
 
 /// Fetches the bundled models one after another from assets/ and hands them to the worker;
-/// progress goes to the worker (bytes) and to the page's status line. `extra`: a model file the
-/// address names (a path relative to the page), fetched last.
-pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
+/// progress goes to the worker (bytes) and to the page's status line. Then, with `with_kept`,
+/// the models kept in the browser's storage (web_store.rs), and last `extra`: a model file the
+/// address names (a path relative to the page), or its kept copy when the fetch fails.
+pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>, with_kept: bool) {
     wasm_bindgen_futures::spawn_local(async move {
+        let mut kept = if with_kept {
+            super::web_store::kept_models().await
+        } else {
+            Vec::new()
+        };
+        // A kept copy of the address's model stands in for it only when the fetch fails.
+        let kept_extra = extra
+            .as_ref()
+            .and_then(|x| kept.iter().position(|k| &k.name == x))
+            .map(|i| kept.remove(i));
+        kept.retain(|k| crate::bundled::find(&k.name).is_none());
+        if !kept.is_empty() {
+            let _ = jobs.unbounded_send(Job::Expect { more: kept.len() });
+        }
         let total = crate::bundled::BUNDLED.len();
         let total_bytes = crate::bundled::total_size() as u64;
         let mut before = 0u64;
@@ -420,6 +436,13 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
             before += b.size as u64;
             let _ = jobs.unbounded_send(job);
         }
+        for k in kept {
+            super::web_distill::remember_file(&k.name, &k.bytes);
+            let _ = jobs.unbounded_send(Job::Load {
+                name: k.name,
+                bytes: k.bytes,
+            });
+        }
         if let Some(path) = extra {
             page_status(Some(&format!("Loading {path}…")));
             let fetched = if names_a_folder(&path) {
@@ -427,12 +450,23 @@ pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>) {
             } else {
                 fetch_bytes(&path, |_, _| {}).await
             };
-            let job = match fetched {
-                Ok(bytes) => {
-                    super::web_distill::remember_file(&path, &bytes);
+            let job = match (fetched, kept_extra) {
+                (Ok(bytes), kept) => {
+                    if kept.is_some_and(|k| k.bytes == bytes) {
+                        super::web_distill::remember_file(&path, &bytes);
+                    } else {
+                        super::web_distill::keep_file(&path, &bytes, "opened");
+                    }
                     Job::Load { name: path, bytes }
                 }
-                Err(error) => Job::LoadError { name: path, error },
+                (Err(_), Some(k)) => {
+                    super::web_distill::remember_file(&path, &k.bytes);
+                    Job::Load {
+                        name: path,
+                        bytes: k.bytes,
+                    }
+                }
+                (Err(error), None) => Job::LoadError { name: path, error },
             };
             let _ = jobs.unbounded_send(job);
         }
@@ -483,7 +517,7 @@ pub(crate) fn opened_file(name: String, bytes: Vec<u8>) -> Job {
     if crate::diffusers::PipelineFiles::is_part(&name) {
         return pipeline_part(name, bytes);
     }
-    super::web_distill::remember_file(&name, &bytes);
+    super::web_distill::keep_file(&name, &bytes, "opened");
     Job::Load { name, bytes }
 }
 
@@ -513,7 +547,7 @@ fn pipeline_part(name: String, bytes: Vec<u8>) -> Job {
         let model = crate::diffusers::model_name(&parts.unet_config, &fallback);
         match crate::diffusion::model_file::pipeline_model_bytes(&parts, &model) {
             Ok(bytes) => {
-                super::web_distill::remember_file(&model, &bytes);
+                super::web_distill::keep_file(&model, &bytes, "opened");
                 Job::Load { name: model, bytes }
             }
             Err(e) => Job::LoadError {

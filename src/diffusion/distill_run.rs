@@ -16,9 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::distill_plan::{
-    check_shape, finished, first_distiller, guidance_config, halving_config,
-};
+use super::distill_plan::{check_shape, finished, first_distiller, halving_config};
 pub use super::distill_plan::{model_file_name, DistillPlan, GUIDED_FILE, REPARAM_FILE};
 use super::distiller::Distiller;
 use super::model::Denoiser;
@@ -26,7 +24,7 @@ use super::model_file::{save_model, sha256_hex, ModelMeta};
 use super::run_dir::RunKind;
 use crate::data::Dataset;
 use crate::gpu::{Gpu, Precision};
-use crate::nn::{self, tensor_file, StoreAs, UNet};
+use crate::nn::{self, tensor_file, StoreAs};
 
 pub const STATE_FILE: &str = "distill-state.safetensors";
 pub use super::run_dir::IMPORTED_FILE;
@@ -304,36 +302,12 @@ impl DistillRun {
         }
         let (teacher, meta) = super::model_file::load_model_bytes(gpu, &teacher_path, &bytes)?;
         check_shape(&teacher, &data)?;
-        let err = |e: String| anyhow::anyhow!("{}: {e}", dir.join(STATE_FILE).display());
-        let mut arch = teacher.net.config.clone();
-        let mut param = teacher.param;
-        let cfg = if state.guidance_stage {
-            if let Some(g) = plan.guided {
-                arch.guidance = Some(g.range());
-            }
-            if let Some(r) = plan.reparam {
-                param = r.param;
-            }
-            guidance_config(&plan)
-        } else {
-            halving_config(&plan, state.teacher_steps)
+        let at = super::distill_state::Position {
+            teacher_steps: state.teacher_steps,
+            guidance_stage: state.guidance_stage,
+            update: state.update,
         };
-        let layout = nn::Layout::new(&arch)?;
-        let part = |prefix: &str| -> Result<Vec<crate::tensor::Tensor>> {
-            let found = nn::check_tensors(&layout.specs, prefix, |n| file.get(n)).map_err(err)?;
-            Ok(nn::upload_tensors(gpu, &found))
-        };
-        let student = Denoiser {
-            net: UNet::from_params(arch, part("param.")?)?,
-            param,
-        };
-        let mut d = Distiller::with_student(gpu, teacher, student, cfg, state.update);
-        d.opt.m = part("adam_m.")?;
-        d.opt.v = part("adam_v.")?;
-        d.opt.step = state.update;
-        if d.ema.is_some() {
-            d.ema = Some(part("ema.")?);
-        }
+        let d = super::distill_state::restore_distiller(gpu, teacher, &plan, at, &file)?;
         truncate_metrics(
             &dir.join(METRICS_FILE),
             if state.guidance_stage {
@@ -441,18 +415,7 @@ impl DistillRun {
     /// Saves the halving in progress (what `--resume` reads).
     pub fn checkpoint(&self) -> Result<()> {
         let d = &self.distiller;
-        let specs = &d.student.net.layout.specs;
-        let mut tensors =
-            pollster::block_on(nn::read_tensors(specs, &d.student.net.params, "param."))?;
-        tensors.extend(pollster::block_on(nn::read_tensors(
-            specs, &d.opt.m, "adam_m.",
-        ))?);
-        tensors.extend(pollster::block_on(nn::read_tensors(
-            specs, &d.opt.v, "adam_v.",
-        ))?);
-        if let Some(ema) = &d.ema {
-            tensors.extend(pollster::block_on(nn::read_tensors(specs, ema, "ema."))?);
-        }
+        let tensors = pollster::block_on(super::distill_state::halving_tensors(d))?;
         let state = State {
             plan: self.plan.clone(),
             teacher_sha256: self.origin_hash.clone(),

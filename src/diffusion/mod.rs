@@ -5,6 +5,7 @@ pub mod distill_memory;
 pub mod distill_plan;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod distill_run;
+pub mod distill_state;
 pub mod distiller;
 pub mod guidance;
 pub mod interpolate;

@@ -18,6 +18,8 @@ use crate::gpu::Gpu;
 use crate::nn::UNetConfig;
 use crate::tensor::AdamConfig;
 
+pub use super::trainer::{classes_of, DEFAULT_UNCOND_PROB};
+
 /// A teacher training (Algorithm 1): the settings of `fewstep train`, with its defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -550,38 +552,6 @@ fn read_teacher(teacher: &std::path::Path) -> Result<ModelMeta> {
 }
 
 /// Loads the training split of a `--data` argument (`image_size` applies to images:DIR).
-/// The label-dropout probability `--classes` trains with unless told (Ho & Salimans: 0.1-0.2).
-pub const DEFAULT_UNCOND_PROB: f32 = 0.1;
-
-/// The class count (`asked`, or the data's when 0) and names a class-conditional model of
-/// `data` gets; refuses unlabelled data and a count below the labels' range.
-pub fn classes_of(data: &Dataset, asked: usize, spec: &str) -> Result<(usize, Vec<String>)> {
-    anyhow::ensure!(
-        data.labels.is_some(),
-        "--classes needs labelled data, and --data {spec} has no labels: use fashion-mnist, \
-         mnist, cifar10:DIR, or images:DIR with one subfolder per class (the folder names \
-         become the class names)"
-    );
-    let have = data.class_count();
-    let n = if asked == 0 { have } else { asked };
-    anyhow::ensure!(
-        n >= have,
-        "--classes {n} is fewer than the {have} classes of --data {spec} (its labels go up to \
-         {}): give --classes {have} or more, or --classes alone",
-        have - 1
-    );
-    // The data's names, and for classes beyond the data's (room for labels added later) the
-    // names `class N`, so that no name is dropped.
-    let names = if data.class_names.len() == have {
-        let mut names = data.class_names.clone();
-        names.extend((have..n).map(|i| format!("class {i}")));
-        names
-    } else {
-        Vec::new()
-    };
-    Ok((n, names))
-}
-
 pub fn load_data(spec: &str, image_size: usize) -> Result<Dataset> {
     let parsed: DataSpec = spec.parse()?;
     let size = matches!(parsed, DataSpec::Images(_)).then_some(image_size);

@@ -1,22 +1,28 @@
 //! A teacher training held in memory (Algorithm 1 without a run folder): the web page's Train
 //! tab. The same `Trainer` updates as `fewstep train`; the result is the bytes of the model file
-//! `fewstep train` would write (EMA weights, F32, `Trainer::model_meta`), and nothing is
-//! checkpointed (tests/suite/distill_memory.rs compares the files byte for byte).
+//! `fewstep train` would write (EMA weights, F32, `Trainer::model_meta`). A checkpoint is bytes
+//! (the tensors `fewstep train` keeps in state.safetensors, and the plan), which the tab keeps in
+//! the browser's storage; [`MemoryTrain::restore`] continues from them as if never stopped
+//! (tests/suite/distill_memory.rs compares the files byte for byte).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 
 use super::model_file::model_bytes;
 use super::parameterization::{Parameterization, Weighting};
 use super::trainer::{
-    default_lr, default_warmup, TrainConfig, Trainer, DEFAULT_EMA, DEFAULT_GRAD_CLIP,
+    classes_of, default_lr, default_warmup, TrainConfig, Trainer, DEFAULT_EMA, DEFAULT_GRAD_CLIP,
+    DEFAULT_UNCOND_PROB,
 };
 use crate::data::Dataset;
 use crate::gpu::Gpu;
-use crate::nn::{StoreAs, UNetConfig};
+use crate::nn::{tensor_file, StoreAs, UNetConfig};
 use crate::tensor::AdamConfig;
 
+const STATE_KEY: &str = "fewstep_memory_train";
+
 /// What a training is asked for; unset values take `fewstep train`'s defaults.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainPlan {
     pub preset: String,
     pub updates: u64,
@@ -30,6 +36,21 @@ pub struct TrainPlan {
     /// Recorded in the model file (the `--data` argument natively).
     pub dataset: String,
     pub command: String,
+    /// Class-conditional on the data's classes (`--classes`), with this label dropout
+    /// (`--uncond-prob`; None: 0.1).
+    #[serde(default)]
+    pub classes: bool,
+    #[serde(default)]
+    pub uncond_prob: Option<f32>,
+}
+
+/// What a checkpoint's metadata holds besides the tensors.
+#[derive(Serialize, Deserialize)]
+struct State {
+    plan: TrainPlan,
+    arch: UNetConfig,
+    train: TrainConfig,
+    step: u64,
 }
 
 pub struct MemoryTrain {
@@ -44,13 +65,27 @@ impl MemoryTrain {
             bail!("a training needs at least 1 update of at least 1 image");
         }
         let param = Parameterization::V;
-        let arch = UNetConfig::preset(
+        let mut arch = UNetConfig::preset(
             &plan.preset,
             data.channels,
             data.height,
             data.width,
             param.heads(),
         )?;
+        if plan.classes {
+            let (classes, names) = classes_of(&data, 0, &plan.dataset)?;
+            arch.classes = classes;
+            arch.class_names = names;
+        }
+        if let Some(p) = plan.uncond_prob {
+            if !(0.0..1.0).contains(&p) || !plan.classes {
+                bail!(
+                    "a label dropout of {p} needs a class-conditional model and a probability \
+                     in [0, 1), such as 0.1"
+                );
+            }
+        }
+        arch.validate()?;
         let cfg = TrainConfig {
             param,
             weighting: Weighting::SnrTrunc,
@@ -61,11 +96,54 @@ impl MemoryTrain {
             grad_clip: DEFAULT_GRAD_CLIP,
             seed: plan.seed,
             adam: AdamConfig::default(),
-            uncond_prob: 0.0,
+            uncond_prob: if plan.classes {
+                plan.uncond_prob.unwrap_or(DEFAULT_UNCOND_PROB)
+            } else {
+                0.0
+            },
         };
         let trainer = Trainer::new(gpu, arch, cfg)?;
         Ok(MemoryTrain {
             plan,
+            trainer,
+            data,
+        })
+    }
+
+    /// The training so far as bytes (safetensors: weights, Adam moments and EMA, as
+    /// `fewstep train`'s state.safetensors, with the plan and the step).
+    pub async fn checkpoint(&self) -> Result<Vec<u8>> {
+        let tr = &self.trainer;
+        let state = State {
+            plan: self.plan.clone(),
+            arch: tr.model.net.config.clone(),
+            train: tr.cfg.clone(),
+            step: tr.step,
+        };
+        let mut md = std::collections::HashMap::new();
+        md.insert(STATE_KEY.to_string(), serde_json::to_string(&state)?);
+        let tensors = tr.state_tensors().await?;
+        Ok(tensor_file::encode(
+            std::path::Path::new("checkpoint"),
+            &tensors,
+            md,
+            StoreAs::F32,
+        )?)
+    }
+
+    /// Continues the training a [`Self::checkpoint`] saved, on the same data.
+    pub fn restore(gpu: &Gpu, checkpoint: &[u8], data: Dataset) -> Result<MemoryTrain> {
+        let path = std::path::Path::new("the training's checkpoint");
+        let file = tensor_file::parse(path, checkpoint)?;
+        let json = file
+            .metadata
+            .get(STATE_KEY)
+            .context("the checkpoint is not an in-tab training's")?;
+        let state: State = serde_json::from_str(json).context("unreadable training checkpoint")?;
+        let trainer = Trainer::restore(gpu, state.arch, state.train, state.step, &file)
+            .map_err(|e| anyhow::anyhow!("the training's checkpoint: {e}"))?;
+        Ok(MemoryTrain {
+            plan: state.plan,
             trainer,
             data,
         })

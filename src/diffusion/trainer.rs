@@ -53,6 +53,42 @@ impl TrainConfig {
     }
 }
 
+/// The label-dropout probability `--classes` trains with unless told (Ho & Salimans: 0.1-0.2).
+pub const DEFAULT_UNCOND_PROB: f32 = 0.1;
+
+/// The class count (`asked`, or the data's when 0) and names a class-conditional model of
+/// `data` gets; refuses unlabelled data and a count below the labels' range.
+pub fn classes_of(
+    data: &Dataset,
+    asked: usize,
+    spec: &str,
+) -> anyhow::Result<(usize, Vec<String>)> {
+    anyhow::ensure!(
+        data.labels.is_some(),
+        "--classes needs labelled data, and --data {spec} has no labels: use fashion-mnist, \
+         mnist, cifar10:DIR, or images:DIR with one subfolder per class (the folder names \
+         become the class names)"
+    );
+    let have = data.class_count();
+    let n = if asked == 0 { have } else { asked };
+    anyhow::ensure!(
+        n >= have,
+        "--classes {n} is fewer than the {have} classes of --data {spec} (its labels go up to \
+         {}): give --classes {have} or more, or --classes alone",
+        have - 1
+    );
+    // The data's names, and for classes beyond the data's (room for labels added later) the
+    // names `class N`, so that no name is dropped.
+    let names = if data.class_names.len() == have {
+        let mut names = data.class_names.clone();
+        names.extend((have..n).map(|i| format!("class {i}")));
+        names
+    } else {
+        Vec::new()
+    };
+    Ok((n, names))
+}
+
 /// `fewstep train`'s defaults (the CLI, the native Train tab and the web one share them).
 pub const DEFAULT_EMA: f32 = 0.9999;
 pub const DEFAULT_GRAD_CLIP: f32 = 1.0;

@@ -1,6 +1,7 @@
 //! The in-memory distillation the web page runs (diffusion/distill_memory.rs) makes the same
-//! model files as `fewstep distill` (distill_run.rs), byte for byte, on the same device; and
-//! the Fashion-MNIST subset the page ships is the first 10,000 training images.
+//! model files as `fewstep distill` (distill_run.rs), byte for byte, on the same device, also
+//! when it is checkpointed and restored after every update (the tab's resumed runs); and the
+//! Fashion-MNIST subset the page ships is the first 10,000 training images.
 use crate::common;
 use common::*;
 use fewstep::data::Dataset;
@@ -80,6 +81,7 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
                 reparam: None,
             };
             let dir = tmp.path().join(format!("files-{ema:?}-{guided}"));
+            let restored = distill_restoring_after_every_update(&g, &plan, &teacher_file, &data);
             let mut on_disk = DistillRun::create(&g, &dir, plan.clone(), data.clone()).unwrap();
             while !on_disk.is_done() {
                 on_disk.advance().unwrap();
@@ -128,8 +130,114 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
                     assert_eq!(s.name, model_file_name(s.steps));
                 }
             }
+            // Checkpointed and restored on a fresh MemoryDistill after every update (in stage 1,
+            // mid-halving, at a halving's last update and just after a halving).
+            assert_eq!(restored.len(), students.len());
+            for (r, s) in restored.iter().zip(&students) {
+                assert_eq!(r.name, s.name);
+                assert!(
+                    r.file == s.file,
+                    "{}: the run restored after every update differs from the uninterrupted one \
+                     (ema {ema:?}, guided {guided})",
+                    s.name
+                );
+            }
         }
     }
+}
+
+/// A distillation that checkpoints after every update and goes on from the checkpoint on a new
+/// `MemoryDistill` (the old one dropped), as the tab does after a reload; its students.
+fn distill_restoring_after_every_update(
+    g: &fewstep::gpu::Gpu,
+    plan: &DistillPlan,
+    teacher_file: &[u8],
+    data: &Dataset,
+) -> Vec<fewstep::diffusion::distill_memory::Student> {
+    let mut run = MemoryDistill::new(g, plan.clone(), teacher_file, data.clone()).unwrap();
+    let mut students = Vec::new();
+    loop {
+        let checkpoint = pollster::block_on(run.checkpoint()).unwrap();
+        let teacher = run.teacher_file().to_vec();
+        assert_eq!(
+            MemoryDistill::checkpoint_teacher(&checkpoint).unwrap(),
+            run.teacher_sha256()
+        );
+        drop(run);
+        run = MemoryDistill::restore(g, &checkpoint, &teacher, data.clone()).unwrap();
+        if let Advanced::Halving { student, done } = pollster::block_on(run.advance()).unwrap() {
+            students.push(student);
+            if done {
+                return students;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restore_refuses_another_teacher() {
+    let g = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::synthetic_patterns(4, 1, 8, 8);
+    let cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
+    let files: Vec<Vec<u8>> = (0..2)
+        .map(|seed| {
+            let net = UNet::new(&g, cfg.clone(), seed).unwrap();
+            let w = pollster::block_on(fewstep::nn::read_tensors(
+                &net.layout.specs,
+                &net.params,
+                "",
+            ))
+            .unwrap();
+            let meta = ModelMeta {
+                format_version: 1,
+                arch: cfg.clone(),
+                image: [1, 8, 8],
+                parameterization: Parameterization::V,
+                schedule: "cosine".into(),
+                steps: None,
+                lineage: Lineage::default(),
+                dataset: "synthetic".into(),
+                training_steps: 0,
+                command: "test".into(),
+                precision: Default::default(),
+                kernel_plan: None,
+            };
+            let path = tmp.path().join(format!("t{seed}.safetensors"));
+            save_model(&path, &meta, &w, fewstep::nn::StoreAs::F32).unwrap();
+            std::fs::read(&path).unwrap()
+        })
+        .collect();
+    let plan = DistillPlan {
+        teacher: "t0.safetensors".into(),
+        from_steps: 4,
+        to_steps: 2,
+        updates: 2,
+        final_updates: 2,
+        batch: 2,
+        lr: 1e-3,
+        seed: 1,
+        checkpoint_every: 0,
+        log_every: 1,
+        dataset: "synthetic".into(),
+        command: "test".into(),
+        ema: None,
+        guided: None,
+        reparam: None,
+    };
+    let mut run = MemoryDistill::new(&g, plan, &files[0], data.clone()).unwrap();
+    pollster::block_on(run.advance()).unwrap();
+    let checkpoint = pollster::block_on(run.checkpoint()).unwrap();
+    let err = MemoryDistill::restore(&g, &checkpoint, &files[1], data.clone())
+        .err()
+        .expect("another teacher must be refused")
+        .to_string();
+    assert!(err.contains("not the one it was made with"), "{err}");
+    let err = MemoryDistill::restore(&g, b"not a checkpoint", &files[0], data)
+        .err()
+        .expect("garbage must be refused")
+        .to_string();
+    assert!(err.contains("checkpoint"), "{err}");
 }
 
 #[test]
@@ -180,6 +288,8 @@ fn in_memory_training_writes_the_model_file_fewstep_train_writes() {
         log_every: 2,
         dataset: "synthetic".into(),
         command: "fewstep train (test)".into(),
+        classes: false,
+        uncond_prob: None,
     };
     let mut memory = MemoryTrain::new(&g, plan.clone(), data.clone()).unwrap();
     let mut losses = Vec::new();
@@ -211,5 +321,70 @@ fn in_memory_training_writes_the_model_file_fewstep_train_writes() {
     assert!(
         std::fs::read(dir.join(MODEL_FILE)).unwrap() == file,
         "the in-memory model file differs from fewstep train's"
+    );
+}
+
+/// The web Train tab's class-conditional teacher (issue 35): the in-memory training with
+/// classes and a label dropout, checkpointed and restored after every update, writes the model
+/// file `fewstep train --classes --uncond-prob` writes on the shipped subset.
+#[test]
+fn in_memory_class_conditional_training_restored_after_every_update_equals_fewstep_train() {
+    use fewstep::diffusion::run_spec::{load_data, TrainSpec};
+    use fewstep::diffusion::train_memory::{MemoryTrain, TrainPlan};
+    use fewstep::diffusion::train_run::MODEL_FILE;
+    let g = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data_spec = format!(
+        "fashion-mnist:{}/assets/fmnist-10k",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let spec = TrainSpec {
+        data: data_spec.clone(),
+        preset: "tiny".into(),
+        out: tmp.path().join("run"),
+        steps: 3,
+        batch: 2,
+        lr: Some(1e-3),
+        warmup: Some(2),
+        classes: Some(0),
+        uncond_prob: Some(0.3),
+        seed: 4,
+        log_every: 1,
+        sample_every: 0,
+        ..TrainSpec::default()
+    };
+    let command = "fewstep train (test)".to_string();
+    let mut run = spec.open(&g, command.clone()).unwrap();
+    while !run.is_done() {
+        run.advance().unwrap();
+    }
+    drop(run);
+    let native = std::fs::read(spec.out.join(MODEL_FILE)).unwrap();
+    let plan = TrainPlan {
+        preset: "tiny".into(),
+        updates: 3,
+        batch: 2,
+        lr: Some(1e-3),
+        warmup: Some(2),
+        seed: 4,
+        log_every: 1,
+        dataset: data_spec.clone(),
+        command,
+        classes: true,
+        uncond_prob: Some(0.3),
+    };
+    let data = load_data(&data_spec, 28).unwrap();
+    let mut memory = MemoryTrain::new(&g, plan, data.clone()).unwrap();
+    assert_eq!(memory.trainer.model.net.config.classes, 10);
+    while !memory.is_done() {
+        let checkpoint = pollster::block_on(memory.checkpoint()).unwrap();
+        drop(memory);
+        memory = MemoryTrain::restore(&g, &checkpoint, data.clone()).unwrap();
+        pollster::block_on(memory.advance()).unwrap();
+    }
+    let file = pollster::block_on(memory.model_file()).unwrap();
+    assert!(
+        file == native,
+        "the restored in-memory class-conditional model differs from fewstep train --classes's"
     );
 }

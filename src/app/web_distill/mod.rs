@@ -21,11 +21,13 @@ use crate::diffusion::distill_plan::DistillPlan;
 use crate::diffusion::train_memory::{MemoryTrain, TrainPlan};
 use crate::gpu::Gpu;
 
+mod checkpoint;
 mod panel;
 mod runner;
 mod settings;
 
 pub use crate::app::train_mode::Mode;
+pub use checkpoint::{look_for_interrupted, offer_appeared};
 use panel::duration;
 pub use panel::WebTrainPanel;
 use runner::{distill, download, train_teacher};
@@ -76,9 +78,23 @@ pub fn remember_file(name: &str, bytes: &[u8]) {
     FILES.with(|f| f.borrow_mut().insert(name.to_string(), bytes.to_vec()));
 }
 
-/// Lets a model's bytes go (it left the model list).
+/// Keeps a model the visitor made or opened (`origin`: "made" or "opened") in memory and in the
+/// browser's storage, so that it is listed again after a reload (app/web_store.rs).
+pub fn keep_file(name: &str, bytes: &[u8], origin: &'static str) {
+    remember_file(name, bytes);
+    crate::app::web_store::keep_model(name, bytes, origin);
+}
+
+/// [`keep_file`], returning once the storage has it (or refused it).
+pub async fn keep_file_now(name: &str, bytes: &[u8], origin: &'static str) {
+    remember_file(name, bytes);
+    crate::app::web_store::keep_model_now(name, bytes, origin).await;
+}
+
+/// Lets a model's bytes go (it left the model list), from the browser's storage too.
 pub fn forget_file(name: &str) {
     FILES.with(|f| f.borrow_mut().remove(name));
+    crate::app::web_store::drop_model(name);
 }
 
 fn file_of(name: &str) -> Option<Vec<u8>> {
@@ -111,6 +127,11 @@ pub struct Shared {
     /// The newest model's sample grid: (what it shows, the picture, a version that changes with
     /// each new grid).
     pub preview: Option<(String, egui::ColorImage, u64)>,
+    /// What the run's checkpoints cost so far (checkpoint.rs), and why the last one failed.
+    pub checkpoints: Option<checkpoint::CheckpointCost>,
+    pub checkpoint_error: Option<String>,
+    /// The run continues a checkpoint (from this update).
+    pub resumed_from: Option<u64>,
 }
 
 /// The last run, as JSON for `fewstep_distilled()`: progress, how it ended, and each student's
@@ -140,6 +161,9 @@ pub fn last_run_json() -> Option<String> {
                 "losses": s.losses,
                 "preview": s.preview.as_ref().map(|p| p.0.clone()),
                 "students": students,
+                "checkpoints": s.checkpoints,
+                "checkpointError": s.checkpoint_error,
+                "resumedFrom": s.resumed_from,
             })
             .to_string(),
         )

@@ -1,5 +1,8 @@
-//! The web Train tab's drawing: mode, settings, progress, the students made and the preview.
+//! The web Train tab's drawing: mode, settings, an interrupted run to resume, progress, the
+//! students made and the preview.
 
+use super::checkpoint::{self, Interrupted};
+use super::runner::Begin;
 use super::*;
 
 #[derive(Default)]
@@ -12,6 +15,9 @@ pub struct WebTrainPanel {
     preview: Option<(u64, egui::TextureHandle)>,
     /// A run lost with the previous device, offered again.
     lost: Option<LostRun>,
+    /// Checkpoint every this many updates (the address's `checkpoint=N`; 0: never), else by
+    /// time (checkpoint.rs).
+    pub checkpoint_every: Option<u64>,
 }
 
 impl WebTrainPanel {
@@ -57,26 +63,138 @@ impl WebTrainPanel {
             .is_some_and(|r| r.borrow().ended.is_none())
     }
 
-    /// Starts a distillation with the current settings.
+    /// Starts a run with the current settings (an interrupted run's checkpoint is let go).
     pub fn start(&mut self, gpu: Gpu, jobs: UnboundedSender<Job>, ctx: egui::Context) {
+        checkpoint::withdraw_offer();
+        let (mode, settings, train) = (self.mode, self.settings.clone(), self.train.clone());
+        let every = self.checkpoint_every;
+        self.spawn(
+            gpu,
+            ctx,
+            "fetching the data set…",
+            move |gpu, shared, ctx| {
+                Box::pin(async move {
+                    checkpoint::discard().await;
+                    match mode {
+                        Mode::Distill => {
+                            distill(&gpu, Begin::New(settings), every, &shared, &jobs, &ctx).await
+                        }
+                        Mode::Teacher => {
+                            train_teacher(&gpu, Begin::New(train), every, &shared, &jobs, &ctx)
+                                .await
+                        }
+                    }
+                })
+            },
+        );
+    }
+
+    /// Continues the run a page left in storage from its last checkpoint.
+    pub fn resume(&mut self, gpu: Gpu, jobs: UnboundedSender<Job>, ctx: egui::Context) {
+        let Some(offer) = checkpoint::interrupted() else {
+            return;
+        };
+        checkpoint::withdraw_offer();
+        self.mode = offer.info.mode;
+        let every = offer.info.every;
+        self.spawn(
+            gpu,
+            ctx,
+            "reading the checkpoint…",
+            move |gpu, shared, ctx| {
+                Box::pin(async move {
+                    let r = checkpoint::load_resume().await?;
+                    match r.info.mode {
+                        Mode::Distill => {
+                            distill(&gpu, Begin::Resume(r), every, &shared, &jobs, &ctx).await
+                        }
+                        Mode::Teacher => {
+                            train_teacher(&gpu, Begin::Resume(r), every, &shared, &jobs, &ctx).await
+                        }
+                    }
+                })
+            },
+        );
+    }
+
+    /// Runs `run` as the tab's run. When it fails its checkpoint is let go, unless the GPU
+    /// failed (a lost device): then the next page offers to resume it.
+    fn spawn(
+        &mut self,
+        gpu: Gpu,
+        ctx: egui::Context,
+        what: &str,
+        run: impl FnOnce(
+                Gpu,
+                Rc<RefCell<Shared>>,
+                egui::Context,
+            )
+                -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>>>>
+            + 'static,
+    ) {
         let shared = Rc::new(RefCell::new(Shared {
-            what: "fetching the data set…".into(),
+            what: what.into(),
             ..Default::default()
         }));
         LAST.with(|l| *l.borrow_mut() = Some(shared.clone()));
         self.run = Some(shared.clone());
-        let (mode, settings, train) = (self.mode, self.settings.clone(), self.train.clone());
         wasm_bindgen_futures::spawn_local(async move {
-            let result = match mode {
-                Mode::Distill => distill(&gpu, &settings, &shared, &jobs, &ctx).await,
-                Mode::Teacher => train_teacher(&gpu, &train, &shared, &jobs, &ctx).await,
-            };
+            let result = run(gpu.clone(), shared.clone(), ctx.clone()).await;
+            if result.is_err() && gpu.fault().is_ok() {
+                checkpoint::discard().await;
+            }
             let mut s = shared.borrow_mut();
             s.ended = Some(match result {
                 Ok(text) => (text, false),
                 Err(e) => (format!("{e:#}"), true),
             });
             ctx.request_repaint();
+        });
+    }
+
+    /// The offer of a run the last page left, with Resume and Discard.
+    fn interrupted_ui(
+        &mut self,
+        ui: &mut Ui,
+        offer: &Interrupted,
+        gpu: Option<&Gpu>,
+        jobs: Option<UnboundedSender<Job>>,
+    ) {
+        ui.group(|ui| {
+            let i = &offer.info;
+            let what = match i.mode {
+                Mode::Distill => format!("A distillation of {}", i.base),
+                Mode::Teacher => format!("A training of {}", i.base),
+            };
+            ui.add(
+                egui::Label::new(
+                    RichText::new(format!(
+                        "{what} in this tab was interrupted (the tab closed, reloaded or lost \
+                         its GPU). Its last checkpoint, at update {} of {}, is kept in this \
+                         browser{}.",
+                        i.done,
+                        i.total,
+                        kept_ago(offer.kept)
+                    ))
+                    .color(Color32::from_rgb(140, 200, 240)),
+                )
+                .wrap(),
+            );
+            ui.horizontal(|ui| {
+                let resume = ui.add_enabled(gpu.is_some(), egui::Button::new("Resume it"));
+                crate::app::web_page::publish_rect("resumeRun", resume.rect);
+                if resume.clicked() {
+                    if let (Some(g), Some(j)) = (gpu, jobs) {
+                        self.resume(g.clone(), j, ui.ctx().clone());
+                    }
+                }
+                let discard = ui.button("Discard it");
+                crate::app::web_page::publish_rect("discardRun", discard.rect);
+                if discard.clicked() {
+                    checkpoint::withdraw_offer();
+                    wasm_bindgen_futures::spawn_local(checkpoint::discard());
+                }
+            });
         });
     }
 
@@ -148,13 +266,17 @@ impl WebTrainPanel {
                     }
                 });
             }
+            if let Some(offer) = checkpoint::interrupted().filter(|_| !self.running()) {
+                self.interrupted_ui(ui, &offer, gpu, jobs.clone());
+            }
             ui.label(format!("Data: {DATA_NOTE}."));
             ui.label(
                 RichText::new(
-                    "Nothing is saved for you: closing or reloading the tab loses the run. \
-                     Download the students you want to keep.",
+                    "A run is checkpointed in this browser as it goes: after a reload, a closed \
+                     tab or a lost GPU this tab offers to resume it. Each model made here is \
+                     kept in this browser until you remove it in the Models tab.",
                 )
-                .color(Color32::from_rgb(230, 180, 90)),
+                .weak(),
             );
             ui.add_space(6.0);
             let running = self.running();
@@ -340,6 +462,21 @@ impl WebTrainPanel {
                 duration(s.seconds)
             )));
         }
+        if let Some(c) = &s.checkpoints {
+            ui.label(
+                RichText::new(format!(
+                    "checkpointed at update {} ({} so far, {:.1} s in all, {:.1} MB each)",
+                    c.update,
+                    c.count,
+                    c.seconds,
+                    c.bytes as f64 / 1e6
+                ))
+                .weak(),
+            );
+        }
+        if let Some(e) = &s.checkpoint_error {
+            ui.colored_label(Color32::from_rgb(230, 180, 90), e);
+        }
         match &s.ended {
             Some((text, true)) => {
                 ui.colored_label(Color32::from_rgb(230, 140, 60), text);
@@ -438,4 +575,13 @@ pub(super) fn run_rows(
 
 pub(super) fn duration(s: f64) -> String {
     crate::human::duration(s)
+}
+
+/// " (3 min ago)", from a time in ms since 1970.
+fn kept_ago(kept_ms: f64) -> String {
+    let now = js_sys::Date::now();
+    if kept_ms <= 0.0 || now < kept_ms {
+        return String::new();
+    }
+    format!(" ({} ago)", duration((now - kept_ms) / 1000.0))
 }

@@ -1,7 +1,15 @@
-//! The web Train tab's runs: tasks on the page's event loop that fetch the data, update, load
-//! each finished model into the app and make its preview.
+//! The web Train tab's runs: tasks on the page's event loop that fetch the data, update,
+//! checkpoint into the browser's storage (checkpoint.rs), load each finished model into the app
+//! and make its preview.
 
+use super::checkpoint::{Checkpoints, Resume, RunInfo};
 use super::*;
+
+/// How a run starts: afresh with the tab's settings, or from the checkpoint a page left.
+pub(super) enum Begin<S> {
+    New(S),
+    Resume(Resume),
+}
 
 /// Samples 8 images from a model file just made (its own step count for a student, 16 DDIM
 /// steps for a teacher) as a picture for the tab.
@@ -36,20 +44,34 @@ pub(super) async fn preview(
 /// The run itself: fetch the data, then update until done, stopped or failed.
 pub(super) async fn distill(
     gpu: &Gpu,
-    settings: &Settings,
+    begin: Begin<Settings>,
+    every: Option<u64>,
     shared: &Rc<RefCell<Shared>>,
     jobs: &UnboundedSender<Job>,
     ctx: &egui::Context,
 ) -> anyhow::Result<String> {
-    let teacher = file_of(&settings.teacher)
-        .ok_or_else(|| anyhow::anyhow!("{} is not loaded", settings.teacher))?;
     ctx.request_repaint();
-    let data = crate::app::web_page::fashion_mnist_subset().await?;
-    let mut run = MemoryDistill::new(gpu, settings.plan(&settings.teacher), &teacher, data)?;
-    let t0 = web_time::Instant::now();
-    let base = settings.teacher.clone();
+    let (mut run, base) = match begin {
+        Begin::New(settings) => {
+            let teacher = file_of(&settings.teacher)
+                .ok_or_else(|| anyhow::anyhow!("{} is not loaded", settings.teacher))?;
+            let data = crate::app::web_page::fashion_mnist_subset().await?;
+            let plan = settings.plan(&settings.teacher);
+            let run = MemoryDistill::new(gpu, plan, &teacher, data)?;
+            (run, settings.teacher.clone())
+        }
+        Begin::Resume(r) => {
+            let data = crate::app::web_page::fashion_mnist_subset().await?;
+            let teacher = r.teacher.unwrap_or_default();
+            let run = MemoryDistill::restore(gpu, &r.checkpoint, &teacher, data)?;
+            shared.borrow_mut().resumed_from = Some(run.progress().0);
+            (run, r.info.base)
+        }
+    };
+    let mut saver = Checkpoints::new(every, run.progress().0);
     loop {
         if shared.borrow().stop {
+            super::checkpoint::discard().await;
             let s = shared.borrow();
             return Ok(format!(
                 "stopped after {} of {} updates; the students finished so far stay",
@@ -62,7 +84,7 @@ pub(super) async fn distill(
             let mut s = shared.borrow_mut();
             s.done = done;
             s.total = total;
-            s.seconds = t0.elapsed().as_secs_f64();
+            s.seconds = run.seconds();
             s.what = format!("training the {}-step student", run.student_steps());
             if let Advanced::Update { loss: Some(l) } = &advanced {
                 s.losses.push([done as f64, *l as f64]);
@@ -70,7 +92,8 @@ pub(super) async fn distill(
         }
         if let Advanced::Halving { student, done } = advanced {
             let name = unused_name(&format!("{base}-to-{}step", student.steps));
-            remember_file(&name, &student.file);
+            // Kept before the checkpoint moves past it (or, at the end, goes).
+            keep_file_now(&name, &student.file, "made").await;
             let _ = jobs.unbounded_send(Job::Load {
                 name: name.clone(),
                 bytes: student.file.clone(),
@@ -79,15 +102,17 @@ pub(super) async fn distill(
             ctx.request_repaint();
             let version = shared.borrow().students.len() as u64 + 1;
             let shown = preview(gpu, &name, &student.file, version).await?;
-            let mut s = shared.borrow_mut();
-            s.preview = Some(shown);
-            s.students.push(Made {
-                name,
-                steps: student.steps,
-                file: student.file,
-            });
-            drop(s);
+            {
+                let mut s = shared.borrow_mut();
+                s.preview = Some(shown);
+                s.students.push(Made {
+                    name,
+                    steps: student.steps,
+                    file: student.file,
+                });
+            }
             if done {
+                super::checkpoint::discard().await;
                 let s = shared.borrow();
                 let n = s.students.len();
                 return Ok(format!(
@@ -97,6 +122,23 @@ pub(super) async fn distill(
                 ));
             }
         }
+        // After a halving at once (its student is the next teacher), else when due.
+        let halved = run.distiller.update == 0;
+        if halved || saver.due(done) {
+            let (done, total) = run.progress();
+            let info = RunInfo {
+                mode: Mode::Distill,
+                base: base.clone(),
+                done,
+                total,
+                teacher_sha256: Some(run.teacher_sha256().to_string()),
+                every,
+            };
+            let teacher = Some((run.teacher_sha256(), run.teacher_file()));
+            saver
+                .save(run.checkpoint().await, teacher, info, shared)
+                .await?;
+        }
         ctx.request_repaint();
         yield_to_page(gpu).await?;
     }
@@ -105,17 +147,29 @@ pub(super) async fn distill(
 /// Trains a teacher from scratch; at the end it joins the model list as `web-PRESET-teacher`.
 pub(super) async fn train_teacher(
     gpu: &Gpu,
-    settings: &TrainSettings,
+    begin: Begin<TrainSettings>,
+    every: Option<u64>,
     shared: &Rc<RefCell<Shared>>,
     jobs: &UnboundedSender<Job>,
     ctx: &egui::Context,
 ) -> anyhow::Result<String> {
     let data = crate::app::web_page::fashion_mnist_subset().await?;
-    let mut run = MemoryTrain::new(gpu, settings.plan(), data)?;
+    let mut run = match begin {
+        Begin::New(settings) => MemoryTrain::new(gpu, settings.plan(), data)?,
+        Begin::Resume(r) => {
+            let run = MemoryTrain::restore(gpu, &r.checkpoint, data)?;
+            shared.borrow_mut().resumed_from = Some(run.trainer.step);
+            run
+        }
+    };
     let t0 = web_time::Instant::now();
-    shared.borrow_mut().total = settings.updates;
+    let preset = run.plan.preset.clone();
+    let total = run.plan.updates;
+    shared.borrow_mut().total = total;
+    let mut saver = Checkpoints::new(every, run.trainer.step);
     while !run.is_done() {
         if shared.borrow().stop {
+            super::checkpoint::discard().await;
             let s = shared.borrow();
             return Ok(format!(
                 "stopped after {} of {} updates (no model: a teacher is kept only when done)",
@@ -127,24 +181,39 @@ pub(super) async fn train_teacher(
             let mut s = shared.borrow_mut();
             s.done = run.trainer.step;
             s.seconds = t0.elapsed().as_secs_f64();
-            s.what = format!("training a {} teacher", settings.preset);
+            s.what = format!("training a {preset} teacher");
             if let Some(l) = loss {
                 let at = s.done as f64;
                 s.losses.push([at, l as f64]);
             }
         }
+        let done = run.trainer.step;
+        if !run.is_done() && saver.due(done) {
+            let info = RunInfo {
+                mode: Mode::Teacher,
+                base: format!("web-{preset}-teacher"),
+                done,
+                total,
+                teacher_sha256: None,
+                every,
+            };
+            saver
+                .save(run.checkpoint().await, None, info, shared)
+                .await?;
+        }
         ctx.request_repaint();
         yield_to_page(gpu).await?;
     }
     let file = run.model_file().await?;
-    let name = unused_name(&format!("web-{}-teacher", settings.preset));
-    remember_file(&name, &file);
+    let name = unused_name(&format!("web-{preset}-teacher"));
+    keep_file_now(&name, &file, "made").await;
     let _ = jobs.unbounded_send(Job::Load {
         name: name.clone(),
         bytes: file.clone(),
     });
     shared.borrow_mut().what = format!("sampling a preview of {name}…");
     ctx.request_repaint();
+    super::checkpoint::discard().await;
     let shown = preview(gpu, &name, &file, 1).await?;
     let mut s = shared.borrow_mut();
     s.preview = Some(shown);

@@ -111,6 +111,8 @@ impl TrainSettings {
             log_every: loss_every(self.updates),
             dataset: format!("fashion-mnist:{DATA_DIR}"),
             command: self.command(),
+            classes: false,
+            uncond_prob: None,
         }
     }
 
