@@ -371,6 +371,8 @@ impl FewstepApp {
             s.updates = t.updates.unwrap_or(s.updates);
             s.batch = t.batch.unwrap_or(s.batch);
             s.seed = t.seed.unwrap_or(s.seed);
+            s.classes = t.classes;
+            s.uncond_prob = t.uncond_prob.unwrap_or(s.uncond_prob);
             self.web_train.mode = web_distill::Mode::Teacher;
             if let (Some(gpu), Some(jobs), Some(ctx)) = (
                 self.web_gpu.clone(),
@@ -412,6 +414,9 @@ impl FewstepApp {
         s.batch = d.batch.unwrap_or(s.batch);
         s.lr = d.lr.unwrap_or(s.lr);
         s.seed = d.seed.unwrap_or(s.seed);
+        s.guided = d.guided;
+        s.w_range = d.w_range.unwrap_or(s.w_range);
+        s.guidance_updates = d.guidance_updates.unwrap_or(s.updates);
         if let (Some(gpu), Some(jobs), Some(ctx)) = (
             self.web_gpu.clone(),
             self.job_sender(),

@@ -48,6 +48,9 @@ pub struct TrainStart {
     pub batch: Option<usize>,
     pub lr: Option<f32>,
     pub seed: Option<u64>,
+    /// `classes=1`: class-conditional; `uncond=P`: its label dropout.
+    pub classes: bool,
+    pub uncond_prob: Option<f32>,
 }
 
 /// A distillation asked for in the address; unset values keep the tab's defaults.
@@ -60,6 +63,11 @@ pub struct DistillStart {
     pub batch: Option<usize>,
     pub lr: Option<f32>,
     pub seed: Option<u64>,
+    /// `guided=1`: guided distillation, w drawn from `wrange=MIN,MAX`, stage 1 taking
+    /// `stage1=N` updates.
+    pub guided: bool,
+    pub w_range: Option<[f32; 2]>,
+    pub guidance_updates: Option<u64>,
 }
 
 impl StartOptions {
@@ -71,6 +79,7 @@ impl StartOptions {
         let mut run = None;
         let mut distill = DistillStart::default();
         let mut train: Option<String> = None;
+        let (mut classes, mut uncond_prob) = (false, None);
         let q = query.trim_start_matches('?');
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -116,6 +125,24 @@ impl StartOptions {
                 "distill" => distill.teacher = v.clone(),
                 "train" => train = Some(v.clone()),
                 "checkpoint" => o.checkpoint = Some(number(&v)?),
+                "classes" => classes = switch(&v)?,
+                "uncond" => {
+                    let p: f32 = v.parse().map_err(|_| bad("uncond must be a number"))?;
+                    if !(0.0..1.0).contains(&p) {
+                        return Err(bad("uncond is a probability in [0, 1), such as 0.1"));
+                    }
+                    uncond_prob = Some(p);
+                }
+                "guided" => distill.guided = switch(&v)?,
+                "wrange" => {
+                    let range = v
+                        .split_once(',')
+                        .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]))
+                        .filter(|[a, b]: &[f32; 2]| *a >= 0.0 && b > a)
+                        .ok_or_else(|| bad("give MIN,MAX with 0 <= MIN < MAX, such as 0,4"))?;
+                    distill.w_range = Some(range);
+                }
+                "stage1" => distill.guidance_updates = Some(number(&v)?),
                 "from" => distill.from_steps = Some(number(&v)?),
                 "to" => distill.to_steps = Some(number(&v)?),
                 "updates" => distill.updates = Some(number(&v)?),
@@ -136,6 +163,8 @@ impl StartOptions {
                 batch: distill.batch,
                 lr: distill.lr,
                 seed: o.seed.take(),
+                classes,
+                uncond_prob,
             });
             o.run = false;
             return Ok(o);

@@ -490,9 +490,35 @@ fn the_query_string_configures_a_run() {
             batch: Some(2),
             lr: Some(1e-4),
             seed: Some(3),
+            guided: false,
+            w_range: None,
+            guidance_updates: None,
         })
     );
     assert!(StartOptions::from_query("?distill=fmnist-teacher&updates=lots").is_err());
+    // Issue 35: a guided distillation, and a class-conditional teacher, from the address.
+    let o = StartOptions::from_query("?distill=cond&to=2&guided=1&wrange=0.5,3&stage1=7").unwrap();
+    let d = o.distill.unwrap();
+    assert!(d.guided);
+    assert_eq!((d.w_range, d.guidance_updates), (Some([0.5, 3.0]), Some(7)));
+    for bad in [
+        "wrange=3,1",
+        "wrange=-1,2",
+        "wrange=2",
+        "guided=maybe",
+        "stage1=x",
+    ] {
+        assert!(
+            StartOptions::from_query(&format!("?distill=cond&{bad}")).is_err(),
+            "{bad} was taken"
+        );
+    }
+    let t = StartOptions::from_query("?train=tiny&classes=1&uncond=0.2")
+        .unwrap()
+        .train
+        .unwrap();
+    assert!(t.classes && t.uncond_prob == Some(0.2));
+    assert!(StartOptions::from_query("?train=tiny&classes=1&uncond=1").is_err());
     // A teacher trained in the tab (web).
     let o = StartOptions::from_query("?train=tiny&updates=2&batch=2&seed=3").unwrap();
     assert!(!o.run && o.distill.is_none());
@@ -504,6 +530,8 @@ fn the_query_string_configures_a_run() {
             batch: Some(2),
             lr: None,
             seed: Some(3),
+            classes: false,
+            uncond_prob: None,
         })
     );
     assert!(StartOptions::from_query("?train=huge").is_err());

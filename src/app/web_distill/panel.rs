@@ -394,6 +394,45 @@ impl WebTrainPanel {
                     ("learning rate", &mut s.lr),
                     &mut s.seed,
                 );
+                // Guided distillation needs a class-conditional teacher that does not take w yet.
+                let conditional = models
+                    .iter()
+                    .find(|m| m.name == s.teacher)
+                    .is_some_and(|m| m.meta.arch.classes > 0 && m.meta.arch.guidance.is_none());
+                if !conditional {
+                    s.guided = false;
+                    return;
+                }
+                let l = ui.label("guidance");
+                ui.checkbox(
+                    &mut s.guided,
+                    "guided: first a student that takes the guidance weight w as an input",
+                )
+                .labelled_by(l.id);
+                ui.end_row();
+                if s.guided {
+                    let l = ui.label("w drawn from");
+                    let low = s.w_range[0];
+                    ui.horizontal(|ui| {
+                        ui.add(
+                            egui::DragValue::new(&mut s.w_range[0])
+                                .range(0.0..=20.0)
+                                .speed(0.1),
+                        )
+                        .labelled_by(l.id);
+                        ui.label("to");
+                        ui.add(
+                            egui::DragValue::new(&mut s.w_range[1])
+                                .range(low..=20.0)
+                                .speed(0.1),
+                        );
+                    });
+                    ui.end_row();
+                    let l = ui.label("updates of the guidance stage");
+                    ui.add(egui::DragValue::new(&mut s.guidance_updates).range(1..=20_000))
+                        .labelled_by(l.id);
+                    ui.end_row();
+                }
             });
     }
 
@@ -427,6 +466,28 @@ impl WebTrainPanel {
                     ("peak learning rate", &mut t.lr),
                     &mut t.seed,
                 );
+                let l = ui.label("classes");
+                ui.checkbox(
+                    &mut t.classes,
+                    "class-conditional: the 10 Fashion-MNIST classes (for classifier-free guidance)",
+                )
+                .labelled_by(l.id);
+                ui.end_row();
+                if t.classes {
+                    let l = ui.label("labels dropped");
+                    ui.add(
+                        egui::DragValue::new(&mut t.uncond_prob)
+                            .range(0.0..=0.95)
+                            .speed(0.01)
+                            .max_decimals(2),
+                    )
+                    .labelled_by(l.id)
+                    .on_hover_text(
+                        "the share of updates that see no class, so the model also learns the \
+                         unconditional prediction guidance needs (Ho & Salimans: 0.1-0.2)",
+                    );
+                    ui.end_row();
+                }
             });
         ui.label(
             RichText::new(format!(

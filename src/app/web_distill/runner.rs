@@ -91,7 +91,11 @@ pub(super) async fn distill(
             }
         }
         if let Advanced::Halving { student, done } = advanced {
-            let name = unused_name(&format!("{base}-to-{}step", student.steps));
+            let name = match student.steps {
+                // Stage 1 of a guided distillation: the teacher with w as an input.
+                0 => unused_name(&format!("{base}-guided")),
+                k => unused_name(&format!("{base}-to-{k}step")),
+            };
             // Kept before the checkpoint moves past it (or, at the end, goes).
             keep_file_now(&name, &student.file, "made").await;
             let _ = jobs.unbounded_send(Job::Load {

@@ -1,6 +1,7 @@
 //! What the web Train tab's widgets edit, and the plans and native commands they stand for.
 
 use super::*;
+use crate::diffusion::distill_plan::GuidedPlan;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -12,6 +13,11 @@ pub struct Settings {
     pub batch: usize,
     pub lr: f32,
     pub seed: u64,
+    /// Guided distillation (`--guided`) of a class-conditional teacher: stage 1 gives the
+    /// student w as an input, drawn from `w_range`, in `guidance_updates` updates.
+    pub guided: bool,
+    pub w_range: [f32; 2],
+    pub guidance_updates: u64,
 }
 
 impl Default for Settings {
@@ -26,6 +32,9 @@ impl Default for Settings {
             batch: 16,
             lr: 1e-4,
             seed: 0,
+            guided: false,
+            w_range: [0.0, 4.0],
+            guidance_updates: 200,
         }
     }
 }
@@ -47,17 +56,29 @@ impl Settings {
             dataset: "fashion-mnist".into(),
             command: self.command(teacher_file),
             ema: None,
-            guided: None,
+            guided: self.guided.then_some(GuidedPlan {
+                w_min: self.w_range[0],
+                w_max: self.w_range[1],
+                updates: self.guidance_updates,
+            }),
             reparam: None,
         }
     }
 
     /// The native command that makes the same students (same weights up to float rounding).
     pub fn command(&self, teacher_file: &str) -> String {
+        let guided = if self.guided {
+            format!(
+                " --guided --guidance-range {},{} --guidance-updates {}",
+                self.w_range[0], self.w_range[1], self.guidance_updates
+            )
+        } else {
+            String::new()
+        };
         format!(
             "fewstep distill --teacher {teacher_file} --from-steps {} --to-steps {} --updates {u} \
-             --final-updates {u} --batch {} --lr {} --seed {} --data fashion-mnist:{DATA_DIR} \
-             --out DIR",
+             --final-updates {u} --batch {} --lr {} --seed {}{guided} --data \
+             fashion-mnist:{DATA_DIR} --out DIR",
             self.from_steps,
             self.to_steps,
             self.batch,
@@ -83,6 +104,10 @@ pub struct TrainSettings {
     pub batch: usize,
     pub lr: f32,
     pub seed: u64,
+    /// Class-conditional on the data's 10 classes (`--classes`), dropping labels with this
+    /// probability (`--uncond-prob`) so that classifier-free guidance works.
+    pub classes: bool,
+    pub uncond_prob: f32,
 }
 
 impl Default for TrainSettings {
@@ -95,6 +120,8 @@ impl Default for TrainSettings {
             batch: 32,
             lr: crate::diffusion::trainer::default_lr("tiny"),
             seed: 0,
+            classes: false,
+            uncond_prob: crate::diffusion::trainer::DEFAULT_UNCOND_PROB,
         }
     }
 }
@@ -111,16 +138,21 @@ impl TrainSettings {
             log_every: loss_every(self.updates),
             dataset: format!("fashion-mnist:{DATA_DIR}"),
             command: self.command(),
-            classes: false,
-            uncond_prob: None,
+            classes: self.classes,
+            uncond_prob: self.classes.then_some(self.uncond_prob),
         }
     }
 
     /// The native command that trains the same teacher.
     pub fn command(&self) -> String {
+        let classes = if self.classes {
+            format!(" --classes --uncond-prob {}", self.uncond_prob)
+        } else {
+            String::new()
+        };
         format!(
             "fewstep train --data fashion-mnist:{DATA_DIR} --preset {} --steps {} --batch {} \
-             --lr {} --seed {} --out DIR",
+             --lr {} --seed {}{classes} --out DIR",
             self.preset, self.updates, self.batch, self.lr, self.seed
         )
     }
