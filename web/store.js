@@ -156,7 +156,10 @@ const idb = {
   },
 };
 
+// `?store=indexeddb` in the address uses IndexedDB even where OPFS works (the fallback's test;
+// also a way out should a browser's OPFS misbehave).
 async function pickBackend() {
+  if (new URLSearchParams(location.search).get('store') === 'indexeddb' && self.indexedDB) return idb;
   try {
     if (navigator.storage?.getDirectory && self.FileSystemFileHandle?.prototype.createWritable
         && self.FileSystemFileHandle?.prototype.move) {

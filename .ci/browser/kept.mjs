@@ -9,7 +9,9 @@
 //     fewstepStore and, after a reload, from the model list; the linked model stays;
 //  d. a full quota (CDP Storage.overrideQuotaForOrigin): opening another model by link leaves it
 //     loaded for the visit, the Models tab names the file and says what to do, and after a reload
-//     the model kept before is still there.
+//     the model kept before is still there;
+//  e. the IndexedDB fallback (?store=indexeddb, as a browser without OPFS gets): a model opened
+//     by a link is kept there and listed after a reload, and its Remove deletes it.
 // Prints the storage each model takes (for the issue's note).
 // Usage: node .ci/browser/kept.mjs   (FEWSTEP_SITE=DIR serves a built site; a model file is
 // copied into it for the test and removed after)
@@ -141,6 +143,23 @@ try {
     `after the refusal, a reload still lists the model kept before (${s?.models?.join(', ')}); storage holds ` +
     `${listD.map((e) => e.name).join(', ')}`);
   await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+
+  // e. The IndexedDB fallback.
+  await page.goto(`${origin}/index.html?store=indexeddb&model=${BIG}&run=0`);
+  await loaded(page);
+  const idbKind = (await status(page))?.kept?.kind;
+  await until(async () => (await status(page))?.kept?.models?.[BIG]);
+  await page.goto(`${origin}/index.html?store=indexeddb`);
+  await loaded(page);
+  s = await status(page);
+  const listE = await storeList(page);
+  const keptE = s?.models?.includes(BIG) && byName(listE, BIG)?.origin === 'opened' && !s?.models?.includes(LINKED);
+  await click('Models');
+  await until(async () => (await status(page))?.rects?.[`remove:${BIG}`]);
+  await click(`remove:${BIG}`);
+  const goneE = await until(async () => !byName(await storeList(page), BIG));
+  check(idbKind === 'indexeddb' && keptE && goneE,
+    `IndexedDB (${idbKind}): ${BIG} kept and listed after a reload (${s?.models?.join(', ')}), then removed: ${goneE}`);
 } catch (e) {
   check(false, String(e.message).split('\n').slice(0, 3).join(' | '));
 } finally {

@@ -192,13 +192,19 @@ pub async fn keep_model_now(name: &str, bytes: &[u8], origin: &'static str) {
                 let _ = remove(MODELS, name).await;
             }
         }
-        Err(e) => note_error(refusal(name, bytes.len(), &e).await),
+        Err(e) => note_error(refusal(name, bytes.len(), origin, &e).await),
     }
 }
 
 /// Why a model was not kept, and what the visitor can do.
-async fn refusal(name: &str, size: usize, error: &str) -> String {
+async fn refusal(name: &str, size: usize, origin: &str, error: &str) -> String {
     let mb = |b: f64| format!("{:.1} MB", b / 1e6);
+    // A model made here exists nowhere else; one opened is still where it came from.
+    let keep = if origin == "made" {
+        "download it from the Train tab (Download, beside it)"
+    } else {
+        "remove models you no longer need in this tab, then open it again"
+    };
     if error.contains("QuotaExceeded") {
         let estimate = estimate().await;
         let room = estimate
@@ -206,14 +212,13 @@ async fn refusal(name: &str, size: usize, error: &str) -> String {
             .unwrap_or_default();
         format!(
             "could not keep {name} ({}) in this browser: its storage is full{room}. It stays \
-             usable until the tab closes; download it from the Train tab, or remove models you \
-             no longer need here and open it again. Nothing kept before was lost.",
+             usable until the tab closes; to keep it, {keep}. Nothing kept before was lost.",
             mb(size as f64)
         )
     } else {
         format!(
             "could not keep {name} in this browser ({error}): it stays usable until the tab \
-             closes; download it from the Train tab to keep it"
+             closes; to keep it, {keep}"
         )
     }
 }

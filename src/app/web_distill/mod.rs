@@ -3,7 +3,8 @@
 //! distill`). The run is a task on the page's event loop that awaits the GPU after every update
 //! and yields to the page, so the tab stays responsive; each finished student is loaded into the
 //! app at once (Sample, Compare) and can be downloaded as a model file the CLI and the desktop
-//! app open. Nothing is written anywhere: closing or reloading the tab loses the run.
+//! app open. Each model made is kept in the browser's storage, and the run checkpoints there
+//! (checkpoint.rs), so a reload or a closed tab offers to resume it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
