@@ -3,7 +3,8 @@
 //  a. ?distill=fmnist-4step&to=2&updates=4&batch=2&lr=0.0001&seed=3&checkpoint=1 starts a run
 //     that checkpoints after every update; once a checkpoint at update 2 or later is kept (and the
 //     run has not ended), the whole browser is closed, not just the page;
-//  b. a new browser on the profile opens the plain page: the Train tab offers the run, and its
+//  b. a new browser on the profile opens the same link again (as a restored session would): the
+//     link's run does not start afresh over the checkpoint; the Train tab offers the run, and its
 //     "Resume it" (clicked on the canvas) continues from the checkpoint to the end; the student
 //     joins the model list, and the run's checkpoint entries are gone from storage;
 //  c. the resumed student's file equals, byte for byte, the one an uninterrupted run in the same
@@ -87,7 +88,8 @@ try {
     `the run checkpointed at update ${before?.checkpoints?.update} of ${before?.total} ` +
     `(${before?.checkpoints?.count} checkpoints, ${before?.checkpoints?.seconds?.toFixed(2)} s in all, ` +
     `${((before?.checkpoints?.bytes ?? 0) / 1e6).toFixed(2)} MB each, teacher ` +
-    `${((before?.checkpoints?.teacher_bytes ?? 0) / 1e6).toFixed(2)} MB); storage: ${runs.join(', ')}; ` +
+    `${((before?.checkpoints?.teacher_bytes ?? 0) / 1e6).toFixed(2)} MB; the run: ` +
+    `${((before?.seconds ?? 0) / (before?.done || 1)).toFixed(1)} s per update); storage: ${runs.join(', ')}; ` +
     `closing the browser ${((Date.now() - t0) / 1000).toFixed(1)} s after opening the page`);
   await browser.close();
 
@@ -95,10 +97,14 @@ try {
   browser = await launch();
   page = await browser.newPage();
   watch(page);
-  await page.goto(`${origin}/index.html`);
+  await page.goto(`${origin}/index.html?${RUN}&checkpoint=1`);
   await page.waitForFunction(() => window.fewstepError || window.fewstepStatus?.()?.rects?.resumeRun,
     null, { timeout: 600_000, polling: 500 });
   await page.screenshot({ path: path.join(root, 'target/web-resume-offer.png') }).catch(() => {});
+  const offered = await page.evaluate(() => ({ run: window.fewstepDistilled(), status: window.fewstepStatus()?.status }));
+  check(offered.run === null && /interrupted before/.test(offered.status ?? ''),
+    `the link again: no run started over the checkpoint (${JSON.stringify(offered.run)}); the page says ` +
+    `"${offered.status}"`);
   const r = (await status(page))?.rects?.resumeRun;
   if (r) await page.mouse.click(r.x + r.w / 2, r.y + r.h / 2);
   await ended(page);

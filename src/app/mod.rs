@@ -195,8 +195,8 @@ impl FewstepApp {
                 engine.job_sender(),
                 extra.clone(),
                 !app.start.recovered,
+                cc.egui_ctx.clone(),
             );
-            web_distill::look_for_interrupted(&cc.egui_ctx);
             app.web_train.checkpoint_every = app.start.checkpoint;
             if app.start.recovered {
                 // On a new device after a loss: the models opened or made before come back
@@ -355,6 +355,16 @@ impl FewstepApp {
                     return;
                 }
             }
+        }
+        #[cfg(target_arch = "wasm32")]
+        if (o.distill.is_some() || o.train.is_some()) && web_distill::interrupted_run_waits() {
+            // A reload of the link that started a run must not start it afresh over its
+            // checkpoint: the Train tab offers to resume it (or to start anew).
+            self.tab = Tab::Train;
+            self.status = "the run this address starts was interrupted before: the Train tab \
+                           offers to resume it from its last checkpoint, or to discard it"
+                .into();
+            return;
         }
         #[cfg(target_arch = "wasm32")]
         if let Some(d) = &o.distill {

@@ -372,8 +372,16 @@ fn page_status(text: Option<&str>) {
 /// progress goes to the worker (bytes) and to the page's status line. Then, with `with_kept`,
 /// the models kept in the browser's storage (web_store.rs), and last `extra`: a model file the
 /// address names (a path relative to the page), or its kept copy when the fetch fails.
-pub(crate) fn fetch_bundled(jobs: UnboundedSender<Job>, extra: Option<String>, with_kept: bool) {
+pub(crate) fn fetch_bundled(
+    jobs: UnboundedSender<Job>,
+    extra: Option<String>,
+    with_kept: bool,
+    ctx: eframe::egui::Context,
+) {
     wasm_bindgen_futures::spawn_local(async move {
+        // Before any model loads, so that the start options (applied once they have) know
+        // whether a run waits to be resumed.
+        super::web_distill::look_for_interrupted(&ctx).await;
         let mut kept = if with_kept {
             super::web_store::kept_models().await
         } else {

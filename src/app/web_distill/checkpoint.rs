@@ -73,29 +73,32 @@ fn teacher_key(sha: &str) -> String {
     format!("teacher-{sha}")
 }
 
-/// Looks in storage for a run the last page left (once, as the page starts).
-pub fn look_for_interrupted(ctx: &egui::Context) {
-    let ctx = ctx.clone();
-    wasm_bindgen_futures::spawn_local(async move {
-        let Ok(Some(entry)) = web_store::get(RUNS, RUN).await else {
-            return;
-        };
-        let Some(info) = entry
-            .info
-            .get("run")
-            .and_then(|r| serde_json::from_value::<RunInfo>(r.clone()).ok())
-        else {
-            return;
-        };
-        let kept = entry
-            .info
-            .get("kept")
-            .and_then(|k| k.as_f64())
-            .unwrap_or(0.0);
-        INTERRUPTED.with(|i| *i.borrow_mut() = Some(Interrupted { info, kept }));
-        APPEARED.with(|a| a.set(true));
-        ctx.request_repaint();
-    });
+/// Looks in storage for a run the last page left (once, as the page starts, before the models
+/// load).
+pub async fn look_for_interrupted(ctx: &egui::Context) {
+    let Ok(Some(entry)) = web_store::get(RUNS, RUN).await else {
+        return;
+    };
+    let Some(info) = entry
+        .info
+        .get("run")
+        .and_then(|r| serde_json::from_value::<RunInfo>(r.clone()).ok())
+    else {
+        return;
+    };
+    let kept = entry
+        .info
+        .get("kept")
+        .and_then(|k| k.as_f64())
+        .unwrap_or(0.0);
+    INTERRUPTED.with(|i| *i.borrow_mut() = Some(Interrupted { info, kept }));
+    APPEARED.with(|a| a.set(true));
+    ctx.request_repaint();
+}
+
+/// Whether a run the last page left waits to be resumed or discarded.
+pub fn interrupted_run_waits() -> bool {
+    INTERRUPTED.with(|i| i.borrow().is_some())
 }
 
 /// The run offered for resuming, if any.

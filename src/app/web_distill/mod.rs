@@ -28,7 +28,7 @@ mod runner;
 mod settings;
 
 pub use crate::app::train_mode::Mode;
-pub use checkpoint::{look_for_interrupted, offer_appeared};
+pub use checkpoint::{interrupted_run_waits, look_for_interrupted, offer_appeared};
 use panel::duration;
 pub use panel::WebTrainPanel;
 use runner::{distill, download, train_teacher};
