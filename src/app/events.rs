@@ -1,6 +1,6 @@
 //! How the app takes the engine's events: `AppState::apply`, a reducer that needs no window
 //! (textures go through a [`TextureSink`]: the renderer's, or a stand-in in tests), so what a
-//! run's events do to the state is tested without egui or a display (tests/suite/app.rs).
+//! run's events do to the state is tested without egui or a display (tests/suite/app/state.rs).
 
 use eframe::egui;
 

@@ -1,6 +1,6 @@
 //! The app's state without a window: which model and settings are chosen, what a run has drawn so
 //! far, where the step slider is. The UI only reads it and calls these methods, so its logic is
-//! tested without a display (tests/suite/app.rs).
+//! tested without a display (tests/suite/app/).
 
 use eframe::egui::TextureId;
 

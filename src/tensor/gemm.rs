@@ -570,7 +570,7 @@ fn split_sum(partial: &Tensor, shape: &[usize]) -> Tensor {
 
 /// The operands of the GEMMs launched on this thread while a census is on: what a measurement
 /// of f16's range needs (how many values each kind of GEMM would round below f16's normal range,
-/// tests/suite/coop.rs). Off, it costs one thread-local read per launch.
+/// tests/suite/coop/runs.rs). Off, it costs one thread-local read per launch.
 pub mod census {
     use super::{Loader, Tensor};
     use std::cell::RefCell;

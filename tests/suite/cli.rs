@@ -316,7 +316,7 @@ fn eval_reports_what_it_can_without_a_classifier() {
 
 /// `fewstep recipe --preset quick` end to end (train, distill 8 -> 1, eval, bundle) on 8x8
 /// images, interrupted after distilling and resumed; the bundle it writes is what the app loads:
-/// its models go into the app's state as the bundled ones do (tests/suite/app.rs).
+/// its models go into the app's state as the bundled ones do (tests/suite/app/).
 #[test]
 fn recipe_quick_runs_end_to_end_and_its_bundle_loads_in_the_app() {
     use fewstep::app::engine::ModelInfo;
@@ -557,7 +557,7 @@ fn bench_sample_lists_and_profiles_a_step() {
 /// A run made in mixed precision (its state says so) is not continued in f32 on a device whose
 /// cooperative matrices are missing: `--resume` asks for mixed by itself, finds no family to run
 /// it, and refuses with the reason instead of ending with different files. Here the state of an
-/// f32 run is marked mixed (this adapter has no cooperative matrices; tests/suite/coop.rs runs a
+/// f32 run is marked mixed (this adapter has no cooperative matrices; tests/suite/coop/runs.rs runs a
 /// real mixed run on Mesa 26).
 #[test]
 fn a_mixed_run_is_not_resumed_in_f32() {

@@ -8,7 +8,7 @@ use common::*;
 use fewstep::gpu::{Gpu, KernelVariant};
 use fewstep::tensor::{Conv2d, Tensor};
 
-/// f32 GEMM tolerance as in tests/suite/kernels.rs: sqrt(K) ulps of the operands' scale.
+/// f32 GEMM tolerance as in tests/suite/kernels/mod.rs: sqrt(K) ulps of the operands' scale.
 fn gemm_tol(k: usize) -> f64 {
     2e-6 * (k as f64).sqrt() * 4.0
 }
