@@ -85,7 +85,38 @@ const MAX_HOST_BYTES: u64 = 8 << 30;
 const MAX_COUNT: usize = 1 << 20;
 
 pub fn run(args: SampleArgs) -> Result<()> {
-    use crate::diffusion::interpolate::{parse_seeds, strip_start, STRIP_COUNTS};
+    // Parse and check: every flag, the noise file and the outputs, before any work.
+    let strip = check_count_and_strip(&args)?;
+    let (args, start_noise) = read_start_noise(args)?;
+    let name = args
+        .model
+        .clone()
+        .unwrap_or_else(|| crate::bundled::DEFAULT_MODEL.to_string());
+    let bundled = crate::bundled::find(&name).filter(|_| !Path::new(&name).exists());
+    check_model_arg(Path::new(&name))?;
+    check_outputs(&args, &name, bundled.is_some())?;
+    // Load the model, and lay out what it is asked for.
+    let gpu = super::open_gpu()?;
+    let (model, meta) = match bundled {
+        Some(b) => load_model_bytes(&gpu, Path::new(b.name), b.bytes())?,
+        None => load_model(&gpu, Path::new(&name))?,
+    };
+    let plan = Plan::new(&args, (&name, &model, &meta), strip, start_noise.as_ref())?;
+    // Sample, then write the grid, the values and the trajectory.
+    let drawn = draw(&args, &model, &plan, start_noise.as_ref())?;
+    write_grid(&args, &meta.arch, &plan, &drawn)?;
+    if let Some(path) = &args.values {
+        write_values(path, &name, &args, &meta.arch, &plan, &drawn.images)?;
+    }
+    if let Some(path) = &args.trajectory {
+        write_trajectory(path, &args, &plan, &drawn)?;
+    }
+    Ok(())
+}
+
+/// `--count` in range, and `--interpolate`'s seeds with the count and class it needs.
+fn check_count_and_strip(args: &SampleArgs) -> Result<Option<(u64, u64)>> {
+    use crate::diffusion::interpolate::{parse_seeds, STRIP_COUNTS};
     anyhow::ensure!(
         (1..=MAX_COUNT).contains(&args.count),
         "--count {} is out of range: one run draws 1 to at most {MAX_COUNT} images (several \
@@ -114,8 +145,12 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if let Some(s) = args.steps {
         check_steps(s)?;
     }
-    // --start: the noise, read and checked before any work (its shape against the model's once
-    // the model is loaded).
+    Ok(strip)
+}
+
+/// `--start`: the noise, read and checked before any work (its shape against the model's once
+/// the model is loaded); `--count` becomes its image count.
+fn read_start_noise(mut args: SampleArgs) -> Result<(SampleArgs, Option<crate::npy::Array>)> {
     let start_noise = match &args.start {
         Some(p) => {
             let bytes = crate::input_file::read(p, crate::input_file::DATA_MAX)
@@ -132,7 +167,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
         }
         None => None,
     };
-    let mut args = args;
     if let Some(a) = &start_noise {
         anyhow::ensure!(
             args.count == 16 || args.count == a.shape[0],
@@ -146,14 +180,12 @@ pub fn run(args: SampleArgs) -> Result<()> {
         );
         args.count = a.shape[0];
     }
-    let name = args
-        .model
-        .clone()
-        .unwrap_or_else(|| crate::bundled::DEFAULT_MODEL.to_string());
-    let bundled = crate::bundled::find(&name).filter(|_| !Path::new(&name).exists());
-    check_model_arg(Path::new(&name))?;
-    // Refused before any work: an output that is the model, a device, a FIFO or a folder, or
-    // whose folder does not exist (it is not created).
+    Ok((args, start_noise))
+}
+
+/// Refused before any work: an output that is the model (or the noise), a device, a FIFO or a
+/// folder, or whose folder does not exist (it is not created), and two outputs on one path.
+fn check_outputs(args: &SampleArgs, name: &str, bundled: bool) -> Result<()> {
     let outputs: Vec<(&str, &Path)> = [
         ("--out", Some(&args.out)),
         ("--values", args.values.as_ref()),
@@ -162,9 +194,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
     .into_iter()
     .filter_map(|(flag, p)| Some((flag, p?.as_path())))
     .collect();
-    let mut inputs: Vec<(&str, &Path)> = match bundled {
-        Some(_) => vec![],
-        None => vec![("--model", Path::new(&name))],
+    let mut inputs: Vec<(&str, &Path)> = if bundled {
+        vec![]
+    } else {
+        vec![("--model", Path::new(name))]
     };
     if let Some(p) = &args.start {
         inputs.push(("--start", p.as_path()));
@@ -173,134 +206,201 @@ pub fn run(args: SampleArgs) -> Result<()> {
         crate::output_path::check_file(flag, path, &inputs)?;
     }
     crate::output_path::check_distinct(&outputs)?;
-    let gpu = super::open_gpu()?;
-    let (model, meta) = match bundled {
-        Some(b) => load_model_bytes(&gpu, Path::new(b.name), b.bytes())?,
-        None => load_model(&gpu, Path::new(&name))?,
-    };
-    let steps = args.steps.or(meta.steps.map(|s| s as usize)).unwrap_or(64);
-    check_steps(steps)?;
-    if let Some(made_for) = meta.steps {
-        if made_for as usize != steps {
+    Ok(())
+}
+
+/// What one `fewstep sample` draws, laid out: steps, rows (classes), passes, the grid and the
+/// trajectory's columns.
+struct Plan {
+    steps: usize,
+    /// One row per class asked for (`None`: no class).
+    rows: Vec<Option<u32>>,
+    opts: SampleOptions,
+    shape: [usize; 3],
+    /// All images: `--count` per row.
+    total: usize,
+    grid_cols: usize,
+    /// Images sampled at once (the adapter's limit).
+    per_pass: usize,
+    strip: Option<(u64, u64)>,
+    /// Samples shown in the trajectory, and the steps that get a column.
+    shown: usize,
+    cols: Vec<usize>,
+}
+
+impl Plan {
+    /// `loaded`: the model's name (for the line that describes it), the model and its metadata.
+    fn new(
+        args: &SampleArgs,
+        (name, model, meta): (
+            &str,
+            &crate::diffusion::Denoiser,
+            &crate::diffusion::ModelMeta,
+        ),
+        strip: Option<(u64, u64)>,
+        start_noise: Option<&crate::npy::Array>,
+    ) -> Result<Plan> {
+        let steps = args.steps.or(meta.steps.map(|s| s as usize)).unwrap_or(64);
+        check_steps(steps)?;
+        if let Some(made_for) = meta.steps {
+            if made_for as usize != steps {
+                eprintln!(
+                    "note: this model was distilled for {made_for} steps; sampling it with \
+                     {steps} is plain DDIM on a student and usually worse"
+                );
+            }
+        }
+        eprintln!("{name}: {}", meta.describe());
+        let arch = &meta.arch;
+        let rows: Vec<Option<u32>> = match args.class.as_deref() {
+            None => vec![None],
+            Some("all") if arch.classes > 0 => (0..arch.classes as u32).map(Some).collect(),
+            Some(c) => vec![Some(parse_class(arch, c).map_err(anyhow::Error::msg)?)],
+        };
+        if let Some(note) = check_guidance(arch, args.guidance).map_err(anyhow::Error::msg)? {
+            eprintln!("{note}");
+        }
+        if args.guidance > 0.0 && rows == [None] {
             eprintln!(
-                "note: this model was distilled for {made_for} steps; sampling it with {steps} \
-                 is plain DDIM on a student and usually worse"
+                "note: --guidance without --class guides towards no class at all: the samples \
+                 are the unconditional model's; add --class NAME or --class all"
             );
         }
-    }
-    eprintln!("{name}: {}", meta.describe());
-    let arch = &meta.arch;
-    let rows: Vec<Option<u32>> = match args.class.as_deref() {
-        None => vec![None],
-        Some("all") if arch.classes > 0 => (0..arch.classes as u32).map(Some).collect(),
-        Some(c) => vec![Some(parse_class(arch, c).map_err(anyhow::Error::msg)?)],
-    };
-    if let Some(note) = check_guidance(arch, args.guidance).map_err(anyhow::Error::msg)? {
-        eprintln!("{note}");
-    }
-    if args.guidance > 0.0 && rows == [None] {
-        eprintln!(
-            "note: --guidance without --class guides towards no class at all: the samples are \
-             the unconditional model's; add --class NAME or --class all"
-        );
-    }
-    let opts = SampleOptions {
-        steps,
-        count: args.count,
-        seed: args.seed,
-        kind: args.sampler,
-        clip: !args.no_clip,
-    };
-    let [c, h, w] = model.image_shape();
-    let per_image = c * h * w;
-    if let Some(a) = &start_noise {
-        anyhow::ensure!(
-            a.shape[1..] == [c, h, w],
-            "--start holds images of {}x{}x{}; the model makes {c}x{h}x{w}",
-            a.shape[1],
-            a.shape[2],
-            a.shape[3]
-        );
-    }
-    // The images themselves must fit in memory (and a grid of them in a PNG).
-    let total = args.count * rows.len();
-    let host_bytes = (total as u64).saturating_mul(per_image as u64 * 4);
-    let (grid_cols, grid_rows) = if rows.len() > 1 {
-        (args.count, rows.len())
-    } else if strip.is_some() {
-        (args.count, 1)
-    } else {
-        let cols = (args.count as f64).sqrt().ceil() as usize;
-        (cols, args.count.div_ceil(cols))
-    };
-    crate::image::check_picture_size(
-        "the grid (--out)",
-        grid_cols as u64,
-        grid_rows as u64,
-        h,
-        w,
-        args.scale,
-    )
-    .map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        host_bytes <= MAX_HOST_BYTES,
-        "--count {} of {c}x{h}x{w} images needs {:.1} GB of memory for the samples alone; at \
-         most {} fit in {} GB: sample fewer (or several runs with other --seed values)",
-        args.count,
-        host_bytes as f64 / 1e9,
-        MAX_HOST_BYTES / (per_image as u64 * 4),
-        MAX_HOST_BYTES >> 30
-    );
-    // A user asks for images, not buffers: large counts are sampled in passes that fit the
-    // adapter (the same images as one pass, see Sampler::new_from).
-    let pass = crate::diffusion::images_per_pass(&model);
-    let per_pass = pass.images.min(args.count.next_multiple_of(4));
-    if per_pass < args.count {
-        eprintln!(
-            "sampling in {} passes of up to {per_pass} images (this adapter's largest tensor: {} \
-             MB; a pass's largest is {:.2} MB per image)",
-            args.count.div_ceil(per_pass),
-            pass.tensor_limit >> 20,
-            pass.largest_per_image as f64 / 1e6
-        );
-    }
-    anyhow::ensure!(
-        strip.is_none() || per_pass >= args.count,
-        "this adapter samples at most {per_pass} of these images at once; a strip is one pass: \
-         give --count {per_pass} or fewer with --interpolate"
-    );
-    let shown = args.trajectory_count.min(args.count).min(per_pass);
-    // Which steps get a trajectory column: all, or 16 spread evenly when there are more.
-    let cols: Vec<usize> = if steps <= 16 {
-        (1..=steps).collect()
-    } else {
-        (1..=16).map(|k| (k * steps).div_ceil(16)).collect()
-    };
-    if args.trajectory.is_some() {
+        let opts = SampleOptions {
+            steps,
+            count: args.count,
+            seed: args.seed,
+            kind: args.sampler,
+            clip: !args.no_clip,
+        };
+        let [c, h, w] = model.image_shape();
+        let per_image = c * h * w;
+        if let Some(a) = start_noise {
+            anyhow::ensure!(
+                a.shape[1..] == [c, h, w],
+                "--start holds images of {}x{}x{}; the model makes {c}x{h}x{w}",
+                a.shape[1],
+                a.shape[2],
+                a.shape[3]
+            );
+        }
+        // The images themselves must fit in memory (and a grid of them in a PNG).
+        let total = args.count * rows.len();
+        let host_bytes = (total as u64).saturating_mul(per_image as u64 * 4);
+        let (grid_cols, grid_rows) = if rows.len() > 1 {
+            (args.count, rows.len())
+        } else if strip.is_some() {
+            (args.count, 1)
+        } else {
+            let cols = (args.count as f64).sqrt().ceil() as usize;
+            (cols, args.count.div_ceil(cols))
+        };
         crate::image::check_picture_size(
-            "the trajectory",
-            cols.len() as u64 + 1,
-            2 * shown as u64,
+            "the grid (--out)",
+            grid_cols as u64,
+            grid_rows as u64,
             h,
             w,
             args.scale,
         )
         .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            host_bytes <= MAX_HOST_BYTES,
+            "--count {} of {c}x{h}x{w} images needs {:.1} GB of memory for the samples alone; \
+             at most {} fit in {} GB: sample fewer (or several runs with other --seed values)",
+            args.count,
+            host_bytes as f64 / 1e9,
+            MAX_HOST_BYTES / (per_image as u64 * 4),
+            MAX_HOST_BYTES >> 30
+        );
+        // A user asks for images, not buffers: large counts are sampled in passes that fit the
+        // adapter (the same images as one pass, see Sampler::new_from).
+        let pass = crate::diffusion::images_per_pass(model);
+        let per_pass = pass.images.min(args.count.next_multiple_of(4));
+        if per_pass < args.count {
+            eprintln!(
+                "sampling in {} passes of up to {per_pass} images (this adapter's largest \
+                 tensor: {} MB; a pass's largest is {:.2} MB per image)",
+                args.count.div_ceil(per_pass),
+                pass.tensor_limit >> 20,
+                pass.largest_per_image as f64 / 1e6
+            );
+        }
+        anyhow::ensure!(
+            strip.is_none() || per_pass >= args.count,
+            "this adapter samples at most {per_pass} of these images at once; a strip is one \
+             pass: give --count {per_pass} or fewer with --interpolate"
+        );
+        let shown = args.trajectory_count.min(args.count).min(per_pass);
+        // Which steps get a trajectory column: all, or 16 spread evenly when there are more.
+        let cols: Vec<usize> = if steps <= 16 {
+            (1..=steps).collect()
+        } else {
+            (1..=16).map(|k| (k * steps).div_ceil(16)).collect()
+        };
+        if args.trajectory.is_some() {
+            crate::image::check_picture_size(
+                "the trajectory",
+                cols.len() as u64 + 1,
+                2 * shown as u64,
+                h,
+                w,
+                args.scale,
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
+        Ok(Plan {
+            steps,
+            rows,
+            opts,
+            shape: [c, h, w],
+            total,
+            grid_cols,
+            per_pass,
+            strip,
+            shown,
+            cols,
+        })
     }
+
+    fn per_image(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// What sampling gave: every image (row after row), the trajectory's columns, the seconds.
+struct Drawn {
+    images: Vec<f32>,
+    z_cols: Vec<Vec<f32>>,
+    x_cols: Vec<Vec<f32>>,
+    secs: f64,
+}
+
+/// Samples every row in passes; every row (class) starts from the same noise, so rows differ
+/// only by what was asked for.
+fn draw(
+    args: &SampleArgs,
+    model: &crate::diffusion::Denoiser,
+    plan: &Plan,
+    start_noise: Option<&crate::npy::Array>,
+) -> Result<Drawn> {
+    use crate::diffusion::interpolate::strip_start;
+    let [c, h, w] = plan.shape;
+    let per_image = plan.per_image();
+    let (shown, per_pass) = (plan.shown, plan.per_pass);
     let mut z_cols = vec![];
     let mut x_cols = vec![];
     let start = Instant::now();
-    let mut images = Vec::with_capacity(total * per_image);
-    // Every row (class) starts from the same noise, so rows differ only by what was asked for.
-    for (row, &label) in rows.iter().enumerate() {
+    let mut images = Vec::with_capacity(plan.total * per_image);
+    for (row, &label) in plan.rows.iter().enumerate() {
         for first_image in (0..args.count).step_by(per_pass) {
             let count = per_pass.min(args.count - first_image);
             let cond = NetCond::uniform(count, label, args.guidance as f32);
-            let pass_opts = SampleOptions { count, ..opts };
-            let sampler = match (strip, &start_noise) {
+            let pass_opts = SampleOptions { count, ..plan.opts };
+            let sampler = match (plan.strip, start_noise) {
                 (Some(seeds), _) => Sampler::from_start(
                     pass_opts,
-                    pollster::block_on(strip_start(&model, seeds, count))?,
+                    pollster::block_on(strip_start(model, seeds, count))?,
                 ),
                 (None, Some(a)) => Sampler::from_start(
                     pass_opts,
@@ -310,7 +410,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
                         &a.data[first_image * per_image..(first_image + count) * per_image],
                     ),
                 ),
-                (None, None) => Sampler::new_from(&model, pass_opts, first_image),
+                (None, None) => Sampler::new_from(model, pass_opts, first_image),
             };
             let mut sampler = sampler.with_cond(cond);
             // The trajectory follows the first images, all in the first pass of the first row.
@@ -320,8 +420,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
                 x_cols.push(vec![0.0; shown * per_image]);
             }
             while !sampler.is_done() {
-                sampler.step(&model);
-                if trace && cols.contains(&sampler.steps_done()) {
+                sampler.step(model);
+                if trace && plan.cols.contains(&sampler.steps_done()) {
                     z_cols.push(first(&sampler.z().to_vec_blocking()?, shown * per_image));
                     let x = sampler
                         .x_hat()
@@ -333,9 +433,26 @@ pub fn run(args: SampleArgs) -> Result<()> {
             images.extend(sampler.z().to_vec_blocking()?);
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    Ok(Drawn {
+        images,
+        z_cols,
+        x_cols,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The grid (`--out`): a labelled row per class, one strip, or a square grid; and the line
+/// that says what was drawn and how fast.
+fn write_grid(
+    args: &SampleArgs,
+    arch: &crate::nn::UNetConfig,
+    plan: &Plan,
+    drawn: &Drawn,
+) -> Result<()> {
+    let [c, h, w] = plan.shape;
+    let (rows, images, steps) = (&plan.rows, &drawn.images, plan.steps);
     let img = if rows.len() > 1 {
-        let per_row = args.count * per_image;
+        let per_row = args.count * plan.per_image();
         let labelled: Vec<(String, Vec<f32>)> = rows
             .iter()
             .enumerate()
@@ -346,10 +463,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
             .collect();
         let title = format!("guidance w = {}, seed {}", args.guidance, args.seed);
         labelled_rows(Some(&title), &labelled, c, h, w, args.scale)
-    } else if strip.is_some() {
-        image_grid(&images, args.count, c, h, w, args.count, args.scale, 2)
+    } else if plan.strip.is_some() {
+        image_grid(images, args.count, c, h, w, args.count, args.scale, 2)
     } else {
-        image_grid(&images, args.count, c, h, w, grid_cols, args.scale, 2)
+        image_grid(images, args.count, c, h, w, plan.grid_cols, args.scale, 2)
     };
     save_png(&img, &args.out)?;
     let mut asked = match rows.as_slice() {
@@ -357,62 +474,82 @@ pub fn run(args: SampleArgs) -> Result<()> {
         [Some(l)] => format!(" of {} (guidance {})", class_name(arch, *l), args.guidance),
         _ => format!(" ({} per class, guidance {})", args.count, args.guidance),
     };
-    if let Some((a, b)) = strip {
+    if let Some((a, b)) = plan.strip {
         asked += &format!(" from seed {a} to seed {b}");
     }
+    let secs = drawn.secs;
     eprintln!(
         "{} images{asked} in {steps} {} steps: {:.2} s ({:.1} ms per step, {:.1} ms per image) -> {}",
-        total,
+        plan.total,
         sampler_name(args.sampler),
         secs,
         secs * 1e3 / steps as f64,
-        secs * 1e3 / total as f64,
+        secs * 1e3 / plan.total as f64,
         args.out.display()
     );
-    if let Some(path) = &args.values {
-        let json = serde_json::json!({
-            "model": name,
-            "steps": steps,
-            "seed": args.seed,
-            "count": total,
-            "class": rows.iter().map(|l| l.map(|v| v as i64).unwrap_or(-1)).collect::<Vec<_>>(),
-            "class_name": match rows.as_slice() {
-                [Some(l)] => Some(class_name(arch, *l)),
-                _ => None,
-            },
-            "guidance": args.guidance,
-            "interpolate": strip.map(|(a, b)| [a, b]),
-            "shape": [total, c, h, w],
-            "values": images,
-        });
-        crate::nn::tensor_file::write_atomic(path, json.to_string().as_bytes())?;
-        eprintln!("values -> {}", path.display());
-    }
-    if let Some(path) = &args.trajectory {
-        // Rows: for each shown sample, z_t then x_hat; columns: the start and the chosen steps.
-        let mut rows = Vec::new();
-        for s in 0..shown {
-            let pick = |cols: &[Vec<f32>]| -> Vec<f32> {
-                cols.iter()
-                    .flat_map(|col| col[s * per_image..(s + 1) * per_image].to_vec())
-                    .collect()
-            };
-            rows.push((format!("#{s} z"), pick(&z_cols)));
-            rows.push((format!("#{s} x_hat"), pick(&x_cols)));
-        }
-        let title = format!(
-            "{steps} {} steps, seed {}. Columns: start, then steps {}",
-            sampler_name(args.sampler),
-            args.seed,
+    Ok(())
+}
+
+/// `--values`: the samples and what made them, as JSON.
+fn write_values(
+    path: &Path,
+    name: &str,
+    args: &SampleArgs,
+    arch: &crate::nn::UNetConfig,
+    plan: &Plan,
+    images: &[f32],
+) -> Result<()> {
+    let rows = &plan.rows;
+    let [c, h, w] = plan.shape;
+    let json = serde_json::json!({
+        "model": name,
+        "steps": plan.steps,
+        "seed": args.seed,
+        "count": plan.total,
+        "class": rows.iter().map(|l| l.map(|v| v as i64).unwrap_or(-1)).collect::<Vec<_>>(),
+        "class_name": match rows.as_slice() {
+            [Some(l)] => Some(class_name(arch, *l)),
+            _ => None,
+        },
+        "guidance": args.guidance,
+        "interpolate": plan.strip.map(|(a, b)| [a, b]),
+        "shape": [plan.total, c, h, w],
+        "values": images,
+    });
+    crate::nn::tensor_file::write_atomic(path, json.to_string().as_bytes())?;
+    eprintln!("values -> {}", path.display());
+    Ok(())
+}
+
+/// `--trajectory`: for each shown sample a row of z_t and one of x_hat; columns: the start and
+/// the chosen steps.
+fn write_trajectory(path: &Path, args: &SampleArgs, plan: &Plan, drawn: &Drawn) -> Result<()> {
+    let [c, h, w] = plan.shape;
+    let per_image = plan.per_image();
+    let mut rows = Vec::new();
+    for s in 0..plan.shown {
+        let pick = |cols: &[Vec<f32>]| -> Vec<f32> {
             cols.iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        let img = labelled_rows(Some(&title), &rows, c, h, w, args.scale);
-        save_png(&img, path).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("trajectory -> {}", path.display());
+                .flat_map(|col| col[s * per_image..(s + 1) * per_image].to_vec())
+                .collect()
+        };
+        rows.push((format!("#{s} z"), pick(&drawn.z_cols)));
+        rows.push((format!("#{s} x_hat"), pick(&drawn.x_cols)));
     }
+    let title = format!(
+        "{} {} steps, seed {}. Columns: start, then steps {}",
+        plan.steps,
+        sampler_name(args.sampler),
+        args.seed,
+        plan.cols
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let img = labelled_rows(Some(&title), &rows, c, h, w, args.scale);
+    save_png(&img, path).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("trajectory -> {}", path.display());
     Ok(())
 }
 
