@@ -48,14 +48,14 @@ const opfs = {
     const site = await root.getDirectoryHandle(ROOT, { create: true });
     return site.getDirectoryHandle(space, { create: true });
   },
-  async put(space, name, blob) {
+  async put(space, name, data) {
     const dir = await this.dir(space);
     const final = fileName(name);
     const part = await dir.getFileHandle(`${final}.part`, { create: true });
     try {
       const w = await part.createWritable();
       try {
-        await w.write(blob);
+        await w.write(data);
         await w.close();
       } catch (e) {
         await w.abort().catch(() => {});
@@ -132,9 +132,8 @@ const idb = {
       t.onerror = t.onabort = () => fail(t.error ?? new Error('IndexedDB transaction aborted'));
     });
   },
-  async put(space, name, blob) {
-    const buf = await blob.arrayBuffer();
-    await this.tx('readwrite', (s) => s.put(buf, `${space}/${name}`));
+  async put(space, name, data) {
+    await this.tx('readwrite', (s) => s.put(data.buffer, `${space}/${name}`));
   },
   async all(space) {
     const keys = await this.tx('readonly', (s) => s.getAllKeys(IDBKeyRange.bound(`${space}/`, `${space}/\uffff`)));
@@ -192,9 +191,12 @@ window.fewstepStore = {
   // info: extra JSON kept with it. Resolves to the bytes the entry takes.
   async put(s, name, bytes, info = {}) {
     const b = await need();
-    const blob = new Blob([encode(name, { kept: Date.now(), ...info }, bytes)]);
+    // The bytes as they are, not a Blob: Chromium may keep a large Blob in its on-disk blob
+    // store, whose reads fail (NotReadableError) when the origin's quota is full, hiding the
+    // quota error this write would give.
+    const data = encode(name, { kept: Date.now(), ...info }, bytes);
     try {
-      await b.put(space(s), name, blob);
+      await b.put(space(s), name, data);
     } catch (e) {
       throw described(e);
     }
@@ -203,7 +205,7 @@ window.fewstepStore = {
     if (!(await navigator.storage?.persisted?.().catch(() => true))) {
       await navigator.storage?.persist?.().catch(() => {});
     }
-    return blob.size;
+    return data.byteLength;
   },
   // Every entry of a space: [{name, length, kept, stored, json, bytes: Uint8Array, …info}].
   async list(s) {

@@ -139,7 +139,7 @@ impl AppState {
                         ms / v.steps as f64
                     );
                     #[cfg(target_arch = "wasm32")]
-                    crate::app::web_page::publish_result(self, &samples, shape, ms);
+                    crate::app::web_status::publish_result(self, &samples, shape, ms);
                     if let Some(v) = self.sample_view_for(run) {
                         v.samples = Some((samples, shape));
                     }

@@ -28,7 +28,11 @@ mod web_cache;
 #[cfg(target_arch = "wasm32")]
 pub mod web_distill;
 #[cfg(target_arch = "wasm32")]
+mod web_models;
+#[cfg(target_arch = "wasm32")]
 pub mod web_page;
+#[cfg(target_arch = "wasm32")]
+mod web_status;
 #[cfg(target_arch = "wasm32")]
 mod web_store;
 
@@ -191,7 +195,7 @@ impl FewstepApp {
                 app.loading.expected += 1;
             }
             // After a device loss the kept models come from memory (below), not storage.
-            crate::app::web_page::fetch_bundled(
+            crate::app::web_models::fetch_bundled(
                 engine.job_sender(),
                 extra.clone(),
                 !app.start.recovered,
@@ -556,7 +560,7 @@ impl FewstepApp {
                 self.loading.expected += 1;
                 wasm_bindgen_futures::spawn_local(async move {
                     let job = match f.bytes_async().await {
-                        Ok(bytes) => web_page::opened_file(name, bytes),
+                        Ok(bytes) => web_models::opened_file(name, bytes),
                         Err(error) => {
                             let error = web_page::explain_unreadable_drop(&name, error);
                             Job::LoadError { name, error }
@@ -660,7 +664,7 @@ impl eframe::App for FewstepApp {
         }
         ui::draw(self, ui);
         #[cfg(target_arch = "wasm32")]
-        crate::app::web_page::publish_status(
+        crate::app::web_status::publish_status(
             ui.ctx(),
             &self.adapter,
             &self.status,

@@ -328,7 +328,7 @@ fn sample_tab(app: &mut FewstepApp, ui: &mut Ui) {
         }
         // The page's tests read where the grids are to check the canvas pixels a visitor sees.
         #[cfg(target_arch = "wasm32")]
-        crate::app::web_page::publish_layout(
+        crate::app::web_status::publish_layout(
             ui.ctx().pixels_per_point(),
             v.texture_size,
             f.step,
@@ -557,7 +557,7 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         #[cfg(target_arch = "wasm32")]
         if ui.button("Open a model file…").clicked() {
             if let Some(tx) = app.job_sender() {
-                crate::app::web_page::pick_file(tx);
+                crate::app::web_models::pick_file(tx);
             }
         }
         #[cfg(target_arch = "wasm32")]

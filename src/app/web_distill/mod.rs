@@ -34,8 +34,7 @@ pub use panel::WebTrainPanel;
 use runner::{distill, download, train_teacher};
 pub use settings::{Settings, TrainSettings};
 
-/// The data set the page ships (the first 10,000 Fashion-MNIST training images, IDX + gzip).
-pub const DATA_DIR: &str = "assets/fmnist-10k";
+pub use crate::app::web_page::DATA_DIR;
 const DATA_NOTE: &str = "the first 10,000 Fashion-MNIST training images, shipped with the page \
                          (4.3 MB, fetched when a run starts)";
 
