@@ -61,6 +61,25 @@ pub struct EvalArgs {
 const MAX_SAMPLES: usize = 100_000;
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    check_args(&args)?;
+    let gpu = super::open_gpu()?;
+    let models = load_models(&gpu, &args)?;
+    let settings = settings(&args);
+    let guided = !args.guidance.is_empty();
+    print_header(&args, guided);
+    let rows = evaluate(&gpu, &models, &settings, |row| {
+        print_row(&args, guided, row)
+    })?;
+    match &args.plot {
+        Some(path) if guided => guidance_plots(&rows, &args.steps, path)?,
+        Some(path) => distance_plot(&rows, path)?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// Every flag in range and every file where it should be, before any work.
+fn check_args(args: &EvalArgs) -> Result<()> {
     anyhow::ensure!(
         args.samples >= 2,
         "--samples {} is too few: the Fréchet distance needs at least 2 images per row (its \
@@ -119,11 +138,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
             )
         })?;
     }
-    let gpu = super::open_gpu()?;
+    Ok(())
+}
+
+/// The models to evaluate, and a classifier named on the command line, loaded (errors name the
+/// flag).
+fn load_models(gpu: &crate::gpu::Gpu, args: &EvalArgs) -> Result<Vec<EvalModel>> {
     let mut models = vec![];
     for p in &args.model {
         let (model, meta) =
-            load_model(&gpu, p).with_context(|| format!("--model {}", p.display()))?;
+            load_model(gpu, p).with_context(|| format!("--model {}", p.display()))?;
         models.push(EvalModel {
             model,
             meta,
@@ -133,10 +157,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // A classifier named on the command line must load (the default one is skipped with a
     // note where it does not fit).
     if let Some(c) = &args.classifier {
-        crate::eval::classifier::load(&gpu, c)
+        crate::eval::classifier::load(gpu, c)
             .map_err(|e| e.context(format!("--classifier {}", c.display())))?;
     }
-    let settings = EvalSettings {
+    Ok(models)
+}
+
+fn settings(args: &EvalArgs) -> EvalSettings {
+    EvalSettings {
         steps: args.steps.clone(),
         samples: args.samples,
         psnr_samples: args.psnr_samples,
@@ -150,8 +178,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         data: args.data.clone(),
         seed: args.seed,
         guidance: args.guidance.clone(),
-    };
-    let guided = !args.guidance.is_empty();
+    }
+}
+
+/// The table's header (not with `--json`).
+fn print_header(args: &EvalArgs, guided: bool) {
     if !args.json {
         if guided {
             print!("{:>6} {:>10} ", "w", "class acc");
@@ -161,50 +192,48 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "kind", "steps", "distance", "PSNR (dB)", "ms/image"
         );
     }
-    let rows = evaluate(&gpu, &models, &settings, |row| {
-        if args.json {
-            println!("{}", serde_json::to_string(row)?);
-        } else {
-            if guided {
-                print!(
-                    "{:>6} {:>10} ",
-                    row.guidance.map(|w| format!("{w}")).unwrap_or_default(),
-                    row.class_accuracy
-                        .map(|a| format!("{:.1}%", 100.0 * a))
-                        .unwrap_or_else(|| "-".into())
-                );
-            }
-            println!("{}", table_line(row));
+}
+
+/// One row as it comes: a JSON line, or a line of the table.
+fn print_row(args: &EvalArgs, guided: bool, row: &EvalRow) -> Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string(row)?);
+    } else {
+        if guided {
+            print!(
+                "{:>6} {:>10} ",
+                row.guidance.map(|w| format!("{w}")).unwrap_or_default(),
+                row.class_accuracy
+                    .map(|a| format!("{:.1}%", 100.0 * a))
+                    .unwrap_or_else(|| "-".into())
+            );
         }
-        Ok(())
-    })?;
-    if guided {
-        if let Some(path) = &args.plot {
-            guidance_plots(&rows, &args.steps, path)?;
-        }
-        return Ok(());
+        println!("{}", table_line(row));
     }
-    if let Some(path) = &args.plot {
-        let series = |kind: &str, name: &str, color| Series {
-            name: name.into(),
-            color,
-            points: rows
-                .iter()
-                .filter(|r| r.kind == kind)
-                .filter_map(|r| r.frechet.map(|f| (r.steps as f64, f)))
-                .collect(),
-        };
-        let img = plot(
-            "Frechet distance vs sampling steps",
-            "distance (lower is better)",
-            &[
-                series("distilled", "distilled", [200, 40, 40]),
-                series("ddim", "plain DDIM", [40, 80, 200]),
-            ],
-        );
-        crate::image::save_png(&img, path)?;
-        eprintln!("plot -> {}", path.display());
-    }
+    Ok(())
+}
+
+/// `--plot` without guidance: the distance against the step count, distilled and plain DDIM.
+fn distance_plot(rows: &[EvalRow], path: &std::path::Path) -> Result<()> {
+    let series = |kind: &str, name: &str, color| Series {
+        name: name.into(),
+        color,
+        points: rows
+            .iter()
+            .filter(|r| r.kind == kind)
+            .filter_map(|r| r.frechet.map(|f| (r.steps as f64, f)))
+            .collect(),
+    };
+    let img = plot(
+        "Frechet distance vs sampling steps",
+        "distance (lower is better)",
+        &[
+            series("distilled", "distilled", [200, 40, 40]),
+            series("ddim", "plain DDIM", [40, 80, 200]),
+        ],
+    );
+    crate::image::save_png(&img, path)?;
+    eprintln!("plot -> {}", path.display());
     Ok(())
 }
 
