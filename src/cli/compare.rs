@@ -47,6 +47,16 @@ pub struct CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
+    check_args(&args)?;
+    let gpu = super::open_gpu()?;
+    let models = load_models(&gpu, &args)?;
+    let per_pass = fit_and_warm(&args, &models)?;
+    let (rows, report) = sample_rows(&args, &models, per_pass)?;
+    write_picture(&args, &models, &rows, &report)
+}
+
+/// Every flag in range and the output path usable, before any work.
+fn check_args(args: &CompareArgs) -> Result<()> {
     anyhow::ensure!(
         (1..=MAX_COUNT).contains(&args.count),
         "--count {}: a comparison row holds 1 to {MAX_COUNT} images (default 8); for many \
@@ -62,14 +72,26 @@ pub fn run(args: CompareArgs) -> Result<()> {
         inputs.push(("--model", m.as_path()));
     }
     crate::output_path::check_file("--out", &args.out, &inputs)?;
-    let gpu = super::open_gpu()?;
+    Ok(())
+}
+
+/// The models of a comparison: at most one teacher, the students by step count, the image
+/// shape they share and the class asked for (checked against each model).
+struct Models {
+    teacher: Option<Denoiser>,
+    students: Vec<(usize, Denoiser)>,
+    shape: [usize; 3],
+    asked_class: Option<u32>,
+}
+
+fn load_models(gpu: &crate::gpu::Gpu, args: &CompareArgs) -> Result<Models> {
     let mut teacher: Option<Denoiser> = None;
     let mut students: Vec<(usize, Denoiser)> = vec![];
     let mut shape = None;
     let mut asked_class = None;
     for path in &args.model {
         let (m, meta) =
-            load_model(&gpu, path).with_context(|| format!("--model {}", path.display()))?;
+            load_model(gpu, path).with_context(|| format!("--model {}", path.display()))?;
         if let Some(c) = &args.class {
             let l = crate::diffusion::guidance::parse_class(&meta.arch, c)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -102,7 +124,19 @@ pub fn run(args: CompareArgs) -> Result<()> {
             ),
         }
     }
-    let [c, h, w] = shape.expect("at least one model");
+    Ok(Models {
+        teacher,
+        students,
+        shape: shape.expect("at least one model"),
+        asked_class,
+    })
+}
+
+/// Checks that the picture fits, finds the images per pass every model fits, and compiles every
+/// pipeline before anything is timed.
+fn fit_and_warm(args: &CompareArgs, models: &Models) -> Result<usize> {
+    let (teacher, students) = (&models.teacher, &models.students);
+    let [_, h, w] = models.shape;
     let row_count = args.steps.len() * (students.len() + usize::from(teacher.is_some()));
     crate::image::check_picture_size(
         "the comparison (--out)",
@@ -131,6 +165,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
         };
         Sampler::new(m, warm).run(m).to_vec_blocking()?;
     }
+    Ok(per_pass)
+}
+
+/// One row per step count and model (a student made for it, and the teacher's DDIM), every
+/// row from the same noise; and a timing line per row.
+#[allow(clippy::type_complexity)]
+fn sample_rows(
+    args: &CompareArgs,
+    models: &Models,
+    per_pass: usize,
+) -> Result<(Vec<(String, Vec<f32>)>, Vec<String>)> {
+    let (teacher, students, asked_class) = (&models.teacher, &models.students, models.asked_class);
     let mut rows = vec![];
     let mut report = vec![];
     for &n in &args.steps {
@@ -172,6 +218,17 @@ pub fn run(args: CompareArgs) -> Result<()> {
             rows.push((label, x));
         }
     }
+    Ok((rows, report))
+}
+
+/// The labelled rows as one PNG (`--out`), then the timings.
+fn write_picture(
+    args: &CompareArgs,
+    models: &Models,
+    rows: &[(String, Vec<f32>)],
+    report: &[String],
+) -> Result<()> {
+    let [c, h, w] = models.shape;
     let asked = match &args.class {
         Some(c) => format!(", class {c}, guidance {}", args.guidance),
         None => String::new(),
@@ -180,7 +237,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         "same noise in every row (seed {}{asked}), label = steps and model",
         args.seed
     );
-    let img = labelled_rows(Some(&title), &rows, c, h, w, args.scale);
+    let img = labelled_rows(Some(&title), rows, c, h, w, args.scale);
     save_png(&img, &args.out)?;
     for r in report {
         eprintln!("{r}");
