@@ -205,22 +205,23 @@ async fn refusal(name: &str, size: usize, origin: &str, error: &str) -> String {
     } else {
         "remove models you no longer need in this tab, then open it again"
     };
-    if error.contains("QuotaExceeded") {
-        let estimate = estimate().await;
-        let room = estimate
-            .map(|(u, q)| format!(" (this site uses {} of the {} it may)", mb(u), mb(q)))
-            .unwrap_or_default();
-        format!(
-            "could not keep {name} ({}) in this browser: its storage is full{room}. It stays \
-             usable until the tab closes; to keep it, {keep}. Nothing kept before was lost.",
-            mb(size as f64)
-        )
+    let room = estimate()
+        .await
+        .map(|(u, q)| format!(" (this site uses {} of the {} it may)", mb(u), mb(q)))
+        .unwrap_or_default();
+    // Chromium reports a full quota as QuotaExceededError, but a write it cuts off for lack of
+    // room can also end in AbortError ("Failed to write data to data pipe") or
+    // NotReadableError; those are named as they came, with the likely cause.
+    let why = if error.contains("QuotaExceeded") {
+        format!("its storage is full{room}")
     } else {
-        format!(
-            "could not keep {name} in this browser ({error}): it stays usable until the tab \
-             closes; to keep it, {keep}"
-        )
-    }
+        format!("the storage refused it ({error}), most often because it is full{room}")
+    };
+    format!(
+        "could not keep {name} ({}) in this browser: {why}. It stays usable until the tab \
+         closes; to keep it, {keep}. Nothing kept before was lost.",
+        mb(size as f64)
+    )
 }
 
 async fn estimate() -> Option<(f64, f64)> {
