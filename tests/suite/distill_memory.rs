@@ -34,30 +34,8 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
         } else {
             patterns.clone()
         };
-        let net = UNet::new(&g, cfg.clone(), 3).unwrap();
-        let weights = pollster::block_on(fewstep::nn::read_tensors(
-            &net.layout.specs,
-            &net.params,
-            "",
-        ))
-        .unwrap();
         let teacher = tmp.path().join(format!("teacher-{guided}.safetensors"));
-        let meta = ModelMeta {
-            format_version: 1,
-            arch: cfg,
-            image: [1, 8, 8],
-            parameterization: Parameterization::V,
-            schedule: "cosine".into(),
-            steps: None,
-            lineage: Lineage::default(),
-            dataset: "synthetic".into(),
-            training_steps: 0,
-            command: "test".into(),
-            precision: Default::default(),
-            kernel_plan: None,
-        };
-        save_model(&teacher, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
-        let teacher_file = std::fs::read(&teacher).unwrap();
+        let teacher_file = write_teacher(&g, cfg, 3, &teacher);
         {
             let plan = DistillPlan {
                 teacher: teacher.clone(),
@@ -146,6 +124,39 @@ fn in_memory_distillation_writes_the_files_fewstep_distill_writes() {
     }
 }
 
+/// A teacher of random weights (`seed`) for 1x8x8 images, written as a v-prediction model
+/// file at `path`; its bytes.
+fn write_teacher(
+    g: &fewstep::gpu::Gpu,
+    cfg: UNetConfig,
+    seed: u64,
+    path: &std::path::Path,
+) -> Vec<u8> {
+    let net = UNet::new(g, cfg.clone(), seed).unwrap();
+    let weights = pollster::block_on(fewstep::nn::read_tensors(
+        &net.layout.specs,
+        &net.params,
+        "",
+    ))
+    .unwrap();
+    let meta = ModelMeta {
+        format_version: 1,
+        arch: cfg,
+        image: [1, 8, 8],
+        parameterization: Parameterization::V,
+        schedule: "cosine".into(),
+        steps: None,
+        lineage: Lineage::default(),
+        dataset: "synthetic".into(),
+        training_steps: 0,
+        command: "test".into(),
+        precision: Default::default(),
+        kernel_plan: None,
+    };
+    save_model(path, &meta, &weights, fewstep::nn::StoreAs::F32).unwrap();
+    std::fs::read(path).unwrap()
+}
+
 /// A distillation that checkpoints after every update and goes on from the checkpoint on a new
 /// `MemoryDistill` (the old one dropped), as the tab does after a reload; its students.
 fn distill_restoring_after_every_update(
@@ -182,30 +193,8 @@ fn a_restore_refuses_another_teacher() {
     let cfg = UNetConfig::preset("tiny", 1, 8, 8, 1).unwrap();
     let files: Vec<Vec<u8>> = (0..2)
         .map(|seed| {
-            let net = UNet::new(&g, cfg.clone(), seed).unwrap();
-            let w = pollster::block_on(fewstep::nn::read_tensors(
-                &net.layout.specs,
-                &net.params,
-                "",
-            ))
-            .unwrap();
-            let meta = ModelMeta {
-                format_version: 1,
-                arch: cfg.clone(),
-                image: [1, 8, 8],
-                parameterization: Parameterization::V,
-                schedule: "cosine".into(),
-                steps: None,
-                lineage: Lineage::default(),
-                dataset: "synthetic".into(),
-                training_steps: 0,
-                command: "test".into(),
-                precision: Default::default(),
-                kernel_plan: None,
-            };
             let path = tmp.path().join(format!("t{seed}.safetensors"));
-            save_model(&path, &meta, &w, fewstep::nn::StoreAs::F32).unwrap();
-            std::fs::read(&path).unwrap()
+            write_teacher(&g, cfg.clone(), seed, &path)
         })
         .collect();
     let plan = DistillPlan {
