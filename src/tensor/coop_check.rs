@@ -71,7 +71,7 @@ fn integers(n: usize, seed: u64) -> Vec<f32> {
 /// (the tests prove with it that the check fails and the blocked family runs).
 #[cfg(not(target_arch = "wasm32"))]
 fn run(gpu: &Gpu, s: u32, sg: u32, fault: bool) -> Checked {
-    use super::gemm_kernels::GemmCore;
+    use super::gemm_core::GemmCore;
     use super::{MatmulOpts, Tensor};
     let tiles = checked_tiles(gpu, s, sg);
     if tiles.is_empty() {
@@ -203,7 +203,8 @@ pub(crate) use cache::replace_line as replace_cache_line;
 /// loader (the matmul layouts the check runs and the convolution loaders spliced in the same way)
 /// and the operand scaling's abs_max.
 pub(crate) fn cache_key(gpu: &Gpu, s: u32, sg: u32) -> String {
-    use super::gemm_kernels::{abs_max_def, gemm_def, GemmCore, Loader};
+    use super::gemm_core::GemmCore;
+    use super::gemm_kernels::{abs_max_def, gemm_def, Loader};
     let i = gpu.info();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut hash = |text: &str| {

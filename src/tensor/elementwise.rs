@@ -1,8 +1,8 @@
 //! Elementwise maps (elementwise.wgsl), per-sample scalars (per_sample.wgsl), channel broadcast
 //! (channel_bias.wgsl) and in-place axpby (axpby_inplace.wgsl).
 
+use super::kernel_def::KernelDef;
 use super::params::{wgsl_params, WgslParams};
-use super::registry::KernelDef;
 use super::{groups_for, stand_in, Tensor};
 use crate::gpu::{Dispatch, KernelKey};
 

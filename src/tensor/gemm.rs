@@ -3,9 +3,9 @@
 //! with a small loader file per operand layout: plain matmul, and the three passes of a
 //! convolution as implicit GEMMs (no im2col buffer is ever materialised).
 
+use super::gemm_core::GemmCore;
 use super::gemm_kernels::{
-    abs_max_def, gemm_def_faulty, split_sum_def, AbsMaxParams, GemmCore, GemmParams, Loader,
-    SplitSumParams,
+    abs_max_def, gemm_def_faulty, split_sum_def, AbsMaxParams, GemmParams, Loader, SplitSumParams,
 };
 use super::params::WgslParams;
 use super::tuner::{self, Choice, Problem};

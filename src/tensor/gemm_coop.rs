@@ -3,7 +3,7 @@
 //! the size S is the adapter's (`cooperative_matrix_properties`, 8 on lavapipe, 16 on NVIDIA),
 //! so the kernel lavapipe tests is the kernel a GPU runs with another S.
 
-use super::gemm_kernels::{slice_loads, staging_fits, SliceLoads};
+use super::gemm_staging::{slice_loads, staging_fits, SliceLoads};
 
 /// A workgroup of WM x WN subgroups, each computing FM x FN matrices of S x S, staging K in
 /// slices of BK (a multiple of S). Written `SxS wWMxWN fFMxFN kBK` (e.g. `16x16 w2x2 f2x2 k32`).

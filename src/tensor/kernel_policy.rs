@@ -3,7 +3,7 @@
 //! adapter: `Gpu::from_device`) and what the user forced (`FEWSTEP_GEMM_TILE`, `FEWSTEP_SPLIT_K`,
 //! tests' overrides); the choices per problem live here, next to the kernels they tune.
 
-use super::gemm_kernels::GemmCore;
+use super::gemm_core::GemmCore;
 use crate::gpu::{GemmTile, Gpu, KernelVariant, SplitK};
 
 /// The blocked family's candidate tiles by M (up to this many rows: these tiles, in order of

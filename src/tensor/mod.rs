@@ -9,7 +9,10 @@ pub mod coop_check;
 mod elementwise;
 mod gemm;
 pub mod gemm_coop;
+mod gemm_core;
 mod gemm_kernels;
+mod gemm_staging;
+mod kernel_def;
 pub mod kernel_policy;
 mod meter;
 mod norm;
@@ -196,7 +199,7 @@ pub(crate) fn pipeline(
 }
 
 /// The cached pipeline of a registry definition (`tensor/registry.rs`).
-pub(crate) fn pipeline_of(gpu: &Gpu, def: registry::KernelDef) -> Rc<wgpu::ComputePipeline> {
+pub(crate) fn pipeline_of(gpu: &Gpu, def: kernel_def::KernelDef) -> Rc<wgpu::ComputePipeline> {
     pipeline(gpu, &def.key, def.source)
 }
 

@@ -1,7 +1,7 @@
 //! Group normalisation and row softmax (group_norm*.wgsl, softmax.wgsl).
 
+use super::kernel_def::KernelDef;
 use super::params::{wgsl_params, WgslParams};
-use super::registry::KernelDef;
 use super::Tensor;
 use crate::gpu::{Dispatch, KernelKey, KernelSource};
 

@@ -5,8 +5,8 @@
 //! an update is a handful of launches rather than two per parameter tensor. No readback, so a
 //! training step stays one submit.
 
+use super::kernel_def::KernelDef;
 use super::params::{wgsl_params, WgslParams};
-use super::registry::KernelDef;
 use super::Tensor;
 use crate::gpu::{Binding, Dispatch, Gpu, KernelKey, KernelSource};
 

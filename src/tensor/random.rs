@@ -1,8 +1,8 @@
 //! Seeded Gaussian noise from a counter-based generator (philox_normal.wgsl): the same seed and
 //! stream give the same numbers on every backend, in any order of generation, with no state.
 
+use super::kernel_def::KernelDef;
 use super::params::{wgsl_params, WgslParams};
-use super::registry::KernelDef;
 use super::{groups_for, Tensor};
 use crate::gpu::{Dispatch, Gpu, KernelKey};
 

@@ -1,8 +1,8 @@
 //! Data movement and reductions: nearest upsampling, channel concatenation and slicing, strided
 //! sums (reduce.wgsl), the sinusoidal embedding and the weighted squared-error loss.
 
+use super::kernel_def::KernelDef;
 use super::params::{wgsl_params, WgslParams};
-use super::registry::KernelDef;
 use super::{groups_for, stand_in, Tensor};
 use crate::gpu::{Dispatch, KernelKey, KernelSource};
 

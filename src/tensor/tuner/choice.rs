@@ -2,7 +2,8 @@
 //! (the plan cache, run states and model files keep them; `fewstep tune` prints them).
 
 use super::super::gemm_coop::CoopTile;
-use super::super::gemm_kernels::{GemmCore, Loader};
+use super::super::gemm_core::GemmCore;
+use super::super::gemm_kernels::Loader;
 use crate::gpu::{GemmTile, KernelVariant};
 
 /// One GEMM as a launch meets it: the operand layout and its M x N x K (K summed in full: the

@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 
 pub(crate) use choice::{Choice, Problem};
 
-use super::gemm_kernels::{GemmCore, Loader};
+use super::gemm_core::GemmCore;
+use super::gemm_kernels::Loader;
 use crate::gpu::{Gpu, KernelVariant};
 
 /// Made-up times: seconds for (bucket, candidate), in place of measuring.

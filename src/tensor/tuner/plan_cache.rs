@@ -122,7 +122,7 @@ mod native {
     #[cfg(test)]
     mod tests {
         use super::*;
-        use crate::tensor::gemm_kernels::GemmCore;
+        use crate::tensor::gemm_core::GemmCore;
 
         #[test]
         fn entries_are_kept_per_device_and_bucket() {
