@@ -36,13 +36,16 @@ pub fn draw(app: &mut FewstepApp, ui: &mut Ui) {
         Tab::Compare => compare_tab(app, ui),
         Tab::Models => models_tab(app, ui),
         #[cfg(not(target_arch = "wasm32"))]
-        Tab::Train => app.train.ui(ui),
+        Tab::Train => app.platform.train.ui(ui),
         #[cfg(target_arch = "wasm32")]
         Tab::Train => {
             let jobs = app.job_sender();
-            let picked = app
-                .web_train
-                .ui(ui, &app.state.models, app.web_gpu.as_ref(), jobs);
+            let picked = app.platform.web_train.ui(
+                ui,
+                &app.state.models,
+                app.platform.web_gpu.as_ref(),
+                jobs,
+            );
             // "Sample it" on a model made in the tab: the Sample tab, at its own step count.
             if let Some(name) = picked {
                 if app.state.select_by_name(&name) {
@@ -547,10 +550,10 @@ fn models_tab(app: &mut FewstepApp, ui: &mut Ui) {
         #[cfg(not(target_arch = "wasm32"))]
         ui.horizontal(|ui| {
             let label = ui.label("path");
-            ui.text_edit_singleline(&mut app.open_path)
+            ui.text_edit_singleline(&mut app.platform.open_path)
                 .labelled_by(label.id);
             if ui.button("Open").clicked() {
-                let p = app.open_path.trim().to_string();
+                let p = app.platform.open_path.trim().to_string();
                 app.open_path(&p);
             }
         });

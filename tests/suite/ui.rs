@@ -106,7 +106,7 @@ fn every_tab_works_from_the_mouse() {
     click(&mut h, "Train / distill");
     click(&mut h, "Distill");
     {
-        let s = &mut h.state_mut().train.settings;
+        let s = &mut h.state_mut().platform.train.settings;
         s.teacher = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/assets/fmnist-small-teacher.safetensors"
@@ -126,17 +126,17 @@ fn every_tab_works_from_the_mouse() {
     // The run has loaded its teacher and data and reports its size (metrics lines come every
     // 50 updates, later than this test waits).
     step_until(&mut h, "the run to start", |a| {
-        a.train.runner.progress.1 > 0 || a.train.runner.ended.is_some()
+        a.platform.train.runner.progress.1 > 0 || a.platform.train.runner.ended.is_some()
     });
-    assert_eq!(h.state().train.runner.progress.1, 50);
+    assert_eq!(h.state().platform.train.runner.progress.1, 50);
     assert!(
-        h.state().train.running(),
+        h.state().platform.train.running(),
         "{:?}",
-        h.state().train.runner.ended
+        h.state().platform.train.runner.ended
     );
     click(&mut h, "Stop");
-    step_until(&mut h, "the stop", |a| !a.train.running());
-    let (text, error) = h.state().train.runner.ended.clone().unwrap();
+    step_until(&mut h, "the stop", |a| !a.platform.train.running());
+    let (text, error) = h.state().platform.train.runner.ended.clone().unwrap();
     assert!(!error && text.contains("stopped"), "{text}");
     assert!(h
         .query_by_label_contains("stopped in the 4-step halving")
