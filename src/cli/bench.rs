@@ -129,48 +129,73 @@ fn rand_tensor(gpu: &Gpu, shape: &[usize], seed: u64) -> Tensor {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let gpu = super::open_gpu()?;
-    let s = args.seconds;
+    let (s, json, show) = (args.seconds, args.json, (args.launches, args.profile));
+    let presets = || super::bench_model::presets(&gpu, &args.preset);
     match args.what {
-        BenchWhat::Kernels => {}
+        BenchWhat::Kernels => {
+            kernels(&gpu, s, json);
+            Ok(())
+        }
         BenchWhat::Train if args.tuned => {
-            let p = super::bench_model::presets(&gpu, &args.preset);
-            let show = (args.launches, args.profile);
-            return super::bench_model::train_rule_vs_tuned(
-                &gpu, &p, args.batch, s, args.json, show,
-            );
+            super::bench_model::train_rule_vs_tuned(&gpu, &presets(), args.batch, s, json, show)
         }
-        BenchWhat::Train => {
-            let p = super::bench_model::presets(&gpu, &args.preset);
-            super::bench_model::train(
-                &gpu,
-                &p,
-                args.batch,
-                s,
-                args.json,
-                args.launches,
-                args.profile,
-            )?;
-            return Ok(());
-        }
+        BenchWhat::Train => super::bench_model::train(
+            &gpu,
+            &presets(),
+            args.batch,
+            s,
+            json,
+            args.launches,
+            args.profile,
+        )
+        .map(drop),
         BenchWhat::Sample => {
-            let p = super::bench_model::presets(&gpu, &args.preset);
-            let show = (args.launches, args.profile);
-            return super::bench_model::sample(&gpu, &p, args.count, s, args.json, show);
+            super::bench_model::sample(&gpu, &presets(), args.count, s, json, show)
         }
         BenchWhat::Distill => {
-            let p = super::bench_model::presets(&gpu, &args.preset);
-            return super::bench_distill::distill(&gpu, &p, args.batch, s, args.json, args.profile);
+            super::bench_distill::distill(&gpu, &presets(), args.batch, s, json, args.profile)
         }
     }
-    if !args.json {
+}
+
+/// `bench kernels`: the GEMM configuration, the FMA peak, then each kernel's rate beside it.
+fn kernels(gpu: &Gpu, s: f64, json: bool) {
+    print_gemm_config(gpu, json);
+    let peak = fma_peak(gpu, s);
+    let table = Table {
+        peak_gflops: peak.work / peak.ms / 1e6,
+        json,
+    };
+    table.emit(peak);
+    matmuls(gpu, s, &table);
+    convolutions(gpu, s, &table);
+    group_norms(gpu, s, &table);
+    attention(gpu, s, &table);
+}
+
+/// Prints rows as they are measured (a table, or JSON lines), each GEMM's rate also as a
+/// fraction of the FMA peak.
+struct Table {
+    peak_gflops: f64,
+    json: bool,
+}
+
+impl Table {
+    fn emit(&self, r: Row) {
+        print_row(&r, self.peak_gflops, self.json);
+    }
+}
+
+fn print_gemm_config(gpu: &Gpu, json: bool) {
+    if !json {
         println!(
             "adapter: {} ({:?}, {:?})\nGEMM: {}\nprecision: {}\n(FEWSTEP_KERNELS=tiled|subgroup|blocked|coop, FEWSTEP_PRECISION=f32 and FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN override; \
              the gemm column shows family and BMxBNxBKxTMxTN per row)",
             gpu.info().name,
             gpu.info().backend,
             gpu.info().device_type,
-            crate::tensor::kernel_policy::describe_gemm(&gpu),
-            crate::tensor::kernel_policy::describe_precision(&gpu)
+            crate::tensor::kernel_policy::describe_gemm(gpu),
+            crate::tensor::kernel_policy::describe_precision(gpu)
         );
     } else {
         let forced = gpu.gemm_tile().map(|t| t.to_string());
@@ -178,48 +203,42 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({"kernel": "gemm_config", "adapter": gpu.info().name, "gemm_family": gpu.variant().name(),
                 "gemm_reason": gpu.variant_reason(), "gemm_tile_forced": forced,
-                "precision": crate::tensor::kernel_policy::describe_precision(&gpu),
+                "precision": crate::tensor::kernel_policy::describe_precision(gpu),
                 "coop_matrix_size": gpu.coop_sizes().map(|(s, _)| s)})
         );
     }
-    let peak = fma_peak(&gpu, s);
-    let peak_gflops = peak.work / peak.ms / 1e6;
-    let mut rows = vec![peak];
-    let emit = |r: Row, rows: &mut Vec<Row>| {
-        print_row(&r, peak_gflops, args.json);
-        rows.push(r);
-    };
-    print_row(&rows[0], peak_gflops, args.json);
+}
 
+fn matmuls(gpu: &Gpu, s: f64, table: &Table) {
     for &(m, n, k) in &[(1024usize, 1024usize, 1024usize), (4096, 128, 1152)] {
-        let a = rand_tensor(&gpu, &[m, k], 1);
-        let b = rand_tensor(&gpu, &[k, n], 2);
-        let ms = time_runs(&gpu, s, || {
+        let a = rand_tensor(gpu, &[m, k], 1);
+        let b = rand_tensor(gpu, &[k, n], 2);
+        let ms = time_runs(gpu, s, || {
             a.matmul(&b);
         });
-        emit(
-            Row {
-                kernel: "matmul",
-                pass: "forward",
-                shape: format!("{m}x{n}x{k}"),
-                work: 2.0 * (m * n * k) as f64,
-                unit: "gflops",
-                ms,
-                gemm: last_gemm(&gpu),
-            },
-            &mut rows,
-        );
+        table.emit(Row {
+            kernel: "matmul",
+            pass: "forward",
+            shape: format!("{m}x{n}x{k}"),
+            work: 2.0 * (m * n * k) as f64,
+            unit: "gflops",
+            ms,
+            gemm: last_gemm(gpu),
+        });
     }
+}
 
-    // The 3x3 convolution of a mid-sized net, then the 16-channel one of `tiny` (small M).
+/// The 3x3 convolution of a mid-sized net, then the 16-channel one of `tiny` (small M), each
+/// pass timed.
+fn convolutions(gpu: &Gpu, s: f64, table: &Table) {
     for (kernel, bn, cin, hw, cout) in [
         ("conv2d_3x3", 32usize, 64usize, 28usize, 64usize),
         ("conv2d_3x3_c16", 64, 16, 28, 16),
     ] {
         let conv = Conv2d::same(3);
-        let x = rand_tensor(&gpu, &[bn, cin, hw, hw], 3);
-        let w = rand_tensor(&gpu, &[cout, cin, 3, 3], 4);
-        let dy = rand_tensor(&gpu, &[bn, cout, hw, hw], 5);
+        let x = rand_tensor(gpu, &[bn, cin, hw, hw], 3);
+        let w = rand_tensor(gpu, &[cout, cin, 3, 3], 4);
+        let dy = rand_tensor(gpu, &[bn, cout, hw, hw], 5);
         let flops = 2.0 * (bn * cout * hw * hw * cin * 9) as f64;
         let shape = format!("{bn}x{cin}x{hw}x{hw} -> {cout}, 3x3");
         let passes: [(&'static str, &dyn Fn()); 3] = [
@@ -232,83 +251,76 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }),
         ];
         for (pass, f) in passes {
-            let ms = time_runs(&gpu, s, f);
-            emit(
-                Row {
-                    kernel,
-                    pass,
-                    shape: shape.clone(),
-                    work: flops,
-                    unit: "gflops",
-                    ms,
-                    gemm: last_gemm(&gpu),
-                },
-                &mut rows,
-            );
+            let ms = time_runs(gpu, s, f);
+            table.emit(Row {
+                kernel,
+                pass,
+                shape: shape.clone(),
+                work: flops,
+                unit: "gflops",
+                ms,
+                gemm: last_gemm(gpu),
+            });
         }
     }
-    let (bn, cin, hw, cout) = (32usize, 64usize, 28usize, 64usize);
-    let x = rand_tensor(&gpu, &[bn, cin, hw, hw], 3);
-    let dy = rand_tensor(&gpu, &[bn, cout, hw, hw], 5);
+}
 
-    let gamma = Tensor::full(&gpu, &[cin], 1.0);
-    let beta = Tensor::zeros(&gpu, &[cin]);
+fn group_norms(gpu: &Gpu, s: f64, table: &Table) {
+    let (bn, cin, hw, cout) = (32usize, 64usize, 28usize, 64usize);
+    let x = rand_tensor(gpu, &[bn, cin, hw, hw], 3);
+    let dy = rand_tensor(gpu, &[bn, cout, hw, hw], 5);
+
+    let gamma = Tensor::full(gpu, &[cin], 1.0);
+    let beta = Tensor::zeros(gpu, &[cin]);
     let bytes = (x.numel() * 4 * 4) as f64; // three reads, one write
     let gshape = format!("{bn}x{cin}x{hw}x{hw}, 8 groups");
-    let ms = time_runs(&gpu, s, || {
+    let ms = time_runs(gpu, s, || {
         x.group_norm(&gamma, &beta, 8, 1e-5);
     });
-    emit(
-        Row {
-            kernel: "group_norm",
-            pass: "forward",
-            shape: gshape.clone(),
-            work: bytes,
-            unit: "gbps",
-            ms,
-            gemm: None,
-        },
-        &mut rows,
-    );
+    table.emit(Row {
+        kernel: "group_norm",
+        pass: "forward",
+        shape: gshape.clone(),
+        work: bytes,
+        unit: "gbps",
+        ms,
+        gemm: None,
+    });
     let (_, saved) = x.group_norm(&gamma, &beta, 8, 1e-5);
-    let ms = time_runs(&gpu, s, || {
+    let ms = time_runs(gpu, s, || {
         x.group_norm_grad(&gamma, &dy, &saved);
     });
-    emit(
-        Row {
-            kernel: "group_norm",
-            pass: "backward_input",
-            shape: gshape,
-            work: bytes * 2.0,
-            unit: "gbps",
-            ms,
-            gemm: None,
-        },
-        &mut rows,
-    );
+    table.emit(Row {
+        kernel: "group_norm",
+        pass: "backward_input",
+        shape: gshape,
+        work: bytes * 2.0,
+        unit: "gbps",
+        ms,
+        gemm: None,
+    });
+}
 
-    // Attention over the pixels of a 14x14 map with 64 channels: softmax(Q^T K / sqrt(C)) and V P^T.
+/// Attention over the pixels of a 14x14 map with 64 channels: softmax(Q^T K / sqrt(C)) and
+/// V P^T.
+fn attention(gpu: &Gpu, s: f64, table: &Table) {
     let (an, ac, ahw) = (32usize, 64usize, 196usize);
-    let q = rand_tensor(&gpu, &[an, ac, ahw], 6);
-    let kk = rand_tensor(&gpu, &[an, ac, ahw], 7);
-    let v = rand_tensor(&gpu, &[an, ac, ahw], 8);
+    let q = rand_tensor(gpu, &[an, ac, ahw], 6);
+    let kk = rand_tensor(gpu, &[an, ac, ahw], 7);
+    let v = rand_tensor(gpu, &[an, ac, ahw], 8);
     let aflops = 2.0 * 2.0 * (an * ahw * ahw * ac) as f64;
-    let ms = time_runs(&gpu, s, || {
+    let ms = time_runs(gpu, s, || {
         crate::tensor::attention(&q, &kk, &v);
     });
-    emit(
-        Row {
-            kernel: "attention",
-            pass: "forward",
-            shape: format!("{an}x{ac}x{ahw} (14x14 pixels)"),
-            work: aflops,
-            unit: "gflops",
-            ms,
-            gemm: last_gemm(&gpu),
-        },
-        &mut rows,
-    );
-    Ok(())
+    table.emit(Row {
+        kernel: "attention",
+        pass: "forward",
+        shape: format!("{an}x{ac}x{ahw} (14x14 pixels)"),
+        work: aflops,
+        unit: "gflops",
+        ms,
+        gemm: last_gemm(gpu),
+    });
 }
 
 fn print_row(r: &Row, peak_gflops: f64, json: bool) {

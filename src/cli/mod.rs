@@ -27,7 +27,13 @@ use crate::gpu::{Gpu, GpuOptions};
 /// FEWSTEP_GEMM_TILE=BMxBNxBKxTMxTN the blocked family's tile; FEWSTEP_PRECISION=f32|mixed is
 /// --precision's default (`fewstep info` shows which runs and why).
 #[derive(Parser)]
-#[command(name = "fewstep", version, about, long_about)]
+#[command(
+    name = "fewstep",
+    version,
+    about,
+    long_about,
+    after_help = "Examples:\n  fewstep                     the desktop app, with the bundled models\n  fewstep sample --model fmnist-4step --steps 4 --seed 1 --out grid.png\n  fewstep <COMMAND> --help    a command's flags, and an example"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,68 +49,70 @@ struct Cli {
 enum Command {
     /// The desktop app (what `fewstep` with no subcommand opens): the bundled models, sampling
     /// step by step, step counts side by side.
-    ///
-    /// Example: fewstep app --model fmnist-4step --steps 4 --seed 1 --run
+    #[command(
+        after_help = "Example:\n  fewstep app --model fmnist-4step --steps 4 --seed 1 --run"
+    )]
     App(AppArgs),
     /// Print the GPU adapter, backend, driver, features and the limits that matter; with
     /// --model, describe a model file instead (architecture, parameters, lineage).
-    ///
-    /// Example: fewstep info --model fmnist-4step
+    #[command(after_help = "Example:\n  fewstep info --model fmnist-4step")]
     Info {
         /// A model file to describe.
         #[arg(long)]
         model: Option<std::path::PathBuf>,
     },
     /// Measure speed; prints a table, or one JSON object per line with --json.
-    ///
-    /// Example: fewstep bench train --preset small --batch 64
+    #[command(after_help = "Example:\n  fewstep bench train --preset small --batch 64")]
     Bench(bench::BenchArgs),
     /// Train a diffusion model (the teacher) on a data set: Algorithm 1 of the paper.
-    ///
-    /// Example: fewstep train --data fashion-mnist --preset tiny --steps 300 --out runs/tiny
+    #[command(
+        after_help = "Example:\n  fewstep train --data fashion-mnist --preset tiny --steps 300 --out runs/tiny"
+    )]
     Train(train::TrainArgs),
     /// Sample a model file with DDIM or the ancestral sampler; writes a PNG grid.
-    ///
-    /// Example: fewstep sample --model runs/tiny/model.safetensors --steps 8 --count 16 --out grid.png
+    #[command(
+        after_help = "Example:\n  fewstep sample --model runs/tiny/model.safetensors --steps 8 --count 16 --out grid.png"
+    )]
     Sample(sample::SampleArgs),
     /// Progressive distillation (Algorithm 2): halve a teacher's sampling steps again and again,
     /// writing one model file per step count.
-    ///
-    /// Example: fewstep distill --teacher runs/tiny/model.safetensors --from-steps 8 --to-steps 1 --updates 100 --out runs/distill
+    #[command(
+        after_help = "Example:\n  fewstep distill --teacher runs/tiny/model.safetensors --from-steps 8 --to-steps 1 --updates 100 --out runs/distill"
+    )]
     Distill(distill::DistillArgs),
     /// One PNG comparing step counts: distilled students against the teacher's plain DDIM with
     /// the same number of steps, from the same noise.
-    ///
-    /// Example: fewstep compare --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --out compare.png
+    #[command(
+        after_help = "Example:\n  fewstep compare --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --out compare.png"
+    )]
     Compare(compare::CompareArgs),
     /// Evaluate models per step count: Fréchet distance on the evaluation classifier's features,
     /// agreement (PSNR) with the teacher's full-step samples, time per image.
-    ///
-    /// Example: fewstep eval --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --samples 1000 --json
+    #[command(
+        after_help = "Example:\n  fewstep eval --model runs/distill/steps-*.safetensors runs/tiny/model.safetensors --steps 1,2,4,8 --samples 1000 --json"
+    )]
     Eval(eval::EvalArgs),
     /// Train the evaluation classifier (its features give `eval` its Fréchet distance).
-    ///
-    /// Example: fewstep train-classifier --data fashion-mnist --out classifier.safetensors
+    #[command(
+        after_help = "Example:\n  fewstep train-classifier --data fashion-mnist --out classifier.safetensors"
+    )]
     TrainClassifier(train_classifier::TrainClassifierArgs),
     /// Rewrite a model file in f16 (half the size, for the web) or f32.
-    ///
-    /// Example: fewstep convert --model runs/distill/steps-4.safetensors --out steps-4-f16.safetensors --f16
+    #[command(
+        after_help = "Example:\n  fewstep convert --model runs/distill/steps-4.safetensors --out steps-4-f16.safetensors --f16"
+    )]
     Convert(convert::ConvertArgs),
     /// The whole recipe in one command: train a teacher, distill it down to 1 step, evaluate
     /// every step count, write f16 copies and a bundle folder with a manifest.json. Prints its
     /// plan and an estimate first; --resume continues an interrupted recipe.
-    ///
-    /// Example: fewstep recipe --preset quick --out runs/recipe
+    #[command(after_help = "Example:\n  fewstep recipe --preset quick --out runs/recipe")]
     Recipe(recipe::RecipeArgs),
     /// Time every GEMM kernel a model's training update and sampling step meet on this adapter
     /// and keep the fastest for each (runs otherwise tune what they meet, once; FEWSTEP_TUNE=off
     /// keeps the fixed rule). Prints the plan next to the rule's choice.
-    ///
-    /// Example: fewstep tune --preset small
     Tune(tune::TuneArgs),
     /// Check the kernels on this adapter against CPU references (the same checks the browser runs).
-    ///
-    /// Example: fewstep selftest --precision mixed
+    #[command(after_help = "Example:\n  fewstep selftest --precision mixed")]
     Selftest {
         /// Print the full report as JSON.
         #[arg(long)]

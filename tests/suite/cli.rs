@@ -597,3 +597,43 @@ fn a_mixed_run_is_not_resumed_in_f32() {
         "{err}"
     );
 }
+
+/// Every subcommand's `--help` ends with an example that names it, and the top-level help with
+/// the two commands a newcomer needs.
+#[test]
+fn every_help_ends_with_an_example() {
+    let top = fewstep(&["--help"]);
+    let text = String::from_utf8_lossy(&top.stdout).to_string();
+    let commands: Vec<String> = text
+        .split("Commands:")
+        .nth(1)
+        .expect("the help lists the commands")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 12, "{commands:?}");
+    assert!(
+        text.trim_end().contains("Examples:\n  fewstep ")
+            && text.contains("fewstep sample --model"),
+        "{text}"
+    );
+    for c in commands {
+        let out = fewstep(&[&c, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        let tail: Vec<&str> = help.trim_end().lines().rev().take(4).collect();
+        assert!(
+            tail.iter()
+                .any(|l| l.trim_start().contains(&format!("fewstep {c}"))),
+            "`fewstep {c} --help` does not end with an example of it:\n{}",
+            help.trim_end()
+                .lines()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

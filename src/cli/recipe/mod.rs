@@ -24,15 +24,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundled::{Figures, Manifest, ManifestEval, ManifestModel};
 use crate::data::Dataset;
-use crate::diffusion::distill_run::{model_file_name, STATE_FILE as DISTILL_STATE};
+use crate::diffusion::distill_run::model_file_name;
 use crate::diffusion::model_file::sha256_hex;
 use crate::diffusion::run_dir::{RunDir, RunKind};
-use crate::diffusion::train_run::{MODEL_FILE, STATE_FILE as TRAIN_STATE};
+use crate::diffusion::train_run::MODEL_FILE;
 use crate::diffusion::{
-    load_model, DistillConfig, Distiller, Parameterization, SampleOptions, Sampler, SamplerKind,
-    TrainConfig, Trainer, Weighting,
+    DistillConfig, Distiller, Parameterization, SampleOptions, Sampler, SamplerKind, TrainConfig,
+    Trainer, Weighting,
 };
-use crate::eval::metrics::{evaluate, EvalModel, EvalRow, EvalSettings};
+use crate::eval::metrics::{EvalRow, EvalSettings};
 use crate::gpu::Gpu;
 use crate::nn::UNetConfig;
 use crate::tensor::AdamConfig;
@@ -41,6 +41,7 @@ mod bundle;
 mod commands;
 mod estimate;
 mod settings;
+mod stages;
 
 use bundle::{fill_seconds, write_bundle, write_manifest};
 pub use commands::Commands;
@@ -172,308 +173,127 @@ fn settings_from(args: &RecipeArgs) -> Result<RecipeSettings> {
 }
 
 pub fn run(args: RecipeArgs) -> Result<()> {
+    let dir = args.out.clone();
+    let fresh = check_args(&args)?;
+    let gpu = super::open_gpu()?;
+    let adapter = format!("{} ({:?})", gpu.info().name, gpu.info().backend);
+    let _claim = RunDir::claim(&dir, RunKind::Recipe, "fewstep recipe")?;
+    let fresh_settings = fresh.as_ref().map(|(s, _)| s.clone());
+    let mut state = open_state(&dir, fresh_settings, &adapter)?;
+    let commands = Commands::new(&state.settings, &dir);
+    stages::print_plan(&gpu, &adapter, &dir, &state, fresh.map(|(_, d)| d))?;
+
+    // Each stage not yet done runs, records its seconds, and may be where `--stop-after` ends.
+    if !state.done.contains_key("train") {
+        let seconds = stages::train(&gpu, &dir, &mut state, &commands)?;
+        if finish_stage(&args, &dir, &mut state, "train", seconds)? {
+            return Ok(());
+        }
+    }
+    if !state.done.contains_key("distill") {
+        let seconds = stages::distill(&gpu, &dir, &mut state, &commands)?;
+        if finish_stage(&args, &dir, &mut state, "distill", seconds)? {
+            return Ok(());
+        }
+    }
+    if !state.done.contains_key("eval") {
+        let started = Instant::now();
+        state.eval_rows = stages::eval(&gpu, &dir, &state.settings)?;
+        let seconds = started.elapsed().as_secs_f64();
+        if finish_stage(&args, &dir, &mut state, "eval", seconds)? {
+            return Ok(());
+        }
+    }
+    if !state.done.contains_key("bundle") {
+        stages::bundle(&dir, &mut state, &commands, &adapter)?;
+    }
+    print_done(&dir, &state);
+    Ok(())
+}
+
+/// The checks that need no GPU, before anything is written: a recipe that cannot start leaves
+/// no folder behind. A new recipe's settings and data come back; a resumed one reads its own.
+fn check_args(args: &RecipeArgs) -> Result<Option<(RecipeSettings, Dataset)>> {
     if let Some(st) = &args.stop_after {
         anyhow::ensure!(
             ["train", "distill", "eval"].contains(&st.as_str()),
             "--stop-after {st}: give train, distill or eval"
         );
     }
-    let dir = args.out.clone();
-    crate::diffusion::run_dir::check_kind(&dir, RunKind::Recipe)?;
+    let dir = &args.out;
+    crate::diffusion::run_dir::check_kind(dir, RunKind::Recipe)?;
     if args.resume {
-        let stored = read_state(&dir)?;
-        refuse_changed_on_resume(&args, &stored.settings)?;
-        check_stage_folders(&dir, &stored)?;
-    } else if dir.join(RECIPE_FILE).exists() {
+        let stored = read_state(dir)?;
+        refuse_changed_on_resume(args, &stored.settings)?;
+        check_stage_folders(dir, &stored)?;
+        return Ok(None);
+    }
+    if dir.join(RECIPE_FILE).exists() {
         bail!(
             "{} already holds a recipe; pass --resume to continue it, or choose another --out",
             dir.display()
         );
     }
-    // Checked before anything is written: a recipe that cannot start leaves no folder behind.
-    let (fresh_settings, fresh_data) = if args.resume {
-        (None, None)
-    } else {
-        let s = settings_from(&args)?;
-        let data = crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?;
-        (Some(s), Some(data))
-    };
-    let gpu = super::open_gpu()?;
-    let adapter = format!("{} ({:?})", gpu.info().name, gpu.info().backend);
-    let _claim = RunDir::claim(&dir, RunKind::Recipe, "fewstep recipe")?;
-    let mut state = if args.resume {
-        let st = read_state(&dir)?;
-        // Again under the lock: what the recipe continues from.
-        check_stage_folders(&dir, &st)?;
+    let s = settings_from(args)?;
+    let data = crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?;
+    Ok(Some((s, data)))
+}
+
+/// Under the folder's lock: the stored recipe (checked again), or a new one written.
+fn open_state(dir: &Path, fresh: Option<RecipeSettings>, adapter: &str) -> Result<RecipeState> {
+    let Some(settings) = fresh else {
+        let st = read_state(dir)?;
+        check_stage_folders(dir, &st)?;
+        let done: Vec<&str> = STAGES
+            .iter()
+            .filter(|k| st.done.contains_key(**k))
+            .copied()
+            .collect();
         eprintln!(
             "resuming the `{}` recipe in {} (done: {})",
             st.settings.preset,
             dir.display(),
-            if st.done.is_empty() {
+            if done.is_empty() {
                 "nothing yet".to_string()
             } else {
-                STAGES
-                    .iter()
-                    .filter(|k| st.done.contains_key(**k))
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                done.join(", ")
             }
         );
-        st
-    } else {
-        let settings = fresh_settings.expect("made for a new recipe");
-        let st = RecipeState {
-            settings,
-            adapter: adapter.clone(),
-            started: utc_now(),
-            done: BTreeMap::new(),
-            eval_rows: vec![],
-            stage_ids: BTreeMap::new(),
-        };
-        save_state(&dir, &st)?;
-        st
+        return Ok(st);
     };
-    let s = state.settings.clone();
-    let commands = Commands::new(&s, &dir);
-
-    // The plan, with an estimate from timed updates on this adapter.
-    let data = match fresh_data {
-        Some(d) => d,
-        None => crate::diffusion::run_spec::load_data(&s.data, s.image_size.unwrap_or(32))?,
+    let st = RecipeState {
+        settings,
+        adapter: adapter.to_string(),
+        started: utc_now(),
+        done: BTreeMap::new(),
+        eval_rows: vec![],
+        stage_ids: BTreeMap::new(),
     };
-    let remaining: Vec<&str> = STAGES
-        .iter()
-        .copied()
-        .filter(|st| !state.done.contains_key(*st))
-        .collect();
-    let needs_measure = remaining.iter().any(|st| *st != "bundle");
-    let estimate = if needs_measure {
-        eprintln!("timing a few updates on {adapter} for the estimate ...");
-        Some(Costs::measure(&gpu, &data, &s)?.stages(&s))
-    } else {
-        None
-    };
-    let halvings = s.student_steps();
-    let arch = UNetConfig::preset(&s.model_preset, data.channels, data.height, data.width, 1)?;
-    let params = crate::nn::Layout::new(&arch)?.param_count();
-    eprintln!(
-        "recipe `{}` on {adapter}, into {}:",
-        s.preset,
-        dir.display()
-    );
-    let est = |st: &str| -> String {
-        if state.done.contains_key(st) {
-            "done".into()
-        } else {
-            estimate
-                .as_ref()
-                .and_then(|e| e.get(st))
-                .map(|v| format!("~{}", human(*v)))
-                .unwrap_or_default()
-        }
-    };
-    let e = s.eval_settings();
-    eprintln!(
-        "  1. train    {} U-Net ({params} parameters) on {}: {} updates of batch {}, lr {}  {}",
-        s.model_preset,
-        s.data,
-        s.train_steps,
-        s.train_batch,
-        s.train_lr,
-        est("train")
-    );
-    eprintln!(
-        "  2. distill  {}{} -> 1 steps: {} halvings of {} updates ({} for 2 and 1 steps) of batch \
-         {}, lr {}{}  {}",
-        if s.guided {
-            "guided (stage 1: w as an input), then "
-        } else {
-            ""
-        },
-        s.from_steps,
-        halvings.len(),
-        s.updates,
-        s.final_updates,
-        s.distill_batch,
-        s.distill_lr,
-        s.distill_ema
-            .map(|d| format!(", student EMA {d}"))
-            .unwrap_or_default(),
-        est("distill")
-    );
-    eprintln!(
-        "  3. eval     {} steps, distilled vs plain DDIM: {} images per row{}, PSNR against the \
-         teacher at {} steps on {}  {}",
-        e.steps
-            .iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        e.samples,
-        match &s.classifier {
-            Some(c) => format!(" (distance: {c})"),
-            None => " (no classifier: no distance)".into(),
-        },
-        s.from_steps,
-        e.psnr_samples,
-        est("eval")
-    );
-    eprintln!(
-        "  4. bundle   f16 copies and {MANIFEST_FILE} in {}  {}",
-        dir.join("bundle").display(),
-        est("bundle")
-    );
-    if let Some(e) = &estimate {
-        let total: f64 = remaining.iter().filter_map(|st| e.get(st)).sum();
-        eprintln!("  estimated: {} in all on this adapter", human(total));
-    }
+    save_state(dir, &st)?;
+    Ok(st)
+}
 
-    let stop = |stage: &str| -> bool {
-        if args.stop_after.as_deref() == Some(stage) {
-            eprintln!(
-                "stopped after {stage}, as asked; continue with: fewstep recipe --resume --out {}",
-                dir.display()
-            );
-            true
-        } else {
-            false
-        }
-    };
-    drop(data);
-
-    // 1. train
-    if !state.done.contains_key("train") {
-        let mut w = commands.train.clone();
-        if dir.join("teacher").join(TRAIN_STATE).exists() {
-            w.push("--resume".into());
-        }
-        let targs = super::parse_train(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut run = targs.spec().open(&gpu, shown(&commands.train))?;
-        record_stage(&dir, &mut state, "teacher", &run.identity().id)?;
-        let bar = bar(s.train_steps, "1/4 train  ");
-        bar.set_position(run.step());
-        while !run.is_done() {
-            if let Some(line) = run.advance()? {
-                bar.set_message(format!(
-                    "loss {:.4}  {:.0} img/s",
-                    line.loss, line.images_per_s
-                ));
-                super::log_when_not_a_terminal(&format!(
-                    "train: update {}/{}  loss {:.4}  {:.1} img/s",
-                    line.step, s.train_steps, line.loss, line.images_per_s
-                ));
-            }
-            bar.set_position(run.step());
-        }
-        bar.finish();
-        state.done.insert("train".into(), run.wall_seconds());
-        save_state(&dir, &state)?;
-        if stop("train") {
-            return Ok(());
-        }
-    }
-
-    // 2. distill
-    if !state.done.contains_key("distill") {
-        let ddir = dir.join("distill");
-        let finished = !ddir.join(DISTILL_STATE).exists() && ddir.join(model_file_name(1)).exists();
-        let seconds = if finished {
-            0.0
-        } else {
-            let mut w = commands.distill.clone();
-            if ddir.join(DISTILL_STATE).exists() {
-                w.push("--resume".into());
-            }
-            let dargs = super::parse_distill(&w[1..]).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut run = dargs.spec().open(&gpu, shown(&commands.distill))?;
-            record_stage(&dir, &mut state, "distill", &run.identity().id)?;
-            let plan = run.plan.clone();
-            let bar = bar(plan.total_updates(), "2/4 distill");
-            while !run.is_done() {
-                if let Some(l) = run.advance()? {
-                    bar.set_message(format!(
-                        "{} -> {}  loss {:.5}  {:.0} img/s",
-                        2 * l.student_steps,
-                        l.student_steps,
-                        l.loss,
-                        l.images_per_s
-                    ));
-                    super::log_when_not_a_terminal(&format!(
-                        "distill: {}-step student: update {}  loss {:.5}  {:.1} img/s",
-                        l.student_steps, l.update, l.loss, l.images_per_s
-                    ));
-                }
-                bar.set_position(run.updates_before() + run.distiller.update);
-            }
-            bar.finish();
-            run.wall_seconds()
-        };
-        state.done.insert("distill".into(), seconds);
-        save_state(&dir, &state)?;
-        if stop("distill") {
-            return Ok(());
-        }
-    }
-
-    // 3. eval
-    if !state.done.contains_key("eval") {
-        let started = Instant::now();
-        let mut models = vec![];
-        for n in &halvings {
-            let p = dir.join("distill").join(model_file_name(*n));
-            let (model, meta) = load_model(&gpu, &p)?;
-            models.push(EvalModel {
-                model,
-                meta,
-                name: format!("{}-{n}step", s.name),
-            });
-        }
-        let tpath = dir.join("teacher").join(MODEL_FILE);
-        let (model, meta) = load_model(&gpu, &tpath)?;
-        models.push(EvalModel {
-            model,
-            meta,
-            name: format!("{}-teacher", s.name),
-        });
-        let settings = s.eval_settings();
-        let rows_total = (2 * settings.steps.len()
-            + usize::from(!settings.steps.contains(&s.teacher_distance_steps)))
-            * settings.guidance.len().max(1);
-        let bar = bar(rows_total as u64, "3/4 eval   ");
-        println!(
-            "{:<10} {:>6} {:>12} {:>12} {:>10}   model",
-            "kind", "steps", "distance", "PSNR (dB)", "ms/image"
+/// Records a finished stage; true when `--stop-after` names it (the run ends there).
+fn finish_stage(
+    args: &RecipeArgs,
+    dir: &Path,
+    state: &mut RecipeState,
+    stage: &str,
+    seconds: f64,
+) -> Result<bool> {
+    state.done.insert(stage.into(), seconds);
+    save_state(dir, state)?;
+    let stop = args.stop_after.as_deref() == Some(stage);
+    if stop {
+        eprintln!(
+            "stopped after {stage}, as asked; continue with: fewstep recipe --resume --out {}",
+            dir.display()
         );
-        let rows = evaluate(&gpu, &models, &settings, |row| {
-            bar.suspend(|| println!("{}", super::eval::table_line(row)));
-            bar.inc(1);
-            Ok(())
-        })?;
-        bar.finish();
-        state.eval_rows = rows;
-        state
-            .done
-            .insert("eval".into(), started.elapsed().as_secs_f64());
-        save_state(&dir, &state)?;
-        if stop("eval") {
-            return Ok(());
-        }
     }
+    Ok(stop)
+}
 
-    // 4. bundle
-    if !state.done.contains_key("bundle") {
-        let started = Instant::now();
-        let manifest = write_bundle(&dir, &state, &commands, &adapter)?;
-        state
-            .done
-            .insert("bundle".into(), started.elapsed().as_secs_f64());
-        // The manifest's times include the bundle stage.
-        let mut manifest = manifest;
-        fill_seconds(&mut manifest, &state);
-        write_manifest(&dir.join("bundle"), &manifest)?;
-        save_state(&dir, &state)?;
-    }
+fn print_done(dir: &Path, state: &RecipeState) {
     let total: f64 = state.done.values().sum();
     eprintln!(
         "done in {} (stage times: {}); the bundle: {}",
@@ -486,7 +306,6 @@ pub fn run(args: RecipeArgs) -> Result<()> {
             .join(", "),
         dir.join("bundle").join(MANIFEST_FILE).display()
     );
-    Ok(())
 }
 
 /// Records the identity of a stage folder the recipe made (the first time it opens it).
