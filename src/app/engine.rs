@@ -53,6 +53,12 @@ pub enum Job {
     /// The device's cooperative matrices (`app::device_coop`): with sizes, the worker settles
     /// the coop family on its self-check, as `fewstep sample --precision mixed` does.
     Coop(Result<(u32, u32), String>),
+    /// The page's `tune=on|off` and `tune_clock=SEED` (`StartOptions`): whether the worker tunes
+    /// its GEMM kernels, and made-up times in place of measuring (tests).
+    Tuning {
+        on: Option<bool>,
+        clock: Option<u64>,
+    },
     Load {
         name: String,
         bytes: Vec<u8>,
@@ -215,7 +221,7 @@ pub fn spawn(shared: SharedDevice, repaint: eframe::egui::Context) -> EngineHand
         let gpu =
             Gpu::from_device_watched(shared.device, shared.queue, shared.info, None, shared.fault);
         // As `fewstep sample` does, so the command shown under a run makes the same picture
-        // (tuning waits on the GPU: natively only, tensor/tuner).
+        // (in the browser the tuning is deferred to between steps: tensor/tuner).
         gpu.set_tuning(crate::gpu::GpuOptions::for_runs().tunes(gpu.info()));
         Worker {
             painter: GridPainter::new(&gpu),
@@ -300,6 +306,15 @@ impl Worker {
             Job::Load { name, bytes } => self.load(name, bytes),
             Job::Coop(coop) => {
                 self.gpu.adopt_coop(coop);
+            }
+            Job::Tuning { on, clock } => {
+                if let Some(on) = on {
+                    self.gpu.set_tuning(on);
+                }
+                if let Some(seed) = clock {
+                    let clock = crate::tensor::tuner::made_up_clock(seed);
+                    crate::tensor::tuner::set_clock(&self.gpu, Some(clock));
+                }
             }
             Job::TestFrames { run, row, steps } => {
                 if let Err(e) = self.test_frames(run, &row, steps).await {
@@ -434,6 +449,7 @@ impl Worker {
                 let mut warm = Sampler::new(model, spec.opts).with_cond(spec.cond());
                 warm.step(model);
                 self.gpu.finish().await?;
+                crate::tensor::tuner::tune_pending(&self.gpu).await;
             }
             let mut sampler = Self::sampler(model, spec).await?;
             if draw_steps {
@@ -467,6 +483,9 @@ impl Worker {
                         ms,
                     });
                 }
+                // Kernels the step met for the first time are timed now, outside its time
+                // (deferred tuning, the browser): the next step runs the fastest.
+                crate::tensor::tuner::tune_pending(&self.gpu).await;
             }
             let image = if draw_steps {
                 self.paint(spec, sampler.z())

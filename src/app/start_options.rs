@@ -38,6 +38,12 @@ pub struct StartOptions {
     /// On the web: the page recreated the app on a new device after losing one (not from the
     /// address): models kept before come back, a lost run is offered again.
     pub recovered: bool,
+    /// On the web: whether the GEMM kernels are tuned on this GPU between steps (`tune=on|off`;
+    /// unset: on for GPUs, off for a software adapter), as FEWSTEP_TUNE natively.
+    pub tune: Option<bool>,
+    /// On the web: made-up kernel times for the tuner (`tune_clock=SEED`, tests), as
+    /// FEWSTEP_TEST_TUNE_CLOCK natively.
+    pub tune_clock: Option<u64>,
 }
 
 /// A teacher training asked for in the address; unset values keep the tab's defaults.
@@ -125,6 +131,14 @@ impl StartOptions {
                 "distill" => distill.teacher = v.clone(),
                 "train" => train = Some(v.clone()),
                 "checkpoint" => o.checkpoint = Some(number(&v)?),
+                "tune" => {
+                    o.tune = Some(match v.as_str() {
+                        "on" | "1" => true,
+                        "off" | "0" => false,
+                        _ => return Err(bad("tune is on (time the kernels on this GPU) or off")),
+                    })
+                }
+                "tune_clock" => o.tune_clock = Some(number(&v)?),
                 "classes" => classes = switch(&v)?,
                 "uncond" => {
                     let p: f32 = v.parse().map_err(|_| bad("uncond must be a number"))?;

@@ -21,6 +21,8 @@ pub struct Half {
     egui_ctx: Option<egui::Context>,
     /// Whether the page already shows that the GPU device failed.
     fault_shown: bool,
+    /// How many tuned kernels the status line last told of.
+    tuned_shown: usize,
 }
 
 impl Half {
@@ -32,6 +34,7 @@ impl Half {
             web_gpu: None,
             egui_ctx: Some(cc.egui_ctx.clone()),
             fault_shown: false,
+            tuned_shown: 0,
         }
     }
 }
@@ -45,6 +48,13 @@ pub(super) fn on_device(
 ) -> Option<crate::gpu::FaultWatch> {
     web_page::look_up_adapter_name();
     let gpu = crate::gpu::Gpu::from_device(rs.device.clone(), rs.queue.clone(), info.clone(), None);
+    // Tuned as the worker's device is (`Job::Tuning`), between the tab's updates.
+    let default = crate::gpu::GpuOptions::for_runs().tunes(info);
+    gpu.set_tuning(app.start.tune.unwrap_or(default));
+    if let Some(seed) = app.start.tune_clock {
+        let clock = crate::tensor::tuner::made_up_clock(seed);
+        crate::tensor::tuner::set_clock(&gpu, Some(clock));
+    }
     let watch = gpu.fault_watch();
     app.platform.web_gpu = Some(gpu);
     web_page::remember_device(rs.device.clone());
@@ -58,6 +68,12 @@ pub(super) fn load_models(
     engine: &EngineHandle,
     cc: &eframe::CreationContext<'_>,
 ) {
+    if app.start.tune.is_some() || app.start.tune_clock.is_some() {
+        engine.send(Job::Tuning {
+            on: app.start.tune,
+            clock: app.start.tune_clock,
+        });
+    }
     // `?model=PATH.safetensors` that is no bundled name: a model file hosted beside the page
     // (same origin), fetched after the bundled ones, as `--model FILE` natively;
     // `?model=FOLDER/`: a diffusers pipeline folder hosted there.
@@ -199,6 +215,7 @@ pub(super) fn before_draw(app: &mut FewstepApp, ctx: &egui::Context) {
     if let Some(name) = web_page::adapter_name() {
         app.adapter = name;
     }
+    say_what_was_tuned(app);
     watch_for_gpu_faults(app, ctx);
     if let Some((steps, count)) = web_page::take_test_scrub() {
         start_test_frames(app, steps, count);
@@ -217,7 +234,28 @@ pub(super) fn after_draw(app: &mut FewstepApp, ctx: &egui::Context) {
         app.loading.done,
         app.loading.expected,
         app.state.models.iter().map(|m| m.name.clone()).collect(),
+        app.platform.web_gpu.as_ref(),
     );
+}
+
+/// Says in the status line when kernels were tuned on this GPU (between steps), and where the
+/// plan is kept.
+fn say_what_was_tuned(app: &mut FewstepApp) {
+    let now = crate::tensor::tuner::tuned_so_far();
+    if now.problems == app.platform.tuned_shown {
+        return;
+    }
+    app.platform.tuned_shown = now.problems;
+    if app.status.is_empty() || app.status.starts_with("tuned ") {
+        app.status = format!(
+            "tuned {} GEMM kernel{} for this GPU in {:.1} s between steps, {} (tune=off in the \
+             address keeps the fixed rule)",
+            now.problems,
+            if now.problems == 1 { "" } else { "s" },
+            now.seconds,
+            crate::tensor::tuner::kept_where()
+        );
+    }
 }
 
 /// A lost device (or a kernel that failed to build) ends the page's work: the message panel

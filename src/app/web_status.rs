@@ -48,7 +48,9 @@ pub(crate) fn publish_status(
     done: usize,
     expected: usize,
     models: Vec<String>,
+    gpu: Option<&crate::gpu::Gpu>,
 ) {
+    let tuned = crate::tensor::tuner::tuned_so_far();
     let json = serde_json::json!({
         "adapter": adapter,
         "status": status,
@@ -57,6 +59,14 @@ pub(crate) fn publish_status(
         "models": models,
         "cache": super::web_cache::status_json(),
         "kept": super::web_store::status_json(),
+        // The GEMM kernel plan: whether the page tunes, what it tuned between steps so far, and
+        // how many entries local storage keeps for this GPU.
+        "tuning": {
+            "on": gpu.is_some_and(|g| g.tunes()),
+            "tuned": tuned.problems,
+            "seconds": tuned.seconds,
+            "plan": gpu.filter(|g| g.tunes()).map_or(0, crate::tensor::tuner::kept_entries),
+        },
         // How far right anything was laid out, against the page's width (CSS pixels): more
         // than the width means something runs past the edge (a phone's 390 px).
         "usedRight": ctx.globally_used_rect().max.x,

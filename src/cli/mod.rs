@@ -334,9 +334,7 @@ fn info() -> anyhow::Result<()> {
 /// The tuned kernel plan of this adapter: where it is kept and its entries.
 fn print_plan(gpu: &Gpu) {
     use crate::tensor::tuner;
-    let kept = tuner::cache_file().map_or("not kept (no cache folder)".into(), |f| {
-        format!("kept in {}", f.display())
-    });
+    let kept = tuner::kept_where();
     if !gpu.tunes() {
         let opts = GpuOptions::for_runs();
         let why = if opts.tune == Some(false) {

@@ -66,13 +66,14 @@ impl GpuOptions {
         }
     }
 
-    /// [`Self::from_env`] for the command line and the app: GEMMs are tuned on GPUs unless
-    /// FEWSTEP_TUNE=off (or a family, tile or split is forced). CPU adapters keep the rule
-    /// measured on lavapipe unless FEWSTEP_TUNE=on: compiling every candidate kernel costs
-    /// minutes there the first time (BENCHMARKS.md).
+    /// [`Self::from_env`] for the command line, the app and the page: GEMMs are tuned on GPUs
+    /// unless FEWSTEP_TUNE=off (`tune=off` in the page's address), or a family, tile or split is
+    /// forced. CPU adapters (lavapipe, a browser's software fallback) keep the rule measured on
+    /// lavapipe unless asked: compiling every candidate kernel costs minutes there the first
+    /// time (BENCHMARKS.md).
     pub fn for_runs() -> Self {
         let mut o = Self::from_env();
-        o.tune_by_default = !cfg!(target_arch = "wasm32");
+        o.tune_by_default = true;
         o
     }
 

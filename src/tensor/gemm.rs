@@ -49,12 +49,49 @@ fn launch(
         k: p.k,
         batch: p.batch,
     };
-    let choice = tuner::choose(gpu, problem, &mut |c| {
-        launch_on(gpu, c.core, false, loader, p, operands, adds)
-    });
+    let choice = tuner::choose(
+        gpu,
+        problem,
+        &mut |c| launch_on(gpu, c.core, false, loader, p, operands, adds),
+        &|| replay(gpu, loader, p, operands, adds),
+    );
     gpu.note_gemm(choice.core.family(), choice.core.tile());
     census::note(loader, operands.0, operands.1, adds.gradients);
     launch_on(gpu, choice.core, false, loader, p, operands, adds);
+}
+
+/// The launch again for deferred tuning (`tuner::tune_pending`): the operands and adds held
+/// (cheap clones of their buffers), the output a scratch tensor of its shape, so the run's own
+/// output keeps what its launch wrote.
+fn replay(
+    gpu: &Gpu,
+    loader: Loader,
+    p: GemmParams,
+    (a, b, c): (&Tensor, &Tensor, &Tensor),
+    adds: Adds,
+) -> tuner::Replay {
+    let (gpu, a, b) = (gpu.clone(), a.clone(), b.clone());
+    let out = Tensor::empty(&gpu, c.shape());
+    let bias = adds.bias.cloned();
+    let residual = adds.residual.map(|r| match r {
+        Residual::Full(t) => (true, t.clone()),
+        Residual::PerImageChannel(t) => (false, t.clone()),
+    });
+    let scale = adds.scale.cloned();
+    let gradients = adds.gradients;
+    Box::new(move |choice: Choice| {
+        let residual = residual.as_ref().map(|(full, t)| match full {
+            true => Residual::Full(t),
+            false => Residual::PerImageChannel(t),
+        });
+        let adds = Adds {
+            bias: bias.as_ref(),
+            residual,
+            gradients,
+            scale: scale.as_ref(),
+        };
+        launch_on(&gpu, choice.core, false, loader, p, (&a, &b, &out), adds);
+    })
 }
 
 /// [`launch`] on a given core (the cooperative-matrix self-check runs each tile itself);
@@ -490,9 +527,20 @@ impl Conv2d {
             k: p.k_total,
             batch: 1,
         };
-        let choice = tuner::choose(dy.gpu(), problem, &mut |c| {
-            weight_grad_on(c, p, dy, x, w_shape, scale);
-        });
+        let choice = tuner::choose(
+            dy.gpu(),
+            problem,
+            &mut |c| {
+                weight_grad_on(c, p, dy, x, w_shape, scale);
+            },
+            &|| {
+                let (dy, x, w_shape) = (dy.clone(), x.clone(), w_shape.to_vec());
+                let scale = scale.cloned();
+                Box::new(move |c| {
+                    weight_grad_on(c, p, &dy, &x, &w_shape, scale.as_ref());
+                })
+            },
+        );
         dy.gpu().note_gemm(choice.core.family(), choice.core.tile());
         census::note(Loader::ConvWeightGrad, dy, x, (true, false));
         weight_grad_on(choice, p, dy, x, w_shape, scale)

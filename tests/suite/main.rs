@@ -35,4 +35,5 @@ mod runs_survive;
 mod stand_in;
 mod training;
 mod tuner;
+mod tuner_deferred;
 mod ui;

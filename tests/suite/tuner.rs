@@ -8,7 +8,7 @@ use fewstep::tensor::{tuner, Tensor};
 use crate::common;
 
 /// A device that tunes, without the plan cache (nothing read or written).
-fn tuning_gpu() -> Gpu {
+pub(crate) fn tuning_gpu() -> Gpu {
     let mut opts = GpuOptions::from_env();
     opts.tune = Some(true);
     let gpu = Gpu::new_blocking(opts).expect("a GPU adapter");

@@ -79,6 +79,9 @@ pub(super) async fn distill(
             ));
         }
         let advanced = run.advance().await?;
+        // Kernels this update met for the first time are timed now, before a checkpoint records
+        // the plan (deferred tuning: tensor/tuner).
+        crate::tensor::tuner::tune_pending(gpu).await;
         let (done, total) = run.progress();
         {
             let mut s = shared.borrow_mut();
@@ -181,6 +184,7 @@ pub(super) async fn train_teacher(
             ));
         }
         let loss = run.advance().await?;
+        crate::tensor::tuner::tune_pending(gpu).await;
         {
             let mut s = shared.borrow_mut();
             s.done = run.trainer.step;

@@ -12,15 +12,17 @@
 //! launch takes the fixed rule of `kernel_policy`. The command line and the app tune.
 //!
 //! Timing: GPU timestamps where the adapter has them, else submit and wait; a test replaces
-//! the clock with made-up times ([`set_clock`]). Tuning runs only natively: it waits on the
-//! GPU, which a browser tab cannot do in the middle of a step (the web takes the rule).
-
-// The browser never tunes (tuning waits on the GPU): what only tuning uses is idle there.
-#![cfg_attr(target_arch = "wasm32", allow(dead_code, unused_variables))]
+//! the clock with made-up times ([`set_clock`]).
+//!
+//! Natively a launch that meets a new bucket waits while its candidates are timed. A browser
+//! tab cannot wait on the GPU in the middle of a step, so there tuning is *deferred*
+//! ([`set_deferred`], always on in wasm32): the launch takes the rule, the problem is kept with
+//! its operands (the output a scratch tensor), and [`tune_pending`], awaited by the page between
+//! steps, times the candidates and plans the bucket for the next step. The plan is kept in the
+//! browser's local storage there.
 
 mod choice;
 mod plan_cache;
-#[cfg(not(target_arch = "wasm32"))]
 mod tune;
 
 use std::cell::RefMut;
@@ -37,6 +39,17 @@ pub type Clock = Box<dyn FnMut(&str, &str) -> f64>;
 
 /// Called with each bucket as it is tuned.
 pub type OnTuned = Box<dyn FnMut(&Tuned)>;
+
+/// Launches a problem again with another choice, on operands it owns and a scratch output (the
+/// run's own output keeps the values its launch wrote): what deferred tuning times.
+pub(crate) type Replay = Box<dyn Fn(Choice)>;
+
+/// A problem met while tuning is deferred, waiting for [`tune_pending`].
+struct Pending {
+    problem: Problem,
+    bucket: String,
+    replay: Replay,
+}
 
 /// What one tuned bucket found (the table `fewstep tune` prints).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -77,6 +90,16 @@ struct State {
     warm: std::collections::HashSet<String>,
     /// [`cores`] for the family the device ran when they were listed.
     cores: Option<(KernelVariant, Vec<GemmCore>)>,
+    /// Tuning waits for [`tune_pending`] instead of blocking the launch (the browser).
+    deferred: bool,
+    /// Problems met while deferred, one per bucket, in the order met.
+    pending: Vec<Pending>,
+}
+
+thread_local! {
+    /// What [`tune_pending`] did so far on this thread's devices (the page's two devices, the
+    /// worker's and the Train tab's, share the page's one thread).
+    static TUNED_SO_FAR: std::cell::Cell<PendingTuned> = Default::default();
 }
 
 fn state(gpu: &Gpu) -> RefMut<'_, State> {
@@ -84,6 +107,7 @@ fn state(gpu: &Gpu) -> RefMut<'_, State> {
     if slot.as_ref().is_none_or(|s| !s.is::<State>()) {
         *slot = Some(Box::new(State {
             clock: test_clock(),
+            deferred: cfg!(target_arch = "wasm32"),
             ..State::default()
         }));
     }
@@ -110,14 +134,20 @@ pub(crate) fn rule(gpu: &Gpu, p: Problem) -> Choice {
 /// The kernel problem `p` runs on: the pinned or planned choice for its bucket, else (tuning
 /// on) the fastest candidate, measured now by calling `run` with each (it must launch the
 /// problem with that choice; its outputs are overwritten by the real launch after), else the
-/// rule's.
-pub(crate) fn choose(gpu: &Gpu, p: Problem, run: &mut dyn FnMut(Choice)) -> Choice {
+/// rule's. Deferred (the browser), a bucket not planned yet takes the rule and is kept, with
+/// the launch `replay` makes, for [`tune_pending`].
+pub(crate) fn choose(
+    gpu: &Gpu,
+    p: Problem,
+    run: &mut dyn FnMut(Choice),
+    replay: &dyn Fn() -> Replay,
+) -> Choice {
     let on = gpu.tunes();
     if !on && state_is_empty(gpu) {
         return rule(gpu, p);
     }
     let bucket = p.bucket();
-    let known = {
+    let (known, deferred) = {
         let mut s = state(gpu);
         if on {
             load_cache(gpu, &mut s);
@@ -127,16 +157,95 @@ pub(crate) fn choose(gpu: &Gpu, p: Problem, run: &mut dyn FnMut(Choice)) -> Choi
             .get(&bucket)
             .or_else(|| on.then(|| s.plan.get(&bucket)).flatten())
             .copied();
-        c.filter(|c| fits(gpu, &mut s, p, *c))
+        (c.filter(|c| fits(gpu, &mut s, p, *c)), s.deferred)
     };
     let choice = match known {
         Some(c) => c,
+        None if !on => return rule(gpu, p),
+        None if deferred => {
+            let mut s = state(gpu);
+            if !s.pending.iter().any(|q| q.bucket == bucket) {
+                s.pending.push(Pending {
+                    problem: p,
+                    bucket: bucket.clone(),
+                    replay: replay(),
+                });
+            }
+            rule(gpu, p)
+        }
         #[cfg(not(target_arch = "wasm32"))]
-        None if on => tune::tune(gpu, p, &bucket, run),
-        None => return rule(gpu, p),
+        None => pollster::block_on(tune::tune(gpu, p, &bucket, run)),
+        #[cfg(target_arch = "wasm32")]
+        None => {
+            let _ = run;
+            rule(gpu, p)
+        }
     };
     state(gpu).used.insert(bucket, choice);
     choice
+}
+
+/// Whether tuning waits for [`tune_pending`] instead of blocking the launch that meets a new
+/// bucket (always in the browser; natively for tests of the browser's way).
+pub fn set_deferred(gpu: &Gpu, on: bool) {
+    state(gpu).deferred = on;
+}
+
+/// What [`tune_pending`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PendingTuned {
+    /// Buckets timed and planned.
+    pub problems: usize,
+    /// Wall time it took, compiles included.
+    pub seconds: f64,
+}
+
+/// Times the problems kept while deferred and plans their buckets, so the next step launches
+/// the fastest kernels; a no-op (and free) when nothing waits. Call between steps, with no
+/// launches recorded that the step still needs to read back (the candidates are submitted and
+/// waited for here). If the device faults, the rest are dropped and the rule stays.
+pub async fn tune_pending(gpu: &Gpu) -> PendingTuned {
+    let pending = std::mem::take(&mut state(gpu).pending);
+    let started = web_time::Instant::now();
+    let mut problems = 0;
+    for q in pending {
+        if gpu.fault().is_err() {
+            break;
+        }
+        if state(gpu).plan.contains_key(&q.bucket) {
+            continue;
+        }
+        let replay = q.replay;
+        tune::tune(gpu, q.problem, &q.bucket, &mut |c| replay(c)).await;
+        problems += 1;
+    }
+    let done = PendingTuned {
+        problems,
+        seconds: if problems > 0 {
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        },
+    };
+    if problems > 0 {
+        TUNED_SO_FAR.with(|t| {
+            let mut all = t.get();
+            all.problems += done.problems;
+            all.seconds += done.seconds;
+            t.set(all);
+        });
+    }
+    done
+}
+
+/// Everything [`tune_pending`] did on this thread so far.
+pub fn tuned_so_far() -> PendingTuned {
+    TUNED_SO_FAR.with(|t| t.get())
+}
+
+/// Whether problems wait for [`tune_pending`].
+pub fn has_pending(gpu: &Gpu) -> bool {
+    !state(gpu).pending.is_empty()
 }
 
 fn state_is_empty(gpu: &Gpu) -> bool {
@@ -227,9 +336,7 @@ fn device_key(gpu: &Gpu, s: &mut State) -> String {
         .clone()
 }
 
-/// FEWSTEP_TEST_TUNE_CLOCK=SEED: made-up times, a fixed pseudo-random function of the seed,
-/// bucket and candidate, in place of measuring (the command line's tests: a plan that differs
-/// from the rule, the same in every process, at no cost).
+/// FEWSTEP_TEST_TUNE_CLOCK=SEED: made-up times ([`made_up_clock`]) natively.
 fn test_clock() -> Option<Clock> {
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -237,16 +344,23 @@ fn test_clock() -> Option<Clock> {
             .ok()?
             .parse()
             .ok()?;
-        Some(Box::new(move |bucket: &str, candidate: &str| {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            for b in bucket.bytes().chain([0]).chain(candidate.bytes()) {
-                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-            }
-            1e-3 * (1.0 + (h >> 11) as f64 / (1u64 << 53) as f64)
-        }))
+        Some(made_up_clock(seed))
     }
     #[cfg(target_arch = "wasm32")]
     None
+}
+
+/// Made-up times, a fixed pseudo-random function of the seed, bucket and candidate, in place of
+/// measuring (the command line's tests through FEWSTEP_TEST_TUNE_CLOCK, the page's through
+/// `?tune_clock=SEED`): a plan that differs from the rule, the same in every process, at no cost.
+pub fn made_up_clock(seed: u64) -> Clock {
+    Box::new(move |bucket: &str, candidate: &str| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for b in bucket.bytes().chain([0]).chain(candidate.bytes()) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        1e-3 * (1.0 + (h >> 11) as f64 / (1u64 << 53) as f64)
+    })
 }
 
 /// Replaces measuring with made-up times (tests).
@@ -265,6 +379,7 @@ pub fn start_afresh(gpu: &Gpu, store: bool) {
     s.loaded = true;
     s.ignore_cache = !store;
     s.log.clear();
+    s.pending.clear();
 }
 
 /// Called with each bucket as it is tuned (`fewstep tune`'s progress).
@@ -280,6 +395,19 @@ pub fn tuned(gpu: &Gpu) -> Vec<Tuned> {
 /// Where the plan cache is, if anywhere.
 pub fn cache_file() -> Option<std::path::PathBuf> {
     plan_cache::file()
+}
+
+/// Where the plan is kept, as people read it: the cache file natively, the browser's local
+/// storage on the web.
+pub fn kept_where() -> String {
+    plan_cache::kept_where()
+}
+
+/// How many entries the plan cache keeps for this device now (read afresh: another device on
+/// the same adapter, the page's worker, may have added some).
+pub fn kept_entries(gpu: &Gpu) -> usize {
+    let key = device_key(gpu, &mut state(gpu));
+    plan_cache::read(&key).len()
 }
 
 /// This device's plan as text (bucket, choice), the cache's entries included once read.

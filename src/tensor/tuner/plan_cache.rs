@@ -1,6 +1,6 @@
-//! The plan cache: one line per (device, bucket): `KEY<TAB>BUCKET<TAB>CHOICE`, in
+//! The plan cache: one line per (device, bucket): `KEY<TAB>BUCKET<TAB>CHOICE`, natively in
 //! `kernel-plan.tsv` beside the self-check's verdicts (`$FEWSTEP_CACHE_DIR`, else the user's
-//! cache folder). The key names the adapter, driver, precision, the fewstep, wgpu and naga
+//! cache folder), in the browser under the local storage item `fewstep-kernel-plan`. The key names the adapter, driver, precision, the fewstep, wgpu and naga
 //! versions and a hash of the full text of every kernel the tuner may choose on this device, so
 //! a new driver, compiler or kernel is measured again rather than trusted.
 
@@ -73,8 +73,26 @@ mod key_tests {
     }
 }
 
+/// The entries of device `key` in the cache's text: bucket -> choice (lines that no longer
+/// parse are skipped: they are measured again).
+fn entries_in(text: &str, key: &str) -> BTreeMap<String, Choice> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            if f.next()? != key {
+                return None;
+            }
+            let bucket = f.next()?;
+            let choice = f.next()?.parse().ok()?;
+            Some((bucket.to_string(), choice))
+        })
+        .collect()
+}
+
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{file, read, store};
+pub use native::{file, kept_where, read, store};
+#[cfg(target_arch = "wasm32")]
+pub use web::{file, kept_where, read, store};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
@@ -93,18 +111,13 @@ mod native {
     }
 
     pub fn read_in(path: &Path, key: &str) -> BTreeMap<String, Choice> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| {
-                let mut f = l.split('\t');
-                if f.next()? != key {
-                    return None;
-                }
-                let bucket = f.next()?;
-                let choice = f.next()?.parse().ok()?;
-                Some((bucket.to_string(), choice))
-            })
-            .collect()
+        super::entries_in(&std::fs::read_to_string(path).unwrap_or_default(), key)
+    }
+
+    pub fn kept_where() -> String {
+        file().map_or("not kept (no cache folder)".into(), |f| {
+            format!("kept in {}", f.display())
+        })
     }
 
     /// Adds or replaces one entry.
@@ -151,13 +164,47 @@ mod native {
     }
 }
 
+/// The browser: one local storage item (a few KB; synchronous, so a bucket planned between two
+/// steps is kept before the next).
 #[cfg(target_arch = "wasm32")]
-pub fn file() -> Option<std::path::PathBuf> {
-    None
+mod web {
+    use super::{BTreeMap, Choice};
+
+    const ITEM: &str = "fewstep-kernel-plan";
+
+    fn storage() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok().flatten()
+    }
+
+    pub fn file() -> Option<std::path::PathBuf> {
+        None
+    }
+
+    pub fn kept_where() -> String {
+        "kept in this browser's local storage".into()
+    }
+
+    pub fn read(key: &str) -> BTreeMap<String, Choice> {
+        let text = storage()
+            .and_then(|s| s.get_item(ITEM).ok().flatten())
+            .unwrap_or_default();
+        super::entries_in(&text, key)
+    }
+
+    /// Adds or replaces one entry; a full or missing storage keeps nothing (the bucket is
+    /// measured again on the next visit).
+    pub fn store(key: &str, bucket: &str, choice: &Choice) {
+        let Some(s) = storage() else { return };
+        let text = s.get_item(ITEM).ok().flatten().unwrap_or_default();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                let mut f = l.split('\t');
+                !(f.next() == Some(key) && f.next() == Some(bucket))
+            })
+            .map(String::from)
+            .collect();
+        lines.push(format!("{key}\t{bucket}\t{choice}"));
+        let _ = s.set_item(ITEM, &lines.join("\n"));
+    }
 }
-#[cfg(target_arch = "wasm32")]
-pub fn read(_: &str) -> BTreeMap<String, Choice> {
-    BTreeMap::new()
-}
-#[cfg(target_arch = "wasm32")]
-pub fn store(_: &str, _: &str, _: &Choice) {}

@@ -1,5 +1,6 @@
 //! Tuning one problem bucket: timing the candidates on the launch's own operands and keeping the
-//! fastest (native only: it waits on the GPU).
+//! fastest. Async, since it waits on the GPU: natively a launch blocks on it, the browser awaits
+//! it between steps (`tune_pending`).
 
 use super::{candidates, device_key, plan_cache, rule, state, Choice, Problem, Tuned};
 use crate::gpu::Gpu;
@@ -43,7 +44,12 @@ fn other_splits(p: Problem, best: Choice) -> Vec<Choice> {
 /// this fraction of the rule's).
 const MARGIN: f64 = 0.9;
 
-pub(super) fn tune(gpu: &Gpu, p: Problem, bucket: &str, run: &mut dyn FnMut(Choice)) -> Choice {
+pub(super) async fn tune(
+    gpu: &Gpu,
+    p: Problem,
+    bucket: &str,
+    run: &mut dyn FnMut(Choice),
+) -> Choice {
     let started = web_time::Instant::now();
     let rule_choice = rule(gpu, p);
     announce(gpu);
@@ -51,26 +57,36 @@ pub(super) fn tune(gpu: &Gpu, p: Problem, bucket: &str, run: &mut dyn FnMut(Choi
     gpu.flush();
     let mut clock = state(gpu).clock.take();
     let mut warm = std::mem::take(&mut state(gpu).warm);
-    let mut time = |c: Choice, run: &mut dyn FnMut(Choice)| -> f64 {
+    // Each candidate's time: made up by a test's clock, else measured (its first launch, which
+    // builds the kernel on some drivers, untimed).
+    async fn time(
+        gpu: &Gpu,
+        p: Problem,
+        bucket: &str,
+        clock: &mut Option<super::Clock>,
+        warm: &mut std::collections::HashSet<String>,
+        c: Choice,
+        run: &mut dyn FnMut(Choice),
+    ) -> f64 {
         if let Some(clock) = clock.as_mut() {
             return clock(bucket, &c.to_string());
         }
-        // A kernel's first launch builds it (some drivers only then): not timed.
         if warm.insert(format!("{:?} {:?} {}", c.core, p.loader, c.parts > 1)) {
             run(c);
-            if gpu.finish_blocking().is_err() {
+            if gpu.finish().await.is_err() {
                 return f64::INFINITY;
             }
         }
-        measure(gpu, &mut || run(c))
-    };
+        measure(gpu, &mut || run(c)).await
+    }
     let mut times: Vec<(Choice, f64)> = Vec::new();
     let mut list = candidates(gpu, p);
     if !list.contains(&rule_choice) {
         list.insert(0, rule_choice);
     }
     for &c in &list {
-        times.push((c, time(c, run)));
+        let t = time(gpu, p, bucket, &mut clock, &mut warm, c, run).await;
+        times.push((c, t));
     }
     times.sort_by(|a, b| a.1.total_cmp(&b.1));
     // One launch's time is noisy: the two fastest and the rule's, twice more each.
@@ -84,14 +100,16 @@ pub(super) fn tune(gpu: &Gpu, p: Problem, bucket: &str, run: &mut dyn FnMut(Choi
         if again[..i].contains(&c) {
             continue;
         }
-        let t = time(c, run).min(time(c, run));
+        let t1 = time(gpu, p, bucket, &mut clock, &mut warm, c, run).await;
+        let t = t1.min(time(gpu, p, bucket, &mut clock, &mut warm, c, run).await);
         if let Some(entry) = times.iter_mut().find(|e| e.0 == c) {
             entry.1 = entry.1.min(t);
         }
     }
     times.sort_by(|a, b| a.1.total_cmp(&b.1));
     for c in other_splits(p, times[0].0) {
-        let t = time(c, run).min(time(c, run));
+        let t1 = time(gpu, p, bucket, &mut clock, &mut warm, c, run).await;
+        let t = t1.min(time(gpu, p, bucket, &mut clock, &mut warm, c, run).await);
         times.push((c, t));
     }
     state(gpu).clock = clock;
@@ -139,18 +157,22 @@ pub(super) fn tune(gpu: &Gpu, p: Problem, bucket: &str, run: &mut dyn FnMut(Choi
     best
 }
 
-/// Seconds one launch of `run` takes: GPU timestamps where the adapter has them (and nothing
-/// else is profiling), else wall time from the launch to the end of the wait. Infinite if the
-/// device faulted.
-fn measure(gpu: &Gpu, run: &mut dyn FnMut()) -> f64 {
+/// Seconds one launch of `run` takes: GPU timestamps where the adapter has them (natively, and
+/// nothing else is profiling), else wall time from the launch to the end of the wait (the
+/// browser: submit and await). Infinite if the device faulted.
+async fn measure(gpu: &Gpu, run: &mut dyn FnMut()) -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
     let stamps = gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY) && !gpu.profiling();
+    #[cfg(not(target_arch = "wasm32"))]
     if stamps {
         let _ = gpu.set_profiling(true);
     }
     let t0 = web_time::Instant::now();
     run();
-    let waited = gpu.finish_blocking();
+    let waited = gpu.finish().await;
+    #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
     let mut seconds = t0.elapsed().as_secs_f64();
+    #[cfg(not(target_arch = "wasm32"))]
     if stamps {
         let gpu_seconds: f64 = gpu.profile().iter().map(|r| r.1).sum();
         let _ = gpu.set_profiling(false);
@@ -171,6 +193,10 @@ fn announce(gpu: &Gpu) {
         return;
     }
     s.announced = true;
+    if s.deferred {
+        // The page says it in its status line (`tuner::tuned_so_far`).
+        return;
+    }
     let kept = match (s.ignore_cache, plan_cache::file()) {
         (false, Some(f)) => format!("kept in {}", f.display()),
         _ => "not kept".into(),
