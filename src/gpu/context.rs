@@ -63,8 +63,12 @@ pub(crate) struct GpuInner {
 pub struct Gpu(pub(crate) Rc<GpuInner>);
 
 impl Gpu {
-    /// Creates the device (async: the only way on the web; natively see [`Gpu::new_blocking`]).
-    pub async fn new(opts: GpuOptions) -> Result<Gpu, GpuError> {
+    /// Opens a device on the adapter `opts` pick, with the features fewstep asks of it, and
+    /// wraps it; also the adapter's cooperative matrices, or why it has none usable. The GEMM
+    /// family is not chosen here: `Gpu::new` (tensor/selection) does that next.
+    pub(crate) async fn open_device(
+        opts: &GpuOptions,
+    ) -> Result<(Gpu, Result<(u32, u32), String>), GpuError> {
         if !opts.env_errors.is_empty() {
             return Err(GpuError::Config(opts.env_errors.join("\n")));
         }
@@ -83,13 +87,13 @@ impl Gpu {
         let backends_text = format!(" (backends: {:?})", desc.backends);
         let instance = wgpu::Instance::new(desc);
         let adapter =
-            Self::pick_adapter(&instance, &opts)
+            Self::pick_adapter(&instance, opts)
                 .await
                 .map_err(|why| GpuError::NoAdapter {
                     backends: format!("{backends_text}: {why}"),
                 })?;
         let info = adapter.get_info();
-        let (features, coop) = Self::device_features(&adapter, &opts);
+        let (features, coop) = Self::device_features(&adapter, opts);
         // Take the adapter's own limits: large storage bindings matter for batch-32 activations.
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -113,98 +117,21 @@ impl Gpu {
                 adapter: info.name.clone(),
                 source,
             })?;
-        // A forced tile shape only means something to the blocked family: it selects it.
-        let want = opts
-            .variant
-            .or(opts.gemm_tile.map(|_| KernelVariant::Blocked));
-        let gpu = Self::from_device(device, queue, info, want);
-        gpu.0.coop_fault.set(opts.coop_fault);
-        gpu.0.coop_lose.set(opts.coop_lose);
-        match coop {
-            Ok(sizes) => gpu.0.coop.set(Some(sizes)),
-            Err(why) => *gpu.0.coop_absent.borrow_mut() = why,
-        }
-        // The family from_device chose knew nothing of cooperative matrices: mixed precision
-        // takes them where the adapter has them (after the self-check).
-        if want == Some(KernelVariant::Coop) || (want.is_none() && gpu.0.coop.get().is_some()) {
-            gpu.settle_coop();
-            // A driver that loses the device during the check leaves nothing to compute on:
-            // a fresh device without cooperative matrices, the reason kept for `fewstep info`.
-            if let Some(lost) = gpu.lost_reason() {
-                let mut again = opts;
-                again.coop_lost = Some(format!(
-                    "the driver lost the device during their self-check ({lost}); fewstep \
-                     opened a fresh device without them"
-                ));
-                again.coop_lose = false;
-                return Box::pin(Self::new(again)).await;
-            }
-        }
-        if let Some(v) = opts.variant.filter(|&v| v == gpu.variant()) {
-            let why = if v == KernelVariant::Coop {
-                format!("FEWSTEP_KERNELS=coop: {}", gpu.variant_reason())
-            } else {
-                format!("FEWSTEP_KERNELS={}", v.name())
-            };
-            *gpu.0.variant_reason.borrow_mut() = why;
-        } else if opts.gemm_tile.is_some() {
-            *gpu.0.variant_reason.borrow_mut() = "FEWSTEP_GEMM_TILE is set".into();
-        }
-        if let Some(t) = opts.gemm_tile {
-            gpu.set_gemm_tile(Some(t)).map_err(|e| {
-                GpuError::Config(format!(
-                    "FEWSTEP_GEMM_TILE={t} cannot run on '{}': {e}",
-                    gpu.info().name
-                ))
-            })?;
-        }
-        gpu.0.split_k.set(opts.split_k);
-        if let Some(r) = opts.pool_reuse {
-            gpu.0.pool.set_reuse(r);
-        }
-        gpu.0.tune.set(opts.tunes(gpu.info()));
-        Ok(gpu)
+        Ok((Self::wrap_device(device, queue, info, None), coop))
     }
 
-    /// Wraps a device somebody else created (the app's, shared with eframe's renderer), so that
-    /// samples can be written straight into textures egui draws.
-    pub fn from_device(
+    /// Wraps a device: `watch` (another `Gpu`'s [`Gpu::fault_watch`] on the same device) is
+    /// shared instead of installing new handlers, which would replace the first `Gpu`'s (a device
+    /// has one uncaptured-error handler and one lost callback). The GEMM family is a placeholder
+    /// until the selection (tensor/selection) chooses it: `Gpu::new` and `Gpu::from_device` do.
+    pub(crate) fn wrap_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
-        want: Option<KernelVariant>,
-    ) -> Gpu {
-        Self::from_device_watched(device, queue, info, want, None)
-    }
-
-    /// [`Gpu::from_device`] for a device another `Gpu` already wraps: `watch` (that one's
-    /// [`Gpu::fault_watch`]) is shared instead of installing new handlers, which would replace
-    /// the first `Gpu`'s (a device has one uncaptured-error handler and one lost callback).
-    pub fn from_device_watched(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        info: wgpu::AdapterInfo,
-        want: Option<KernelVariant>,
         watch: Option<FaultWatch>,
     ) -> Gpu {
         let features = device.features();
         let limits = device.limits();
-        let subgroups = features.contains(wgpu::Features::SUBGROUP);
-        let (variant, reason) = match want {
-            Some(KernelVariant::Subgroup) if !subgroups => (
-                KernelVariant::Tiled,
-                "subgroup kernels asked for, but the device has no fixed-size subgroups: tiled"
-                    .into(),
-            ),
-            // Gpu::new settles it after wrapping the device (the self-check runs GEMMs).
-            Some(KernelVariant::Coop) => (
-                KernelVariant::Blocked,
-                "cooperative matrices asked for, but this device was made without them: blocked"
-                    .into(),
-            ),
-            Some(v) => (v, format!("asked for {}", v.name())),
-            None => Self::default_variant(&info, subgroups),
-        };
         let align = limits.min_uniform_buffer_offset_alignment.max(16);
         // wgpu zero-fills new buffers.
         let stand_in = Rc::new(device.create_buffer(&wgpu::BufferDescriptor {
@@ -235,8 +162,8 @@ impl Gpu {
             features,
             grid_limit: Cell::new(limits.max_compute_workgroups_per_dimension.max(1)),
             limits,
-            variant: Cell::new(variant),
-            variant_reason: RefCell::new(reason),
+            variant: Cell::new(KernelVariant::Tiled),
+            variant_reason: RefCell::new(String::new()),
             gemm_tile: Cell::new(None),
             split_k: Cell::new(None),
             softmax_rows: Cell::new(None),
@@ -279,12 +206,6 @@ impl Gpu {
             };
             record_fault(&slot, Fault::Lost(text));
         });
-    }
-
-    /// Native only: creates the device, blocking the calling thread.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn new_blocking(opts: GpuOptions) -> Result<Gpu, GpuError> {
-        pollster::block_on(Self::new(opts))
     }
 
     pub fn device(&self) -> &wgpu::Device {

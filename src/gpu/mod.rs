@@ -8,7 +8,6 @@ mod adapter;
 mod batch;
 mod context;
 mod coop_device;
-mod family;
 mod fault;
 mod kernel_choice;
 mod options;
@@ -16,6 +15,7 @@ mod pipelines;
 mod pool;
 mod profile;
 mod readback;
+mod report;
 mod selection_slot;
 
 pub use batch::{Binding, Dispatch};

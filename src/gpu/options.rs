@@ -30,7 +30,7 @@ pub struct GpuOptions {
     pub coop_lose: bool,
     /// Why cooperative matrices are not asked for although mixed precision is: the device
     /// opened first lost them during their self-check (set by [`super::Gpu::new`]).
-    pub(super) coop_lost: Option<String>,
+    pub(crate) coop_lost: Option<String>,
     /// FEWSTEP_TUNE=on|off: whether GEMMs are timed on this adapter and the fastest kept
     /// (`None`: [`Self::tune_by_default`] on GPUs).
     pub tune: Option<bool>,

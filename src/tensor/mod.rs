@@ -20,6 +20,7 @@ mod optim;
 pub(crate) mod params;
 mod random;
 pub mod registry;
+mod selection;
 mod shape_ops;
 pub mod tuner;
 

@@ -1,13 +1,21 @@
-//! Which GEMM family the device runs by default and what was forced (family, tile, split,
-//! softmax layout): the state the fixed rule (`tensor::kernel_policy`) reads, kept per device.
+//! The kernel selection: which GEMM family, tile and split a device runs, in what precision,
+//! and why. One unit above the device layer (`gpu/` reports what the adapter can do and keeps
+//! the values this unit sets, never deciding them): opening a device (`open.rs`: `Gpu::new`,
+//! `Gpu::from_device`, each choosing the family), the cooperative-matrix family settled on its
+//! self-check (`coop.rs`, running `coop_check`), the default family and what was forced
+//! (here), the fixed rule per launch (`kernel_policy.rs`) and choosing by measuring
+//! (`tuner/`).
 
-use super::{GemmTile, Gpu, KernelVariant, Precision, SplitK};
+mod coop;
+mod open;
+
+use crate::gpu::{GemmTile, Gpu, KernelVariant, Precision, SplitK};
 
 impl Gpu {
     /// The GEMM family used when none is asked for, and why: CPU adapters (lavapipe) run the
     /// subgroup family where they have fixed-size subgroups (2-3x faster there than the others,
     /// ARCHITECTURE.md, Platforms), else tiled; GPUs and browsers run the register-blocked family.
-    pub(super) fn default_variant(
+    pub(crate) fn default_variant(
         info: &wgpu::AdapterInfo,
         subgroups: bool,
     ) -> (KernelVariant, String) {
@@ -114,45 +122,15 @@ impl Gpu {
     pub fn last_gemm(&self) -> Option<(KernelVariant, GemmTile)> {
         self.0.last_gemm.get()
     }
-    pub fn has_subgroups(&self) -> bool {
-        self.0.features.contains(wgpu::Features::SUBGROUP)
-    }
-    pub fn subgroup_size(&self) -> u32 {
-        self.0.info.subgroup_min_size
+
+    /// Whether GEMM shapes this device meets for the first time are timed on it and the fastest
+    /// kernel kept (tensor/tuner). Off where a family, tile or split was forced.
+    pub fn tunes(&self) -> bool {
+        self.0.tune.get()
     }
 
-    /// A multi-line description for `fewstep info`.
-    pub fn describe(&self) -> String {
-        let i = &self.0.info;
-        let l = &self.0.limits;
-        let mut s = String::new();
-        use std::fmt::Write;
-        let _ = writeln!(s, "adapter:   {} ({:?})", i.name, i.device_type);
-        let _ = writeln!(s, "backend:   {:?}", i.backend);
-        let _ = writeln!(s, "driver:    {} {}", i.driver, i.driver_info);
-        let _ = writeln!(
-            s,
-            "vendor:    0x{:04x}  device: 0x{:04x}",
-            i.vendor, i.device
-        );
-        let _ = writeln!(s, "features:  {:?}", self.0.features);
-        let _ = writeln!(
-            s,
-            "subgroups: size {}..{}",
-            i.subgroup_min_size, i.subgroup_max_size
-        );
-        let _ = writeln!(
-            s,
-            "limits:    storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, invocations/workgroup {}, \
-             workgroups/dim {}, storage buffers/stage {}, uniform binding {} KiB",
-            l.max_storage_buffer_binding_size >> 20,
-            l.max_buffer_size >> 20,
-            l.max_compute_workgroup_storage_size >> 10,
-            l.max_compute_invocations_per_workgroup,
-            l.max_compute_workgroups_per_dimension,
-            l.max_storage_buffers_per_shader_stage,
-            l.max_uniform_buffer_binding_size >> 10,
-        );
-        s
+    /// Turns tuning on or off (`fewstep bench train --tuned` times the rule, then the plan).
+    pub fn set_tuning(&self, on: bool) {
+        self.0.tune.set(on);
     }
 }
