@@ -84,6 +84,13 @@ fn a_deferred_bucket_runs_the_rule_then_the_planned_kernel_after_the_pass() {
         "the pass wrote into the step's output"
     );
     assert!(tuner::tuned_so_far().problems >= 1);
+    // A checkpoint taken now records the kernel the next step runs, not the rule this one ran.
+    let recorded = tuner::recorded(&gpu).expect("a tuning device records its plan");
+    assert_eq!(
+        recorded.get("matmul m32 n128 k64 b1").map(String::as_str),
+        Some("tiled"),
+        "{recorded:?}"
+    );
 
     // The next step: the planned kernel, the right product, nothing timed again.
     let timed = calls.get();

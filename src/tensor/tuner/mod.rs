@@ -216,7 +216,11 @@ pub async fn tune_pending(gpu: &Gpu) -> PendingTuned {
             continue;
         }
         let replay = q.replay;
-        tune::tune(gpu, q.problem, &q.bucket, &mut |c| replay(c)).await;
+        let best = tune::tune(gpu, q.problem, &q.bucket, &mut |c| replay(c)).await;
+        // From the next step on the bucket runs `best`: what a checkpoint taken now must record
+        // (not the rule this step ran), or a resumed run would launch other kernels than the
+        // uninterrupted one.
+        state(gpu).used.insert(q.bucket, best);
         problems += 1;
     }
     let done = PendingTuned {
