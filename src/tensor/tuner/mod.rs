@@ -9,7 +9,8 @@
 //! the kernels the interrupted one did whatever the cache says by then.
 //!
 //! Off (the library's default, FEWSTEP_TUNE=off, or a family, tile or split forced) every
-//! launch takes the fixed rule of `kernel_policy`. The command line and the app tune.
+//! launch takes the fixed rule of `kernel_policy`. The command line, the app and the page tune
+//! on GPUs (`GpuOptions::for_runs`).
 //!
 //! Timing: GPU timestamps where the adapter has them, else submit and wait; a test replaces
 //! the clock with made-up times ([`set_clock`]).
