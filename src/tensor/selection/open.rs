@@ -97,9 +97,7 @@ impl Gpu {
     /// else the default for its adapter. Cooperative matrices wait for their self-check
     /// (`Gpu::new` settles them after this).
     fn choose_family(&self, want: Option<KernelVariant>) {
-        let info = self.info().clone();
-        let features = self.features();
-        let subgroups = features.contains(wgpu::Features::SUBGROUP);
+        let subgroups = self.has_subgroups();
         let (variant, reason) = match want {
             Some(KernelVariant::Subgroup) if !subgroups => (
                 KernelVariant::Tiled,
@@ -113,7 +111,7 @@ impl Gpu {
                     .into(),
             ),
             Some(v) => (v, format!("asked for {}", v.name())),
-            None => Self::default_variant(&info, subgroups),
+            None => Self::default_variant(self.info(), subgroups),
         };
         self.0.variant.set(variant);
         *self.0.variant_reason.borrow_mut() = reason;
